@@ -1,0 +1,3 @@
+"""Mammosearch: similar-case search for mammography."""
+
+__version__ = "0.1.0"
