@@ -1,0 +1,1 @@
+"""Sources -> rows + stored image files."""

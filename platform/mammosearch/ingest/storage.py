@@ -1,0 +1,109 @@
+"""Checking an incoming image and storing it content-addressed under the data directory."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image as PILImage
+from PIL import UnidentifiedImageError
+
+ACCEPTED_FORMATS = {"JPEG", "PNG", "TIFF", "BMP"}
+
+
+class ImageRejected(ValueError):
+    """An input that cannot become an image; the message names the input and the problem."""
+
+
+@dataclass(frozen=True)
+class CheckedImage:
+    content: bytes
+    sha256: str
+    format: str
+    width: int
+    height: int
+    suffix: str
+
+
+def _describe_start(content: bytes) -> str:
+    head = content[:4]
+    printable = head.decode("latin-1")
+    return repr(printable) if printable.isprintable() else head.hex()
+
+
+def check_image(content: bytes, name: str, max_pixels: int = 100_000_000) -> CheckedImage:
+    """Open and fully decode `content`; raise ImageRejected naming `name` and the reason."""
+    if not content:
+        raise ImageRejected(f"{name}: empty file")
+    if max_pixels <= 0:
+        raise ValueError("max_pixels must be positive")
+    previous_limit = PILImage.MAX_IMAGE_PIXELS
+    PILImage.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
+            with PILImage.open(io.BytesIO(content)) as img:
+                fmt = img.format or "unknown"
+                if fmt not in ACCEPTED_FORMATS:
+                    raise ImageRejected(f"{name}: unsupported image format {fmt}")
+                width, height = img.size
+                img.load()  # decode every pixel: truncated files fail here, not later
+    except ImageRejected:
+        raise
+    except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as exc:
+        raise ImageRejected(
+            f"{name}: image too large ({exc}); limit is {max_pixels} pixels "
+            "(MAMMOSEARCH_MAX_IMAGE_PIXELS)"
+        ) from exc
+    except UnidentifiedImageError as exc:
+        raise ImageRejected(
+            f"{name}: not an image Pillow can read (starts with {_describe_start(content)})"
+        ) from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageRejected(f"{name}: corrupt or truncated image ({exc})") from exc
+    finally:
+        PILImage.MAX_IMAGE_PIXELS = previous_limit
+    if width < 16 or height < 16:
+        raise ImageRejected(f"{name}: image is only {width}x{height} px")
+    suffix = {"JPEG": ".jpg", "PNG": ".png", "TIFF": ".tif", "BMP": ".bmp"}[fmt]
+    return CheckedImage(
+        content=content,
+        sha256=hashlib.sha256(content).hexdigest(),
+        format=fmt,
+        width=width,
+        height=height,
+        suffix=suffix,
+    )
+
+
+def stored_path_for(images_dir: Path, sha256: str, suffix: str) -> Path:
+    """Content-addressed location: images/ab/cd/abcd...<suffix>."""
+    return images_dir / sha256[:2] / sha256[2:4] / f"{sha256}{suffix}"
+
+
+def atomic_write_bytes(path: Path, content: bytes) -> None:
+    """Write via a temp file + fsync + rename, so readers never see a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def store_image(images_dir: Path, checked: CheckedImage) -> Path:
+    """Store the checked image once; storing the same content again is a no-op."""
+    path = stored_path_for(images_dir, checked.sha256, checked.suffix)
+    if not path.exists():
+        atomic_write_bytes(path, checked.content)
+    return path
