@@ -11,6 +11,8 @@ from mammosearch import __version__
 # One module per command group; each exposes `commands: list[click.Command]`.
 COMMAND_MODULES = [
     "mammosearch.cli.db_commands",
+    "mammosearch.cli.users_commands",
+    "mammosearch.cli.serve_commands",
 ]
 
 

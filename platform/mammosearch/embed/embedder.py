@@ -1,0 +1,110 @@
+"""The embedder interface (identity + images -> vectors) and its PyTorch implementation."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from mammosearch.embed.preprocess import INPUT_SIZE_PX, PREPROCESSING_VERSION, preprocess_batch
+
+
+@dataclass(frozen=True)
+class SpaceIdentity:
+    """What makes vectors comparable: same backbone, weights, preprocessing and dim."""
+
+    backbone: str
+    weights_sha256: str
+    weights_source: str
+    pretrained: bool
+    dim: int
+    preprocessing_version: int = PREPROCESSING_VERSION
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "untrained": not self.pretrained}
+
+
+def check_batch(batch: torch.Tensor | np.ndarray) -> None:
+    """Refuse anything that is not (n, 3, 224, 224): a wrong shape would embed silently."""
+    expected = (3, INPUT_SIZE_PX, INPUT_SIZE_PX)
+    if batch.ndim != 4 or tuple(batch.shape[1:]) != expected:
+        raise ValueError(
+            f"embed_tensors: expected a batch of shape (n, {', '.join(map(str, expected))}), "
+            f"got {tuple(batch.shape)}; build it with preprocess_batch()"
+        )
+
+
+class Embedder(ABC):
+    """Images -> float32 vectors (n, dim) in one embedding space, whatever runs the model."""
+
+    runtime: str = "abstract"
+
+    def __init__(self, identity: SpaceIdentity, batch_size: int = 32) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.identity = identity
+        self.batch_size = batch_size
+
+    backbone = property(lambda self: self.identity.backbone)
+    dim = property(lambda self: self.identity.dim)
+    weights_sha256 = property(lambda self: self.identity.weights_sha256)
+    weights_source = property(lambda self: self.identity.weights_source)
+    pretrained = property(lambda self: self.identity.pretrained)
+    preprocessing_version = property(lambda self: self.identity.preprocessing_version)
+
+    @abstractmethod
+    def embed_tensors(self, batch: torch.Tensor) -> np.ndarray:
+        """A preprocessed batch (n, 3, 224, 224) -> float32 array (n, dim)."""
+
+    def embed_pil(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Images -> float32 array (n, dim), run `batch_size` images at a time."""
+        chunks = [
+            self.embed_tensors(preprocess_batch(images[start : start + self.batch_size]))
+            for start in range(0, len(images), self.batch_size)
+        ]
+        if not chunks:
+            return np.empty((0, self.dim), dtype=np.float32)
+        return np.concatenate(chunks).astype(np.float32, copy=False)
+
+    def describe(self) -> dict[str, Any]:
+        """The space identity plus how it runs, for logs and `embed info`-style output."""
+        return {**self.identity.as_dict(), "runtime": self.runtime}
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(backbone={self.backbone!r}, dim={self.dim}, "
+            f"weights_sha256={self.weights_sha256[:16]!r}, pretrained={self.pretrained})"
+        )
+
+
+class TorchEmbedder(Embedder):
+    """A PyTorch feature extractor in eval mode, run under inference_mode."""
+
+    runtime = "torch"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        identity: SpaceIdentity,
+        device: str = "cpu",
+        batch_size: int = 32,
+        channels_last: bool = True,
+    ) -> None:
+        super().__init__(identity, batch_size)
+        self.device = torch.device(device)
+        self.channels_last = channels_last
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = model.eval().to(self.device, memory_format=self.memory_format)
+
+    def embed_tensors(self, batch: torch.Tensor) -> np.ndarray:
+        check_batch(batch)
+        with torch.inference_mode():
+            inputs = batch.to(self.device, dtype=torch.float32)
+            vectors = self.model(inputs.contiguous(memory_format=self.memory_format))
+        return np.ascontiguousarray(vectors.float().cpu().numpy(), dtype=np.float32)

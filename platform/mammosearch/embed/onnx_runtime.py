@@ -1,0 +1,103 @@
+"""Export a torch embedder to ONNX and serve it with ONNX Runtime, same space identity."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mammosearch.embed.embedder import Embedder, SpaceIdentity, TorchEmbedder, check_batch
+from mammosearch.embed.preprocess import INPUT_SIZE_PX
+
+INPUT_NAME = "images"
+OUTPUT_NAME = "vectors"
+IDENTITY_KEY = "mammosearch.space_identity"
+OPSET_VERSION = 17
+
+
+def onnx_file_name(identity: SpaceIdentity) -> str:
+    """One file per space: backbone, weights hash and preprocessing version in the name."""
+    weights = "".join(c if c.isalnum() or c in "-_" else "_" for c in identity.weights_sha256)
+    return f"{identity.backbone}-{weights[:24]}-p{identity.preprocessing_version}.onnx"
+
+
+def export_onnx(embedder: TorchEmbedder, path: Path) -> Path:
+    """Write the embedder's model to `path` (atomically), its identity in the metadata."""
+    import onnx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = embedder.model
+    example = torch.zeros((1, 3, INPUT_SIZE_PX, INPUT_SIZE_PX), device=embedder.device)
+    handle, partial_name = tempfile.mkstemp(dir=path.parent, suffix=".onnx.partial")
+    os.close(handle)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+            torch.onnx.export(
+                model,
+                (example,),
+                partial_name,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "n"}, OUTPUT_NAME: {0: "n"}},
+                opset_version=OPSET_VERSION,
+                dynamo=False,  # the dynamo exporter needs onnxscript; this one does not
+            )
+        exported = onnx.load(partial_name)
+        entry = exported.metadata_props.add()
+        entry.key, entry.value = IDENTITY_KEY, json.dumps(embedder.identity.as_dict())
+        onnx.save(exported, partial_name)
+        os.replace(partial_name, path)
+    except BaseException:
+        Path(partial_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_onnx_identity(path: Path) -> SpaceIdentity | None:
+    """The identity stored by `export_onnx`, or None when the file has none or is unreadable."""
+    import onnxruntime
+
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        stored = json.loads(session.get_modelmeta().custom_metadata_map[IDENTITY_KEY])
+        stored.pop("untrained", None)
+        return SpaceIdentity(**stored)
+    except Exception:  # noqa: BLE001 - any unreadable file just means "export again"
+        return None
+
+
+class OnnxEmbedder(Embedder):
+    """The same embedder served by ONNX Runtime; its identity comes from the model file."""
+
+    runtime = "onnx"
+
+    def __init__(
+        self, path: Path, batch_size: int = 32, providers: list[str] | None = None
+    ) -> None:
+        import onnxruntime
+
+        self.path = Path(path)
+        self.session = onnxruntime.InferenceSession(
+            str(self.path), providers=providers or ["CPUExecutionProvider"]
+        )
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        if IDENTITY_KEY not in metadata:
+            raise ValueError(f"{self.path}: no {IDENTITY_KEY} metadata; export it with export_onnx")
+        stored = json.loads(metadata[IDENTITY_KEY])
+        stored.pop("untrained", None)
+        super().__init__(SpaceIdentity(**stored), batch_size)
+
+    def embed_tensors(self, batch: torch.Tensor | np.ndarray) -> np.ndarray:
+        check_batch(batch)
+        inputs = batch.detach().cpu().numpy() if isinstance(batch, torch.Tensor) else batch
+        (vectors,) = self.session.run(
+            [OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(inputs, dtype=np.float32)}
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)

@@ -1,0 +1,195 @@
+"""DICOM file -> 8-bit grayscale PIL image + the tags the archive needs."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from PIL import Image as PILImage
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from pydicom.uid import UID
+
+from mammosearch.ingest.storage import ImageRejected
+
+# Which pylibjpeg plugin decodes which compressed transfer syntax (gdcm decodes them all).
+_PLUGIN_FOR_SYNTAX = {
+    "1.2.840.10008.1.2.5": "pylibjpeg-rle",  # RLE Lossless
+    "1.2.840.10008.1.2.4.50": "pylibjpeg-libjpeg",  # JPEG Baseline
+    "1.2.840.10008.1.2.4.51": "pylibjpeg-libjpeg",  # JPEG Extended
+    "1.2.840.10008.1.2.4.57": "pylibjpeg-libjpeg",  # JPEG Lossless
+    "1.2.840.10008.1.2.4.70": "pylibjpeg-libjpeg",  # JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.80": "pylibjpeg-libjpeg",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81": "pylibjpeg-libjpeg",  # JPEG-LS Near-lossless
+    "1.2.840.10008.1.2.4.90": "pylibjpeg-openjpeg",  # JPEG 2000 Lossless
+    "1.2.840.10008.1.2.4.91": "pylibjpeg-openjpeg",  # JPEG 2000
+    "1.2.840.10008.1.2.4.201": "pylibjpeg-openjpeg",  # HTJ2K Lossless
+    "1.2.840.10008.1.2.4.202": "pylibjpeg-openjpeg",  # HTJ2K Lossless RPCL
+    "1.2.840.10008.1.2.4.203": "pylibjpeg-openjpeg",  # HTJ2K
+}
+
+# ViewPosition values, plus the spellings some archives (CBIS-DDSM) put in PatientOrientation.
+KNOWN_VIEWS = {"CC", "MLO", "ML", "LM", "LMO", "XCCL", "XCCM", "FB", "SIO", "AT", "RL", "RM"}
+_VIEW_CODE_MEANINGS = {
+    "cranio-caudal": "CC",
+    "medio-lateral oblique": "MLO",
+    "medio-lateral": "ML",
+    "latero-medial": "LM",
+    "latero-medial oblique": "LMO",
+    "exaggerated cranio-caudal": "XCCL",
+}
+
+
+@dataclass(frozen=True)
+class DicomImage:
+    """A rendered DICOM image: `image` is mode "L"; `metadata` holds the tags we keep."""
+
+    image: PILImage.Image
+    metadata: dict[str, Any]
+
+
+def _text(ds: Dataset, keyword: str) -> str | None:
+    value = ds.get(keyword)
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _side(ds: Dataset) -> str | None:
+    laterality = (_text(ds, "ImageLaterality") or _text(ds, "Laterality") or "").upper()
+    return laterality if laterality in {"L", "R"} else None
+
+
+def _view(ds: Dataset) -> str | None:
+    position = (_text(ds, "ViewPosition") or "").upper()
+    if position:
+        return position[:16]
+    for item in ds.get("ViewCodeSequence") or []:
+        meaning = str(item.get("CodeMeaning", "")).strip().lower()
+        if meaning in _VIEW_CODE_MEANINGS:
+            return _VIEW_CODE_MEANINGS[meaning]
+    orientation = (_text(ds, "PatientOrientation") or "").upper()
+    return orientation if orientation in KNOWN_VIEWS else None
+
+
+def _age_years(ds: Dataset) -> int | None:
+    """PatientAge is 'nnnY' (or M/W/D for infants, which round down to 0 years)."""
+    age = _text(ds, "PatientAge")
+    if not age or not age[:-1].isdigit():
+        return None
+    return int(age[:-1]) if age[-1].upper() == "Y" else 0
+
+
+def dicom_metadata(ds: Dataset) -> dict[str, Any]:
+    """The tags we store, under our column names; missing tags are None."""
+    transfer_syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    return {
+        "patient_id": _text(ds, "PatientID"),
+        "side": _side(ds),
+        "view": _view(ds),
+        "study_date": _text(ds, "StudyDate"),
+        "study_instance_uid": _text(ds, "StudyInstanceUID"),
+        "series_instance_uid": _text(ds, "SeriesInstanceUID"),
+        "sop_instance_uid": _text(ds, "SOPInstanceUID"),
+        "sop_class_uid": _text(ds, "SOPClassUID"),
+        "modality": _text(ds, "Modality"),
+        "manufacturer": _text(ds, "Manufacturer"),
+        "patient_age": _age_years(ds),
+        "transfer_syntax": str(transfer_syntax) if transfer_syntax else None,
+    }
+
+
+def parse_dicom(content: bytes | Path, name: str) -> Dataset:
+    """Parse a DICOM file (Part 10, or a bare dataset) or raise ImageRejected."""
+    source = io.BytesIO(content) if isinstance(content, bytes) else Path(content)
+    if isinstance(content, bytes) and not content:
+        raise ImageRejected(f"{name}: empty file")
+    try:
+        ds = pydicom.dcmread(source, force=False)
+    except InvalidDicomError:
+        # Files without the 128-byte preamble + 'DICM' are still DICOM if the tags parse.
+        if isinstance(source, io.BytesIO):
+            source.seek(0)
+        try:
+            ds = pydicom.dcmread(source, force=True)
+        except Exception as exc:
+            raise ImageRejected(f"{name}: not a DICOM file ({exc})") from exc
+        if "PixelData" not in ds and "SOPClassUID" not in ds:
+            raise ImageRejected(f"{name}: not a DICOM file (no 'DICM' marker, no DICOM tags)")
+    except (OSError, ValueError, EOFError) as exc:
+        raise ImageRejected(f"{name}: not a readable DICOM file ({exc})") from exc
+    return ds
+
+
+def _transfer_syntax(ds: Dataset) -> UID:
+    file_meta = getattr(ds, "file_meta", None)
+    syntax = getattr(file_meta, "TransferSyntaxUID", None)
+    return UID(str(syntax)) if syntax else UID("1.2.840.10008.1.2.1")
+
+
+def _decode_pixels(ds: Dataset, name: str) -> np.ndarray:
+    syntax = _transfer_syntax(ds)
+    try:
+        return ds.pixel_array
+    except (NotImplementedError, RuntimeError) as exc:
+        plugin = _PLUGIN_FOR_SYNTAX.get(str(syntax))
+        install = f"install {plugin} or python-gdcm" if plugin else "no installed decoder for it"
+        raise ImageRejected(
+            f"{name}: cannot decode {syntax.name} ({syntax}) pixel data; {install} ({exc})"
+        ) from exc
+    except Exception as exc:  # decoders raise ValueError, struct.error, ... on corrupt data
+        raise ImageRejected(f"{name}: corrupt {syntax.name} pixel data ({exc})") from exc
+
+
+def _to_8bit(values: np.ndarray) -> np.ndarray:
+    """Stretch the value range onto 0..255 (after windowing, this is the window's range)."""
+    values = values.astype(np.float32, copy=False)
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.uint8)
+    scaled = (values - low) * np.float32(255.0 / (high - low))
+    return np.rint(scaled, out=scaled).astype(np.uint8)
+
+
+def render_dataset(ds: Dataset, name: str, max_pixels: int = 100_000_000) -> PILImage.Image:
+    """Decode the first frame and render it as an 8-bit grayscale image a reader would see.
+
+    Modality LUT (rescale) then VOI LUT / window, then a stretch to 8 bits; MONOCHROME1
+    stores bright as low values, so it is inverted to look like every other image.
+    """
+    if "PixelData" not in ds:
+        raise ImageRejected(f"{name}: DICOM file has no pixel data")
+    rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+    if rows * columns > max_pixels:  # checked before decoding: no decompression bombs
+        raise ImageRejected(
+            f"{name}: image too large ({columns}x{rows} px); limit is {max_pixels} pixels "
+            "(MAMMOSEARCH_MAX_IMAGE_PIXELS)"
+        )
+    if rows < 16 or columns < 16:
+        raise ImageRejected(f"{name}: image is only {columns}x{rows} px")
+    pixels = _decode_pixels(ds, name)
+    frames = int(ds.get("NumberOfFrames") or 1)
+    if frames > 1:
+        pixels = pixels[0]
+    if int(ds.get("SamplesPerPixel") or 1) > 1:  # colour secondary captures: already RGB
+        return PILImage.fromarray(_to_8bit(pixels)).convert("L")
+    try:
+        values = apply_voi_lut(apply_modality_lut(pixels, ds), ds)
+    except ValueError as exc:
+        raise ImageRejected(f"{name}: invalid rescale/window tags ({exc})") from exc
+    gray = _to_8bit(values)
+    if _text(ds, "PhotometricInterpretation") == "MONOCHROME1":
+        gray = np.subtract(255, gray, dtype=np.uint8)
+    return PILImage.fromarray(gray)
+
+
+def read_dicom(content: bytes | Path, name: str, max_pixels: int = 100_000_000) -> DicomImage:
+    """Read a DICOM file into an 8-bit image + metadata; raise ImageRejected naming `name`."""
+    ds = parse_dicom(content, name)
+    return DicomImage(image=render_dataset(ds, name, max_pixels), metadata=dicom_metadata(ds))

@@ -1,0 +1,146 @@
+"""A DICOM file -> Patient/Image rows + a stored 8-bit PNG, once per image.
+
+Only the rendered 8-bit PNG is stored (content-addressed under images/, like every other
+image); the original DICOM stays in the sending archive (PACS, Orthanc), which remains
+the record of the full 16-bit data. An image is the same image when its SOPInstanceUID
+or its rendered pixels (the PNG's sha256; encoding is deterministic) are already known:
+the second arrival returns created=False and writes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from mammosearch.config import Settings
+from mammosearch.db.models import Image, ImageStatus, Patient
+from mammosearch.ingest.dicom import DicomImage, read_dicom
+from mammosearch.ingest.storage import CheckedImage, ImageRejected, store_image
+
+log = logging.getLogger(__name__)
+
+DICOM_PATIENT_SOURCE = "dicom"
+"""PatientIDs from every DICOM path (files, C-STORE, Orthanc) share one namespace."""
+
+ImageRegisteredHook = Callable[[int], None]
+"""Called with the id of each newly created image, after its row is committed."""
+
+
+@dataclass(frozen=True)
+class RegisterResult:
+    image_id: int
+    created: bool
+
+
+def encode_png(dicom: DicomImage) -> CheckedImage:
+    """The rendered image as PNG bytes (fast zlib level: these are 10+ megapixel images)."""
+    buffer = io.BytesIO()
+    dicom.image.save(buffer, format="PNG", compress_level=1)
+    content = buffer.getvalue()
+    width, height = dicom.image.size
+    return CheckedImage(
+        content=content,
+        sha256=hashlib.sha256(content).hexdigest(),
+        format="PNG",
+        width=width,
+        height=height,
+        suffix=".png",
+    )
+
+
+def _existing_image_id(session: Session, sop_instance_uid: str | None, sha256: str) -> int | None:
+    if sop_instance_uid:
+        found = session.scalar(select(Image.id).where(Image.sop_instance_uid == sop_instance_uid))
+        if found is not None:
+            return found
+    return session.scalar(select(Image.id).where(Image.sha256 == sha256))
+
+
+def _get_or_create_patient(session: Session, patient_id: str, age: int | None) -> Patient:
+    patient = session.scalar(
+        select(Patient).where(
+            Patient.source == DICOM_PATIENT_SOURCE, Patient.source_patient_id == patient_id
+        )
+    )
+    if patient is None:
+        patient = Patient(source=DICOM_PATIENT_SOURCE, source_patient_id=patient_id, age=age)
+        try:
+            with session.begin_nested():
+                session.add(patient)
+        except IntegrityError:  # another process created it between our select and insert
+            patient = session.scalars(
+                select(Patient).where(
+                    Patient.source == DICOM_PATIENT_SOURCE,
+                    Patient.source_patient_id == patient_id,
+                )
+            ).one()
+    elif patient.age is None and age is not None:
+        patient.age = age
+    return patient
+
+
+def register_rendered(
+    session: Session, dicom: DicomImage, name: str, settings: Settings, source: str = "dicom"
+) -> RegisterResult:
+    """Register an already-read DICOM image; the caller commits."""
+    meta = dicom.metadata
+    sop_instance_uid = meta.get("sop_instance_uid")
+    if sop_instance_uid:
+        found = session.scalar(select(Image.id).where(Image.sop_instance_uid == sop_instance_uid))
+        if found is not None:
+            return RegisterResult(found, created=False)
+    png = encode_png(dicom)
+    found = _existing_image_id(session, None, png.sha256)
+    if found is not None:
+        return RegisterResult(found, created=False)
+    if not meta.get("patient_id"):
+        raise ImageRejected(f"{name}: DICOM file has no PatientID (0010,0020)")
+
+    patient = _get_or_create_patient(session, meta["patient_id"], meta.get("patient_age"))
+    stored_path = store_image(settings.images_dir, png)
+    image = Image(
+        patient=patient,
+        source=source,
+        source_file_name=name[:512],
+        sha256=png.sha256,
+        stored_path=str(stored_path),
+        side=meta.get("side"),
+        view=meta.get("view"),
+        modality=(meta.get("modality") or "dicom")[:32],
+        width=png.width,
+        height=png.height,
+        machine=(meta.get("manufacturer") or None),
+        study_instance_uid=meta.get("study_instance_uid"),
+        sop_instance_uid=sop_instance_uid,
+        study_date=meta.get("study_date"),
+        status=ImageStatus.PENDING,
+    )
+    try:
+        with session.begin_nested():
+            session.add(image)
+    except IntegrityError:  # the same image arrived concurrently through another path
+        found = _existing_image_id(session, sop_instance_uid, png.sha256)
+        if found is None:
+            raise
+        return RegisterResult(found, created=False)
+    log.info("registered %s as image %d (%s %s)", name, image.id, image.side, image.view)
+    return RegisterResult(image.id, created=True)
+
+
+def register_dicom(
+    session: Session, content: bytes, name: str, settings: Settings, source: str = "dicom"
+) -> RegisterResult:
+    """Read, render, store and register one DICOM file; the caller commits.
+
+    Raises ImageRejected (message starts with `name`) for anything that is not a
+    usable DICOM image.
+    """
+    dicom = read_dicom(content, name, max_pixels=settings.max_image_pixels)
+    return register_rendered(session, dicom, name, settings, source=source)

@@ -1,0 +1,246 @@
+"""The CDD-CESM annotation sheet (`Radiology manual annotations.xlsx`) -> one row per image.
+
+The real sheet has quirks an importer must absorb rather than reject: image names with
+trailing spaces, several values joined by `$` in one cell, repeated rows, `_` for "no
+breast density". Raw text is kept; only what retrieval filters on is normalised.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from openpyxl import load_workbook
+
+MULTI_VALUE_SEPARATOR = "$"
+BIRADS_CATEGORIES = range(0, 7)  # ACR BI-RADS 0..6; "4a"/"4b"/"4c" count as 4
+
+# How one BIRADS is chosen when a cell lists several (e.g. "3$2", one per finding).
+# "max" (default): the most suspicious finding decides the breast's category, as in reading.
+BIRADS_RULES: dict[str, Callable[[Sequence[int]], int]] = {
+    "max": max,
+    "first": lambda categories: categories[0],
+    "min": min,
+}
+DEFAULT_BIRADS_RULE = "max"
+
+# Header (lower-cased, spaces collapsed) -> SheetRow field. Pathology's header is long and
+# varies ("Pathology Classification/ Follow up"), so it is matched by prefix below.
+_HEADER_FIELDS = {
+    "image_name": "image_name",
+    "image name": "image_name",
+    "patient_id": "patient_id",
+    "patient id": "patient_id",
+    "side": "side",
+    "type": "image_type",
+    "age": "age",
+    "breast density (acr)": "breast_density",
+    "breast density": "breast_density",
+    "birads": "birads_raw",
+    "bi-rads": "birads_raw",
+    "findings": "findings",
+    "view": "view",
+    "tags": "tags",
+    "machine": "machine",
+}
+_PATIENT_FROM_NAME = re.compile(r"^\s*P\s*0*(\d+)", re.IGNORECASE)
+_BIRADS_VALUE = re.compile(r"^\s*([0-6])\s*[a-cA-C]?\s*$")
+
+
+class SheetError(ValueError):
+    """The sheet cannot be read at all (missing file, no Image_name column)."""
+
+
+@dataclass(frozen=True)
+class SheetRow:
+    """One image's annotation, text stripped of outer spaces, raw multi-values kept."""
+
+    image_name: str
+    row_number: int
+    patient_id: str | None = None
+    side: str | None = None
+    image_type: str | None = None  # "DM" (low energy) or "CESM" (subtracted)
+    age: int | None = None
+    breast_density: str | None = None  # None where the sheet says "_"
+    birads_raw: str | None = None
+    findings: str | None = None
+    view: str | None = None
+    tags: str | None = None
+    machine: str | None = None
+    pathology: str | None = None  # lower-case: "benign", "malignant", "normal"
+
+    @property
+    def modality(self) -> str:
+        """"subtracted" for CESM/CM rows, "low-energy" for DM rows."""
+        kind = (self.image_type or "").upper()
+        name = self.image_name.upper()
+        if kind in {"CESM", "CM"} or "_CM_" in name:
+            return "subtracted"
+        if kind == "DM" or "_DM_" in name:
+            return "low-energy"
+        return "unknown"
+
+    def birads(self, rule: str = DEFAULT_BIRADS_RULE) -> int | None:
+        return choose_birads(self.birads_raw, rule)
+
+    def annotation(self) -> dict[str, Any]:
+        """Every value but the row number: two rows are duplicates when these are equal."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "row_number"}
+
+
+@dataclass
+class SheetParseResult:
+    rows: dict[str, SheetRow] = field(default_factory=dict)  # key: image name, stripped
+    duplicates: list[str] = field(default_factory=list)  # identical repeats, counted once
+    conflicts: list[str] = field(default_factory=list)  # "NAME: rows 4 and 9 differ in ..."
+    problems: list[str] = field(default_factory=list)  # rows that could not be used
+    trimmed_names: list[str] = field(default_factory=list)  # names that had outer spaces
+
+
+def birads_categories(raw: str | None) -> list[int]:
+    """The BIRADS categories listed in a cell, in order: "3$2" -> [3, 2]; junk is skipped."""
+    if raw is None:
+        return []
+    categories = []
+    for part in str(raw).split(MULTI_VALUE_SEPARATOR):
+        match = _BIRADS_VALUE.match(part)
+        if match:
+            categories.append(int(match.group(1)))
+    return categories
+
+
+def choose_birads(raw: str | None, rule: str = DEFAULT_BIRADS_RULE) -> int | None:
+    """The one BIRADS used for retrieval, picked from a possibly multi-valued cell by `rule`."""
+    if rule not in BIRADS_RULES:
+        raise ValueError(
+            f"unknown BIRADS rule {rule!r}; choose one of {', '.join(BIRADS_RULES)}"
+        )
+    categories = birads_categories(raw)
+    return BIRADS_RULES[rule](categories) if categories else None
+
+
+def _text(value: object) -> str | None:
+    """Cell -> stripped text; numbers written without a spurious ".0"; blanks -> None."""
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip()
+    return text or None
+
+
+def _int(value: object) -> int | None:
+    text = _text(value)
+    if text is None:
+        return None
+    try:
+        return int(float(text))
+    except ValueError:
+        return None
+
+
+def _upper(value: object) -> str | None:
+    text = _text(value)
+    return text.upper() if text else None
+
+
+def _density(value: object) -> str | None:
+    text = _text(value)
+    return None if text in {None, "_", "-"} else text.upper()
+
+
+def _pathology(value: object) -> str | None:
+    text = _text(value)
+    return " ".join(text.split()).lower() if text else None
+
+
+def _field_for_header(header: object) -> str | None:
+    label = " ".join(str(header or "").split()).lower()
+    if label.startswith("pathology"):
+        return "pathology"
+    return _HEADER_FIELDS.get(label)
+
+
+def _row_from_cells(cells: dict[str, object], image_name: str, row_number: int) -> SheetRow:
+    patient_id = _text(cells.get("patient_id"))
+    if patient_id is None:
+        match = _PATIENT_FROM_NAME.match(image_name)
+        patient_id = match.group(1) if match else None
+    return SheetRow(
+        image_name=image_name,
+        row_number=row_number,
+        patient_id=patient_id,
+        side=_upper(cells.get("side")),
+        image_type=_upper(cells.get("image_type")),
+        age=_int(cells.get("age")),
+        breast_density=_density(cells.get("breast_density")),
+        birads_raw=_text(cells.get("birads_raw")),
+        findings=_text(cells.get("findings")),
+        view=_upper(cells.get("view")),
+        tags=_text(cells.get("tags")),
+        machine=_text(cells.get("machine")),
+        pathology=_pathology(cells.get("pathology")),
+    )
+
+
+def _describe_difference(first: SheetRow, other: SheetRow) -> str:
+    first_values, other_values = first.annotation(), other.annotation()
+    differing = [
+        f"{name} ({first_values[name]!r} vs {other_values[name]!r})"
+        for name in first_values
+        if first_values[name] != other_values[name]
+    ]
+    return (
+        f"{first.image_name}: rows {first.row_number} and {other.row_number} differ in "
+        f"{', '.join(differing)}; row {first.row_number} is used"
+    )
+
+
+def parse_annotation_sheet(path: Path) -> SheetParseResult:
+    """Read the first worksheet; the header row is the first row naming an Image_name column.
+
+    Identical repeated rows count once; conflicting repeats keep the first row and are
+    reported, so an import never silently picks between two radiologists' readings.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SheetError(f"{path}: annotation sheet not found")
+    try:
+        workbook = load_workbook(path, read_only=True, data_only=True)
+    except Exception as exc:  # openpyxl raises many types for a non-xlsx file
+        raise SheetError(f"{path}: not a readable .xlsx workbook ({exc})") from exc
+    result = SheetParseResult()
+    try:
+        column_fields: dict[int, str] | None = None
+        for row_number, values in enumerate(workbook.worksheets[0].iter_rows(values_only=True), 1):
+            if column_fields is None:
+                candidate = {i: _field_for_header(v) for i, v in enumerate(values)}
+                if "image_name" in candidate.values():
+                    column_fields = {i: name for i, name in candidate.items() if name}
+                continue
+            cells = {name: values[i] for i, name in column_fields.items() if i < len(values)}
+            if all(_text(v) is None for v in values):
+                continue
+            raw_name = cells.get("image_name")
+            image_name = _text(raw_name)
+            if image_name is None:
+                result.problems.append(f"{path.name} row {row_number}: no Image_name; skipped")
+                continue
+            if isinstance(raw_name, str) and raw_name != image_name:
+                result.trimmed_names.append(image_name)
+            row = _row_from_cells(cells, image_name, row_number)
+            earlier = result.rows.get(image_name)
+            if earlier is None:
+                result.rows[image_name] = row
+            elif earlier.annotation() == row.annotation():
+                result.duplicates.append(image_name)
+            else:
+                result.conflicts.append(_describe_difference(earlier, row))
+    finally:
+        workbook.close()
+    if column_fields is None:
+        raise SheetError(f"{path}: no header row with an Image_name column")
+    return result
