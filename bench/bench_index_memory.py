@@ -11,6 +11,8 @@ what a web replica pays to hold the segment, not what building it cost.
         --out var/bench/index_memory.json
 
 Vectors are seeded Gaussian, L2-normalised float32 (memory does not depend on the values).
+IVF training uses `--train-per-list` points per list: enough for a memory reading, not
+for recall (train production IVF indexes on real vectors).
 Flat and HNSW indexes are wrapped in IndexIDMap2 (the store keeps external image ids);
 IVF indexes carry their ids in the inverted lists already.
 """
@@ -72,6 +74,8 @@ def load_segment(path: Path) -> dict:
     """Load an index in a fresh process; report the resident memory it added."""
     import faiss
 
+    # Load an empty index first so FAISS's own code pages and thread pools are not counted.
+    faiss.deserialize_index(faiss.serialize_index(faiss.IndexFlatL2(8)))
     before = _resident_bytes()
     index = faiss.read_index(str(path))
     after = _resident_bytes()

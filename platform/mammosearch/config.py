@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -43,7 +43,6 @@ class Settings:
     orthanc_schedule_s: float = 10.0
     regression_threshold: float = 0.05
     regression_webhook_url: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def images_dir(self) -> Path:

@@ -13,6 +13,13 @@ COMMAND_MODULES = [
     "mammosearch.cli.db_commands",
     "mammosearch.cli.users_commands",
     "mammosearch.cli.serve_commands",
+    "mammosearch.cli.evaluate_commands",
+    "mammosearch.cli.source_commands",
+    "mammosearch.cli.ingest_commands",
+    "mammosearch.cli.status_commands",
+    "mammosearch.cli.index_commands",
+    "mammosearch.cli.search_commands",
+    "mammosearch.cli.worker_commands",
 ]
 
 

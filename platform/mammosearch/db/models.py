@@ -42,12 +42,13 @@ class Base(DeclarativeBase):
 
 
 class ImageStatus(enum.StrEnum):
-    """Where an image is in the pipeline: pending -> embedded -> indexed, or failed."""
+    """Where an image is in the pipeline: pending -> embedded -> indexed; failed; removed."""
 
     PENDING = "pending"
     EMBEDDED = "embedded"
     INDEXED = "indexed"
     FAILED = "failed"
+    REMOVED = "removed"  # taken out of search on request; kept as a record
 
 
 class Patient(Base):

@@ -71,9 +71,11 @@ def _torchvision_url(model_name: str, weights_name: str = "IMAGENET1K_V1") -> st
 
 
 # Old DenseNet checkpoints (the one torchvision serves included) name layers 'norm.1';
-# torchvision renames them the same way when it loads them itself.
+# torchvision renames them the same way when it loads them itself (plus num_batches_tracked,
+# which checkpoints saved by newer PyTorch add).
 _DENSENET_OLD_KEY = re.compile(
-    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\."
+    r"((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
 )
 
 

@@ -91,17 +91,16 @@ def _load_state_dict(backbone: Backbone, model: nn.Module, path: Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - pickle/zip errors vary; all mean "bad file"
-        raise WeightsUnavailable(f"{path}: not a readable PyTorch weights file ({error})") from error
+        message = f"{path}: not a readable PyTorch weights file ({error})"
+        raise WeightsUnavailable(message) from error
     for wrapper_key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper_key), dict):
             state = state[wrapper_key]
     try:
         model.load_state_dict(backbone.prepare_state_dict(dict(state)))
     except (RuntimeError, TypeError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-        raise WeightsUnavailable(
-            f"{path}: not {backbone.name} weights ({first_line} ...)"
-        ) from error
+        detail = " ".join(str(error).split())[:300] or repr(error)
+        raise WeightsUnavailable(f"{path}: not {backbone.name} weights ({detail} ...)") from error
 
 
 def build_torch_embedder(
@@ -192,7 +191,7 @@ def load_embedder(
 def load_embedder_from_settings(
     settings: Settings | None = None, device: str = "cpu", runtime: str = "torch"
 ) -> Embedder:
-    """`load_embedder` with MAMMOSEARCH_BACKBONE, _WEIGHTS, _ALLOW_RANDOM_WEIGHTS, _EMBED_BATCH_SIZE."""
+    """`load_embedder` as configured: MAMMOSEARCH_BACKBONE, _WEIGHTS, _ALLOW_RANDOM_WEIGHTS..."""
     settings = settings or get_settings()
     return load_embedder(
         settings.backbone,

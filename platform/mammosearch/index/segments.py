@@ -65,8 +65,12 @@ def build_index(
         try:
             inner.train(vectors)
         except RuntimeError as error:
-            log.warning("index factory %r cannot train on %d vectors (%s); segment uses Flat",
-                        factory, len(vectors), error)
+            log.warning(
+                "index factory %r cannot train on %d vectors (%s); segment uses Flat",
+                factory,
+                len(vectors),
+                error,
+            )
             return build_index(ids, vectors, metric, FLAT)
     index = faiss.IndexIDMap2(inner)
     index.add_with_ids(vectors, ids)

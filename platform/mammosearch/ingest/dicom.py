@@ -12,7 +12,7 @@ import pydicom
 from PIL import Image as PILImage
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 from pydicom.uid import UID
 
 from mammosearch.ingest.storage import ImageRejected
@@ -107,24 +107,31 @@ def dicom_metadata(ds: Dataset) -> dict[str, Any]:
 
 def parse_dicom(content: bytes | Path, name: str) -> Dataset:
     """Parse a DICOM file (Part 10, or a bare dataset) or raise ImageRejected."""
-    source = io.BytesIO(content) if isinstance(content, bytes) else Path(content)
     if isinstance(content, bytes) and not content:
         raise ImageRejected(f"{name}: empty file")
     try:
-        ds = pydicom.dcmread(source, force=False)
+        return pydicom.dcmread(_source(content))
     except InvalidDicomError:
-        # Files without the 128-byte preamble + 'DICM' are still DICOM if the tags parse.
-        if isinstance(source, io.BytesIO):
-            source.seek(0)
-        try:
-            ds = pydicom.dcmread(source, force=True)
-        except Exception as exc:
-            raise ImageRejected(f"{name}: not a DICOM file ({exc})") from exc
-        if "PixelData" not in ds and "SOPClassUID" not in ds:
-            raise ImageRejected(f"{name}: not a DICOM file (no 'DICM' marker, no DICOM tags)")
+        pass  # no 128-byte preamble + 'DICM': still DICOM if the tags parse
     except (OSError, ValueError, EOFError) as exc:
         raise ImageRejected(f"{name}: not a readable DICOM file ({exc})") from exc
+    try:
+        ds = pydicom.dcmread(_source(content), force=True)
+    except Exception as exc:
+        raise ImageRejected(f"{name}: not a DICOM file ({exc})") from exc
+    if "PixelData" not in ds and "SOPClassUID" not in ds:
+        head = content[:4] if isinstance(content, bytes) else _first_bytes(content)
+        raise ImageRejected(f"{name}: not a DICOM file (no 'DICM' marker; starts with {head!r})")
     return ds
+
+
+def _first_bytes(path: Path) -> bytes:
+    with Path(path).open("rb") as handle:
+        return handle.read(4)
+
+
+def _source(content: bytes | Path) -> io.BytesIO | Path:
+    return io.BytesIO(content) if isinstance(content, bytes) else Path(content)
 
 
 def _transfer_syntax(ds: Dataset) -> UID:
@@ -133,18 +140,25 @@ def _transfer_syntax(ds: Dataset) -> UID:
     return UID(str(syntax)) if syntax else UID("1.2.840.10008.1.2.1")
 
 
+def _decoder_available(syntax: UID) -> bool:
+    try:
+        return bool(get_decoder(syntax).is_available)
+    except NotImplementedError:  # pydicom has no decoder at all for this syntax
+        return False
+
+
 def _decode_pixels(ds: Dataset, name: str) -> np.ndarray:
     syntax = _transfer_syntax(ds)
     try:
         return ds.pixel_array
-    except (NotImplementedError, RuntimeError) as exc:
+    except Exception as exc:  # decoders raise RuntimeError, ValueError, ... on corrupt data
+        if _decoder_available(syntax):
+            raise ImageRejected(f"{name}: corrupt {syntax.name} pixel data ({exc})") from exc
         plugin = _PLUGIN_FOR_SYNTAX.get(str(syntax))
-        install = f"install {plugin} or python-gdcm" if plugin else "no installed decoder for it"
+        install = f"install {plugin} or python-gdcm" if plugin else "no decoder exists for it"
         raise ImageRejected(
-            f"{name}: cannot decode {syntax.name} ({syntax}) pixel data; {install} ({exc})"
+            f"{name}: cannot decode {syntax.name} ({syntax}) pixel data; {install}"
         ) from exc
-    except Exception as exc:  # decoders raise ValueError, struct.error, ... on corrupt data
-        raise ImageRejected(f"{name}: corrupt {syntax.name} pixel data ({exc})") from exc
 
 
 def _to_8bit(values: np.ndarray) -> np.ndarray:

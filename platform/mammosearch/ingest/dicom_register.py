@@ -106,7 +106,7 @@ def register_rendered(
     patient = _get_or_create_patient(session, meta["patient_id"], meta.get("patient_age"))
     stored_path = store_image(settings.images_dir, png)
     image = Image(
-        patient=patient,
+        patient_id=patient.id,
         source=source,
         source_file_name=name[:512],
         sha256=png.sha256,

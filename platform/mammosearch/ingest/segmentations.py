@@ -70,7 +70,10 @@ def parse_segmentation_csv(path: Path) -> tuple[list[Region], list[str]]:
     seen: set[tuple[str, int]] = set()
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
-        headers = {(h or "").strip().lstrip("#").strip().lower(): h for h in reader.fieldnames or []}
+        headers = {
+            (header or "").strip().lstrip("#").strip().lower(): header
+            for header in reader.fieldnames or []
+        }
         missing = {"filename", "region_shape_attributes"} - headers.keys()
         if missing:
             return [], [f"{path.name}: missing column(s) {', '.join(sorted(missing))}"]

@@ -47,6 +47,8 @@ _HEADER_FIELDS = {
     "machine": "machine",
 }
 _PATIENT_FROM_NAME = re.compile(r"^\s*P\s*0*(\d+)", re.IGNORECASE)
+# Image names carry side, kind and view: "P2_R_CM_CC" (CM: subtracted, DM: low energy).
+_NAME_PARTS = re.compile(r"^P\s*\d+_([LR])_(CM|DM)_([A-Z]+)$", re.IGNORECASE)
 _BIRADS_VALUE = re.compile(r"^\s*([0-6])\s*[a-cA-C]?\s*$")
 
 
@@ -169,17 +171,19 @@ def _row_from_cells(cells: dict[str, object], image_name: str, row_number: int) 
     if patient_id is None:
         match = _PATIENT_FROM_NAME.match(image_name)
         patient_id = match.group(1) if match else None
+    name_parts = _NAME_PARTS.match(image_name)
+    name_side, name_kind, name_view = name_parts.groups() if name_parts else (None, None, None)
     return SheetRow(
         image_name=image_name,
         row_number=row_number,
         patient_id=patient_id,
-        side=_upper(cells.get("side")),
-        image_type=_upper(cells.get("image_type")),
+        side=_upper(cells.get("side")) or _upper(name_side),
+        image_type=_upper(cells.get("image_type")) or _upper(name_kind),
         age=_int(cells.get("age")),
         breast_density=_density(cells.get("breast_density")),
         birads_raw=_text(cells.get("birads_raw")),
         findings=_text(cells.get("findings")),
-        view=_upper(cells.get("view")),
+        view=_upper(cells.get("view")) or _upper(name_view),
         tags=_text(cells.get("tags")),
         machine=_text(cells.get("machine")),
         pathology=_pathology(cells.get("pathology")),

@@ -31,9 +31,18 @@ class CheckedImage:
 
 
 def _describe_start(content: bytes) -> str:
+    """The first bytes, readable: "'PK' + 0304" (a zip), "'<!DO'" (HTML), or hex."""
     head = content[:4]
-    printable = head.decode("latin-1")
-    return repr(printable) if printable.isprintable() else head.hex()
+    text = head.decode("latin-1")
+    printable_len = next(
+        (i for i, char in enumerate(text) if not (char.isascii() and char.isprintable())),
+        len(text),
+    )
+    if printable_len == len(head):
+        return repr(text)
+    if printable_len >= 2:
+        return f"{text[:printable_len]!r} + {head[printable_len:].hex()}"
+    return head.hex()
 
 
 def check_image(content: bytes, name: str, max_pixels: int = 100_000_000) -> CheckedImage:

@@ -1,0 +1,83 @@
+"""Gunicorn settings for the web service: `gunicorn --config deploy/gunicorn.conf.py "web:create_app()"`.
+
+Every knob can be overridden from the environment (GUNICORN_*), so compose files and
+Kubernetes manifests tune a replica without editing this file.
+
+Each worker process holds the query embedder and the loaded index segments, so memory,
+not CPU, bounds `workers`: scale with more replicas (see docs/operations.md, "Sizing").
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+
+def _int_env(name: str, default: int) -> int:
+    return int(os.environ.get(name) or default)
+
+
+bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
+workers = _int_env("GUNICORN_WORKERS", 2)
+worker_class = "gthread"
+threads = _int_env("GUNICORN_THREADS", 4)
+# A CPU embedding of an uploaded query image takes seconds, not milliseconds.
+timeout = _int_env("GUNICORN_TIMEOUT_S", 120)
+graceful_timeout = _int_env("GUNICORN_GRACEFUL_TIMEOUT_S", 30)
+keepalive = 5
+# Recycling a worker reloads the model and the index: off unless asked for.
+max_requests = _int_env("GUNICORN_MAX_REQUESTS", 0)
+max_requests_jitter = _int_env("GUNICORN_MAX_REQUESTS_JITTER", 50)
+# Loading the app once in the master shares the model's pages between workers.
+preload_app = os.environ.get("GUNICORN_PRELOAD", "0").lower() in {"1", "true", "yes"}
+# The heartbeat file must live on a writable, fast file system (root may be read-only).
+worker_tmp_dir = "/dev/shm" if Path("/dev/shm").is_dir() else None
+# Trust X-Forwarded-* only from the ingress / reverse proxy addresses given here.
+forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+accesslog = "-"
+errorlog = "-"
+loglevel = os.environ.get("MAMMOSEARCH_LOG_LEVEL", "INFO").lower()
+# The path only (%(U)s), never the query string: search filters may carry patient ids.
+access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
+
+if os.environ.get("MAMMOSEARCH_LOG_JSON", "").lower() in {"1", "true", "yes", "on"}:
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "json": {
+                "()": "pythonjsonlogger.json.JsonFormatter",
+                "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            }
+        },
+        "handlers": {
+            "stdout": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stdout",
+            }
+        },
+        "loggers": {
+            "gunicorn.error": {"handlers": ["stdout"], "level": loglevel.upper(), "propagate": False},
+            "gunicorn.access": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
+        },
+        "root": {"handlers": ["stdout"], "level": loglevel.upper()},
+    }
+
+
+def on_starting(server) -> None:  # type: ignore[no-untyped-def]
+    """Start with an empty Prometheus multiprocess directory (stale files double-count)."""
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if metrics_dir:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        Path(metrics_dir).mkdir(parents=True, exist_ok=True)
+
+
+def child_exit(server, worker) -> None:  # type: ignore[no-untyped-def]
+    """Drop a dead worker's live gauges from /metrics."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

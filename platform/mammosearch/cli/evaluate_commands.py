@@ -1,0 +1,122 @@
+"""`mammosearch evaluate`: leave-one-out retrieval metrics of an embedding space."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import click
+
+from mammosearch.config import get_settings
+from mammosearch.db.session import session_scope
+from mammosearch.evaluate import (
+    DEFAULT_PROTOCOL,
+    DISTANCE_METRICS,
+    LABELS,
+    PROTOCOLS,
+    EvaluationError,
+    evaluate_space,
+    format_per_class,
+    format_summary,
+    parse_ks,
+    resolve_space,
+)
+
+
+def _write_json_atomically(path: Path, document: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            json.dump(document, out, indent=2)
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+@click.command("evaluate")
+@click.option("--label", type=click.Choice(list(LABELS)), default="birads", show_default=True)
+@click.option(
+    "--protocol",
+    type=click.Choice(list(PROTOCOLS)),
+    default=DEFAULT_PROTOCOL,
+    show_default=True,
+    help="patient-excluded: a query's own patient's images are not candidates; "
+    "self-included is the paper's optimistic protocol.",
+)
+@click.option("--metric", type=click.Choice(DISTANCE_METRICS), default="cosine", show_default=True)
+@click.option(
+    "--k",
+    "ks_text",
+    default="1,5,10,20,50,100",
+    show_default=True,
+    help="Comma-separated cut-offs.",
+)
+@click.option(
+    "--map-cutoff",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Score AP@K instead of AP over the full ranking.",
+)
+@click.option("--backbone", default=None, help="Evaluate the newest space of this backbone.")
+@click.option("--space-id", type=int, default=None, help="Evaluate this embedding space.")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the full result (incl. per-query table) here.",
+)
+@click.option("--per-class/--no-per-class", default=True, show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def evaluate_command(
+    label: str,
+    protocol: str,
+    metric: str,
+    ks_text: str,
+    map_cutoff: int | None,
+    backbone: str | None,
+    space_id: int | None,
+    json_path: Path | None,
+    per_class: bool,
+    progress: bool,
+) -> None:
+    """Leave-one-out precision/recall/NDCG@k, mAP and search time over a space's images."""
+    settings = get_settings()
+    try:
+        ks = parse_ks(ks_text)
+        with session_scope(settings.database_url) as session:
+            space = resolve_space(session, settings, backbone=backbone, space_id=space_id)
+            description = space.describe()
+            click.echo(
+                f"evaluating embedding space {description['id']} ({description['backbone']}, "
+                f"{'pretrained' if description['pretrained'] else 'UNTRAINED'})",
+                err=True,
+            )
+            result = evaluate_space(
+                session,
+                settings,
+                space,
+                label=label,
+                protocol=protocol,
+                metric=metric,
+                ks=ks,
+                map_cutoff=map_cutoff,
+                trigger="cli",
+                progress=progress,
+            )
+    except EvaluationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(format_summary(result))
+    if per_class:
+        click.echo("")
+        click.echo(format_per_class(result))
+    if json_path is not None:
+        _write_json_atomically(json_path, result.to_dict())
+        click.echo(f"wrote {json_path}", err=True)
+
+
+commands = [evaluate_command]

@@ -1,0 +1,116 @@
+"""`mammosearch search`: similar cases for an image file or an archived image."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from mammosearch.cli.space_option import backbone_option, resolve_space, settings_for
+from mammosearch.db.session import session_scope
+
+
+def load_query_image(path: Path, max_pixels: int):  # type: ignore[no-untyped-def]
+    """A query file (JPEG, PNG or DICOM) -> checked PIL image; errors name the file."""
+    import io
+
+    from PIL import Image as PILImage
+
+    from mammosearch.ingest.storage import check_image
+
+    content = path.read_bytes()
+    if content[128:132] == b"DICM" or path.suffix.lower() in {".dcm", ".dicom"}:
+        from mammosearch.ingest.dicom import read_dicom
+
+        return read_dicom(content, path.name).image
+    checked = check_image(content, path.name, max_pixels=max_pixels)
+    return PILImage.open(io.BytesIO(checked.content))
+
+
+@click.command("search")
+@click.argument(
+    "image", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option("--image-id", type=int, default=None, help="Search with an archived image instead.")
+@click.option("-k", "k", type=int, default=10, show_default=True, help="Number of neighbours.")
+@click.option("--metric", type=click.Choice(["cosine", "l2"]), default="cosine", show_default=True)
+@click.option("--side", type=click.Choice(["L", "R"]), default=None)
+@click.option("--view", default=None, help="CC, MLO, ...")
+@click.option("--modality", default=None, help="subtracted, low-energy, dicom, ...")
+@click.option("--birads-min", type=click.IntRange(0, 6), default=None)
+@click.option("--birads-max", type=click.IntRange(0, 6), default=None)
+@click.option("--pathology", default=None, help="normal, benign, malignant")
+@click.option("--exclude-same-patient", is_flag=True, help="With --image-id: skip its patient.")
+@backbone_option
+@click.option("--json", "as_json", is_flag=True, help="Print the response as JSON.")
+def search(
+    image: Path | None,
+    image_id: int | None,
+    k: int,
+    metric: str,
+    side: str | None,
+    view: str | None,
+    modality: str | None,
+    birads_min: int | None,
+    birads_max: int | None,
+    pathology: str | None,
+    exclude_same_patient: bool,
+    backbone: str | None,
+    as_json: bool,
+) -> None:
+    """Find the K most similar archived cases to IMAGE (JPEG, PNG, DICOM) or --image-id."""
+    from mammosearch.db.models import Image
+    from mammosearch.ingest.storage import ImageRejected
+    from mammosearch.search import SearchError, SearchFilters, get_search_service
+
+    if (image is None) == (image_id is None):
+        raise click.UsageError("give either IMAGE or --image-id")
+    settings = settings_for(backbone)
+    service = get_search_service(settings)
+    with session_scope(settings.database_url) as session:
+        resolve_space(session, settings, echo=not as_json)
+        exclude_patient = None
+        if exclude_same_patient and image_id is not None:
+            row = session.get(Image, image_id)
+            exclude_patient = row.patient_id if row else None
+        filters = SearchFilters(
+            side=side,
+            view=view,
+            modality=modality,
+            birads_min=birads_min,
+            birads_max=birads_max,
+            pathology=pathology,
+            exclude_patient_id=exclude_patient,
+        )
+        try:
+            if image is not None:
+                query = load_query_image(image, settings.max_image_pixels)
+                response = service.search_image(session, query, k, metric, filters, image.name)
+            else:
+                response = service.search_image_id(session, image_id, k, metric, filters)
+        except (SearchError, ImageRejected) as exc:
+            raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(response.to_dict(), indent=2, default=str))
+        return
+    space = response.embedding_space
+    trained = "pretrained" if space["pretrained"] else "UNTRAINED"
+    click.echo(f"space {space['id']}: {space['backbone']} ({trained}), metric {metric}")
+    click.echo(f"{'rank':>4} {'image':>6} {'patient':>8} {'side':>4} {'view':>4} "
+               f"{'BIRADS':>6} {'pathology':>10} {'similarity':>10}")
+    for hit in response.results:
+        click.echo(
+            f"{hit.rank:>4} {hit.image_id:>6} {hit.patient_id:>8} {hit.side or '-':>4} "
+            f"{hit.view or '-':>4} {hit.birads if hit.birads is not None else '-':>6} "
+            f"{hit.pathology or '-':>10} {hit.similarity:>10.4f}"
+        )
+    suggestion = response.suggested_birads
+    click.echo(
+        f"suggested BIRADS: {suggestion.get('birads')} "
+        f"(distribution {suggestion.get('distribution')})"
+    )
+    click.echo("timing ms: " + ", ".join(f"{k}={v}" for k, v in response.timing_ms.items()))
+
+
+commands = [search]

@@ -1,0 +1,189 @@
+"""DICOM sources and late labels: `ingest dicom`, `dicom-listen`, `orthanc-follow`, `labels`."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+
+from mammosearch.config import Settings, get_settings
+from mammosearch.db.session import make_session_factory
+from mammosearch.ingest.dicom_register import ImageRegisteredHook, register_dicom
+from mammosearch.ingest.storage import ImageRejected
+
+log = logging.getLogger(__name__)
+
+DICOM_SUFFIXES = {".dcm", ".dicom", ".dic"}
+
+
+def registered_hooks(settings: Settings) -> list[ImageRegisteredHook]:
+    """What runs after each new image is committed (the pipeline hooks in here)."""
+    return []
+
+
+def _is_dicom_file(path: Path) -> bool:
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    with path.open("rb") as handle:  # Part 10 files: 128-byte preamble, then 'DICM'
+        return handle.read(132)[128:] == b"DICM"
+
+
+def iter_dicom_files(paths: tuple[Path, ...]) -> Iterator[Path]:
+    """The given files, and the DICOM files under the given folders (recursively, sorted)."""
+    for path in paths:
+        if path.is_dir():
+            for candidate in sorted(path.rglob("*")):
+                hidden = any(part.startswith(".") for part in candidate.relative_to(path).parts)
+                if candidate.is_file() and not hidden and _is_dicom_file(candidate):
+                    yield candidate
+        else:
+            yield path
+
+
+@click.command("dicom")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+def ingest_dicom(paths: tuple[Path, ...]) -> None:
+    """Register DICOM files (folders are searched recursively); each file commits alone."""
+    settings = get_settings()
+    session_factory = make_session_factory(settings.database_url)
+    hooks = registered_hooks(settings)
+    created = known = 0
+    rejected: list[str] = []
+    started = time.perf_counter()
+    for path in iter_dicom_files(paths):
+        try:
+            with session_factory() as session:
+                result = register_dicom(session, path.read_bytes(), str(path), settings)
+                session.commit()
+        except ImageRejected as exc:
+            rejected.append(str(exc))
+            click.echo(f"rejected {exc}", err=True)
+            continue
+        if result.created:
+            created += 1
+            for hook in hooks:
+                hook(result.image_id)
+        else:
+            known += 1
+    elapsed_s = time.perf_counter() - started
+    click.echo(
+        f"{created} image(s) registered, {known} already known, {len(rejected)} rejected "
+        f"in {elapsed_s:.1f} s"
+    )
+    if rejected:
+        raise SystemExit(1)
+
+
+@click.command("dicom-listen")
+@click.option("--port", default=11112, show_default=True, type=int)
+@click.option("--ae-title", default="MAMMOSEARCH", show_default=True)
+@click.option("--bind", default="0.0.0.0", show_default=True, help="Address to listen on.")
+def dicom_listen(port: int, ae_title: str, bind: str) -> None:
+    """Receive images over DICOM C-STORE (Storage SCP) and register each one."""
+    from mammosearch.ingest.dicom_listener import start_listener
+
+    settings = get_settings()
+    session_factory = make_session_factory(settings.database_url)
+    click.echo(f"listening as {ae_title} on {bind}:{port} (Ctrl-C stops)")
+    start_listener(
+        session_factory,
+        settings,
+        port=port,
+        ae_title=ae_title,
+        bind=bind,
+        on_registered=registered_hooks(settings),
+        block=True,
+    )
+
+
+@click.command("orthanc-follow")
+@click.option("--url", default=None, help="Orthanc base URL [MAMMOSEARCH_ORTHANC_URL].")
+@click.option("--once", is_flag=True, help="Read the feed to its end, then exit.")
+@click.option("--limit", default=100, show_default=True, help="Changes per request.")
+@click.option("--interval-s", type=float, default=None, help="Poll interval [settings].")
+def orthanc_follow(url: str | None, once: bool, limit: int, interval_s: float | None) -> None:
+    """Register every new instance from Orthanc's change feed, resuming where it stopped."""
+    from mammosearch.ingest.orthanc import OrthancError, follow_orthanc
+
+    settings = get_settings()
+    url = url or settings.orthanc_url
+    if not url:
+        raise click.UsageError("no Orthanc URL: pass --url or set MAMMOSEARCH_ORTHANC_URL")
+    session_factory = make_session_factory(settings.database_url)
+    hooks = registered_hooks(settings)
+    interval_s = settings.orthanc_schedule_s if interval_s is None else interval_s
+    while True:
+        try:
+            created = follow_orthanc(
+                session_factory, url, settings, limit=limit, on_registered=hooks
+            )
+            click.echo(f"{created} new image(s) from {url}")
+        except OrthancError as exc:
+            if once:
+                raise click.ClickException(str(exc)) from exc
+            click.echo(f"error: {exc}; retrying in {interval_s:.0f} s", err=True)
+        if once:
+            return
+        time.sleep(interval_s)
+
+
+@click.group("labels")
+def labels() -> None:
+    """Attach or correct BIRADS / pathology labels after ingestion."""
+
+
+@labels.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--by", "changed_by", default=None, help="Who is making the change [$USER].")
+def labels_import(file: Path, changed_by: str | None) -> None:
+    """Apply FILE (CSV: a key column image_id / sop_instance_uid / patient_id /
+    source_file_name, plus birads and/or pathology); each change is recorded."""
+    import getpass
+
+    from mammosearch.ingest.labels import LabelFileError, import_labels
+
+    settings = get_settings()
+    changed_by = changed_by or getpass.getuser()
+    with make_session_factory(settings.database_url)() as session:
+        try:
+            summary = import_labels(session, file, changed_by)
+        except LabelFileError as exc:
+            raise click.ClickException(str(exc)) from exc
+        session.commit()
+    for problem in summary.unknown_keys + summary.errors:
+        click.echo(f"{file}: {problem}", err=True)
+    click.echo(
+        f"{summary.rows} row(s): {summary.events} change(s) on {summary.images_changed} "
+        f"image(s), {summary.unchanged} unchanged, "
+        f"{len(summary.unknown_keys)} unknown key(s), {len(summary.errors)} bad row(s)"
+    )
+    if not summary.ok:
+        raise SystemExit(1)
+
+
+def _ingest_group() -> click.Group | None:
+    """The shared `ingest` group, when its module exists (`ingest dicom` joins it)."""
+    try:
+        from mammosearch.cli.ingest_commands import ingest
+    except ModuleNotFoundError as exc:
+        if exc.name != "mammosearch.cli.ingest_commands":
+            raise
+        return None
+    return ingest
+
+
+_shared_ingest = _ingest_group()
+if _shared_ingest is not None:
+    _shared_ingest.add_command(ingest_dicom)
+    commands: list[click.Command] = [dicom_listen, orthanc_follow, labels]
+else:
+
+    @click.group("ingest")
+    def ingest() -> None:
+        """Register images from sources."""
+
+    ingest.add_command(ingest_dicom)
+    commands = [ingest, dicom_listen, orthanc_follow, labels]

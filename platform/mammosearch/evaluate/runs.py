@@ -1,0 +1,202 @@
+"""Evaluate an embedding space from the database and record the run (evaluation_runs)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mammosearch.config import Settings
+from mammosearch.db.models import EmbeddingSpace, EvaluationRun, Image, ImageEmbedding, utcnow
+from mammosearch.evaluate.evaluator import DEFAULT_KS, Progress, evaluate_vectors
+from mammosearch.evaluate.labels import get_label
+from mammosearch.evaluate.protocols import DEFAULT_PROTOCOL, get_protocol
+from mammosearch.evaluate.result import EvaluationError, EvaluationResult
+
+
+@dataclass(frozen=True)
+class SpaceVectors:
+    """Every vector of one space with what leave-one-out needs of its image."""
+
+    vectors: np.ndarray  # float32, (n, dim)
+    image_ids: list[int]
+    image_names: list[str]
+    patient_ids: list[int]
+    image_rows: list[dict[str, Any]]  # {"birads", "pathology"}: the label functions' input
+
+
+def load_space_vectors(session: Session, space: EmbeddingSpace) -> SpaceVectors:
+    """Read image_embeddings joined to images, ordered by image id."""
+    rows = session.execute(
+        select(
+            ImageEmbedding.image_id,
+            ImageEmbedding.vector,
+            Image.source_file_name,
+            Image.patient_id,
+            Image.birads,
+            Image.pathology,
+        )
+        .join(Image, Image.id == ImageEmbedding.image_id)
+        .where(ImageEmbedding.space_id == space.id)
+        .order_by(ImageEmbedding.image_id)
+    ).all()
+    vectors = np.empty((len(rows), space.dim), dtype=np.float32)
+    for position, row in enumerate(rows):
+        vector = np.frombuffer(row.vector, dtype="<f4")
+        if vector.size != space.dim:
+            raise EvaluationError(
+                f"image {row.image_id}: vector has {vector.size} values, space {space.id} "
+                f"({space.backbone}) has dim {space.dim}; re-embed it"
+            )
+        vectors[position] = vector
+    return SpaceVectors(
+        vectors=vectors,
+        image_ids=[row.image_id for row in rows],
+        image_names=[row.source_file_name for row in rows],
+        patient_ids=[row.patient_id for row in rows],
+        image_rows=[{"birads": row.birads, "pathology": row.pathology} for row in rows],
+    )
+
+
+def resolve_space(
+    session: Session,
+    settings: Settings,
+    backbone: str | None = None,
+    space_id: int | None = None,
+) -> EmbeddingSpace:
+    """The space to evaluate: --space-id, else the newest space of --backbone with vectors,
+    else the active space of the configured backbone, else the newest space with vectors."""
+    if space_id is not None:
+        space = session.get(EmbeddingSpace, space_id)
+        if space is None:
+            raise EvaluationError(f"space id {space_id}: no such embedding space")
+        return space
+    has_vectors = select(ImageEmbedding.image_id).where(
+        ImageEmbedding.space_id == EmbeddingSpace.id
+    )
+    with_vectors = (
+        select(EmbeddingSpace)
+        .where(has_vectors.exists())
+        .order_by(EmbeddingSpace.created_at.desc(), EmbeddingSpace.id.desc())
+    )
+    if backbone is not None:
+        space = session.scalars(with_vectors.where(EmbeddingSpace.backbone == backbone)).first()
+        if space is None:
+            raise EvaluationError(f"backbone {backbone!r}: no embedding space with vectors")
+        return space
+    try:
+        from mammosearch.pipeline import active_space
+    except ImportError:  # no pipeline (a trimmed install): the newest space with vectors
+        space = session.scalars(with_vectors).first()
+        if space is None:
+            raise EvaluationError(
+                "no embedding space with vectors: run the embedding pipeline first"
+            ) from None
+        return space
+    try:
+        return active_space(session, settings)
+    except Exception as exc:  # weights missing, unknown backbone, ...: say how to go around it
+        raise EvaluationError(
+            f"cannot load the configured backbone {settings.backbone!r} to find its space "
+            f"({exc}); choose a space with --space-id or --backbone"
+        ) from exc
+
+
+def evaluate_space(
+    session: Session,
+    settings: Settings,
+    space: EmbeddingSpace,
+    label: str = "birads",
+    protocol: str = DEFAULT_PROTOCOL,
+    metric: str = "cosine",
+    ks: Sequence[int] = DEFAULT_KS,
+    *,
+    map_cutoff: int | None = None,
+    per_query_limit: int | None = None,
+    per_query_k: int = 5,
+    trigger: str = "cli",
+    progress: Progress = False,
+) -> EvaluationResult:
+    """Leave-one-out over the space's vectors; records an EvaluationRun ("done" or "failed").
+
+    The run row is committed when it starts and when it ends, so that a failed run stays
+    recorded even when the caller rolls its own work back. `settings` is kept for the
+    scheduled runs and reports that reuse this function (nothing here reads it yet).
+    """
+    label_spec = get_label(label)
+    get_protocol(protocol)
+    config = {
+        "label": label,
+        "protocol": protocol,
+        "metric": metric,
+        "ks": list(ks),
+        "map_cutoff": map_cutoff,
+        "embedding_space": space.describe(),
+    }
+    run = EvaluationRun(
+        space_id=space.id,
+        trigger=trigger,
+        status="running",
+        config=config,
+        protocol=protocol,
+        label=label,
+        metric=metric,
+        started_at=utcnow(),
+    )
+    session.add(run)
+    session.commit()
+    started = time.perf_counter()
+    try:
+        loaded = load_space_vectors(session, space)
+        if not loaded.image_ids:
+            raise EvaluationError(
+                f"space {space.id} ({space.backbone}): no vectors in image_embeddings; run "
+                "the embedding pipeline, or choose another space with --space-id"
+            )
+        result = evaluate_vectors(
+            loaded.vectors,
+            loaded.image_ids,
+            [label_spec.of_image(row) for row in loaded.image_rows],
+            loaded.patient_ids,
+            metric=metric,
+            protocol=protocol,
+            ks=ks,
+            label_name=label,
+            map_cutoff=map_cutoff,
+            per_query_limit=per_query_limit,
+            per_query_k=per_query_k,
+            image_names=loaded.image_names,
+            embedding_space=space.describe(),
+            progress=progress,
+        )
+    except Exception as exc:
+        session.rollback()
+        run.status = "failed"
+        run.error = str(exc)
+        run.duration_s = time.perf_counter() - started
+        run.finished_at = utcnow()
+        session.commit()
+        raise
+    result.duration_s = time.perf_counter() - started
+    result.run_id = run.id
+    run.status = "done"
+    run.metrics = result.metrics
+    run.per_class = result.per_class
+    run.queries = result.queries
+    run.archive_size = result.archive_size
+    run.config = {
+        **config,
+        **result.config,
+        "excluded": result.excluded,
+        "chance": result.chance,
+    }
+    run.duration_s = result.duration_s
+    run.progress = 1.0
+    run.finished_at = utcnow()
+    session.commit()
+    return result

@@ -1,0 +1,608 @@
+"""A sharded FAISS store for one (embedding space, metric): append, search, delete, persist.
+
+Layout of `root/`:
+
+    manifest.json        the truth: segments, per-segment tombstones, a rising `version`
+    sealed-*.faiss       full segments (`segment_size` vectors), built with `factory`
+    delta-*.faiss        small Flat segments holding the newest appends
+    .writer.lock         flock'd exclusively for the duration of every write
+
+Every segment file is immutable and gets a fresh unique name; it is written and fsynced
+before the manifest that names it, and the manifest is replaced atomically. A reader
+therefore sees either the old or the new set of complete files, never a half-written one.
+
+Appends are O(batch): each `add` writes ONE new delta file instead of rewriting a live
+segment. To keep the number of deltas small (≤ log2(segment_size) + 1) the new batch
+absorbs the previous delta whenever that one holds at most twice as many vectors (a
+binary-counter merge), so each vector is rewritten O(log segment_size) times at most.
+When the deltas together reach `segment_size`, they are sealed into segments built with
+`factory`; the remainder stays a delta. Deltas are always "Flat" (exact, no training);
+trainable factories ("IVF256,Flat", PQ) are trained on each sealed segment's own
+vectors, and a segment too small to train is stored Flat (the manifest records which).
+
+Deletion is by tombstone: `remove` lists the id under the segment that holds it, so a
+later re-add of the same id (into a newer delta) supersedes the old copy. `compact`
+rewrites all live vectors into fresh segments without tombstones.
+
+Files no manifest names are garbage collected after the next successful write: crash
+leftovers at once, files just retired by this write only on the write after (so a reader
+that read the previous manifest a moment ago can still open them).
+
+Results equal one flat index over the same vectors: each segment returns its top-k and
+the merge sorts by distance (l2: squared L2 ascending; cosine: similarity descending),
+ties by id. For non-Flat factories the result is as approximate as the factory.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from mammosearch.index.manifest import (
+    MANIFEST_FORMAT,
+    MANIFEST_NAME,
+    TEMP_SUFFIX,
+    IndexCorruptError,
+    fsync_dir,
+    read_manifest,
+    sha256_of,
+    write_manifest,
+    write_new_file,
+)
+from mammosearch.index.segments import (
+    FLAT,
+    METRICS,
+    Segment,
+    build_index,
+    faiss_metric,
+    load_segment,
+    prepare_vectors,
+    search_parameters,
+    serialize,
+)
+
+log = logging.getLogger(__name__)
+
+WRITER_LOCK_NAME = ".writer.lock"
+SEGMENT_SUFFIX = ".faiss"
+IDENTITY_KEYS = ("backbone", "weights_sha256", "pretrained", "preprocessing_version", "dim")
+"""The parts of an embedding space's describe() that make two vectors comparable."""
+
+SEALED, DELTA = "sealed", "delta"
+_LOAD_ATTEMPTS = 3
+
+
+class IndexMismatchError(ValueError):
+    """An existing index was built for another dim, metric or embedding space."""
+
+
+@dataclass(frozen=True)
+class _View:
+    """An immutable snapshot of one manifest version and its loaded segments."""
+
+    version: int = 0
+    manifest: dict[str, Any] | None = None
+    segments: tuple[Segment, ...] = ()
+    deleted: tuple[np.ndarray, ...] = ()  # tombstoned ids per segment, sorted
+    live_ids: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+
+
+def _as_ids(ids: Iterable[int] | np.ndarray, name: str = "ids") -> np.ndarray:
+    if isinstance(ids, set | frozenset):
+        ids = list(ids)
+    array = np.asarray(ids)
+    if array.size == 0:
+        return np.empty(0, dtype=np.int64)
+    if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"{name}: expected 1-D integers, got {array.dtype} {array.shape}")
+    if (array < 0).any():
+        raise ValueError(f"{name}: negative ids are not allowed (-1 pads search results)")
+    return array.astype(np.int64, copy=False)
+
+
+class ShardedIndex:
+    """Segments + manifest under `root`; one writer at a time, any number of readers."""
+
+    def __init__(
+        self,
+        root: Path,
+        dim: int,
+        metric: str,
+        segment_size: int = 50_000,
+        factory: str = FLAT,
+        identity: dict[str, Any] | None = None,
+        *,
+        nprobe: int = 16,
+        ef_search: int = 64,
+    ) -> None:
+        if metric not in METRICS:
+            raise ValueError(f"metric {metric!r}: expected one of {', '.join(METRICS)}")
+        if dim <= 0 or segment_size <= 0:
+            raise ValueError(f"dim={dim}, segment_size={segment_size}: both must be positive")
+        if identity is not None and identity.get("dim") not in (None, dim):
+            raise ValueError(f"identity dim {identity['dim']} differs from dim={dim}")
+        try:
+            faiss.index_factory(dim, factory, faiss_metric(metric))
+        except RuntimeError as error:
+            raise ValueError(f"index factory {factory!r}: FAISS cannot build it: {error}") from None
+        self.root = Path(root)
+        self.dim = dim
+        self.metric = metric
+        self.segment_size = segment_size
+        self.factory = factory
+        self.identity = dict(identity) if identity is not None else None
+        self.nprobe = nprobe
+        self.ef_search = ef_search
+        self.manifest_path = self.root / MANIFEST_NAME
+        self._view = _View()
+        self._manifest_signature: tuple[int, int, int] | None = None
+        self._segment_cache: dict[str, Segment] = {}
+        self._lock = threading.RLock()
+        self.reload_if_changed()
+
+    def __repr__(self) -> str:
+        return f"ShardedIndex({str(self.root)!r}, {self.dim}, {self.metric!r}, v{self.version})"
+
+    # ---- reading -----------------------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        return self._view.version
+
+    @property
+    def ntotal(self) -> int:
+        """Live vectors (tombstoned ones excluded)."""
+        return len(self._view.live_ids)
+
+    def __len__(self) -> int:
+        return self.ntotal
+
+    def ids(self) -> np.ndarray:
+        """Live ids, sorted."""
+        return self._view.live_ids.copy()
+
+    def __contains__(self, image_id: int) -> bool:
+        live_ids = self._view.live_ids
+        position = np.searchsorted(live_ids, image_id)
+        return bool(position < len(live_ids) and live_ids[position] == image_id)
+
+    def reload_if_changed(self) -> bool:
+        """Pick up a newer manifest written by another process; True when the view changed.
+
+        Cheap when nothing changed: one stat() of the manifest. Segments already loaded are
+        reused by file name, so a reload reads only the new files.
+        """
+        with self._lock:
+            for attempt in range(_LOAD_ATTEMPTS):
+                signature = self._stat_manifest()
+                if signature == self._manifest_signature:
+                    return False
+                manifest = read_manifest(self.manifest_path)
+                if manifest is None or manifest["version"] == self._view.version:
+                    self._manifest_signature = signature
+                    return False
+                self._check_compatible(manifest)
+                try:
+                    view = self._load_view(manifest)
+                except FileNotFoundError as error:
+                    # A writer replaced the manifest and collected this file meanwhile.
+                    if attempt == _LOAD_ATTEMPTS - 1:
+                        raise IndexCorruptError(f"{self.manifest_path}: {error}") from error
+                    continue
+                self._install(view, signature)
+                return True
+            return False
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        id_filter: set[int] | np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest live vectors per query: (distances (n, k), ids (n, k)), -1 pads ids.
+
+        l2 distances are squared L2 (ascending, +inf pads); cosine returns similarities
+        (descending, -inf pads). `id_filter` restricts the candidates to those ids.
+        """
+        if k <= 0:
+            raise ValueError(f"k={k}: must be positive")
+        queries = np.asarray(queries, dtype=np.float32)
+        if queries.ndim == 1:
+            queries = queries[None, :]
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            raise ValueError(f"queries: shape {queries.shape}, expected (n, {self.dim})")
+        queries = prepare_vectors(queries, self.metric)
+        view = self._view
+        allowed = None if id_filter is None else np.unique(_as_ids(id_filter, "id_filter"))
+        found_distances: list[np.ndarray] = []
+        found_ids: list[np.ndarray] = []
+        if allowed is None or len(allowed):
+            keepalive: list[Any] = []  # SWIG selectors hold raw pointers to each other
+            allowed_selector = None
+            if allowed is not None:
+                allowed_selector = faiss.IDSelectorBatch(allowed)
+                keepalive.append(allowed_selector)
+            for segment, deleted in zip(view.segments, view.deleted, strict=True):
+                if len(segment.ids) == 0:
+                    continue
+                selector = self._selector(allowed_selector, deleted, keepalive)
+                params = search_parameters(segment.inner, selector, self.nprobe, self.ef_search)
+                distances, ids = segment.index.search(
+                    queries, min(k, len(segment.ids)), params=params
+                )
+                found_distances.append(distances)
+                found_ids.append(ids)
+        return self._merge(found_distances, found_ids, len(queries), k)
+
+    def get_vectors(self, ids: Iterable[int] | np.ndarray) -> np.ndarray:
+        """Stored vectors of live `ids`, in that order (unit-normalised for cosine)."""
+        wanted = _as_ids(ids)
+        view = self._view
+        rows = np.empty((len(wanted), self.dim), dtype=np.float32)
+        found = np.zeros(len(wanted), dtype=bool)
+        for segment, deleted in zip(view.segments, view.deleted, strict=True):
+            held = np.isin(wanted, segment.ids) & ~np.isin(wanted, deleted) & ~found
+            for position in np.flatnonzero(held):
+                rows[position] = segment.index.reconstruct(int(wanted[position]))
+            found |= held
+        if not found.all():
+            missing = wanted[~found][:10].tolist()
+            raise KeyError(f"{self.root}: ids not in the index: {missing}")
+        return rows
+
+    def stats(self) -> dict[str, Any]:
+        """Segments, vectors, tombstones, bytes and version, for metrics and `index verify`."""
+        view = self._view
+        entries = view.manifest["segments"] if view.manifest else []
+        return {
+            "root": str(self.root),
+            "version": view.version,
+            "metric": self.metric,
+            "dim": self.dim,
+            "factory": self.factory,
+            "identity": view.manifest.get("identity") if view.manifest else self.identity,
+            "segments": len(entries),
+            "sealed_segments": sum(entry["kind"] == SEALED for entry in entries),
+            "delta_segments": sum(entry["kind"] == DELTA for entry in entries),
+            "vectors": self.ntotal,
+            "stored_vectors": sum(entry["count"] for entry in entries),
+            "tombstones": sum(len(entry["deleted"]) for entry in entries),
+            "bytes": sum(entry["bytes"] for entry in entries),
+        }
+
+    def verify(self) -> list[str]:
+        """Problems found by re-hashing every segment file against the manifest; [] when sound."""
+        manifest = read_manifest(self.manifest_path)
+        if manifest is None:
+            return []
+        problems = []
+        for entry in manifest["segments"]:
+            path = self.root / entry["file"]
+            if not path.exists():
+                problems.append(f"{path}: missing")
+            elif path.stat().st_size != entry["bytes"]:
+                size_bytes = path.stat().st_size
+                problems.append(f"{path}: {size_bytes} bytes, manifest says {entry['bytes']}")
+            elif sha256_of(path) != entry["sha256"]:
+                problems.append(f"{path}: sha256 differs from the manifest")
+        return problems
+
+    # ---- writing -----------------------------------------------------------------------
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> int:
+        """Append vectors keyed by id; ids already live are skipped. Returns how many were added."""
+        new_ids = _as_ids(ids)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape != (len(new_ids), self.dim):
+            raise ValueError(
+                f"vectors: shape {vectors.shape}, expected ({len(new_ids)}, {self.dim})"
+                f" for {len(new_ids)} ids"
+            )
+        if not np.isfinite(vectors).all():
+            bad = new_ids[~np.isfinite(vectors).all(axis=1)][:10].tolist()
+            raise ValueError(f"vectors for ids {bad}: contain NaN or infinity")
+        if len(new_ids) == 0:
+            return 0
+        _, first_positions = np.unique(new_ids, return_index=True)
+        first_positions.sort()
+        new_ids, vectors = new_ids[first_positions], vectors[first_positions]
+        with self._writing():
+            view = self._view
+            fresh = ~np.isin(new_ids, view.live_ids)
+            if not fresh.any():
+                return 0
+            new_ids, prepared = new_ids[fresh], prepare_vectors(vectors[fresh], self.metric)
+            self._append(view, new_ids, prepared)
+            return len(new_ids)
+
+    def remove(self, ids: Iterable[int] | np.ndarray) -> int:
+        """Tombstone live ids; search never returns them again. Returns how many were live."""
+        doomed = np.unique(_as_ids(ids))
+        if len(doomed) == 0:
+            return 0
+        with self._writing():
+            view = self._view
+            entries = self._entries(view)
+            removed = 0
+            for entry, segment, deleted in zip(entries, view.segments, view.deleted, strict=True):
+                hit = segment.ids[np.isin(segment.ids, doomed) & ~np.isin(segment.ids, deleted)]
+                if len(hit):
+                    entry["deleted"] = sorted(entry["deleted"] + hit.tolist())
+                    removed += len(hit)
+            if removed:
+                self._commit(view, entries, new_segments=[], retired=[])
+            return removed
+
+    def compact(self) -> int:
+        """Rewrite live vectors into new segments without tombstones; returns tombstones dropped."""
+        with self._writing():
+            view = self._view
+            if not view.segments:
+                return 0
+            dropped = sum(len(deleted) for deleted in view.deleted)
+            ids, vectors = self._live_rows(view, range(len(view.segments)))
+            entries, new_segments = self._seal_and_rest(view.version + 1, ids, vectors)
+            retired = [segment.file for segment in view.segments]
+            self._commit(view, entries, new_segments, retired)
+            return dropped
+
+    def collect_garbage(self, include_retired: bool = False) -> list[str]:
+        """Delete files no manifest names; `include_retired` also those the last write retired."""
+        with self._writing():
+            if self._view.manifest is None:
+                return []
+            return self._collect_garbage(self._view.manifest, include_retired)
+
+    # ---- internals ---------------------------------------------------------------------
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Exclusive writer: a thread lock in-process, an flock across processes."""
+        with self._lock:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with open(self.root / WRITER_LOCK_NAME, "a+b") as lock_file:
+                fcntl.flock(lock_file, fcntl.LOCK_EX)
+                try:
+                    self.reload_if_changed()
+                    yield
+                finally:
+                    fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+    def _append(self, view: _View, new_ids: np.ndarray, prepared: np.ndarray) -> None:
+        entries = self._entries(view)
+        delta_positions = [i for i, entry in enumerate(entries) if entry["kind"] == DELTA]
+        delta_live = sum(entries[i]["count"] - len(entries[i]["deleted"]) for i in delta_positions)
+        next_version = view.version + 1
+        if delta_live + len(new_ids) >= self.segment_size:
+            absorbed = delta_positions
+        else:
+            # Binary-counter merge: absorb the newest deltas while each is at most twice the tail.
+            absorbed = []
+            tail_count = len(new_ids)
+            for position in reversed(delta_positions):
+                live = entries[position]["count"] - len(entries[position]["deleted"])
+                if live > 2 * tail_count:
+                    break
+                absorbed.insert(0, position)
+                tail_count += live
+        old_ids, old_vectors = self._live_rows(view, absorbed)
+        ids = np.concatenate([old_ids, new_ids])
+        vectors = np.concatenate([old_vectors, prepared])
+        absorbed_set = set(absorbed)
+        kept = [entry for i, entry in enumerate(entries) if i not in absorbed_set]
+        made_entries, new_segments = self._seal_and_rest(next_version, ids, vectors)
+        retired = [view.segments[i].file for i in absorbed]
+        self._commit(view, kept + made_entries, new_segments, retired)
+
+    def _seal_and_rest(
+        self, version: int, ids: np.ndarray, vectors: np.ndarray
+    ) -> tuple[list[dict[str, Any]], list[Segment]]:
+        """Full chunks become sealed segments (built with `factory`), the remainder one delta."""
+        entries, segments = [], []
+        full = len(ids) - len(ids) % self.segment_size
+        for start in range(0, full, self.segment_size):
+            chunk = slice(start, start + self.segment_size)
+            entry, segment = self._write_segment(
+                version, SEALED, ids[chunk], vectors[chunk], self.factory
+            )
+            entries.append(entry)
+            segments.append(segment)
+        if full < len(ids):
+            entry, segment = self._write_segment(version, DELTA, ids[full:], vectors[full:], FLAT)
+            entries.append(entry)
+            segments.append(segment)
+        return entries, segments
+
+    def _write_segment(
+        self, version: int, kind: str, ids: np.ndarray, vectors: np.ndarray, factory: str
+    ) -> tuple[dict[str, Any], Segment]:
+        index, used_factory = build_index(ids, vectors, self.metric, factory)
+        file_name = f"{kind}-{version:08d}-{uuid.uuid4().hex[:12]}{SEGMENT_SUFFIX}"
+        size_bytes, sha256 = write_new_file(self.root / file_name, serialize(index))
+        entry = {
+            "file": file_name,
+            "kind": kind,
+            "factory": used_factory,
+            "count": len(ids),
+            "bytes": size_bytes,
+            "sha256": sha256,
+            "deleted": [],
+        }
+        return entry, Segment(file=file_name, index=index, ids=ids.copy(), factory=used_factory)
+
+    def _commit(
+        self,
+        view: _View,
+        entries: list[dict[str, Any]],
+        new_segments: list[Segment],
+        retired: list[str],
+    ) -> None:
+        """Make new segment files durable, then publish them with the next manifest."""
+        if new_segments:
+            fsync_dir(self.root)
+        old_identity = view.manifest.get("identity") if view.manifest else None
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "version": view.version + 1,
+            "dim": self.dim,
+            "metric": self.metric,
+            "factory": self.factory,
+            "segment_size": self.segment_size,
+            "identity": self.identity if self.identity is not None else old_identity,
+            "segments": entries,
+            "retired": retired,
+            "updated_at": datetime.now(UTC).isoformat(),
+        }
+        write_manifest(self.manifest_path, manifest)
+        for segment in new_segments:
+            self._segment_cache[segment.file] = segment
+        self._install(self._load_view(manifest), self._stat_manifest())
+        self._collect_garbage(manifest, include_retired=False)
+
+    def _collect_garbage(self, manifest: dict[str, Any], include_retired: bool) -> list[str]:
+        keep = {entry["file"] for entry in manifest["segments"]}
+        if not include_retired:
+            keep |= set(manifest.get("retired", []))
+        manifest_mtime_ns = self.manifest_path.stat().st_mtime_ns
+        removed = []
+        for path in self.root.iterdir():
+            is_segment = path.suffix == SEGMENT_SUFFIX
+            is_temp_manifest = path.name.startswith(f".{MANIFEST_NAME}.") and path.name.endswith(
+                TEMP_SUFFIX
+            )
+            if not (is_segment or is_temp_manifest) or path.name in keep:
+                continue
+            try:
+                if path.stat().st_mtime_ns > manifest_mtime_ns:
+                    continue  # written after the manifest: not ours to judge
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            removed.append(path.name)
+            self._segment_cache.pop(path.name, None)
+        if removed:
+            log.info("index %s: collected %d unreferenced files", self.root, len(removed))
+        return removed
+
+    def _entries(self, view: _View) -> list[dict[str, Any]]:
+        """A mutable copy of the current manifest's segment entries."""
+        if view.manifest is None:
+            return []
+        return [dict(entry, deleted=list(entry["deleted"])) for entry in view.manifest["segments"]]
+
+    def _live_rows(self, view: _View, positions: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Ids and stored vectors of the segments at `positions`, tombstones left out."""
+        id_parts = [np.empty(0, dtype=np.int64)]
+        vector_parts = [np.empty((0, self.dim), dtype=np.float32)]
+        for position in positions:
+            segment, deleted = view.segments[position], view.deleted[position]
+            live = ~np.isin(segment.ids, deleted)
+            id_parts.append(segment.ids[live])
+            vector_parts.append(segment.vectors()[live])
+        return np.concatenate(id_parts), np.concatenate(vector_parts)
+
+    def _load_view(self, manifest: dict[str, Any]) -> _View:
+        segments, deleted_parts, live_parts = [], [], [np.empty(0, dtype=np.int64)]
+        for entry in manifest["segments"]:
+            segment = self._segment_cache.get(entry["file"])
+            if segment is None:
+                segment = load_segment(self.root / entry["file"], entry["factory"])
+            if len(segment.ids) != entry["count"]:
+                raise IndexCorruptError(
+                    f"{self.root / entry['file']}: holds {len(segment.ids)} vectors,"
+                    f" manifest says {entry['count']}"
+                )
+            deleted = np.array(sorted(entry["deleted"]), dtype=np.int64)
+            segments.append(segment)
+            deleted_parts.append(deleted)
+            live_parts.append(segment.ids[~np.isin(segment.ids, deleted)])
+        return _View(
+            version=manifest["version"],
+            manifest=manifest,
+            segments=tuple(segments),
+            deleted=tuple(deleted_parts),
+            live_ids=np.sort(np.concatenate(live_parts)),
+        )
+
+    def _install(self, view: _View, signature: tuple[int, int, int] | None) -> None:
+        self._view = view
+        self._manifest_signature = signature
+        in_use = {segment.file for segment in view.segments}
+        for file_name in list(self._segment_cache):
+            if file_name not in in_use:
+                del self._segment_cache[file_name]
+        for segment in view.segments:
+            self._segment_cache[segment.file] = segment
+
+    def _stat_manifest(self) -> tuple[int, int, int] | None:
+        try:
+            stat = os.stat(self.manifest_path)
+        except FileNotFoundError:
+            return None
+        return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+    def _check_compatible(self, manifest: dict[str, Any]) -> None:
+        problems = []
+        if manifest["dim"] != self.dim:
+            problems.append(f"dim {manifest['dim']} (opened with {self.dim})")
+        if manifest["metric"] != self.metric:
+            problems.append(f"metric {manifest['metric']!r} (opened with {self.metric!r})")
+        recorded = manifest.get("identity") or {}
+        if self.identity is not None:
+            for key in IDENTITY_KEYS:
+                if key in recorded and key in self.identity and recorded[key] != self.identity[key]:
+                    problems.append(f"{key} {recorded[key]!r} (opened with {self.identity[key]!r})")
+        if problems:
+            raise IndexMismatchError(
+                f"{self.root}: this index was built for {', '.join(problems)}; its vectors are"
+                " not comparable. Rebuild it from the database or use another directory."
+            )
+
+    @staticmethod
+    def _selector(
+        allowed: faiss.IDSelector | None, deleted: np.ndarray, keepalive: list[Any]
+    ) -> faiss.IDSelector | None:
+        if len(deleted) == 0:
+            return allowed
+        not_deleted = faiss.IDSelectorNot(faiss.IDSelectorBatch(deleted))
+        keepalive.append(not_deleted)
+        if allowed is None:
+            return not_deleted
+        both = faiss.IDSelectorAnd(allowed, not_deleted)
+        keepalive.append(both)
+        return both
+
+    def _merge(
+        self, distances: list[np.ndarray], ids: list[np.ndarray], n_queries: int, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-segment top-k lists -> one top-k, as a single flat index would order it."""
+        pad_distance = np.float32(np.inf if self.metric == "l2" else -np.inf)
+        out_distances = np.full((n_queries, k), pad_distance, dtype=np.float32)
+        out_ids = np.full((n_queries, k), -1, dtype=np.int64)
+        if not ids:
+            return out_distances, out_ids
+        all_distances = np.concatenate(distances, axis=1)
+        all_ids = np.concatenate(ids, axis=1)
+        valid = all_ids >= 0
+        rank_key = np.where(valid, all_distances if self.metric == "l2" else -all_distances, np.inf)
+        tie_key = np.where(valid, all_ids, np.iinfo(np.int64).max)
+        order = np.lexsort((tie_key, rank_key), axis=1)[:, :k]
+        width = order.shape[1]
+        chosen_ids = np.take_along_axis(all_ids, order, axis=1)
+        chosen_distances = np.take_along_axis(all_distances, order, axis=1)
+        chosen_valid = chosen_ids >= 0
+        out_ids[:, :width] = np.where(chosen_valid, chosen_ids, -1)
+        out_distances[:, :width] = np.where(chosen_valid, chosen_distances, pad_distance)
+        return out_distances, out_ids

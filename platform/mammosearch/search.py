@@ -1,0 +1,318 @@
+"""Vector hits -> joined, filtered results with a BIRADS suggestion from the neighbours."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from PIL import Image as PILImage
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
+
+from mammosearch.config import Settings, get_settings
+from mammosearch.db.models import (
+    EmbeddingSpace,
+    Image,
+    ImageEmbedding,
+    ImageStatus,
+    Patient,
+    Report,
+)
+from mammosearch.embed import Embedder, load_embedder_from_settings
+from mammosearch.embed.spaces import get_or_create_space
+from mammosearch.index import get_reader
+
+METRICS = ("cosine", "l2")
+MAX_K = 1000
+REPORT_EXCERPT_CHARS = 300
+
+
+class SearchError(ValueError):
+    """A search request that cannot be answered; the message tells the user why."""
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    side: str | None = None
+    view: str | None = None
+    modality: str | None = None
+    birads_min: int | None = None
+    birads_max: int | None = None
+    pathology: str | None = None
+    exclude_patient_id: int | None = None  # internal patients.id
+
+    @property
+    def active(self) -> bool:
+        return any(value is not None for value in asdict(self).values())
+
+    def apply(self, query: Select) -> Select:
+        if self.side:
+            query = query.where(Image.side == self.side.upper()[:1])
+        if self.view:
+            query = query.where(func.upper(Image.view) == self.view.upper())
+        if self.modality:
+            query = query.where(Image.modality == self.modality)
+        if self.birads_min is not None:
+            query = query.where(Image.birads >= self.birads_min)
+        if self.birads_max is not None:
+            query = query.where(Image.birads <= self.birads_max)
+        if self.pathology:
+            query = query.where(func.lower(Image.pathology) == self.pathology.lower())
+        if self.exclude_patient_id is not None:
+            query = query.where(Image.patient_id != self.exclude_patient_id)
+        return query
+
+
+@dataclass
+class Hit:
+    rank: int
+    image_id: int
+    patient_id: str
+    distance: float
+    similarity: float
+    birads: int | None
+    birads_raw: str | None
+    pathology: str | None
+    side: str | None
+    view: str | None
+    modality: str
+    findings: str | None
+    report_excerpt: str | None
+    source_file_name: str
+
+
+@dataclass
+class SearchResponse:
+    query: dict[str, Any]
+    metric: str
+    k: int
+    embedding_space: dict[str, Any]
+    results: list[Hit] = field(default_factory=list)
+    suggested_birads: dict[str, Any] = field(default_factory=dict)
+    timing_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "query": self.query,
+            "metric": self.metric,
+            "k": self.k,
+            "embedding_space": self.embedding_space,
+            "results": [asdict(hit) for hit in self.results],
+            "suggested_birads": self.suggested_birads,
+            "timing_ms": self.timing_ms,
+        }
+
+
+def similarity_from_distance(distance: float, metric: str) -> float:
+    """Cosine: the inner product itself; L2: 1 / (1 + squared distance), in (0, 1]."""
+    if metric == "cosine":
+        return float(distance)
+    return float(1.0 / (1.0 + max(distance, 0.0)))
+
+
+def suggest_birads(hits: list[Hit]) -> dict[str, Any]:
+    """Distance-weighted vote of the neighbours' BIRADS (weight = similarity, floored at 0)."""
+    weights: dict[int, float] = defaultdict(float)
+    votes: dict[int, int] = defaultdict(int)
+    for hit in hits:
+        if hit.birads is None:
+            continue
+        weights[hit.birads] += max(hit.similarity, 0.0) or 1e-9
+        votes[hit.birads] += 1
+    total = sum(weights.values())
+    if not total:
+        return {"birads": None, "distribution": {}, "votes": {}, "neighbours": 0}
+    distribution = {str(b): round(w / total, 4) for b, w in sorted(weights.items())}
+    best = max(weights, key=lambda b: (weights[b], votes[b], -b))
+    return {
+        "birads": best,
+        "confidence": round(weights[best] / total, 4),
+        "distribution": distribution,
+        "votes": {str(b): n for b, n in sorted(votes.items())},
+        "neighbours": sum(votes.values()),
+    }
+
+
+class SearchService:
+    """One per process: the backbone is loaded once, index readers reload on new manifests."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._space_id: int | None = None
+
+    @property
+    def embedder(self) -> Embedder:
+        return load_embedder_from_settings(self.settings)
+
+    def space(self, session: Session) -> EmbeddingSpace:
+        if self._space_id is not None:
+            space = session.get(EmbeddingSpace, self._space_id)
+            if space is not None:
+                return space
+        space = get_or_create_space(session, self.embedder)
+        session.commit()
+        self._space_id = space.id
+        return space
+
+    def _check(self, k: int, metric: str) -> None:
+        if metric not in METRICS:
+            raise SearchError(f"unknown metric {metric!r}: choose one of {', '.join(METRICS)}")
+        if metric not in self.settings.index_metrics:
+            raise SearchError(f"metric {metric!r} is not indexed (MAMMOSEARCH_INDEX_METRICS)")
+        if not 1 <= k <= MAX_K:
+            raise SearchError(f"k must be between 1 and {MAX_K}, got {k}")
+
+    def search_image(
+        self,
+        session: Session,
+        image: PILImage.Image,
+        k: int = 10,
+        metric: str = "cosine",
+        filters: SearchFilters | None = None,
+        query_name: str = "upload",
+    ) -> SearchResponse:
+        """Embed an image (any mode; preprocessing converts to grayscale) and search."""
+        self._check(k, metric)
+        started = time.perf_counter()
+        vector = self.embedder.embed_pil([image])[0]
+        embed_ms = (time.perf_counter() - started) * 1000
+        response = self.search_vector(
+            session, vector, k, metric, filters, query={"upload": query_name}
+        )
+        response.timing_ms["embed"] = round(embed_ms, 3)
+        response.timing_ms["total"] = round(response.timing_ms["total"] + embed_ms, 3)
+        return response
+
+    def search_image_id(
+        self,
+        session: Session,
+        image_id: int,
+        k: int = 10,
+        metric: str = "cosine",
+        filters: SearchFilters | None = None,
+    ) -> SearchResponse:
+        """Search with an archived image's stored vector; the image itself is not a result."""
+        self._check(k, metric)
+        space = self.space(session)
+        blob = session.scalar(
+            select(ImageEmbedding.vector).where(
+                ImageEmbedding.image_id == image_id, ImageEmbedding.space_id == space.id
+            )
+        )
+        if blob is None:
+            if session.get(Image, image_id) is None:
+                raise SearchError(f"image {image_id} does not exist")
+            raise SearchError(f"image {image_id} has no vector yet (not embedded)")
+        vector = np.frombuffer(blob, dtype="<f4")
+        response = self.search_vector(
+            session, vector, k, metric, filters, query={"image_id": image_id}, exclude={image_id}
+        )
+        response.timing_ms["embed"] = 0.0
+        return response
+
+    def search_vector(
+        self,
+        session: Session,
+        vector: np.ndarray,
+        k: int,
+        metric: str,
+        filters: SearchFilters | None = None,
+        query: dict[str, Any] | None = None,
+        exclude: set[int] | None = None,
+    ) -> SearchResponse:
+        """k nearest indexed images passing `filters`; filters never shorten the list."""
+        self._check(k, metric)
+        started = time.perf_counter()
+        space = self.space(session)
+        index = get_reader(self.settings, space, metric)
+        filters = filters or SearchFilters()
+        exclude = exclude or set()
+        id_filter = None
+        if filters.active:
+            # Filter in FAISS with an ID selector: the top-k come only from allowed images.
+            allowed = filters.apply(select(Image.id).where(Image.status == ImageStatus.INDEXED))
+            id_filter = np.array(
+                [i for i in session.scalars(allowed) if i not in exclude], dtype=np.int64
+            )
+        queries = np.asarray(vector, dtype=np.float32).reshape(1, -1)
+        fetch = k + len(exclude)
+        distances, ids = index.search(queries, fetch, id_filter=id_filter)
+        index_ms = (time.perf_counter() - started) * 1000
+        pairs = [
+            (int(i), float(d))
+            for d, i in zip(distances[0], ids[0], strict=True)
+            if i >= 0 and int(i) not in exclude
+        ][:k]
+        join_started = time.perf_counter()
+        hits = self._join(session, pairs, metric)
+        join_ms = (time.perf_counter() - join_started) * 1000
+        return SearchResponse(
+            query=query or {},
+            metric=metric,
+            k=k,
+            embedding_space=space.describe(),
+            results=hits,
+            suggested_birads=suggest_birads(hits),
+            timing_ms={
+                "index": round(index_ms, 3),
+                "join": round(join_ms, 3),
+                "total": round(index_ms + join_ms, 3),
+            },
+        )
+
+    def _join(self, session: Session, pairs: list[tuple[int, float]], metric: str) -> list[Hit]:
+        """Hits -> rows in one query (images, patients, latest report excerpt)."""
+        if not pairs:
+            return []
+        latest_report = (
+            select(func.substr(Report.text, 1, REPORT_EXCERPT_CHARS))
+            .where(Report.patient_id == Image.patient_id)
+            .order_by(Report.id.desc())
+            .limit(1)
+            .correlate(Image)
+            .scalar_subquery()
+        )
+        rows = session.execute(
+            select(Image, Patient.source_patient_id, latest_report)
+            .join(Patient, Patient.id == Image.patient_id)
+            .where(Image.id.in_([image_id for image_id, _ in pairs]))
+        ).all()
+        by_id = {image.id: (image, patient, report) for image, patient, report in rows}
+        hits: list[Hit] = []
+        for image_id, distance in pairs:
+            if image_id not in by_id:
+                continue  # vector without a row: `index verify --repair` removes it
+            image, patient, report = by_id[image_id]
+            hits.append(
+                Hit(
+                    rank=len(hits) + 1,
+                    image_id=image_id,
+                    patient_id=patient,
+                    distance=round(distance, 6),
+                    similarity=round(similarity_from_distance(distance, metric), 6),
+                    birads=image.birads,
+                    birads_raw=image.birads_raw,
+                    pathology=image.pathology,
+                    side=image.side,
+                    view=image.view,
+                    modality=image.modality,
+                    findings=image.findings,
+                    report_excerpt=report,
+                    source_file_name=image.source_file_name,
+                )
+            )
+        return hits
+
+
+@lru_cache(maxsize=4)
+def _service(settings: Settings) -> SearchService:
+    return SearchService(settings)
+
+
+def get_search_service(settings: Settings | None = None) -> SearchService:
+    """The process-wide search service for these settings."""
+    return _service(settings or get_settings())

@@ -1,0 +1,109 @@
+"""What the system holds and how far the pipeline has got; shared by the CLI and the web."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from mammosearch.config import Settings, get_settings
+from mammosearch.db.models import Image, ImageStatus
+
+RECENT_FAILURES = 10
+
+
+def image_status_counts(session: Session) -> dict[str, int]:
+    """Images in total and per lifecycle status (every status named, zero when none)."""
+    counts = {status.value: 0 for status in ImageStatus}
+    for status, count in session.execute(select(Image.status, func.count()).group_by(Image.status)):
+        counts[str(status)] = count
+    return {"total": sum(counts.values()), **counts}
+
+
+def ingestion_lag(session: Session) -> dict[str, Any]:
+    """How long the oldest pending image has waited: the ingestion lag (None when none wait)."""
+    oldest = session.execute(
+        select(Image.id, Image.created_at)
+        .where(Image.status == ImageStatus.PENDING)
+        .order_by(Image.created_at, Image.id)
+        .limit(1)
+    ).first()
+    if oldest is None:
+        return {"oldest_pending_image_id": None, "oldest_pending_age_s": None}
+    created_at = oldest.created_at
+    if created_at.tzinfo is None:  # SQLite returns naive datetimes (stored as UTC)
+        created_at = created_at.replace(tzinfo=UTC)
+    age_s = (datetime.now(UTC) - created_at).total_seconds()
+    return {"oldest_pending_image_id": oldest.id, "oldest_pending_age_s": round(age_s, 1)}
+
+
+def recent_failures(session: Session, limit: int = RECENT_FAILURES) -> list[dict[str, Any]]:
+    """The last failed images, newest first, with the reason each failed."""
+    rows = session.execute(
+        select(Image.id, Image.source_file_name, Image.error, Image.attempts, Image.updated_at)
+        .where(Image.status == ImageStatus.FAILED)
+        .order_by(Image.updated_at.desc(), Image.id.desc())
+        .limit(limit)
+    ).all()
+    return [
+        {
+            "image_id": row.id,
+            "file": row.source_file_name,
+            "error": row.error,
+            "attempts": row.attempts,
+            "failed_at": row.updated_at.isoformat() if row.updated_at else None,
+        }
+        for row in rows
+    ]
+
+
+def queue_depths(settings: Settings) -> dict[str, Any]:
+    """Tasks waiting per Celery queue (Redis LLEN); empty without a broker (in-process mode).
+
+    Never raises: an unreachable broker is reported, since the status is how one finds out.
+    """
+    from mammosearch.dispatch import QUEUES
+
+    url = settings.celery_broker_url
+    if not url:
+        return {"mode": "in-process", "queues": {}}
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        return {"mode": "broker", "queues": {}, "error": f"queue depth needs Redis, not {url}"}
+    import redis
+
+    # kombu keeps priority levels in sibling lists: "<queue>", "<queue>\x06\x163", ...
+    priority_suffixes = ["", *(f"\x06\x16{level}" for level in range(1, 10))]
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        with client.pipeline() as pipe:
+            for queue in QUEUES:
+                for suffix in priority_suffixes:
+                    pipe.llen(queue + suffix)
+            lengths = pipe.execute()
+    except redis.exceptions.RedisError as exc:
+        return {"mode": "broker", "queues": {}, "error": f"broker unreachable: {exc}"}
+    per_queue = len(priority_suffixes)
+    return {
+        "mode": "broker",
+        "queues": {
+            queue: sum(lengths[i * per_queue : (i + 1) * per_queue])
+            for i, queue in enumerate(QUEUES)
+        },
+    }
+
+
+def collect_status(session: Session, settings: Settings | None = None) -> dict[str, Any]:
+    """`{"images": {...}, "lag": {...}, "failures": [...], "tasks": {...}}`; extend per section.
+
+    images: counts per status; lag: age of the oldest pending image; failures: the last
+    failed images with reasons; tasks: waiting tasks per queue when a broker is configured.
+    """
+    settings = settings or get_settings()
+    return {
+        "images": image_status_counts(session),
+        "lag": ingestion_lag(session),
+        "failures": recent_failures(session),
+        "tasks": queue_depths(settings),
+    }

@@ -1,0 +1,52 @@
+"""POST /api/v1/search: multipart `image` or JSON `image_id`, plus k, metric and filters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import abort, jsonify, request, url_for
+from flask_login import current_user
+from mammosearch.ingest.storage import ImageRejected
+from werkzeug.wrappers import Response
+
+from web.api import bp
+from web.configuration import settings
+from web.db import get_session
+from web.searching import BadSearchRequest, parse_search_params, run_search
+from web.uploads import read_upload
+
+
+def _request_values() -> dict[str, Any]:
+    if request.is_json:
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            abort(400, description="request body: expected a JSON object")
+        return body
+    return request.form.to_dict()
+
+
+@bp.post("/search")
+def search() -> Response:
+    from mammosearch.search import SearchError
+
+    current = settings()
+    values = _request_values()
+    try:
+        params = parse_search_params(values, current.index_metrics)
+        query_image = None
+        if params.image_id is None:
+            if request.is_json:
+                raise BadSearchRequest("image_id: required in a JSON body (or upload `image`)")
+            query_image = read_upload(request.files.get("image"), current.max_image_pixels)
+        response = run_search(
+            get_session(), current, params, query_image, current_user.row, request.remote_addr
+        )
+    except (BadSearchRequest, ImageRejected, SearchError) as exc:
+        abort(400, description=str(exc))
+    except LookupError as exc:
+        abort(404, description=str(exc))
+    body = response.to_dict()
+    for result in body.get("results", []):
+        result["image_url"] = url_for("api.image_file", image_id=result["image_id"])
+        result["case_url"] = url_for("cases.case_page", image_id=result["image_id"])
+    return jsonify(body)

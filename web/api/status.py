@@ -1,0 +1,17 @@
+"""GET /api/v1/status: ingestion status (admins)."""
+
+from __future__ import annotations
+
+from flask import jsonify
+from mammosearch.status import collect_status
+from werkzeug.wrappers import Response
+
+from web.access import ADMIN, roles_required
+from web.api import bp
+from web.db import get_session
+
+
+@bp.get("/status")
+@roles_required(*ADMIN)
+def status() -> Response:
+    return jsonify(collect_status(get_session()))

@@ -1,0 +1,63 @@
+"""Liveness (/healthz: the process answers) and readiness (/readyz: its dependencies answer)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify
+from sqlalchemy import text
+from werkzeug.wrappers import Response
+
+from web.access import public
+from web.configuration import settings
+from web.db import get_session
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+@public
+def healthz() -> Response:
+    """No database, no broker: only that this process serves requests."""
+    return jsonify(status="ok")
+
+
+def _check_database() -> dict[str, Any]:
+    try:
+        get_session().execute(text("SELECT 1"))
+        return {"ok": True}
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        return {"ok": False, "error": f"database: {type(exc).__name__}: {exc}"[:300]}
+
+
+def _check_broker(url: str) -> dict[str, Any]:
+    if not url.startswith(("redis://", "rediss://")):
+        return {"ok": True, "detail": "not a Redis broker; not pinged"}
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1).ping()
+        return {"ok": True}
+    except Exception as exc:  # noqa: BLE001
+        return {"ok": False, "error": f"broker: {type(exc).__name__}: {exc}"[:300]}
+
+
+def _check_index_dir() -> dict[str, Any]:
+    index_dir = settings().index_dir
+    if not index_dir.exists():
+        return {"ok": True, "detail": f"{index_dir} not created yet (nothing indexed)"}
+    if not os.access(index_dir, os.R_OK | os.X_OK):
+        return {"ok": False, "error": f"{index_dir}: not readable by this process"}
+    return {"ok": True}
+
+
+@bp.get("/readyz")
+@public
+def readyz() -> tuple[Response, int]:
+    checks = {"database": _check_database(), "index_dir": _check_index_dir()}
+    broker_url = current_app.config.get("CELERY_BROKER_URL")
+    if broker_url:
+        checks["broker"] = _check_broker(broker_url)
+    ready = all(check["ok"] for check in checks.values())
+    return jsonify(status="ready" if ready else "not ready", checks=checks), 200 if ready else 503

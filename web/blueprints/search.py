@@ -1,0 +1,68 @@
+"""The search page: upload an image or pick an archived case; results as a grid."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from mammosearch.db.models import Image
+from mammosearch.ingest.storage import ImageRejected
+from werkzeug.wrappers import Response
+
+from web.access import RADIOLOGY, restrict_blueprint
+from web.configuration import settings
+from web.db import get_session
+from web.searching import BadSearchRequest, parse_search_params, run_search
+from web.uploads import preview_data_url, read_upload
+
+bp = restrict_blueprint(Blueprint("search", __name__), RADIOLOGY)
+
+
+@bp.get("/")
+def index() -> Response:
+    return redirect(url_for("search.search_page"))
+
+
+def _render(status: int = 200, **context: Any) -> tuple[str, int]:
+    context.setdefault("form", {})
+    context.setdefault("metrics", settings().index_metrics)
+    return render_template("search.html", **context), status
+
+
+@bp.get("/search")
+def search_page() -> tuple[str, int]:
+    return _render(form=request.args)
+
+
+@bp.post("/search")
+def search_submit() -> tuple[str, int]:
+    from mammosearch.search import SearchError
+
+    current = settings()
+    form = request.form
+    session = get_session()
+    try:
+        params = parse_search_params(form, current.index_metrics)
+        query_image = None
+        query_preview = None
+        if params.image_id is None:
+            query_image = read_upload(request.files.get("image"), current.max_image_pixels)
+            query_preview = preview_data_url(query_image)
+        response = run_search(
+            session, current, params, query_image, current_user.row, request.remote_addr
+        )
+    except (BadSearchRequest, ImageRejected, SearchError) as exc:
+        flash(str(exc), "error")
+        return _render(400, form=form)
+    except LookupError as exc:
+        flash(str(exc), "error")
+        return _render(404, form=form)
+    query_row = session.get(Image, params.image_id) if params.image_id is not None else None
+    return _render(
+        form=form,
+        response=response,
+        query_row=query_row,
+        query_preview=query_preview,
+        upload_name=request.files["image"].filename if query_image is not None else None,
+    )

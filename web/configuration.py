@@ -1,0 +1,50 @@
+"""Flask config from the product's Settings, `MAMMOSEARCH_FLASK_*` variables and overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, current_app
+from mammosearch.config import Settings, get_settings
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+
+def init_app(app: Flask, overrides: dict[str, Any] | None) -> None:
+    """Settings first, then the environment's MAMMOSEARCH_FLASK_*, then `overrides`.
+
+    `overrides` may hold "SETTINGS" (a Settings object) to replace the environment's.
+    """
+    overrides = dict(overrides or {})
+    base: Settings = overrides.pop("SETTINGS", None) or get_settings()
+    app.config.update(
+        SECRET_KEY=base.secret_key,
+        DATABASE_URL=base.database_url,
+        DATA_DIR=str(base.data_dir),
+        MAX_CONTENT_LENGTH=base.max_upload_bytes,
+        CELERY_BROKER_URL=base.celery_broker_url,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=False,
+        RATELIMIT_STORAGE_URI=base.redis_url or "memory://",
+        RATELIMIT_HEADERS_ENABLED=True,
+        LOGIN_RATE_LIMIT="10 per minute",
+        THUMBNAIL_SIZE_PX=256,
+        PROXY_FIX_HOPS=0,
+    )
+    app.config.from_prefixed_env("MAMMOSEARCH_FLASK")
+    app.config.update(overrides)
+    app.extensions["mammosearch_settings"] = base.with_overrides(
+        database_url=app.config["DATABASE_URL"],
+        data_dir=Path(app.config["DATA_DIR"]),
+        max_upload_bytes=int(app.config["MAX_CONTENT_LENGTH"]),
+        celery_broker_url=app.config["CELERY_BROKER_URL"],
+    )
+    hops = int(app.config["PROXY_FIX_HOPS"])
+    if hops:  # behind a reverse proxy: trust its X-Forwarded-* for client addresses
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
+
+
+def settings() -> Settings:
+    """The Settings of the running app (the environment's, with the app's overrides)."""
+    return current_app.extensions["mammosearch_settings"]

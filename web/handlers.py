@@ -1,0 +1,53 @@
+"""Errors as JSON `{"error": ...}` for the API and as a page for people; never a stack trace."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, current_app, jsonify, render_template
+from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
+from werkzeug.wrappers import Response
+
+from web.auth import is_api_request
+
+log = logging.getLogger(__name__)
+
+
+def _message(error: HTTPException) -> str:
+    if isinstance(error, RequestEntityTooLarge):
+        limit_mb = current_app.config["MAX_CONTENT_LENGTH"] / (1024 * 1024)
+        return (
+            f"upload too large: the limit is {limit_mb:.0f} MB "
+            "(MAMMOSEARCH_MAX_UPLOAD_BYTES)"
+        )
+    return error.description or error.name
+
+
+def _respond(error: HTTPException) -> Response | HTTPException:
+    if error.code is None:
+        return error
+    message = _message(error)
+    if is_api_request():
+        response = jsonify(error=message)
+    else:
+        response = current_app.make_response(
+            render_template("error.html", code=error.code, message=message)
+        )
+    response.status_code = error.code
+    passed_on = dict(error.get_headers())
+    for name in ("Retry-After", "WWW-Authenticate", "Allow"):
+        if name in passed_on:
+            response.headers[name] = passed_on[name]
+    return response
+
+
+def _unexpected(error: Exception) -> Response | HTTPException:
+    if isinstance(error, HTTPException):
+        return _respond(error)
+    log.exception("unhandled error", exc_info=error)
+    return _respond(InternalServerError("internal error; the server log has the details"))
+
+
+def init_app(app: Flask) -> None:
+    app.register_error_handler(HTTPException, _respond)
+    app.register_error_handler(Exception, _unexpected)

@@ -1,0 +1,74 @@
+"""Stored images for the browser: the file itself, or a cached JPEG thumbnail / PNG rendition."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from mammosearch.config import Settings
+from mammosearch.db.models import Image
+from mammosearch.ingest.storage import atomic_write_bytes
+from PIL import Image as PILImage
+from werkzeug.exceptions import NotFound
+
+BROWSER_SUFFIXES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
+
+
+def stored_file(settings: Settings, image: Image) -> Path:
+    """The image's stored file (relative paths are under the data dir); 404 when it is gone."""
+    path = Path(image.stored_path)
+    if not path.is_absolute():
+        path = settings.data_dir / path
+    if not path.is_file():
+        raise NotFound(f"image {image.id}: stored file is missing")
+    return path
+
+
+def _open(path: Path) -> PILImage.Image:
+    if path.suffix.lower() in {".dcm", ".dicom"}:
+        from mammosearch.ingest.dicom import read_dicom
+
+        return read_dicom(path.read_bytes(), path.name).image
+    with PILImage.open(path) as opened:
+        opened.load()
+        return opened.copy()
+
+
+def _for_display(picture: PILImage.Image) -> PILImage.Image:
+    """8-bit grey or RGB; 16-bit greys are scaled, not clipped."""
+    if picture.mode in {"I;16", "I;16B", "I;16L", "I"}:
+        picture = picture.point(lambda value: value * (1 / 256)).convert("L")
+    return picture if picture.mode in {"L", "RGB"} else picture.convert("RGB")
+
+
+def browser_file(settings: Settings, image: Image) -> tuple[Path, str]:
+    """A file a browser can show: the stored JPEG/PNG, or a cached PNG rendition of it."""
+    path = stored_file(settings, image)
+    mimetype = BROWSER_SUFFIXES.get(path.suffix.lower())
+    if mimetype:
+        return path, mimetype
+    rendition = settings.data_dir / "thumbnails" / image.sha256[:2] / f"{image.sha256}_full.png"
+    if not rendition.exists():
+        buffer = io.BytesIO()
+        _for_display(_open(path)).save(buffer, format="PNG")
+        atomic_write_bytes(rendition, buffer.getvalue())
+    return rendition, "image/png"
+
+
+def thumbnail_bytes(picture: PILImage.Image, size_px: int) -> bytes:
+    small = _for_display(picture)
+    small.thumbnail((size_px, size_px))
+    buffer = io.BytesIO()
+    small.save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def thumbnail_file(settings: Settings, image: Image, size_px: int) -> Path:
+    """A JPEG at most `size_px` on its long side, made once and kept under data_dir/thumbnails.
+
+    Keyed by the content hash, so a relabelled image keeps its thumbnail.
+    """
+    path = settings.data_dir / "thumbnails" / image.sha256[:2] / f"{image.sha256}_{size_px}.jpg"
+    if not path.exists():
+        atomic_write_bytes(path, thumbnail_bytes(_open(stored_file(settings, image)), size_px))
+    return path

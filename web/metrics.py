@@ -1,0 +1,161 @@
+"""Prometheus metrics at /metrics: request counts, search stage latency, ingestion from the DB.
+
+Labels carry endpoint names, stages and statuses only, never a patient or image identifier.
+Under gunicorn with several workers set PROMETHEUS_MULTIPROC_DIR (multiprocess mode).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+from flask import Blueprint, Flask, g, request
+from mammosearch.db.models import EmbeddingSpace, Image, ImageEmbedding, ImageStatus
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.wrappers import Response
+
+from web.access import public
+
+SEARCH_STAGE_SECONDS = Histogram(
+    "mammosearch_search_stage_seconds",
+    "Time spent in each search stage (embed, index, join, total).",
+    ["stage"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+HTTP_REQUESTS = Counter(
+    "mammosearch_http_requests_total",
+    "HTTP requests by endpoint name, method and status code.",
+    ["endpoint", "method", "status"],
+)
+HTTP_REQUEST_SECONDS = Histogram(
+    "mammosearch_http_request_seconds",
+    "HTTP request latency by endpoint name.",
+    ["endpoint"],
+)
+SEARCH_STAGES = ("embed", "index", "join", "total")
+
+bp = Blueprint("metrics", __name__)
+
+
+def observe_search_timing(timing_ms: Mapping[str, float]) -> None:
+    for stage in SEARCH_STAGES:
+        if stage in timing_ms and timing_ms[stage] is not None:
+            SEARCH_STAGE_SECONDS.labels(stage=stage).observe(float(timing_ms[stage]) / 1000.0)
+
+
+class IngestionCollector(Collector):
+    """Read on every scrape: images per status, ingestion lag, vectors per space, index bytes."""
+
+    def __init__(self, sessions: sessionmaker[Session], index_dir: Path) -> None:
+        self.sessions = sessions
+        self.index_dir = index_dir
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        images = GaugeMetricFamily(
+            "mammosearch_images", "Images by pipeline status.", labels=["status"]
+        )
+        lag = GaugeMetricFamily(
+            "mammosearch_ingestion_lag_seconds",
+            "Age of the oldest image not yet indexed (pending or embedded); 0 when none.",
+        )
+        vectors = GaugeMetricFamily(
+            "mammosearch_index_vectors",
+            "Indexed vectors per embedding space.",
+            labels=["space_id", "backbone"],
+        )
+        with self.sessions() as session:
+            counts = dict(
+                session.execute(select(Image.status, func.count()).group_by(Image.status)).all()
+            )
+            for status in ImageStatus:
+                images.add_metric([status.value], counts.get(status.value, 0))
+            oldest = session.scalar(
+                select(func.min(Image.created_at)).where(
+                    Image.status.in_([ImageStatus.PENDING, ImageStatus.EMBEDDED])
+                )
+            )
+            lag.add_metric([], _age_s(oldest))
+            per_space = session.execute(
+                select(EmbeddingSpace.id, EmbeddingSpace.backbone, func.count())
+                .join(ImageEmbedding, ImageEmbedding.space_id == EmbeddingSpace.id)
+                .where(ImageEmbedding.indexed.is_(True))
+                .group_by(EmbeddingSpace.id, EmbeddingSpace.backbone)
+            ).all()
+            for space_id, backbone, count in per_space:
+                vectors.add_metric([str(space_id), backbone], count)
+        yield images
+        yield lag
+        yield vectors
+        yield self._index_bytes()
+
+    def _index_bytes(self) -> GaugeMetricFamily:
+        index_bytes = GaugeMetricFamily(
+            "mammosearch_index_bytes", "Bytes on disk per index directory.", labels=["index"]
+        )
+        if self.index_dir.is_dir():
+            for index_root in sorted(p for p in self.index_dir.iterdir() if p.is_dir()):
+                size = sum(f.stat().st_size for f in index_root.rglob("*") if f.is_file())
+                index_bytes.add_metric([index_root.name], size)
+        return index_bytes
+
+
+def _age_s(moment: datetime | None) -> float:
+    if moment is None:
+        return 0.0
+    if moment.tzinfo is None:  # SQLite drops the zone; we store UTC
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (datetime.now(UTC) - moment).total_seconds())
+
+
+@bp.get("/metrics")
+@public
+def scrape() -> Response:
+    from flask import current_app
+
+    from web.configuration import settings
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        process_registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(process_registry)
+    else:
+        process_registry = REGISTRY
+    database_registry = CollectorRegistry(auto_describe=False)
+    database_registry.register(
+        IngestionCollector(current_app.extensions["mammosearch_sessions"], settings().index_dir)
+    )
+    body = generate_latest(process_registry) + generate_latest(database_registry)
+    return Response(body, mimetype=CONTENT_TYPE_LATEST)
+
+
+def _start_timer() -> None:
+    g.request_started = time.perf_counter()
+
+
+def _count_request(response: Response) -> Response:
+    endpoint = request.endpoint or "unmatched"
+    HTTP_REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
+    started = g.get("request_started")
+    if started is not None:
+        HTTP_REQUEST_SECONDS.labels(endpoint).observe(time.perf_counter() - started)
+    return response
+
+
+def init_app(app: Flask) -> None:
+    app.before_request(_start_timer)
+    app.after_request(_count_request)
+    app.register_blueprint(bp)

@@ -1,0 +1,104 @@
+"""Putting work on the queues, without flooding them with duplicates.
+
+Each image handed out is marked in Redis (`enqueued:image:<id>`, expiring with the broker's
+visibility timeout) so repeated dispatches and sweeps do not enqueue it again while its task
+is still on its way; the embed task clears the mark when done. Index runs are coalesced: a
+run is enqueued only when none is waiting for the space (`index-requested:<space>`), and the
+run clears that key *before* it reads the rows, so work committed after the read always
+causes another run. Nothing is lost by coalescing: a run indexes everything unindexed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from celery import Task
+
+from mammosearch import pipeline
+from mammosearch.config import Settings
+from mammosearch.db.session import session_scope
+from mammosearch.dispatch import DispatchSummary
+from workers.app import celery_app, visibility_timeout_s
+from workers.locks import KEY_PREFIX, mark_once, redis_client
+
+MAX_IMAGES_PER_DISPATCH = 100_000
+INDEX_REQUEST_TTL_S = 600.0
+
+
+def enqueued_key(image_id: int) -> str:
+    return f"{KEY_PREFIX}:enqueued:image:{image_id}"
+
+
+def index_request_key(space_id: int) -> str:
+    return f"{KEY_PREFIX}:index-requested:{space_id}"
+
+
+def redis_url(settings: Settings) -> str:
+    url = settings.redis_url or settings.celery_broker_url
+    if not url or not url.startswith(("redis://", "rediss://", "unix://")):
+        raise RuntimeError(
+            f"CELERY_BROKER_URL={settings.celery_broker_url!r} is not Redis: set REDIS_URL "
+            "for the workers' locks"
+        )
+    return url
+
+
+def _send(task: Task, args: list[object], settings: Settings) -> None:
+    """Publish to the broker `settings` name (the app's own unless a caller passes others)."""
+    if celery_app.conf.broker_url == settings.celery_broker_url:
+        task.apply_async(args=args)
+        return
+    with celery_app.connection_for_write(settings.celery_broker_url) as connection:
+        task.apply_async(args=args, connection=connection)
+
+
+def enqueue_pending(
+    settings: Settings, image_ids: Sequence[int] | None = None, batch_size: int | None = None
+) -> DispatchSummary:
+    """Send `embed_batch` tasks for the pending images (or `image_ids`) not already on their way."""
+    from workers.tasks import embed_batch
+
+    if image_ids is None:
+        with session_scope(settings.database_url) as session:
+            image_ids = pipeline.pending_image_ids(session, MAX_IMAGES_PER_DISPATCH)
+    client = redis_client(redis_url(settings))
+    ttl_s = visibility_timeout_s()
+    fresh = [image_id for image_id in image_ids if mark_once(client, enqueued_key(image_id), ttl_s)]
+    size = max(1, batch_size or settings.embed_batch_size)
+    tasks = 0
+    for start in range(0, len(fresh), size):
+        chunk = fresh[start : start + size]
+        try:
+            _send(embed_batch, [chunk], settings)
+        except Exception:
+            client.delete(*(enqueued_key(image_id) for image_id in fresh[start:]))
+            raise
+        tasks += 1
+    already_queued = len(image_ids) - len(fresh)
+    return DispatchSummary(
+        mode="broker", images=len(fresh), tasks=tasks, detail={"already_queued": already_queued}
+    )
+
+
+def forget_enqueued(settings: Settings, image_ids: Sequence[int]) -> None:
+    """Clear the marks of images whose task ran, so a later sweep may hand them out again."""
+    if image_ids:
+        redis_client(redis_url(settings)).delete(*(enqueued_key(i) for i in image_ids))
+
+
+def request_index(settings: Settings, space_id: int, force: bool = False) -> bool:
+    """Enqueue an index run for the space unless one is already waiting; True when sent."""
+    from workers.tasks import index_space
+
+    client = redis_client(redis_url(settings))
+    key = index_request_key(space_id)
+    if force:
+        client.set(key, "1", ex=int(INDEX_REQUEST_TTL_S))
+    elif not mark_once(client, key, INDEX_REQUEST_TTL_S):
+        return False
+    try:
+        _send(index_space, [space_id], settings)
+    except Exception:
+        client.delete(key)
+        raise
+    return True

@@ -1,0 +1,174 @@
+"""The Celery tasks: each a thin wrapper over the core, safe to run twice.
+
+Routes (workers/app.py): ingest <- import_folder, scan_watch_dirs, follow_orthanc, reconcile;
+embed <- embed_batch; index <- index_space (run that queue with concurrency 1; the Redis lock
+keyed by space id holds even when it is not); evaluate <- evaluate_active_space.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import redis
+from celery import shared_task
+from sqlalchemy.exc import OperationalError
+
+from mammosearch import pipeline
+from mammosearch.config import get_settings
+from mammosearch.db.models import EmbeddingSpace
+from mammosearch.db.session import make_session_factory, session_scope
+from mammosearch.dispatch import claim_for_embedding, dispatch_pending
+from workers.enqueue import forget_enqueued, index_request_key, redis_url, request_index
+from workers.locks import KEY_PREFIX, LockBusy, index_lock_name, redis_client, work_lock
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_ERRORS = (OperationalError, redis.exceptions.ConnectionError)
+RETRY_TRANSIENT: dict[str, Any] = {
+    "autoretry_for": TRANSIENT_ERRORS,
+    "retry_backoff": True,  # 1 s, 2 s, 4 s, ... with jitter
+    "retry_backoff_max": 300,
+    "retry_jitter": True,
+    "max_retries": 8,
+}
+INDEX_LOCK_WAIT_S = 10.0
+INDEX_LOCK_RETRY_S = 5
+INDEX_LOCK_MAX_RETRIES = 120
+
+
+def _lock_name(kind: str, identity: str) -> str:
+    return f"{KEY_PREFIX}:lock:{kind}:{identity}"
+
+
+@shared_task(bind=True, name="mammosearch.embed_batch", **RETRY_TRANSIENT)
+def embed_batch(self: Any, image_ids: list[int]) -> dict[str, Any]:
+    """Embed up to a batch of pending images, then ask for an index run of their space."""
+    settings = get_settings()
+    with session_scope(settings.database_url) as session:
+        claimed = claim_for_embedding(session, image_ids)
+    self.update_state(state="PROGRESS", meta={"stage": "embedding", "images": len(claimed)})
+    embedder = pipeline.active_embedder(settings)
+    with session_scope(settings.database_url) as session:
+        space = pipeline.active_space(session, settings)
+        space_id = space.id
+        result = pipeline.embed_images(session, claimed, embedder, space) if claimed else None
+    forget_enqueued(settings, image_ids)
+    # Also when nothing was claimed: a redelivered batch may have embedded before its worker
+    # died and never asked for the index run.
+    request_index(settings, space_id)
+    return {
+        "space_id": space_id,
+        "embedded": len(result.embedded) if result else 0,
+        "skipped": len(image_ids) - len(claimed) + (len(result.skipped) if result else 0),
+        "failed": result.failed if result else {},
+    }
+
+
+@shared_task(bind=True, name="mammosearch.index_space", **RETRY_TRANSIENT)
+def index_space(self: Any, space_id: int) -> dict[str, Any]:
+    """Append the space's embedded-but-unindexed vectors to its indexes; one writer at a time."""
+    settings = get_settings()
+    client = redis_client(redis_url(settings))
+    client.delete(index_request_key(space_id))  # embeds committed from now on ask for a new run
+    try:
+        with work_lock(client, index_lock_name(space_id), wait_s=INDEX_LOCK_WAIT_S):
+            with session_scope(settings.database_url) as session:
+                space = session.get(EmbeddingSpace, space_id)
+                if space is None:
+                    log.warning("index_space: no embedding space %s", space_id)
+                    return {"space_id": space_id, "indexed": 0}
+                self.update_state(state="PROGRESS", meta={"stage": "indexing"})
+                indexed = pipeline.index_space(session, settings, space)
+    except LockBusy as exc:
+        raise self.retry(
+            exc=exc, countdown=INDEX_LOCK_RETRY_S, max_retries=INDEX_LOCK_MAX_RETRIES
+        ) from exc
+    return {"space_id": space_id, "indexed": indexed}
+
+
+@shared_task(bind=True, name="mammosearch.import_folder", **RETRY_TRANSIENT)
+def import_folder(self: Any, folder: str) -> dict[str, Any]:
+    """Import a CDD-CESM folder (sheet + images), then enqueue its images' embedding."""
+    from mammosearch.ingest.cdd_cesm import import_cdd_cesm
+
+    settings = get_settings()
+    client = redis_client(redis_url(settings))
+    with work_lock(client, _lock_name("import", str(Path(folder).resolve())), wait_s=60):
+        self.update_state(state="PROGRESS", meta={"stage": "importing", "folder": folder})
+        with session_scope(settings.database_url) as session:
+            summary = import_cdd_cesm(session, Path(folder), settings, settings.birads_rule, False)
+    dispatched = dispatch_pending(settings)
+    return {"import": summary.counts(), "enqueued_images": dispatched.images}
+
+
+@shared_task(name="mammosearch.scan_watch_dirs", **RETRY_TRANSIENT)
+def scan_watch_dirs() -> dict[str, Any]:
+    """Pick up new files in every MAMMOSEARCH_WATCH_DIRS folder (a busy folder is skipped)."""
+    from mammosearch.watch import scan_directory
+
+    settings = get_settings()
+    client = redis_client(redis_url(settings))
+    scanned: dict[str, Any] = {}
+    for directory in settings.watch_dirs:
+        try:
+            with work_lock(client, _lock_name("watch", str(directory.resolve())), ttl_s=60):
+                scanned[str(directory)] = scan_directory(settings, directory).counts()
+        except LockBusy:
+            scanned[str(directory)] = "busy: another worker is scanning it"
+    if any(isinstance(c, dict) and c.get("registered") for c in scanned.values()):
+        dispatch_pending(settings)
+    return scanned
+
+
+@shared_task(name="mammosearch.follow_orthanc", **RETRY_TRANSIENT)
+def follow_orthanc() -> dict[str, Any]:
+    """Read Orthanc's change feed from the stored cursor; enqueue the new images."""
+    from mammosearch.ingest.orthanc import follow_orthanc as follow
+
+    settings = get_settings()
+    if not settings.orthanc_url:
+        return {"created": 0, "reason": "MAMMOSEARCH_ORTHANC_URL is not set"}
+    client = redis_client(redis_url(settings))
+    try:
+        with work_lock(client, _lock_name("orthanc", settings.orthanc_url), ttl_s=60):
+            session_factory = make_session_factory(settings.database_url)
+            created = follow(session_factory, settings.orthanc_url, settings)
+    except LockBusy:
+        return {"created": 0, "reason": "busy: another worker follows this Orthanc"}
+    if created:
+        dispatch_pending(settings)
+    return {"created": created}
+
+
+@shared_task(name="mammosearch.reconcile", **RETRY_TRANSIENT)
+def reconcile() -> dict[str, Any]:
+    """The periodic sweep: re-enqueue work the broker lost (see mammosearch.reconcile)."""
+    from mammosearch.reconcile import reconcile as sweep
+
+    summary = sweep(get_settings())
+    return {"pending_images": summary.pending_images, "unindexed_spaces": summary.unindexed_spaces}
+
+
+@shared_task(bind=True, name="mammosearch.evaluate_active_space", **RETRY_TRANSIENT)
+def evaluate_active_space(
+    self: Any, label: str = "birads", metric: str = "cosine"
+) -> dict[str, Any]:
+    """Scheduled re-evaluation of the active space (mammosearch.evaluate does the work)."""
+    from mammosearch.evaluate.runs import evaluate_space
+
+    settings = get_settings()
+    client = redis_client(redis_url(settings))
+    with session_scope(settings.database_url) as session:
+        space = pipeline.active_space(session, settings)
+        try:
+            with work_lock(client, _lock_name("evaluate", str(space.id)), ttl_s=60):
+                meta = {"stage": "evaluating", "space_id": space.id}
+                self.update_state(state="PROGRESS", meta=meta)
+                result = evaluate_space(
+                    session, settings, space, label=label, metric=metric, trigger="schedule"
+                )
+        except LockBusy:
+            return {"space_id": space.id, "reason": "busy: an evaluation of this space is running"}
+    return {"space_id": space.id, "result": repr(result)[:500]}
