@@ -43,13 +43,12 @@ def redis_url(settings: Settings) -> str:
     return url
 
 
-def _send(task: Task, args: list[object], settings: Settings) -> None:
+def _send(task: Task, args: list[object], settings: Settings) -> str:
     """Publish to the broker `settings` name (the app's own unless a caller passes others)."""
     if celery_app.conf.broker_url == settings.celery_broker_url:
-        task.apply_async(args=args)
-        return
+        return task.apply_async(args=args).id
     with celery_app.connection_for_write(settings.celery_broker_url) as connection:
-        task.apply_async(args=args, connection=connection)
+        return task.apply_async(args=args, connection=connection).id
 
 
 def enqueue_pending(
@@ -102,3 +101,10 @@ def request_index(settings: Settings, space_id: int, force: bool = False) -> boo
         client.delete(key)
         raise
     return True
+
+
+def enqueue_import(settings: Settings, folder: str) -> str:
+    """Send a CDD-CESM folder import to the ingest queue; returns the task id."""
+    from workers.tasks import import_folder
+
+    return _send(import_folder, [folder], settings)

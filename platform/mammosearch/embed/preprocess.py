@@ -38,9 +38,7 @@ def to_grayscale_8bit(img: Image.Image) -> Image.Image:
 
 def preprocess(img: Image.Image) -> torch.Tensor:
     """One image -> float32 tensor (3, 224, 224), ImageNet-normalised."""
-    gray = to_grayscale_8bit(img).resize(
-        (INPUT_SIZE_PX, INPUT_SIZE_PX), Image.Resampling.BILINEAR
-    )
+    gray = to_grayscale_8bit(img).resize((INPUT_SIZE_PX, INPUT_SIZE_PX), Image.Resampling.BILINEAR)
     pixels = np.asarray(gray, dtype=np.float32) / np.float32(255.0)
     # Broadcasting the one gray plane against the 3 channel means yields the 3 channels.
     normalised = (pixels[None, :, :] - IMAGENET_MEAN[:, None, None]) / IMAGENET_STD[:, None, None]

@@ -91,9 +91,10 @@ def _download(url: str, destination: Path) -> Path:
     digest = hashlib.sha256()
     handle, partial_name = tempfile.mkstemp(dir=destination.parent, suffix=".partial")
     try:
-        with os.fdopen(handle, "wb") as partial, urllib.request.urlopen(
-            url, timeout=DOWNLOAD_TIMEOUT_S
-        ) as response:
+        with (
+            os.fdopen(handle, "wb") as partial,
+            urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response,
+        ):
             while chunk := response.read(_HASH_CHUNK_BYTES):
                 digest.update(chunk)
                 partial.write(chunk)

@@ -58,10 +58,12 @@ def get_reader(settings: Settings, space: EmbeddingSpace, metric: str) -> Sharde
             _readers[key] = (index, now)
             return index
         index, checked_at = cached
-        if now - checked_at >= READER_RELOAD_INTERVAL_S:
+        due = now - checked_at >= READER_RELOAD_INTERVAL_S
+        if due:
             _readers[key] = (index, now)
-            index.reload_if_changed()
-        return index
+    if due:
+        index.reload_if_changed()  # outside the cache lock: loading new segments may take a while
+    return index
 
 
 def clear_readers() -> None:

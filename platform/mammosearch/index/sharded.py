@@ -20,6 +20,9 @@ When the deltas together reach `segment_size`, they are sealed into segments bui
 trainable factories ("IVF256,Flat", PQ) are trained on each sealed segment's own
 vectors, and a segment too small to train is stored Flat (the manifest records which).
 
+Opening an existing index with another `factory` is allowed: segments sealed from then on
+(and all of them after `compact`) use the new one; each segment's entry names its own.
+
 Deletion is by tombstone: `remove` lists the id under the segment that holds it, so a
 later re-add of the same id (into a newer delta) supersedes the old copy. `compact`
 rewrites all live vectors into fresh segments without tombstones.
@@ -96,6 +99,9 @@ class _View:
     manifest: dict[str, Any] | None = None
     segments: tuple[Segment, ...] = ()
     deleted: tuple[np.ndarray, ...] = ()  # tombstoned ids per segment, sorted
+    # per segment: a selector rejecting its tombstones (None when it has none), with the
+    # selectors it points to, kept alive because SWIG selectors hold raw pointers
+    exclusions: tuple[tuple[Any, ...] | None, ...] = ()
     live_ids: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
 
 
@@ -234,10 +240,10 @@ class ShardedIndex:
             if allowed is not None:
                 allowed_selector = faiss.IDSelectorBatch(allowed)
                 keepalive.append(allowed_selector)
-            for segment, deleted in zip(view.segments, view.deleted, strict=True):
+            for segment, exclusion in zip(view.segments, view.exclusions, strict=True):
                 if len(segment.ids) == 0:
                     continue
-                selector = self._selector(allowed_selector, deleted, keepalive)
+                selector = self._selector(allowed_selector, exclusion, keepalive)
                 params = search_parameters(segment.inner, selector, self.nprobe, self.ef_search)
                 distances, ids = segment.index.search(
                     queries, min(k, len(segment.ids)), params=params
@@ -533,6 +539,7 @@ class ShardedIndex:
             manifest=manifest,
             segments=tuple(segments),
             deleted=tuple(deleted_parts),
+            exclusions=tuple(self._exclusion(deleted) for deleted in deleted_parts),
             live_ids=np.sort(np.concatenate(live_parts)),
         )
 
@@ -571,13 +578,20 @@ class ShardedIndex:
             )
 
     @staticmethod
-    def _selector(
-        allowed: faiss.IDSelector | None, deleted: np.ndarray, keepalive: list[Any]
-    ) -> faiss.IDSelector | None:
+    def _exclusion(deleted: np.ndarray) -> tuple[Any, ...] | None:
+        """(selector of ids not tombstoned, the selector it wraps), built once per view."""
         if len(deleted) == 0:
+            return None
+        tombstones = faiss.IDSelectorBatch(deleted)
+        return (faiss.IDSelectorNot(tombstones), tombstones)
+
+    @staticmethod
+    def _selector(
+        allowed: faiss.IDSelector | None, exclusion: tuple[Any, ...] | None, keepalive: list[Any]
+    ) -> faiss.IDSelector | None:
+        if exclusion is None:
             return allowed
-        not_deleted = faiss.IDSelectorNot(faiss.IDSelectorBatch(deleted))
-        keepalive.append(not_deleted)
+        not_deleted = exclusion[0]
         if allowed is None:
             return not_deleted
         both = faiss.IDSelectorAnd(allowed, not_deleted)

@@ -1,0 +1,136 @@
+"""Following a real Orthanc's change feed into the real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from dicom_samples import dicom_bytes, make_dataset, ramp, real_mammograms
+from sqlalchemy import func, select
+
+from mammosearch.config import Settings
+from mammosearch.db.models import Image, SourceCursor
+from mammosearch.db.session import make_session_factory
+from mammosearch.ingest.orthanc import OrthancError, default_cursor_name, follow_orthanc
+
+ORTHANC = shutil.which("Orthanc")
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.skipif(ORTHANC is None, reason="Orthanc not installed (apt-get install orthanc)"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def orthanc_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private Orthanc on loopback ports with its own storage, stopped afterwards."""
+    root = tmp_path_factory.mktemp("orthanc")
+    http_port = _free_port()
+    config = {
+        "Name": "mammosearch-test",
+        "HttpPort": http_port,
+        "DicomPort": _free_port(),
+        "StorageDirectory": str(root / "storage"),
+        "IndexDirectory": str(root / "index"),
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "HttpCompressionEnabled": False,
+        "SyncStorageArea": False,
+        "Plugins": [],
+    }
+    (root / "orthanc.json").write_text(json.dumps(config))
+    log = (root / "orthanc.log").open("w")
+    process = subprocess.Popen([ORTHANC, str(root / "orthanc.json")], stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{http_port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(f"{url}/system", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"Orthanc did not start: {(root / 'orthanc.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def _upload(url: str, content: bytes) -> str:
+    response = requests.post(f"{url}/instances", data=content, timeout=60)
+    response.raise_for_status()
+    return response.json()["ID"]
+
+
+class _DropsThirdDownload(requests.Session):
+    """An HTTP client whose connection breaks on the third instance download."""
+
+    downloads = 0
+
+    def get(self, url, **kwargs):  # type: ignore[override]
+        if url.endswith("/file"):
+            self.downloads += 1
+            if self.downloads == 3:
+                raise requests.ConnectionError("connection reset (injected)")
+        return super().get(url, **kwargs)
+
+
+def test_follower_registers_each_new_instance_once_and_resumes_after_a_failure(
+    orthanc_url: str, pg_settings: Settings
+) -> None:
+    for path in real_mammograms():
+        _upload(orthanc_url, path.read_bytes())
+    session_factory = make_session_factory(pg_settings.database_url)
+    hooked: list[int] = []
+
+    with pytest.raises(OrthancError, match="unreachable"):
+        follow_orthanc(session_factory, orthanc_url, pg_settings, http=_DropsThirdDownload(),
+                       on_registered=[hooked.append])
+    instance_seqs = [
+        c["Seq"] for c in requests.get(f"{orthanc_url}/changes?limit=1000").json()["Changes"]
+        if c["ChangeType"] == "NewInstance"
+    ]
+    cursor_name = default_cursor_name(orthanc_url)
+    with session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(Image)) == 2
+        assert session.get(SourceCursor, cursor_name).value == {"since": instance_seqs[1]}
+
+    started = time.perf_counter()
+    resumed = follow_orthanc(session_factory, orthanc_url, pg_settings, limit=5,
+                             on_registered=[hooked.append])
+    print(f"followed 6 instances in {time.perf_counter() - started:.2f} s")
+    assert resumed == 6 and len(hooked) == 8
+    assert follow_orthanc(session_factory, orthanc_url, pg_settings) == 0
+    with session_factory() as session:
+        images = session.scalars(select(Image)).all()
+        assert len({i.sop_instance_uid for i in images}) == 8
+        by_patient = {i.patient.source_patient_id: (i.side, i.view) for i in images}
+        assert by_patient["Mass-Test_P_00173_LEFT_CC"] == ("L", "CC")
+        assert by_patient["Mass-Test_P_00820_RIGHT_MLO"] == ("R", "MLO")
+        assert {i.source for i in images} == {"orthanc"}
+
+    no_pixels = make_dataset(ramp(), patient_id="SR-1")
+    del no_pixels.PixelData
+    _upload(orthanc_url, dicom_bytes(no_pixels))  # e.g. a report: skipped, not stuck on
+    _upload(orthanc_url, dicom_bytes(make_dataset(ramp(), patient_id="NEW-1", laterality="R")))
+    assert follow_orthanc(session_factory, orthanc_url, pg_settings) == 1
+    last_seq = requests.get(f"{orthanc_url}/changes?last").json()["Last"]
+    with session_factory() as session:
+        assert session.get(SourceCursor, cursor_name).value == {"since": last_seq}
+        assert session.scalar(select(func.count()).select_from(Image)) == 9
