@@ -158,8 +158,12 @@ def main() -> None:
     parser.add_argument("--vectors", type=int, default=200_000)
     parser.add_argument("--dims", default="1024,1280", help="comma-separated dimensions")
     parser.add_argument("--factory", action="append", help="FAISS factory string (repeat)")
-    parser.add_argument("--train-per-list", type=int, default=64,
-                        help="IVF training points per list (FAISS warns below 39)")
+    parser.add_argument(
+        "--train-per-list",
+        type=int,
+        default=64,
+        help="IVF training points per list (FAISS warns below 39)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--postgres-url", help="also measure bytea rows in PostgreSQL")
     parser.add_argument("--postgres-rows", type=int, default=20_000)

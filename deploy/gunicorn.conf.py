@@ -1,4 +1,6 @@
-"""Gunicorn settings for the web service: `gunicorn --config deploy/gunicorn.conf.py "web:create_app()"`.
+"""Gunicorn settings for the web service.
+
+    gunicorn --config deploy/gunicorn.conf.py "web:create_app()"
 
 Every knob can be overridden from the environment (GUNICORN_*), so compose files and
 Kubernetes manifests tune a replica without editing this file.
@@ -60,8 +62,8 @@ if os.environ.get("MAMMOSEARCH_LOG_JSON", "").lower() in {"1", "true", "yes", "o
             }
         },
         "loggers": {
-            "gunicorn.error": {"handlers": ["stdout"], "level": loglevel.upper(), "propagate": False},
-            "gunicorn.access": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
+            "gunicorn.error": {"handlers": ["stdout"], "propagate": False},
+            "gunicorn.access": {"handlers": ["stdout"], "propagate": False},
         },
         "root": {"handlers": ["stdout"], "level": loglevel.upper()},
     }

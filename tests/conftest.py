@@ -130,3 +130,27 @@ def dev_data() -> Path:
     if not (DEV_DATA / "Radiology manual annotations.xlsx").exists():
         pytest.skip(f"CDD-CESM dev data not found at {DEV_DATA}")
     return DEV_DATA
+
+
+@pytest.fixture(scope="session")
+def dev_archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """The real dev folder imported, embedded (efficientnet-lite0) and indexed once per run,
+    on its own PostgreSQL database; tests read it and must not change it."""
+    if not (DEV_DATA / "Radiology manual annotations.xlsx").exists():
+        pytest.skip(f"CDD-CESM dev data not found at {DEV_DATA}")
+    from mammosearch.db.session import session_scope
+    from mammosearch.ingest.cdd_cesm import import_cdd_cesm
+    from mammosearch.pipeline import process_pending
+
+    name, url = create_pg_database("msdev")
+    migrate.upgrade(url)
+    archive_settings = Settings(
+        data_dir=tmp_path_factory.mktemp("dev-archive"),
+        database_url=url,
+        backbone="efficientnet-lite0",
+    )
+    with session_scope(url) as db_session:
+        import_cdd_cesm(db_session, DEV_DATA, archive_settings, progress=False)
+    process_pending(archive_settings)
+    yield archive_settings
+    drop_pg_database(name)

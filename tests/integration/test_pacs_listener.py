@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from dicom_samples import make_dataset, ramp, real_mammograms, settings_for, sqlite_session_factory
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 from pynetdicom import AE
@@ -24,6 +23,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mammosearch.db.models import Image
 from mammosearch.ingest.dicom_listener import start_listener
+from tests.dicom_samples import (
+    make_dataset,
+    ramp,
+    real_mammograms,
+    settings_for,
+    sqlite_session_factory,
+)
 
 AE_TITLE = "MAMMOSEARCH"
 
@@ -42,7 +48,11 @@ def listener(tmp_path: Path) -> Iterator[tuple[int, sessionmaker[Session], list[
     hooked: list[int] = []
     port = _free_port()
     server = start_listener(
-        session_factory, settings, port=port, ae_title=AE_TITLE, bind="127.0.0.1",
+        session_factory,
+        settings,
+        port=port,
+        ae_title=AE_TITLE,
+        bind="127.0.0.1",
         on_registered=[hooked.append],
     )
     yield port, session_factory, hooked
@@ -52,7 +62,8 @@ def listener(tmp_path: Path) -> Iterator[tuple[int, sessionmaker[Session], list[
 def _send(port: int, datasets: list[Dataset]) -> list[Dataset]:
     """Send with pynetdicom's Storage SCU; the C-STORE response of each dataset."""
     scu = AE(ae_title="TESTSCU")
-    for sop_class in (SecondaryCaptureImageStorage, DigitalMammographyXRayImageStorageForPresentation):
+    mammography = DigitalMammographyXRayImageStorageForPresentation
+    for sop_class in (SecondaryCaptureImageStorage, mammography):
         for syntax in (RLELossless, ExplicitVRLittleEndian):  # one context each, as SCUs do
             scu.add_requested_context(sop_class, syntax)
     assoc = scu.associate("127.0.0.1", port, ae_title=AE_TITLE)
@@ -104,12 +115,35 @@ def test_dcmtk_storescu_can_push_an_uncompressed_mammogram(listener, tmp_path: P
     original.save_as(path, enforce_file_format=True)
     completed = subprocess.run(
         ["storescu", "-aet", "DCMTK", "-aec", AE_TITLE, "127.0.0.1", str(port), str(path)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert completed.returncode == 0, completed.stderr
     with session_factory() as session:
         image = session.scalars(select(Image)).one()
         assert (image.side, image.view, image.sop_instance_uid) == (
-            "R", "CC", original.SOPInstanceUID,
+            "R",
+            "CC",
+            original.SOPInstanceUID,
         )
+    assert hooked == [image.id]
+
+
+@pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk's storescu not installed")
+def test_dcmtk_storescu_pushes_an_rle_original_when_asked_to_propose_rle(listener) -> None:
+    """By default storescu proposes only uncompressed syntaxes and fails to decompress the
+    odd-length originals; with -xr it proposes RLE Lossless, which the listener accepts."""
+    port, session_factory, hooked = listener
+    path = real_mammograms()[7]  # malignant RIGHT MLO
+    completed = subprocess.run(
+        ["storescu", "-xr", "-aec", AE_TITLE, "127.0.0.1", str(port), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode == 0, completed.stderr
+    with session_factory() as session:
+        image = session.scalars(select(Image)).one()
+        assert (image.side, image.view) == ("R", "MLO")
     assert hooked == [image.id]

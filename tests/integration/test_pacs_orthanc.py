@@ -8,17 +8,16 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
-from dicom_samples import dicom_bytes, make_dataset, ramp, real_mammograms
 from sqlalchemy import func, select
 
 from mammosearch.config import Settings
 from mammosearch.db.models import Image, SourceCursor
 from mammosearch.db.session import make_session_factory
 from mammosearch.ingest.orthanc import OrthancError, default_cursor_name, follow_orthanc
+from tests.dicom_samples import dicom_bytes, make_dataset, ramp, real_mammograms
 
 ORTHANC = shutil.which("Orthanc")
 pytestmark = [
@@ -68,7 +67,11 @@ def orthanc_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        try:
+            process.wait(timeout=2)
+        except subprocess.TimeoutExpired:  # its storage is a temp dir: nothing to lose
+            process.kill()
+            process.wait(timeout=10)
         log.close()
 
 
@@ -100,10 +103,16 @@ def test_follower_registers_each_new_instance_once_and_resumes_after_a_failure(
     hooked: list[int] = []
 
     with pytest.raises(OrthancError, match="unreachable"):
-        follow_orthanc(session_factory, orthanc_url, pg_settings, http=_DropsThirdDownload(),
-                       on_registered=[hooked.append])
+        follow_orthanc(
+            session_factory,
+            orthanc_url,
+            pg_settings,
+            http=_DropsThirdDownload(),
+            on_registered=[hooked.append],
+        )
     instance_seqs = [
-        c["Seq"] for c in requests.get(f"{orthanc_url}/changes?limit=1000").json()["Changes"]
+        c["Seq"]
+        for c in requests.get(f"{orthanc_url}/changes?limit=1000").json()["Changes"]
         if c["ChangeType"] == "NewInstance"
     ]
     cursor_name = default_cursor_name(orthanc_url)
@@ -112,8 +121,9 @@ def test_follower_registers_each_new_instance_once_and_resumes_after_a_failure(
         assert session.get(SourceCursor, cursor_name).value == {"since": instance_seqs[1]}
 
     started = time.perf_counter()
-    resumed = follow_orthanc(session_factory, orthanc_url, pg_settings, limit=5,
-                             on_registered=[hooked.append])
+    resumed = follow_orthanc(
+        session_factory, orthanc_url, pg_settings, limit=5, on_registered=[hooked.append]
+    )
     print(f"followed 6 instances in {time.perf_counter() - started:.2f} s")
     assert resumed == 6 and len(hooked) == 8
     assert follow_orthanc(session_factory, orthanc_url, pg_settings) == 0
@@ -134,3 +144,11 @@ def test_follower_registers_each_new_instance_once_and_resumes_after_a_failure(
     with session_factory() as session:
         assert session.get(SourceCursor, cursor_name).value == {"since": last_seq}
         assert session.scalar(select(func.count()).select_from(Image)) == 9
+
+    from click.testing import CliRunner
+
+    from mammosearch.cli import main
+
+    result = CliRunner().invoke(main, ["orthanc-follow", "--url", orthanc_url, "--once"])
+    assert result.exit_code == 0, result.output
+    assert f"0 new image(s) from {orthanc_url}" in result.output

@@ -18,9 +18,7 @@ K8S_DIR = ROOT / "deploy" / "k8s"
 # The oldest Kubernetes release the manifests must work on.
 KUBERNETES_VERSION = "1.30.0"
 MANIFEST_PATHS = sorted(
-    path
-    for path in K8S_DIR.glob("*.yaml")
-    if path.name != "kustomization.yaml"
+    path for path in K8S_DIR.glob("*.yaml") if path.name != "kustomization.yaml"
 )
 
 

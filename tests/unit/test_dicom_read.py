@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from dicom_samples import dicom_bytes, make_dataset, ramp, real_mammograms
 
 from mammosearch.ingest.dicom import read_dicom
 from mammosearch.ingest.storage import ImageRejected
+from tests.dicom_samples import dicom_bytes, make_dataset, ramp, real_mammograms
 
 
 def test_a_real_rle_mammogram_becomes_an_8bit_gray_image_with_its_tags() -> None:

@@ -10,14 +10,6 @@ import numpy as np
 import pydicom
 import pytest
 from click.testing import CliRunner
-from dicom_samples import (
-    dicom_bytes,
-    make_dataset,
-    ramp,
-    real_mammograms,
-    settings_for,
-    sqlite_session_factory,
-)
 from PIL import Image as PILImage
 from pydicom.uid import generate_uid
 from sqlalchemy import func, select
@@ -27,6 +19,14 @@ from mammosearch.config import Settings, get_settings
 from mammosearch.db.models import Image, Patient
 from mammosearch.ingest.dicom_register import register_dicom
 from mammosearch.ingest.storage import ImageRejected
+from tests.dicom_samples import (
+    dicom_bytes,
+    make_dataset,
+    ramp,
+    real_mammograms,
+    settings_for,
+    sqlite_session_factory,
+)
 
 
 @pytest.fixture
@@ -48,15 +48,14 @@ def _counts(session: Session) -> tuple[int, int]:
     )
 
 
+@pytest.mark.slow
 def test_the_eight_real_mammograms_register_with_side_view_and_a_stored_png(
     session_factory: sessionmaker[Session], dicom_settings: Settings
 ) -> None:
     paths = real_mammograms()
     started = time.perf_counter()
     with session_factory() as session:
-        results = [
-            register_dicom(session, p.read_bytes(), p.name, dicom_settings) for p in paths
-        ]
+        results = [register_dicom(session, p.read_bytes(), p.name, dicom_settings) for p in paths]
         session.commit()
     elapsed_s = time.perf_counter() - started
     print(f"registered {len(paths)} DICOMs in {elapsed_s:.2f} s")
@@ -153,7 +152,8 @@ def test_ingest_dicom_command_registers_a_folder_and_reports_rejects(
     from mammosearch.cli import main
 
     runner = CliRunner()
-    result = runner.invoke(main, ["ingest", "dicom", str(tmp_path / "incoming")])
+    incoming = str(tmp_path / "incoming")
+    result = runner.invoke(main, ["ingest", "dicom", "--no-process", incoming])
     assert result.exit_code == 1, result.output
     assert "2 image(s) registered, 0 already known, 1 rejected" in result.output
     assert "broken.dcm: not a DICOM file" in result.output

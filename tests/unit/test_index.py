@@ -308,3 +308,16 @@ def test_verify_reports_a_damaged_segment(tmp_path):
     damaged[len(damaged) // 2] ^= 0xFF
     segment_file.write_bytes(bytes(damaged))
     assert any("sha256" in problem for problem in index.verify())
+
+
+def test_reader_notices_a_directory_swapped_for_a_rebuilt_index(tmp_path):
+    """A rebuilt index renamed into place is reloaded even at the same version number."""
+    root = tmp_path / "idx"
+    ShardedIndex(root, DIM, "l2").add(np.arange(3), random_vectors(3))
+    reader = ShardedIndex(root, DIM, "l2")
+    staging = tmp_path / "idx.rebuild"
+    ShardedIndex(staging, DIM, "l2").add(np.arange(50, 53), random_vectors(3, seed=8))
+    root.rename(tmp_path / "idx.retired")
+    staging.rename(root)
+    assert reader.reload_if_changed() is True
+    np.testing.assert_array_equal(reader.ids(), [50, 51, 52])

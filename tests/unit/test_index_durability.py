@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import mammosearch.index.sharded as sharded
 from mammosearch.index import ShardedIndex
 
 DIM = 8
@@ -123,3 +124,22 @@ def test_concurrent_writers_take_turns_through_the_writer_lock(tmp_path):
     reopened = ShardedIndex(root, DIM, "l2", segment_size=16)
     assert reopened.ntotal == 60 and reopened.version == 20
     assert reopened.verify() == []
+
+
+def test_reader_retries_when_a_segment_vanishes_between_manifest_and_load(tmp_path, monkeypatch):
+    """A reader that read a manifest just before a writer collected its files re-reads it."""
+    root = tmp_path / "idx"
+    writer = ShardedIndex(root, DIM, "l2", segment_size=100)
+    writer.add(np.arange(2), random_vectors(2))
+    stale_manifest = dict(writer._view.manifest)
+    for batch in range(3):  # each absorbs the previous delta; two writes later it is deleted
+        writer.add(np.arange(10 * (batch + 1), 10 * (batch + 1) + 4), random_vectors(4, batch))
+    assert not {e["file"] for e in stale_manifest["segments"]} & segment_files(root)
+
+    real_read_manifest = sharded.read_manifest
+    answers = iter([stale_manifest])
+    monkeypatch.setattr(
+        sharded, "read_manifest", lambda path: next(answers, None) or real_read_manifest(path)
+    )
+    reader = ShardedIndex(root, DIM, "l2", segment_size=100)
+    assert reader.version == writer.version and reader.ntotal == 14

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from dicom_samples import sqlite_session_factory
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mammosearch.config import get_settings
 from mammosearch.db.models import Image, LabelEvent, Patient
 from mammosearch.ingest.labels import LabelFileError, import_labels
+from tests.dicom_samples import sqlite_session_factory
 
 
 @pytest.fixture

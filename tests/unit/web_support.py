@@ -1,4 +1,4 @@
-"""Fixtures and row factories for the web tests (loaded with `pytest_plugins = ["web_support"]`)."""
+"""Fixtures and row factories for the web tests (`pytest_plugins = ["tests.unit.web_support"]`)."""
 
 from __future__ import annotations
 

@@ -3,32 +3,52 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import click
 
 from mammosearch.config import Settings, get_settings
 from mammosearch.db.session import make_session_factory
+from mammosearch.ingest.dicom import is_dicom_file
 from mammosearch.ingest.dicom_register import ImageRegisteredHook, register_dicom
 from mammosearch.ingest.storage import ImageRejected
 
 log = logging.getLogger(__name__)
 
-DICOM_SUFFIXES = {".dcm", ".dicom", ".dic"}
+
+def _process(settings: Settings) -> None:
+    """Move what was registered forward: embed + index here, or enqueue for the workers."""
+    from mammosearch.dispatch import dispatch_pending
+
+    summary = dispatch_pending(settings)
+    click.echo(f"pipeline ({summary.mode}): {summary.images} image(s), {summary.tasks} task(s)")
 
 
-def registered_hooks(settings: Settings) -> list[ImageRegisteredHook]:
-    """What runs after each new image is committed (the pipeline hooks in here)."""
-    return []
+def background_processing(settings: Settings) -> ImageRegisteredHook:
+    """A hook that runs the pipeline on one background thread, coalescing bursts: a C-STORE
+    is answered as soon as its image is committed, not after it is embedded."""
+    from mammosearch.dispatch import dispatch_pending
 
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
+    queued = threading.Event()
 
-def _is_dicom_file(path: Path) -> bool:
-    if path.suffix.lower() in DICOM_SUFFIXES:
-        return True
-    with path.open("rb") as handle:  # Part 10 files: 128-byte preamble, then 'DICM'
-        return handle.read(132)[128:] == b"DICM"
+    def run() -> None:
+        queued.clear()  # images registered from now on need another run
+        try:
+            dispatch_pending(settings)
+        except Exception:
+            log.exception("pipeline run after C-STORE failed; images stay pending")
+
+    def hook(image_id: int) -> None:
+        if not queued.is_set():
+            queued.set()
+            executor.submit(run)
+
+    return hook
 
 
 def iter_dicom_files(paths: tuple[Path, ...]) -> Iterator[Path]:
@@ -37,7 +57,7 @@ def iter_dicom_files(paths: tuple[Path, ...]) -> Iterator[Path]:
         if path.is_dir():
             for candidate in sorted(path.rglob("*")):
                 hidden = any(part.startswith(".") for part in candidate.relative_to(path).parts)
-                if candidate.is_file() and not hidden and _is_dicom_file(candidate):
+                if candidate.is_file() and not hidden and is_dicom_file(candidate):
                     yield candidate
         else:
             yield path
@@ -45,11 +65,11 @@ def iter_dicom_files(paths: tuple[Path, ...]) -> Iterator[Path]:
 
 @click.command("dicom")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-def ingest_dicom(paths: tuple[Path, ...]) -> None:
+@click.option("--no-process", is_flag=True, help="Only register; leave the images pending.")
+def ingest_dicom(paths: tuple[Path, ...], no_process: bool) -> None:
     """Register DICOM files (folders are searched recursively); each file commits alone."""
     settings = get_settings()
     session_factory = make_session_factory(settings.database_url)
-    hooks = registered_hooks(settings)
     created = known = 0
     rejected: list[str] = []
     started = time.perf_counter()
@@ -62,17 +82,15 @@ def ingest_dicom(paths: tuple[Path, ...]) -> None:
             rejected.append(str(exc))
             click.echo(f"rejected {exc}", err=True)
             continue
-        if result.created:
-            created += 1
-            for hook in hooks:
-                hook(result.image_id)
-        else:
-            known += 1
+        created += result.created
+        known += not result.created
     elapsed_s = time.perf_counter() - started
     click.echo(
         f"{created} image(s) registered, {known} already known, {len(rejected)} rejected "
         f"in {elapsed_s:.1f} s"
     )
+    if created and not no_process:
+        _process(settings)
     if rejected:
         raise SystemExit(1)
 
@@ -81,7 +99,8 @@ def ingest_dicom(paths: tuple[Path, ...]) -> None:
 @click.option("--port", default=11112, show_default=True, type=int)
 @click.option("--ae-title", default="MAMMOSEARCH", show_default=True)
 @click.option("--bind", default="0.0.0.0", show_default=True, help="Address to listen on.")
-def dicom_listen(port: int, ae_title: str, bind: str) -> None:
+@click.option("--no-process", is_flag=True, help="Only register; leave the images pending.")
+def dicom_listen(port: int, ae_title: str, bind: str, no_process: bool) -> None:
     """Receive images over DICOM C-STORE (Storage SCP) and register each one."""
     from mammosearch.ingest.dicom_listener import start_listener
 
@@ -94,7 +113,7 @@ def dicom_listen(port: int, ae_title: str, bind: str) -> None:
         port=port,
         ae_title=ae_title,
         bind=bind,
-        on_registered=registered_hooks(settings),
+        on_registered=[] if no_process else [background_processing(settings)],
         block=True,
     )
 
@@ -104,7 +123,10 @@ def dicom_listen(port: int, ae_title: str, bind: str) -> None:
 @click.option("--once", is_flag=True, help="Read the feed to its end, then exit.")
 @click.option("--limit", default=100, show_default=True, help="Changes per request.")
 @click.option("--interval-s", type=float, default=None, help="Poll interval [settings].")
-def orthanc_follow(url: str | None, once: bool, limit: int, interval_s: float | None) -> None:
+@click.option("--no-process", is_flag=True, help="Only register; leave the images pending.")
+def orthanc_follow(
+    url: str | None, once: bool, limit: int, interval_s: float | None, no_process: bool
+) -> None:
     """Register every new instance from Orthanc's change feed, resuming where it stopped."""
     from mammosearch.ingest.orthanc import OrthancError, follow_orthanc
 
@@ -113,14 +135,13 @@ def orthanc_follow(url: str | None, once: bool, limit: int, interval_s: float | 
     if not url:
         raise click.UsageError("no Orthanc URL: pass --url or set MAMMOSEARCH_ORTHANC_URL")
     session_factory = make_session_factory(settings.database_url)
-    hooks = registered_hooks(settings)
     interval_s = settings.orthanc_schedule_s if interval_s is None else interval_s
     while True:
         try:
-            created = follow_orthanc(
-                session_factory, url, settings, limit=limit, on_registered=hooks
-            )
+            created = follow_orthanc(session_factory, url, settings, limit=limit)
             click.echo(f"{created} new image(s) from {url}")
+            if created and not no_process:
+                _process(settings)
         except OrthancError as exc:
             if once:
                 raise click.ClickException(str(exc)) from exc

@@ -85,7 +85,9 @@ def serialize(index: faiss.Index) -> memoryview:
 
 
 def load_segment(path: Path, factory: str) -> Segment:
-    index = faiss.read_index(str(path))
+    """Read a segment whole; a missing file raises FileNotFoundError (not FAISS's RuntimeError)."""
+    with open(path, "rb") as handle:
+        index = faiss.read_index(faiss.PyCallbackIOReader(handle.read))
     if not isinstance(index, faiss.IndexIDMap2):
         index = faiss.downcast_index(index)
     ids = faiss.vector_to_array(index.id_map).astype(np.int64, copy=False)

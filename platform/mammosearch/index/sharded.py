@@ -25,7 +25,9 @@ Opening an existing index with another `factory` is allowed: segments sealed fro
 
 Deletion is by tombstone: `remove` lists the id under the segment that holds it, so a
 later re-add of the same id (into a newer delta) supersedes the old copy. `compact`
-rewrites all live vectors into fresh segments without tombstones.
+rewrites all live vectors into fresh segments without tombstones; it reconstructs them
+from the segments (exact for Flat, HNSW*, IVF*,Flat; lossy for PQ/SQ codecs, whose
+indexes should be rebuilt from the database instead) and holds them all in memory once.
 
 Files no manifest names are garbage collected after the next successful write: crash
 leftovers at once, files just retired by this write only on the write after (so a reader
@@ -118,6 +120,12 @@ def _as_ids(ids: Iterable[int] | np.ndarray, name: str = "ids") -> np.ndarray:
     return array.astype(np.int64, copy=False)
 
 
+def _index_uid(manifest: dict[str, Any] | None) -> str | None:
+    """Names one index's history, so a directory swapped for a rebuilt index is noticed
+    even when the new manifest happens to carry the same version number."""
+    return manifest.get("index_uid") if manifest else None
+
+
 class ShardedIndex:
     """Segments + manifest under `root`; one writer at a time, any number of readers."""
 
@@ -196,7 +204,10 @@ class ShardedIndex:
                 if signature == self._manifest_signature:
                     return False
                 manifest = read_manifest(self.manifest_path)
-                if manifest is None or manifest["version"] == self._view.version:
+                if manifest is None or (
+                    manifest["version"] == self._view.version
+                    and _index_uid(manifest) == _index_uid(self._view.manifest)
+                ):
                     self._manifest_signature = signature
                     return False
                 self._check_compatible(manifest)
@@ -461,6 +472,7 @@ class ShardedIndex:
         old_identity = view.manifest.get("identity") if view.manifest else None
         manifest = {
             "format": MANIFEST_FORMAT,
+            "index_uid": _index_uid(view.manifest) or uuid.uuid4().hex,
             "version": view.version + 1,
             "dim": self.dim,
             "metric": self.metric,

@@ -33,6 +33,9 @@ _PLUGIN_FOR_SYNTAX = {
     "1.2.840.10008.1.2.4.203": "pylibjpeg-openjpeg",  # HTJ2K
 }
 
+DICOM_SUFFIXES = {".dcm", ".dicom", ".dic"}
+"""File names that are DICOM by convention; others are DICOM if they carry the signature."""
+
 # ViewPosition values, plus the spellings some archives (CBIS-DDSM) put in PatientOrientation.
 KNOWN_VIEWS = {"CC", "MLO", "ML", "LM", "LMO", "XCCL", "XCCM", "FB", "SIO", "AT", "RL", "RM"}
 _VIEW_CODE_MEANINGS = {
@@ -51,6 +54,14 @@ class DicomImage:
 
     image: PILImage.Image
     metadata: dict[str, Any]
+
+
+def is_dicom_file(path: Path) -> bool:
+    """A DICOM suffix, or a Part 10 file: a 128-byte preamble, then 'DICM'."""
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    with path.open("rb") as handle:
+        return handle.read(132)[128:] == b"DICM"
 
 
 def _text(ds: Dataset, keyword: str) -> str | None:

@@ -1,0 +1,234 @@
+"""Searching through the web page and the API with the real search service and backbone."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from mammosearch.config import Settings
+from mammosearch.db.models import AuditEvent
+from mammosearch.db.session import make_session_factory
+from mammosearch.pipeline import process_pending
+from mammosearch.users import create_api_token
+from tests.unit.web_support import (
+    app_config,
+    fresh_sqlite,
+    login,
+    make_image,
+    make_patient,
+    make_settings,
+    make_user,
+    synthetic_image_bytes,
+)
+from web import create_app
+
+pytest_plugins = ["tests.unit.web_support"]
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Settings:
+    """Six synthetic images of patients A (BIRADS 2, left) and B (BIRADS 4, right), indexed."""
+    root = tmp_path_factory.mktemp("archive")
+    settings = make_settings(root / "data", fresh_sqlite(sqlite_template, root / "db"))
+    session = make_session_factory(settings.database_url)()
+    patient_a, patient_b = make_patient(session, "A"), make_patient(session, "B")
+    for seed in range(3):
+        make_image(session, settings, patient_a, seed=seed, birads=2, side="L")
+    for seed in range(3, 6):
+        make_image(session, settings, patient_b, seed=seed, birads=4, side="R",
+                   pathology="Malignant")
+    make_user(session, "rad", "radiologist")
+    session.close()
+    summary = process_pending(settings)
+    assert summary.indexed == 6, summary
+    return settings
+
+
+@pytest.fixture(scope="module")
+def api_token(archive: Settings) -> str:
+    """A bearer token of the API user `robot` (a radiologist)."""
+    session = make_session_factory(archive.database_url)()
+    token = create_api_token(session, make_user(session, "robot", "radiologist"))
+    session.commit()
+    session.close()
+    return token
+
+
+@pytest.fixture(scope="module")
+def search_app(archive: Settings) -> Flask:
+    """The app on the indexed archive."""
+    return create_app(app_config(archive))
+
+
+@pytest.fixture
+def browser(search_app: Flask) -> FlaskClient:
+    """A client signed in as the radiologist `rad`."""
+    signed_in = search_app.test_client()
+    login(signed_in, "rad")
+    return signed_in
+
+
+@pytest.fixture
+def api(search_app: Flask, api_token: str) -> Iterator[tuple[FlaskClient, dict[str, str]]]:
+    """A client and the bearer header of the API user `robot`."""
+    yield search_app.test_client(), {"Authorization": f"Bearer {api_token}"}
+
+
+def _upload(name: str, content: bytes) -> tuple[io.BytesIO, str]:
+    return io.BytesIO(content), name
+
+
+def test_upload_search_page_shows_k_results_with_birads(browser: FlaskClient) -> None:
+    """The grid holds k results with BIRADS, the suggestion, the space and the query preview."""
+    response = browser.post(
+        "/search",
+        data={"image": _upload("query.png", synthetic_image_bytes(3)), "k": "4", "metric": "l2"},
+        content_type="multipart/form-data",
+    )
+    page = response.get_data(as_text=True)
+    assert response.status_code == 200, page
+    assert page.count('class="result"') == 4
+    assert page.count('<dd class="birads">') == 4 + 0  # the upload has no labels of its own
+    assert 'id="suggested-birads"' in page and "efficientnet-lite0" in page
+    assert 'src="data:image/jpeg;base64,' in page
+    assert "UNTRAINED" not in page  # efficientnet-lite0 ships pretrained weights
+
+
+def test_search_by_archived_image_can_exclude_its_patient(
+    browser: FlaskClient, archive: Settings
+) -> None:
+    """exclude_same_patient leaves only the other patient's images; the search is audited."""
+    response = browser.post(
+        "/search", data={"image_id": "1", "k": "5", "exclude_same_patient": "1"}
+    )
+    page = response.get_data(as_text=True)
+    assert response.status_code == 200, page
+    assert set(re.findall(r"Patient (\w+) · image", page)) == {"B"}
+    session = make_session_factory(archive.database_url)()
+    event = session.scalars(
+        select(AuditEvent).where(AuditEvent.action == "search").order_by(AuditEvent.id.desc())
+    ).first()
+    session.close()
+    assert event.username == "rad" and event.image_id == 1
+    assert len(event.detail["result_image_ids"]) == 3 and event.detail["exclude_same_patient"]
+
+
+def test_api_search_by_upload(api: tuple[FlaskClient, dict[str, str]]) -> None:
+    """Multipart `image`: results with labels, suggested BIRADS, stage timings, the space."""
+    client, headers = api
+    response = client.post(
+        "/api/v1/search", headers=headers, content_type="multipart/form-data",
+        data={"image": _upload("q.png", synthetic_image_bytes(4)), "k": "3"},
+    )
+    body = response.get_json()
+    assert response.status_code == 200, body
+    assert len(body["results"]) == 3
+    first = body["results"][0]
+    for key in ("image_id", "patient_id", "distance", "similarity", "birads", "pathology",
+                "side", "view", "findings", "image_url"):
+        assert key in first
+    assert set(body["timing_ms"]) >= {"embed", "index", "join", "total"}
+    assert body["embedding_space"]["backbone"] == "efficientnet-lite0"
+    assert body["suggested_birads"]["birads"] in (2, 4)
+
+
+def test_api_search_by_image_id_with_filters(api: tuple[FlaskClient, dict[str, str]]) -> None:
+    """JSON image_id + side=R: only right-side images; the query image is not its own result."""
+    client, headers = api
+    body = client.post(
+        "/api/v1/search", headers=headers, json={"image_id": 4, "k": 10, "side": "R"}
+    ).get_json()
+    assert [hit["side"] for hit in body["results"]] == ["R", "R"]
+    assert 4 not in [hit["image_id"] for hit in body["results"]]
+
+
+def test_api_search_by_dicom_upload(api: tuple[FlaskClient, dict[str, str]]) -> None:
+    """A DICOM query is read with mammosearch.ingest.dicom and searched like a picture."""
+    from tests.dicom_samples import dicom_bytes, make_dataset, ramp
+
+    client, headers = api
+    response = client.post(
+        "/api/v1/search", headers=headers, content_type="multipart/form-data",
+        data={"image": _upload("query.dcm", dicom_bytes(make_dataset(ramp(128, 96)))), "k": "2"},
+    )
+    assert response.status_code == 200, response.get_json()
+    assert len(response.get_json()["results"]) == 2
+
+
+def test_bad_upload_is_a_message_not_a_500(
+    browser: FlaskClient, api: tuple[FlaskClient, dict[str, str]]
+) -> None:
+    """A file that is no image: the page says why (400), the API says why in JSON (400)."""
+    page = browser.post(
+        "/search", data={"image": _upload("notes.png", b"PK\x03\x04 not an image")},
+        content_type="multipart/form-data",
+    )
+    assert page.status_code == 400
+    assert "notes.png: not an image Pillow can read" in page.get_data(as_text=True)
+    client, headers = api
+    response = client.post(
+        "/api/v1/search", headers=headers, content_type="multipart/form-data",
+        data={"image": _upload("scan.dcm", b"\0" * 200)},
+    )
+    assert response.status_code == 400 and "scan.dcm" in response.get_json()["error"]
+
+
+def test_decompression_bomb_is_refused(archive: Settings, api_token: str) -> None:
+    """An image over max_image_pixels is refused with the limit named, before it is decoded."""
+    app = create_app(app_config(archive.with_overrides(max_image_pixels=1000)))
+    client = app.test_client()
+    response = client.post(
+        "/api/v1/search", headers={"Authorization": f"Bearer {api_token}"},
+        content_type="multipart/form-data",
+        data={"image": _upload("big.png", synthetic_image_bytes(1))},
+    )
+    assert response.status_code == 400
+    assert "MAMMOSEARCH_MAX_IMAGE_PIXELS" in response.get_json()["error"]
+
+
+def test_oversized_upload_is_413(archive: Settings, api_token: str) -> None:
+    """Over max_upload_bytes: 413 with the limit, as a page and as JSON."""
+    app = create_app(app_config(archive, MAX_CONTENT_LENGTH=10_000))
+    big = synthetic_image_bytes(1) + b"\0" * 20_000
+    api_response = app.test_client().post(
+        "/api/v1/search", headers={"Authorization": f"Bearer {api_token}"},
+        content_type="multipart/form-data", data={"image": _upload("big.png", big)},
+    )
+    assert api_response.status_code == 413
+    assert "upload too large" in api_response.get_json()["error"]
+    browser = app.test_client()
+    login(browser, "rad")
+    page = browser.post(
+        "/search", content_type="multipart/form-data", data={"image": _upload("big.png", big)}
+    )
+    assert page.status_code == 413 and b"upload too large" in page.data
+
+
+def test_search_latency_is_exported_per_stage(
+    browser: FlaskClient, search_app: Flask
+) -> None:
+    """After a search /metrics holds the stage histogram; no patient id appears in it."""
+    browser.post("/search", data={"image_id": "2", "k": "2"})
+    metrics = search_app.test_client().get("/metrics").get_data(as_text=True)
+    assert 'mammosearch_search_stage_seconds_count{stage="index"}' in metrics
+    assert 'mammosearch_images{status="indexed"} 6.0' in metrics
+    assert "mammosearch_index_vectors" in metrics
+    assert 'patient' not in metrics.lower()
+
+
+def test_untrained_space_is_flagged_on_the_page(search_app: Flask) -> None:
+    """A space without pretrained weights shows a visible UNTRAINED warning."""
+    with search_app.test_request_context():
+        macros = search_app.jinja_env.get_template("_macros.html").module
+        banner = str(macros.space_banner({
+            "backbone": "densenet121", "pretrained": False, "weights_sha256": "0" * 64,
+            "weights_source": "random", "preprocessing_version": 1, "dim": 1024,
+        }))
+    assert "UNTRAINED weights" in banner and "space-untrained" in banner
