@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from flask import Flask, current_app, g, jsonify, redirect, request, url_for
 from flask_login import AnonymousUserMixin, LoginManager, UserMixin, current_user
-from mammosearch.db.models import User
-from mammosearch.users import verify_api_token
 from werkzeug.wrappers import Response
 
+from mammosearch.db.models import User
+from mammosearch.users import verify_api_token
 from web.access import allowed_roles, is_public
 from web.db import get_session
 
@@ -61,7 +61,8 @@ def _load_token_user(req) -> SignedInUser | None:  # type: ignore[no-untyped-def
     row = verify_api_token(session, token.strip())
     if row is None:
         return None
-    session.commit()  # last_used_at
+    if session.dirty:
+        session.commit()  # last_used_at
     g.auth_via_token = True
     return SignedInUser(row)
 

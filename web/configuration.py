@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, current_app
-from mammosearch.config import Settings, get_settings
 from werkzeug.middleware.proxy_fix import ProxyFix
+
+from mammosearch.config import Settings, get_settings
 
 
 def init_app(app: Flask, overrides: dict[str, Any] | None) -> None:

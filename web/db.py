@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from flask import Flask, current_app, g
-from mammosearch.db.session import make_session_factory
 from sqlalchemy.orm import Session
+
+from mammosearch.db.session import make_session_factory
 
 
 def init_app(app: Flask) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+from PIL import Image as PILImage
+from werkzeug.exceptions import NotFound
+
 from mammosearch.config import Settings
 from mammosearch.db.models import Image
 from mammosearch.ingest.storage import atomic_write_bytes
-from PIL import Image as PILImage
-from werkzeug.exceptions import NotFound
 
 BROWSER_SUFFIXES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
 

@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from flask import Blueprint, Flask, g, request
-from mammosearch.db.models import EmbeddingSpace, Image, ImageEmbedding, ImageStatus
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -29,6 +28,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.wrappers import Response
 
+from mammosearch.db.models import EmbeddingSpace, Image, ImageEmbedding, ImageStatus
 from web.access import public
 
 SEARCH_STAGE_SECONDS = Histogram(

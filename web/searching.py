@@ -6,12 +6,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mammosearch.audit import record_access
-from mammosearch.config import Settings
-from mammosearch.db.models import Image, User
 from PIL import Image as PILImage
 from sqlalchemy.orm import Session
 
+from mammosearch.audit import record_access
+from mammosearch.config import Settings
+from mammosearch.db.models import Image, User
 from web.metrics import observe_search_timing
 
 MAX_K = 100

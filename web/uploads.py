@@ -5,10 +5,10 @@ from __future__ import annotations
 import base64
 import io
 
-from mammosearch.ingest.storage import ImageRejected, check_image
 from PIL import Image as PILImage
 from werkzeug.datastructures import FileStorage
 
+from mammosearch.ingest.storage import ImageRejected, check_image
 from web.imagefiles import thumbnail_bytes
 
 DICOM_SUFFIXES = (".dcm", ".dicom")

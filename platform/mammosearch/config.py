@@ -26,6 +26,7 @@ class Settings:
     weights_path: Path | None = None
     allow_random_weights: bool = False
     embed_batch_size: int = 32
+    embed_runtime: str = "onnx"
     index_metrics: tuple[str, ...] = ("l2", "cosine")
     index_factory: str = "Flat"
     index_segment_size: int = 50_000
@@ -89,6 +90,7 @@ def settings_from_env() -> Settings:
         weights_path=Path(weights) if weights else None,
         allow_random_weights=_flag(_env("MAMMOSEARCH_ALLOW_RANDOM_WEIGHTS")),
         embed_batch_size=int(_env("MAMMOSEARCH_EMBED_BATCH_SIZE", "32")),
+        embed_runtime=_env("MAMMOSEARCH_EMBED_RUNTIME", "onnx"),
         index_metrics=_split(_env("MAMMOSEARCH_INDEX_METRICS", "l2,cosine")),
         index_factory=_env("MAMMOSEARCH_INDEX_FACTORY", "Flat"),
         index_segment_size=int(_env("MAMMOSEARCH_INDEX_SEGMENT_SIZE", "50000")),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from datetime import UTC, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -16,6 +17,8 @@ ROLES = ("admin", "radiologist")
 """admin: users, ingestion, evaluations, settings; radiologist: search and view cases."""
 
 MIN_PASSWORD_LENGTH = 8
+TOKEN_USE_RESOLUTION = timedelta(minutes=1)
+"""last_used_at is rewritten at most this often: one write per request would serialise them."""
 _hasher = PasswordHasher()
 
 
@@ -120,7 +123,12 @@ def verify_api_token(session: Session, token: str) -> User | None:
     )
     if api_token is None or not api_token.user.active:
         return None
-    api_token.last_used_at = utcnow()
+    now = utcnow()
+    last_used = api_token.last_used_at
+    if last_used is not None and last_used.tzinfo is None:  # SQLite drops the zone; we store UTC
+        last_used = last_used.replace(tzinfo=UTC)
+    if last_used is None or now - last_used > TOKEN_USE_RESOLUTION:
+        api_token.last_used_at = now
     return api_token.user
 
 

@@ -11,8 +11,10 @@ from collections.abc import Iterator
 
 import pytest
 import requests
+from click.testing import CliRunner
 from sqlalchemy import func, select
 
+from mammosearch.cli import main
 from mammosearch.config import Settings
 from mammosearch.db.models import Image, SourceCursor
 from mammosearch.db.session import make_session_factory
@@ -144,10 +146,6 @@ def test_follower_registers_each_new_instance_once_and_resumes_after_a_failure(
     with session_factory() as session:
         assert session.get(SourceCursor, cursor_name).value == {"since": last_seq}
         assert session.scalar(select(func.count()).select_from(Image)) == 9
-
-    from click.testing import CliRunner
-
-    from mammosearch.cli import main
 
     result = CliRunner().invoke(main, ["orthanc-follow", "--url", orthanc_url, "--once"])
     assert result.exit_code == 0, result.output

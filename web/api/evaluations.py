@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from flask import abort, jsonify, request
-from mammosearch.db.models import EvaluationRun
 from werkzeug.wrappers import Response
 
+from mammosearch.db.models import EvaluationRun
 from web.access import ADMIN, roles_required
 from web.api import bp
 from web.blueprints.evaluation import latest_runs

@@ -6,10 +6,10 @@ from typing import Any
 
 from flask import jsonify, request
 from flask_login import current_user
-from mammosearch.audit import record_access
-from mammosearch.db.models import Image
 from werkzeug.wrappers import Response
 
+from mammosearch.audit import record_access
+from mammosearch.db.models import Image
 from web.api import bp
 from web.blueprints.cases import get_image_or_404, send_image_file
 from web.db import get_session

@@ -6,9 +6,9 @@ from typing import Any
 
 from flask import abort, jsonify, request, url_for
 from flask_login import current_user
-from mammosearch.ingest.storage import ImageRejected
 from werkzeug.wrappers import Response
 
+from mammosearch.ingest.storage import ImageRejected
 from web.api import bp
 from web.configuration import settings
 from web.db import get_session

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from flask import jsonify
-from mammosearch.status import collect_status
 from werkzeug.wrappers import Response
 
+from mammosearch.status import collect_status
 from web.access import ADMIN, roles_required
 from web.api import bp
 from web.db import get_session

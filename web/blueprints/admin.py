@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
+from werkzeug.wrappers import Response
+
 from mammosearch import audit
 from mammosearch.status import collect_status
 from mammosearch.users import ROLES, UserError, create_user, list_users
-from werkzeug.wrappers import Response
-
 from web.access import ADMIN, restrict_blueprint
 from web.db import get_session
 

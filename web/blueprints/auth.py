@@ -6,10 +6,10 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_user, logout_user
-from mammosearch.audit import record_access
-from mammosearch.users import authenticate
 from werkzeug.wrappers import Response
 
+from mammosearch.audit import record_access
+from mammosearch.users import authenticate
 from web.access import RADIOLOGY, public, restrict_blueprint
 from web.auth import SignedInUser
 from web.db import get_session

@@ -7,11 +7,11 @@ from typing import Any
 
 from flask import Blueprint, abort, current_app, render_template, request, send_file
 from flask_login import current_user
-from mammosearch.audit import record_access
-from mammosearch.db.models import Image, Segmentation
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
+from mammosearch.audit import record_access
+from mammosearch.db.models import Image, Segmentation
 from web.access import RADIOLOGY, restrict_blueprint
 from web.configuration import settings
 from web.db import get_session

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from flask import Blueprint, abort, render_template
-from mammosearch.db.models import EvaluationRun
 from sqlalchemy import select
 
+from mammosearch.db.models import EvaluationRun
 from web.access import ADMIN, restrict_blueprint
 from web.db import get_session
 

@@ -6,10 +6,10 @@ from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
-from mammosearch.db.models import Image
-from mammosearch.ingest.storage import ImageRejected
 from werkzeug.wrappers import Response
 
+from mammosearch.db.models import Image
+from mammosearch.ingest.storage import ImageRejected
 from web.access import RADIOLOGY, restrict_blueprint
 from web.configuration import settings
 from web.db import get_session

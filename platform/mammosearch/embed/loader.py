@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from mammosearch.embed.weights import (
 AUTO = "auto"
 RANDOM_SEED = 0
 RUNTIMES = ("torch", "onnx")
+_loading = threading.RLock()  # lru_cache alone lets two threads load the same model twice
 
 
 def resolve_backbone_name(name: str = AUTO, weights: Path | None = None) -> tuple[str, str]:
@@ -176,19 +178,20 @@ def load_embedder(
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
     resolved_name, _reason = resolve_backbone_name(name, weights)
-    return _cached_embedder(
-        resolved_name,
-        Path(weights).expanduser().resolve() if weights is not None else None,
-        allow_random,
-        device,
-        runtime,
-        batch_size,
-        None if runtime == "torch" else Path(onnx_dir or default_onnx_dir()),
-    )
+    with _loading:
+        return _cached_embedder(
+            resolved_name,
+            Path(weights).expanduser().resolve() if weights is not None else None,
+            allow_random,
+            device,
+            runtime,
+            batch_size,
+            None if runtime == "torch" else Path(onnx_dir or default_onnx_dir()),
+        )
 
 
 def load_embedder_from_settings(
-    settings: Settings | None = None, device: str = "cpu", runtime: str = "torch"
+    settings: Settings | None = None, device: str = "cpu", runtime: str | None = None
 ) -> Embedder:
     """`load_embedder` as configured: MAMMOSEARCH_BACKBONE, _WEIGHTS, _ALLOW_RANDOM_WEIGHTS..."""
     settings = settings or get_settings()
@@ -197,7 +200,8 @@ def load_embedder_from_settings(
         settings.weights_path,
         settings.allow_random_weights,
         device=device,
-        runtime=runtime,
+        runtime=runtime or settings.embed_runtime,
+        onnx_dir=settings.data_dir / "models" / "onnx",
         batch_size=settings.embed_batch_size,
     )
 

@@ -1,0 +1,132 @@
+"""The neighbours' class vote under a protocol, for every query: a confusion matrix.
+
+The vote is the search service's BIRADS suggestion (mammosearch.search.suggest_birads),
+vectorised: the top-k candidates of each query each add max(similarity, 0) (or 1e-9) to
+their class; the heaviest class wins, ties going to more votes, then to the earlier class.
+Similarity is what the search service shows: cosine -> the cosine itself, l2 -> 1 / (1 +
+squared distance). Candidates are the labelled images the protocol leaves to the query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mammosearch.evaluate.protocols import candidate_mask, get_protocol
+
+DEFAULT_VOTE_K = 10
+MIN_WEIGHT = 1e-9
+QUERY_CHUNK = 512
+
+
+@dataclass
+class VoteConfusion:
+    """`matrix[t, p]` counts queries of true class t whose neighbours voted p."""
+
+    classes: list[str]
+    matrix: np.ndarray
+    k: int
+    metric: str
+    protocol: str
+    abstained: int  # queries without a single candidate
+
+    @property
+    def per_class_accuracy(self) -> dict[str, float | None]:
+        totals = self.matrix.sum(axis=1)
+        return {
+            label: (float(self.matrix[row, row] / totals[row]) if totals[row] else None)
+            for row, label in enumerate(self.classes)
+        }
+
+    @property
+    def accuracy(self) -> float | None:
+        total = int(self.matrix.sum())
+        return float(np.trace(self.matrix) / total) if total else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "classes": self.classes,
+            "matrix": self.matrix.astype(int).tolist(),
+            "k": self.k,
+            "metric": self.metric,
+            "protocol": self.protocol,
+            "abstained": self.abstained,
+            "accuracy": self.accuracy,
+            "per_class_accuracy": self.per_class_accuracy,
+        }
+
+
+def _similarities(queries: np.ndarray, matrix: np.ndarray, metric: str) -> np.ndarray:
+    if metric == "cosine":
+        return queries @ matrix.T
+    squared = (
+        np.einsum("ij,ij->i", queries, queries)[:, None]
+        - 2.0 * queries @ matrix.T
+        + np.einsum("ij,ij->i", matrix, matrix)[None, :]
+    )
+    return 1.0 / (1.0 + np.maximum(squared, 0.0))
+
+
+def _winners(weights: np.ndarray, votes: np.ndarray) -> np.ndarray:
+    """Per row: the heaviest class, then the most votes, then the lowest class index."""
+    heaviest = weights == weights.max(axis=1, keepdims=True)
+    votes_of_heaviest = np.where(heaviest, votes, -1)
+    return np.argmax(votes_of_heaviest == votes_of_heaviest.max(axis=1, keepdims=True), axis=1)
+
+
+def neighbour_vote_confusion(
+    vectors: np.ndarray,
+    labels: Sequence[Hashable | None],
+    patient_ids: Sequence[Hashable],
+    classes: Sequence[Hashable],
+    metric: str = "cosine",
+    protocol: str = "patient-excluded",
+    k: int = DEFAULT_VOTE_K,
+) -> VoteConfusion:
+    """Every labelled image asks its top-k candidates for a class; count what they answer."""
+    rule = get_protocol(protocol)
+    class_code = {label: code for code, label in enumerate(classes)}
+    codes = np.array([class_code.get(label, -1) for label in labels], dtype=np.int64)
+    eligible = codes >= 0
+    patient_index: dict[Hashable, int] = {}
+    patient_codes = np.array(
+        [patient_index.setdefault(p, len(patient_index)) for p in patient_ids], dtype=np.int64
+    )
+    matrix = np.asarray(vectors, dtype=np.float64)
+    if metric == "cosine":
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        matrix = matrix / np.where(norms > 0, norms, 1.0)
+    n_classes = len(classes)
+    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+    abstained = 0
+    queries = np.flatnonzero(eligible)
+    for start in range(0, queries.size, QUERY_CHUNK):
+        chunk = queries[start : start + QUERY_CHUNK]
+        allowed = np.stack([candidate_mask(rule, int(q), eligible, patient_codes) for q in chunk])
+        similarity = np.where(allowed, _similarities(matrix[chunk], matrix, metric), -np.inf)
+        depth = min(k, similarity.shape[1])
+        top = np.argpartition(-similarity, depth - 1, axis=1)[:, :depth]
+        top_similarity = np.take_along_axis(similarity, top, axis=1)
+        counted = np.isfinite(top_similarity)
+        weight = np.where(counted, np.maximum(top_similarity, 0.0), 0.0)
+        weight = np.where(counted & (weight == 0.0), MIN_WEIGHT, weight)
+        rows = np.repeat(np.arange(chunk.size), depth)
+        class_weights = np.zeros((chunk.size, n_classes))
+        class_votes = np.zeros((chunk.size, n_classes), dtype=np.int64)
+        np.add.at(class_weights, (rows, codes[top].ravel()), weight.ravel())
+        np.add.at(class_votes, (rows, codes[top].ravel()), counted.ravel().astype(np.int64))
+        voted = counted.any(axis=1)
+        abstained += int(np.count_nonzero(~voted))
+        predicted = _winners(class_weights, class_votes)
+        np.add.at(confusion, (codes[chunk][voted], predicted[voted]), 1)
+    return VoteConfusion(
+        classes=[str(label) for label in classes],
+        matrix=confusion,
+        k=k,
+        metric=metric,
+        protocol=protocol,
+        abstained=abstained,
+    )

@@ -1,0 +1,183 @@
+"""A radiologist's visit in a real headless Chromium against a real `mammosearch serve`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mammosearch.db.session import make_session_factory
+from mammosearch.pipeline import process_pending
+from tests.unit.web_support import (
+    TEST_PASSWORD,
+    fresh_sqlite,
+    make_image,
+    make_patient,
+    make_settings,
+    make_user,
+    synthetic_image_bytes,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        CHROMIUM is None or not Path(CHROMEDRIVER).exists(),
+        reason="needs Debian packages chromium and chromium-driver",
+    ),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_until_live(base_url: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"mammosearch serve exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{base_url}/healthz", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"{base_url}/healthz did not answer within {timeout_s} s")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iterator[str]:
+    """`mammosearch serve` on a free port over 8 indexed synthetic images of 4 patients."""
+    root = tmp_path_factory.mktemp("e2e")
+    settings = make_settings(root / "data", fresh_sqlite(sqlite_template, root / "db"))
+    session = make_session_factory(settings.database_url)()
+    for number in range(4):
+        patient = make_patient(session, f"E2E-{number}")
+        for view_index, view in enumerate(("CC", "MLO")):
+            make_image(session, settings, patient, seed=10 * number + view_index, view=view,
+                       birads=1 + number, side="LR"[number % 2])
+    make_user(session, "rad", "radiologist")
+    session.close()
+    assert process_pending(settings).indexed == 8
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "platform"), str(REPO_ROOT)]),
+        "DATABASE_URL": settings.database_url,
+        "MAMMOSEARCH_DATA_DIR": str(settings.data_dir),
+        "MAMMOSEARCH_BACKBONE": settings.backbone,
+        "MAMMOSEARCH_SECRET_KEY": "e2e-secret",
+    }
+    env.pop("CELERY_BROKER_URL", None)
+    command = [sys.executable, "-c", "from mammosearch.cli import main; main()",
+               "serve", "--host", "127.0.0.1", "--port", str(port)]
+    log_path = root / "server.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_live(base_url, process, timeout_s=60)
+        yield base_url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        if process.returncode not in (0, -15):
+            print(log_path.read_text(errors="replace")[-3000:])
+
+
+@pytest.fixture
+def chrome() -> Iterator[object]:
+    """Headless Chromium through chromedriver, with a throw-away profile."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="mammosearch-chrome-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--window-size=1400,1700",
+                 f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_sign_in_search_by_upload_open_a_case_sign_out(
+    server: str, chrome, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    """Log in, upload a query, see k results with BIRADS, open a case, log out."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(chrome, 90)
+    chrome.get(f"{server}/search")
+    assert "/login" in chrome.current_url  # anonymous: sent to sign in
+    chrome.find_element(By.ID, "username").send_keys("rad")
+    chrome.find_element(By.ID, "password").send_keys(TEST_PASSWORD)
+    chrome.find_element(By.ID, "sign-in").click()
+    wait.until(ready.presence_of_element_located((By.ID, "image")))
+
+    query = tmp_path / "query.png"
+    query.write_bytes(synthetic_image_bytes(21))
+    chrome.find_element(By.ID, "image").send_keys(str(query))
+    k_field = chrome.find_element(By.ID, "k")
+    k_field.clear()
+    k_field.send_keys("5")
+    chrome.find_element(By.ID, "search").click()
+    wait.until(ready.presence_of_element_located((By.ID, "results")))
+
+    results = chrome.find_elements(By.CSS_SELECTOR, "#results .result")
+    assert len(results) == 5
+    birads = [r.find_element(By.CSS_SELECTOR, "dd.birads").text for r in results]
+    assert all(value in {"1", "2", "3", "4"} for value in birads), birads
+    assert chrome.find_element(By.ID, "suggested-birads").text in {"1", "2", "3", "4"}
+    assert "efficientnet-lite0" in chrome.find_element(By.ID, "embedding-space").text
+    wait.until(lambda driver: driver.execute_script(
+        "return [...document.querySelectorAll('#results img')]"
+        ".every(img => img.complete && img.naturalWidth > 0)"))
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert chrome.save_screenshot(str(ARTIFACTS / "search-results.png"))
+
+    results[0].find_element(By.TAG_NAME, "a").click()
+    wait.until(ready.presence_of_element_located((By.ID, "case-image")))
+    wait.until(lambda driver: driver.execute_script(
+        "const img = document.getElementById('case-image');"
+        "return img.complete && img.naturalWidth > 0"))
+    assert "Report" in chrome.page_source
+    chrome.execute_script(
+        "const z = document.getElementById('zoom'); z.value = 200;"
+        "z.dispatchEvent(new Event('input'));")
+    assert chrome.find_element(By.ID, "zoom-value").text == "200%"
+    ARTIFACTS.mkdir(exist_ok=True)
+    chrome.save_screenshot(str(ARTIFACTS / "case.png"))
+
+    chrome.find_element(By.ID, "logout").click()
+    wait.until(ready.presence_of_element_located((By.ID, "sign-in")))
+    chrome.get(f"{server}/search")
+    assert "/login" in chrome.current_url

@@ -1,0 +1,248 @@
+"""Queues, locks, sweeps and status against the real Redis and PostgreSQL (no worker process)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import select, update
+
+from mammosearch.config import Settings, settings_from_env
+from mammosearch.db.models import (
+    EmbeddingSpace,
+    Image,
+    ImageEmbedding,
+    ImageStatus,
+    Patient,
+    utcnow,
+)
+from mammosearch.db.session import session_scope
+from mammosearch.dispatch import claim_for_embedding, dispatch_pending
+from mammosearch.reconcile import reconcile
+from mammosearch.status import collect_status
+from tests.conftest import REDIS_TEST_URL
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+
+
+@pytest.fixture
+def broker_settings(pg_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """PostgreSQL settings with the test Redis DB as broker, flushed before and after."""
+    monkeypatch.setenv("CELERY_BROKER_URL", REDIS_TEST_URL)
+    monkeypatch.setenv("CELERY_RESULT_BACKEND", REDIS_TEST_URL)
+    client = redis.Redis.from_url(REDIS_TEST_URL)
+    client.flushdb()
+    yield settings_from_env()
+    client.flushdb()
+
+
+@pytest.fixture
+def broker() -> redis.Redis:
+    """A client on the test broker's Redis DB."""
+    return redis.Redis.from_url(REDIS_TEST_URL)
+
+
+def _add_images(settings: Settings, count: int, status: str = ImageStatus.PENDING) -> list[int]:
+    """`count` image rows (no files: nothing here embeds them)."""
+    with session_scope(settings.database_url) as session:
+        patient = Patient(source="test", source_patient_id=f"p{time.monotonic_ns()}")
+        session.add(patient)
+        session.flush()
+        images = [
+            Image(
+                patient_id=patient.id, source="test", source_file_name=f"{n}.png",
+                sha256=f"{time.monotonic_ns():032x}{n:032x}", stored_path=f"/nowhere/{n}.png",
+                modality="test", width=64, height=64, status=status,
+            )
+            for n in range(count)
+        ]
+        session.add_all(images)
+        session.flush()
+        return [image.id for image in images]
+
+
+def _age(settings: Settings, image_ids: list[int], seconds: float) -> None:
+    then = utcnow() - timedelta(seconds=seconds)
+    with session_scope(settings.database_url) as session:
+        session.execute(
+            update(Image).where(Image.id.in_(image_ids)).values(created_at=then, updated_at=then)
+        )
+
+
+def test_index_runs_are_coalesced_until_one_starts(
+    broker_settings: Settings, broker: redis.Redis
+) -> None:
+    """A flood of requests leaves one waiting run; once it starts, a new request is sent."""
+    from workers.enqueue import index_request_key, request_index
+
+    assert request_index(broker_settings, 7) is True
+    assert [request_index(broker_settings, 7) for _ in range(20)] == [False] * 20
+    assert broker.llen("index") == 1
+    broker.delete(index_request_key(7))  # what index_space does first
+    assert request_index(broker_settings, 7) is True
+    assert broker.llen("index") == 2
+
+
+def test_images_already_on_their_way_are_not_enqueued_again(
+    broker_settings: Settings, broker: redis.Redis
+) -> None:
+    """Repeated dispatches send each pending image once, in batches of embed_batch_size."""
+    image_ids = _add_images(broker_settings, 70)
+    first = dispatch_pending(broker_settings)
+    assert (first.mode, first.images, first.tasks) == ("broker", 70, 3)  # 32 + 32 + 6
+    assert dispatch_pending(broker_settings).images == 0
+    assert broker.llen("embed") == 3
+
+    from workers.enqueue import forget_enqueued
+
+    forget_enqueued(broker_settings, image_ids[:10])  # their task ran (and, say, failed)
+    assert dispatch_pending(broker_settings).images == 10
+
+
+def test_the_sweep_recovers_work_the_broker_lost(
+    broker_settings: Settings, broker: redis.Redis
+) -> None:
+    """Old pending images and unindexed vectors are handed out again; fresh work is not."""
+    stale = _add_images(broker_settings, 5)
+    _age(broker_settings, stale, 3600)
+    _add_images(broker_settings, 3)  # just registered: still on its way
+    embedded = _add_images(broker_settings, 1, status=ImageStatus.EMBEDDED)
+    with session_scope(broker_settings.database_url) as session:
+        space = EmbeddingSpace(
+            backbone="test", weights_sha256="0" * 64, weights_source="test", pretrained=False,
+            preprocessing_version=1, dim=4,
+        )
+        session.add(space)
+        session.flush()
+        session.add(
+            ImageEmbedding(
+                image_id=embedded[0], space_id=space.id, vector=b"\0" * 16,
+                created_at=utcnow() - timedelta(hours=1),
+            )
+        )
+        space_id = space.id
+
+    summary = reconcile(broker_settings, grace_s=600)
+    assert summary.mode == "broker"
+    assert summary.pending_images == 5 and summary.unindexed_spaces == [space_id]
+    assert broker.llen("embed") == 1 and broker.llen("index") == 1
+    # The broker loses everything (restart without persistence): the next sweep resends it.
+    broker.flushdb()
+    assert reconcile(broker_settings, grace_s=600).detail["enqueued_images"] == 5
+    assert broker.llen("embed") == 1
+
+
+def test_a_batch_that_keeps_dying_gives_up_after_max_attempts(pg_settings: Settings) -> None:
+    """Each delivery counts an attempt; past the limit the image is failed with the reason."""
+    from mammosearch.pipeline import MAX_ATTEMPTS
+
+    image_ids = _add_images(pg_settings, 2)
+    for _ in range(MAX_ATTEMPTS):
+        with session_scope(pg_settings.database_url) as session:
+            assert claim_for_embedding(session, image_ids) == image_ids
+    with session_scope(pg_settings.database_url) as session:
+        assert claim_for_embedding(session, image_ids) == []
+        images = session.scalars(select(Image).where(Image.id.in_(image_ids))).all()
+        assert {image.status for image in images} == {ImageStatus.FAILED}
+        assert all("gave up after" in (image.error or "") for image in images)
+
+
+def test_status_shows_lag_failures_and_queue_depth(
+    broker_settings: Settings, broker: redis.Redis
+) -> None:
+    """The oldest pending image's age, the last failures with reasons, tasks per queue."""
+    waiting = _add_images(broker_settings, 2)
+    _age(broker_settings, waiting[:1], 300)
+    (failed,) = _add_images(broker_settings, 1, status=ImageStatus.FAILED)
+    with session_scope(broker_settings.database_url) as session:
+        session.get(Image, failed).error = "x.png: corrupt or truncated image"
+    dispatch_pending(broker_settings)
+
+    with session_scope(broker_settings.database_url) as session:
+        report = collect_status(session, broker_settings)
+    assert report["images"]["pending"] == 2 and report["images"]["failed"] == 1
+    assert report["lag"]["oldest_pending_image_id"] == waiting[0]
+    assert 290 <= report["lag"]["oldest_pending_age_s"] < 400
+    assert report["failures"][0]["error"] == "x.png: corrupt or truncated image"
+    assert report["tasks"] == {
+        "mode": "broker", "queues": {"ingest": 0, "embed": 1, "index": 0, "evaluate": 0}
+    }
+
+
+def test_status_without_a_broker_reports_in_process_mode(pg_settings: Settings) -> None:
+    """No broker: no queues to count, and no error."""
+    with session_scope(pg_settings.database_url) as session:
+        report = collect_status(session, pg_settings)
+    assert report["tasks"] == {"mode": "in-process", "queues": {}}
+    assert report["lag"]["oldest_pending_age_s"] is None
+
+
+def test_the_index_lock_admits_one_writer_and_outlives_no_dead_holder(
+    broker: redis.Redis,
+) -> None:
+    """A held lock refuses a second writer; a holder that died frees it after the TTL."""
+    from workers.locks import LockBusy, index_lock_name, work_lock
+
+    broker.flushdb()
+    name = index_lock_name(3)
+    with work_lock(broker, name, ttl_s=1.5):
+        with pytest.raises(LockBusy, match="index-space:3"):
+            with work_lock(broker, name):
+                pass
+        time.sleep(2)  # longer than the TTL: the heartbeat kept it
+        assert broker.exists(name)
+    assert not broker.exists(name)
+    broker.lock(name, timeout=1).acquire()  # a holder SIGKILLed while holding it
+    with work_lock(broker, name, wait_s=3):
+        pass
+
+
+def test_without_a_broker_the_pipeline_runs_in_process(
+    pg_settings: Settings, dev_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dispatch_pending embeds and indexes right here; the sweep then finds nothing to do."""
+    from mammosearch.watch import register_loose_image
+
+    monkeypatch.setenv("MAMMOSEARCH_BACKBONE", "efficientnet-lite0")
+    settings = settings_from_env()
+    with session_scope(settings.database_url) as session:
+        for path in sorted((dev_data / "Subtracted images").rglob("*.jpg"))[:3]:
+            register_loose_image(session, settings, path.read_bytes(), path.name)
+    summary = dispatch_pending(settings)
+    assert summary.mode == "in-process" and summary.images == 3
+    with session_scope(settings.database_url) as session:
+        statuses = set(session.scalars(select(Image.status)))
+    assert statuses == {ImageStatus.INDEXED}
+    assert reconcile(settings, grace_s=0).pending_images == 0
+
+
+def test_the_app_is_configured_for_at_least_once_delivery() -> None:
+    """acks_late + reject on worker loss + prefetch 1; every task has a declared queue."""
+    from workers.app import TASK_ROUTES, celery_app
+
+    conf = celery_app.conf
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    assert conf.worker_prefetch_multiplier == 1
+    assert {route["queue"] for route in TASK_ROUTES.values()} == {
+        "ingest", "embed", "index", "evaluate"
+    }
+    celery_app.loader.import_default_modules()
+    registered = {name for name in celery_app.tasks if name.startswith("mammosearch.")}
+    assert registered == set(TASK_ROUTES)
+
+
+def test_beat_declares_watch_and_orthanc_jobs_only_when_configured(pg_settings: Settings) -> None:
+    """One schedule table; optional sources appear when their setting is set."""
+    from workers.schedule import beat_schedule
+
+    assert set(beat_schedule(pg_settings)) == {"reconcile", "evaluate-active-space"}
+    configured = pg_settings.with_overrides(
+        watch_dirs=(Path("/inbox"),), orthanc_url="http://orthanc:8042"
+    )
+    schedule = beat_schedule(configured)
+    assert {"scan-watch-dirs", "follow-orthanc"} <= set(schedule)
+    assert schedule["reconcile"]["schedule"] == pg_settings.reconcile_schedule_s
