@@ -24,6 +24,28 @@ def status(as_json: bool) -> None:
     for name, count in images.items():
         if name != "total":
             click.echo(f"  {name}: {count}")
+    _echo_pipeline(report)
+
+
+def _echo_pipeline(report: dict) -> None:
+    """Lag, last failures and queue depths (the sections mammosearch.status adds)."""
+    lag = report.get("lag") or {}
+    if lag.get("oldest_pending_age_s") is not None:
+        click.echo(
+            f"ingestion lag: oldest pending image {lag['oldest_pending_image_id']} has waited "
+            f"{lag['oldest_pending_age_s']:.0f} s"
+        )
+    failures = report.get("failures") or []
+    if failures:
+        click.echo("last failures:")
+        for failure in failures:
+            click.echo(f"  image {failure['image_id']}: {failure['error']}")
+    tasks = report.get("tasks") or {}
+    if tasks.get("mode") == "broker":
+        depths = ", ".join(f"{queue} {depth}" for queue, depth in tasks["queues"].items())
+        click.echo(f"queued tasks: {depths or tasks.get('error', 'unknown')}")
+    elif tasks:
+        click.echo("tasks: in-process (no broker configured)")
 
 
 commands = [status]
