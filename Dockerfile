@@ -63,7 +63,7 @@ RUN apt-get update \
  && groupadd --system --gid ${APP_UID} mammosearch \
  && useradd --system --uid ${APP_UID} --gid ${APP_UID} --home-dir /app --shell /usr/sbin/nologin mammosearch \
  && mkdir -p /var/lib/mammosearch/images /var/lib/mammosearch/indexes \
-             /var/lib/mammosearch/reports /models/torch \
+             /var/lib/mammosearch/reports /var/lib/mammosearch/models /models/torch \
  && chown -R ${APP_UID}:${APP_UID} /var/lib/mammosearch /models
 # (A named volume mounted on these paths copies this ownership when first created, so the
 # non-root user can write to it.)

@@ -23,7 +23,32 @@ COMMAND_MODULES = [
 ]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class MammosearchGroup(click.Group):
+    """Turns database set-up problems into one actionable line instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        from sqlalchemy.exc import OperationalError, ProgrammingError
+
+        try:
+            return super().invoke(ctx)
+        except (OperationalError, ProgrammingError) as exc:
+            from mammosearch.config import get_settings
+            from mammosearch.db.session import redact_url
+
+            url = redact_url(get_settings().database_url)
+            text = str(exc.orig)
+            if "no such table" in text or "does not exist" in text:
+                raise click.ClickException(
+                    f"the database at {url} is not set up ({text.splitlines()[0]}): "
+                    "run `mammosearch db upgrade`"
+                ) from exc
+            raise click.ClickException(
+                f"cannot use the database at {url}: {text.splitlines()[0]} "
+                "(check DATABASE_URL and that the server is running)"
+            ) from exc
+
+
+@click.group(cls=MammosearchGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mammosearch")
 def main() -> None:
     """Mammosearch: similar-case search for mammography.
@@ -31,6 +56,9 @@ def main() -> None:
     Settings come from the environment: DATABASE_URL, MAMMOSEARCH_DATA_DIR,
     CELERY_BROKER_URL, MAMMOSEARCH_BACKBONE (see .env.example).
     """
+    from mammosearch.logs import configure_logging
+
+    configure_logging()
 
 
 for _module_name in COMMAND_MODULES:

@@ -6,6 +6,7 @@ import click
 
 from mammosearch.config import get_settings
 from mammosearch.db import migrate
+from mammosearch.db.session import redact_url
 
 
 @click.group("db")
@@ -19,7 +20,7 @@ def upgrade(revision: str) -> None:
     """Apply migrations up to REVISION (creates the SQLite file when needed)."""
     url = get_settings().database_url
     migrate.upgrade(url, revision)
-    click.echo(f"database at revision {migrate.current_revision(url)} ({_redact(url)})")
+    click.echo(f"database at revision {migrate.current_revision(url)} ({redact_url(url)})")
 
 
 @db.command("check")
@@ -33,13 +34,6 @@ def check() -> None:
 def current() -> None:
     """Print the database's current revision."""
     click.echo(migrate.current_revision() or "empty (run `mammosearch db upgrade`)")
-
-
-def _redact(url: str) -> str:
-    """Hide a password in a database URL before printing it."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 commands = [db]

@@ -1,0 +1,527 @@
+"""`mammosearch report`: every backbone x distance metric evaluated, plotted, written out.
+
+The report directory holds report.html, report.json (every number), figures/*.png and
+thumbs/*.png. Each backbone's vectors live in its own embedding space (image_embeddings);
+only images without a vector there are embedded, without touching their pipeline status, so
+a second report embeds nothing. One EvaluationRun is stored per backbone x metric, with
+`report_path` pointing here and `config["report_figures"]` naming its figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from tqdm import tqdm
+
+from mammosearch.config import Settings
+from mammosearch.db.models import EmbeddingSpace, EvaluationRun, Image, ImageEmbedding, ImageStatus
+from mammosearch.evaluate.evaluator import DEFAULT_KS, _class_order
+from mammosearch.evaluate.labels import get_label
+from mammosearch.evaluate.metrics import METRICS
+from mammosearch.evaluate.neighbour_vote import (
+    DEFAULT_VOTE_K,
+    VoteConfusion,
+    neighbour_vote_confusion,
+)
+from mammosearch.evaluate.projection import Projection, project
+from mammosearch.evaluate.protocols import DEFAULT_PROTOCOL, get_protocol
+from mammosearch.evaluate.provenance import software_versions
+from mammosearch.evaluate.result import EvaluationError, EvaluationResult
+from mammosearch.evaluate.runs import SpaceVectors, evaluate_space, load_space_vectors
+from mammosearch.evaluate.thumbs import write_thumbnail
+from mammosearch.evaluate.timing import search_ms_by_k
+
+REPORT_METRICS = ("l2", "cosine")
+QUERY_ROWS = 6
+NEIGHBOURS_SHOWN = 5
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    label: str = "birads"
+    protocol: str = DEFAULT_PROTOCOL
+    metrics: tuple[str, ...] = REPORT_METRICS
+    ks: tuple[int, ...] = DEFAULT_KS
+    vote_k: int = DEFAULT_VOTE_K
+    query_rows: int = QUERY_ROWS
+    tsne: bool = True
+    trigger: str = "report"
+
+
+@dataclass
+class BackboneSection:
+    """One backbone's part of the report: its space, or why it was skipped, and its numbers."""
+
+    backbone: str
+    space: EmbeddingSpace | None = None
+    skipped: str | None = None
+    embedded_now: int = 0
+    embed_failures: dict[int, str] = field(default_factory=dict)
+    results: dict[str, EvaluationResult] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    search_ms_by_k: dict[str, dict[int, float]] = field(default_factory=dict)
+    confusion: dict[str, VoteConfusion] = field(default_factory=dict)
+    projection: Projection | None = None
+    figures: dict[str, str] = field(default_factory=dict)  # kind -> path relative to the report
+    vectors: SpaceVectors | None = None
+
+    @property
+    def slug(self) -> str:
+        space_id = self.space.id if self.space is not None else "none"
+        return re.sub(r"[^A-Za-z0-9_-]+", "_", f"{self.backbone}-space{space_id}")
+
+    @property
+    def untrained(self) -> bool:
+        return self.space is not None and not self.space.pretrained
+
+
+@dataclass
+class ReportOutcome:
+    out_dir: Path
+    html_path: Path
+    json_path: Path
+    document: dict[str, Any]
+    sections: list[BackboneSection]
+
+    @property
+    def run_ids(self) -> list[int]:
+        return [r.run_id for s in self.sections for r in s.results.values() if r.run_id]
+
+
+# --- embedding: one space per backbone, only the missing vectors -----------------------------
+
+
+def report_image_ids(session: Session) -> list[int]:
+    """The archive a report covers: every image the pipeline has embedded."""
+    statuses = (ImageStatus.EMBEDDED, ImageStatus.INDEXED)
+    return list(session.scalars(select(Image.id).where(Image.status.in_(statuses)).order_by(Image.id)))
+
+
+def embed_missing(
+    session: Session,
+    space: EmbeddingSpace,
+    embedder: Any,
+    image_ids: Sequence[int],
+    batch_size: int,
+    progress: bool = False,
+) -> tuple[int, dict[int, str]]:
+    """Embed the images without a vector in `space` (their status untouched): (count, failures)."""
+    from mammosearch.pipeline import embed_images
+
+    have = set(
+        session.scalars(select(ImageEmbedding.image_id).where(ImageEmbedding.space_id == space.id))
+    )
+    missing = [image_id for image_id in image_ids if image_id not in have]
+    embedded, failures = 0, {}
+    bar = tqdm(
+        total=len(missing), desc=f"embedding {space.backbone}", unit="img", leave=False,
+        disable=not progress or not missing,
+    )  # fmt: skip
+    try:
+        for start in range(0, len(missing), max(1, batch_size)):
+            batch = missing[start : start + batch_size]
+            result = embed_images(session, batch, embedder, space, update_status=False)
+            embedded += len(result.embedded)
+            failures.update(result.failed)
+            bar.update(len(batch))
+    finally:
+        bar.close()
+    return embedded, failures
+
+
+def prepare_backbone(
+    session: Session,
+    settings: Settings,
+    name: str,
+    image_ids: Sequence[int],
+    allow_random: bool = False,
+    progress: bool = False,
+) -> BackboneSection:
+    """Load the backbone and fill its space; a backbone without weights comes back skipped."""
+    from mammosearch.embed import WeightsUnavailable, load_embedder, resolve_backbone_name
+    from mammosearch.embed.spaces import find_space, get_or_create_space
+
+    configured, _ = resolve_backbone_name(settings.backbone, settings.weights_path)
+    weights = settings.weights_path if name == configured else None
+    try:
+        embedder = load_embedder(
+            name, weights, allow_random=allow_random, batch_size=settings.embed_batch_size
+        )
+    except WeightsUnavailable as exc:
+        return BackboneSection(backbone=name, skipped=str(exc))
+    existed = find_space(session, embedder.identity) is not None
+    space = get_or_create_space(session, embedder)
+    if not existed and name != configured:
+        space.active = False  # a comparison space: not re-evaluated on the schedule
+    session.commit()
+    section = BackboneSection(backbone=name, space=space)
+    section.embedded_now, section.embed_failures = embed_missing(
+        session, space, embedder, image_ids, settings.embed_batch_size, progress
+    )
+    return section
+
+
+# --- evaluation and derived numbers ------------------------------------------------------------
+
+
+def evaluate_section(
+    session: Session, settings: Settings, section: BackboneSection, options: ReportOptions
+) -> None:
+    """One evaluation run per distance metric, plus the vote confusion, timings and maps."""
+    assert section.space is not None
+    spec = get_label(options.label)
+    section.vectors = load_space_vectors(session, section.space)
+    labels = [spec.of_image(row) for row in section.vectors.image_rows]
+    classes = _class_order(options.label, {label for label in labels if label is not None})
+    for metric in options.metrics:
+        try:
+            section.results[metric] = evaluate_space(
+                session, settings, section.space, label=options.label,
+                protocol=options.protocol, metric=metric, ks=options.ks,
+                per_query_limit=None, per_query_k=NEIGHBOURS_SHOWN, trigger=options.trigger,
+            )  # fmt: skip
+        except EvaluationError as exc:
+            section.errors[metric] = str(exc)
+            continue
+        section.search_ms_by_k[metric] = search_ms_by_k(
+            section.vectors.vectors, metric, options.ks
+        )
+        section.confusion[metric] = neighbour_vote_confusion(
+            section.vectors.vectors, labels, section.vectors.patient_ids, classes,
+            metric=metric, protocol=options.protocol, k=options.vote_k,
+        )  # fmt: skip
+    if section.results and len(section.vectors.image_ids) >= 2:
+        section.projection = project(section.vectors.vectors, tsne=options.tsne)
+
+
+# --- figures -----------------------------------------------------------------------------------
+
+
+def _label_title(options: ReportOptions) -> str:
+    return f"label {options.label}, protocol {options.protocol}"
+
+
+def write_figures(out_dir: Path, sections: list[BackboneSection], options: ReportOptions) -> None:
+    from mammosearch.evaluate.plots import CurveSeries, plot_confusion, plot_curves, plot_projection
+
+    evaluated = [s for s in sections if s.results]
+    if not evaluated:
+        return
+    series = [
+        CurveSeries(
+            s.backbone, metric, s.untrained, result.metrics, s.search_ms_by_k.get(metric, {})
+        )
+        for s in evaluated
+        for metric, result in s.results.items()
+    ]
+    chance = next(iter(evaluated[0].results.values())).chance
+    plot_curves(
+        series, chance, options.ks, out_dir / "figures" / "curves.png",
+        f"Retrieval against k ({_label_title(options)}; leave-one-out over the archive)",
+    )  # fmt: skip
+    spec = get_label(options.label)
+    for section in evaluated:
+        section.figures["curves"] = "figures/curves.png"
+        marker = " (UNTRAINED weights)" if section.untrained else ""
+        assert section.vectors is not None
+        labels = [spec.of_image(row) for row in section.vectors.image_rows]
+        classes = _class_order(options.label, {label for label in labels if label is not None})
+        if section.projection is not None:
+            name = f"figures/projection-{section.slug}.png"
+            plot_projection(
+                section.projection, labels, classes, options.label, out_dir / name,
+                f"{section.backbone}{marker}: embeddings coloured by {options.label}",
+            )  # fmt: skip
+            section.figures["projection"] = name
+        for metric, confusion in section.confusion.items():
+            name = f"figures/confusion-{section.slug}-{metric}.png"
+            plot_confusion(
+                confusion, options.label, out_dir / name,
+                f"{section.backbone}{marker} / {metric}, {options.protocol}",
+            )  # fmt: skip
+            section.figures[f"confusion-{metric}"] = name
+
+
+# --- the per-query table (Table 1) -------------------------------------------------------------
+
+
+def choose_queries(sections: list[BackboneSection], limit: int) -> list[int]:
+    """One query image per class (the lowest image id of each), from the first evaluated space."""
+    for section in sections:
+        for result in section.results.values():
+            chosen: dict[Any, int] = {}
+            for row in result.per_query:
+                chosen.setdefault(row["label"], row["query_image_id"])
+            return list(chosen.values())[:limit]
+    return []
+
+
+def per_query_table(
+    session: Session, out_dir: Path, sections: list[BackboneSection], query_ids: list[int]
+) -> list[dict[str, Any]]:
+    """For each chosen query: its neighbours in every backbone x metric, with thumbnails."""
+    thumbs: dict[int, str | None] = {}
+
+    def thumb(image_id: int) -> str | None:
+        if image_id not in thumbs:
+            image = session.get(Image, image_id)
+            name = f"thumbs/{image_id}.png"
+            ok = image is not None and write_thumbnail(Path(image.stored_path), out_dir / name)
+            thumbs[image_id] = name if ok else None
+        return thumbs[image_id]
+
+    table = []
+    for query_id in query_ids:
+        entry: dict[str, Any] = {"query_image_id": query_id, "thumb": thumb(query_id), "results": []}
+        for section in sections:
+            for metric, result in section.results.items():
+                row = next((r for r in result.per_query if r["query_image_id"] == query_id), None)
+                if row is None:
+                    continue
+                entry.update(
+                    {key: row[key] for key in ("query_name", "patient_id", "label", "candidates")}
+                )
+                neighbours = [{**n, "thumb": thumb(n["image_id"])} for n in row["neighbours"]]
+                entry["results"].append(
+                    {
+                        "backbone": section.backbone,
+                        "untrained": section.untrained,
+                        "metric": metric,
+                        "neighbours": neighbours,
+                        f"precision@{NEIGHBOURS_SHOWN}": row[f"precision@{NEIGHBOURS_SHOWN}"],
+                    }
+                )
+        if entry["results"]:
+            table.append(entry)
+    return table
+
+
+# --- the document, the HTML, the runs ----------------------------------------------------------
+
+
+def _dataset(sections: list[BackboneSection], options: ReportOptions) -> dict[str, Any]:
+    spec = get_label(options.label)
+    loaded = next((s.vectors for s in sections if s.vectors is not None and s.results), None)
+    if loaded is None:
+        return {"images": 0, "patients": 0, "label_counts": {}, "unlabelled": 0}
+    labels = [spec.of_image(row) for row in loaded.image_rows]
+    counts = Counter(label for label in labels if label is not None)
+    classes = _class_order(options.label, set(counts))
+    return {
+        "images": len(loaded.image_ids),
+        "patients": len(set(loaded.patient_ids)),
+        "label_counts": {str(label): counts[label] for label in classes},
+        "unlabelled": sum(1 for label in labels if label is None),
+        "label_description": spec.description,
+    }
+
+
+def _section_document(section: BackboneSection) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "backbone": section.backbone,
+        "status": "skipped" if section.skipped else "evaluated",
+        "skipped_reason": section.skipped,
+        "embedding_space": section.space.describe() if section.space is not None else None,
+        "untrained": section.untrained,
+        "embedded_now": section.embedded_now,
+        "embed_failures": {str(k): v for k, v in section.embed_failures.items()},
+        "errors": section.errors,
+        "projection": section.projection.to_dict() if section.projection else None,
+        "figures": section.figures,
+        "results": {},
+    }
+    for metric, result in section.results.items():
+        document["results"][metric] = {
+            **result.to_dict(include_per_query=False),
+            "search_ms_by_k": {str(k): v for k, v in section.search_ms_by_k[metric].items()},
+            "confusion": section.confusion[metric].to_dict(),
+        }
+    return document
+
+
+def build_document(
+    sections: list[BackboneSection],
+    options: ReportOptions,
+    per_query: list[dict[str, Any]],
+    archive_images: int | None,
+) -> dict[str, Any]:
+    rule = get_protocol(options.protocol)
+    map_key = METRICS["map"].key(None)
+    return {
+        "report_version": 1,
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "label": options.label,
+        "protocol": options.protocol,
+        "protocol_description": rule.description,
+        "metrics": list(options.metrics),
+        "ks": list(options.ks),
+        "map_key": map_key,
+        "vote_k": options.vote_k,
+        "neighbours_shown": NEIGHBOURS_SHOWN,
+        "archive_images": archive_images,
+        "dataset": _dataset(sections, options),
+        "software": software_versions(),
+        "backbones": [_section_document(section) for section in sections],
+        "per_query": per_query,
+        "figures": {"curves": "figures/curves.png"} if any(s.results for s in sections) else {},
+    }
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def render_html(document: dict[str, Any]) -> str:
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    environment = Environment(
+        loader=FileSystemLoader(TEMPLATES_DIR), autoescape=select_autoescape(["html"])
+    )
+    return environment.get_template("report.html").render(report=document, metrics=METRICS)
+
+
+def _link_runs(session: Session, out_dir: Path, sections: list[BackboneSection]) -> None:
+    """Point each run at this report and its figures (what the web service shows)."""
+    for section in sections:
+        for metric, result in section.results.items():
+            run = session.get(EvaluationRun, result.run_id)
+            if run is None:
+                continue
+            figures = [
+                section.figures[kind]
+                for kind in ("curves", "projection", f"confusion-{metric}")
+                if kind in section.figures
+            ]
+            run.report_path = str(out_dir)
+            run.config = {**(run.config or {}), "report_figures": figures}
+    session.commit()
+
+
+def finish_report(
+    session: Session,
+    out_dir: Path,
+    sections: list[BackboneSection],
+    options: ReportOptions,
+    archive_images: int | None = None,
+) -> ReportOutcome:
+    """Figures, per-query table, report.json and report.html for evaluated sections."""
+    out_dir = Path(out_dir).resolve()
+    write_figures(out_dir, sections, options)
+    per_query = per_query_table(
+        session, out_dir, sections, choose_queries(sections, options.query_rows)
+    )
+    document = build_document(sections, options, per_query, archive_images)
+    json_path, html_path = out_dir / "report.json", out_dir / "report.html"
+    _write_atomically(json_path, json.dumps(document, indent=2, default=str))
+    _write_atomically(html_path, render_html(document))
+    _link_runs(session, out_dir, sections)
+    return ReportOutcome(out_dir, html_path, json_path, document, sections)
+
+
+def write_report(
+    session: Session,
+    settings: Settings,
+    out_dir: Path,
+    backbones: Sequence[str],
+    options: ReportOptions | None = None,
+    allow_random: bool = False,
+    progress: bool = False,
+) -> ReportOutcome:
+    """Embed (missing vectors only), evaluate and report every backbone in `backbones`."""
+    options = options or ReportOptions()
+    get_label(options.label)
+    get_protocol(options.protocol)
+    image_ids = report_image_ids(session)
+    if not image_ids:
+        raise EvaluationError(
+            "no embedded images to report on: import and embed an archive first "
+            "(mammosearch ingest ...)"
+        )
+    sections: list[BackboneSection] = []
+    for name in tqdm(list(backbones), desc="backbones", unit="backbone", disable=not progress):
+        section = prepare_backbone(session, settings, name, image_ids, allow_random, progress)
+        if section.space is not None:
+            evaluate_section(session, settings, section, options)
+        sections.append(section)
+    return finish_report(session, out_dir, sections, options, archive_images=len(image_ids))
+
+
+def write_space_report(
+    session: Session,
+    settings: Settings,
+    out_dir: Path,
+    spaces: Sequence[EmbeddingSpace],
+    options: ReportOptions | None = None,
+) -> ReportOutcome:
+    """The same report for spaces that already hold their vectors (scheduled runs)."""
+    options = options or ReportOptions()
+    sections = []
+    for space in spaces:
+        section = BackboneSection(backbone=space.backbone, space=space)
+        evaluate_section(session, settings, section, options)
+        sections.append(section)
+    return finish_report(session, out_dir, sections, options)
+
+
+def summary_rows(document: dict[str, Any], k: int = 10) -> list[dict[str, Any]]:
+    """backbone x metric -> P/R/NDCG@k, mAP and search time, each with its chance level."""
+    rows = []
+    for entry in document["backbones"]:
+        if entry["status"] == "skipped":
+            rows.append({"backbone": entry["backbone"], "skipped": entry["skipped_reason"]})
+            continue
+        for metric, result in entry["results"].items():
+            values, chance = result["metrics"], result["chance"]
+            shown_k = k if f"precision@{k}" in values else max(result["ks"])
+            row: dict[str, Any] = {
+                "backbone": entry["backbone"] + (" (UNTRAINED)" if entry["untrained"] else ""),
+                "metric": metric,
+                "k": shown_k,
+            }
+            for name in ("precision", "recall", "ndcg"):
+                key = f"{name}@{shown_k}"
+                row[key] = (values[key], chance[key])
+            row[document["map_key"]] = (values[document["map_key"]], chance[document["map_key"]])
+            row["search_ms_median"] = values["search_ms_median"]
+            rows.append(row)
+    return rows
+
+
+def format_summary_rows(document: dict[str, Any], k: int = 10) -> str:
+    """The summary as text (what the CLI prints at the end)."""
+    lines = []
+    for row in summary_rows(document, k):
+        if "skipped" in row:
+            lines.append(f"{row['backbone']}: SKIPPED ({row['skipped']})")
+            continue
+        cells = [
+            f"{key} {value:.3f} (chance {chance:.3f})"
+            for key, pair in row.items()
+            if isinstance(pair, tuple)
+            for value, chance in [pair]
+        ]
+        lines.append(
+            f"{row['backbone']} / {row['metric']}: " + ", ".join(cells)
+            + f", search {row['search_ms_median']:.3f} ms"
+        )  # fmt: skip
+    return "\n".join(lines)

@@ -1,0 +1,71 @@
+"""Logging for every process: plain or JSON lines, with patient identifiers scrubbed.
+
+Log lines leave the hospital's control (collectors, tickets), so they must not carry who a
+patient is. Code logs internal image ids; this filter is the safety net for what slips
+through in messages and exception texts: CDD-CESM file names (which embed the patient
+number), DICOM UIDs, and values passed as `patient_id`/`patient_name` extras.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+
+from pythonjsonlogger.json import JsonFormatter
+
+from mammosearch.config import Settings, get_settings
+
+SCRUBBED_ATTRIBUTES = ("patient_id", "patient_name", "source_patient_id", "PatientID")
+_PATTERNS = [
+    (re.compile(r"\bP\d+_[LR]_(?:CM|DM)_(?:CC|MLO)\w*(?:\.\w+)?", re.IGNORECASE), "<image-file>"),
+    (re.compile(r"\b\d+(?:\.\d+){4,}\b"), "<dicom-uid>"),
+    (re.compile(r"(?i)(patient(?:_?id| id|_name| name)?\s*[=:]\s*)([^\s,;)]+)"), r"\1<redacted>"),
+]
+
+
+def scrub(text: str) -> str:
+    """Replace patient identifiers in `text` with placeholders."""
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class PatientIdentifierFilter(logging.Filter):
+    """Rewrites each record's message (and exception text) without patient identifiers."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = scrub(record.getMessage())
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = scrub(record.exc_text)
+        for name in SCRUBBED_ATTRIBUTES:
+            if hasattr(record, name):
+                setattr(record, name, "<redacted>")
+        return True
+
+
+def configure_logging(settings: Settings | None = None, force: bool = False) -> None:
+    """Root logging from MAMMOSEARCH_LOG_LEVEL / MAMMOSEARCH_LOG_JSON; safe to call twice."""
+    settings = settings or get_settings()
+    root = logging.getLogger()
+    if getattr(root, "_mammosearch_configured", False) and not force:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    if settings.log_json:
+        handler.setFormatter(
+            JsonFormatter(
+                "%(asctime)s %(levelname)s %(name)s %(message)s",
+                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(PatientIdentifierFilter())
+    for existing in list(root.handlers):
+        existing.addFilter(PatientIdentifierFilter())
+    root.addHandler(handler)
+    root.setLevel(settings.log_level.upper())
+    root._mammosearch_configured = True  # type: ignore[attr-defined]
