@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -36,8 +37,17 @@ def test_unreachable_server_names_the_url_without_password(
     assert "127.0.0.1:1" in result.output and "secret" not in result.output
 
 
-@pytest.mark.parametrize("command", sorted(main.commands))
-def test_every_command_has_help(command: str) -> None:
-    result = CliRunner().invoke(main, [command, "--help"])
+def _command_paths(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    paths = []
+    for name, command in sorted(group.commands.items()):
+        paths.append((*prefix, name))
+        if isinstance(command, click.Group):
+            paths.extend(_command_paths(command, (*prefix, name)))
+    return paths
+
+
+@pytest.mark.parametrize("path", _command_paths(main), ids=" ".join)
+def test_every_command_has_help(path: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(main, [*path, "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage:" in result.output

@@ -1,0 +1,199 @@
+"""The periodic re-evaluation: every active embedding space, checked against its last run.
+
+Celery beat calls this through the `mammosearch.evaluate_active_space` task
+(workers/schedule.py); it needs no broker itself, so it can be run and tested directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from mammosearch.config import Settings
+from mammosearch.db.models import EmbeddingSpace, EvaluationRun, ImageEmbedding
+from mammosearch.db.session import session_scope
+from mammosearch.evaluate.evaluator import DEFAULT_KS
+from mammosearch.evaluate.protocols import DEFAULT_PROTOCOL
+from mammosearch.evaluate.regression import check_regression
+from mammosearch.evaluate.report import ReportOptions, write_space_report
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[dict[str, Any]], None]
+PROGRESS_EVERY_S = 2.0
+
+
+def spaces_to_evaluate(session: Session) -> list[EmbeddingSpace]:
+    """Active embedding spaces that hold at least one vector, oldest first."""
+    has_vectors = select(ImageEmbedding.image_id).where(
+        ImageEmbedding.space_id == EmbeddingSpace.id
+    )
+    return list(
+        session.scalars(
+            select(EmbeddingSpace)
+            .where(EmbeddingSpace.active.is_(True), has_vectors.exists())
+            .order_by(EmbeddingSpace.id)
+        )
+    )
+
+
+class _RunProgress:
+    """Feeds the evaluator's (done, total) into EvaluationRun.progress and the callback."""
+
+    def __init__(
+        self,
+        session: Session,
+        space: EmbeddingSpace,
+        metric: str,
+        step: int,
+        steps: int,
+        callback: ProgressCallback | None,
+        task_id: str | None,
+    ) -> None:
+        self.session, self.space_id, self.metric = session, space.id, metric
+        self.step, self.steps, self.callback, self.task_id = step, steps, callback, task_id
+        self.run_id: int | None = None
+        self.last_write = 0.0
+
+    def _current_run(self) -> int | None:
+        if self.run_id is None:
+            self.run_id = self.session.scalar(
+                select(EvaluationRun.id)
+                .where(
+                    EvaluationRun.space_id == self.space_id,
+                    EvaluationRun.metric == self.metric,
+                    EvaluationRun.status == "running",
+                )
+                .order_by(EvaluationRun.id.desc())
+                .limit(1)
+            )
+        return self.run_id
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - self.last_write < PROGRESS_EVERY_S:
+            return
+        self.last_write = now
+        fraction = done / total if total else 1.0
+        run_id = self._current_run()
+        if run_id is not None:
+            values: dict[str, Any] = {"progress": fraction}
+            if self.task_id:
+                values["task_id"] = self.task_id
+            self.session.execute(update(EvaluationRun).where(EvaluationRun.id == run_id).values(values))
+            self.session.commit()
+        if self.callback is not None:
+            self.callback(
+                {
+                    "stage": "evaluating",
+                    "space_id": self.space_id,
+                    "metric": self.metric,
+                    "run_id": run_id,
+                    "queries_done": done,
+                    "queries_total": total,
+                    "fraction": (self.step + fraction) / self.steps,
+                }
+            )
+
+
+def run_scheduled_evaluations(
+    settings: Settings,
+    progress_callback: ProgressCallback | None = None,
+    *,
+    label: str = "birads",
+    protocol: str = DEFAULT_PROTOCOL,
+    metrics: Sequence[str] | None = None,
+    ks: Sequence[int] = DEFAULT_KS,
+    task_id: str | None = None,
+    write_report: bool = True,
+) -> list[int]:
+    """Evaluate every active space for each metric (default: the indexed metrics), store the
+    runs (trigger "schedule"), flag regressions; returns the ids of the finished runs.
+
+    With `write_report`, the runs also get figures: a report under
+    settings.reports_dir/scheduled-<UTC time>/ (what the web service shows with each run).
+    A space whose evaluation fails is logged (its run is stored as failed) and skipped.
+    """
+    from mammosearch.evaluate.runs import evaluate_space
+
+    metrics = tuple(metrics or settings.index_metrics)
+    run_ids: list[int] = []
+    with session_scope(settings.database_url) as session:
+        spaces = spaces_to_evaluate(session)
+        steps = max(1, len(spaces) * len(metrics))
+        for space_position, space in enumerate(spaces):
+            for metric_position, metric in enumerate(metrics):
+                step = space_position * len(metrics) + metric_position
+                progress = _RunProgress(
+                    session, space, metric, step, steps, progress_callback, task_id
+                )
+                try:
+                    result = evaluate_space(
+                        session, settings, space, label=label, protocol=protocol, metric=metric,
+                        ks=ks, trigger="schedule", progress=progress,
+                    )  # fmt: skip
+                except Exception:  # the run row says why; the other spaces still get theirs
+                    log.exception("scheduled evaluation of space %s (%s) failed", space.id, metric)
+                    continue
+                run = session.get(EvaluationRun, result.run_id)
+                if run is not None:
+                    run.task_id = task_id
+                    session.commit()
+                    check_regression(session, settings, run)
+                    run_ids.append(run.id)
+        if write_report and run_ids:
+            _report_runs(session, settings, spaces, label, protocol, metrics, ks, run_ids)
+    if progress_callback is not None:
+        progress_callback({"stage": "done", "run_ids": run_ids, "fraction": 1.0})
+    return run_ids
+
+
+def _report_runs(
+    session: Session,
+    settings: Settings,
+    spaces: list[EmbeddingSpace],
+    label: str,
+    protocol: str,
+    metrics: tuple[str, ...],
+    ks: Sequence[int],
+    run_ids: list[int],
+) -> None:
+    """Figures for the scheduled runs; a failure here never loses the runs themselves.
+
+    The report evaluates again (its own runs would be duplicates), so it is pointed at the
+    scheduled runs: its derived runs are deleted and the scheduled ones get its figures.
+    """
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out_dir = settings.reports_dir / f"scheduled-{stamp}"
+    options = ReportOptions(
+        label=label, protocol=protocol, metrics=metrics, ks=tuple(ks), trigger="schedule-report"
+    )
+    try:
+        outcome = write_space_report(session, settings, out_dir, spaces, options)
+    except Exception:
+        log.exception("figures for scheduled runs %s could not be written", run_ids)
+        session.rollback()
+        return
+    by_key = {
+        (run.space_id, run.metric): run
+        for run in session.scalars(select(EvaluationRun).where(EvaluationRun.id.in_(run_ids)))
+    }
+    for section in outcome.sections:
+        for metric, result in section.results.items():
+            derived = session.get(EvaluationRun, result.run_id)
+            scheduled = by_key.get((section.space.id if section.space else None, metric))
+            if derived is None or scheduled is None:
+                continue
+            scheduled.report_path = derived.report_path
+            scheduled.config = {
+                **(scheduled.config or {}),
+                "report_figures": (derived.config or {}).get("report_figures", []),
+            }
+            session.delete(derived)
+    session.commit()
