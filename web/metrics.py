@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 
 from flask import Blueprint, Flask, g, request
@@ -28,7 +27,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.wrappers import Response
 
-from mammosearch.db.models import EmbeddingSpace, Image, ImageEmbedding, ImageStatus
+from mammosearch.db.models import EmbeddingSpace, ImageEmbedding
+from mammosearch.status import image_status_counts, ingestion_lag
 from web.access import public
 
 SEARCH_STAGE_SECONDS = Histogram(
@@ -71,7 +71,7 @@ class IngestionCollector(Collector):
         )
         lag = GaugeMetricFamily(
             "mammosearch_ingestion_lag_seconds",
-            "Age of the oldest image not yet indexed (pending or embedded); 0 when none.",
+            "Age of the oldest pending image; 0 when none waits.",
         )
         vectors = GaugeMetricFamily(
             "mammosearch_index_vectors",
@@ -79,17 +79,10 @@ class IngestionCollector(Collector):
             labels=["space_id", "backbone"],
         )
         with self.sessions() as session:
-            counts = dict(
-                session.execute(select(Image.status, func.count()).group_by(Image.status)).all()
-            )
-            for status in ImageStatus:
-                images.add_metric([status.value], counts.get(status.value, 0))
-            oldest = session.scalar(
-                select(func.min(Image.created_at)).where(
-                    Image.status.in_([ImageStatus.PENDING, ImageStatus.EMBEDDED])
-                )
-            )
-            lag.add_metric([], _age_s(oldest))
+            for status, count in image_status_counts(session).items():
+                if status != "total":
+                    images.add_metric([status], count)
+            lag.add_metric([], ingestion_lag(session)["oldest_pending_age_s"] or 0.0)
             per_space = session.execute(
                 select(EmbeddingSpace.id, EmbeddingSpace.backbone, func.count())
                 .join(ImageEmbedding, ImageEmbedding.space_id == EmbeddingSpace.id)
@@ -112,14 +105,6 @@ class IngestionCollector(Collector):
                 size = sum(f.stat().st_size for f in index_root.rglob("*") if f.is_file())
                 index_bytes.add_metric([index_root.name], size)
         return index_bytes
-
-
-def _age_s(moment: datetime | None) -> float:
-    if moment is None:
-        return 0.0
-    if moment.tzinfo is None:  # SQLite drops the zone; we store UTC
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, (datetime.now(UTC) - moment).total_seconds())
 
 
 @bp.get("/metrics")

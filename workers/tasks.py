@@ -46,15 +46,17 @@ def _lock_name(kind: str, identity: str) -> str:
 def embed_batch(self: Any, image_ids: list[int]) -> dict[str, Any]:
     """Embed up to a batch of pending images, then ask for an index run of their space."""
     settings = get_settings()
-    with session_scope(settings.database_url) as session:
-        claimed = claim_for_embedding(session, image_ids)
-    self.update_state(state="PROGRESS", meta={"stage": "embedding", "images": len(claimed)})
-    embedder = pipeline.active_embedder(settings)
-    with session_scope(settings.database_url) as session:
-        space = pipeline.active_space(session, settings)
-        space_id = space.id
-        result = pipeline.embed_images(session, claimed, embedder, space) if claimed else None
-    forget_enqueued(settings, image_ids)
+    try:
+        with session_scope(settings.database_url) as session:
+            claimed = claim_for_embedding(session, image_ids)
+        self.update_state(state="PROGRESS", meta={"stage": "embedding", "images": len(claimed)})
+        embedder = pipeline.active_embedder(settings)
+        with session_scope(settings.database_url) as session:
+            space = pipeline.active_space(session, settings)
+            space_id = space.id
+            result = pipeline.embed_images(session, claimed, embedder, space) if claimed else None
+    finally:  # done or failed, the sweep may hand these images out again from now on
+        forget_enqueued(settings, image_ids)
     # Also when nothing was claimed: a redelivered batch may have embedded before its worker
     # died and never asked for the index run.
     request_index(settings, space_id)
@@ -95,10 +97,15 @@ def import_folder(self: Any, folder: str) -> dict[str, Any]:
 
     settings = get_settings()
     client = redis_client(redis_url(settings))
-    with work_lock(client, _lock_name("import", str(Path(folder).resolve())), wait_s=60):
-        self.update_state(state="PROGRESS", meta={"stage": "importing", "folder": folder})
-        with session_scope(settings.database_url) as session:
-            summary = import_cdd_cesm(session, Path(folder), settings, settings.birads_rule, False)
+    try:
+        with work_lock(client, _lock_name("import", str(Path(folder).resolve())), ttl_s=60):
+            self.update_state(state="PROGRESS", meta={"stage": "importing", "folder": folder})
+            with session_scope(settings.database_url) as session:
+                summary = import_cdd_cesm(
+                    session, Path(folder), settings, settings.birads_rule, progress=False
+                )
+    except LockBusy as exc:  # the same folder is being imported: try again after it
+        raise self.retry(exc=exc, countdown=30, max_retries=20) from exc
     dispatched = dispatch_pending(settings)
     return {"import": summary.counts(), "enqueued_images": dispatched.images}
 
@@ -171,4 +178,4 @@ def evaluate_active_space(
                 )
         except LockBusy:
             return {"space_id": space.id, "reason": "busy: an evaluation of this space is running"}
-    return {"space_id": space.id, "result": repr(result)[:500]}
+    return {"space_id": space.id, "run_id": result.run_id, "metrics": result.metrics}

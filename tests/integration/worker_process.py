@@ -30,8 +30,8 @@ def worker_env(database_url: str, data_dir: Path, broker_url: str, **extra: str)
         CELERY_RESULT_BACKEND=broker_url,
         MAMMOSEARCH_BACKBONE=os.environ.get("MAMMOSEARCH_BACKBONE", "efficientnet-lite0"),
         PYTHONPATH=os.pathsep.join([str(REPO_ROOT / "platform"), str(REPO_ROOT)]),
-        **extra,
     )
+    env.update(extra)
     return env
 
 

@@ -51,3 +51,16 @@ def test_every_command_has_help(path: tuple[str, ...]) -> None:
     result = CliRunner().invoke(main, [*path, "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage:" in result.output
+
+
+def test_bootstrap_creates_one_admin_once(
+    settings, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+) -> None:
+    runner = CliRunner()
+    first = runner.invoke(main, ["users", "bootstrap"])
+    assert first.exit_code == 0, first.output
+    credentials = (settings.data_dir / "initial-admin.txt").read_text()
+    assert "username: admin" in credentials
+    assert (settings.data_dir / "initial-admin.txt").stat().st_mode & 0o077 == 0
+    second = runner.invoke(main, ["users", "bootstrap"])
+    assert "nothing to bootstrap" in second.output

@@ -88,10 +88,13 @@ def test_evaluation_list_and_detail(admin_client: FlaskClient, db) -> None:  # t
 
 
 def test_ingestion_page_shows_status_counts(admin_client: FlaskClient, db, web_settings) -> None:  # type: ignore[no-untyped-def]
-    """Counts per status come from mammosearch.status.collect_status."""
-    make_image(db, web_settings, make_patient(db), seed=5)
+    """Counts per status, lag and recent failures with reasons (mammosearch.status)."""
+    patient = make_patient(db)
+    make_image(db, web_settings, patient, seed=5)
+    make_image(db, web_settings, patient, seed=6, status="failed", error="x.png: truncated")
     page = admin_client.get("/admin/ingestion").get_data(as_text=True)
-    assert "pending" in page and "Images" in page
+    assert "pending" in page and "Images" in page and "oldest_pending_age_s" in page
+    assert "x.png: truncated" in page
 
 
 def test_admin_creates_a_user_who_can_sign_in(admin_client: FlaskClient, db) -> None:  # type: ignore[no-untyped-def]

@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "mammosearch.cli.users_commands",
     "mammosearch.cli.serve_commands",
     "mammosearch.cli.evaluate_commands",
+    "mammosearch.cli.report_commands",
     "mammosearch.cli.source_commands",
     "mammosearch.cli.ingest_commands",
     "mammosearch.cli.status_commands",

@@ -47,6 +47,34 @@ def create(username: str, role: str, password_stdin: bool) -> None:
     click.echo(f"created {role} {username}")
 
 
+@users.command("bootstrap")
+def bootstrap() -> None:
+    """Create a first admin account when there is no user yet (for a new installation).
+
+    Its random password is printed once and written to DATA_DIR/initial-admin.txt (mode
+    0600); change it after the first sign-in with `mammosearch users set-password admin`.
+    """
+    import os
+    import secrets
+
+    settings = get_settings()
+    with session_scope(settings.database_url) as session:
+        if list_users(session):
+            click.echo("users exist already: nothing to bootstrap")
+            return
+        password = secrets.token_urlsafe(12)
+        create_user(session, "admin", password, "admin")
+        record_access(session, None, "create_user", detail={"username": "admin"})
+    path = settings.data_dir / "initial-admin.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(f"username: admin\npassword: {password}\n")
+    click.echo(f"created the first admin account: username admin, password {password}")
+    click.echo(f"(also in {path}; create radiologists with `mammosearch users create NAME "
+               "--role radiologist`)")
+
+
 @users.command("set-password")
 @click.argument("username")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")

@@ -77,7 +77,19 @@ def _winners(weights: np.ndarray, votes: np.ndarray) -> np.ndarray:
     return np.argmax(votes_of_heaviest == votes_of_heaviest.max(axis=1, keepdims=True), axis=1)
 
 
-def neighbour_vote_confusion(
+def _codes(
+    labels: Sequence[Hashable | None], patient_ids: Sequence[Hashable], classes: Sequence[Hashable]
+) -> tuple[np.ndarray, np.ndarray]:
+    class_code = {label: code for code, label in enumerate(classes)}
+    codes = np.array([class_code.get(label, -1) for label in labels], dtype=np.int64)
+    patient_index: dict[Hashable, int] = {}
+    patient_codes = np.array(
+        [patient_index.setdefault(p, len(patient_index)) for p in patient_ids], dtype=np.int64
+    )
+    return codes, patient_codes
+
+
+def neighbour_votes(
     vectors: np.ndarray,
     labels: Sequence[Hashable | None],
     patient_ids: Sequence[Hashable],
@@ -85,23 +97,17 @@ def neighbour_vote_confusion(
     metric: str = "cosine",
     protocol: str = "patient-excluded",
     k: int = DEFAULT_VOTE_K,
-) -> VoteConfusion:
-    """Every labelled image asks its top-k candidates for a class; count what they answer."""
+) -> np.ndarray:
+    """Per image: the index in `classes` its top-k candidates vote for; -1 when it has no
+    label (not a query) or no candidate."""
     rule = get_protocol(protocol)
-    class_code = {label: code for code, label in enumerate(classes)}
-    codes = np.array([class_code.get(label, -1) for label in labels], dtype=np.int64)
+    codes, patient_codes = _codes(labels, patient_ids, classes)
     eligible = codes >= 0
-    patient_index: dict[Hashable, int] = {}
-    patient_codes = np.array(
-        [patient_index.setdefault(p, len(patient_index)) for p in patient_ids], dtype=np.int64
-    )
     matrix = np.asarray(vectors, dtype=np.float64)
     if metric == "cosine":
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
         matrix = matrix / np.where(norms > 0, norms, 1.0)
-    n_classes = len(classes)
-    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
-    abstained = 0
+    predicted = np.full(codes.shape[0], -1, dtype=np.int64)
     queries = np.flatnonzero(eligible)
     for start in range(0, queries.size, QUERY_CHUNK):
         chunk = queries[start : start + QUERY_CHUNK]
@@ -114,19 +120,36 @@ def neighbour_vote_confusion(
         weight = np.where(counted, np.maximum(top_similarity, 0.0), 0.0)
         weight = np.where(counted & (weight == 0.0), MIN_WEIGHT, weight)
         rows = np.repeat(np.arange(chunk.size), depth)
-        class_weights = np.zeros((chunk.size, n_classes))
-        class_votes = np.zeros((chunk.size, n_classes), dtype=np.int64)
-        np.add.at(class_weights, (rows, codes[top].ravel()), weight.ravel())
-        np.add.at(class_votes, (rows, codes[top].ravel()), counted.ravel().astype(np.int64))
+        class_weights = np.zeros((chunk.size, len(classes)))
+        class_votes = np.zeros((chunk.size, len(classes)), dtype=np.int64)
+        top_codes = np.where(counted, codes[top], 0).ravel()
+        np.add.at(class_weights, (rows, top_codes), weight.ravel())
+        np.add.at(class_votes, (rows, top_codes), counted.ravel().astype(np.int64))
         voted = counted.any(axis=1)
-        abstained += int(np.count_nonzero(~voted))
-        predicted = _winners(class_weights, class_votes)
-        np.add.at(confusion, (codes[chunk][voted], predicted[voted]), 1)
+        predicted[chunk[voted]] = _winners(class_weights, class_votes)[voted]
+    return predicted
+
+
+def neighbour_vote_confusion(
+    vectors: np.ndarray,
+    labels: Sequence[Hashable | None],
+    patient_ids: Sequence[Hashable],
+    classes: Sequence[Hashable],
+    metric: str = "cosine",
+    protocol: str = "patient-excluded",
+    k: int = DEFAULT_VOTE_K,
+) -> VoteConfusion:
+    """Every labelled image asks its top-k candidates for a class; count what they answer."""
+    predicted = neighbour_votes(vectors, labels, patient_ids, classes, metric, protocol, k)
+    codes, _ = _codes(labels, patient_ids, classes)
+    confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    voted = predicted >= 0
+    np.add.at(confusion, (codes[voted], predicted[voted]), 1)
     return VoteConfusion(
         classes=[str(label) for label in classes],
         matrix=confusion,
         k=k,
         metric=metric,
         protocol=protocol,
-        abstained=abstained,
+        abstained=int(np.count_nonzero((codes >= 0) & ~voted)),
     )

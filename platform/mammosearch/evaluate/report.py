@@ -106,7 +106,9 @@ class ReportOutcome:
 def report_image_ids(session: Session) -> list[int]:
     """The archive a report covers: every image the pipeline has embedded."""
     statuses = (ImageStatus.EMBEDDED, ImageStatus.INDEXED)
-    return list(session.scalars(select(Image.id).where(Image.status.in_(statuses)).order_by(Image.id)))
+    return list(
+        session.scalars(select(Image.id).where(Image.status.in_(statuses)).order_by(Image.id))
+    )
 
 
 def embed_missing(
@@ -177,9 +179,14 @@ def prepare_backbone(
 
 
 def evaluate_section(
-    session: Session, settings: Settings, section: BackboneSection, options: ReportOptions
+    session: Session,
+    settings: Settings,
+    section: BackboneSection,
+    options: ReportOptions,
+    done: dict[str, EvaluationResult] | None = None,
 ) -> None:
-    """One evaluation run per distance metric, plus the vote confusion, timings and maps."""
+    """One evaluation run per distance metric (unless `done` holds it already: metric ->
+    result with its per-query rows), plus the vote confusion, timings and maps."""
     assert section.space is not None
     spec = get_label(options.label)
     section.vectors = load_space_vectors(session, section.space)
@@ -187,7 +194,7 @@ def evaluate_section(
     classes = _class_order(options.label, {label for label in labels if label is not None})
     for metric in options.metrics:
         try:
-            section.results[metric] = evaluate_space(
+            section.results[metric] = (done or {}).get(metric) or evaluate_space(
                 session, settings, section.space, label=options.label,
                 protocol=options.protocol, metric=metric, ks=options.ks,
                 per_query_limit=None, per_query_k=NEIGHBOURS_SHOWN, trigger=options.trigger,
@@ -195,9 +202,7 @@ def evaluate_section(
         except EvaluationError as exc:
             section.errors[metric] = str(exc)
             continue
-        section.search_ms_by_k[metric] = search_ms_by_k(
-            section.vectors.vectors, metric, options.ks
-        )
+        section.search_ms_by_k[metric] = search_ms_by_k(section.vectors.vectors, metric, options.ks)
         section.confusion[metric] = neighbour_vote_confusion(
             section.vectors.vectors, labels, section.vectors.patient_ids, classes,
             metric=metric, protocol=options.protocol, k=options.vote_k,
@@ -284,7 +289,11 @@ def per_query_table(
 
     table = []
     for query_id in query_ids:
-        entry: dict[str, Any] = {"query_image_id": query_id, "thumb": thumb(query_id), "results": []}
+        entry: dict[str, Any] = {
+            "query_image_id": query_id,
+            "thumb": thumb(query_id),
+            "results": [],
+        }
         for section in sections:
             for metric, result in section.results.items():
                 row = next((r for r in result.per_query if r["query_image_id"] == query_id), None)
@@ -472,13 +481,15 @@ def write_space_report(
     out_dir: Path,
     spaces: Sequence[EmbeddingSpace],
     options: ReportOptions | None = None,
+    done: dict[int, dict[str, EvaluationResult]] | None = None,
 ) -> ReportOutcome:
-    """The same report for spaces that already hold their vectors (scheduled runs)."""
+    """The same report for spaces that already hold their vectors (scheduled runs);
+    `done` (space id -> metric -> result) reuses evaluations that were just run."""
     options = options or ReportOptions()
     sections = []
     for space in spaces:
         section = BackboneSection(backbone=space.backbone, space=space)
-        evaluate_section(session, settings, section, options)
+        evaluate_section(session, settings, section, options, (done or {}).get(space.id))
         sections.append(section)
     return finish_report(session, out_dir, sections, options)
 

@@ -22,6 +22,7 @@ from mammosearch.evaluate.evaluator import DEFAULT_KS
 from mammosearch.evaluate.protocols import DEFAULT_PROTOCOL
 from mammosearch.evaluate.regression import check_regression
 from mammosearch.evaluate.report import ReportOptions, write_space_report
+from mammosearch.evaluate.result import EvaluationResult
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,9 @@ class _RunProgress:
             values: dict[str, Any] = {"progress": fraction}
             if self.task_id:
                 values["task_id"] = self.task_id
-            self.session.execute(update(EvaluationRun).where(EvaluationRun.id == run_id).values(values))
+            self.session.execute(
+                update(EvaluationRun).where(EvaluationRun.id == run_id).values(values)
+            )
             self.session.commit()
         if self.callback is not None:
             self.callback(
@@ -123,7 +126,7 @@ def run_scheduled_evaluations(
     from mammosearch.evaluate.runs import evaluate_space
 
     metrics = tuple(metrics or settings.index_metrics)
-    run_ids: list[int] = []
+    done: dict[int, dict[str, EvaluationResult]] = {}
     with session_scope(settings.database_url) as session:
         spaces = spaces_to_evaluate(session)
         steps = max(1, len(spaces) * len(metrics))
@@ -146,12 +149,13 @@ def run_scheduled_evaluations(
                     run.task_id = task_id
                     session.commit()
                     check_regression(session, settings, run)
-                    run_ids.append(run.id)
-        if write_report and run_ids:
-            _report_runs(session, settings, spaces, label, protocol, metrics, ks, run_ids)
+                    done.setdefault(space.id, {})[metric] = result
+        run_ids = [result.run_id for by_metric in done.values() for result in by_metric.values()]
+        if write_report and done:
+            _report_runs(session, settings, spaces, label, protocol, metrics, ks, done)
     if progress_callback is not None:
         progress_callback({"stage": "done", "run_ids": run_ids, "fraction": 1.0})
-    return run_ids
+    return [run_id for run_id in run_ids if run_id is not None]
 
 
 def _report_runs(
@@ -162,38 +166,15 @@ def _report_runs(
     protocol: str,
     metrics: tuple[str, ...],
     ks: Sequence[int],
-    run_ids: list[int],
+    done: dict[int, dict[str, EvaluationResult]],
 ) -> None:
-    """Figures for the scheduled runs; a failure here never loses the runs themselves.
-
-    The report evaluates again (its own runs would be duplicates), so it is pointed at the
-    scheduled runs: its derived runs are deleted and the scheduled ones get its figures.
-    """
+    """Figures for the scheduled runs; a failure here never loses the runs themselves."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out_dir = settings.reports_dir / f"scheduled-{stamp}"
-    options = ReportOptions(
-        label=label, protocol=protocol, metrics=metrics, ks=tuple(ks), trigger="schedule-report"
-    )
+    options = ReportOptions(label=label, protocol=protocol, metrics=metrics, ks=tuple(ks))
+    evaluated = [space for space in spaces if space.id in done]
     try:
-        outcome = write_space_report(session, settings, out_dir, spaces, options)
+        write_space_report(session, settings, out_dir, evaluated, options, done)
     except Exception:
-        log.exception("figures for scheduled runs %s could not be written", run_ids)
+        log.exception("figures for scheduled runs in %s could not be written", out_dir)
         session.rollback()
-        return
-    by_key = {
-        (run.space_id, run.metric): run
-        for run in session.scalars(select(EvaluationRun).where(EvaluationRun.id.in_(run_ids)))
-    }
-    for section in outcome.sections:
-        for metric, result in section.results.items():
-            derived = session.get(EvaluationRun, result.run_id)
-            scheduled = by_key.get((section.space.id if section.space else None, metric))
-            if derived is None or scheduled is None:
-                continue
-            scheduled.report_path = derived.report_path
-            scheduled.config = {
-                **(scheduled.config or {}),
-                "report_figures": (derived.config or {}).get("report_figures", []),
-            }
-            session.delete(derived)
-    session.commit()

@@ -1,0 +1,113 @@
+"""`mammosearch report`: backbones x distance metrics evaluated and written as HTML + JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from mammosearch.config import get_settings
+from mammosearch.db.session import session_scope
+from mammosearch.evaluate import (
+    DEFAULT_PROTOCOL,
+    DISTANCE_METRICS,
+    LABELS,
+    PROTOCOLS,
+    EvaluationError,
+    parse_ks,
+)
+
+
+def _names(text: str, allowed: tuple[str, ...] | list[str], what: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    unknown = [name for name in names if name not in allowed]
+    if not names or unknown:
+        raise click.BadParameter(
+            f"{text!r}: unknown {what} {', '.join(unknown) or '(none given)'}; "
+            f"choose from {', '.join(allowed)}"
+        )
+    return names
+
+
+@click.command("report")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for report.html, report.json, figures/ and thumbs/.",
+)
+@click.option(
+    "--backbones",
+    default=None,
+    help="Comma-separated backbones (default: every registered backbone).",
+)
+@click.option("--metrics", "metrics_text", default="l2,cosine", show_default=True)
+@click.option(
+    "--protocol", type=click.Choice(list(PROTOCOLS)), default=DEFAULT_PROTOCOL, show_default=True
+)
+@click.option("--label", type=click.Choice(list(LABELS)), default="birads", show_default=True)
+@click.option("--k", "ks_text", default="1,5,10,20,50,100", show_default=True)
+@click.option(
+    "--vote-k",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Neighbours voting in the confusion matrix.",
+)
+@click.option(
+    "--allow-random",
+    is_flag=True,
+    help="Include backbones without weights, with random weights (marked UNTRAINED).",
+)
+@click.option("--tsne/--no-tsne", default=True, show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def report_command(
+    out_dir: Path,
+    backbones: str | None,
+    metrics_text: str,
+    protocol: str,
+    label: str,
+    ks_text: str,
+    vote_k: int,
+    allow_random: bool,
+    tsne: bool,
+    progress: bool,
+) -> None:
+    """Evaluate each backbone x metric and write an HTML report with figures and report.json.
+
+    Vectors are cached per backbone in its own embedding space: only images without one are
+    embedded. A backbone whose weights are missing is listed as skipped, with the reason.
+    """
+    from mammosearch.embed import BACKBONES
+    from mammosearch.evaluate.report import ReportOptions, format_summary_rows, write_report
+
+    settings = get_settings()
+    names = _names(backbones, list(BACKBONES), "backbone") if backbones else tuple(BACKBONES)
+    metrics = _names(metrics_text, DISTANCE_METRICS, "metric")
+    try:
+        options = ReportOptions(
+            label=label,
+            protocol=protocol,
+            metrics=metrics,
+            ks=parse_ks(ks_text),
+            vote_k=vote_k,
+            tsne=tsne,
+        )
+        with session_scope(settings.database_url) as session:
+            outcome = write_report(
+                session,
+                settings,
+                out_dir,
+                names,
+                options,
+                allow_random=allow_random,
+                progress=progress,
+            )
+    except EvaluationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(format_summary_rows(outcome.document))
+    click.echo(f"wrote {outcome.html_path} and {outcome.json_path}", err=True)
+
+
+commands = [report_command]
