@@ -107,11 +107,15 @@ class SearchResponse:
         }
 
 
-def similarity_from_distance(distance: float, metric: str) -> float:
-    """Cosine: the inner product itself; L2: 1 / (1 + squared distance), in (0, 1]."""
+def distance_and_similarity(score: float, metric: str) -> tuple[float, float]:
+    """The index's raw score -> (distance, similarity).
+
+    cosine: the index returns the cosine similarity s; distance = 1 - s.
+    l2: the index returns the squared L2 distance d; similarity = 1 / (1 + d), in (0, 1].
+    """
     if metric == "cosine":
-        return float(distance)
-    return float(1.0 / (1.0 + max(distance, 0.0)))
+        return 1.0 - float(score), float(score)
+    return float(score), 1.0 / (1.0 + max(float(score), 0.0))
 
 
 def suggest_birads(hits: list[Hit]) -> dict[str, Any]:
@@ -283,17 +287,18 @@ class SearchService:
         ).all()
         by_id = {image.id: (image, patient, report) for image, patient, report in rows}
         hits: list[Hit] = []
-        for image_id, distance in pairs:
+        for image_id, score in pairs:
             if image_id not in by_id:
                 continue  # vector without a row: `index verify --repair` removes it
             image, patient, report = by_id[image_id]
+            distance, similarity = distance_and_similarity(score, metric)
             hits.append(
                 Hit(
                     rank=len(hits) + 1,
                     image_id=image_id,
                     patient_id=patient,
                     distance=round(distance, 6),
-                    similarity=round(similarity_from_distance(distance, metric), 6),
+                    similarity=round(similarity, 6),
                     birads=image.birads,
                     birads_raw=image.birads_raw,
                     pathology=image.pathology,

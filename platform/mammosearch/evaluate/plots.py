@@ -46,6 +46,7 @@ def _save(figure: Figure, path: Path) -> Path:
     os.close(handle)
     try:
         figure.savefig(temp_name, format="png", dpi=DPI, bbox_inches="tight")
+        os.chmod(temp_name, 0o644)  # mkstemp makes it 0600; the web service reads it
         os.replace(temp_name, path)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
@@ -98,7 +99,7 @@ def plot_curves(
     handles, labels = axes[0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), frameon=False)
     figure.suptitle(title)
-    figure.subplots_adjust(bottom=0.16, hspace=0.32, wspace=0.18, top=0.92)
+    figure.subplots_adjust(bottom=0.13, hspace=0.32, wspace=0.18, top=0.92)
     return _save(figure, path)
 
 

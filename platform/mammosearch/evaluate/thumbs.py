@@ -26,6 +26,7 @@ def write_thumbnail(source: Path, destination: Path, size_px: int = THUMB_SIZE_P
     os.close(handle)
     try:
         thumb.save(temp_name, format="PNG")
+        os.chmod(temp_name, 0o644)
         os.replace(temp_name, destination)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
