@@ -84,8 +84,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     MAMMOSEARCH_DATA_DIR=/var/lib/mammosearch \
     MAMMOSEARCH_LOG_JSON=1 \
-    TORCH_HOME=/models/torch \
-    PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus
+    TORCH_HOME=/models/torch
 
 USER ${APP_UID}:${APP_UID}
 

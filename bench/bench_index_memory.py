@@ -144,6 +144,33 @@ def measure_postgres(url: str, dim: int, rows: int) -> dict:
     }
 
 
+def markdown_table(results: dict) -> str:
+    """The tables docs/operations.md shows, from this script's JSON output."""
+    lines = [
+        "| dim | factory | vectors | file MiB | resident MiB | bytes/vector (resident) "
+        "| GiB per million (linear) | build s |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in results["indexes"]:
+        lines.append(
+            f"| {row['dim']} | `{row['factory']}` | {row['vectors']:,} | {row['file_mib']} "
+            f"| {row['resident_mib']} | {row['resident_bytes_per_vector']:,} "
+            f"| {row['gib_per_million_resident']} | {row['train_s'] + row['add_s']:.0f} |"
+        )
+    if results["postgres"]:
+        lines += [
+            "",
+            "| dim | rows | table + indexes MiB | bytes/row | GiB per million (linear) |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        for row in results["postgres"]:
+            lines.append(
+                f"| {row['dim']} | {row['rows']:,} | {row['total_mib']} "
+                f"| {row['bytes_per_row']:,} | {row['gib_per_million']} |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1].startswith("--child-"):
         arguments = json.loads(sys.argv[2])
@@ -168,7 +195,13 @@ def main() -> None:
     parser.add_argument("--postgres-url", help="also measure bytea rows in PostgreSQL")
     parser.add_argument("--postgres-rows", type=int, default=20_000)
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument(
+        "--markdown", type=Path, help="print the tables of an earlier --out JSON and exit"
+    )
     options = parser.parse_args()
+    if options.markdown:
+        print(markdown_table(json.loads(options.markdown.read_text())))
+        return
     factories = options.factory or ["Flat", "HNSW32", "IVF1024,Flat", "IVF1024,PQ64"]
     os.environ["OMP_NUM_THREADS"] = str(options.threads)
 

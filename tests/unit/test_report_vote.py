@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from mammosearch.evaluate.neighbour_vote import neighbour_vote_confusion, neighbour_votes
-from mammosearch.search import Hit, similarity_from_distance, suggest_birads
+from mammosearch.search import Hit, distance_and_similarity, suggest_birads
 
 
 def _hit(rank: int, similarity: float, birads: int | None) -> Hit:
@@ -26,7 +26,7 @@ def _brute_force_suggestion(
         similarity = unit @ unit[query]
     else:
         squared = ((vectors - vectors[query]) ** 2).sum(axis=1)
-        similarity = np.array([similarity_from_distance(d, "l2") for d in squared])
+        similarity = np.array([distance_and_similarity(d, "l2")[1] for d in squared])
     candidates = [
         i for i in range(len(labels)) if labels[i] is not None and patients[i] != patients[query]
     ]

@@ -9,5 +9,14 @@ def init_app(app: Flask) -> None:
     from web.api import bp as api_bp
     from web.blueprints import admin, auth, cases, evaluation, health, search
 
-    for blueprint in (health.bp, auth.bp, search.bp, cases.bp, evaluation.bp, admin.bp, api_bp):
+    for blueprint in (
+        health.bp,
+        auth.bp,
+        search.bp,
+        cases.bp,
+        evaluation.bp,
+        evaluation.figures_bp,
+        admin.bp,
+        api_bp,
+    ):
         app.register_blueprint(blueprint)

@@ -302,6 +302,8 @@ def per_query_table(
                 entry.update(
                     {key: row[key] for key in ("query_name", "patient_id", "label", "candidates")}
                 )
+                image = session.get(Image, query_id)
+                entry["source_patient_id"] = image.patient.source_patient_id if image else None
                 neighbours = [{**n, "thumb": thumb(n["image_id"])} for n in row["neighbours"]]
                 entry["results"].append(
                     {

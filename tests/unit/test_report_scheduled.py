@@ -1,0 +1,118 @@
+"""The scheduled re-evaluation core: every active space, stored runs, regression flags."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from mammosearch.config import Settings
+from mammosearch.db.models import EmbeddingSpace, EvaluationRun, Image, ImageEmbedding, Patient
+from mammosearch.db.session import make_session_factory
+from mammosearch.evaluate.regression import run_figures
+from mammosearch.evaluate.scheduled import run_scheduled_evaluations
+from tests.unit.test_report_regression import WebhookServer
+
+DIM = 8
+CLASSES = (1, 2, 4, 5)
+
+
+def seed_space(session: Session, name: str, active: bool = True) -> EmbeddingSpace:
+    """Three patients per class, two images each; a vector points along its class' axis."""
+    space = EmbeddingSpace(
+        backbone=name, weights_sha256=name.ljust(64, "0"), weights_source="test",
+        pretrained=True, preprocessing_version=1, dim=DIM, active=active,
+    )  # fmt: skip
+    session.add(space)
+    session.flush()
+    rng = np.random.default_rng(1)
+    for number in range(len(CLASSES) * 3):
+        birads = CLASSES[number % len(CLASSES)]
+        patient = Patient(source="test", source_patient_id=f"{name}-P{number}")
+        session.add(patient)
+        session.flush()
+        for view in range(2):
+            image = Image(
+                patient_id=patient.id, source="test", source_file_name=f"P{number}_{view}.png",
+                sha256=f"{name}{number:04d}{view}".ljust(64, "0"), stored_path="/nowhere.png",
+                modality="subtracted", width=8, height=8, birads=birads, status="indexed",
+            )  # fmt: skip
+            session.add(image)
+            session.flush()
+            vector = rng.normal(scale=0.05, size=DIM).astype(np.float32)
+            vector[CLASSES.index(birads)] += 1.0
+            session.add(
+                ImageEmbedding(image_id=image.id, space_id=space.id, vector=vector.tobytes())
+            )
+    session.commit()
+    return space
+
+
+def scramble(session: Session, space: EmbeddingSpace) -> None:
+    """Replace the space's vectors with noise: the next evaluation drops to chance."""
+    rng = np.random.default_rng(2)
+    for image_id in session.scalars(
+        select(ImageEmbedding.image_id).where(ImageEmbedding.space_id == space.id)
+    ):
+        session.execute(
+            update(ImageEmbedding)
+            .where(ImageEmbedding.image_id == image_id, ImageEmbedding.space_id == space.id)
+            .values(vector=rng.normal(size=DIM).astype(np.float32).tobytes())
+        )
+    session.commit()
+
+
+def test_scheduled_runs_cover_active_spaces_report_progress_and_get_figures(
+    pg_settings: Settings,
+) -> None:
+    """Each active space x indexed metric gets a "schedule" run with figures; inactive ones none."""
+    session = make_session_factory(pg_settings.database_url)()
+    active = seed_space(session, "efficientnet-lite0")
+    seed_space(session, "resnet50", active=False)
+    updates: list[dict[str, Any]] = []
+    run_ids = run_scheduled_evaluations(
+        pg_settings, updates.append, ks=(1, 5, 10), task_id="task-1"
+    )
+    runs = session.scalars(select(EvaluationRun).order_by(EvaluationRun.id)).all()
+    assert [run.id for run in runs] == run_ids
+    assert [(run.space_id, run.metric) for run in runs] == [
+        (active.id, "l2"),
+        (active.id, "cosine"),
+    ]
+    for run in runs:
+        assert (run.trigger, run.status, run.progress, run.task_id) == (
+            "schedule",
+            "done",
+            1.0,
+            "task-1",
+        )
+        assert run.metrics["precision@1"] > 0.9
+        assert run.flagged is False
+        assert {path.name for path in run_figures(run)} >= {"curves.png"}
+        assert str(pg_settings.reports_dir) in run.report_path
+    assert updates[-1] == {"stage": "done", "run_ids": run_ids, "fraction": 1.0}
+    assert any(update.get("stage") == "evaluating" for update in updates)
+    session.close()
+
+
+def test_a_drop_against_the_previous_scheduled_run_is_flagged_and_posted(
+    pg_settings: Settings,
+) -> None:
+    """Scrambled vectors make precision fall: both new runs are flagged, the webhook called."""
+    server = WebhookServer()
+    settings = pg_settings.with_overrides(regression_webhook_url=server.url)
+    try:
+        session = make_session_factory(settings.database_url)()
+        space = seed_space(session, "efficientnet-lite0")
+        first = run_scheduled_evaluations(settings, ks=(1, 10), write_report=False)
+        scramble(session, space)
+        second = run_scheduled_evaluations(settings, ks=(1, 10), write_report=False)
+        flagged = session.scalars(select(EvaluationRun).where(EvaluationRun.id.in_(second))).all()
+        assert all(run.flagged for run in flagged) and len(flagged) == 2
+        assert "precision@10" in flagged[0].flag_reason
+        assert sorted(payload["previous_run_id"] for payload in server.received) == sorted(first)
+        session.close()
+    finally:
+        server.close()
