@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from celery import Celery
@@ -25,9 +24,6 @@ TASK_ROUTES = {
     "mammosearch.evaluate_active_space": {"queue": "evaluate"},
 }
 
-DEFAULT_VISIBILITY_TIMEOUT_S = 3600.0
-
-
 def visibility_timeout_s() -> float:
     """Seconds before a delivered but unacknowledged task goes back on its queue.
 
@@ -35,8 +31,7 @@ def visibility_timeout_s() -> float:
     exceed the longest task, or a slow task runs twice (harmless here, but wasted).
     Read from MAMMOSEARCH_TASK_VISIBILITY_TIMEOUT_S.
     """
-    value = os.environ.get("MAMMOSEARCH_TASK_VISIBILITY_TIMEOUT_S") or DEFAULT_VISIBILITY_TIMEOUT_S
-    return float(value)
+    return get_settings().task_visibility_timeout_s
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
