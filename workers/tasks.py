@@ -160,22 +160,23 @@ def reconcile() -> dict[str, Any]:
 
 @shared_task(bind=True, name="mammosearch.evaluate_active_space", **RETRY_TRANSIENT)
 def evaluate_active_space(
-    self: Any, label: str = "birads", metric: str = "cosine"
+    self: Any, label: str = "birads", metric: str | None = None
 ) -> dict[str, Any]:
-    """Scheduled re-evaluation of the active space (mammosearch.evaluate does the work)."""
-    from mammosearch.evaluate.runs import evaluate_space
+    """Scheduled re-evaluation of every active space (mammosearch.evaluate does the work):
+    runs stored with trigger "schedule", regressions flagged, progress in the task state."""
+    from mammosearch.evaluate.scheduled import run_scheduled_evaluations
 
     settings = get_settings()
     client = redis_client(redis_url(settings))
-    with session_scope(settings.database_url) as session:
-        space = pipeline.active_space(session, settings)
-        try:
-            with work_lock(client, _lock_name("evaluate", str(space.id)), ttl_s=60):
-                meta = {"stage": "evaluating", "space_id": space.id}
-                self.update_state(state="PROGRESS", meta=meta)
-                result = evaluate_space(
-                    session, settings, space, label=label, metric=metric, trigger="schedule"
-                )
-        except LockBusy:
-            return {"space_id": space.id, "reason": "busy: an evaluation of this space is running"}
-    return {"space_id": space.id, "run_id": result.run_id, "metrics": result.metrics}
+    try:
+        with work_lock(client, _lock_name("evaluate", "active-spaces"), ttl_s=60):
+            run_ids = run_scheduled_evaluations(
+                settings,
+                lambda meta: self.update_state(state="PROGRESS", meta=meta),
+                label=label,
+                metrics=[metric] if metric else None,
+                task_id=self.request.id,
+            )
+    except LockBusy:
+        return {"run_ids": [], "reason": "busy: a scheduled evaluation is running"}
+    return {"run_ids": run_ids}

@@ -19,6 +19,7 @@ ACTIONS = (
     "view_report",
     "create_user",
     "create_token",
+    "acknowledge_regression",
 )
 """The actions recorded; one place, so the audit page can offer them as a filter."""
 
