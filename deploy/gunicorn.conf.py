@@ -15,6 +15,8 @@ import os
 import shutil
 from pathlib import Path
 
+from gunicorn.glogging import Logger
+
 
 def _int_env(name: str, default: int) -> int:
     return int(os.environ.get(name) or default)
@@ -44,29 +46,27 @@ loglevel = os.environ.get("MAMMOSEARCH_LOG_LEVEL", "INFO").lower()
 # The path only (%(U)s), never the query string: search filters may carry patient ids.
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
 
-if os.environ.get("MAMMOSEARCH_LOG_JSON", "").lower() in {"1", "true", "yes", "on"}:
-    logconfig_dict = {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {
-            "json": {
-                "()": "pythonjsonlogger.json.JsonFormatter",
-                "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
-            }
-        },
-        "handlers": {
-            "stdout": {
-                "class": "logging.StreamHandler",
-                "formatter": "json",
-                "stream": "ext://sys.stdout",
-            }
-        },
-        "loggers": {
-            "gunicorn.error": {"handlers": ["stdout"], "propagate": False},
-            "gunicorn.access": {"handlers": ["stdout"], "propagate": False},
-        },
-        "root": {"handlers": ["stdout"], "level": loglevel.upper()},
-    }
+
+class MammosearchLogger(Logger):
+    """Gunicorn's error and access records through mammosearch.logs, like the app's own.
+
+    One root handler for every record of the process: JSON lines under MAMMOSEARCH_LOG_JSON
+    and patient identifiers scrubbed. Gunicorn's own handlers are dropped and its two
+    loggers propagate to root (the workers inherit this set-up when they fork).
+    """
+
+    def setup(self, cfg):  # type: ignore[no-untyped-def]
+        super().setup(cfg)
+        from mammosearch.logs import configure_logging
+
+        configure_logging()
+        for gunicorn_log in (self.error_log, self.access_log):
+            for handler in list(gunicorn_log.handlers):
+                gunicorn_log.removeHandler(handler)
+            gunicorn_log.propagate = True
+
+
+logger_class = MammosearchLogger
 
 
 def on_starting(server) -> None:  # type: ignore[no-untyped-def]

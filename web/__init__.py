@@ -6,6 +6,8 @@ from typing import Any
 
 from flask import Flask
 
+from mammosearch.logs import configure_logging
+
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the app; `config` overrides settings (tests: TESTING, DATABASE_URL, DATA_DIR)."""
@@ -22,6 +24,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     app = Flask(__name__)
     configuration.init_app(app, config)
+    configure_logging(app.extensions["mammosearch_settings"])  # JSON + scrubbed, as workers
     db.init_app(app)
     metrics.init_app(app)  # first: it times every request, refused ones included
     auth.init_app(app)  # before CSRF: an anonymous POST is sent to sign in, not told "bad token"

@@ -1,4 +1,5 @@
-"""Prometheus metrics at /metrics: request counts, search stage latency, ingestion from the DB.
+"""Prometheus metrics at /metrics: request counts, search stage latency, ingestion from the DB,
+queue depths from the broker.
 
 Labels carry endpoint names, stages and statuses only, never a patient or image identifier.
 Under gunicorn with several workers set PROMETHEUS_MULTIPROC_DIR (multiprocess mode).
@@ -27,8 +28,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.wrappers import Response
 
+from mammosearch.config import Settings
 from mammosearch.db.models import EmbeddingSpace, ImageEmbedding
-from mammosearch.status import image_status_counts, ingestion_lag
+from mammosearch.status import image_status_counts, ingestion_lag, queue_depths
 from web.access import public
 
 SEARCH_STAGE_SECONDS = Histogram(
@@ -107,6 +109,21 @@ class IngestionCollector(Collector):
         return index_bytes
 
 
+class QueueDepthCollector(Collector):
+    """Read on every scrape: tasks waiting per Celery queue (nothing without a Redis broker)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        depth = GaugeMetricFamily(
+            "mammosearch_queue_depth", "Tasks waiting per Celery queue.", labels=["queue"]
+        )
+        for queue, waiting in queue_depths(self.settings)["queues"].items():
+            depth.add_metric([queue], waiting)
+        yield depth
+
+
 @bp.get("/metrics")
 @public
 def scrape() -> Response:
@@ -123,6 +140,7 @@ def scrape() -> Response:
     database_registry.register(
         IngestionCollector(current_app.extensions["mammosearch_sessions"], settings().index_dir)
     )
+    database_registry.register(QueueDepthCollector(settings()))
     body = generate_latest(process_registry) + generate_latest(database_registry)
     return Response(body, mimetype=CONTENT_TYPE_LATEST)
 

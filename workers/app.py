@@ -8,10 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from celery.signals import setup_logging
 from kombu import Queue
 
 from mammosearch.config import Settings, get_settings
 from mammosearch.dispatch import QUEUES
+from mammosearch.logs import configure_logging
 from workers.schedule import beat_schedule
 
 TASK_ROUTES = {
@@ -65,6 +67,15 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "beat_schedule_filename": str(settings.data_dir / "celerybeat-schedule"),
         "timezone": "UTC",
     }
+
+
+@setup_logging.connect
+def _use_mammosearch_logging(**_: Any) -> None:
+    """Workers and beat log through mammosearch.logs (JSON, scrubbed), not Celery's handlers.
+
+    A receiver on this signal tells Celery not to install its own root and task handlers.
+    """
+    configure_logging()
 
 
 def create_celery_app(settings: Settings | None = None) -> Celery:

@@ -100,13 +100,16 @@ def test_gunicorn_access_log_leaves_out_query_strings() -> None:
         assert leaky not in log_format
 
 
-def test_gunicorn_json_logging_uses_an_installed_formatter(monkeypatch) -> None:
-    """With MAMMOSEARCH_LOG_JSON=1 the log formatter named in logconfig_dict exists."""
-    import importlib
+def test_gunicorn_logs_go_through_mammosearch_logging(monkeypatch) -> None:
+    """Gunicorn's error and access records reach the root handler of mammosearch.logs."""
+    import mammosearch.logs
 
-    monkeypatch.setenv("MAMMOSEARCH_LOG_JSON", "1")
+    configured: list[bool] = []
+    monkeypatch.setattr(mammosearch.logs, "configure_logging", lambda: configured.append(True))
     namespace = runpy.run_path(str(GUNICORN_CONFIG))
-    formatter_spec = namespace["logconfig_dict"]["formatters"]["json"]
-    module_name, class_name = formatter_spec["()"].rsplit(".", 1)
-    formatter_class = getattr(importlib.import_module(module_name), class_name)
-    formatter_class(fmt=formatter_spec["fmt"])
+    config = Config()
+    config.set("accesslog", namespace["accesslog"])
+    gunicorn_logger = namespace["logger_class"](config)
+    assert configured
+    for log in (gunicorn_logger.error_log, gunicorn_logger.access_log):
+        assert log.propagate and not log.handlers, log.name

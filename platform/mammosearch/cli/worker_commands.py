@@ -20,6 +20,11 @@ def _require_broker() -> None:
         )
 
 
+def _banner_flag() -> list[str]:
+    """`--quiet` under MAMMOSEARCH_LOG_JSON: Celery's start-up banner is not a JSON line."""
+    return ["--quiet"] if get_settings().log_json else []
+
+
 @click.command("worker")
 @click.option(
     "--queues", "-Q", default=",".join(QUEUES), show_default=True,
@@ -37,7 +42,8 @@ def worker(queues: str, concurrency: int | None, loglevel: str | None) -> None:
         raise click.BadParameter(f"unknown queue(s) {', '.join(unknown)}; known: {known}")
     from workers.app import celery_app
 
-    argv = ["worker", "--queues", queues, "--loglevel", loglevel or get_settings().log_level]
+    argv = [*_banner_flag(), "worker", "--queues", queues,
+            "--loglevel", loglevel or get_settings().log_level]
     if concurrency:
         argv += ["--concurrency", str(concurrency)]
     celery_app.worker_main(argv)
@@ -53,9 +59,10 @@ def beat(loglevel: str | None) -> None:
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     schedule_file = settings.data_dir / "celerybeat-schedule"
-    celery_app.start(
-        ["beat", "--schedule", str(schedule_file), "--loglevel", loglevel or settings.log_level]
-    )
+    celery_app.start([
+        *_banner_flag(), "beat", "--schedule", str(schedule_file),
+        "--loglevel", loglevel or settings.log_level,
+    ])
 
 
 @click.command("watch")
