@@ -24,11 +24,28 @@ _PATTERNS = [
 ]
 
 
+# What every LogRecord has; anything else on a record is an `extra` (e.g. Celery's `data`).
+_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message", "asctime"
+}
+
+
 def scrub(text: str) -> str:
     """Replace patient identifiers in `text` with placeholders."""
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text
+
+
+def _scrub_value(value: object) -> object:
+    """Strings scrubbed inside nested dicts and lists (JSON logs print extras in full)."""
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {key: _scrub_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub_value(item) for item in value]
+    return value
 
 
 class PatientIdentifierFilter(logging.Filter):
@@ -41,6 +58,8 @@ class PatientIdentifierFilter(logging.Filter):
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
             record.exc_text = scrub(record.exc_text)
+        for name in vars(record).keys() - _RECORD_ATTRIBUTES:
+            setattr(record, name, _scrub_value(getattr(record, name)))
         for name in SCRUBBED_ATTRIBUTES:
             if hasattr(record, name):
                 setattr(record, name, "<redacted>")
@@ -68,4 +87,5 @@ def configure_logging(settings: Settings | None = None, force: bool = False) -> 
         existing.addFilter(PatientIdentifierFilter())
     root.addHandler(handler)
     root.setLevel(settings.log_level.upper())
+    logging.captureWarnings(True)  # warnings.warn() lines become records too (JSON, scrubbed)
     root._mammosearch_configured = True  # type: ignore[attr-defined]

@@ -47,3 +47,11 @@ def test_exception_text_is_scrubbed() -> None:
         record.exc_info = sys.exc_info()
     PatientIdentifierFilter().filter(record)
     assert "P44" not in record.exc_text
+
+
+def test_extras_such_as_celery_task_data_are_scrubbed() -> None:
+    """Celery logs a task's return value as the `data` extra, which JSON lines print in full."""
+    record = logging.LogRecord("celery.app.trace", logging.INFO, __file__, 1, "done", None, None)
+    record.data = {"return_value": "{'failed': {7: 'P9_R_CM_CC.jpg: cannot decode'}}", "args": [1]}
+    PatientIdentifierFilter().filter(record)
+    assert "P9_" not in json.dumps(record.data) and record.data["args"] == [1]
