@@ -1,0 +1,68 @@
+"""Fixtures for integration tests that run third-party servers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+ORTHANC = shutil.which("Orthanc")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def orthanc_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private Orthanc on loopback ports with its own storage, stopped afterwards."""
+    if ORTHANC is None:
+        pytest.skip("Orthanc not installed (apt-get install orthanc)")
+    root = tmp_path_factory.mktemp("orthanc")
+    http_port = free_port()
+    config = {
+        "Name": "mammosearch-test",
+        "HttpPort": http_port,
+        "DicomPort": free_port(),
+        "StorageDirectory": str(root / "storage"),
+        "IndexDirectory": str(root / "index"),
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "HttpCompressionEnabled": False,
+        "SyncStorageArea": False,
+        "Plugins": [],
+    }
+    (root / "orthanc.json").write_text(json.dumps(config))
+    log = (root / "orthanc.log").open("w")
+    process = subprocess.Popen([ORTHANC, str(root / "orthanc.json")], stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{http_port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(f"{url}/system", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"Orthanc did not start: {(root / 'orthanc.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=2)
+        except subprocess.TimeoutExpired:  # its storage is a temp dir: nothing to lose
+            process.kill()
+            process.wait(timeout=10)
+        log.close()
+
+
