@@ -9,7 +9,7 @@ pip_install() {
   # This machine's pip configuration names local package folders that may be absent; pip
   # warns about each one on every call. Hide those lines, keep everything else.
   set +o pipefail
-  .venv/bin/pip install -q "$@" 2>&1 | grep -v "^WARNING: Location '.*' is ignored"
+  .venv/bin/pip install -q "$@" 2>&1 | { grep -v "^WARNING: Location '.*' is ignored" || true; }
   local status=${PIPESTATUS[0]}
   set -o pipefail
   return "$status"
