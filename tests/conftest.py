@@ -111,6 +111,8 @@ def _settings_for(url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
     monkeypatch.delenv("CELERY_RESULT_BACKEND", raising=False)
     monkeypatch.setenv("MAMMOSEARCH_BACKBONE", os.environ.get("MAMMOSEARCH_BACKBONE", "auto"))
+    # Torch models are cached per process; an ONNX export would be redone per data dir.
+    monkeypatch.setenv("MAMMOSEARCH_EMBED_RUNTIME", "torch")
     get_settings.cache_clear()
     return settings_from_env()
 

@@ -1,0 +1,167 @@
+"""The pipeline: embed once, index once, fail clearly, verify and repair against the DB."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from mammosearch.config import Settings
+from mammosearch.db.models import Image, ImageEmbedding, ImageStatus, Patient
+from mammosearch.index import open_index
+from mammosearch.ingest.storage import check_image, store_image
+from mammosearch.pipeline import (
+    active_embedder,
+    active_space,
+    embed_images,
+    index_space,
+    process_pending,
+    rebuild_indexes,
+    remove_images,
+    verify_index,
+)
+
+
+@pytest.fixture
+def lite_settings(settings: Settings) -> Settings:
+    """Test settings with the real offline backbone and small index segments."""
+    return settings.with_overrides(backbone="efficientnet-lite0", index_segment_size=4)
+
+
+def _add_images(session: Session, settings: Settings, count: int, seed: int = 0) -> list[int]:
+    rng = np.random.default_rng(seed)
+    patient = Patient(source="test", source_patient_id=f"T{seed}")
+    session.add(patient)
+    ids = []
+    for number in range(count):
+        pixels = (rng.random((64, 48)) * 255).astype(np.uint8)
+        buffer = io.BytesIO()
+        PILImage.fromarray(pixels).save(buffer, format="PNG")
+        checked = check_image(buffer.getvalue(), f"synthetic-{number}.png")
+        path = store_image(settings.images_dir, checked)
+        image = Image(
+            patient=patient, source="test", source_file_name=f"synthetic-{number}.png",
+            sha256=checked.sha256, stored_path=str(path), side="L", view="CC",
+            modality="subtracted", width=48, height=64, birads=1 + number % 5,
+        )
+        session.add(image)
+        session.flush()
+        ids.append(image.id)
+    session.commit()
+    return ids
+
+
+def test_pending_images_end_indexed_once_and_a_rerun_changes_nothing(
+    session: Session, lite_settings: Settings
+) -> None:
+    ids = _add_images(session, lite_settings, 6)
+    first = process_pending(lite_settings)
+    assert (first.embedded, first.indexed, first.failed) == (6, 6, 0)
+    again = process_pending(lite_settings)
+    assert (again.embedded, again.indexed) == (0, 0)
+    space = active_space(session, lite_settings)
+    for metric in lite_settings.index_metrics:
+        assert sorted(open_index(lite_settings, space, metric).ids().tolist()) == ids
+    statuses = session.scalars(select(Image.status)).all()
+    assert set(statuses) == {ImageStatus.INDEXED}
+
+
+def test_a_duplicate_delivery_of_an_embed_batch_stores_one_vector(
+    session: Session, lite_settings: Settings
+) -> None:
+    ids = _add_images(session, lite_settings, 3)
+    embedder = active_embedder(lite_settings)
+    space = active_space(session, lite_settings)
+    embed_images(session, ids, embedder, space)
+    second = embed_images(session, ids, embedder, space)
+    assert second.embedded == [] and second.skipped == ids
+    assert session.scalar(select(func.count()).select_from(ImageEmbedding)) == 3
+    assert index_space(session, lite_settings, space) == 3
+    assert index_space(session, lite_settings, space) == 0
+
+
+def test_a_crash_between_index_write_and_db_commit_is_healed_by_the_next_run(
+    session: Session, lite_settings: Settings
+) -> None:
+    ids = _add_images(session, lite_settings, 4)
+    embedder = active_embedder(lite_settings)
+    space = active_space(session, lite_settings)
+    embed_images(session, ids, embedder, space)
+    vectors = np.stack([
+        np.frombuffer(v, dtype="<f4") for v in session.scalars(
+            select(ImageEmbedding.vector).order_by(ImageEmbedding.image_id))
+    ])
+    for metric in lite_settings.index_metrics:  # the index got them; the DB never heard
+        open_index(lite_settings, space, metric).add(np.array(ids), vectors)
+    assert not verify_index(session, lite_settings, space)["clean"]
+    assert index_space(session, lite_settings, space) == 4
+    report = verify_index(session, lite_settings, space)
+    assert report["clean"]
+    for metric in lite_settings.index_metrics:
+        assert len(open_index(lite_settings, space, metric).ids()) == 4
+
+
+def test_an_unreadable_stored_file_marks_the_image_failed_with_its_name(
+    session: Session, lite_settings: Settings
+) -> None:
+    ids = _add_images(session, lite_settings, 2)
+    broken = session.get(Image, ids[0])
+    Path(broken.stored_path).unlink()
+    summary = process_pending(lite_settings)
+    assert summary.failed == 1 and summary.indexed == 1
+    session.expire_all()
+    broken = session.get(Image, ids[0])
+    assert broken.status == ImageStatus.FAILED
+    assert "synthetic-0.png" in broken.error and "missing" in broken.error
+
+
+def test_verify_finds_and_repairs_orphan_and_missing_vectors(
+    session: Session, lite_settings: Settings
+) -> None:
+    ids = _add_images(session, lite_settings, 5)
+    process_pending(lite_settings)
+    space = active_space(session, lite_settings)
+    cosine = open_index(lite_settings, space, "cosine")
+    cosine.remove(np.array([ids[0]]))  # a row with no vector
+    cosine.add(np.array([999_999]), np.ones((1, space.dim), dtype=np.float32))  # no row
+    report = verify_index(session, lite_settings, space)
+    assert report["metrics"]["cosine"]["rows_without_vector"] == [ids[0]]
+    assert report["metrics"]["cosine"]["vectors_without_row"] == [999_999]
+    assert report["metrics"]["l2"]["rows_without_vector"] == []
+    verify_index(session, lite_settings, space, repair=True)
+    assert verify_index(session, lite_settings, space)["clean"]
+    assert sorted(open_index(lite_settings, space, "cosine").ids().tolist()) == ids
+
+
+def test_removed_images_leave_search_and_are_not_brought_back(
+    session: Session, lite_settings: Settings
+) -> None:
+    ids = _add_images(session, lite_settings, 4)
+    process_pending(lite_settings)
+    space = active_space(session, lite_settings)
+    remove_images(session, lite_settings, [ids[1]])
+    process_pending(lite_settings)
+    for metric in lite_settings.index_metrics:
+        assert ids[1] not in open_index(lite_settings, space, metric).ids().tolist()
+    assert session.get(Image, ids[1]).status == ImageStatus.REMOVED
+    assert verify_index(session, lite_settings, space)["clean"]
+
+
+def test_rebuild_from_the_database_gives_the_same_index(
+    session: Session, lite_settings: Settings
+) -> None:
+    ids = _add_images(session, lite_settings, 5)
+    process_pending(lite_settings)
+    space = active_space(session, lite_settings)
+    query = np.ones((1, space.dim), dtype=np.float32)
+    before = open_index(lite_settings, space, "l2").search(query, 5)
+    assert rebuild_indexes(session, lite_settings, space) == 5
+    after = open_index(lite_settings, space, "l2").search(query, 5)
+    assert after[1].tolist() == before[1].tolist()
+    np.testing.assert_allclose(after[0], before[0], rtol=1e-5)
+    assert sorted(open_index(lite_settings, space, "cosine").ids().tolist()) == ids

@@ -1,0 +1,64 @@
+"""Search answers bad requests with a message and never lets filters shorten the list."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.orm import Session
+
+from mammosearch.config import Settings
+from mammosearch.db.models import Image
+from mammosearch.pipeline import process_pending
+from mammosearch.search import Hit, SearchError, SearchFilters, SearchService, suggest_birads
+from tests.unit.test_pipeline import _add_images
+
+
+@pytest.fixture
+def archive(session: Session, settings: Settings) -> tuple[Settings, list[int]]:
+    """Twelve synthetic images embedded and indexed with efficientnet-lite0."""
+    lite = settings.with_overrides(backbone="efficientnet-lite0")
+    ids = _add_images(session, lite, 6, seed=1) + _add_images(session, lite, 6, seed=2)
+    for image in session.query(Image).filter(Image.id.in_(ids[6:])):
+        image.side = "R"
+    session.commit()
+    process_pending(lite)
+    return lite, ids
+
+
+@pytest.mark.parametrize(
+    ("k", "metric", "message"),
+    [(0, "cosine", "k must be"), (5, "hamming", "unknown metric"), (5000, "l2", "k must be")],
+)
+def test_bad_parameters_are_refused_with_a_reason(
+    session: Session, archive, k: int, metric: str, message: str  # type: ignore[no-untyped-def]
+) -> None:
+    settings, ids = archive
+    with pytest.raises(SearchError, match=message):
+        SearchService(settings).search_image_id(session, ids[0], k=k, metric=metric)
+
+
+def test_an_unknown_image_id_is_named(session: Session, archive) -> None:  # type: ignore[no-untyped-def]
+    settings, _ = archive
+    with pytest.raises(SearchError, match="image 424242 does not exist"):
+        SearchService(settings).search_image_id(session, 424242, k=3)
+
+
+def test_a_side_filter_and_patient_exclusion_still_fill_k(
+    session: Session, archive  # type: ignore[no-untyped-def]
+) -> None:
+    settings, ids = archive
+    query = session.get(Image, ids[0])
+    filters = SearchFilters(side="R", exclude_patient_id=query.patient_id)
+    response = SearchService(settings).search_image_id(session, ids[0], k=6, filters=filters)
+    assert [hit.side for hit in response.results] == ["R"] * 6
+    assert {hit.image_id for hit in response.results} == set(ids[6:])
+
+
+def test_the_birads_vote_weights_neighbours_by_similarity() -> None:
+    def hit(birads: int, similarity: float) -> Hit:
+        return Hit(1, 1, "p", 1 - similarity, similarity, birads, str(birads), None,
+                   None, None, "x", None, None, "f")
+
+    vote = suggest_birads([hit(2, 0.9), hit(5, 0.3), hit(5, 0.3), hit(None, 0.99)])
+    assert vote["birads"] == 2
+    assert vote["distribution"] == {"2": 0.6, "5": 0.4}
+    assert vote["votes"] == {"2": 1, "5": 2} and vote["neighbours"] == 3
