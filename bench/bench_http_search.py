@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -41,18 +43,26 @@ def summarise(wall_ms: list[float], stage_ms: list[dict[str, float]]) -> dict[st
     }
 
 
-def run_mode(send, requests_count: int, warmup: int) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def run_mode(send, requests_count: int, warmup: int, clients: int = 1) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """Time `requests_count` requests, sent by `clients` concurrent users."""
     for _ in range(warmup):
         send(0).raise_for_status()
-    wall_ms, stage_ms = [], []
-    for number in range(requests_count):
+
+    def timed(number: int) -> tuple[float, dict[str, float]]:
         started = time.perf_counter()
         response = send(number)
-        wall_ms.append((time.perf_counter() - started) * 1000)
+        elapsed_ms = (time.perf_counter() - started) * 1000
         if response.status_code != 200:
             raise SystemExit(f"search failed ({response.status_code}): {response.text[:300]}")
-        stage_ms.append(response.json()["timing_ms"])
-    return summarise(wall_ms, stage_ms)
+        return elapsed_ms, response.json()["timing_ms"]
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        outcomes = list(pool.map(timed, range(requests_count)))
+    summary = summarise([wall for wall, _ in outcomes], [stages for _, stages in outcomes])
+    summary["clients"] = clients
+    summary["requests_per_s"] = round(requests_count / (time.perf_counter() - started), 1)
+    return summary
 
 
 def main() -> None:
@@ -65,31 +75,39 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--metric", default="cosine")
+    parser.add_argument("--clients", type=int, default=1, help="concurrent users")
     args = parser.parse_args()
 
-    http = requests.Session()
-    http.headers["Authorization"] = f"Bearer {args.token}"
+    local = threading.local()
+
+    def session() -> requests.Session:
+        """One HTTP connection per simulated user (thread)."""
+        if not hasattr(local, "http"):
+            local.http = requests.Session()
+            local.http.headers["Authorization"] = f"Bearer {args.token}"
+        return local.http
+
     endpoint = f"{args.url.rstrip('/')}/api/v1/search"
     image_ids = [int(i) for i in args.image_ids.split(",") if i.strip()] or list(range(1, 51))
     results: dict[str, Any] = {"url": args.url, "k": args.k, "metric": args.metric}
 
     def by_id(number: int) -> requests.Response:
         body = {"image_id": image_ids[number % len(image_ids)], "k": args.k, "metric": args.metric}
-        return http.post(endpoint, json=body, timeout=60)
+        return session().post(endpoint, json=body, timeout=60)
 
-    results["by_image_id"] = run_mode(by_id, args.requests, args.warmup)
+    results["by_image_id"] = run_mode(by_id, args.requests, args.warmup, args.clients)
     if args.upload:
         content = args.upload.read_bytes()
 
         def by_upload(_number: int) -> requests.Response:
-            return http.post(
+            return session().post(
                 endpoint,
                 files={"image": (args.upload.name, content)},
                 data={"k": str(args.k), "metric": args.metric},
                 timeout=60,
             )
 
-        results["by_upload"] = run_mode(by_upload, args.requests, args.warmup)
+        results["by_upload"] = run_mode(by_upload, args.requests, args.warmup, args.clients)
     print(json.dumps(results, indent=2))
 
 
