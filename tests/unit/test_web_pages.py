@@ -140,3 +140,21 @@ def test_responses_carry_security_headers(client: FlaskClient) -> None:
     assert response.headers["X-Frame-Options"] == "DENY"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_the_search_page_offers_the_newest_searchable_cases(
+    radiologist_client: FlaskClient, db, web_settings  # type: ignore[no-untyped-def]
+) -> None:
+    """A new user's first screen has cases to start from; pending images are not offered."""
+    patient = make_patient(db, "P9")
+    indexed = make_image(db, web_settings, patient, seed=3, status="indexed")
+    pending = make_image(db, web_settings, patient, seed=4)
+    page = radiologist_client.get("/search").get_data(as_text=True)
+    assert 'id="recent-cases"' in page
+    assert f'name="image_id" value="{indexed.id}"' in page
+    assert f'name="image_id" value="{pending.id}"' not in page
+
+
+def test_an_empty_archive_says_how_to_fill_it(radiologist_client: FlaskClient) -> None:
+    page = radiologist_client.get("/search").get_data(as_text=True)
+    assert "mammosearch ingest cdd-cesm" in page

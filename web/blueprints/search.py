@@ -30,9 +30,27 @@ def _render(status: int = 200, **context: Any) -> tuple[str, int]:
     return render_template("search.html", **context), status
 
 
+RECENT_CASES_SHOWN = 24
+
+
 @bp.get("/search")
 def search_page() -> tuple[str, int]:
-    return _render(form=request.args)
+    """The search form, and the newest searchable cases to start from (one click each)."""
+    from sqlalchemy import select
+
+    from mammosearch.db.models import ImageStatus
+
+    recent = (
+        get_session()
+        .scalars(
+            select(Image)
+            .where(Image.status == ImageStatus.INDEXED)
+            .order_by(Image.id.desc())
+            .limit(RECENT_CASES_SHOWN)
+        )
+        .all()
+    )
+    return _render(form=request.args, recent=recent)
 
 
 @bp.post("/search")
