@@ -74,6 +74,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> I
             make_image(session, settings, patient, seed=10 * number + view_index, view=view,
                        birads=1 + number, side="LR"[number % 2])
     make_user(session, "rad", "radiologist")
+    make_user(session, "boss", "admin")
     session.close()
     assert process_pending(settings).indexed == 8
     port = _free_port()
@@ -181,3 +182,51 @@ def test_sign_in_search_by_upload_open_a_case_sign_out(
     wait.until(ready.presence_of_element_located((By.ID, "sign-in")))
     chrome.get(f"{server}/search")
     assert "/login" in chrome.current_url
+
+
+def _sign_in(chrome, server: str, username: str) -> None:  # type: ignore[no-untyped-def]
+    from selenium.webdriver.common.by import By
+
+    chrome.get(f"{server}/login")
+    chrome.find_element(By.ID, "username").send_keys(username)
+    chrome.find_element(By.ID, "password").send_keys(TEST_PASSWORD)
+    chrome.find_element(By.ID, "sign-in").click()
+
+
+def test_admin_checks_ingestion_adds_a_user_and_reads_the_audit(
+    server: str, chrome  # type: ignore[no-untyped-def]
+) -> None:
+    """An admin's work: ingestion status, evaluations, a new radiologist, the access audit."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(chrome, 60)
+    _sign_in(chrome, server, "boss")
+    wait.until(ready.presence_of_element_located((By.ID, "logout")))
+
+    chrome.get(f"{server}/admin/ingestion")
+    page = chrome.find_element(By.TAG_NAME, "main").text
+    assert "indexed" in page and "8" in page
+    chrome.get(f"{server}/evaluations")
+    assert "Evaluation" in chrome.title
+
+    chrome.get(f"{server}/admin/users")
+    chrome.find_element(By.NAME, "username").send_keys("newrad")
+    chrome.find_element(By.NAME, "password").send_keys("a-long-passphrase-42")
+    chrome.find_element(By.CSS_SELECTOR, "form[action$='/admin/users'] button").click()
+    wait.until(lambda driver: "newrad" in driver.find_element(By.TAG_NAME, "table").text)
+
+    chrome.get(f"{server}/admin/audit")
+    audit = chrome.find_element(By.ID, "audit").text
+    assert "boss" in audit and "login" in audit and "create_user" in audit
+    chrome.find_element(By.ID, "logout").click()
+    wait.until(ready.presence_of_element_located((By.ID, "sign-in")))
+
+    _sign_in(chrome, server, "rad")  # a radiologist is kept out of admin pages
+    wait.until(ready.presence_of_element_located((By.ID, "logout")))
+    chrome.get(f"{server}/admin/users")
+    assert "newrad" not in chrome.page_source
+    assert "403" in chrome.title or "Forbidden" in chrome.page_source or "not allowed" in (
+        chrome.page_source.lower()
+    )
