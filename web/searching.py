@@ -10,6 +10,7 @@ from PIL import Image as PILImage
 from sqlalchemy.orm import Session
 
 from mammosearch.audit import record_access
+from mammosearch.birads import ASSESSMENT_CATEGORIES
 from mammosearch.config import Settings
 from mammosearch.db.models import Image, User
 from web.metrics import observe_search_timing
@@ -79,8 +80,9 @@ def parse_search_params(values: Mapping[str, Any], metrics: tuple[str, ...]) -> 
         if side not in SIDES:
             raise BadSearchRequest(f"side: {values.get('side')!r} is not L or R")
     view = _text(values, "view")
-    birads_min = _integer(values, "birads_min", 0, 6)
-    birads_max = _integer(values, "birads_max", 0, 6)
+    low, high = ASSESSMENT_CATEGORIES[0], ASSESSMENT_CATEGORIES[-1]
+    birads_min = _integer(values, "birads_min", low, high)
+    birads_max = _integer(values, "birads_max", low, high)
     if birads_min is not None and birads_max is not None and birads_min > birads_max:
         raise BadSearchRequest(f"birads_min {birads_min} is above birads_max {birads_max}")
     return SearchParams(

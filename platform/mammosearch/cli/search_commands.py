@@ -7,8 +7,11 @@ from pathlib import Path
 
 import click
 
+from mammosearch.birads import ASSESSMENT_CATEGORIES
 from mammosearch.cli.space_option import backbone_option, resolve_space, settings_for
 from mammosearch.db.session import session_scope
+
+BIRADS_LOW, BIRADS_HIGH = ASSESSMENT_CATEGORIES[0], ASSESSMENT_CATEGORIES[-1]
 
 
 def load_query_image(path: Path, max_pixels: int):  # type: ignore[no-untyped-def]
@@ -38,8 +41,8 @@ def load_query_image(path: Path, max_pixels: int):  # type: ignore[no-untyped-de
 @click.option("--side", type=click.Choice(["L", "R"]), default=None)
 @click.option("--view", default=None, help="CC, MLO, ...")
 @click.option("--modality", default=None, help="subtracted, low-energy, dicom, ...")
-@click.option("--birads-min", type=click.IntRange(0, 6), default=None)
-@click.option("--birads-max", type=click.IntRange(0, 6), default=None)
+@click.option("--birads-min", type=click.IntRange(BIRADS_LOW, BIRADS_HIGH), default=None)
+@click.option("--birads-max", type=click.IntRange(BIRADS_LOW, BIRADS_HIGH), default=None)
 @click.option("--pathology", default=None, help="normal, benign, malignant")
 @click.option("--exclude-same-patient", is_flag=True, help="With --image-id: skip its patient.")
 @backbone_option

@@ -6,7 +6,8 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-BIRADS_CATEGORIES = (1, 2, 3, 4, 5, 6)
+from mammosearch.birads import COARSE_GROUPS, RETRIEVAL_CLASSES
+
 PATHOLOGY_CLASSES = ("normal", "benign", "malignant")
 
 
@@ -33,16 +34,12 @@ def birads_of(image_row: Any) -> int | None:
         category = int(value)
     except (TypeError, ValueError):
         return None
-    return category if category in BIRADS_CATEGORIES else None
+    return category if category in RETRIEVAL_CLASSES else None
 
 
 def birads_coarse_of(image_row: Any) -> str | None:
     category = birads_of(image_row)
-    if category is None:
-        return None
-    if category == 1:
-        return "1"
-    return "2-3" if category <= 3 else "4-6"
+    return None if category is None else COARSE_GROUPS[category]
 
 
 def pathology_of(image_row: Any) -> str | None:
@@ -55,11 +52,11 @@ def pathology_of(image_row: Any) -> str | None:
 
 LABELS: dict[str, LabelSpec] = {
     "birads": LabelSpec(
-        "birads", BIRADS_CATEGORIES, birads_of, "BI-RADS category 1..6 (6 classes)"
+        "birads", RETRIEVAL_CLASSES, birads_of, "BI-RADS category 1..6 (6 classes)"
     ),
     "birads-coarse": LabelSpec(
         "birads-coarse",
-        ("1", "2-3", "4-6"),
+        tuple(dict.fromkeys(COARSE_GROUPS.values())),
         birads_coarse_of,
         "BI-RADS grouped: 1 (negative) / 2-3 (benign, probably benign) / 4-6 (suspicious)",
     ),

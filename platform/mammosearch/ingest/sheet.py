@@ -15,8 +15,10 @@ from typing import Any
 
 from openpyxl import load_workbook
 
+from mammosearch.birads import ASSESSMENT_CATEGORIES
+
 MULTI_VALUE_SEPARATOR = "$"
-BIRADS_CATEGORIES = range(0, 7)  # ACR BI-RADS 0..6; "4a"/"4b"/"4c" count as 4
+BIRADS_CATEGORIES = ASSESSMENT_CATEGORIES  # "4a"/"4b"/"4c" count as 4
 
 # How one BIRADS is chosen when a cell lists several (e.g. "3$2", one per finding).
 # "max" (default): the most suspicious finding decides the breast's category, as in reading.
