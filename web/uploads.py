@@ -8,14 +8,9 @@ import io
 from PIL import Image as PILImage
 from werkzeug.datastructures import FileStorage
 
+from mammosearch.ingest.dicom import looks_like_dicom
 from mammosearch.ingest.storage import ImageRejected, check_image
 from web.imagefiles import thumbnail_bytes
-
-DICOM_SUFFIXES = (".dcm", ".dicom")
-
-
-def _looks_like_dicom(content: bytes, name: str) -> bool:
-    return content[128:132] == b"DICM" or name.lower().endswith(DICOM_SUFFIXES)
 
 
 def read_upload(upload: FileStorage | None, max_pixels: int) -> PILImage.Image:
@@ -24,7 +19,7 @@ def read_upload(upload: FileStorage | None, max_pixels: int) -> PILImage.Image:
         raise ImageRejected("no image uploaded: choose a JPEG, PNG or DICOM file")
     name = upload.filename
     content = upload.read()
-    if _looks_like_dicom(content, name):
+    if looks_like_dicom(name, content):
         from mammosearch.ingest.dicom import read_dicom
 
         return read_dicom(content, name, max_pixels=max_pixels).image

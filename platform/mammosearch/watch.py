@@ -32,13 +32,13 @@ from sqlalchemy.orm import Session
 from mammosearch.config import Settings
 from mammosearch.db.models import Image, ImageStatus, Patient, SourceCursor
 from mammosearch.db.session import session_scope
+from mammosearch.ingest.dicom import DICOM_SUFFIXES, looks_like_dicom
 from mammosearch.ingest.storage import ImageRejected, check_image, store_image
 
 log = logging.getLogger(__name__)
 
 WATCH_SOURCE = "watch"
 LOOSE_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
-DICOM_SUFFIXES = {".dcm", ".dicom"}
 DEFAULT_MIN_AGE_S = 10.0
 SAME_SCAN_S = 1.0  # two looks closer together than this are one look
 _CDD_NAME = re.compile(r"^P(?P<patient>\d+)_(?P<side>[LR])_(?P<type>DM|CM)_(?P<view>CC|MLO)", re.I)
@@ -221,10 +221,6 @@ def register_loose_image(
     return image.id, True
 
 
-def _is_dicom(path: Path, content: bytes) -> bool:
-    return path.suffix.lower() in DICOM_SUFFIXES or content[128:132] == b"DICM"
-
-
 def _take_file(
     session: Session, settings: Settings, directory: Path, relative: Path, summary: WatchSummary
 ) -> dict[str, Any]:
@@ -238,7 +234,7 @@ def _take_file(
     content = path.read_bytes()
     sha256 = hashlib.sha256(content).hexdigest()
     try:
-        if _is_dicom(path, content):
+        if looks_like_dicom(path.name, content):
             from mammosearch.ingest.dicom_register import register_dicom
 
             result = register_dicom(session, content, name, settings, source=WATCH_SOURCE)

@@ -20,12 +20,11 @@ def load_query_image(path: Path, max_pixels: int):  # type: ignore[no-untyped-de
 
     from PIL import Image as PILImage
 
+    from mammosearch.ingest.dicom import looks_like_dicom, read_dicom
     from mammosearch.ingest.storage import check_image
 
     content = path.read_bytes()
-    if content[128:132] == b"DICM" or path.suffix.lower() in {".dcm", ".dicom"}:
-        from mammosearch.ingest.dicom import read_dicom
-
+    if looks_like_dicom(path.name, content):
         return read_dicom(content, path.name).image
     checked = check_image(content, path.name, max_pixels=max_pixels)
     return PILImage.open(io.BytesIO(checked.content))

@@ -56,12 +56,15 @@ class DicomImage:
     metadata: dict[str, Any]
 
 
-def is_dicom_file(path: Path) -> bool:
+def looks_like_dicom(name: str, content: bytes) -> bool:
     """A DICOM suffix, or a Part 10 file: a 128-byte preamble, then 'DICM'."""
-    if path.suffix.lower() in DICOM_SUFFIXES:
-        return True
+    return Path(name).suffix.lower() in DICOM_SUFFIXES or content[128:132] == b"DICM"
+
+
+def is_dicom_file(path: Path) -> bool:
+    """`looks_like_dicom` for a file on disk, reading only its first 132 bytes."""
     with path.open("rb") as handle:
-        return handle.read(132)[128:] == b"DICM"
+        return looks_like_dicom(path.name, handle.read(132))
 
 
 def _text(ds: Dataset, keyword: str) -> str | None:
