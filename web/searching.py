@@ -117,9 +117,6 @@ def run_search(
             raise LookupError(f"image {params.image_id}: not in the archive")
     elif query_image is None:
         raise BadSearchRequest("give an image to upload or an archived image_id")
-    exclude_patient_id = (
-        query_row.patient_id if query_row is not None and params.exclude_same_patient else None
-    )
     filters = SearchFilters(
         side=params.side,
         view=params.view,
@@ -127,11 +124,12 @@ def run_search(
         birads_min=params.birads_min,
         birads_max=params.birads_max,
         pathology=params.pathology,
-        exclude_patient_id=exclude_patient_id,
     )
     service = get_search_service(settings)
     if query_row is not None:
-        response = service.search_image_id(session, query_row.id, params.k, params.metric, filters)
+        response = service.search_image_id(
+            session, query_row.id, params.k, params.metric, filters, params.exclude_same_patient
+        )
     else:
         response = service.search_image(
             session, query_image, k=params.k, metric=params.metric, filters=filters

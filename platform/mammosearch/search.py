@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -198,10 +198,20 @@ class SearchService:
         k: int = 10,
         metric: str = "cosine",
         filters: SearchFilters | None = None,
+        exclude_same_patient: bool = False,
     ) -> SearchResponse:
-        """Search with an archived image's stored vector; the image itself is not a result."""
+        """Search with an archived image's stored vector; the image itself is not a result.
+
+        `exclude_same_patient` leaves out the query patient's other images (their other view
+        and breast are near-duplicates that say nothing about similar *cases*).
+        """
         self._check(k, metric)
         space = self.space(session)
+        if exclude_same_patient:
+            query_row = session.get(Image, image_id)
+            if query_row is None:
+                raise SearchError(f"image {image_id} does not exist")
+            filters = replace(filters or SearchFilters(), exclude_patient_id=query_row.patient_id)
         blob = session.scalar(
             select(ImageEmbedding.vector).where(
                 ImageEmbedding.image_id == image_id, ImageEmbedding.space_id == space.id

@@ -62,3 +62,13 @@ def test_the_birads_vote_weights_neighbours_by_similarity() -> None:
     assert vote["birads"] == 2
     assert vote["distribution"] == {"2": 0.6, "5": 0.4}
     assert vote["votes"] == {"2": 1, "5": 2} and vote["neighbours"] == 3
+
+
+def test_excluding_the_query_patient_by_flag_drops_their_other_images(
+    session: Session, archive  # type: ignore[no-untyped-def]
+) -> None:
+    settings, ids = archive
+    response = SearchService(settings).search_image_id(
+        session, ids[0], k=6, exclude_same_patient=True
+    )
+    assert {hit.image_id for hit in response.results} == set(ids[6:])

@@ -62,7 +62,6 @@ def search(
     as_json: bool,
 ) -> None:
     """Find the K most similar archived cases to IMAGE (JPEG, PNG, DICOM) or --image-id."""
-    from mammosearch.db.models import Image
     from mammosearch.ingest.storage import ImageRejected
     from mammosearch.search import SearchError, SearchFilters, get_search_service
 
@@ -72,10 +71,6 @@ def search(
     service = get_search_service(settings)
     with session_scope(settings.database_url) as session:
         resolve_space(session, settings, echo=not as_json)
-        exclude_patient = None
-        if exclude_same_patient and image_id is not None:
-            row = session.get(Image, image_id)
-            exclude_patient = row.patient_id if row else None
         filters = SearchFilters(
             side=side,
             view=view,
@@ -83,14 +78,15 @@ def search(
             birads_min=birads_min,
             birads_max=birads_max,
             pathology=pathology,
-            exclude_patient_id=exclude_patient,
         )
         try:
             if image is not None:
                 query = load_query_image(image, settings.max_image_pixels)
                 response = service.search_image(session, query, k, metric, filters, image.name)
             else:
-                response = service.search_image_id(session, image_id, k, metric, filters)
+                response = service.search_image_id(
+                    session, image_id, k, metric, filters, exclude_same_patient
+                )
         except (SearchError, ImageRejected) as exc:
             raise click.ClickException(str(exc)) from exc
     if as_json:
