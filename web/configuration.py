@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,7 @@ def init_app(app: Flask, overrides: dict[str, Any] | None) -> None:
     overrides = dict(overrides or {})
     base: Settings = overrides.pop("SETTINGS", None) or get_settings()
     app.config.update(
-        SECRET_KEY=base.secret_key,
+        SECRET_KEY=base.secret_key or stored_secret_key(base.data_dir),
         DATABASE_URL=base.database_url,
         DATA_DIR=str(base.data_dir),
         MAX_CONTENT_LENGTH=base.max_upload_bytes,
@@ -44,6 +47,30 @@ def init_app(app: Flask, overrides: dict[str, Any] | None) -> None:
     hops = int(app.config["PROXY_FIX_HOPS"])
     if hops:  # behind a reverse proxy: trust its X-Forwarded-* for client addresses
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
+
+
+def stored_secret_key(data_dir: Path) -> str:
+    """The embedded default's session key: random, made once, shared by every process.
+
+    A fixed default key would let anyone who read the source forge session cookies; a key
+    made per process would sign each gunicorn worker's users out of the others.
+    """
+    path = data_dir / "secret_key"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another worker made it first
+            pass
+        else:
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(secrets.token_hex(32))
+    for _ in range(50):  # the creator may still be writing it
+        key = path.read_text().strip()
+        if key:
+            return key
+        time.sleep(0.02)
+    raise RuntimeError(f"{path}: empty session key file; delete it to make a new one")
 
 
 def settings() -> Settings:

@@ -33,7 +33,7 @@ class Settings:
     birads_rule: str = "max"
     max_image_pixels: int = 100_000_000
     max_upload_bytes: int = 50 * 1024 * 1024
-    secret_key: str = "dev-only-change-me"
+    secret_key: str | None = None  # None: a random key kept in DATA_DIR/secret_key
     log_json: bool = False
     log_level: str = "INFO"
     evaluation_schedule_s: float = 24 * 3600.0
@@ -98,7 +98,7 @@ def settings_from_env() -> Settings:
         birads_rule=_env("MAMMOSEARCH_BIRADS_RULE", "max"),
         max_image_pixels=int(_env("MAMMOSEARCH_MAX_IMAGE_PIXELS", "100000000")),
         max_upload_bytes=int(_env("MAMMOSEARCH_MAX_UPLOAD_BYTES", str(50 * 1024 * 1024))),
-        secret_key=_env("MAMMOSEARCH_SECRET_KEY", "dev-only-change-me"),
+        secret_key=_env("MAMMOSEARCH_SECRET_KEY"),
         log_json=_flag(_env("MAMMOSEARCH_LOG_JSON")),
         log_level=_env("MAMMOSEARCH_LOG_LEVEL", "INFO"),
         evaluation_schedule_s=float(_env("MAMMOSEARCH_EVALUATION_SCHEDULE_S", "86400")),

@@ -57,3 +57,12 @@ def test_metrics_are_open_and_hold_no_patient_ids(client: FlaskClient, db, web_s
     assert "mammosearch_ingestion_lag_seconds" in text
     assert 'mammosearch_http_requests_total{endpoint="cases.case_page"' in text
     assert "SECRET-PATIENT-77" not in text and "12345" not in text
+
+
+def test_without_a_configured_key_the_session_key_is_random_stored_and_shared(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from web.configuration import stored_secret_key
+
+    first = stored_secret_key(tmp_path / "data")
+    assert len(first) == 64 and first == stored_secret_key(tmp_path / "data")
+    assert (tmp_path / "data" / "secret_key").stat().st_mode & 0o077 == 0
+    assert stored_secret_key(tmp_path / "other") != first
