@@ -17,6 +17,9 @@ from mammosearch.db import migrate
 from mammosearch.db.models import Base
 from mammosearch.db.session import get_engine, make_session_factory
 
+# The web tests' fixtures (app, client, signed-in users, row factories), for every test.
+pytest_plugins = ["tests.unit.web_support"]
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEV_DATA = Path(
     os.environ.get("MAMMOSEARCH_DEV_DATA", REPO_ROOT.parent / "shared" / "data" / "cdd-cesm-dev")

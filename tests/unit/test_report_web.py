@@ -9,8 +9,6 @@ from sqlalchemy.orm import Session
 
 from mammosearch.db.models import EvaluationRun
 
-pytest_plugins = ["tests.unit.web_support"]
-
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
 
 

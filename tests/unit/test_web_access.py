@@ -14,8 +14,6 @@ from mammosearch.users import create_api_token
 from tests.unit.web_support import TEST_PASSWORD, app_config, login, make_user
 from web import create_app
 
-pytest_plugins = ["tests.unit.web_support"]
-
 OPEN_ENDPOINTS = {"static", "auth.login", "health.healthz", "health.readyz", "metrics.scrape"}
 ADMIN_ONLY_PREFIXES = ("admin.", "evaluation.", "api.status", "api.evaluation")
 

@@ -9,8 +9,6 @@ from mammosearch.users import create_api_token
 from tests.unit.web_support import add_polygon, make_image, make_patient, make_user
 from web.api.openapi import OPENAPI
 
-pytest_plugins = ["tests.unit.web_support"]
-
 
 def _bearer(db, username: str, role: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
     token = create_api_token(db, make_user(db, username, role))

@@ -8,8 +8,6 @@ from tests.conftest import REDIS_TEST_URL
 from tests.unit.web_support import app_config, make_image, make_patient
 from web import create_app
 
-pytest_plugins = ["tests.unit.web_support"]
-
 
 def test_healthz_needs_nothing(web_settings) -> None:  # type: ignore[no-untyped-def]
     """Liveness answers even when the database is unreachable."""

@@ -10,8 +10,6 @@ from mammosearch.db.models import AuditEvent, EvaluationRun, User
 from mammosearch.users import authenticate
 from tests.unit.web_support import add_polygon, add_report, make_image, make_patient
 
-pytest_plugins = ["tests.unit.web_support"]
-
 
 def test_case_page_shows_image_report_outline_and_other_images(
     radiologist_client: FlaskClient, db, web_settings  # type: ignore[no-untyped-def]

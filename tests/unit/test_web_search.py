@@ -29,8 +29,6 @@ from tests.unit.web_support import (
 )
 from web import create_app
 
-pytest_plugins = ["tests.unit.web_support"]
-
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Settings:

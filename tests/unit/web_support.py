@@ -1,4 +1,4 @@
-"""Fixtures and row factories for the web tests (`pytest_plugins = ["tests.unit.web_support"]`)."""
+"""Fixtures and row factories for the web tests (registered in tests/conftest.py)."""
 
 from __future__ import annotations
 
