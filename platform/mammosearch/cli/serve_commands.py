@@ -21,6 +21,7 @@ def _run_gunicorn(app: Any, host: str, port: int, threads: int) -> None:
                 "threads": threads,
                 "timeout": 120,
                 "accesslog": "-",
+                "control_socket_disable": True,  # its default path is shared per host
             }
             for key, value in options.items():
                 self.cfg.set(key, value)
