@@ -11,7 +11,7 @@ from web import create_app
 
 def test_healthz_needs_nothing(web_settings) -> None:  # type: ignore[no-untyped-def]
     """Liveness answers even when the database is unreachable."""
-    broken = web_settings.with_overrides(database_url="sqlite:////nonexistent/dir/x.sqlite3")
+    broken = web_settings.with_overrides(database_url="postgresql+psycopg://postgres@127.0.0.1:1/x")
     client = create_app(app_config(broken)).test_client()
     assert client.get("/healthz").get_json() == {"status": "ok"}
 
