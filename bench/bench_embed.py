@@ -27,7 +27,7 @@ from mammosearch.embed import (
 )
 from mammosearch.embed.embedder import Embedder
 
-DEV_IMAGES = Path("/work/shared/data/cdd-cesm-dev/Subtracted images")
+DEV_IMAGES = Path(__file__).resolve().parents[2] / "shared/data/cdd-cesm-dev/Subtracted images"
 
 
 def load_images(count: int) -> tuple[list[Image.Image], str]:

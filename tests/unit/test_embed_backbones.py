@@ -21,8 +21,9 @@ from mammosearch.embed import (
     load_embedder,
     resolve_backbone_name,
 )
+from tests.conftest import DEV_DATA
 
-DEV_IMAGES = Path("/work/shared/data/cdd-cesm-dev/Subtracted images")
+DEV_IMAGES = DEV_DATA / "Subtracted images"
 
 
 @pytest.fixture
