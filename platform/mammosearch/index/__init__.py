@@ -30,43 +30,60 @@ __all__ = [
 
 READER_RELOAD_INTERVAL_S = 1.0
 
-_readers: dict[tuple[str, str, int, str], tuple[ShardedIndex, float]] = {}
-_readers_lock = threading.Lock()
+_indexes: dict[tuple[str, str, str, int, str, int], ShardedIndex] = {}
+_last_reload: dict[tuple[str, str, str, int, str, int], float] = {}
+_indexes_lock = threading.Lock()
+
+
+def _cached(
+    settings: Settings, space: EmbeddingSpace, metric: str, role: str
+) -> tuple[tuple, ShardedIndex]:
+    """One ShardedIndex per role (writer / reader) and index directory per process.
+
+    Opening loads every segment file; caching means each process reads a segment once and
+    afterwards only the files a newer manifest adds. Writes reload under the writer lock,
+    so a cached instance is as safe to write through as a fresh one. Readers get their own
+    instance so that searches keep a stable view between their throttled reloads.
+    """
+    root = settings.index_dir / f"space-{space.id}" / metric
+    key = (role, str(root), metric, space.dim, settings.index_factory, settings.index_segment_size)
+    with _indexes_lock:
+        index = _indexes.get(key)
+        if index is None:
+            index = ShardedIndex(
+                root=root,
+                dim=space.dim,
+                metric=metric,
+                segment_size=settings.index_segment_size,
+                factory=settings.index_factory,
+                identity=space.describe(),
+            )
+            _indexes[key] = index
+            _last_reload[key] = time.monotonic()
+    return key, index
 
 
 def open_index(settings: Settings, space: EmbeddingSpace, metric: str) -> ShardedIndex:
-    """The index of `space` under `metric`, at settings.index_dir/space-<id>/<metric>."""
-    return ShardedIndex(
-        root=settings.index_dir / f"space-{space.id}" / metric,
-        dim=space.dim,
-        metric=metric,
-        segment_size=settings.index_segment_size,
-        factory=settings.index_factory,
-        identity=space.describe(),
-    )
+    """The index of `space` under `metric`, at settings.index_dir/space-<id>/<metric>,
+    brought up to its newest manifest (for writers, verify and maintenance)."""
+    key, index = _cached(settings, space, metric, "writer")
+    index.reload_if_changed()
+    _last_reload[key] = time.monotonic()
+    return index
 
 
 def get_reader(settings: Settings, space: EmbeddingSpace, metric: str) -> ShardedIndex:
-    """A process-wide cached index for searching; it reloads a newer manifest at most every ~1 s."""
-    root = settings.index_dir / f"space-{space.id}" / metric
-    key = (str(root), metric, space.dim, settings.index_factory)
+    """The same cached index for searching; it re-checks the manifest at most every ~1 s."""
+    key, index = _cached(settings, space, metric, "reader")
     now = time.monotonic()
-    with _readers_lock:
-        cached = _readers.get(key)
-        if cached is None:
-            index = open_index(settings, space, metric)
-            _readers[key] = (index, now)
-            return index
-        index, checked_at = cached
-        due = now - checked_at >= READER_RELOAD_INTERVAL_S
-        if due:
-            _readers[key] = (index, now)
-    if due:
-        index.reload_if_changed()  # outside the cache lock: loading new segments may take a while
+    if now - _last_reload.get(key, 0.0) >= READER_RELOAD_INTERVAL_S:
+        _last_reload[key] = now
+        index.reload_if_changed()
     return index
 
 
 def clear_readers() -> None:
     """Forget cached readers (tests; after an index directory was replaced)."""
-    with _readers_lock:
-        _readers.clear()
+    with _indexes_lock:
+        _indexes.clear()
+        _last_reload.clear()

@@ -6,7 +6,7 @@ import hashlib
 import io
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sqlalchemy import select
@@ -28,13 +28,7 @@ class ReportCounts:
     without_patient: list[str] = field(default_factory=list)  # file names
 
     def to_dict(self) -> dict[str, object]:
-        return {
-            "new": self.new,
-            "updated": self.updated,
-            "unchanged": self.unchanged,
-            "rejected": list(self.rejected),
-            "without_patient": list(self.without_patient),
-        }
+        return asdict(self)
 
 
 def find_report_files(folder: Path) -> list[Path]:

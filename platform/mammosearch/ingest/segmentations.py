@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +36,7 @@ class SegmentationCounts:
     without_image: list[str] = field(default_factory=list)  # image names not registered
 
     def to_dict(self) -> dict[str, object]:
-        return {
-            "new": self.new,
-            "updated": self.updated,
-            "unchanged": self.unchanged,
-            "problems": list(self.problems),
-            "without_image": list(self.without_image),
-        }
+        return asdict(self)
 
 
 def find_segmentation_csv(folder: Path) -> Path | None:
