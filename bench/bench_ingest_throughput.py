@@ -2,7 +2,7 @@
 
 For each worker count, a fresh PostgreSQL database and a flushed Redis DB; the CDD-CESM dev
 folder is registered first (the images have *arrived*: rows + stored files, status pending),
-then the clock starts, `dispatch_pending` enqueues the embed batches, and the clock stops when
+then the clock starts, the Celery work queue sends the embed batches, and the clock stops when
 the last image is `indexed` (in the FAISS index: searchable). Workers are separate
 `mammosearch worker` processes (prefork, concurrency 1) consuming `embed`, plus one dedicated
 `index` worker (concurrency 1, the one-writer-per-space deployment). Each worker loads its
@@ -97,8 +97,7 @@ def run_once(workers: int, args: argparse.Namespace, admin_dsn: str) -> dict[str
             start_worker(env, tmp / f"embed-{n}.log", queues="embed") for n in range(workers)
         ]
         settings = settings_from_env()
-        from mammosearch.dispatch import dispatch_pending
-        from workers.enqueue import enqueue_pending
+        from workers.enqueue import CeleryWorkQueue, enqueue_pending
 
         # Warm-up: one single-image batch per worker loads each backbone off the clock.
         with session_scope(database_url) as session:
@@ -115,7 +114,7 @@ def run_once(workers: int, args: argparse.Namespace, admin_dsn: str) -> dict[str
         )
         pending = images - len(first_ids)
         started = time.perf_counter()
-        dispatch_pending(settings)
+        CeleryWorkQueue(settings).enqueue_embedding()
         wait_until(
             lambda: _counts(database_url).get(ImageStatus.INDEXED, 0) == images,
             timeout_s=3600, interval_s=0.25, what=f"{images} images indexed",

@@ -12,6 +12,8 @@ from flask import Flask, current_app
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from mammosearch.config import Settings, get_settings
+from mammosearch.work_queue import WorkQueue
+from workers.work_queue import work_queue_for
 
 
 def init_app(app: Flask, overrides: dict[str, Any] | None) -> None:
@@ -43,6 +45,10 @@ def init_app(app: Flask, overrides: dict[str, Any] | None) -> None:
         data_dir=Path(app.config["DATA_DIR"]),
         max_upload_bytes=int(app.config["MAX_CONTENT_LENGTH"]),
         celery_broker_url=app.config["CELERY_BROKER_URL"],
+    )
+    # The queue the core reports on (and would hand work to): Celery with a broker.
+    app.extensions["mammosearch_work_queue"] = work_queue_for(
+        app.extensions["mammosearch_settings"]
     )
     hops = int(app.config["PROXY_FIX_HOPS"])
     if hops:  # behind a reverse proxy: trust its X-Forwarded-* for client addresses
@@ -76,3 +82,8 @@ def stored_secret_key(data_dir: Path) -> str:
 def settings() -> Settings:
     """The Settings of the running app (the environment's, with the app's overrides)."""
     return current_app.extensions["mammosearch_settings"]
+
+
+def work_queue() -> WorkQueue:
+    """The running app's WorkQueue (chosen once, by init_app, from its settings)."""
+    return current_app.extensions["mammosearch_work_queue"]

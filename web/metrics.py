@@ -28,9 +28,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.wrappers import Response
 
-from mammosearch.config import Settings
 from mammosearch.db.models import EmbeddingSpace, ImageEmbedding
-from mammosearch.status import image_status_counts, ingestion_lag, queue_depths
+from mammosearch.status import image_status_counts, ingestion_lag
+from mammosearch.work_queue import WorkQueue
 from web.access import public
 
 SEARCH_STAGE_SECONDS = Histogram(
@@ -110,16 +110,16 @@ class IngestionCollector(Collector):
 
 
 class QueueDepthCollector(Collector):
-    """Read on every scrape: tasks waiting per Celery queue (nothing without a Redis broker)."""
+    """Read on every scrape: tasks waiting per Celery queue (nothing without a broker)."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, queue: WorkQueue) -> None:
+        self.queue = queue
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         depth = GaugeMetricFamily(
             "mammosearch_queue_depth", "Tasks waiting per Celery queue.", labels=["queue"]
         )
-        for queue, waiting in queue_depths(self.settings)["queues"].items():
+        for queue, waiting in self.queue.depths()["queues"].items():
             depth.add_metric([queue], waiting)
         yield depth
 
@@ -129,7 +129,7 @@ class QueueDepthCollector(Collector):
 def scrape() -> Response:
     from flask import current_app
 
-    from web.configuration import settings
+    from web.configuration import settings, work_queue
 
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         process_registry = CollectorRegistry()
@@ -140,7 +140,7 @@ def scrape() -> Response:
     database_registry.register(
         IngestionCollector(current_app.extensions["mammosearch_sessions"], settings().index_dir)
     )
-    database_registry.register(QueueDepthCollector(settings()))
+    database_registry.register(QueueDepthCollector(work_queue()))
     body = generate_latest(process_registry) + generate_latest(database_registry)
     return Response(body, mimetype=CONTENT_TYPE_LATEST)
 

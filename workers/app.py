@@ -12,8 +12,8 @@ from celery.signals import setup_logging
 from kombu import Queue
 
 from mammosearch.config import Settings, get_settings
-from mammosearch.dispatch import QUEUES
 from mammosearch.logs import configure_logging
+from mammosearch.work_queue import QUEUES
 from workers.schedule import beat_schedule
 
 TASK_ROUTES = {

@@ -6,23 +6,29 @@ is still on its way; the embed task clears the mark when done. Index runs are co
 run is enqueued only when none is waiting for the space (`index-requested:<space>`), and the
 run clears that key *before* it reads the rows, so work committed after the read always
 causes another run. Nothing is lost by coalescing: a run indexes everything unindexed.
+
+Tasks are sent by name (the names workers/app.py routes), so this module and workers/tasks.py
+do not import each other. `CeleryWorkQueue` is the core's WorkQueue port over these functions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-from celery import Task
+from typing import Any
 
 from mammosearch import pipeline
 from mammosearch.config import Settings
 from mammosearch.db.session import session_scope
-from mammosearch.dispatch import DispatchSummary
+from mammosearch.work_queue import QUEUES, DispatchSummary
 from workers.app import celery_app, visibility_timeout_s
+from workers.depths import queue_depths
 from workers.locks import KEY_PREFIX, mark_once, redis_client
 
 MAX_IMAGES_PER_DISPATCH = 100_000
 INDEX_REQUEST_TTL_S = 600.0
+EMBED_BATCH_TASK = "mammosearch.embed_batch"
+INDEX_SPACE_TASK = "mammosearch.index_space"
+IMPORT_FOLDER_TASK = "mammosearch.import_folder"
 
 
 def enqueued_key(image_id: int) -> str:
@@ -43,20 +49,18 @@ def redis_url(settings: Settings) -> str:
     return url
 
 
-def _send(task: Task, args: list[object], settings: Settings) -> str:
+def _send(task_name: str, args: list[object], settings: Settings) -> str:
     """Publish to the broker `settings` name (the app's own unless a caller passes others)."""
     if celery_app.conf.broker_url == settings.celery_broker_url:
-        return task.apply_async(args=args).id
+        return celery_app.send_task(task_name, args=args).id
     with celery_app.connection_for_write(settings.celery_broker_url) as connection:
-        return task.apply_async(args=args, connection=connection).id
+        return celery_app.send_task(task_name, args=args, connection=connection).id
 
 
 def enqueue_pending(
     settings: Settings, image_ids: Sequence[int] | None = None, batch_size: int | None = None
 ) -> DispatchSummary:
     """Send `embed_batch` tasks for the pending images (or `image_ids`) not already on their way."""
-    from workers.tasks import embed_batch
-
     if image_ids is None:
         with session_scope(settings.database_url) as session:
             image_ids = pipeline.pending_image_ids(session, MAX_IMAGES_PER_DISPATCH)
@@ -68,7 +72,7 @@ def enqueue_pending(
     for start in range(0, len(fresh), size):
         chunk = fresh[start : start + size]
         try:
-            _send(embed_batch, [chunk], settings)
+            _send(EMBED_BATCH_TASK, [chunk], settings)
         except Exception:
             client.delete(*(enqueued_key(image_id) for image_id in fresh[start:]))
             raise
@@ -87,8 +91,6 @@ def forget_enqueued(settings: Settings, image_ids: Sequence[int]) -> None:
 
 def request_index(settings: Settings, space_id: int, force: bool = False) -> bool:
     """Enqueue an index run for the space unless one is already waiting; True when sent."""
-    from workers.tasks import index_space
-
     client = redis_client(redis_url(settings))
     key = index_request_key(space_id)
     if force:
@@ -96,7 +98,7 @@ def request_index(settings: Settings, space_id: int, force: bool = False) -> boo
     elif not mark_once(client, key, INDEX_REQUEST_TTL_S):
         return False
     try:
-        _send(index_space, [space_id], settings)
+        _send(INDEX_SPACE_TASK, [space_id], settings)
     except Exception:
         client.delete(key)
         raise
@@ -105,6 +107,24 @@ def request_index(settings: Settings, space_id: int, force: bool = False) -> boo
 
 def enqueue_import(settings: Settings, folder: str) -> str:
     """Send a CDD-CESM folder import to the ingest queue; returns the task id."""
-    from workers.tasks import import_folder
+    return _send(IMPORT_FOLDER_TASK, [folder], settings)
 
-    return _send(import_folder, [folder], settings)
+
+class CeleryWorkQueue:
+    """The core's WorkQueue over the Celery queues of the broker `settings` name."""
+
+    mode = "broker"
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.celery_broker_url:
+            raise ValueError("CeleryWorkQueue: CELERY_BROKER_URL is not set (no broker to use)")
+        self.settings = settings
+
+    def enqueue_embedding(self, image_ids: Sequence[int] | None = None) -> DispatchSummary:
+        return enqueue_pending(self.settings, image_ids=image_ids)
+
+    def request_index(self, space_id: int, force: bool = False) -> bool:
+        return request_index(self.settings, space_id, force=force)
+
+    def depths(self) -> dict[str, Any]:
+        return queue_depths(celery_app, self.settings.celery_broker_url, QUEUES)

@@ -19,8 +19,13 @@ from mammosearch import pipeline
 from mammosearch.config import get_settings
 from mammosearch.db.models import EmbeddingSpace
 from mammosearch.db.session import make_session_factory, session_scope
-from mammosearch.dispatch import claim_for_embedding, dispatch_pending
-from workers.enqueue import forget_enqueued, index_request_key, redis_url, request_index
+from workers.enqueue import (
+    CeleryWorkQueue,
+    forget_enqueued,
+    index_request_key,
+    redis_url,
+    request_index,
+)
 from workers.locks import KEY_PREFIX, LockBusy, index_lock_name, redis_client, work_lock
 
 log = logging.getLogger(__name__)
@@ -48,7 +53,7 @@ def embed_batch(self: Any, image_ids: list[int]) -> dict[str, Any]:
     settings = get_settings()
     try:
         with session_scope(settings.database_url) as session:
-            claimed = claim_for_embedding(session, image_ids)
+            claimed = pipeline.claim_for_embedding(session, image_ids)
         self.update_state(state="PROGRESS", meta={"stage": "embedding", "images": len(claimed)})
         embedder = pipeline.active_embedder(settings)
         with session_scope(settings.database_url) as session:
@@ -106,7 +111,7 @@ def import_folder(self: Any, folder: str) -> dict[str, Any]:
                 )
     except LockBusy as exc:  # the same folder is being imported: try again after it
         raise self.retry(exc=exc, countdown=30, max_retries=20) from exc
-    dispatched = dispatch_pending(settings)
+    dispatched = CeleryWorkQueue(settings).enqueue_embedding()
     return {"import": summary.counts(), "enqueued_images": dispatched.images}
 
 
@@ -125,7 +130,7 @@ def scan_watch_dirs() -> dict[str, Any]:
         except LockBusy:
             scanned[str(directory)] = "busy: another worker is scanning it"
     if any(isinstance(c, dict) and c.get("registered") for c in scanned.values()):
-        dispatch_pending(settings)
+        CeleryWorkQueue(settings).enqueue_embedding()
     return scanned
 
 
@@ -145,7 +150,7 @@ def follow_orthanc() -> dict[str, Any]:
     except LockBusy:
         return {"created": 0, "reason": "busy: another worker follows this Orthanc"}
     if created:
-        dispatch_pending(settings)
+        CeleryWorkQueue(settings).enqueue_embedding()
     return {"created": created}
 
 
@@ -154,7 +159,8 @@ def reconcile() -> dict[str, Any]:
     """The periodic sweep: re-enqueue work the broker lost (see mammosearch.reconcile)."""
     from mammosearch.reconcile import reconcile as sweep
 
-    summary = sweep(get_settings())
+    settings = get_settings()
+    summary = sweep(settings, CeleryWorkQueue(settings))
     return {"pending_images": summary.pending_images, "unindexed_spaces": summary.unindexed_spaces}
 
 

@@ -14,7 +14,7 @@ them again:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,26 +167,52 @@ def embed_images(
 
 
 def _mark_failed(session: Session, image_id: int, reason: str) -> None:
+    """The image cannot be embedded; its try was already counted by `claim_for_embedding`."""
     image = session.get(Image, image_id)
     if image is None:
         return
-    image.attempts += 1
     image.status = ImageStatus.FAILED
     image.error = reason
     log.warning("image %s failed: %s", image_id, reason)
 
 
-def record_failure(session: Session, image_ids: Iterable[int], reason: str) -> None:
-    """Count a failed try; an image that failed MAX_ATTEMPTS times stays `failed`."""
-    for image_id in image_ids:
-        image = session.get(Image, image_id)
-        if image is None:
-            continue
-        image.attempts += 1
-        image.error = reason
-        if image.attempts >= MAX_ATTEMPTS:
-            image.status = ImageStatus.FAILED
+def claim_for_embedding(
+    session: Session, image_ids: Sequence[int], max_attempts: int = MAX_ATTEMPTS
+) -> list[int]:
+    """Count one more attempt for each still-pending image; fail those past `max_attempts`.
+
+    The one place attempts are counted. Run (and committed) before the embedding starts,
+    so a batch that kills its process every time (a poison image, an out-of-memory) gives
+    up after `max_attempts` tries instead of being retried forever. Returns the ids still
+    worth embedding.
+    """
+    if not image_ids:
+        return []
+    pending = Image.status == ImageStatus.PENDING
+    session.execute(
+        update(Image)
+        .where(Image.id.in_(list(image_ids)), pending)
+        .values(attempts=Image.attempts + 1)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(Image)
+        .where(Image.id.in_(list(image_ids)), pending, Image.attempts > max_attempts)
+        .values(
+            status=ImageStatus.FAILED,
+            error=f"gave up after {max_attempts} attempts (the process embedding it died or "
+            "its task was lost each time; see the worker log)",
+            updated_at=utcnow(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    claimed = list(
+        session.scalars(
+            select(Image.id).where(Image.id.in_(list(image_ids)), pending).order_by(Image.id)
+        )
+    )
     session.commit()
+    return claimed
 
 
 def index_space(
@@ -229,9 +255,13 @@ def index_space(
 
 
 def process_pending(
-    settings: Settings | None = None, progress: bool = False, limit: int | None = None
+    settings: Settings | None = None,
+    progress: bool = False,
+    limit: int | None = None,
+    image_ids: Sequence[int] | None = None,
 ) -> PipelineSummary:
-    """The in-process pipeline: embed every pending image in batches, then index them."""
+    """The in-process pipeline: embed every pending image (or those of `image_ids` still
+    pending) in batches, then index them."""
     settings = settings or get_settings()
     embedder = active_embedder(settings)
     session = make_session_factory(settings.database_url)()
@@ -239,7 +269,7 @@ def process_pending(
         space = get_or_create_space(session, embedder)
         session.commit()
         summary = PipelineSummary(embedding_space=space.describe())
-        pending = pending_image_ids(session, limit)
+        pending = pending_image_ids(session, limit) if image_ids is None else list(image_ids)
         bar = tqdm(
             total=len(pending),
             desc=f"embedding ({space.backbone})",
@@ -249,7 +279,8 @@ def process_pending(
         batch_size = max(1, settings.embed_batch_size)
         for start in range(0, len(pending), batch_size):
             batch = pending[start : start + batch_size]
-            result = embed_images(session, batch, embedder, space)
+            claimed = claim_for_embedding(session, batch)
+            result = embed_images(session, claimed, embedder, space)
             summary.embedded += len(result.embedded)
             summary.failed += len(result.failed)
             summary.failures.update(result.failed)

@@ -15,9 +15,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mammosearch.config import Settings, get_settings
-from mammosearch.db.models import EmbeddingSpace, Image, ImageEmbedding, ImageStatus
+from mammosearch.config import Settings
+from mammosearch.db.models import Image, ImageEmbedding, ImageStatus
 from mammosearch.db.session import session_scope
+from mammosearch.work_queue import WorkQueue
 
 DEFAULT_GRACE_S = 120.0
 """Work younger than this is assumed to be still on its way, not lost."""
@@ -63,43 +64,26 @@ def find_stale_work(
 
 
 def reconcile(
-    settings: Settings | None = None, grace_s: float = DEFAULT_GRACE_S
+    settings: Settings, queue: WorkQueue, grace_s: float = DEFAULT_GRACE_S
 ) -> ReconcileSummary:
-    """Re-enqueue stale work (broker), or run the pipeline over it right here (in-process)."""
-    settings = settings or get_settings()
+    """Hand stale work to `queue` again: embedding of old pending images, index runs of
+    spaces with old unindexed vectors (in-process: the pipeline runs over them here)."""
     with session_scope(settings.database_url) as session:
         stale = find_stale_work(session, grace_s)
-    if settings.tasks_in_process:
-        return _reconcile_in_process(settings, stale)
-    # The core never imports Celery; the workers package does, so only load it when enqueuing.
-    from workers.enqueue import enqueue_pending, request_index
-
-    enqueued = enqueue_pending(settings, image_ids=stale.pending_image_ids)
-    for space_id in stale.unindexed_space_ids:
-        request_index(settings, space_id, force=True)
+    enqueued = queue.enqueue_embedding(stale.pending_image_ids)
+    index_requested = [
+        space_id
+        for space_id in stale.unindexed_space_ids
+        if queue.request_index(space_id, force=True)
+    ]
     return ReconcileSummary(
-        mode="broker",
+        mode=queue.mode,
         pending_images=len(stale.pending_image_ids),
         unindexed_spaces=stale.unindexed_space_ids,
-        detail={"enqueued_images": enqueued.images, "embed_tasks": enqueued.tasks},
-    )
-
-
-def _reconcile_in_process(settings: Settings, stale: StaleWork) -> ReconcileSummary:
-    from mammosearch import pipeline
-
-    detail: dict[str, Any] = {}
-    if stale.pending_image_ids:
-        detail["pipeline"] = repr(pipeline.process_pending(settings))
-    indexed: dict[int, int] = {}
-    for space_id in stale.unindexed_space_ids:
-        with session_scope(settings.database_url) as session:
-            space = session.get(EmbeddingSpace, space_id)
-            indexed[space_id] = pipeline.index_space(session, settings, space)
-    detail["indexed"] = indexed
-    return ReconcileSummary(
-        mode="in-process",
-        pending_images=len(stale.pending_image_ids),
-        unindexed_spaces=stale.unindexed_space_ids,
-        detail=detail,
+        detail={
+            "enqueued_images": enqueued.images,
+            "embed_tasks": enqueued.tasks,
+            "embedding": enqueued.detail,
+            "index_requested": index_requested,
+        },
     )

@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from mammosearch.config import Settings, get_settings
 from mammosearch.db.models import Image, ImageStatus
+from mammosearch.work_queue import WorkQueue
 
 RECENT_FAILURES = 10
 
@@ -59,51 +59,18 @@ def recent_failures(session: Session, limit: int = RECENT_FAILURES) -> list[dict
     ]
 
 
-def queue_depths(settings: Settings) -> dict[str, Any]:
-    """Tasks waiting per Celery queue (Redis LLEN); empty without a broker (in-process mode).
-
-    Never raises: an unreachable broker is reported, since the status is how one finds out.
-    """
-    from mammosearch.dispatch import QUEUES
-
-    url = settings.celery_broker_url
-    if not url:
-        return {"mode": "in-process", "queues": {}}
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        return {"mode": "broker", "queues": {}, "error": f"queue depth needs Redis, not {url}"}
-    import redis
-
-    # kombu keeps priority levels in sibling lists: "<queue>", "<queue>\x06\x163", ...
-    priority_suffixes = ["", *(f"\x06\x16{level}" for level in range(1, 10))]
-    try:
-        client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        with client.pipeline() as pipe:
-            for queue in QUEUES:
-                for suffix in priority_suffixes:
-                    pipe.llen(queue + suffix)
-            lengths = pipe.execute()
-    except redis.exceptions.RedisError as exc:
-        return {"mode": "broker", "queues": {}, "error": f"broker unreachable: {exc}"}
-    per_queue = len(priority_suffixes)
-    return {
-        "mode": "broker",
-        "queues": {
-            queue: sum(lengths[i * per_queue : (i + 1) * per_queue])
-            for i, queue in enumerate(QUEUES)
-        },
-    }
-
-
-def collect_status(session: Session, settings: Settings | None = None) -> dict[str, Any]:
+def collect_status(session: Session, queue: WorkQueue | None = None) -> dict[str, Any]:
     """`{"images": {...}, "lag": {...}, "failures": [...], "tasks": {...}}`; extend per section.
 
     images: counts per status; lag: age of the oldest pending image; failures: the last
-    failed images with reasons; tasks: waiting tasks per queue when a broker is configured.
+    failed images with reasons; tasks: waiting tasks per queue, as `queue.depths()` reports
+    them (only when the caller passes the queue its entry point chose).
     """
-    settings = settings or get_settings()
-    return {
+    report: dict[str, Any] = {
         "images": image_status_counts(session),
         "lag": ingestion_lag(session),
         "failures": recent_failures(session),
-        "tasks": queue_depths(settings),
     }
+    if queue is not None:
+        report["tasks"] = queue.depths()
+    return report

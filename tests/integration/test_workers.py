@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
@@ -21,10 +22,14 @@ from mammosearch.db.models import (
     utcnow,
 )
 from mammosearch.db.session import session_scope
-from mammosearch.dispatch import claim_for_embedding, dispatch_pending
+from mammosearch.pipeline import claim_for_embedding
 from mammosearch.reconcile import reconcile
 from mammosearch.status import collect_status
+from mammosearch.work_queue import InProcessQueue
 from tests.conftest import REDIS_TEST_URL
+
+if TYPE_CHECKING:  # imported in the fixture: workers.app reads the environment on import
+    from workers.enqueue import CeleryWorkQueue
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -38,6 +43,14 @@ def broker_settings(pg_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> I
     client.flushdb()
     yield settings_from_env()
     client.flushdb()
+
+
+@pytest.fixture
+def queue(broker_settings: Settings) -> CeleryWorkQueue:
+    """The Celery WorkQueue on the test broker."""
+    from workers.enqueue import CeleryWorkQueue
+
+    return CeleryWorkQueue(broker_settings)
 
 
 @pytest.fixture
@@ -88,23 +101,23 @@ def test_index_runs_are_coalesced_until_one_starts(
 
 
 def test_images_already_on_their_way_are_not_enqueued_again(
-    broker_settings: Settings, broker: redis.Redis
+    broker_settings: Settings, broker: redis.Redis, queue: CeleryWorkQueue
 ) -> None:
     """Repeated dispatches send each pending image once, in batches of embed_batch_size."""
     image_ids = _add_images(broker_settings, 70)
-    first = dispatch_pending(broker_settings)
+    first = queue.enqueue_embedding()
     assert (first.mode, first.images, first.tasks) == ("broker", 70, 3)  # 32 + 32 + 6
-    assert dispatch_pending(broker_settings).images == 0
+    assert queue.enqueue_embedding().images == 0
     assert broker.llen("embed") == 3
 
     from workers.enqueue import forget_enqueued
 
     forget_enqueued(broker_settings, image_ids[:10])  # their task ran (and, say, failed)
-    assert dispatch_pending(broker_settings).images == 10
+    assert queue.enqueue_embedding().images == 10
 
 
 def test_the_sweep_recovers_work_the_broker_lost(
-    broker_settings: Settings, broker: redis.Redis
+    broker_settings: Settings, broker: redis.Redis, queue: CeleryWorkQueue
 ) -> None:
     """Old pending images and unindexed vectors are handed out again; fresh work is not."""
     stale = _add_images(broker_settings, 5)
@@ -126,13 +139,13 @@ def test_the_sweep_recovers_work_the_broker_lost(
         )
         space_id = space.id
 
-    summary = reconcile(broker_settings, grace_s=600)
+    summary = reconcile(broker_settings, queue, grace_s=600)
     assert summary.mode == "broker"
     assert summary.pending_images == 5 and summary.unindexed_spaces == [space_id]
     assert broker.llen("embed") == 1 and broker.llen("index") == 1
     # The broker loses everything (restart without persistence): the next sweep resends it.
     broker.flushdb()
-    assert reconcile(broker_settings, grace_s=600).detail["enqueued_images"] == 5
+    assert reconcile(broker_settings, queue, grace_s=600).detail["enqueued_images"] == 5
     assert broker.llen("embed") == 1
 
 
@@ -152,7 +165,7 @@ def test_a_batch_that_keeps_dying_gives_up_after_max_attempts(pg_settings: Setti
 
 
 def test_status_shows_lag_failures_and_queue_depth(
-    broker_settings: Settings, broker: redis.Redis
+    broker_settings: Settings, broker: redis.Redis, queue: CeleryWorkQueue
 ) -> None:
     """The oldest pending image's age, the last failures with reasons, tasks per queue."""
     waiting = _add_images(broker_settings, 2)
@@ -160,10 +173,10 @@ def test_status_shows_lag_failures_and_queue_depth(
     (failed,) = _add_images(broker_settings, 1, status=ImageStatus.FAILED)
     with session_scope(broker_settings.database_url) as session:
         session.get(Image, failed).error = "x.png: corrupt or truncated image"
-    dispatch_pending(broker_settings)
+    queue.enqueue_embedding()
 
     with session_scope(broker_settings.database_url) as session:
-        report = collect_status(session, broker_settings)
+        report = collect_status(session, queue)
     assert report["images"]["pending"] == 2 and report["images"]["failed"] == 1
     assert report["lag"]["oldest_pending_image_id"] == waiting[0]
     assert 290 <= report["lag"]["oldest_pending_age_s"] < 400
@@ -176,7 +189,7 @@ def test_status_shows_lag_failures_and_queue_depth(
 def test_status_without_a_broker_reports_in_process_mode(pg_settings: Settings) -> None:
     """No broker: no queues to count, and no error."""
     with session_scope(pg_settings.database_url) as session:
-        report = collect_status(session, pg_settings)
+        report = collect_status(session, InProcessQueue(pg_settings))
     assert report["tasks"] == {"mode": "in-process", "queues": {}}
     assert report["lag"]["oldest_pending_age_s"] is None
 
@@ -204,7 +217,7 @@ def test_the_index_lock_admits_one_writer_and_outlives_no_dead_holder(
 def test_without_a_broker_the_pipeline_runs_in_process(
     pg_settings: Settings, dev_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """dispatch_pending embeds and indexes right here; the sweep then finds nothing to do."""
+    """The in-process queue embeds and indexes right here; the sweep then finds nothing to do."""
     from mammosearch.watch import register_loose_image
 
     monkeypatch.setenv("MAMMOSEARCH_BACKBONE", "efficientnet-lite0")
@@ -212,12 +225,13 @@ def test_without_a_broker_the_pipeline_runs_in_process(
     with session_scope(settings.database_url) as session:
         for path in sorted((dev_data / "Subtracted images").rglob("*.jpg"))[:3]:
             register_loose_image(session, settings, path.read_bytes(), path.name)
-    summary = dispatch_pending(settings)
+    queue = InProcessQueue(settings)
+    summary = queue.enqueue_embedding()
     assert summary.mode == "in-process" and summary.images == 3
     with session_scope(settings.database_url) as session:
         statuses = set(session.scalars(select(Image.status)))
     assert statuses == {ImageStatus.INDEXED}
-    assert reconcile(settings, grace_s=0).pending_images == 0
+    assert reconcile(settings, queue, grace_s=0).pending_images == 0
 
 
 def test_the_app_is_configured_for_at_least_once_delivery() -> None:

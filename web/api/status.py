@@ -8,11 +8,11 @@ from werkzeug.wrappers import Response
 from mammosearch.status import collect_status
 from web.access import ADMIN, roles_required
 from web.api import bp
-from web.configuration import settings
+from web.configuration import work_queue
 from web.db import get_session
 
 
 @bp.get("/status")
 @roles_required(*ADMIN)
 def status() -> Response:
-    return jsonify(collect_status(get_session(), settings()))
+    return jsonify(collect_status(get_session(), work_queue()))

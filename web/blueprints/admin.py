@@ -10,7 +10,7 @@ from mammosearch import audit
 from mammosearch.status import collect_status
 from mammosearch.users import ROLES, UserError, create_user, list_users
 from web.access import ADMIN, restrict_blueprint
-from web.configuration import settings
+from web.configuration import work_queue
 from web.db import get_session
 
 bp = restrict_blueprint(Blueprint("admin", __name__, url_prefix="/admin"), ADMIN)
@@ -20,7 +20,8 @@ AUDIT_PAGE_SIZE = 100
 
 @bp.get("/ingestion")
 def ingestion() -> str:
-    return render_template("admin/ingestion.html", status=collect_status(get_session(), settings()))
+    status = collect_status(get_session(), work_queue())
+    return render_template("admin/ingestion.html", status=status)
 
 
 @bp.get("/users")

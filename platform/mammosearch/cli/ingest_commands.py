@@ -22,21 +22,20 @@ def ingest() -> None:
 
 def _after_import(settings: Settings, progress: bool = True, quiet: bool = False) -> None:
     """Move what was registered forward: embed + index here, or enqueue for the workers."""
-    from mammosearch.dispatch import dispatch_pending
-    from mammosearch.pipeline import process_pending
+    from workers.work_queue import work_queue_for
 
-    if settings.tasks_in_process:
-        summary = process_pending(settings, progress=progress)
-        if not quiet:
-            space = summary.embedding_space
-            trained = "" if space["pretrained"] else " UNTRAINED weights"
-            click.echo(
-                f"embedded {summary.embedded}, failed {summary.failed}, indexed "
-                f"{summary.indexed} with {space['backbone']}{trained} (space {space['id']})"
-            )
+    dispatched = work_queue_for(settings, progress=progress).enqueue_embedding()
+    if quiet:
         return
-    dispatched = dispatch_pending(settings)
-    if not quiet:
+    if dispatched.mode == "in-process":  # detail: the PipelineSummary of the run
+        ran = dispatched.detail
+        space = ran["embedding_space"]
+        trained = "" if space["pretrained"] else " UNTRAINED weights"
+        click.echo(
+            f"embedded {ran['embedded']}, failed {ran['failed']}, indexed "
+            f"{ran['indexed']} with {space['backbone']}{trained} (space {space['id']})"
+        )
+    else:
         click.echo(f"enqueued {dispatched.images} images in {dispatched.tasks} worker tasks")
 
 

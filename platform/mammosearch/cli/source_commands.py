@@ -22,24 +22,25 @@ log = logging.getLogger(__name__)
 
 def _process(settings: Settings) -> None:
     """Move what was registered forward: embed + index here, or enqueue for the workers."""
-    from mammosearch.dispatch import dispatch_pending
+    from workers.work_queue import work_queue_for
 
-    summary = dispatch_pending(settings)
+    summary = work_queue_for(settings).enqueue_embedding()
     click.echo(f"pipeline ({summary.mode}): {summary.images} image(s), {summary.tasks} task(s)")
 
 
 def background_processing(settings: Settings) -> ImageRegisteredHook:
     """A hook that runs the pipeline on one background thread, coalescing bursts: a C-STORE
     is answered as soon as its image is committed, not after it is embedded."""
-    from mammosearch.dispatch import dispatch_pending
+    from workers.work_queue import work_queue_for
 
+    queue = work_queue_for(settings)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
     queued = threading.Event()
 
     def run() -> None:
         queued.clear()  # images registered from now on need another run
         try:
-            dispatch_pending(settings)
+            queue.enqueue_embedding()
         except Exception:
             log.exception("pipeline run after C-STORE failed; images stay pending")
 

@@ -6,8 +6,10 @@ import json
 
 import click
 
+from mammosearch.config import get_settings
 from mammosearch.db import session_scope
 from mammosearch.status import collect_status
+from workers.work_queue import work_queue_for
 
 
 @click.command("status")
@@ -15,7 +17,7 @@ from mammosearch.status import collect_status
 def status(as_json: bool) -> None:
     """Count images by pipeline status (pending, embedded, indexed, failed)."""
     with session_scope() as session:
-        report = collect_status(session)
+        report = collect_status(session, work_queue_for(get_settings()))
     if as_json:
         click.echo(json.dumps(report, indent=2, sort_keys=True))
         return

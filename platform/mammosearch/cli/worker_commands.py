@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from mammosearch.config import get_settings
-from mammosearch.dispatch import QUEUES
+from mammosearch.work_queue import QUEUES
 
 
 def _require_broker() -> None:
@@ -75,8 +75,8 @@ def beat(loglevel: str | None) -> None:
               "[default: 10].")
 def watch(directory: Path, once: bool, interval: float | None, min_age_s: float | None) -> None:
     """Register new images dropped into DIRECTORY, then embed and index them."""
-    from mammosearch.dispatch import dispatch_pending
     from mammosearch.watch import DEFAULT_MIN_AGE_S, scan_directory
+    from workers.work_queue import work_queue_for
 
     settings = get_settings()
     if not directory.is_dir():
@@ -89,7 +89,7 @@ def watch(directory: Path, once: bool, interval: float | None, min_age_s: float 
         for reason in summary.rejected:
             click.echo(f"  rejected: {reason}", err=True)
         if summary.registered:
-            dispatched = dispatch_pending(settings)
+            dispatched = work_queue_for(settings).enqueue_embedding()
             click.echo(f"  {dispatched.mode}: {dispatched.images} images handed on")
         if once:
             return
@@ -103,8 +103,12 @@ def reconcile(grace_s: float | None) -> None:
     """Re-enqueue images left pending or unindexed (in-process: run the pipeline over them)."""
     from mammosearch.reconcile import DEFAULT_GRACE_S
     from mammosearch.reconcile import reconcile as sweep
+    from workers.work_queue import work_queue_for
 
-    summary = sweep(get_settings(), DEFAULT_GRACE_S if grace_s is None else grace_s)
+    settings = get_settings()
+    summary = sweep(
+        settings, work_queue_for(settings), DEFAULT_GRACE_S if grace_s is None else grace_s
+    )
     click.echo(json.dumps(
         {
             "mode": summary.mode,

@@ -1,0 +1,87 @@
+"""The port through which the core hands work on: a work queue, and its in-process version.
+
+The core never imports Celery. Code that moves images forward (imports, sweeps, the watch
+folder) is given a `WorkQueue` by its entry point (the CLI, the web app factory, a worker
+task): `workers/` implements it over Celery when a broker is configured, and
+`InProcessQueue` here runs the same pipeline at once in the calling process otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from mammosearch.config import Settings
+
+QUEUES = ("ingest", "embed", "index", "evaluate")
+"""The work queues, in the order the data flows; workers/app.py routes every task to one."""
+
+
+@dataclass(frozen=True)
+class DispatchSummary:
+    """What one hand-over did: tasks enqueued (broker) or the pipeline run (in-process)."""
+
+    mode: str  # "broker" or "in-process"
+    images: int  # images enqueued, or images the in-process pipeline handled
+    tasks: int = 0  # tasks sent to the broker
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class WorkQueue(Protocol):
+    """Where the core sends embedding and indexing work; the entry point picks the kind."""
+
+    mode: str  # "broker" or "in-process": reported by status and summaries
+
+    def enqueue_embedding(self, image_ids: Sequence[int] | None = None) -> DispatchSummary:
+        """Embed `image_ids` (default: every pending image) into the active space, then index."""
+        ...
+
+    def request_index(self, space_id: int, force: bool = False) -> bool:
+        """Append the space's unindexed vectors to its indexes; True when a run was started
+        or sent (`force`: even when one is believed to be waiting already)."""
+        ...
+
+    def depths(self) -> dict[str, Any]:
+        """`{"mode": ..., "queues": {queue: waiting tasks}}`, plus `"error"` when unknown.
+
+        Never raises: an unreachable broker is reported, since status is how one finds out.
+        """
+        ...
+
+
+class InProcessQueue:
+    """No broker: the work runs right here, before the call returns."""
+
+    mode = "in-process"
+
+    def __init__(self, settings: Settings, progress: bool = False) -> None:
+        self.settings = settings
+        self.progress = progress  # a progress bar on the terminal while embedding
+
+    def enqueue_embedding(self, image_ids: Sequence[int] | None = None) -> DispatchSummary:
+        from mammosearch import pipeline  # loads torch: only where the work runs here
+
+        if image_ids is not None and not image_ids:
+            return DispatchSummary(mode=self.mode, images=0)
+        summary = pipeline.process_pending(
+            self.settings, progress=self.progress, image_ids=image_ids
+        )
+        return DispatchSummary(
+            mode=self.mode, images=summary.embedded + summary.failed, detail=summary.to_dict()
+        )
+
+    def request_index(self, space_id: int, force: bool = False) -> bool:
+        from mammosearch import pipeline
+        from mammosearch.db.models import EmbeddingSpace
+        from mammosearch.db.session import session_scope
+
+        with session_scope(self.settings.database_url) as session:
+            space = session.get(EmbeddingSpace, space_id)
+            if space is None:
+                raise ValueError(f"embedding space {space_id}: no such space to index")
+            pipeline.index_space(session, self.settings, space)
+        return True
+
+    def depths(self) -> dict[str, Any]:
+        return {"mode": self.mode, "queues": {}}
