@@ -186,6 +186,18 @@ def test_status_shows_lag_failures_and_queue_depth(
     }
 
 
+def test_an_unreachable_broker_is_reported_not_raised(pg_settings: Settings) -> None:
+    """Queue depths from a broker nobody listens on: an error that names it, at once."""
+    from workers.enqueue import CeleryWorkQueue
+
+    dead = pg_settings.with_overrides(celery_broker_url="redis://127.0.0.1:1/0")
+    started = time.monotonic()
+    depths = CeleryWorkQueue(dead).depths()
+    assert depths["mode"] == "broker" and depths["queues"] == {}
+    assert "broker unreachable" in depths["error"]
+    assert time.monotonic() - started < 5
+
+
 def test_status_without_a_broker_reports_in_process_mode(pg_settings: Settings) -> None:
     """No broker: no queues to count, and no error."""
     with session_scope(pg_settings.database_url) as session:
@@ -247,6 +259,10 @@ def test_the_app_is_configured_for_at_least_once_delivery() -> None:
     celery_app.loader.import_default_modules()
     registered = {name for name in celery_app.tasks if name.startswith("mammosearch.")}
     assert registered == set(TASK_ROUTES)
+    from workers import enqueue
+
+    sent_by_name = {enqueue.EMBED_BATCH_TASK, enqueue.INDEX_SPACE_TASK, enqueue.IMPORT_FOLDER_TASK}
+    assert sent_by_name <= registered
 
 
 def test_beat_declares_watch_and_orthanc_jobs_only_when_configured(pg_settings: Settings) -> None:

@@ -118,6 +118,22 @@ def test_an_unreadable_stored_file_marks_the_image_failed_with_its_name(
     broken = session.get(Image, ids[0])
     assert broken.status == ImageStatus.FAILED
     assert "synthetic-0.png" in broken.error and "missing" in broken.error
+    assert broken.attempts == 1  # one try, counted once
+
+
+def test_the_in_process_queue_embeds_only_the_images_it_is_given(
+    session: Session, lite_settings: Settings
+) -> None:
+    """enqueue_embedding(ids) runs those images here, indexed; the others stay pending."""
+    from mammosearch.work_queue import InProcessQueue
+
+    ids = _add_images(session, lite_settings, 3)
+    summary = InProcessQueue(lite_settings).enqueue_embedding(ids[:2])
+    assert (summary.mode, summary.images, summary.detail["indexed"]) == ("in-process", 2, 2)
+    session.expire_all()
+    statuses = [session.get(Image, image_id).status for image_id in ids]
+    assert statuses == [ImageStatus.INDEXED, ImageStatus.INDEXED, ImageStatus.PENDING]
+    assert InProcessQueue(lite_settings).enqueue_embedding([]).images == 0
 
 
 def test_verify_finds_and_repairs_orphan_and_missing_vectors(
