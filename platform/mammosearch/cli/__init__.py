@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "mammosearch.cli.index_commands",
     "mammosearch.cli.search_commands",
     "mammosearch.cli.worker_commands",
+    "mammosearch.cli.train_commands",
 ]
 
 
@@ -57,9 +58,12 @@ def main() -> None:
     Settings come from the environment: DATABASE_URL, MAMMOSEARCH_DATA_DIR,
     CELERY_BROKER_URL, MAMMOSEARCH_BACKBONE (see .env.example).
     """
+    from mammosearch.config import get_settings
+    from mammosearch.ingest.storage import allow_pixels
     from mammosearch.logs import configure_logging
 
     configure_logging()
+    allow_pixels(get_settings().max_image_pixels)
 
 
 for _module_name in COMMAND_MODULES:

@@ -202,4 +202,7 @@ def get_backbone(name: str) -> Backbone:
         return BACKBONES[name]
     except KeyError:
         known = ", ".join(["auto", *BACKBONES])
-        raise ValueError(f"unknown backbone {name!r}: choose one of {known}") from None
+        raise ValueError(
+            f"unknown backbone {name!r}: choose one of {known}, a trained model directory "
+            "or a registered model's name (mammosearch models list)"
+        ) from None

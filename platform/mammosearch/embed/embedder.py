@@ -30,9 +30,9 @@ class SpaceIdentity:
         return {**asdict(self), "untrained": not self.pretrained}
 
 
-def check_batch(batch: torch.Tensor | np.ndarray) -> None:
-    """Refuse anything that is not (n, 3, 224, 224): a wrong shape would embed silently."""
-    expected = (3, INPUT_SIZE_PX, INPUT_SIZE_PX)
+def check_batch(batch: torch.Tensor | np.ndarray, size_px: int = INPUT_SIZE_PX) -> None:
+    """Refuse anything that is not (n, 3, size, size): a wrong shape would embed silently."""
+    expected = (3, size_px, size_px)
     if batch.ndim != 4 or tuple(batch.shape[1:]) != expected:
         raise ValueError(
             f"embed_tensors: expected a batch of shape (n, {', '.join(map(str, expected))}), "
@@ -45,11 +45,14 @@ class Embedder(ABC):
 
     runtime: str = "abstract"
 
-    def __init__(self, identity: SpaceIdentity, batch_size: int = 32) -> None:
+    def __init__(
+        self, identity: SpaceIdentity, batch_size: int = 32, input_size_px: int = INPUT_SIZE_PX
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.identity = identity
         self.batch_size = batch_size
+        self.input_size_px = input_size_px
 
     backbone = property(lambda self: self.identity.backbone)
     dim = property(lambda self: self.identity.dim)
@@ -60,12 +63,14 @@ class Embedder(ABC):
 
     @abstractmethod
     def embed_tensors(self, batch: torch.Tensor) -> np.ndarray:
-        """A preprocessed batch (n, 3, 224, 224) -> float32 array (n, dim)."""
+        """A preprocessed batch (n, 3, size, size) -> float32 array (n, dim)."""
 
     def embed_pil(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Images -> float32 array (n, dim), run `batch_size` images at a time."""
         chunks = [
-            self.embed_tensors(preprocess_batch(images[start : start + self.batch_size]))
+            self.embed_tensors(
+                preprocess_batch(images[start : start + self.batch_size], self.input_size_px)
+            )
             for start in range(0, len(images), self.batch_size)
         ]
         if not chunks:
@@ -74,7 +79,11 @@ class Embedder(ABC):
 
     def describe(self) -> dict[str, Any]:
         """The space identity plus how it runs, for logs and `embed info`-style output."""
-        return {**self.identity.as_dict(), "runtime": self.runtime}
+        return {
+            **self.identity.as_dict(),
+            "runtime": self.runtime,
+            "input_size_px": self.input_size_px,
+        }
 
     def __repr__(self) -> str:
         return (
@@ -103,7 +112,7 @@ class TorchEmbedder(Embedder):
         self.model = model.eval().to(self.device, memory_format=self.memory_format)
 
     def embed_tensors(self, batch: torch.Tensor) -> np.ndarray:
-        check_batch(batch)
+        check_batch(batch, self.input_size_px)
         with torch.inference_mode():
             inputs = batch.to(self.device, dtype=torch.float32)
             vectors = self.model(inputs.contiguous(memory_format=self.memory_format))

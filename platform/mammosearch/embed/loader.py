@@ -24,6 +24,12 @@ from mammosearch.embed.onnx_runtime import (
     onnx_file_name,
     read_onnx_identity,
 )
+from mammosearch.embed.trained import (
+    TRAINED_PREFIX,
+    TrainedModel,
+    find_trained_model,
+    load_trained_embedder,
+)
 from mammosearch.embed.weights import (
     ResolvedWeights,
     WeightsUnavailable,
@@ -37,8 +43,26 @@ RUNTIMES = ("torch", "onnx")
 _loading = threading.RLock()  # lru_cache alone lets two threads load the same model twice
 
 
+def registry_dir() -> Path:
+    """Where registered trained models live: DATA_DIR/models/registry/<name>/."""
+    return get_settings().data_dir / "models" / "registry"
+
+
+def trained_model_for(name: str) -> TrainedModel | None:
+    """The trained model a backbone name stands for (a model dir path or a registered name)."""
+    if name == AUTO or name in BACKBONES:
+        return None
+    return find_trained_model(name, registry_dir())
+
+
 def resolve_backbone_name(name: str = AUTO, weights: Path | None = None) -> tuple[str, str]:
     """The backbone `name` stands for, and why (worth printing: `auto` decides at run time)."""
+    trained = trained_model_for(name)
+    if trained is not None:
+        return (
+            f"{TRAINED_PREFIX}{trained.record['base']['backbone']}",
+            f"trained model {trained.name} (sha256 {trained.sha256[:12]})",
+        )
     if name != AUTO:
         get_backbone(name)
         return name, f"{name}: requested"
@@ -160,7 +184,7 @@ def _cached_embedder(
 
 
 def load_embedder(
-    name: str = AUTO,
+    name: str = AUTO,  # a registry name, `auto`, a trained model directory or its registered name
     weights: Path | None = None,
     allow_random: bool = False,
     device: str = "cpu",
@@ -177,6 +201,10 @@ def load_embedder(
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
+    trained = trained_model_for(name)
+    if trained is not None:
+        # A trained model is its ONNX file: served by ONNX Runtime whatever the runtime says.
+        return load_trained_embedder(trained, batch_size=batch_size, device=device)
     resolved_name, _reason = resolve_backbone_name(name, weights)
     with _loading:
         return _cached_embedder(

@@ -79,23 +79,33 @@ class OnnxEmbedder(Embedder):
     runtime = "onnx"
 
     def __init__(
-        self, path: Path, batch_size: int = 32, providers: list[str] | None = None
+        self,
+        path: Path,
+        batch_size: int = 32,
+        providers: list[str] | None = None,
+        identity: SpaceIdentity | None = None,
+        input_size_px: int = INPUT_SIZE_PX,
     ) -> None:
+        """`identity` None: read from the file's metadata (what `export_onnx` wrote)."""
         import onnxruntime
 
         self.path = Path(path)
         self.session = onnxruntime.InferenceSession(
             str(self.path), providers=providers or ["CPUExecutionProvider"]
         )
-        metadata = self.session.get_modelmeta().custom_metadata_map
-        if IDENTITY_KEY not in metadata:
-            raise ValueError(f"{self.path}: no {IDENTITY_KEY} metadata; export it with export_onnx")
-        stored = json.loads(metadata[IDENTITY_KEY])
-        stored.pop("untrained", None)
-        super().__init__(SpaceIdentity(**stored), batch_size)
+        if identity is None:
+            metadata = self.session.get_modelmeta().custom_metadata_map
+            if IDENTITY_KEY not in metadata:
+                raise ValueError(
+                    f"{self.path.name}: no {IDENTITY_KEY} metadata; export it with export_onnx"
+                )
+            stored = json.loads(metadata[IDENTITY_KEY])
+            stored.pop("untrained", None)
+            identity = SpaceIdentity(**stored)
+        super().__init__(identity, batch_size, input_size_px)
 
     def embed_tensors(self, batch: torch.Tensor | np.ndarray) -> np.ndarray:
-        check_batch(batch)
+        check_batch(batch, self.input_size_px)
         inputs = batch.detach().cpu().numpy() if isinstance(batch, torch.Tensor) else batch
         (vectors,) = self.session.run(
             [OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(inputs, dtype=np.float32)}

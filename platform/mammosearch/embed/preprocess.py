@@ -36,17 +36,20 @@ def to_grayscale_8bit(img: Image.Image) -> Image.Image:
     return img.convert("L")
 
 
-def preprocess(img: Image.Image) -> torch.Tensor:
-    """One image -> float32 tensor (3, 224, 224), ImageNet-normalised."""
-    gray = to_grayscale_8bit(img).resize((INPUT_SIZE_PX, INPUT_SIZE_PX), Image.Resampling.BILINEAR)
+def preprocess(img: Image.Image, size_px: int = INPUT_SIZE_PX) -> torch.Tensor:
+    """One image -> float32 tensor (3, size_px, size_px), ImageNet-normalised.
+
+    224 px is the paper's input; trained models may take more (their model.json says).
+    """
+    gray = to_grayscale_8bit(img).resize((size_px, size_px), Image.Resampling.BILINEAR)
     pixels = np.asarray(gray, dtype=np.float32) / np.float32(255.0)
     # Broadcasting the one gray plane against the 3 channel means yields the 3 channels.
     normalised = (pixels[None, :, :] - IMAGENET_MEAN[:, None, None]) / IMAGENET_STD[:, None, None]
     return torch.from_numpy(np.ascontiguousarray(normalised, dtype=np.float32))
 
 
-def preprocess_batch(images: Sequence[Image.Image]) -> torch.Tensor:
-    """Images -> float32 tensor (n, 3, 224, 224)."""
+def preprocess_batch(images: Sequence[Image.Image], size_px: int = INPUT_SIZE_PX) -> torch.Tensor:
+    """Images -> float32 tensor (n, 3, size_px, size_px)."""
     if len(images) == 0:
-        return torch.empty((0, 3, INPUT_SIZE_PX, INPUT_SIZE_PX), dtype=torch.float32)
-    return torch.stack([preprocess(img) for img in images])
+        return torch.empty((0, 3, size_px, size_px), dtype=torch.float32)
+    return torch.stack([preprocess(img, size_px) for img in images])

@@ -1,0 +1,95 @@
+"""Cross-validate training variants on the dev archive; one JSON line per variant.
+
+    MAMMOSEARCH_DATA_DIR=DIR python bench/sweep_train.py --out sweep.jsonl \
+        --variant loss=ce --variant loss=supcon,dim=128 ...
+
+DIR's database must hold the dev archive (`mammosearch ingest cdd-cesm`). Each variant
+starts from `TrainConfig()` (the defaults) and changes the named fields; `epochs`, `lr`,
+`backbone_lr` and `batch_size` go to the fit. Variants that share the input size, the
+trained blocks and the views reuse one trunk cache. Figures are out-of-fold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import fields, replace
+from pathlib import Path
+
+import torch
+
+from mammosearch.config import get_settings
+from mammosearch.db.session import make_session_factory
+from mammosearch.train.config import TrainConfig
+from mammosearch.train.dataset import load_labelled_images
+from mammosearch.train.fit import FitConfig
+from mammosearch.train.runner import cross_validate, pick_device, prepare
+
+FIT_FIELDS = {f.name: f.type for f in fields(FitConfig)}
+
+
+def parse_variant(text: str) -> TrainConfig:
+    config = TrainConfig()
+    for assignment in filter(None, text.split(",")):
+        key, value = assignment.split("=", 1)
+        if key in FIT_FIELDS:
+            current = getattr(config.fit, key)
+            config = config.with_fit(**{key: type(current)(value)})
+        elif key == "labels":
+            config = replace(config, labels=tuple(value.split("+")))
+        elif key == "flip_average":
+            config = replace(config, flip_average=value.lower() in ("1", "true", "yes"))
+        else:
+            current = getattr(config, key)
+            config = replace(config, **{key: type(current)(value)})
+    return config
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--variant", action="append", default=[])
+    parser.add_argument("--threads", type=int, default=0)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = pick_device()
+    with make_session_factory(get_settings().database_url)() as session:
+        labels_needed = {label for v in args.variant for label in parse_variant(v).labels}
+        data = load_labelled_images(session, ["birads", *sorted(labels_needed - {"birads"})])
+    prepared_by_key: dict[tuple, object] = {}
+    for text in args.variant or [""]:
+        config = parse_variant(text)
+        key = (config.image_size_px, config.trained_blocks, config.n_views, config.seed)
+        started = time.perf_counter()
+        if key not in prepared_by_key:
+            prepared_by_key.clear()
+            prepared_by_key[key] = prepare(data, config, device)
+        prepared = prepared_by_key[key]
+        prepare_s = time.perf_counter() - started
+        result = cross_validate(prepared, config, device, quiet=False)
+        record = {
+            "variant": text or "defaults",
+            "config": config.to_dict(),
+            "device": str(device),
+            "prepare_s": round(prepare_s, 1),
+            "cv_s": round(time.perf_counter() - started - prepare_s, 1),
+            "trained": result["trained"]["metrics"],
+            "base": result["base"]["metrics"],
+            "chance": result["trained"]["chance"],
+            "vote_per_class_recall": result["trained"]["vote_per_class_recall"],
+        }
+        with args.out.open("a") as stream:
+            stream.write(json.dumps(record) + "\n")
+        t, b = record["trained"], record["base"]
+        print(
+            f"{record['variant']}: P@5 {t['precision@5']:.3f} (base {b['precision@5']:.3f}) "
+            f"NDCG@5 {t['ndcg@5']:.3f} vote {t['vote_accuracy']:.3f} "
+            f"bal {t['vote_balanced_accuracy']:.3f} [{record['cv_s']} s]",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

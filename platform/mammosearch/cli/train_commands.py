@@ -1,0 +1,231 @@
+"""`mammosearch train` and `mammosearch models`: learn an embedding, register and list models."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import click
+
+from mammosearch.evaluate.labels import LABELS
+
+
+def _defaults():  # noqa: ANN202 - imported late: torch is slow to import
+    from mammosearch.train.config import TrainConfig
+
+    return TrainConfig()
+
+
+@click.command("train")
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    type=click.Choice(list(LABELS)),
+    default=("birads",),
+    show_default=True,
+    help="The first label is learned; more add a multi-task head each.",
+)
+@click.option("--base", default="efficientnet-lite0", show_default=True)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
+@click.option("--name", default=None, help="The model's name (default: the folder's name).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Default: 30.")
+@click.option(
+    "--image-size",
+    "image_size_px",
+    type=click.IntRange(64, 1024),
+    default=None,
+    help="Input side in pixels (default: the CV-chosen size, see model.json).",
+)
+@click.option("--folds", type=click.IntRange(min=2), default=None, help="Default: 5.")
+@click.option("--loss", default=None, help="ce, supcon, ms or ce+supcon (default: ce).")
+@click.option(
+    "--dim",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Projection dimension (0: the pooled 1280-d features).",
+)
+@click.option(
+    "--trained-blocks",
+    type=click.IntRange(min=1),
+    default=None,
+    help="How many of the base's last blocks are trained.",
+)
+@click.option(
+    "--views",
+    "n_views",
+    type=click.IntRange(min=2),
+    default=None,
+    help="Cached augmented views per image.",
+)
+@click.option("--no-flip-average", is_flag=True, help="Do not average with the mirrored image.")
+@click.option("--seed", type=int, default=None, help="Default: 0.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out folder.")
+def train(
+    labels: tuple[str, ...],
+    base: str,
+    out_dir: Path,
+    name: str | None,
+    epochs: int | None,
+    image_size_px: int | None,
+    folds: int | None,
+    loss: str | None,
+    dim: int | None,
+    trained_blocks: int | None,
+    n_views: int | None,
+    no_flip_average: bool,
+    seed: int | None,
+    overwrite: bool,
+) -> None:
+    """Learn an embedding from the archive's labels, cross-validated by patient.
+
+    Patient-grouped k-fold CV first (out-of-fold figures beside the base space), then the
+    final model on every labelled image, written to OUT (ONNX + model.json). An
+    interrupted run resumes from OUT.work/; OUT appears only when complete.
+    """
+    from mammosearch.db.session import session_scope
+    from mammosearch.train.dataset import TrainingDataError
+    from mammosearch.train.train_run import run_training
+
+    config = _defaults()
+    changes = {
+        "labels": tuple(dict.fromkeys(labels)),
+        "base": base,
+        "image_size_px": image_size_px,
+        "folds": folds,
+        "loss": loss,
+        "dim": dim,
+        "trained_blocks": trained_blocks,
+        "n_views": n_views,
+    }
+    config = replace(config, **{k: v for k, v in changes.items() if v is not None})
+    if no_flip_average:
+        config = replace(config, flip_average=False)
+    fit_changes = {"epochs": epochs, "seed": seed}
+    config = config.with_fit(**{k: v for k, v in fit_changes.items() if v is not None})
+    command_line = shlex.join(["mammosearch", *sys.argv[1:]])
+    try:
+        with session_scope() as session:
+            written = run_training(session, config, out_dir, command_line, name, overwrite)
+    except (TrainingDataError, FileExistsError, ValueError) as error:
+        raise click.ClickException(str(error)) from error
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: {out_dir.name} not written; run again to resume", err=True)
+        sys.exit(130)
+    record = json.loads((written / "model.json").read_text())
+    click.echo(format_cv_table(record["cross_validation"]))
+    click.echo(f"model written to {written} (sha256 {record['model_sha256'][:16]}...)")
+
+
+def format_cv_table(cv: dict) -> str:
+    """Out-of-fold trained vs base figures, one row per metric."""
+    trained, base = cv["trained"]["metrics"], cv["base"]["metrics"]
+    chance = cv["trained"].get("chance", {})
+    lines = [f"out-of-fold, {cv['protocol']}, {cv['folds']} folds", ""]
+    lines.append(f"{'metric':<24}{'trained':>9}{'base':>9}{'chance':>9}")
+    for key in trained:
+        lines.append(
+            f"{key:<24}{trained[key]:>9.3f}{base.get(key, float('nan')):>9.3f}"
+            + (f"{chance[key]:>9.3f}" if key in chance else f"{'':>9}")
+        )
+    recall = cv["trained"].get("vote_per_class_recall", {})
+    base_recall = cv["base"].get("vote_per_class_recall", {})
+    lines.append("")
+    lines.append(
+        "vote recall per class: "
+        + ", ".join(
+            f"{label} {_cell(value)} (base {_cell(base_recall.get(label))})"
+            for label, value in recall.items()
+        )
+    )
+    return "\n".join(lines)
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+@click.group("models")
+def models() -> None:
+    """Trained models registered under the data directory (usable as backbone names)."""
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def models_list(as_json: bool) -> None:
+    """Registered models with their out-of-fold P@5."""
+    from mammosearch.embed.loader import registry_dir
+    from mammosearch.embed.registry import registered_models
+
+    found = registered_models(registry_dir())
+    rows = [_summary(model.directory.name, model.record) for model in found]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no registered model (mammosearch models register MODEL_DIR)")
+    for row in rows:
+        click.echo(
+            f"{row['name']:<28} {row['sha256'][:12]}  {row['labels']:<18} {row['image_size_px']}px "
+            f"dim {row['dim']:<5} oof P@5 {_cell(row['oof_precision@5'])} "
+            f"(base {_cell(row['base_precision@5'])})"
+        )
+
+
+def _summary(name: str, record: dict) -> dict:
+    cv = record.get("cross_validation") or {}
+    return {
+        "name": name,
+        "sha256": record["model_sha256"],
+        "labels": "+".join(record.get("labels", {})),
+        "image_size_px": record["input"]["image_size_px"],
+        "dim": record["output"]["dim"],
+        "oof_precision@5": (cv.get("trained") or {}).get("metrics", {}).get("precision@5"),
+        "base_precision@5": (cv.get("base") or {}).get("metrics", {}).get("precision@5"),
+        "created_at": record.get("created_at"),
+    }
+
+
+@models.command("register")
+@click.argument("model_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--name", default=None, help="Registered name (default: the model's own name).")
+def models_register(model_dir: Path, name: str | None) -> None:
+    """Copy MODEL_DIR into the registry; its name then works as a backbone name."""
+    from mammosearch.embed.loader import registry_dir
+    from mammosearch.embed.registry import register_model
+    from mammosearch.embed.trained import ModelDirError
+
+    try:
+        model = register_model(model_dir, registry_dir(), name)
+    except ModelDirError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(
+        f"registered {model.directory.name} (sha256 {model.sha256[:12]}); "
+        f"use it with MAMMOSEARCH_BACKBONE={model.directory.name} or --backbone"
+    )
+
+
+@models.command("show")
+@click.argument("name")
+def models_show(name: str) -> None:
+    """A model's record (model.json) and its cross-validation table."""
+    from mammosearch.embed.loader import registry_dir
+    from mammosearch.embed.trained import ModelDirError, find_trained_model
+
+    try:
+        model = find_trained_model(name, registry_dir())
+    except ModelDirError as error:
+        raise click.ClickException(str(error)) from error
+    if model is None:
+        raise click.ClickException(f"{name}: no such model directory or registered model")
+    record = dict(model.record)
+    cv = record.pop("cross_validation", None)
+    click.echo(json.dumps(record, indent=2))
+    if cv:
+        click.echo(format_cv_table(cv))
+
+
+commands = [train, models]

@@ -1,0 +1,42 @@
+"""What one training run is: labels, base, input size, loss, head, views, folds, fit."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from mammosearch.train.fit import FitConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Defaults are the variant chosen by cross-validation (docs/learned-embeddings.md)."""
+
+    labels: tuple[str, ...] = ("birads",)
+    base: str = "efficientnet-lite0"
+    image_size_px: int = 320
+    loss: str = "ce"
+    dim: int = 256
+    trained_blocks: int = 5
+    n_views: int = 8
+    flip_average: bool = True
+    folds: int = 5
+    fit: FitConfig = field(default_factory=FitConfig)
+
+    @property
+    def seed(self) -> int:
+        return self.fit.seed
+
+    def to_dict(self) -> dict[str, Any]:
+        record = asdict(self)
+        record["labels"] = list(self.labels)
+        return record
+
+    def fingerprint(self) -> str:
+        """Same fingerprint, same run: a work directory is resumed only for its own config."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+    def with_fit(self, **changes: Any) -> TrainConfig:
+        return replace(self, fit=replace(self.fit, **changes))

@@ -1,0 +1,87 @@
+"""Out-of-fold figures: each fold's unseen patients embedded by the model that never saw them.
+
+Within a fold, the validation images are both the queries and the candidates (an archive of
+new patients, as a model trained elsewhere meets it), patient-excluded. The base space is
+scored on the same images by the same rule, so the two columns compare like with like.
+Fold figures are pooled with each fold weighted by its number of queries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mammosearch.evaluate.evaluator import evaluate_vectors
+from mammosearch.evaluate.neighbour_vote import neighbour_vote_confusion
+
+CV_KS = (1, 5, 10)
+VOTE_K = 10
+HEADLINE_KEYS = ("precision@1", "precision@5", "precision@10", "ndcg@5", "ndcg@10", "map")
+
+
+@dataclass
+class FoldFigures:
+    """Pooled figures of one space over the folds seen so far."""
+
+    classes: list[Any]
+    weighted_sums: dict[str, float] = field(default_factory=dict)
+    chance_sums: dict[str, float] = field(default_factory=dict)
+    queries: int = 0
+    confusion: np.ndarray | None = None
+
+    def add_fold(
+        self, vectors: np.ndarray, labels: Sequence[Any], patient_ids: Sequence[Any], name: str
+    ) -> dict[str, float]:
+        """Score one fold's vectors; returns that fold's own metrics."""
+        result = evaluate_vectors(
+            vectors,
+            list(range(len(labels))),
+            labels,
+            patient_ids,
+            metric="cosine",
+            ks=CV_KS,
+            label_name=name,
+        )
+        for key in HEADLINE_KEYS:
+            self.weighted_sums[key] = self.weighted_sums.get(key, 0.0) + (
+                result.metrics[key] * result.queries
+            )
+            self.chance_sums[key] = self.chance_sums.get(key, 0.0) + (
+                result.chance[key] * result.queries
+            )
+        self.queries += result.queries
+        confusion = neighbour_vote_confusion(
+            vectors, labels, patient_ids, self.classes, metric="cosine", k=VOTE_K
+        )
+        self.confusion = (
+            confusion.matrix if self.confusion is None else self.confusion + confusion.matrix
+        )
+        return {key: result.metrics[key] for key in HEADLINE_KEYS}
+
+    def summary(self) -> dict[str, Any]:
+        """Pooled metrics, chance levels, vote accuracy, balanced accuracy, per-class recall."""
+        if not self.queries or self.confusion is None:
+            return {}
+        metrics = {key: value / self.queries for key, value in self.weighted_sums.items()}
+        totals = self.confusion.sum(axis=1)
+        recall = {
+            str(label): (float(self.confusion[row, row] / totals[row]) if totals[row] else None)
+            for row, label in enumerate(self.classes)
+        }
+        present = [value for value in recall.values() if value is not None]
+        metrics["vote_accuracy"] = float(np.trace(self.confusion) / max(1, totals.sum()))
+        metrics["vote_balanced_accuracy"] = float(np.mean(present)) if present else 0.0
+        return {
+            "queries": self.queries,
+            "metrics": metrics,
+            "chance": {key: value / self.queries for key, value in self.chance_sums.items()},
+            "vote_per_class_recall": recall,
+            "vote_confusion": {
+                "classes": [str(c) for c in self.classes],
+                "matrix": self.confusion.astype(int).tolist(),
+                "k": VOTE_K,
+            },
+        }

@@ -1,0 +1,168 @@
+"""Train the top on cached trunk views for one split; embed images with it; checkpoint."""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mammosearch.train.losses import LossFn
+from mammosearch.train.network import Top
+from mammosearch.train.trunk_cache import MIRROR_VIEW, PLAIN_VIEW
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Everything that shapes one training run; part of the model's record."""
+
+    epochs: int = 30
+    batch_size: int = 48
+    lr: float = 1e-3
+    backbone_lr: float = 3e-4
+    weight_decay: float = 1e-4
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+EpochCallback = Callable[[int, float, Top], None]
+
+
+def _maps(cached: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Cached float16 trunk maps -> float32 on `device`, channels-last (faster on CPU)."""
+    return cached.float().to(device).contiguous(memory_format=torch.channels_last)
+
+
+def _save_atomically(state: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(dir=path.parent, suffix=".partial")
+    os.close(handle)
+    try:
+        torch.save(state, partial)
+        os.replace(partial, path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+
+
+def fit_top(
+    top: Top,
+    cache: torch.Tensor,
+    targets: dict[str, np.ndarray],
+    positions: np.ndarray,
+    loss_fn: LossFn,
+    config: FitConfig,
+    device: torch.device,
+    checkpoint: Path | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> Top:
+    """Train `top` on the cached views of `positions`; resumes from `checkpoint` if present."""
+    top = top.to(device, memory_format=torch.channels_last)
+    head_parameters = [*top.projection.parameters(), *top.classifiers.parameters()]
+    head_ids = {id(p) for p in head_parameters}
+    body_parameters = [p for p in top.parameters() if id(p) not in head_ids]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": body_parameters, "lr": config.backbone_lr},
+            {"params": head_parameters, "lr": config.lr},
+        ],
+        weight_decay=config.weight_decay,
+    )
+    steps_per_epoch = max(1, int(np.ceil(positions.size / config.batch_size)))
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=[config.backbone_lr, config.lr],
+        total_steps=config.epochs * steps_per_epoch,
+        pct_start=0.15,
+    )
+    start_epoch = 0
+    generator = np.random.default_rng(config.seed)
+    if checkpoint is not None and checkpoint.is_file():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        top.load_state_dict(state["top"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        generator.bit_generator.state = state["generator"]
+        torch.set_rng_state(state["torch_rng"])
+        start_epoch = state["epoch"]
+    label_targets = {label: torch.from_numpy(values) for label, values in targets.items()}
+    n_views = cache.shape[1]
+    for epoch in range(start_epoch, config.epochs):
+        top.train()
+        order = generator.permutation(positions)
+        losses = []
+        for start in range(0, order.size, config.batch_size):
+            batch = order[start : start + config.batch_size]
+            if batch.size < 2:
+                continue
+            views = generator.integers(0, n_views, size=batch.size)
+            maps = _maps(cache[torch.from_numpy(batch), torch.from_numpy(views)], device)
+            embedding = top.embed(maps)
+            batch_targets = {
+                label: values[torch.from_numpy(batch)].to(device)
+                for label, values in label_targets.items()
+            }
+            loss = loss_fn(embedding, top.logits(embedding), batch_targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            losses.append(float(loss.detach()))
+        if checkpoint is not None:
+            _save_atomically(
+                {
+                    "top": top.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "generator": copy.deepcopy(generator.bit_generator.state),
+                    "torch_rng": torch.get_rng_state(),
+                    "epoch": epoch + 1,
+                },
+                checkpoint,
+            )
+        if on_epoch is not None:
+            on_epoch(epoch + 1, float(np.mean(losses)) if losses else float("nan"), top)
+    return top.eval()
+
+
+def embed_cached(
+    top: Top, cache: torch.Tensor, positions: np.ndarray, flip_average: bool, device: torch.device
+) -> np.ndarray:
+    """Embeddings (n, dim) of the plain views (and their mirrors, averaged) of `positions`."""
+    top = top.eval()
+    chunks = []
+    with torch.inference_mode():
+        for start in range(0, positions.size, 64):
+            batch = torch.from_numpy(positions[start : start + 64])
+            embedding = top.embed(_maps(cache[batch, PLAIN_VIEW], device))
+            if flip_average:
+                mirrored = top.embed(_maps(cache[batch, MIRROR_VIEW], device))
+                embedding = torch.nn.functional.normalize(embedding + mirrored, dim=1)
+            chunks.append(embedding.cpu().numpy())
+    return np.concatenate(chunks).astype(np.float32) if chunks else np.empty((0, top.dim))
+
+
+def patient_excluded_precision(
+    vectors: np.ndarray, targets: np.ndarray, patient_ids: np.ndarray, k: int = 5
+) -> float:
+    """Mean same-class precision@k, candidates from other patients only (progress bar figure)."""
+    similarity = vectors @ vectors.T
+    similarity[patient_ids[:, None] == patient_ids[None, :]] = -np.inf
+    labelled = targets >= 0
+    similarity[:, ~labelled] = -np.inf
+    depth = min(k, int(labelled.sum()) - 1)
+    if depth < 1:
+        return float("nan")
+    top = np.argsort(-similarity, axis=1)[:, :depth]
+    hits = (targets[top] == targets[:, None]) & np.isfinite(
+        np.take_along_axis(similarity, top, axis=1)
+    )
+    return float(hits[labelled].sum(axis=1).mean() / k)

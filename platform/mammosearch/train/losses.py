@@ -1,0 +1,74 @@
+"""The training losses one can choose (`--loss`): one registry, measured in the CV table.
+
+- ce: class-weighted cross-entropy of a cosine classifier (normalised softmax) on the
+  embedding: simple, stable, and a strong metric-learning baseline.
+- supcon: supervised contrastive loss (pytorch-metric-learning's SupConLoss).
+- ms: multi-similarity loss with its hard-pair miner (pytorch-metric-learning).
+- ce+supcon: both, summed.
+Every label after the first adds its own class-weighted cross-entropy head (multi-task).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mammosearch.train.dataset import IGNORE_INDEX
+
+LOSSES = ("ce", "supcon", "ms", "ce+supcon")
+SECONDARY_WEIGHT = 0.5
+SUPCON_TEMPERATURE = 0.1
+
+LossFn = Callable[[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]], torch.Tensor]
+
+
+def class_weights(targets: np.ndarray, n_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights, mean 1 over the examples: rare classes count as much."""
+    counts = np.bincount(targets[targets >= 0], minlength=n_classes).astype(np.float64)
+    weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / n_classes, 0.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def make_loss(name: str, primary: str, weights: dict[str, torch.Tensor]) -> LossFn:
+    """The loss `name` over (embedding, logits per label, targets per label)."""
+    if name not in LOSSES:
+        raise ValueError(f"--loss {name!r}: choose one of {', '.join(LOSSES)}")
+    metric_loss = None
+    miner = None
+    if name in ("supcon", "ce+supcon"):
+        from pytorch_metric_learning.losses import SupConLoss
+
+        metric_loss = SupConLoss(temperature=SUPCON_TEMPERATURE)
+    elif name == "ms":
+        from pytorch_metric_learning.losses import MultiSimilarityLoss
+        from pytorch_metric_learning.miners import MultiSimilarityMiner
+
+        metric_loss, miner = MultiSimilarityLoss(), MultiSimilarityMiner()
+
+    def cross_entropy(label: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if bool((target == IGNORE_INDEX).all()):
+            return logits.sum() * 0.0
+        return F.cross_entropy(logits, target, weight=weights[label], ignore_index=IGNORE_INDEX)
+
+    def loss(
+        embedding: torch.Tensor,
+        logits: dict[str, torch.Tensor],
+        targets: dict[str, torch.Tensor],
+    ) -> torch.Tensor:
+        total = embedding.sum() * 0.0
+        if name in ("ce", "ce+supcon"):
+            total = total + cross_entropy(primary, logits[primary], targets[primary])
+        if metric_loss is not None:
+            pairs = miner(embedding, targets[primary]) if miner is not None else None
+            total = total + metric_loss(embedding, targets[primary], pairs)
+        for label in logits:
+            if label != primary:
+                total = total + SECONDARY_WEIGHT * cross_entropy(
+                    label, logits[label], targets[label]
+                )
+        return total
+
+    return loss

@@ -1,0 +1,263 @@
+"""Cross-validate, then train the final model on every labelled image, then export.
+
+Everything resumable lives in `<MODEL_DIR>.work/` (per-epoch checkpoints, finished folds);
+the model directory itself appears only when complete, by one rename.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image as PILImage
+from tqdm import tqdm
+
+from mammosearch.train.config import TrainConfig
+from mammosearch.train.crossval import FoldFigures
+from mammosearch.train.dataset import LabelledImages, load_pixels
+from mammosearch.train.fit import embed_cached, fit_top, patient_excluded_precision
+from mammosearch.train.folds import patient_folds
+from mammosearch.train.losses import class_weights, make_loss
+from mammosearch.train.network import EmbeddingModel, Top, Trunk, build_networks
+from mammosearch.train.trunk_cache import trunk_views
+
+log = logging.getLogger(__name__)
+
+BASE_SPACE_BACKBONE = "efficientnet-lite0"
+Status = Callable[[str, dict[str, Any]], None]
+"""(stage, details) -> None: how a Celery task or the web page follows the run."""
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _write_json(path: Path, document: dict[str, Any]) -> None:
+    handle, partial = tempfile.mkstemp(dir=path.parent, suffix=".partial")
+    with os.fdopen(handle, "w") as stream:
+        json.dump(document, stream, indent=2, default=str)
+    os.replace(partial, path)
+
+
+@dataclass
+class Prepared:
+    """What every fold shares: the pixels' trunk views and the base space's vectors."""
+
+    data: LabelledImages
+    cache: torch.Tensor
+    trunk: Trunk
+    base_vectors: np.ndarray
+    weights_path: str
+
+
+def base_space_vectors(data: LabelledImages) -> np.ndarray:
+    """The product's base space (ImageNet efficientnet-lite0, 224 px) for the same images."""
+    from mammosearch.embed.loader import load_embedder
+
+    embedder = load_embedder(BASE_SPACE_BACKBONE, runtime="torch")
+    vectors = []
+    for start in range(0, len(data), 32):
+        images = []
+        for path in data.paths[start : start + 32]:
+            with PILImage.open(path) as opened:
+                opened.load()
+                images.append(opened.copy())
+        vectors.append(embedder.embed_pil(images))
+    return np.concatenate(vectors)
+
+
+def prepare(
+    data: LabelledImages, config: TrainConfig, device: torch.device, quiet: bool = False
+) -> Prepared:
+    """Load pixels, cache the trunk's views, embed the base space."""
+    n_classes = {label: len(data.classes[label]) for label in config.labels}
+    trunk, _top, weights_path = build_networks(
+        config.base, config.trained_blocks, config.dim, n_classes
+    )
+    pixels = load_pixels(data.paths, data.names, config.image_size_px)
+    with tqdm(
+        total=len(data), desc=f"trunk views x{config.n_views}", unit="img", disable=quiet
+    ) as bar:
+        cache = trunk_views(trunk, pixels, config.n_views, config.seed, device, bar.update)
+    return Prepared(data, cache, trunk, base_space_vectors(data), weights_path)
+
+
+def _fresh_top(config: TrainConfig, data: LabelledImages) -> Top:
+    n_classes = {label: len(data.classes[label]) for label in config.labels}
+    _trunk, top, _weights = build_networks(
+        config.base, config.trained_blocks, config.dim, n_classes
+    )
+    return top
+
+
+def _train(
+    prepared: Prepared,
+    config: TrainConfig,
+    positions: np.ndarray,
+    device: torch.device,
+    checkpoint: Path | None,
+    description: str,
+    validation: np.ndarray | None = None,
+    quiet: bool = False,
+    status: Status | None = None,
+) -> Top:
+    data = prepared.data
+    targets = {label: data.targets[label] for label in config.labels}
+    torch.manual_seed(config.seed)
+    top = _fresh_top(config, data)
+    weights = {
+        label: class_weights(values[positions], len(data.classes[label])).to(device)
+        for label, values in targets.items()
+    }
+    loss_fn = make_loss(config.loss, config.labels[0], weights)
+    bar = tqdm(total=config.fit.epochs, desc=description, unit="epoch", disable=quiet)
+
+    def on_epoch(epoch: int, loss: float, trained: Top) -> None:
+        details: dict[str, Any] = {"epoch": epoch, "epochs": config.fit.epochs, "loss": loss}
+        if validation is not None:
+            vectors = embed_cached(trained, prepared.cache, validation, config.flip_average, device)
+            details["val_p@5"] = patient_excluded_precision(
+                vectors, targets[config.labels[0]][validation], data.patient_ids[validation]
+            )
+        bar.n = epoch
+        bar.set_postfix({k: f"{v:.3f}" for k, v in details.items() if isinstance(v, float)})
+        bar.refresh()
+        if status is not None:
+            status(description, details)
+
+    try:
+        return fit_top(
+            top,
+            prepared.cache,
+            targets,
+            positions,
+            loss_fn,
+            config.fit,
+            device,
+            checkpoint,
+            on_epoch,
+        )
+    finally:
+        bar.close()
+
+
+def cross_validate(
+    prepared: Prepared,
+    config: TrainConfig,
+    device: torch.device,
+    work_dir: Path | None = None,
+    quiet: bool = False,
+    status: Status | None = None,
+) -> dict[str, Any]:
+    """Patient-grouped k-fold CV; out-of-fold figures of the trained and the base space."""
+    data = prepared.data
+    primary = config.labels[0]
+    labels = data.label_values(primary)
+    folds = patient_folds(data.targets[primary], data.patient_ids, config.folds, config.seed)
+    classes = list(data.classes[primary])
+    trained, base = FoldFigures(classes), FoldFigures(classes)
+    per_fold = []
+    for number, (train_positions, valid_positions) in enumerate(folds, start=1):
+        overlap = set(data.patient_ids[train_positions]) & set(data.patient_ids[valid_positions])
+        assert not overlap, f"fold {number}: patients {sorted(overlap)[:5]} on both sides"
+        done_file = work_dir / f"fold-{number}.npz" if work_dir is not None else None
+        if done_file is not None and done_file.is_file():
+            vectors = np.load(done_file)["vectors"]
+        else:
+            top = _train(
+                prepared,
+                config,
+                train_positions,
+                device,
+                work_dir / f"fold-{number}.pt" if work_dir is not None else None,
+                f"fold {number}/{len(folds)}",
+                validation=valid_positions,
+                quiet=quiet,
+                status=status,
+            )
+            vectors = embed_cached(
+                top, prepared.cache, valid_positions, config.flip_average, device
+            )
+            if done_file is not None:
+                handle, partial = tempfile.mkstemp(dir=work_dir, suffix=".npz")
+                os.close(handle)
+                np.savez(partial, vectors=vectors)
+                os.replace(partial, done_file)
+                (work_dir / f"fold-{number}.pt").unlink(missing_ok=True)
+        fold_labels = [labels[i] for i in valid_positions]
+        fold_patients = data.patient_ids[valid_positions].tolist()
+        per_fold.append(
+            {
+                "fold": number,
+                "train_images": int(train_positions.size),
+                "validation_images": int(valid_positions.size),
+                "validation_patients": int(np.unique(fold_patients).size),
+                "trained": trained.add_fold(vectors, fold_labels, fold_patients, primary),
+                "base": base.add_fold(
+                    prepared.base_vectors[valid_positions], fold_labels, fold_patients, primary
+                ),
+            }
+        )
+    return {
+        "label": primary,
+        "protocol": "patient-excluded, within each fold's unseen patients, cosine",
+        "folds": config.folds,
+        "trained": trained.summary(),
+        "base": {"space": f"{BASE_SPACE_BACKBONE} ImageNet (224 px)", **base.summary()},
+        "per_fold": per_fold,
+    }
+
+
+def train_final(
+    prepared: Prepared,
+    config: TrainConfig,
+    device: torch.device,
+    work_dir: Path | None = None,
+    quiet: bool = False,
+    status: Status | None = None,
+) -> EmbeddingModel:
+    """The served model: trained on every labelled image, trunk + top (+ flip averaging)."""
+    everyone = np.arange(len(prepared.data))
+    top = _train(
+        prepared,
+        config,
+        everyone,
+        device,
+        work_dir / "final.pt" if work_dir is not None else None,
+        "final model",
+        quiet=quiet,
+        status=status,
+    )
+    return EmbeddingModel(prepared.trunk, top.cpu(), config.flip_average).eval()
+
+
+def prepare_work_dir(out_dir: Path, config: TrainConfig, fingerprint: dict[str, Any]) -> Path:
+    """`<out>.work/`, reused only when it holds the same config and the same images."""
+    work_dir = out_dir.with_name(out_dir.name + ".work")
+    identity = {"config": config.fingerprint(), "images": fingerprint}
+    marker = work_dir / "run.json"
+    if work_dir.is_dir():
+        try:
+            if json.loads(marker.read_text()) == identity:
+                log.info("resuming the interrupted run in %s", work_dir)
+                return work_dir
+        except (OSError, ValueError):
+            pass
+        shutil.rmtree(work_dir)
+    work_dir.mkdir(parents=True)
+    _write_json(marker, identity)
+    return work_dir
+
+
+def elapsed_since(started: float) -> float:
+    return round(time.perf_counter() - started, 1)
