@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Flask
 
+from mammosearch.ingest.storage import allow_pixels
 from mammosearch.logs import configure_logging
 
 
@@ -25,6 +26,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     configuration.init_app(app, config)
     configure_logging(app.extensions["mammosearch_settings"])  # JSON + scrubbed, as workers
+    allow_pixels(app.extensions["mammosearch_settings"].max_image_pixels)  # before threads
     db.init_app(app)
     metrics.init_app(app)  # first: it times every request, refused ones included
     auth.init_app(app)  # before CSRF: an anonymous POST is sent to sign in, not told "bad token"

@@ -12,6 +12,7 @@ from celery.signals import setup_logging
 from kombu import Queue
 
 from mammosearch.config import Settings, get_settings
+from mammosearch.ingest.storage import allow_pixels
 from mammosearch.logs import configure_logging
 from mammosearch.work_queue import QUEUES
 from workers.schedule import beat_schedule
@@ -81,6 +82,7 @@ def _use_mammosearch_logging(**_: Any) -> None:
 def create_celery_app(settings: Settings | None = None) -> Celery:
     """A Celery app for `settings` (default: the process settings)."""
     settings = settings or get_settings()
+    allow_pixels(settings.max_image_pixels)  # Pillow's global, once per process
     app = Celery("mammosearch", include=["workers.tasks"])
     app.conf.update(celery_config(settings))
     app.set_default()

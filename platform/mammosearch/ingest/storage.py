@@ -6,7 +6,6 @@ import hashlib
 import io
 import os
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,38 +44,49 @@ def _describe_start(content: bytes) -> str:
     return head.hex()
 
 
+def allow_pixels(max_pixels: int) -> None:
+    """Raise Pillow's process-wide bomb limit to `max_pixels` (never lower it).
+
+    Pillow refuses images over twice its own limit before `check_image` sees their size,
+    so a configured MAMMOSEARCH_MAX_IMAGE_PIXELS above that needs the global raised. Entry
+    points call this once at start-up, before threads serve, never per image.
+    """
+    if max_pixels <= 0:
+        raise ValueError(f"MAMMOSEARCH_MAX_IMAGE_PIXELS: {max_pixels} is not a positive count")
+    if PILImage.MAX_IMAGE_PIXELS is not None and PILImage.MAX_IMAGE_PIXELS < max_pixels:
+        PILImage.MAX_IMAGE_PIXELS = max_pixels
+
+
 def check_image(content: bytes, name: str, max_pixels: int = 100_000_000) -> CheckedImage:
-    """Open and fully decode `content`; raise ImageRejected naming `name` and the reason."""
+    """Open and fully decode `content`; raise ImageRejected naming `name` and the reason.
+
+    Thread-safe: `max_pixels` is compared with the header's size before any pixel is
+    decoded; Pillow's global limit and the warnings filters are left as they are.
+    """
     if not content:
         raise ImageRejected(f"{name}: empty file")
     if max_pixels <= 0:
         raise ValueError("max_pixels must be positive")
-    previous_limit = PILImage.MAX_IMAGE_PIXELS
-    PILImage.MAX_IMAGE_PIXELS = max_pixels
+    too_large = f"limit is {max_pixels} pixels (MAMMOSEARCH_MAX_IMAGE_PIXELS)"
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
-            with PILImage.open(io.BytesIO(content)) as img:
-                fmt = img.format or "unknown"
-                if fmt not in ACCEPTED_FORMATS:
-                    raise ImageRejected(f"{name}: unsupported image format {fmt}")
-                width, height = img.size
-                img.load()  # decode every pixel: truncated files fail here, not later
+        with PILImage.open(io.BytesIO(content)) as img:
+            fmt = img.format or "unknown"
+            if fmt not in ACCEPTED_FORMATS:
+                raise ImageRejected(f"{name}: unsupported image format {fmt}")
+            width, height = img.size
+            if width * height > max_pixels:
+                raise ImageRejected(f"{name}: image too large ({width}x{height} px); {too_large}")
+            img.load()  # decode every pixel: truncated files fail here, not later
     except ImageRejected:
         raise
-    except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as exc:
-        raise ImageRejected(
-            f"{name}: image too large ({exc}); limit is {max_pixels} pixels "
-            "(MAMMOSEARCH_MAX_IMAGE_PIXELS)"
-        ) from exc
+    except PILImage.DecompressionBombError as exc:  # over twice Pillow's own global limit
+        raise ImageRejected(f"{name}: image too large ({exc}); {too_large}") from exc
     except UnidentifiedImageError as exc:
         raise ImageRejected(
             f"{name}: not an image Pillow can read (starts with {_describe_start(content)})"
         ) from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageRejected(f"{name}: corrupt or truncated image ({exc})") from exc
-    finally:
-        PILImage.MAX_IMAGE_PIXELS = previous_limit
     if width < 16 or height < 16:
         raise ImageRejected(f"{name}: image is only {width}x{height} px")
     suffix = {"JPEG": ".jpg", "PNG": ".png", "TIFF": ".tif", "BMP": ".bmp"}[fmt]
