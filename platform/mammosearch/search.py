@@ -147,19 +147,22 @@ class SearchService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._space_id: int | None = None
+        self._space_key: object = None
 
     @property
     def embedder(self) -> Embedder:
         return load_embedder_from_settings(self.settings)
 
     def space(self, session: Session) -> EmbeddingSpace:
-        if self._space_id is not None:
+        """The serving embedder's space; follows `spaces activate` without a restart."""
+        embedder = self.embedder
+        if self._space_id is not None and self._space_key == embedder.identity:
             space = session.get(EmbeddingSpace, self._space_id)
             if space is not None:
                 return space
-        space = get_or_create_space(session, self.embedder)
+        space = get_or_create_space(session, embedder)
         session.commit()
-        self._space_id = space.id
+        self._space_id, self._space_key = space.id, embedder.identity
         return space
 
     def _check(self, k: int, metric: str) -> None:

@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "mammosearch.cli.search_commands",
     "mammosearch.cli.worker_commands",
     "mammosearch.cli.train_commands",
+    "mammosearch.cli.spaces_commands",
 ]
 
 

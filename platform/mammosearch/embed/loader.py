@@ -24,6 +24,7 @@ from mammosearch.embed.onnx_runtime import (
     onnx_file_name,
     read_onnx_identity,
 )
+from mammosearch.embed.serving_record import serving_backbone
 from mammosearch.embed.trained import (
     TRAINED_PREFIX,
     TrainedModel,
@@ -224,7 +225,7 @@ def load_embedder_from_settings(
     """`load_embedder` as configured: MAMMOSEARCH_BACKBONE, _WEIGHTS, _ALLOW_RANDOM_WEIGHTS..."""
     settings = settings or get_settings()
     return load_embedder(
-        settings.backbone,
+        serving_backbone(settings.backbone, settings.data_dir),
         settings.weights_path,
         settings.allow_random_weights,
         device=device,
