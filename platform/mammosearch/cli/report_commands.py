@@ -18,9 +18,27 @@ from mammosearch.evaluate import (
 )
 
 
-def _names(text: str, allowed: tuple[str, ...] | list[str], what: str) -> tuple[str, ...]:
+def serving_trained_model(settings) -> str | None:  # noqa: ANN001
+    """The trained model that serves (configured or activated), if one does."""
+    from mammosearch.embed.loader import trained_model_for
+    from mammosearch.embed.serving_record import serving_backbone
+
+    name = serving_backbone(settings.backbone, settings.data_dir)
+    return name if trained_model_for(name) is not None else None
+
+
+def _names(
+    text: str, allowed: tuple[str, ...] | list[str], what: str, trained_ok: bool = False
+) -> tuple[str, ...]:
+    """Comma-separated names, each known (or, with `trained_ok`, a trained model)."""
+    from mammosearch.embed.loader import trained_model_for
+
     names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
-    unknown = [name for name in names if name not in allowed]
+    unknown = [
+        name
+        for name in names
+        if name not in allowed and not (trained_ok and trained_model_for(name) is not None)
+    ]
     if not names or unknown:
         raise click.BadParameter(
             f"{text!r}: unknown {what} {', '.join(unknown) or '(none given)'}; "
@@ -83,7 +101,14 @@ def report_command(
     from mammosearch.evaluate.report import ReportOptions, format_summary_rows, write_report
 
     settings = get_settings()
-    names = _names(backbones, list(BACKBONES), "backbone") if backbones else tuple(BACKBONES)
+    serving = serving_trained_model(settings)
+    known = [*BACKBONES, *([serving] if serving else [])]
+    if backbones:
+        names = tuple(
+            name for name in _names(backbones, known, "backbone", trained_ok=True)
+        )
+    else:
+        names = tuple(known)  # the serving trained model beside the base backbones
     metrics = _names(metrics_text, DISTANCE_METRICS, "metric")
     try:
         options = ReportOptions(

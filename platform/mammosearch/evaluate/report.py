@@ -352,6 +352,9 @@ def _section_document(section: BackboneSection) -> dict[str, Any]:
         "projection": section.projection.to_dict() if section.projection else None,
         "figures": section.figures,
         "results": {},
+        "training_overlap": next(
+            (r.training_overlap for r in section.results.values() if r.training_overlap), None
+        ),
     }
     for metric, result in section.results.items():
         document["results"][metric] = {
@@ -508,7 +511,13 @@ def summary_rows(document: dict[str, Any], k: int = 10) -> list[dict[str, Any]]:
             values, chance = result["metrics"], result["chance"]
             shown_k = k if f"precision@{k}" in values else max(result["ks"])
             row: dict[str, Any] = {
-                "backbone": entry["backbone"] + (" (UNTRAINED)" if entry["untrained"] else ""),
+                "backbone": entry["backbone"]
+                + (" (UNTRAINED)" if entry["untrained"] else "")
+                + (
+                    " (LEAKY: trained on these images; see its out-of-fold figures)"
+                    if (entry.get("training_overlap") or {}).get("leaky")
+                    else ""
+                ),
                 "metric": metric,
                 "k": shown_k,
             }

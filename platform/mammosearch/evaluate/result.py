@@ -35,6 +35,7 @@ class EvaluationResult:
     protocol_note: str | None = None
     duration_s: float | None = None
     run_id: int | None = None
+    training_overlap: dict[str, Any] | None = None  # trained spaces: leakage + out-of-fold
 
     def metric_keys(self) -> list[str]:
         """The ranking-metric keys in table order (no timing)."""
@@ -65,6 +66,8 @@ class EvaluationResult:
                 "run_id": self.run_id,
             }
         )
+        if self.training_overlap is not None:
+            document["training_overlap"] = self.training_overlap
         if include_per_query:
             document["per_query"] = self.per_query
         return document

@@ -15,6 +15,7 @@ from mammosearch.config import Settings
 from mammosearch.db.models import EmbeddingSpace, EvaluationRun, Image, ImageEmbedding, utcnow
 from mammosearch.evaluate.evaluator import DEFAULT_KS, Progress, evaluate_vectors
 from mammosearch.evaluate.labels import get_label
+from mammosearch.evaluate.leakage import model_of_space, training_overlap
 from mammosearch.evaluate.protocols import DEFAULT_PROTOCOL, get_protocol
 from mammosearch.evaluate.result import EvaluationError, EvaluationResult
 
@@ -28,6 +29,7 @@ class SpaceVectors:
     image_names: list[str]
     patient_ids: list[int]
     image_rows: list[dict[str, Any]]  # {"birads", "pathology"}: the label functions' input
+    image_sha256s: list[str]  # content hashes: which images trained a trained space
 
 
 def load_space_vectors(session: Session, space: EmbeddingSpace) -> SpaceVectors:
@@ -40,6 +42,7 @@ def load_space_vectors(session: Session, space: EmbeddingSpace) -> SpaceVectors:
             Image.patient_id,
             Image.birads,
             Image.pathology,
+            Image.sha256,
         )
         .join(Image, Image.id == ImageEmbedding.image_id)
         .where(ImageEmbedding.space_id == space.id)
@@ -60,6 +63,7 @@ def load_space_vectors(session: Session, space: EmbeddingSpace) -> SpaceVectors:
         image_names=[row.source_file_name for row in rows],
         patient_ids=[row.patient_id for row in rows],
         image_rows=[{"birads": row.birads, "pathology": row.pathology} for row in rows],
+        image_sha256s=[row.sha256 for row in rows],
     )
 
 
@@ -182,6 +186,9 @@ def evaluate_space(
         run.finished_at = utcnow()
         session.commit()
         raise
+    result.training_overlap = training_overlap(
+        model_of_space(settings, space), space, loaded.image_sha256s
+    )
     result.duration_s = time.perf_counter() - started
     result.run_id = run.id
     run.status = "done"
@@ -194,6 +201,7 @@ def evaluate_space(
         **result.config,
         "excluded": result.excluded,
         "chance": result.chance,
+        "training_overlap": result.training_overlap,
     }
     run.duration_s = result.duration_s
     run.progress = 1.0

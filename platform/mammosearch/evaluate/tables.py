@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mammosearch.evaluate.leakage import format_overlap
 from mammosearch.evaluate.metrics import METRICS
 from mammosearch.evaluate.result import EvaluationResult
 
@@ -36,6 +37,7 @@ def format_summary(result: EvaluationResult) -> str:
     ]
     if result.protocol_note:
         lines.append(f"NOTE: {result.protocol_note}")
+    lines += format_overlap(result.training_overlap)
     header = ["metric", *[f"k={k}" for k in result.ks]]
     rows: list[list[str]] = []
     for metric in METRICS.values():
