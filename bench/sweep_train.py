@@ -68,7 +68,7 @@ def main() -> None:
             prepared_by_key[key] = prepare(data, config, device)
         prepared = prepared_by_key[key]
         prepare_s = time.perf_counter() - started
-        result = cross_validate(prepared, config, device, quiet=False)
+        result = cross_validate(prepared, config, device, quiet=False, compare_no_flip=True)
         record = {
             "variant": text or "defaults",
             "config": config.to_dict(),
@@ -78,6 +78,7 @@ def main() -> None:
             "trained": result["trained"]["metrics"],
             "base": result["base"]["metrics"],
             "chance": result["trained"]["chance"],
+            "trained_no_flip": result.get("trained_no_flip", {}).get("metrics"),
             "vote_per_class_recall": result["trained"]["vote_per_class_recall"],
         }
         with args.out.open("a") as stream:

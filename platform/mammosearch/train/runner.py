@@ -158,14 +158,19 @@ def cross_validate(
     work_dir: Path | None = None,
     quiet: bool = False,
     status: Status | None = None,
+    compare_no_flip: bool = False,
 ) -> dict[str, Any]:
-    """Patient-grouped k-fold CV; out-of-fold figures of the trained and the base space."""
+    """Patient-grouped k-fold CV; out-of-fold figures of the trained and the base space.
+
+    `compare_no_flip` also scores the trained space without flip averaging (a sweep's
+    test-time-augmentation comparison, free: both views are cached).
+    """
     data = prepared.data
     primary = config.labels[0]
     labels = data.label_values(primary)
     folds = patient_folds(data.targets[primary], data.patient_ids, config.folds, config.seed)
     classes = list(data.classes[primary])
-    trained, base = FoldFigures(classes), FoldFigures(classes)
+    trained, base, no_flip = FoldFigures(classes), FoldFigures(classes), FoldFigures(classes)
     per_fold = []
     for number, (train_positions, valid_positions) in enumerate(folds, start=1):
         overlap = set(data.patient_ids[train_positions]) & set(data.patient_ids[valid_positions])
@@ -196,6 +201,9 @@ def cross_validate(
                 (work_dir / f"fold-{number}.pt").unlink(missing_ok=True)
         fold_labels = [labels[i] for i in valid_positions]
         fold_patients = data.patient_ids[valid_positions].tolist()
+        if compare_no_flip and done_file is None:
+            plain = embed_cached(top, prepared.cache, valid_positions, False, device)
+            no_flip.add_fold(plain, fold_labels, fold_patients, primary)
         per_fold.append(
             {
                 "fold": number,
@@ -215,6 +223,7 @@ def cross_validate(
         "trained": trained.summary(),
         "base": {"space": f"{BASE_SPACE_BACKBONE} ImageNet (224 px)", **base.summary()},
         "per_fold": per_fold,
+        **({"trained_no_flip": no_flip.summary()} if no_flip.queries else {}),
     }
 
 
