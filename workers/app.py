@@ -25,6 +25,8 @@ TASK_ROUTES = {
     "mammosearch.embed_batch": {"queue": "embed"},
     "mammosearch.index_space": {"queue": "index"},
     "mammosearch.evaluate_active_space": {"queue": "evaluate"},
+    "mammosearch.embed_into_space": {"queue": "embed"},
+    "mammosearch.train_model": {"queue": "train"},
 }
 
 def visibility_timeout_s() -> float:

@@ -128,3 +128,21 @@ class CeleryWorkQueue:
 
     def depths(self) -> dict[str, Any]:
         return queue_depths(celery_app, self.settings.celery_broker_url, QUEUES)
+
+
+EMBED_INTO_SPACE_TASK = "mammosearch.embed_into_space"
+TRAIN_MODEL_TASK = "mammosearch.train_model"
+
+
+def enqueue_space_embedding(settings: Settings, backbone: str, image_ids: Sequence[int]) -> int:
+    """Re-embedding into `backbone`'s space, in embed-batch-sized tasks; returns how many."""
+    batch = max(1, settings.embed_batch_size)
+    ids = list(image_ids)
+    for start in range(0, len(ids), batch):
+        _send(EMBED_INTO_SPACE_TASK, [backbone, ids[start : start + batch]], settings)
+    return (len(ids) + batch - 1) // batch
+
+
+def enqueue_training(settings: Settings, job_id: str) -> str:
+    """A training job to the `train` queue; returns the task id."""
+    return _send(TRAIN_MODEL_TASK, [job_id], settings)

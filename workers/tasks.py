@@ -15,7 +15,7 @@ import redis
 from celery import shared_task
 from sqlalchemy.exc import OperationalError
 
-from mammosearch import pipeline
+from mammosearch import pipeline, space_switch
 from mammosearch.config import get_settings
 from mammosearch.db.models import EmbeddingSpace
 from mammosearch.db.session import make_session_factory, session_scope
@@ -87,7 +87,10 @@ def index_space(self: Any, space_id: int) -> dict[str, Any]:
                     log.warning("index_space: no embedding space %s", space_id)
                     return {"space_id": space_id, "indexed": 0}
                 self.update_state(state="PROGRESS", meta={"stage": "indexing"})
-                indexed = pipeline.index_space(session, settings, space)
+                # Image status follows the serving space only (a re-embedding space does not).
+                serving = space_switch.serving_space(session, settings)
+                follows = serving is None or serving.id == space.id
+                indexed = pipeline.index_space(session, settings, space, update_status=follows)
     except LockBusy as exc:
         raise self.retry(
             exc=exc, countdown=INDEX_LOCK_RETRY_S, max_retries=INDEX_LOCK_MAX_RETRIES
@@ -186,3 +189,27 @@ def evaluate_active_space(
     except LockBusy:
         return {"run_ids": [], "reason": "busy: a scheduled evaluation is running"}
     return {"run_ids": run_ids}
+
+
+@shared_task(bind=True, name="mammosearch.embed_into_space", **RETRY_TRANSIENT)
+def embed_into_space(self: Any, backbone: str, image_ids: list[int]) -> dict[str, Any]:
+    """Re-embedding: vectors of `image_ids` in `backbone`'s space, then an index run for it."""
+    settings = get_settings()
+    embedder = space_switch.embedder_for(settings, backbone)
+    with session_scope(settings.database_url) as session:
+        from mammosearch.embed.spaces import get_or_create_space
+
+        space = get_or_create_space(session, embedder)
+        session.commit()
+        space_id = space.id
+        result = pipeline.embed_images(session, image_ids, embedder, space, update_status=False)
+    request_index(settings, space_id)
+    return {"space_id": space_id, "embedded": len(result.embedded), "failed": result.failed}
+
+
+@shared_task(bind=True, name="mammosearch.train_model")
+def train_model(self: Any, job_id: str) -> dict[str, Any]:
+    """A training job (its record under DATA_DIR/models/jobs); registers, never activates."""
+    from mammosearch.train.jobs import run_job
+
+    return run_job(get_settings(), job_id)

@@ -21,6 +21,7 @@ from mammosearch.config import Settings
 from mammosearch.db.models import EmbeddingSpace, Image, ImageEmbedding, ImageStatus
 from mammosearch.embed import load_embedder
 from mammosearch.embed.embedder import Embedder
+from mammosearch.embed.loader import registry_dir
 from mammosearch.embed.serving_record import read_serving, serving_backbone, write_serving
 from mammosearch.embed.spaces import find_space, get_or_create_space
 
@@ -39,6 +40,7 @@ def embedder_for(settings: Settings, backbone: str) -> Embedder:
         runtime=settings.embed_runtime,
         onnx_dir=settings.data_dir / "models" / "onnx",
         batch_size=settings.embed_batch_size,
+        registry=registry_dir(settings),
     )
 
 

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from mammosearch.config import Settings
 
-QUEUES = ("ingest", "embed", "index", "evaluate")
+QUEUES = ("ingest", "embed", "index", "evaluate", "train")
 """The work queues, in the order the data flows; workers/app.py routes every task to one."""
 
 

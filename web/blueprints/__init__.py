@@ -7,7 +7,7 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     from web.api import bp as api_bp
-    from web.blueprints import admin, auth, cases, evaluation, health, search
+    from web.blueprints import admin, auth, cases, evaluation, health, models, search
 
     for blueprint in (
         health.bp,
@@ -17,6 +17,7 @@ def init_app(app: Flask) -> None:
         evaluation.bp,
         evaluation.figures_bp,
         admin.bp,
+        models.bp,
         api_bp,
     ):
         app.register_blueprint(blueprint)

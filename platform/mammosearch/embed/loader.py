@@ -44,16 +44,16 @@ RUNTIMES = ("torch", "onnx")
 _loading = threading.RLock()  # lru_cache alone lets two threads load the same model twice
 
 
-def registry_dir() -> Path:
+def registry_dir(settings: Settings | None = None) -> Path:
     """Where registered trained models live: DATA_DIR/models/registry/<name>/."""
-    return get_settings().data_dir / "models" / "registry"
+    return (settings or get_settings()).data_dir / "models" / "registry"
 
 
-def trained_model_for(name: str) -> TrainedModel | None:
+def trained_model_for(name: str, registry: Path | None = None) -> TrainedModel | None:
     """The trained model a backbone name stands for (a model dir path or a registered name)."""
     if name == AUTO or name in BACKBONES:
         return None
-    return find_trained_model(name, registry_dir())
+    return find_trained_model(name, registry or registry_dir())
 
 
 def resolve_backbone_name(name: str = AUTO, weights: Path | None = None) -> tuple[str, str]:
@@ -192,6 +192,7 @@ def load_embedder(
     runtime: str = "torch",
     batch_size: int = 32,
     onnx_dir: Path | None = None,
+    registry: Path | None = None,
 ) -> Embedder:
     """The embedder for a backbone name (or `auto`), loaded once per process.
 
@@ -202,7 +203,7 @@ def load_embedder(
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
-    trained = trained_model_for(name)
+    trained = trained_model_for(name, registry)
     if trained is not None:
         # A trained model is its ONNX file: served by ONNX Runtime whatever the runtime says.
         return load_trained_embedder(trained, batch_size=batch_size, device=device)
@@ -232,6 +233,7 @@ def load_embedder_from_settings(
         runtime=runtime or settings.embed_runtime,
         onnx_dir=settings.data_dir / "models" / "onnx",
         batch_size=settings.embed_batch_size,
+        registry=registry_dir(settings),
     )
 
 

@@ -27,12 +27,12 @@ def model_of_space(settings: Settings, space: EmbeddingSpace) -> TrainedModel | 
     names = {settings.backbone, serving_backbone("auto", settings.data_dir)}
     for name in names:
         try:
-            model = trained_model_for(name)
+            model = trained_model_for(name, registry_dir(settings))
         except ModelDirError:
             continue
         if model is not None and model.sha256 == space.weights_sha256:
             return model
-    for model in registered_models(registry_dir()):
+    for model in registered_models(registry_dir(settings)):
         if model.sha256 == space.weights_sha256:
             return model
     return None

@@ -1,0 +1,150 @@
+"""Training jobs started from the web page or a worker: a record per job, then a model.
+
+A job's record (DATA_DIR/models/jobs/<id>.json, replaced atomically at every update) is
+what the admin page shows: state, stage, epoch, loss, the fold's validation P@5. A job
+that finishes registers its model under the job's name; it never activates it: switching
+the archive is `spaces reembed` + `spaces activate`, a decision for a person.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mammosearch.config import Settings
+
+log = logging.getLogger(__name__)
+
+STATES = ("queued", "running", "done", "failed")
+_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def jobs_dir(settings: Settings) -> Path:
+    return settings.data_dir / "models" / "jobs"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _write(path: Path, record: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(dir=path.parent, suffix=".partial")
+    with os.fdopen(handle, "w") as stream:
+        json.dump(record, stream, indent=2, default=str)
+    os.replace(partial, path)
+
+
+def read_job(settings: Settings, job_id: str) -> dict[str, Any] | None:
+    if not _JOB_ID.match(job_id):
+        return None
+    try:
+        return json.loads((jobs_dir(settings) / f"{job_id}.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def list_jobs(settings: Settings, limit: int = 20) -> list[dict[str, Any]]:
+    """Newest first."""
+    records = []
+    for path in jobs_dir(settings).glob("*.json"):
+        try:
+            records.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+    return sorted(records, key=lambda r: r.get("created_at", ""), reverse=True)[:limit]
+
+
+def create_job(
+    settings: Settings, name: str, options: dict[str, Any], requested_by: str | None
+) -> dict[str, Any]:
+    """A queued job record; `options` are TrainConfig fields (labels, epochs, image_size_px)."""
+    from mammosearch.embed.registry import NAME_PATTERN
+
+    if not NAME_PATTERN.match(name):
+        raise ValueError(f"model name {name!r}: use letters, digits, '.', '_' or '-'")
+    record = {
+        "id": uuid.uuid4().hex,
+        "name": name,
+        "options": options,
+        "state": "queued",
+        "stage": "waiting for a worker",
+        "progress": {},
+        "requested_by": requested_by,
+        "created_at": _now(),
+    }
+    _write(jobs_dir(settings) / f"{record['id']}.json", record)
+    return record
+
+
+def _config_from(options: dict[str, Any]):  # noqa: ANN202
+    from mammosearch.train.config import TrainConfig
+
+    config = TrainConfig()
+    if options.get("labels"):
+        config = replace(config, labels=tuple(options["labels"]))
+    if options.get("image_size_px"):
+        config = replace(config, image_size_px=int(options["image_size_px"]))
+    if options.get("epochs"):
+        config = config.with_fit(epochs=int(options["epochs"]))
+    return config
+
+
+def run_job(settings: Settings, job_id: str) -> dict[str, Any]:
+    """Train, register the model, and keep the job's record up to date throughout."""
+    from mammosearch.db.session import session_scope
+    from mammosearch.embed.loader import registry_dir
+    from mammosearch.embed.registry import register_model
+    from mammosearch.train.train_run import run_training
+
+    path = jobs_dir(settings) / f"{job_id}.json"
+    record = read_job(settings, job_id)
+    if record is None:
+        raise ValueError(f"training job {job_id}: no such job")
+    record.update(state="running", stage="loading images", started_at=_now())
+    _write(path, record)
+
+    def status(stage: str, details: dict[str, Any]) -> None:
+        record.update(stage=stage, progress=details, updated_at=_now())
+        _write(path, record)
+
+    out_dir = settings.data_dir / "models" / "trained" / record["name"]
+    try:
+        with session_scope(settings.database_url) as session:
+            written = run_training(
+                session,
+                _config_from(record["options"]),
+                out_dir,
+                f"training job {job_id} ({record['options']})",
+                name=record["name"],
+                overwrite=True,
+                quiet=True,
+                status=status,
+            )
+        model = register_model(written, registry_dir(settings), record["name"])
+    except Exception as error:  # noqa: BLE001 - the record must say why, whatever it was
+        log.exception("training job %s failed", job_id)
+        record.update(state="failed", stage="failed", error=str(error), finished_at=_now())
+        _write(path, record)
+        raise
+    cv = model.cross_validation()
+    record.update(
+        state="done",
+        stage="registered",
+        finished_at=_now(),
+        model={"name": model.directory.name, "sha256": model.sha256},
+        out_of_fold={
+            "trained": (cv.get("trained") or {}).get("metrics"),
+            "base": (cv.get("base") or {}).get("metrics"),
+        },
+    )
+    _write(path, record)
+    return record

@@ -1,0 +1,26 @@
+// Models page: follow queued and running training jobs until they finish.
+(function () {
+  const table = document.getElementById('jobs');
+  if (!table) return;
+  const running = Array.from(table.querySelectorAll('tr[data-job]'))
+    .filter((row) => ['queued', 'running'].includes(row.dataset.state));
+  if (!running.length) return;
+  const describe = (job) => {
+    const p = job.progress || {};
+    if (!p.epoch) return job.error || '';
+    let text = `epoch ${p.epoch}/${p.epochs}, loss ${p.loss.toFixed(3)}`;
+    if (p['val_p@5'] !== undefined) text += `, validation P@5 ${p['val_p@5'].toFixed(3)}`;
+    return text;
+  };
+  setInterval(async () => {
+    for (const row of running) {
+      const answer = await fetch(table.dataset.statusUrl + row.dataset.job);
+      if (!answer.ok) continue;
+      const job = await answer.json();
+      row.querySelector('.state').textContent = job.state;
+      row.querySelector('.stage').textContent = job.stage;
+      row.querySelector('.progress').textContent = describe(job);
+      if (job.state === 'done' || job.state === 'failed') window.location.reload();
+    }
+  }, 3000);
+})();
