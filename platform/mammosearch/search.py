@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from typing import Any
@@ -24,11 +25,14 @@ from mammosearch.db.models import (
 )
 from mammosearch.embed import Embedder, load_embedder_from_settings
 from mammosearch.embed.spaces import get_or_create_space
+from mammosearch.evaluate.leakage import measured_vote
+from mammosearch.evaluate.neighbour_vote import prior_correction
 from mammosearch.index import get_reader
 
 METRICS = ("cosine", "l2")
 MAX_K = 1000
 REPORT_EXCERPT_CHARS = 300
+CLASS_COUNTS_TTL_S = 60.0
 
 
 class SearchError(ValueError):
@@ -118,8 +122,18 @@ def distance_and_similarity(score: float, metric: str) -> tuple[float, float]:
     return float(score), 1.0 / (1.0 + max(float(score), 0.0))
 
 
-def suggest_birads(hits: list[Hit]) -> dict[str, Any]:
-    """Distance-weighted vote of the neighbours' BIRADS (weight = similarity, floored at 0)."""
+DECISION_SUPPORT_NOTE = "Decision support, not a diagnosis."
+VOTE_RULE = "distance-weighted, class-prior-corrected vote of the neighbours"
+
+
+def suggest_birads(
+    hits: list[Hit],
+    class_counts: Mapping[int, int] | None = None,
+    measured: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Vote of the neighbours' BIRADS: similarity-weighted, divided by each class's share of
+    the archive (`class_counts`; the same rule as evaluate.neighbour_vote), with the space's
+    measured accuracy of this vote beside it (`measured`) and the decision-support note."""
     weights: dict[int, float] = defaultdict(float)
     votes: dict[int, int] = defaultdict(int)
     for hit in hits:
@@ -127,17 +141,28 @@ def suggest_birads(hits: list[Hit]) -> dict[str, Any]:
             continue
         weights[hit.birads] += max(hit.similarity, 0.0) or 1e-9
         votes[hit.birads] += 1
+    if class_counts:
+        classes = sorted(set(class_counts) | set(weights))
+        correction = prior_correction(np.array([class_counts.get(c, 0) for c in classes]))
+        factor = dict(zip(classes, correction.tolist(), strict=True))
+        weights = defaultdict(
+            float, {b: w * (factor.get(b) or 1.0) for b, w in weights.items()}
+        )
     total = sum(weights.values())
+    base = {"rule": VOTE_RULE, "note": DECISION_SUPPORT_NOTE, "measured": dict(measured or {})}
     if not total:
-        return {"birads": None, "distribution": {}, "votes": {}, "neighbours": 0}
+        return {"birads": None, "distribution": {}, "votes": {}, "neighbours": 0, **base}
     distribution = {str(b): round(w / total, 4) for b, w in sorted(weights.items())}
     best = max(weights, key=lambda b: (weights[b], votes[b], -b))
+    measured_recall = (measured or {}).get("per_class_recall", {}).get(str(best))
     return {
         "birads": best,
         "confidence": round(weights[best] / total, 4),
         "distribution": distribution,
         "votes": {str(b): n for b, n in sorted(votes.items())},
         "neighbours": sum(votes.values()),
+        "measured_recall_of_this_class": measured_recall,
+        **base,
     }
 
 
@@ -148,6 +173,8 @@ class SearchService:
         self.settings = settings
         self._space_id: int | None = None
         self._space_key: object = None
+        self._class_counts: tuple[float, dict[int, int]] | None = None
+        self._reliability: dict[int, dict[str, Any]] = {}
 
     @property
     def embedder(self) -> Embedder:
@@ -164,6 +191,24 @@ class SearchService:
         session.commit()
         self._space_id, self._space_key = space.id, embedder.identity
         return space
+
+    def class_counts(self, session: Session) -> dict[int, int]:
+        """Searchable images per BIRADS: the vote's class priors (re-read every minute)."""
+        now = time.monotonic()
+        if self._class_counts is None or now - self._class_counts[0] > CLASS_COUNTS_TTL_S:
+            rows = session.execute(
+                select(Image.birads, func.count())
+                .where(Image.status == ImageStatus.INDEXED, Image.birads.is_not(None))
+                .group_by(Image.birads)
+            ).all()
+            self._class_counts = (now, {int(b): int(n) for b, n in rows})
+        return self._class_counts[1]
+
+    def vote_reliability(self, space: EmbeddingSpace) -> dict[str, Any]:
+        """The vote's cross-validated accuracy in this space, when it was measured."""
+        if space.id not in self._reliability:
+            self._reliability[space.id] = measured_vote(self.settings, space)
+        return self._reliability[space.id]
 
     def _check(self, k: int, metric: str) -> None:
         if metric not in METRICS:
@@ -273,7 +318,9 @@ class SearchService:
             k=k,
             embedding_space=space.describe(),
             results=hits,
-            suggested_birads=suggest_birads(hits),
+            suggested_birads=suggest_birads(
+                hits, self.class_counts(session), self.vote_reliability(space)
+            ),
             timing_ms={
                 "index": round(index_ms, 3),
                 "join": round(join_ms, 3),

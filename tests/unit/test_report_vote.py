@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 from mammosearch.evaluate.neighbour_vote import neighbour_vote_confusion, neighbour_votes
@@ -32,7 +34,8 @@ def _brute_force_suggestion(
     ]
     ranked = sorted(candidates, key=lambda i: -similarity[i])[:k]
     hits = [_hit(r, float(similarity[i]), labels[i]) for r, i in enumerate(ranked)]
-    return suggest_birads(hits)["birads"]
+    counts = Counter(label for label in labels if label is not None)  # the archive's priors
+    return suggest_birads(hits, dict(counts))["birads"]
 
 
 def test_votes_match_the_search_services_suggestion_for_every_query() -> None:
@@ -51,6 +54,15 @@ def test_votes_match_the_search_services_suggestion_for_every_query() -> None:
                 continue
             expected = _brute_force_suggestion(vectors, labels, patients, query, 7, metric)
             assert classes[predicted[query]] == expected, (metric, query)
+
+
+def test_a_common_class_does_not_win_by_being_common() -> None:
+    """Equal similarity, 3 neighbours of a class 4x as common as the other's 2: prior wins."""
+    hits = [_hit(r, 0.5, 1) for r in range(3)] + [_hit(3 + r, 0.5, 5) for r in range(2)]
+    assert suggest_birads(hits)["birads"] == 1  # no priors: the majority
+    corrected = suggest_birads(hits, {1: 400, 5: 100})
+    assert corrected["birads"] == 5
+    assert corrected["note"] == "Decision support, not a diagnosis."
 
 
 def test_confusion_counts_each_labelled_query_once_with_per_class_accuracy() -> None:

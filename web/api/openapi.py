@@ -267,6 +267,20 @@ OPENAPI: dict[str, Any] = {
                                 "additionalProperties": {"type": "number"},
                             },
                             "votes": {"type": "object"},
+                            "confidence": {"type": "number"},
+                            "neighbours": {"type": "integer"},
+                            "rule": {"type": "string"},
+                            "note": {
+                                "type": "string",
+                                "description": "Decision support, not a diagnosis.",
+                            },
+                            "measured": {
+                                "type": "object",
+                                "description": "The vote's cross-validated accuracy in this "
+                                "space (accuracy, balanced_accuracy, per_class_recall, source); "
+                                "empty when not measured.",
+                            },
+                            "measured_recall_of_this_class": {"type": ["number", "null"]},
                         },
                     },
                     "timing_ms": {

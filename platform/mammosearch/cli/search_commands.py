@@ -106,8 +106,17 @@ def search(
     suggestion = response.suggested_birads
     click.echo(
         f"suggested BIRADS: {suggestion.get('birads')} "
-        f"(distribution {suggestion.get('distribution')})"
+        f"(distribution {suggestion.get('distribution')}; {suggestion.get('rule')})"
     )
+    measured = suggestion.get("measured") or {}
+    if measured:
+        recall = suggestion.get("measured_recall_of_this_class")
+        click.echo(
+            f"vote accuracy in this space: {measured['accuracy']:.2f}"
+            + (f", {recall:.2f} for this class" if recall is not None else "")
+            + f" ({measured['source']})"
+        )
+    click.echo(suggestion.get("note", ""))
     click.echo("timing ms: " + ", ".join(f"{k}={v}" for k, v in response.timing_ms.items()))
 
 

@@ -92,3 +92,40 @@ def format_overlap(overlap: dict[str, Any] | None) -> list[str]:
             )
         )
     return lines
+
+
+def measured_vote(settings: Settings, space: EmbeddingSpace) -> dict[str, Any]:
+    """The neighbour vote's cross-validated accuracy in `space`, from a model's record.
+
+    A trained space: its own out-of-fold figures. A base space: the base column of a
+    registered model's cross-validation that was computed in this same space. Else empty.
+    """
+    from mammosearch.embed.loader import registry_dir
+    from mammosearch.embed.registry import registered_models
+
+    model = model_of_space(settings, space)
+    column = "trained"
+    if model is None:
+        column = "base"
+        model = next(
+            (
+                m
+                for m in registered_models(registry_dir(settings))
+                if m.record["base"].get("weights_sha256") == space.weights_sha256
+                and m.record["base"].get("backbone") == space.backbone
+            ),
+            None,
+        )
+    if model is None:
+        return {}
+    cv = model.cross_validation()
+    figures = cv.get(column) or {}
+    metrics = figures.get("metrics") or {}
+    if "vote_accuracy" not in metrics:
+        return {}
+    return {
+        "source": f"{cv.get('folds')}-fold patient-grouped cross-validation (model {model.name})",
+        "accuracy": metrics["vote_accuracy"],
+        "balanced_accuracy": metrics.get("vote_balanced_accuracy"),
+        "per_class_recall": figures.get("vote_per_class_recall") or {},
+    }

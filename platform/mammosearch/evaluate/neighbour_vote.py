@@ -2,7 +2,9 @@
 
 The vote is the search service's BIRADS suggestion (mammosearch.search.suggest_birads),
 vectorised: the top-k candidates of each query each add max(similarity, 0) (or 1e-9) to
-their class; the heaviest class wins, ties going to more votes, then to the earlier class.
+their class, and each class's sum is divided by its share of the archive (`prior_correction`),
+so a common class does not win by being common; the heaviest class wins, ties going to more
+votes, then to the earlier class.
 Similarity is what the search service shows: cosine -> the cosine itself, l2 -> 1 / (1 +
 squared distance). Candidates are the labelled images the protocol leaves to the query.
 """
@@ -59,6 +61,19 @@ class VoteConfusion:
         }
 
 
+def prior_correction(class_counts: np.ndarray) -> np.ndarray:
+    """Per class: 1 / (its share of the archive x number of classes present); 0 if absent.
+
+    With it, k neighbours drawn at random from the archive give every class the same
+    expected weight: the vote says what is near, not what is frequent.
+    """
+    counts = np.asarray(class_counts, dtype=np.float64)
+    present = counts > 0
+    if not present.any():
+        return np.zeros_like(counts)
+    return np.where(present, counts.sum() / (np.maximum(counts, 1) * present.sum()), 0.0)
+
+
 def _similarities(queries: np.ndarray, matrix: np.ndarray, metric: str) -> np.ndarray:
     if metric == "cosine":
         return queries @ matrix.T
@@ -108,6 +123,7 @@ def neighbour_votes(
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
         matrix = matrix / np.where(norms > 0, norms, 1.0)
     predicted = np.full(codes.shape[0], -1, dtype=np.int64)
+    correction = prior_correction(np.bincount(codes[eligible], minlength=len(classes)))
     queries = np.flatnonzero(eligible)
     for start in range(0, queries.size, QUERY_CHUNK):
         chunk = queries[start : start + QUERY_CHUNK]
@@ -125,6 +141,7 @@ def neighbour_votes(
         top_codes = np.where(counted, codes[top], 0).ravel()
         np.add.at(class_weights, (rows, top_codes), weight.ravel())
         np.add.at(class_votes, (rows, top_codes), counted.ravel().astype(np.int64))
+        class_weights *= correction[None, :]
         voted = counted.any(axis=1)
         predicted[chunk[voted]] = _winners(class_weights, class_votes)[voted]
     return predicted
