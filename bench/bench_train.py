@@ -55,9 +55,8 @@ def main() -> None:
     record = json.loads((out / "model.json").read_text())
     cv = record["cross_validation"]
     trained, base = cv["trained"]["metrics"], cv["base"]["metrics"]
-    print(
-        f"\nout-of-fold, {cv['protocol']}, {cv['folds']} folds, device {record['training']['device']}"
-    )
+    device = record["training"]["device"]
+    print(f"\nout-of-fold, {cv['protocol']}, {cv['folds']} folds, device {device}")
     for key in ("precision@5", "ndcg@5", "vote_accuracy", "vote_balanced_accuracy"):
         print(f"  {key:<24} trained {trained[key]:.3f}   base {base[key]:.3f}")
     print(
