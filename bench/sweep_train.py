@@ -35,7 +35,8 @@ def parse_variant(text: str) -> TrainConfig:
         key, value = assignment.split("=", 1)
         if key in FIT_FIELDS:
             current = getattr(config.fit, key)
-            config = config.with_fit(**{key: type(current)(value)})
+            parsed = value.lower() in ("1", "true", "yes") if isinstance(current, bool) else value
+            config = config.with_fit(**{key: type(current)(parsed)})
         elif key == "labels":
             config = replace(config, labels=tuple(value.split("+")))
         elif key == "flip_average":
@@ -46,12 +47,43 @@ def parse_variant(text: str) -> TrainConfig:
     return config
 
 
+def markdown_table(paths: list[Path]) -> str:
+    """The variants of one or more sweep files as the table of docs/learned-embeddings.md."""
+    header = (
+        "| variant | P@1 | P@5 | P@10 | NDCG@5 | NDCG@10 | mAP | vote acc | vote bal. acc "
+        "| P@5 no flip-avg | base P@5 | CV s |"
+    )
+    lines = [header, "|" + "---|" * 12]
+    for path in paths:
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            t, b = record["trained"], record["base"]
+            no_flip = record.get("trained_no_flip") or {}
+            cells = [
+                f"{t[key]:.3f}"
+                for key in (
+                    "precision@1", "precision@5", "precision@10", "ndcg@5", "ndcg@10", "map",
+                    "vote_accuracy", "vote_balanced_accuracy",
+                )
+            ]  # fmt: skip
+            cells.append(f"{no_flip['precision@5']:.3f}" if "precision@5" in no_flip else "-")
+            cells += [f"{b['precision@5']:.3f}", f"{record['cv_s']:.0f}"]
+            lines.append(f"| {record['variant']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--table", type=Path, nargs="+", help="Print sweep files as markdown")
+    parser.add_argument("--out", type=Path)
     parser.add_argument("--variant", action="append", default=[])
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
+    if args.table:
+        print(markdown_table(args.table))
+        return
+    if args.out is None:
+        parser.error("--out is required to run a sweep")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device()

@@ -27,6 +27,7 @@ class FitConfig:
     lr: float = 1e-3
     backbone_lr: float = 3e-4
     weight_decay: float = 1e-4
+    balanced: bool = False  # draw each epoch's images class-balanced (with replacement)
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -94,10 +95,11 @@ def fit_top(
         torch.set_rng_state(state["torch_rng"])
         start_epoch = state["epoch"]
     label_targets = {label: torch.from_numpy(values) for label, values in targets.items()}
+    primary_targets = next(iter(targets.values()))
     n_views = cache.shape[1]
     for epoch in range(start_epoch, config.epochs):
         top.train()
-        order = generator.permutation(positions)
+        order = _epoch_order(generator, positions, primary_targets, config.balanced)
         losses = []
         for start in range(0, order.size, config.batch_size):
             batch = order[start : start + config.batch_size]
@@ -131,6 +133,18 @@ def fit_top(
         if on_epoch is not None:
             on_epoch(epoch + 1, float(np.mean(losses)) if losses else float("nan"), top)
     return top.eval()
+
+
+def _epoch_order(
+    generator: np.random.Generator, positions: np.ndarray, targets: np.ndarray, balanced: bool
+) -> np.ndarray:
+    """This epoch's images: shuffled, or drawn so that every class is equally likely."""
+    if not balanced:
+        return generator.permutation(positions)
+    classes = targets[positions]
+    counts = np.bincount(classes[classes >= 0])
+    weights = np.where(classes >= 0, 1.0 / np.maximum(counts[np.maximum(classes, 0)], 1), 0.0)
+    return generator.choice(positions, size=positions.size, p=weights / weights.sum())
 
 
 def embed_cached(
