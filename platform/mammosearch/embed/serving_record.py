@@ -9,11 +9,11 @@ running processes at their next request without a restart.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from mammosearch.ingest.storage import atomic_write_bytes
 
 SERVING_FILE = "serving-space.json"
 _cache: dict[Path, tuple[int, dict[str, Any] | None]] = {}
@@ -56,16 +56,5 @@ def write_serving(data_dir: Path, backbone: str, space: dict[str, Any]) -> dict[
         "space": space,
         "activated_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    path = serving_path(data_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(record, stream, indent=2)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(partial, path)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(serving_path(data_dir), json.dumps(record, indent=2).encode())
     return record

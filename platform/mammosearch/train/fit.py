@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import copy
-import os
-import tempfile
+import io
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mammosearch.ingest.storage import atomic_write_bytes
 from mammosearch.train.losses import LossFn
 from mammosearch.train.network import Top
 from mammosearch.train.trunk_cache import MIRROR_VIEW, PLAIN_VIEW
@@ -43,15 +43,9 @@ def _maps(cached: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def _save_atomically(state: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(dir=path.parent, suffix=".partial")
-    os.close(handle)
-    try:
-        torch.save(state, partial)
-        os.replace(partial, path)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def fit_top(

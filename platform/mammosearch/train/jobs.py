@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import tempfile
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -20,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mammosearch.config import Settings
+from mammosearch.ingest.storage import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +35,7 @@ def _now() -> str:
 
 
 def _write(path: Path, record: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(dir=path.parent, suffix=".partial")
-    with os.fdopen(handle, "w") as stream:
-        json.dump(record, stream, indent=2, default=str)
-    os.replace(partial, path)
+    atomic_write_bytes(path, json.dumps(record, indent=2, default=str).encode())
 
 
 def read_job(settings: Settings, job_id: str) -> dict[str, Any] | None:

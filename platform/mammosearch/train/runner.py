@@ -6,11 +6,10 @@ the model directory itself appears only when complete, by one rename.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import torch
 from PIL import Image as PILImage
 from tqdm import tqdm
 
+from mammosearch.ingest.storage import atomic_write_bytes
 from mammosearch.train.config import TrainConfig
 from mammosearch.train.crossval import FoldFigures
 from mammosearch.train.dataset import LabelledImages, load_pixels
@@ -43,10 +43,7 @@ def pick_device() -> torch.device:
 
 
 def _write_json(path: Path, document: dict[str, Any]) -> None:
-    handle, partial = tempfile.mkstemp(dir=path.parent, suffix=".partial")
-    with os.fdopen(handle, "w") as stream:
-        json.dump(document, stream, indent=2, default=str)
-    os.replace(partial, path)
+    atomic_write_bytes(path, json.dumps(document, indent=2, default=str).encode())
 
 
 @dataclass
@@ -194,10 +191,9 @@ def cross_validate(
                 top, prepared.cache, valid_positions, config.flip_average, device
             )
             if done_file is not None:
-                handle, partial = tempfile.mkstemp(dir=work_dir, suffix=".npz")
-                os.close(handle)
-                np.savez(partial, vectors=vectors)
-                os.replace(partial, done_file)
+                buffer = io.BytesIO()
+                np.savez(buffer, vectors=vectors)
+                atomic_write_bytes(done_file, buffer.getvalue())
                 (work_dir / f"fold-{number}.pt").unlink(missing_ok=True)
         fold_labels = [labels[i] for i in valid_positions]
         fold_patients = data.patient_ids[valid_positions].tolist()
