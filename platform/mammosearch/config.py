@@ -37,7 +37,8 @@ class Settings:
     log_json: bool = False
     log_level: str = "INFO"
     evaluation_schedule_s: float = 24 * 3600.0
-    reconcile_schedule_s: float = 60.0
+    reconcile_schedule_s: float = 30.0
+    claim_lease_s: float = 30.0
     task_visibility_timeout_s: float = 3600.0
     watch_dirs: tuple[Path, ...] = ()
     watch_schedule_s: float = 30.0
@@ -102,7 +103,8 @@ def settings_from_env() -> Settings:
         log_json=_flag(_env("MAMMOSEARCH_LOG_JSON")),
         log_level=_env("MAMMOSEARCH_LOG_LEVEL", "INFO"),
         evaluation_schedule_s=float(_env("MAMMOSEARCH_EVALUATION_SCHEDULE_S", "86400")),
-        reconcile_schedule_s=float(_env("MAMMOSEARCH_RECONCILE_SCHEDULE_S", "60")),
+        reconcile_schedule_s=float(_env("MAMMOSEARCH_RECONCILE_SCHEDULE_S", "30")),
+        claim_lease_s=float(_env("MAMMOSEARCH_CLAIM_LEASE_S", "30")),
         task_visibility_timeout_s=float(_env("MAMMOSEARCH_TASK_VISIBILITY_TIMEOUT_S", "3600")),
         watch_dirs=tuple(Path(p) for p in _split(_env("MAMMOSEARCH_WATCH_DIRS"))),
         watch_schedule_s=float(_env("MAMMOSEARCH_WATCH_SCHEDULE_S", "30")),

@@ -42,9 +42,11 @@ class Base(DeclarativeBase):
 
 
 class ImageStatus(enum.StrEnum):
-    """Where an image is in the pipeline: pending -> embedded -> indexed; failed; removed."""
+    """Where an image is in the pipeline: pending -> claimed -> embedded -> indexed; failed;
+    removed. `claimed`: a worker holds it under a lease (mammosearch.claims)."""
 
     PENDING = "pending"
+    CLAIMED = "claimed"
     EMBEDDED = "embedded"
     INDEXED = "indexed"
     FAILED = "failed"
