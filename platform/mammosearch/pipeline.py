@@ -14,7 +14,10 @@ them again:
 from __future__ import annotations
 
 import logging
+import shutil
+import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,12 +29,21 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
+from mammosearch import claims
 from mammosearch.config import Settings, get_settings
 from mammosearch.db.models import EmbeddingSpace, Image, ImageEmbedding, ImageStatus, utcnow
 from mammosearch.db.session import make_session_factory
 from mammosearch.embed import Embedder, load_embedder_from_settings
 from mammosearch.embed.spaces import get_or_create_space
-from mammosearch.index import open_index
+from mammosearch.faults import fault_point
+from mammosearch.index import (
+    IndexCorruptError,
+    IndexMismatchError,
+    ShardedIndex,
+    clear_readers,
+    open_index,
+    space_writer_lock,
+)
 
 log = logging.getLogger(__name__)
 
@@ -160,10 +172,34 @@ def embed_images(
                 .where(Image.id.in_(result.embedded), Image.status != ImageStatus.INDEXED)
                 .values(status=ImageStatus.EMBEDDED, error=None, updated_at=utcnow())
             )
+        _settle_skipped_claims(session, space, result.skipped)
         for image_id, reason in result.failed.items():
             _mark_failed(session, image_id, reason)
     session.commit()
     return result
+
+
+def _settle_skipped_claims(session: Session, space: EmbeddingSpace, image_ids: list[int]) -> None:
+    """A claimed image that already had a vector moves on to where that vector is."""
+    if not image_ids:
+        return
+    indexed = select(ImageEmbedding.image_id).where(
+        ImageEmbedding.space_id == space.id, ImageEmbedding.indexed.is_(True)
+    )
+    claimed = (Image.id.in_(image_ids), Image.status == ImageStatus.CLAIMED)
+    now = utcnow()
+    session.execute(
+        update(Image)
+        .where(*claimed, Image.id.in_(indexed))
+        .values(status=ImageStatus.INDEXED, error=None, indexed_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(Image)
+        .where(*claimed)
+        .values(status=ImageStatus.EMBEDDED, error=None, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def _mark_failed(session: Session, image_id: int, reason: str) -> None:
@@ -177,52 +213,43 @@ def _mark_failed(session: Session, image_id: int, reason: str) -> None:
 
 
 def claim_for_embedding(
-    session: Session, image_ids: Sequence[int], max_attempts: int = MAX_ATTEMPTS
+    session: Session,
+    image_ids: Sequence[int],
+    max_attempts: int = MAX_ATTEMPTS,
+    holder: str | None = None,
+    lease_s: float = claims.DEFAULT_LEASE_S,
 ) -> list[int]:
-    """Count one more attempt for each still-pending image; fail those past `max_attempts`.
+    """Claim the free images of `image_ids` for `holder` (default: this process), counting
+    one attempt each and failing those past `max_attempts`; returns the ids now held.
 
-    The one place attempts are counted. Run (and committed) before the embedding starts,
-    so a batch that kills its process every time (a poison image, an out-of-memory) gives
-    up after `max_attempts` tries instead of being retried forever. Returns the ids still
-    worth embedding.
+    The one place attempts are counted. Committed before the embedding starts, so a batch
+    that kills its process every time gives up after `max_attempts` tries instead of being
+    retried forever. See mammosearch.claims for the lease.
     """
-    if not image_ids:
-        return []
-    pending = Image.status == ImageStatus.PENDING
-    session.execute(
-        update(Image)
-        .where(Image.id.in_(list(image_ids)), pending)
-        .values(attempts=Image.attempts + 1)
-        .execution_options(synchronize_session=False)
+    return claims.claim(
+        session, image_ids, holder or claims.holder_name(), lease_s, max_attempts
     )
-    session.execute(
-        update(Image)
-        .where(Image.id.in_(list(image_ids)), pending, Image.attempts > max_attempts)
-        .values(
-            status=ImageStatus.FAILED,
-            error=f"gave up after {max_attempts} attempts (the process embedding it died or "
-            "its task was lost each time; see the worker log)",
-            updated_at=utcnow(),
-        )
-        .execution_options(synchronize_session=False)
-    )
-    claimed = list(
-        session.scalars(
-            select(Image.id).where(Image.id.in_(list(image_ids)), pending).order_by(Image.id)
-        )
-    )
-    session.commit()
-    return claimed
 
 
 def index_space(
-    session: Session, settings: Settings, space: EmbeddingSpace, update_status: bool = True
+    session: Session,
+    settings: Settings,
+    space: EmbeddingSpace,
+    update_status: bool = True,
+    lock_wait_s: float | None = None,
 ) -> int:
     """Append the space's embedded-but-unindexed vectors to every metric index; commits.
 
-    The caller must be the only index writer for this space (a lock or a queue with one
-    consumer). Returns how many rows became indexed.
+    Holds the space's writer lock (IndexBusy after `lock_wait_s`; None: wait). Returns how
+    many rows became indexed.
     """
+    with space_writer_lock(settings.index_dir, space.id, "append", lock_wait_s):
+        return _append_unindexed(session, settings, space, update_status)
+
+
+def _append_unindexed(
+    session: Session, settings: Settings, space: EmbeddingSpace, update_status: bool
+) -> int:
     indexes = [open_index(settings, space, metric) for metric in settings.index_metrics]
     total = 0
     while True:
@@ -277,10 +304,14 @@ def process_pending(
             disable=not progress or not pending,
         )
         batch_size = max(1, settings.embed_batch_size)
+        holder = claims.holder_name()
         for start in range(0, len(pending), batch_size):
             batch = pending[start : start + batch_size]
-            claimed = claim_for_embedding(session, batch)
-            result = embed_images(session, claimed, embedder, space)
+            claimed = claim_for_embedding(
+                session, batch, holder=holder, lease_s=settings.claim_lease_s
+            )
+            with claims.holding(settings.database_url, claimed, holder, settings.claim_lease_s):
+                result = embed_images(session, claimed, embedder, space)
             summary.embedded += len(result.embedded)
             summary.failed += len(result.failed)
             summary.failures.update(result.failed)
@@ -293,14 +324,27 @@ def process_pending(
 
 
 def verify_index(
-    session: Session, settings: Settings, space: EmbeddingSpace, repair: bool = False
+    session: Session,
+    settings: Settings,
+    space: EmbeddingSpace,
+    repair: bool = False,
+    lock_wait_s: float | None = None,
 ) -> dict[str, Any]:
     """Compare each metric index with the database, the truth; optionally repair.
 
-    Finds vectors with no row (in the index, not in image_embeddings as indexed) and rows
-    with no vector (marked indexed, absent from the index). Repair removes the former and
-    re-appends the latter from the stored vectors.
+    Finds vectors with no row (in the index, not in image_embeddings as indexed), rows
+    with no vector (marked indexed, absent from the index) and stray files (left by an
+    interrupted write). Repair removes the first and the last, and re-appends the rows
+    from the stored vectors. Runs under the space's writer lock, so an append in flight
+    (manifest committed, rows not yet) is never mistaken for a mismatch.
     """
+    with space_writer_lock(settings.index_dir, space.id, "verify", lock_wait_s):
+        return _verify_locked(session, settings, space, repair)
+
+
+def _verify_locked(
+    session: Session, settings: Settings, space: EmbeddingSpace, repair: bool
+) -> dict[str, Any]:
     expected = set(
         session.scalars(
             select(ImageEmbedding.image_id).where(
@@ -320,18 +364,23 @@ def verify_index(
         present = set(index.ids().tolist())
         orphans = sorted(present - expected)
         missing = sorted(expected - present)
+        strays = index.stray_files() + _legacy_rebuild_dirs(index.root)
         report["metrics"][metric] = {
             "vectors": len(present),
             "rows": len(expected),
             "vectors_without_row": orphans,
             "rows_without_vector": missing,
+            "stray_files": strays,
         }
         if repair and orphans:
             index.remove(np.array(orphans, dtype=np.int64))
+        if repair and strays:
+            index.discard_strays()
+            _remove_legacy_rebuild_dirs(index.root)
         missing_anywhere.update(missing)
     report["unindexed_rows"] = unindexed is not None
     report["clean"] = all(
-        not m["vectors_without_row"] and not m["rows_without_vector"]
+        not m["vectors_without_row"] and not m["rows_without_vector"] and not m["stray_files"]
         for m in report["metrics"].values()
     )
     if repair and (missing_anywhere or unindexed is not None):
@@ -345,9 +394,43 @@ def verify_index(
                 .values(indexed=False)
             )
             session.commit()
-        report["repaired_rows"] = index_space(session, settings, space)
+        report["repaired_rows"] = _append_unindexed(
+            session, settings, space, update_status=_is_serving(session, settings, space)
+        )
     report["repaired"] = repair
+    if not report["clean"]:
+        log.warning(
+            "index of space %s disagrees with the database%s: %s",
+            space.id,
+            " (repaired)" if repair else "",
+            {m: {k: len(v) for k, v in found.items() if isinstance(v, list) and v}
+             for m, found in report["metrics"].items()},
+        )
     return report
+
+
+def _is_serving(session: Session, settings: Settings, space: EmbeddingSpace) -> bool:
+    """Image status follows the serving space only (a re-embedding space does not)."""
+    from mammosearch.space_switch import serving_space
+
+    serving = serving_space(session, settings)
+    return serving is None or serving.id == space.id
+
+
+def _legacy_rebuild_dirs(root: Path) -> list[str]:
+    """`<metric>.rebuild-*` / `<metric>.retired-*` beside the index: older rebuilds' leftovers."""
+    if not root.parent.is_dir():
+        return []
+    return sorted(
+        path.name
+        for pattern in (f"{root.name}.rebuild-*", f"{root.name}.retired-*")
+        for path in root.parent.glob(pattern)
+    )
+
+
+def _remove_legacy_rebuild_dirs(root: Path) -> None:
+    for name in _legacy_rebuild_dirs(root):
+        shutil.rmtree(root.parent / name, ignore_errors=True)
 
 
 def remove_images(
@@ -359,16 +442,22 @@ def remove_images(
     pipeline and the reconciliation sweep from bringing them back.
     """
     ids = np.array(sorted(set(image_ids)), dtype=np.int64)
-    for space in session.scalars(select(EmbeddingSpace)).all():
-        for metric in settings.index_metrics:
-            open_index(settings, space, metric).remove(ids)
-    session.execute(delete(ImageEmbedding).where(ImageEmbedding.image_id.in_(ids.tolist())))
-    session.execute(
-        update(Image)
-        .where(Image.id.in_(ids.tolist()))
-        .values(status=ImageStatus.REMOVED, error=reason, indexed_at=None, updated_at=utcnow())
-    )
-    session.commit()
+    spaces = session.scalars(select(EmbeddingSpace).order_by(EmbeddingSpace.id)).all()
+    with ExitStack() as locks:  # every space's lock, in id order: no append can bring one back
+        for space in spaces:
+            locks.enter_context(space_writer_lock(settings.index_dir, space.id, "remove"))
+        for space in spaces:
+            for metric in settings.index_metrics:
+                open_index(settings, space, metric).remove(ids)
+        session.execute(delete(ImageEmbedding).where(ImageEmbedding.image_id.in_(ids.tolist())))
+        session.execute(
+            update(Image)
+            .where(Image.id.in_(ids.tolist()))
+            .values(
+                status=ImageStatus.REMOVED, error=reason, indexed_at=None, updated_at=utcnow()
+            )
+        )
+        session.commit()
     return len(ids)
 
 
@@ -385,39 +474,61 @@ def space_vectors(session: Session, space: EmbeddingSpace) -> tuple[np.ndarray, 
     return ids, np.stack([vector_from_bytes(row.vector, space.dim) for row in rows])
 
 
-def rebuild_indexes(session: Session, settings: Settings, space: EmbeddingSpace) -> int:
-    """Build every metric index of `space` afresh from the database's vectors, then swap.
+def indexed_vectors(session: Session, space: EmbeddingSpace) -> tuple[np.ndarray, np.ndarray]:
+    """The vectors the database says are indexed, as (ids, vectors): what a rebuild holds."""
+    rows = session.execute(
+        select(ImageEmbedding.image_id, ImageEmbedding.vector)
+        .where(ImageEmbedding.space_id == space.id, ImageEmbedding.indexed.is_(True))
+        .order_by(ImageEmbedding.image_id)
+    ).all()
+    ids = np.array([row.image_id for row in rows], dtype=np.int64)
+    if not rows:
+        return ids, np.empty((0, space.dim), dtype=np.float32)
+    return ids, np.stack([vector_from_bytes(row.vector, space.dim) for row in rows])
 
-    The new index is written beside the old one and moved into place with renames, so
-    readers see either the old index or the complete new one.
+
+def rebuild_indexes(
+    session: Session, settings: Settings, space: EmbeddingSpace, lock_wait_s: float | None = None
+) -> int:
+    """Build every metric index of `space` afresh from the database's vectors; commits.
+
+    Under the space's writer lock (appends wait, none is lost): each index is rewritten to
+    hold exactly the rows marked indexed, swapped in by one atomic manifest replace
+    (ShardedIndex.replace_all), then the rows not yet indexed are appended as any index run
+    would, so no row is marked indexed without its vector. Killed at any step, each index
+    is whole (old or new) and agrees with the database; an interrupted rebuild's files are
+    removed by the next rebuild or by the sweep's verify. Returns vectors per metric.
     """
-    import shutil
-    import time
-
-    from mammosearch.index import ShardedIndex
-
-    ids, vectors = space_vectors(session, space)
-    for metric in settings.index_metrics:
-        current = open_index(settings, space, metric)
-        root = current.root
-        staging = root.with_name(f"{root.name}.rebuild-{int(time.time())}")
-        fresh = ShardedIndex(
-            root=staging,
-            dim=space.dim,
-            metric=metric,
-            segment_size=settings.index_segment_size,
-            factory=settings.index_factory,
-            identity=space.describe(),
+    with space_writer_lock(settings.index_dir, space.id, "rebuild", lock_wait_s):
+        fault_point("rebuild:locked")
+        ids, vectors = indexed_vectors(session, space)
+        fault_point("rebuild:read")
+        for metric in settings.index_metrics:
+            index = _index_for_rebuild(settings, space, metric)
+            _remove_legacy_rebuild_dirs(index.root)
+            index.replace_all(ids, vectors)
+            fault_point(f"rebuild:swapped-{metric}")
+        appended = _append_unindexed(
+            session, settings, space, update_status=_is_serving(session, settings, space)
         )
-        for start in range(0, len(ids), INDEX_BATCH):
-            fresh.add(ids[start : start + INDEX_BATCH], vectors[start : start + INDEX_BATCH])
-        retired = root.with_name(f"{root.name}.retired-{int(time.time())}")
-        if root.exists():
-            root.rename(retired)
-        staging.rename(root)
-        shutil.rmtree(retired, ignore_errors=True)
-    session.execute(
-        update(ImageEmbedding).where(ImageEmbedding.space_id == space.id).values(indexed=True)
-    )
-    session.commit()
-    return len(ids)
+        fault_point("rebuild:appended")
+    return len(ids) + appended
+
+
+def _index_for_rebuild(settings: Settings, space: EmbeddingSpace, metric: str) -> ShardedIndex:
+    """The index to rebuild in place; one that cannot be opened is set aside first.
+
+    A manifest for another space or a corrupt one cannot be replaced atomically (it cannot
+    be read); its directory is renamed to `<metric>.broken-<time>` for the operator, and the
+    rebuild starts from an empty index. Killed after that rename, the index is empty and
+    the sweep's verify re-appends every row.
+    """
+    try:
+        return open_index(settings, space, metric)
+    except (IndexMismatchError, IndexCorruptError) as error:
+        root = settings.index_dir / f"space-{space.id}" / metric
+        aside = root.with_name(f"{metric}.broken-{int(time.time())}")
+        log.warning("%s cannot be opened (%s); set aside as %s, rebuilding", root, error, aside)
+        root.rename(aside)
+        clear_readers()
+        return open_index(settings, space, metric)

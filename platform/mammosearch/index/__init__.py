@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from mammosearch.index.manifest import IndexCorruptError
 from mammosearch.index.segments import METRICS
 from mammosearch.index.sharded import IndexMismatchError, ShardedIndex
+from mammosearch.index.writer_lock import IndexBusy, space_writer_lock
 
 if TYPE_CHECKING:
     from mammosearch.config import Settings
@@ -20,12 +21,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "METRICS",
+    "IndexBusy",
     "IndexCorruptError",
     "IndexMismatchError",
     "ShardedIndex",
     "clear_readers",
     "get_reader",
     "open_index",
+    "space_writer_lock",
 ]
 
 READER_RELOAD_INTERVAL_S = 1.0

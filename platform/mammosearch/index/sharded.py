@@ -55,6 +55,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from mammosearch.faults import fault_point
 from mammosearch.index.manifest import (
     MANIFEST_FORMAT,
     MANIFEST_NAME,
@@ -382,7 +383,73 @@ class ShardedIndex:
                 return []
             return self._collect_garbage(self._view.manifest, include_retired)
 
+    def replace_all(self, ids: np.ndarray, vectors: np.ndarray) -> int:
+        """Make the index hold exactly these vectors, swapped in by one manifest replace.
+
+        The rebuild path: new segments are written beside the live ones, then one atomic
+        manifest replace publishes them and retires every old segment (collected by the
+        next write, as usual). Killed at any moment, the index is the old one or the new
+        one, whole; leftovers of an interrupted replace are removed when the next starts.
+        Returns how many vectors the index now holds.
+        """
+        new_ids = _as_ids(ids)
+        vectors = np.asarray(vectors, dtype=np.float32).reshape(len(new_ids), self.dim)
+        if not np.isfinite(vectors).all():
+            bad = new_ids[~np.isfinite(vectors).all(axis=1)][:10].tolist()
+            raise ValueError(f"vectors for ids {bad}: contain NaN or infinity")
+        _, first_positions = np.unique(new_ids, return_index=True)
+        first_positions.sort()
+        new_ids, vectors = new_ids[first_positions], vectors[first_positions]
+        with self._writing():
+            self._discard_strays()
+            view = self._view
+            entries, new_segments = self._seal_and_rest(
+                view.version + 1, new_ids, prepare_vectors(vectors, self.metric)
+            )
+            fault_point("index-replace:segments-written")
+            retired = [segment.file for segment in view.segments]
+            self._commit(view, entries, new_segments, retired)
+            return len(new_ids)
+
+    def stray_files(self) -> list[str]:
+        """Files no manifest accounts for (an interrupted write's segments, temp manifests)."""
+        with self._writing():
+            return self._strays()
+
+    def discard_strays(self) -> list[str]:
+        """Delete stray_files(); safe at any time, since it holds the writer lock."""
+        with self._writing():
+            return self._discard_strays()
+
     # ---- internals ---------------------------------------------------------------------
+
+    def _strays(self) -> list[str]:
+        manifest = self._view.manifest or {"segments": [], "retired": []}
+        keep = {entry["file"] for entry in manifest["segments"]}
+        keep |= set(manifest.get("retired", []))
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            path.name
+            for path in self.root.iterdir()
+            if path.name not in keep
+            and (
+                path.suffix == SEGMENT_SUFFIX
+                or (path.name.startswith(f".{MANIFEST_NAME}.") and path.name.endswith(TEMP_SUFFIX))
+            )
+        )
+
+    def _discard_strays(self) -> list[str]:
+        """Under the writer lock no write is in flight: every stray is an abandoned one."""
+        strays = self._strays()
+        for name in strays:
+            (self.root / name).unlink(missing_ok=True)
+            self._segment_cache.pop(name, None)
+        if strays:
+            log.warning(
+                "index %s: removed %d files of an interrupted write", self.root, len(strays)
+            )
+        return strays
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
@@ -448,6 +515,7 @@ class ShardedIndex:
         index, used_factory = build_index(ids, vectors, self.metric, factory)
         file_name = f"{kind}-{version:08d}-{uuid.uuid4().hex[:12]}{SEGMENT_SUFFIX}"
         size_bytes, sha256 = write_new_file(self.root / file_name, serialize(index))
+        fault_point("index:segment-written")
         entry = {
             "file": file_name,
             "kind": kind,
