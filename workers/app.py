@@ -85,7 +85,8 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
     """A Celery app for `settings` (default: the process settings)."""
     settings = settings or get_settings()
     allow_pixels(settings.max_image_pixels)  # Pillow's global, once per process
-    app = Celery("mammosearch", include=["workers.tasks"])
+    # workers.recovery: a restarted worker takes back its previous run's claims at once.
+    app = Celery("mammosearch", include=["workers.tasks", "workers.recovery"])
     app.conf.update(celery_config(settings))
     app.set_default()
     return app

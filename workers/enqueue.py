@@ -2,7 +2,9 @@
 
 Each image handed out is marked in Redis (`enqueued:image:<id>`, expiring with the broker's
 visibility timeout) so repeated dispatches and sweeps do not enqueue it again while its task
-is still on its way; the embed task clears the mark when done. Index runs are coalesced: a
+is still on its way; the embed task clears the mark as soon as it has claimed the images
+(from then on the claim's lease in the database says who works on them, see
+mammosearch.claims), so a worker killed mid-batch leaves no mark behind. Index runs are coalesced: a
 run is enqueued only when none is waiting for the space (`index-requested:<space>`), and the
 run clears that key *before* it reads the rows, so work committed after the read always
 causes another run. Nothing is lost by coalescing: a run indexes everything unindexed.
@@ -58,13 +60,19 @@ def _send(task_name: str, args: list[object], settings: Settings) -> str:
 
 
 def enqueue_pending(
-    settings: Settings, image_ids: Sequence[int] | None = None, batch_size: int | None = None
+    settings: Settings,
+    image_ids: Sequence[int] | None = None,
+    batch_size: int | None = None,
+    force: bool = False,
 ) -> DispatchSummary:
-    """Send `embed_batch` tasks for the pending images (or `image_ids`) not already on their way."""
+    """Send `embed_batch` tasks for the pending images (or `image_ids`) not already on their
+    way (`force`: their marks are cleared first, e.g. for claims whose holder died)."""
     if image_ids is None:
         with session_scope(settings.database_url) as session:
             image_ids = pipeline.pending_image_ids(session, MAX_IMAGES_PER_DISPATCH)
     client = redis_client(redis_url(settings))
+    if force and image_ids:
+        client.delete(*(enqueued_key(image_id) for image_id in image_ids))
     ttl_s = visibility_timeout_s()
     fresh = [image_id for image_id in image_ids if mark_once(client, enqueued_key(image_id), ttl_s)]
     size = max(1, batch_size or settings.embed_batch_size)
@@ -89,8 +97,13 @@ def forget_enqueued(settings: Settings, image_ids: Sequence[int]) -> None:
         redis_client(redis_url(settings)).delete(*(enqueued_key(i) for i in image_ids))
 
 
-def request_index(settings: Settings, space_id: int, force: bool = False) -> bool:
-    """Enqueue an index run for the space unless one is already waiting; True when sent."""
+def request_index(
+    settings: Settings, space_id: int, force: bool = False, verify: bool = False
+) -> bool:
+    """Enqueue an index run for the space unless one is already waiting; True when sent.
+
+    `verify`: the run then compares the indexes with the database and repairs them.
+    """
     client = redis_client(redis_url(settings))
     key = index_request_key(space_id)
     if force:
@@ -98,7 +111,7 @@ def request_index(settings: Settings, space_id: int, force: bool = False) -> boo
     elif not mark_once(client, key, INDEX_REQUEST_TTL_S):
         return False
     try:
-        _send(INDEX_SPACE_TASK, [space_id], settings)
+        _send(INDEX_SPACE_TASK, [space_id, verify] if verify else [space_id], settings)
     except Exception:
         client.delete(key)
         raise
@@ -120,11 +133,13 @@ class CeleryWorkQueue:
             raise ValueError("CeleryWorkQueue: CELERY_BROKER_URL is not set (no broker to use)")
         self.settings = settings
 
-    def enqueue_embedding(self, image_ids: Sequence[int] | None = None) -> DispatchSummary:
-        return enqueue_pending(self.settings, image_ids=image_ids)
+    def enqueue_embedding(
+        self, image_ids: Sequence[int] | None = None, force: bool = False
+    ) -> DispatchSummary:
+        return enqueue_pending(self.settings, image_ids=image_ids, force=force)
 
-    def request_index(self, space_id: int, force: bool = False) -> bool:
-        return request_index(self.settings, space_id, force=force)
+    def request_index(self, space_id: int, force: bool = False, verify: bool = False) -> bool:
+        return request_index(self.settings, space_id, force=force, verify=verify)
 
     def depths(self) -> dict[str, Any]:
         return queue_depths(celery_app, self.settings.celery_broker_url, QUEUES)

@@ -15,10 +15,11 @@ import redis
 from celery import shared_task
 from sqlalchemy.exc import OperationalError
 
-from mammosearch import pipeline, space_switch
+from mammosearch import claims, pipeline, space_switch
 from mammosearch.config import get_settings
 from mammosearch.db.models import EmbeddingSpace
 from mammosearch.db.session import make_session_factory, session_scope
+from mammosearch.index import IndexBusy
 from workers.enqueue import (
     CeleryWorkQueue,
     forget_enqueued,
@@ -49,19 +50,24 @@ def _lock_name(kind: str, identity: str) -> str:
 
 @shared_task(bind=True, name="mammosearch.embed_batch", **RETRY_TRANSIENT)
 def embed_batch(self: Any, image_ids: list[int]) -> dict[str, Any]:
-    """Embed up to a batch of pending images, then ask for an index run of their space."""
+    """Claim a batch of pending images (a lease renewed while it runs), embed them, then ask
+    for an index run of their space."""
     settings = get_settings()
+    holder = claims.holder_name(self.request.hostname)
     try:
         with session_scope(settings.database_url) as session:
-            claimed = pipeline.claim_for_embedding(session, image_ids)
-        self.update_state(state="PROGRESS", meta={"stage": "embedding", "images": len(claimed)})
+            claimed = pipeline.claim_for_embedding(
+                session, image_ids, holder=holder, lease_s=settings.claim_lease_s
+            )
+    finally:  # from here the claim, not the mark, says who works on them
+        forget_enqueued(settings, image_ids)
+    self.update_state(state="PROGRESS", meta={"stage": "embedding", "images": len(claimed)})
+    with claims.holding(settings.database_url, claimed, holder, settings.claim_lease_s):
         embedder = pipeline.active_embedder(settings)
         with session_scope(settings.database_url) as session:
             space = pipeline.active_space(session, settings)
             space_id = space.id
             result = pipeline.embed_images(session, claimed, embedder, space) if claimed else None
-    finally:  # done or failed, the sweep may hand these images out again from now on
-        forget_enqueued(settings, image_ids)
     # Also when nothing was claimed: a redelivered batch may have embedded before its worker
     # died and never asked for the index run.
     request_index(settings, space_id)
@@ -74,8 +80,11 @@ def embed_batch(self: Any, image_ids: list[int]) -> dict[str, Any]:
 
 
 @shared_task(bind=True, name="mammosearch.index_space", **RETRY_TRANSIENT)
-def index_space(self: Any, space_id: int) -> dict[str, Any]:
-    """Append the space's embedded-but-unindexed vectors to its indexes; one writer at a time."""
+def index_space(self: Any, space_id: int, verify: bool = False) -> dict[str, Any]:
+    """Append the space's embedded-but-unindexed vectors to its indexes; one writer at a time.
+
+    `verify` (the sweep's runs): then compare the indexes with the database and repair.
+    """
     settings = get_settings()
     client = redis_client(redis_url(settings))
     client.delete(index_request_key(space_id))  # embeds committed from now on ask for a new run
@@ -90,8 +99,20 @@ def index_space(self: Any, space_id: int) -> dict[str, Any]:
                 # Image status follows the serving space only (a re-embedding space does not).
                 serving = space_switch.serving_space(session, settings)
                 follows = serving is None or serving.id == space.id
-                indexed = pipeline.index_space(session, settings, space, update_status=follows)
-    except LockBusy as exc:
+                indexed = pipeline.index_space(
+                    session, settings, space, update_status=follows, lock_wait_s=INDEX_LOCK_WAIT_S
+                )
+                if verify:
+                    report = pipeline.verify_index(
+                        session, settings, space, repair=True, lock_wait_s=INDEX_LOCK_WAIT_S
+                    )
+                    return {
+                        "space_id": space_id,
+                        "indexed": indexed,
+                        "verify_clean": report["clean"],
+                        "repaired_rows": report.get("repaired_rows", 0),
+                    }
+    except (LockBusy, IndexBusy) as exc:
         raise self.retry(
             exc=exc, countdown=INDEX_LOCK_RETRY_S, max_retries=INDEX_LOCK_MAX_RETRIES
         ) from exc
@@ -164,7 +185,12 @@ def reconcile() -> dict[str, Any]:
 
     settings = get_settings()
     summary = sweep(settings, CeleryWorkQueue(settings))
-    return {"pending_images": summary.pending_images, "unindexed_spaces": summary.unindexed_spaces}
+    return {
+        "pending_images": summary.pending_images,
+        "unindexed_spaces": summary.unindexed_spaces,
+        "released_claims": len(summary.expired_claims),
+        "verified_spaces": summary.verified_spaces,
+    }
 
 
 @shared_task(bind=True, name="mammosearch.evaluate_active_space", **RETRY_TRANSIENT)

@@ -33,13 +33,17 @@ class WorkQueue(Protocol):
 
     mode: str  # "broker" or "in-process": reported by status and summaries
 
-    def enqueue_embedding(self, image_ids: Sequence[int] | None = None) -> DispatchSummary:
-        """Embed `image_ids` (default: every pending image) into the active space, then index."""
+    def enqueue_embedding(
+        self, image_ids: Sequence[int] | None = None, force: bool = False
+    ) -> DispatchSummary:
+        """Embed `image_ids` (default: every pending image) into the active space, then index
+        (`force`: even those believed to be on their way already, e.g. released claims)."""
         ...
 
-    def request_index(self, space_id: int, force: bool = False) -> bool:
+    def request_index(self, space_id: int, force: bool = False, verify: bool = False) -> bool:
         """Append the space's unindexed vectors to its indexes; True when a run was started
-        or sent (`force`: even when one is believed to be waiting already)."""
+        or sent (`force`: even when one is believed to be waiting already; `verify`: then
+        compare the indexes with the database and repair what differs)."""
         ...
 
     def depths(self) -> dict[str, Any]:
@@ -59,7 +63,9 @@ class InProcessQueue:
         self.settings = settings
         self.progress = progress  # a progress bar on the terminal while embedding
 
-    def enqueue_embedding(self, image_ids: Sequence[int] | None = None) -> DispatchSummary:
+    def enqueue_embedding(
+        self, image_ids: Sequence[int] | None = None, force: bool = False
+    ) -> DispatchSummary:
         from mammosearch import pipeline  # loads torch: only where the work runs here
 
         if image_ids is not None and not image_ids:
@@ -71,7 +77,7 @@ class InProcessQueue:
             mode=self.mode, images=summary.embedded + summary.failed, detail=summary.to_dict()
         )
 
-    def request_index(self, space_id: int, force: bool = False) -> bool:
+    def request_index(self, space_id: int, force: bool = False, verify: bool = False) -> bool:
         from mammosearch import pipeline
         from mammosearch.db.models import EmbeddingSpace
         from mammosearch.db.session import session_scope
@@ -81,6 +87,8 @@ class InProcessQueue:
             if space is None:
                 raise ValueError(f"embedding space {space_id}: no such space to index")
             pipeline.index_space(session, self.settings, space)
+            if verify:
+                pipeline.verify_index(session, self.settings, space, repair=True)
         return True
 
     def depths(self) -> dict[str, Any]:

@@ -86,21 +86,25 @@ def verify(backbone: str | None, repair: bool, as_json: bool) -> None:
 @backbone_option
 def compact(backbone: str | None) -> None:
     """Rewrite segments without removed vectors and drop unreferenced files."""
-    from mammosearch.index import open_index
+    from mammosearch.index import open_index, space_writer_lock
 
     settings = settings_for(backbone)
     with session_scope(settings.database_url) as session:
         space = resolve_space(session, settings)
-        for metric in settings.index_metrics:
-            dropped = open_index(settings, space, metric).compact()
-            click.echo(f"{metric}: compacted, {dropped} removed vectors dropped")
+        with space_writer_lock(settings.index_dir, space.id, "compact"):
+            for metric in settings.index_metrics:
+                dropped = open_index(settings, space, metric).compact()
+                click.echo(f"{metric}: compacted, {dropped} removed vectors dropped")
 
 
 @index.command("rebuild")
 @backbone_option
 @click.confirmation_option(prompt="Rebuild the indexes from the vectors in the database?")
 def rebuild(backbone: str | None) -> None:
-    """Rebuild every metric index of the space from the vectors stored in the database."""
+    """Rebuild every metric index of the space from the vectors stored in the database.
+
+    Takes the same writer lock as every index write (appends wait) and swaps each index in
+    with one atomic step; the index stays searchable throughout."""
     from mammosearch.pipeline import rebuild_indexes
 
     settings = settings_for(backbone)

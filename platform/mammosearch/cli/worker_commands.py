@@ -98,7 +98,7 @@ def watch(directory: Path, once: bool, interval: float | None, min_age_s: float 
 
 @click.command("reconcile")
 @click.option("--grace", "grace_s", type=float, default=None,
-              help="Only work untouched for this many seconds [default: 120].")
+              help="Only work untouched for this many seconds [default: 15].")
 def reconcile(grace_s: float | None) -> None:
     """Re-enqueue images left pending or unindexed (in-process: run the pipeline over them)."""
     from mammosearch.reconcile import DEFAULT_GRACE_S
@@ -114,6 +114,7 @@ def reconcile(grace_s: float | None) -> None:
             "mode": summary.mode,
             "pending_images": summary.pending_images,
             "unindexed_spaces": summary.unindexed_spaces,
+            "verified_spaces": summary.verified_spaces,
             **summary.detail,
         },
         indent=2,
