@@ -329,6 +329,7 @@ def verify_index(
     space: EmbeddingSpace,
     repair: bool = False,
     lock_wait_s: float | None = None,
+    update_status: bool | None = None,
 ) -> dict[str, Any]:
     """Compare each metric index with the database, the truth; optionally repair.
 
@@ -336,14 +337,19 @@ def verify_index(
     with no vector (marked indexed, absent from the index) and stray files (left by an
     interrupted write). Repair removes the first and the last, and re-appends the rows
     from the stored vectors. Runs under the space's writer lock, so an append in flight
-    (manifest committed, rows not yet) is never mistaken for a mismatch.
+    (manifest committed, rows not yet) is never mistaken for a mismatch. `update_status`
+    of re-appended images: None follows the serving space.
     """
     with space_writer_lock(settings.index_dir, space.id, "verify", lock_wait_s):
-        return _verify_locked(session, settings, space, repair)
+        return _verify_locked(session, settings, space, repair, update_status)
 
 
 def _verify_locked(
-    session: Session, settings: Settings, space: EmbeddingSpace, repair: bool
+    session: Session,
+    settings: Settings,
+    space: EmbeddingSpace,
+    repair: bool,
+    update_status: bool | None,
 ) -> dict[str, Any]:
     expected = set(
         session.scalars(
@@ -394,9 +400,9 @@ def _verify_locked(
                 .values(indexed=False)
             )
             session.commit()
-        report["repaired_rows"] = _append_unindexed(
-            session, settings, space, update_status=_is_serving(session, settings, space)
-        )
+        if update_status is None:
+            update_status = _is_serving(session, settings, space)
+        report["repaired_rows"] = _append_unindexed(session, settings, space, update_status)
     report["repaired"] = repair
     if not report["clean"]:
         log.warning(
@@ -488,7 +494,11 @@ def indexed_vectors(session: Session, space: EmbeddingSpace) -> tuple[np.ndarray
 
 
 def rebuild_indexes(
-    session: Session, settings: Settings, space: EmbeddingSpace, lock_wait_s: float | None = None
+    session: Session,
+    settings: Settings,
+    space: EmbeddingSpace,
+    lock_wait_s: float | None = None,
+    update_status: bool | None = None,
 ) -> int:
     """Build every metric index of `space` afresh from the database's vectors; commits.
 
@@ -497,7 +507,8 @@ def rebuild_indexes(
     (ShardedIndex.replace_all), then the rows not yet indexed are appended as any index run
     would, so no row is marked indexed without its vector. Killed at any step, each index
     is whole (old or new) and agrees with the database; an interrupted rebuild's files are
-    removed by the next rebuild or by the sweep's verify. Returns vectors per metric.
+    removed by the next rebuild or by the sweep's verify. `update_status` of the appended
+    images: None follows the serving space. Returns vectors per metric.
     """
     with space_writer_lock(settings.index_dir, space.id, "rebuild", lock_wait_s):
         fault_point("rebuild:locked")
@@ -508,9 +519,9 @@ def rebuild_indexes(
             _remove_legacy_rebuild_dirs(index.root)
             index.replace_all(ids, vectors)
             fault_point(f"rebuild:swapped-{metric}")
-        appended = _append_unindexed(
-            session, settings, space, update_status=_is_serving(session, settings, space)
-        )
+        if update_status is None:
+            update_status = _is_serving(session, settings, space)
+        appended = _append_unindexed(session, settings, space, update_status)
         fault_point("rebuild:appended")
     return len(ids) + appended
 
