@@ -115,3 +115,11 @@ def test_secrets_are_required_not_defaulted(compose: dict) -> None:
     text = (ROOT / "docker-compose.yml").read_text()
     assert "${POSTGRES_PASSWORD:?" in text
     assert "${MAMMOSEARCH_SECRET_KEY:?" in text
+
+
+def test_redis_keeps_an_append_only_file_on_its_volume(services: dict) -> None:
+    """AOF is the deployment default: queued work survives a Redis restart."""
+    redis_service = services["redis"]
+    command = redis_service["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert any(volume.endswith(":/data") for volume in redis_service["volumes"])
