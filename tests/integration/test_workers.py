@@ -276,3 +276,38 @@ def test_beat_declares_watch_and_orthanc_jobs_only_when_configured(pg_settings: 
     schedule = beat_schedule(configured)
     assert {"scan-watch-dirs", "follow-orthanc"} <= set(schedule)
     assert schedule["reconcile"]["schedule"] == pg_settings.reconcile_schedule_s
+
+
+def test_claims_of_a_dead_worker_are_sent_again_without_the_visibility_timeout(
+    broker_settings: Settings, broker: redis.Redis, queue: CeleryWorkQueue
+) -> None:
+    """A batch claimed by a worker that died (its task unacked for an hour, its marks still
+    set) is released by the sweep once its lease ran out, and enqueued again at once."""
+    from mammosearch import claims
+
+    image_ids = _add_images(broker_settings, 4)
+    queue.enqueue_embedding(image_ids)
+    broker.delete("embed")  # the task sits in the dead worker's unacked set, not the queue
+    with session_scope(broker_settings.database_url) as session:
+        claims.claim(session, image_ids, "celery@gone#run1/7")
+    assert reconcile(broker_settings, queue).detail["released_claims"] == 0  # lease still fresh
+    with session_scope(broker_settings.database_url) as session:
+        session.execute(
+            update(Image).where(Image.id.in_(image_ids))
+            .values(updated_at=utcnow() - timedelta(seconds=broker_settings.claim_lease_s + 1))
+        )
+    summary = reconcile(broker_settings, queue)
+    assert summary.expired_claims == image_ids
+    assert broker.llen("embed") == 1  # sent again although their marks were still set
+    with session_scope(broker_settings.database_url) as session:
+        statuses = set(session.scalars(select(Image.status).where(Image.id.in_(image_ids))))
+    assert statuses == {ImageStatus.PENDING}
+
+
+def test_work_lost_with_an_unpersisted_redis_is_resent_within_a_minute() -> None:
+    """Defaults: a sweep every schedule, work older than the grace: under 60 s in all."""
+    from mammosearch.reconcile import DEFAULT_GRACE_S
+
+    settings = settings_from_env()
+    assert settings.reconcile_schedule_s + DEFAULT_GRACE_S < 60
+    assert settings.claim_lease_s + settings.reconcile_schedule_s <= 60
