@@ -25,6 +25,23 @@ from mammosearch.train.runner import (
 )
 
 
+def training_library_versions() -> dict[str, str | None]:
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {}
+    for distribution in (
+        "onnx",
+        "onnxruntime",
+        "pytorch-metric-learning",
+        "efficientnet-lite-pytorch",
+    ):
+        try:
+            versions[distribution] = metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            versions[distribution] = None
+    return versions
+
+
 def run_training(
     session: Session,
     config: TrainConfig,
@@ -74,7 +91,7 @@ def run_training(
         fingerprint=fingerprint,
         cross_validation=cv,
         training=training,
-        software=software_versions(),
+        software={**software_versions(), **training_library_versions()},
     )
     written = write_model_dir(out_dir, model, record, list(data.sha256s), overwrite=overwrite)
     shutil.rmtree(work_dir, ignore_errors=True)
