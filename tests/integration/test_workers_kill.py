@@ -10,7 +10,6 @@ hand; recovery comes from the claims' leases in the database.
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,10 +24,9 @@ from mammosearch.db.session import session_scope
 from mammosearch.index import open_index
 from tests.conftest import REDIS_TEST_URL
 from tests.integration.worker_process import (
-    MAMMOSEARCH,
-    REPO_ROOT,
     flush_redis,
     run_cli,
+    start_beat,
     start_worker,
     stop_worker,
     wait_until,
@@ -61,14 +59,6 @@ def broker_settings(
     flush_redis(REDIS_TEST_URL)
 
 
-def _start_beat(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """`mammosearch beat`, as the compose stack runs it, in its own process group."""
-    return subprocess.Popen(
-        [str(MAMMOSEARCH), "beat"], env=env, cwd=REPO_ROOT, stdout=log_path.open("ab"),
-        stderr=subprocess.STDOUT, start_new_session=True,
-    )
-
-
 def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(
     dev_data: Path, broker_settings: tuple[Settings, dict[str, str]], tmp_path: Path
 ) -> None:
@@ -78,7 +68,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(
 
     settings, env = broker_settings
     log_path = tmp_path / "worker.log"
-    beat = _start_beat(env, tmp_path / "beat.log")
+    beat = start_beat(env, tmp_path / "beat.log")
     worker = start_worker(env, log_path)
     try:
         enqueue_import(settings, str(dev_data))

@@ -47,6 +47,14 @@ def start_worker(
     )
 
 
+def start_beat(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """`mammosearch beat`, as the compose stack runs it, in its own process group."""
+    return subprocess.Popen(
+        [str(MAMMOSEARCH), "beat"], env=env, cwd=REPO_ROOT, stdout=log_path.open("ab"),
+        stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+
 def stop_worker(
     worker: subprocess.Popen[bytes], sig: int = signal.SIGTERM, wait_s: float = 30
 ) -> None:
