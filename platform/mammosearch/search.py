@@ -131,7 +131,7 @@ def suggest_birads(
     class_counts: Mapping[int, int] | None = None,
     measured: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Vote of the neighbours' BIRADS: similarity-weighted, divided by each class's share of
+    """Vote of the neighbours' BIRADS: similarity-weighted, discounted by each class's share of
     the archive (`class_counts`; the same rule as evaluate.neighbour_vote), with the space's
     measured accuracy of this vote beside it (`measured`) and the decision-support note."""
     weights: dict[int, float] = defaultdict(float)

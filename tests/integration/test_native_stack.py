@@ -381,7 +381,7 @@ def test_compose_services_ingest_index_and_search_natively(
     metrics = http.get(f"{base_url}/metrics", timeout=10).text
     for stage in SEARCH_STAGES:
         assert f'mammosearch_search_stage_seconds_count{{stage="{stage}"}}' in metrics, stage
-    for queue in ("ingest", "embed", "index", "evaluate"):
+    for queue in ("ingest", "embed", "index", "evaluate", "train"):
         assert f'mammosearch_queue_depth{{queue="{queue}"}}' in metrics, queue
     assert f'mammosearch_images{{status="indexed"}} {len(subset.stems)}.0' in metrics
     assert re.search(rf'mammosearch_index_vectors{{[^}}]*}} {len(subset.stems)}\.0', metrics)

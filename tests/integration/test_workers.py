@@ -182,7 +182,8 @@ def test_status_shows_lag_failures_and_queue_depth(
     assert 290 <= report["lag"]["oldest_pending_age_s"] < 400
     assert report["failures"][0]["error"] == "x.png: corrupt or truncated image"
     assert report["tasks"] == {
-        "mode": "broker", "queues": {"ingest": 0, "embed": 1, "index": 0, "evaluate": 0}
+        "mode": "broker",
+        "queues": {"ingest": 0, "embed": 1, "index": 0, "evaluate": 0, "train": 0},
     }
 
 
@@ -248,14 +249,13 @@ def test_without_a_broker_the_pipeline_runs_in_process(
 
 def test_the_app_is_configured_for_at_least_once_delivery() -> None:
     """acks_late + reject on worker loss + prefetch 1; every task has a declared queue."""
+    from mammosearch.work_queue import QUEUES
     from workers.app import TASK_ROUTES, celery_app
 
     conf = celery_app.conf
     assert conf.task_acks_late and conf.task_reject_on_worker_lost
     assert conf.worker_prefetch_multiplier == 1
-    assert {route["queue"] for route in TASK_ROUTES.values()} == {
-        "ingest", "embed", "index", "evaluate"
-    }
+    assert {route["queue"] for route in TASK_ROUTES.values()} == set(QUEUES)
     celery_app.loader.import_default_modules()
     registered = {name for name in celery_app.tasks if name.startswith("mammosearch.")}
     assert registered == set(TASK_ROUTES)

@@ -57,10 +57,10 @@ def test_votes_match_the_search_services_suggestion_for_every_query() -> None:
 
 
 def test_a_common_class_does_not_win_by_being_common() -> None:
-    """Equal similarity, 3 neighbours of a class 4x as common as the other's 2: prior wins."""
+    """Equal similarity, 3 neighbours of a class 9x as common as the other's 2: prior wins."""
     hits = [_hit(r, 0.5, 1) for r in range(3)] + [_hit(3 + r, 0.5, 5) for r in range(2)]
     assert suggest_birads(hits)["birads"] == 1  # no priors: the majority
-    corrected = suggest_birads(hits, {1: 400, 5: 100})
+    corrected = suggest_birads(hits, {1: 900, 5: 100})
     assert corrected["birads"] == 5
     assert corrected["note"] == "Decision support, not a diagnosis."
 
