@@ -17,7 +17,7 @@ class TrainConfig:
     labels: tuple[str, ...] = ("birads",)
     base: str = "efficientnet-lite0"
     image_size_px: int = 320
-    loss: str = "ce"
+    loss: str = "supcon"
     dim: int = 256
     trained_blocks: int = 5
     n_views: int = 8
