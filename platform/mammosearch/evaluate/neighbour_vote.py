@@ -3,8 +3,8 @@
 The vote is the search service's BIRADS suggestion (mammosearch.search.suggest_birads),
 vectorised: the top-k candidates of each query each add max(similarity, 0) (or 1e-9) to
 their class, and each class's sum is discounted by its share of the archive
-(`prior_correction`), so a common class does not win by being common alone; the heaviest class wins, ties going to more
-votes, then to the earlier class.
+(`prior_correction`), so a common class does not win by being common alone; the heaviest
+class wins, ties going to more votes, then to the earlier class.
 Similarity is what the search service shows: cosine -> the cosine itself, l2 -> 1 / (1 +
 squared distance). Candidates are the labelled images the protocol leaves to the query.
 """

@@ -89,6 +89,18 @@ def resolve_space(
         .order_by(EmbeddingSpace.created_at.desc(), EmbeddingSpace.id.desc())
     )
     if backbone is not None:
+        from mammosearch.embed.loader import registry_dir, trained_model_for
+        from mammosearch.embed.spaces import find_space
+
+        trained = trained_model_for(backbone, registry_dir(settings))
+        if trained is not None:  # a model directory or a registered model's name
+            space = find_space(session, trained.identity())
+            if space is None:
+                raise EvaluationError(
+                    f"model {trained.name}: no embedding space yet; embed the archive with it "
+                    f"(mammosearch spaces reembed {backbone})"
+                )
+            return space
         space = session.scalars(with_vectors.where(EmbeddingSpace.backbone == backbone)).first()
         if space is None:
             raise EvaluationError(f"backbone {backbone!r}: no embedding space with vectors")

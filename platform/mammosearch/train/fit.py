@@ -25,7 +25,7 @@ class FitConfig:
     epochs: int = 20
     batch_size: int = 48
     lr: float = 1e-3
-    backbone_lr: float = 3e-4
+    backbone_lr: float = 1e-3
     weight_decay: float = 1e-4
     balanced: bool = False  # draw each epoch's images class-balanced (with replacement)
     seed: int = 0
