@@ -57,7 +57,13 @@ def browser_file(settings: Settings, image: Image) -> tuple[Path, str]:
 
 
 def thumbnail_bytes(picture: PILImage.Image, size_px: int) -> bytes:
+    """A JPEG at most `size_px` on its long side; `picture` itself is not changed.
+
+    `_for_display` hands back `picture` itself when it is already grey or RGB, and
+    `thumbnail` shrinks in place: without the copy an uploaded query was embedded shrunken.
+    """
     small = _for_display(picture)
+    small = small.copy() if small is picture else small
     small.thumbnail((size_px, size_px))
     buffer = io.BytesIO()
     small.save(buffer, format="JPEG", quality=85)

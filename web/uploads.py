@@ -3,33 +3,31 @@
 from __future__ import annotations
 
 import base64
-import io
 
 from PIL import Image as PILImage
 from werkzeug.datastructures import FileStorage
 
-from mammosearch.ingest.dicom import looks_like_dicom
-from mammosearch.ingest.storage import ImageRejected, check_image
+from mammosearch.ingest.storage import ImageRejected
+from mammosearch.query_image import read_query_image
 from web.imagefiles import thumbnail_bytes
+
+
+def has_upload(upload: FileStorage | None) -> bool:
+    """A file was chosen (browsers send an empty, nameless part when none was)."""
+    return upload is not None and bool(upload.filename)
 
 
 def read_upload(upload: FileStorage | None, max_pixels: int) -> PILImage.Image:
     """Decode the upload fully (bomb-guarded); raise ImageRejected naming the file and why."""
-    if upload is None or not upload.filename:
+    if upload is None or not has_upload(upload):
         raise ImageRejected("no image uploaded: choose a JPEG, PNG or DICOM file")
-    name = upload.filename
-    content = upload.read()
-    if looks_like_dicom(name, content):
-        from mammosearch.ingest.dicom import read_dicom
-
-        return read_dicom(content, name, max_pixels=max_pixels).image
-    check_image(content, name, max_pixels=max_pixels)
-    with PILImage.open(io.BytesIO(content)) as opened:
-        opened.load()
-        return opened.copy()
+    return read_query_image(upload.read(), upload.filename or "upload", max_pixels)
 
 
 def preview_data_url(picture: PILImage.Image, size_px: int = 256) -> str:
-    """A small inline JPEG of the query: shown beside its results, never stored."""
+    """A small inline JPEG of the query: shown beside its results, never stored.
+
+    `picture` is left as it is (the search embeds it at full size).
+    """
     encoded = base64.b64encode(thumbnail_bytes(picture, size_px)).decode("ascii")
     return f"data:image/jpeg;base64,{encoded}"

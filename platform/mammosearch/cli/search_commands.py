@@ -15,19 +15,13 @@ BIRADS_LOW, BIRADS_HIGH = ASSESSMENT_CATEGORIES[0], ASSESSMENT_CATEGORIES[-1]
 
 
 def load_query_image(path: Path, max_pixels: int):  # type: ignore[no-untyped-def]
-    """A query file (JPEG, PNG or DICOM) -> checked PIL image; errors name the file."""
-    import io
+    """A query file (JPEG, PNG or DICOM) -> checked PIL image; errors name the file.
 
-    from PIL import Image as PILImage
+    The same reader as the web upload's, so both give the same neighbours.
+    """
+    from mammosearch.query_image import read_query_image
 
-    from mammosearch.ingest.dicom import looks_like_dicom, read_dicom
-    from mammosearch.ingest.storage import check_image
-
-    content = path.read_bytes()
-    if looks_like_dicom(path.name, content):
-        return read_dicom(content, path.name).image
-    checked = check_image(content, path.name, max_pixels=max_pixels)
-    return PILImage.open(io.BytesIO(checked.content))
+    return read_query_image(path.read_bytes(), path.name, max_pixels)
 
 
 @click.command("search")

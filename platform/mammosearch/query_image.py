@@ -1,0 +1,30 @@
+"""A query file's bytes (JPEG, PNG or DICOM) -> the checked image a search embeds.
+
+One reader for the pages, the API and the CLI, so the same file gives the same vector
+(and the same neighbours) whichever way it arrives.
+"""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image as PILImage
+
+from mammosearch.ingest.dicom import looks_like_dicom, read_dicom
+from mammosearch.ingest.storage import ImageRejected, check_image
+
+
+def read_query_image(content: bytes, name: str, max_pixels: int) -> PILImage.Image:
+    """Decode `content` fully (bomb-guarded); raise ImageRejected naming `name` and why.
+
+    The image returned is the caller's own: nothing else holds it, so a preview made from
+    it must work on a copy (see web.imagefiles.thumbnail_bytes).
+    """
+    if not content:
+        raise ImageRejected(f"{name}: empty file")
+    if looks_like_dicom(name, content):
+        return read_dicom(content, name, max_pixels=max_pixels).image
+    checked = check_image(content, name, max_pixels=max_pixels)
+    with PILImage.open(io.BytesIO(checked.content)) as opened:
+        opened.load()
+        return opened.copy()
