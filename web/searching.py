@@ -99,6 +99,15 @@ def parse_search_params(values: Mapping[str, Any], metrics: tuple[str, ...]) -> 
     )
 
 
+def check_one_query(params: SearchParams, upload_name: str | None) -> None:
+    """A search has one query: an uploaded file or an archived image id, never both."""
+    if params.image_id is not None and upload_name:
+        raise BadSearchRequest(
+            f"give one query, not both: the uploaded file {upload_name!r} or archived "
+            f"image_id {params.image_id}; clear one and search again"
+        )
+
+
 def run_search(
     session: Session,
     settings: Settings,

@@ -27,6 +27,7 @@ from mammosearch.embed import Embedder, load_embedder_from_settings
 from mammosearch.embed.spaces import get_or_create_space
 from mammosearch.evaluate.leakage import measured_vote
 from mammosearch.evaluate.neighbour_vote import prior_correction
+from mammosearch.filter_values import FilterValues, FilterValuesCache, UnknownFilterValue
 from mammosearch.index import get_reader
 
 METRICS = ("cosine", "l2")
@@ -59,7 +60,7 @@ class SearchFilters:
         if self.view:
             query = query.where(func.upper(Image.view) == self.view.upper())
         if self.modality:
-            query = query.where(Image.modality == self.modality)
+            query = query.where(func.lower(Image.modality) == self.modality.lower())
         if self.birads_min is not None:
             query = query.where(Image.birads >= self.birads_min)
         if self.birads_max is not None:
@@ -175,6 +176,7 @@ class SearchService:
         self._space_key: object = None
         self._class_counts: tuple[float, dict[int, int]] | None = None
         self._reliability: dict[int, dict[str, Any]] = {}
+        self._filter_values = FilterValuesCache()
 
     @property
     def embedder(self) -> Embedder:
@@ -210,6 +212,18 @@ class SearchService:
             self._reliability[space.id] = measured_vote(self.settings, space)
         return self._reliability[space.id]
 
+    def filter_values(self, session: Session) -> FilterValues:
+        """The values view, pathology and modality may take (what a search form offers)."""
+        return self._filter_values.get(session)
+
+    def _check_filters(self, session: Session, filters: SearchFilters | None) -> None:
+        if filters is None or not filters.active:
+            return
+        try:
+            self._filter_values.check(session, asdict(filters))
+        except UnknownFilterValue as exc:
+            raise SearchError(str(exc)) from None
+
     def _check(self, k: int, metric: str) -> None:
         if metric not in METRICS:
             raise SearchError(f"unknown metric {metric!r}: choose one of {', '.join(METRICS)}")
@@ -229,6 +243,7 @@ class SearchService:
     ) -> SearchResponse:
         """Embed an image (any mode; preprocessing converts to grayscale) and search."""
         self._check(k, metric)
+        self._check_filters(session, filters)
         started = time.perf_counter()
         vector = self.embedder.embed_pil([image])[0]
         embed_ms = (time.perf_counter() - started) * 1000
@@ -288,6 +303,7 @@ class SearchService:
     ) -> SearchResponse:
         """k nearest indexed images passing `filters`; filters never shorten the list."""
         self._check(k, metric)
+        self._check_filters(session, filters)
         started = time.perf_counter()
         space = self.space(session)
         index = get_reader(self.settings, space, metric)

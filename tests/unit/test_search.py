@@ -72,3 +72,14 @@ def test_excluding_the_query_patient_by_flag_drops_their_other_images(
         session, ids[0], k=6, exclude_same_patient=True
     )
     assert {hit.image_id for hit in response.results} == set(ids[6:])
+
+
+def test_an_unknown_filter_value_is_refused_with_the_choices(
+    session: Session, archive  # type: ignore[no-untyped-def]
+) -> None:
+    """The core refuses view=LATERAL (so the CLI does too), naming the known views."""
+    settings, ids = archive
+    with pytest.raises(SearchError, match=r"view: 'LATERAL' is not known; choose CC, MLO"):
+        SearchService(settings).search_image_id(
+            session, ids[0], k=3, filters=SearchFilters(view="LATERAL")
+        )

@@ -230,3 +230,79 @@ def test_untrained_space_is_flagged_on_the_page(search_app: Flask) -> None:
             "weights_source": "random", "preprocessing_version": 1, "dim": 1024,
         }))
     assert "UNTRAINED weights" in banner and "space-untrained" in banner
+
+
+def test_an_upload_and_an_image_id_at_once_are_refused(
+    browser: FlaskClient, api: tuple[FlaskClient, dict[str, str]]
+) -> None:
+    """Two queries in one request: 400 naming both (page and API), instead of using the id."""
+    data = {"image_id": "2", "k": "3"}
+    page = browser.post(
+        "/search", content_type="multipart/form-data",
+        data={**data, "image": _upload("query.png", synthetic_image_bytes(3))},
+    )
+    text = page.get_data(as_text=True)
+    assert page.status_code == 400
+    assert "give one query, not both" in text and "query.png" in text
+    assert 'id="results"' not in text  # nothing was searched
+    client, headers = api
+    response = client.post(
+        "/api/v1/search", headers=headers, content_type="multipart/form-data",
+        data={**data, "image": _upload("query.png", synthetic_image_bytes(3))},
+    )
+    assert response.status_code == 400
+    assert "give one query, not both" in response.get_json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "allowed"),
+    [("view", "LATERAL", "CC, MLO"), ("pathology", "cancer", "Normal, Benign, Malignant"),
+     ("modality", "CESM", "subtracted")],
+)
+def test_unknown_filter_values_are_refused_naming_the_allowed_ones(
+    browser: FlaskClient, api: tuple[FlaskClient, dict[str, str]],
+    name: str, value: str, allowed: str,
+) -> None:
+    """view=LATERAL, pathology=cancer, modality=CESM: 400 listing the choices, not 0 results."""
+    client, headers = api
+    response = client.post(
+        "/api/v1/search", headers=headers, json={"image_id": 1, "k": 3, name: value}
+    )
+    error = response.get_json()["error"]
+    assert response.status_code == 400
+    assert f"{name}: {value!r} is not known; choose" in error and allowed in error
+    page = browser.post("/search", data={"image_id": "1", name: value})
+    assert page.status_code == 400 and allowed in page.get_data(as_text=True)
+
+
+def test_filter_values_match_regardless_of_case(api: tuple[FlaskClient, dict[str, str]]) -> None:
+    """mlo, MALIGNANT and Subtracted are the archive's MLO, Malignant and subtracted."""
+    client, headers = api
+    body = client.post("/api/v1/search", headers=headers, json={
+        "image_id": 1, "k": 3, "pathology": "MALIGNANT", "modality": "Subtracted",
+    }).get_json()
+    assert {hit["pathology"] for hit in body["results"]} == {"Malignant"}
+
+
+def test_a_search_error_page_does_not_call_the_archive_empty(browser: FlaskClient) -> None:
+    """A refused search keeps the form and the recent cases; no 'no searchable case yet'."""
+    page = browser.post("/search", data={"image_id": "1", "k": "many"})
+    text = page.get_data(as_text=True)
+    assert page.status_code == 400 and "k: &#39;many&#39; is not a whole number" in text
+    assert "no searchable case yet" not in text and 'id="recent-cases"' in text
+
+
+def test_the_form_offers_the_archive_s_filter_values(browser: FlaskClient) -> None:
+    """Modality, view and pathology are choices from the archive, the chosen one kept."""
+    page = browser.get("/search?modality=subtracted").get_data(as_text=True)
+    assert '<option value="subtracted" selected>' in page
+    assert '<option value="MLO" >' in page and '<option value="Malignant" >' in page
+
+
+def test_similarity_is_shown_as_a_rank_and_a_readable_figure(browser: FlaskClient) -> None:
+    """cosine: a percentage; L2: the rank and the distance, never a 0.0x 'similarity'."""
+    cosine = browser.post("/search", data={"image_id": "1", "k": "3", "metric": "cosine"})
+    assert re.search(r"#1 · \d+% similar", cosine.get_data(as_text=True))
+    l2 = browser.post("/search", data={"image_id": "1", "k": "3", "metric": "l2"})
+    text = l2.get_data(as_text=True)
+    assert "#1 of 3 · distance" in text and "similarity 0." not in text

@@ -16,11 +16,26 @@ _FILTER_PROPERTIES: dict[str, Any] = {
     "k": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
     "metric": {"type": "string", "description": "An indexed metric, e.g. cosine or l2."},
     "side": {"type": "string", "enum": ["L", "R"]},
-    "view": {"type": "string", "examples": ["CC", "MLO"]},
-    "modality": {"type": "string", "examples": ["subtracted", "low-energy", "dicom"]},
+    "view": {
+        "type": "string",
+        "examples": ["CC", "MLO"],
+        "description": "A mammography view code (any case); another value is a 400 that lists "
+        "the known ones.",
+    },
+    "modality": {
+        "type": "string",
+        "examples": ["subtracted", "low-energy", "MG"],
+        "description": "A modality the archive holds (any case); another value is a 400 that "
+        "lists the archive's.",
+    },
     "birads_min": {"type": "integer", "minimum": 0, "maximum": 6},
     "birads_max": {"type": "integer", "minimum": 0, "maximum": 6},
-    "pathology": {"type": "string", "examples": ["Benign", "Malignant", "Normal"]},
+    "pathology": {
+        "type": "string",
+        "examples": ["Benign", "Malignant", "Normal"],
+        "description": "Normal, Benign, Malignant or another the archive holds (any case); "
+        "another value is a 400 that lists them.",
+    },
     "exclude_same_patient": {
         "type": "boolean",
         "description": "With image_id: leave out the query patient's own images.",
@@ -54,7 +69,8 @@ OPENAPI: dict[str, Any] = {
                                     "image": {
                                         "type": "string",
                                         "contentMediaType": "application/octet-stream",
-                                        "description": "JPEG, PNG or DICOM.",
+                                        "description": "JPEG, PNG or DICOM. With `image_id` "
+                                        "as well the request is a 400: one query at a time.",
                                     },
                                     **_FILTER_PROPERTIES,
                                 },

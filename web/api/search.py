@@ -12,8 +12,8 @@ from mammosearch.ingest.storage import ImageRejected
 from web.api import bp
 from web.configuration import settings
 from web.db import get_session
-from web.searching import BadSearchRequest, parse_search_params, run_search
-from web.uploads import read_upload
+from web.searching import BadSearchRequest, check_one_query, parse_search_params, run_search
+from web.uploads import has_upload, read_upload
 
 
 def _request_values() -> dict[str, Any]:
@@ -33,11 +33,13 @@ def search() -> Response:
     values = _request_values()
     try:
         params = parse_search_params(values, current.index_metrics)
+        upload = request.files.get("image")
+        check_one_query(params, upload.filename if has_upload(upload) else None)
         query_image = None
         if params.image_id is None:
             if request.is_json:
                 raise BadSearchRequest("image_id: required in a JSON body (or upload `image`)")
-            query_image = read_upload(request.files.get("image"), current.max_image_pixels)
+            query_image = read_upload(upload, current.max_image_pixels)
         response = run_search(
             get_session(), current, params, query_image, current_user.row, request.remote_addr
         )

@@ -13,8 +13,8 @@ from mammosearch.ingest.storage import ImageRejected
 from web.access import RADIOLOGY, restrict_blueprint
 from web.configuration import settings
 from web.db import get_session
-from web.searching import BadSearchRequest, parse_search_params, run_search
-from web.uploads import preview_data_url, read_upload
+from web.searching import BadSearchRequest, check_one_query, parse_search_params, run_search
+from web.uploads import has_upload, preview_data_url, read_upload
 
 bp = restrict_blueprint(Blueprint("search", __name__), RADIOLOGY)
 
@@ -24,23 +24,17 @@ def index() -> Response:
     return redirect(url_for("search.search_page"))
 
 
-def _render(status: int = 200, **context: Any) -> tuple[str, int]:
-    context.setdefault("form", {})
-    context.setdefault("metrics", settings().index_metrics)
-    return render_template("search.html", **context), status
-
-
 RECENT_CASES_SHOWN = 24
 
 
-@bp.get("/search")
-def search_page() -> tuple[str, int]:
-    """The search form, and the newest searchable cases to start from (one click each)."""
+def _recent_cases() -> list[Image]:
+    """The newest searchable cases: the page's starting points, and what tells it the archive
+    is not empty (every render needs it, error pages too)."""
     from sqlalchemy import select
 
     from mammosearch.db.models import ImageStatus
 
-    recent = (
+    return list(
         get_session()
         .scalars(
             select(Image)
@@ -50,7 +44,23 @@ def search_page() -> tuple[str, int]:
         )
         .all()
     )
-    return _render(form=request.args, recent=recent)
+
+
+def _render(status: int = 200, **context: Any) -> tuple[str, int]:
+    from mammosearch.search import get_search_service
+
+    current = settings()
+    context.setdefault("form", {})
+    context.setdefault("metrics", current.index_metrics)
+    context.setdefault("recent", _recent_cases())
+    context.setdefault("choices", get_search_service(current).filter_values(get_session()))
+    return render_template("search.html", **context), status
+
+
+@bp.get("/search")
+def search_page() -> tuple[str, int]:
+    """The search form, and the newest searchable cases to start from (one click each)."""
+    return _render(form=request.args)
 
 
 @bp.post("/search")
@@ -60,13 +70,14 @@ def search_submit() -> tuple[str, int]:
     current = settings()
     form = request.form
     session = get_session()
+    upload = request.files.get("image")
+    upload_name = upload.filename if has_upload(upload) else None
     try:
         params = parse_search_params(form, current.index_metrics)
+        check_one_query(params, upload_name)
         query_image = None
-        query_preview = None
         if params.image_id is None:
-            query_image = read_upload(request.files.get("image"), current.max_image_pixels)
-            query_preview = preview_data_url(query_image)
+            query_image = read_upload(upload, current.max_image_pixels)
         response = run_search(
             session, current, params, query_image, current_user.row, request.remote_addr
         )
@@ -81,6 +92,7 @@ def search_submit() -> tuple[str, int]:
         form=form,
         response=response,
         query_row=query_row,
-        query_preview=query_preview,
-        upload_name=request.files["image"].filename if query_image is not None else None,
+        # Made after the search, from the image the search embedded.
+        query_preview=preview_data_url(query_image) if query_image is not None else None,
+        upload_name=upload_name if query_image is not None else None,
     )
