@@ -20,6 +20,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         handlers,
         limiter,
         metrics,
+        public_names,
         security,
     )
 
@@ -33,5 +34,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     security.init_app(app)
     limiter.init_app(app)
     handlers.init_app(app)
+    public_names.init_app(app)  # no server path in any page
     blueprints.init_app(app)
     return app

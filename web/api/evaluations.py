@@ -12,6 +12,7 @@ from web.access import ADMIN, roles_required
 from web.api import bp
 from web.blueprints.evaluation import latest_runs
 from web.db import get_session
+from web.public_names import public_json, public_space, public_text
 
 
 def _iso(moment: Any) -> str | None:
@@ -22,7 +23,7 @@ def run_summary(run: EvaluationRun) -> dict[str, Any]:
     return {
         "id": run.id,
         "space_id": run.space_id,
-        "embedding_space": run.space.describe() if run.space is not None else None,
+        "embedding_space": public_space(run.space.describe() if run.space else None),
         "trigger": run.trigger,
         "status": run.status,
         "protocol": run.protocol,
@@ -30,12 +31,12 @@ def run_summary(run: EvaluationRun) -> dict[str, Any]:
         "metric": run.metric,
         "metrics": run.metrics,
         "per_class": run.per_class,
-        "config": run.config,
+        "config": public_json(run.config),  # it holds the space's description
         "queries": run.queries,
         "archive_size": run.archive_size,
         "duration_s": run.duration_s,
         "progress": run.progress,
-        "error": run.error,
+        "error": public_text(run.error),
         "flagged": run.flagged,
         "flag_reason": run.flag_reason,
         "started_at": _iso(run.started_at),

@@ -12,6 +12,7 @@ from mammosearch.ingest.storage import ImageRejected
 from web.api import bp
 from web.configuration import settings
 from web.db import get_session
+from web.public_names import public_space
 from web.searching import BadSearchRequest, check_one_query, parse_search_params, run_search
 from web.uploads import has_upload, read_upload
 
@@ -48,6 +49,7 @@ def search() -> Response:
     except LookupError as exc:
         abort(404, description=str(exc))
     body = response.to_dict()
+    body["embedding_space"] = public_space(body["embedding_space"])
     for result in body.get("results", []):
         result["image_url"] = url_for("api.image_file", image_id=result["image_id"])
         result["case_url"] = url_for("cases.case_page", image_id=result["image_id"])

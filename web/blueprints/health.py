@@ -46,9 +46,13 @@ def _check_broker(url: str) -> dict[str, Any]:
 def _check_index_dir() -> dict[str, Any]:
     index_dir = settings().index_dir
     if not index_dir.exists():
-        return {"ok": True, "detail": f"{index_dir} not created yet (nothing indexed)"}
+        # No path in the answer: /readyz is public.
+        return {"ok": True, "detail": "index directory not created yet (nothing indexed)"}
     if not os.access(index_dir, os.R_OK | os.X_OK):
-        return {"ok": False, "error": f"{index_dir}: not readable by this process"}
+        return {
+            "ok": False,
+            "error": "index directory (MAMMOSEARCH_DATA_DIR/index): not readable by this process",
+        }
     return {"ok": True}
 
 
