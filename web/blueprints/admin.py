@@ -12,6 +12,7 @@ from mammosearch.users import ROLES, UserError, create_user, list_users
 from web.access import ADMIN, restrict_blueprint
 from web.configuration import work_queue
 from web.db import get_session
+from web.public_names import public_json
 
 bp = restrict_blueprint(Blueprint("admin", __name__, url_prefix="/admin"), ADMIN)
 
@@ -20,7 +21,7 @@ AUDIT_PAGE_SIZE = 100
 
 @bp.get("/ingestion")
 def ingestion() -> str:
-    status = collect_status(get_session(), work_queue())
+    status = public_json(collect_status(get_session(), work_queue()))  # no server paths
     return render_template("admin/ingestion.html", status=status)
 
 
