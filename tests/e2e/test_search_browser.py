@@ -74,6 +74,7 @@ def served(
             make_image(session, settings, patient, seed=30 + 10 * number + view_index,
                        view=view, birads=1 + number, side="LR"[number % 2])
     make_user(session, "rad", "radiologist")
+    make_user(session, "boss", "admin")
     token = create_api_token(session, make_user(session, "robot", "radiologist"))
     session.commit()
     session.close()
@@ -198,3 +199,37 @@ def test_file_k_and_filters_stay_and_a_changed_filter_searches_again(
     assert chrome.find_elements(By.ID, "recent-cases")
     assert chrome.execute_script("return document.getElementById('image').files.length") == 1
     assert chrome.save_screenshot(str(ARTIFACTS / "search-refused-two-queries.png"))
+
+
+def test_similarity_reads_as_rank_and_distance_and_no_page_shows_a_server_path(
+    served: tuple[str, Settings, str], chrome  # type: ignore[no-untyped-def]
+) -> None:
+    """L2 results read '#n of k · distance'; search, ingestion and evaluations pages name the
+    weights by package, never by a directory of the server."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    server, settings, _ = served
+    wait = WebDriverWait(chrome, 90)
+    _sign_in(chrome, server, "boss")
+    wait.until(ready.presence_of_element_located((By.ID, "logout")))
+    chrome.get(f"{server}/search")
+    chrome.find_element(By.ID, "image_id").send_keys("1")
+    Select(chrome.find_element(By.ID, "metric")).select_by_value("l2")
+    chrome.find_element(By.ID, "search").click()
+    wait.until(ready.presence_of_element_located((By.ID, "results")))
+    labels = [p.text for p in chrome.find_elements(By.CSS_SELECTOR, "#results .similarity")]
+    assert labels and labels[0].startswith("#1 of ") and "distance" in labels[0], labels
+    assert "package" in chrome.find_element(By.ID, "embedding-space").text
+    wait.until(lambda driver: driver.execute_script(
+        "return [...document.querySelectorAll('#results img')]"
+        ".every(img => img.complete && img.naturalWidth > 0)"))
+    assert chrome.save_screenshot(str(ARTIFACTS / "search-l2-rank-distance.png"))
+    for page in ("/search", "/admin/ingestion", "/evaluations", "/admin/models"):
+        chrome.get(f"{server}{page}")
+        source = chrome.page_source
+        for path in (str(settings.data_dir), sys.prefix, "site-packages", str(REPO_ROOT)):
+            assert path not in source, (page, path)
+    chrome.get(f"{server}/admin/ingestion")
+    assert chrome.save_screenshot(str(ARTIFACTS / "ingestion-no-paths.png"))
