@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image as PILImage
@@ -54,6 +56,32 @@ def browser_file(settings: Settings, image: Image) -> tuple[Path, str]:
         _for_display(_open(path)).save(buffer, format="PNG")
         atomic_write_bytes(rendition, buffer.getvalue())
     return rendition, "image/png"
+
+
+VIEWER_MAX_SIDE_PX = 6000
+"""An uploaded query larger than this is scaled down for the viewer (mammograms are ~4000)."""
+
+
+@dataclass(frozen=True)
+class ViewerImage:
+    url: str  # a data: URL (the page's CSP allows data: images and nothing else off-site)
+    width: int
+    height: int
+
+
+def viewer_data_url(picture: PILImage.Image) -> ViewerImage:
+    """An uploaded query at full resolution for the viewer, kept in the page, not on disk.
+
+    JPEG at quality 95: a fifth of a PNG's size for a 10-megapixel mammogram, with no
+    difference visible under window/level. Works on a copy: the caller's image is untouched.
+    """
+    shown = _for_display(picture).copy()
+    if max(shown.size) > VIEWER_MAX_SIDE_PX:
+        shown.thumbnail((VIEWER_MAX_SIDE_PX, VIEWER_MAX_SIDE_PX))
+    buffer = io.BytesIO()
+    shown.save(buffer, format="JPEG", quality=95)
+    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return ViewerImage(f"data:image/jpeg;base64,{encoded}", shown.width, shown.height)
 
 
 def thumbnail_bytes(picture: PILImage.Image, size_px: int) -> bytes:

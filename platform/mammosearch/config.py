@@ -44,6 +44,7 @@ class Settings:
     watch_schedule_s: float = 30.0
     orthanc_url: str | None = None
     orthanc_schedule_s: float = 10.0
+    archive_viewer_url: str | None = None  # a study's page in the PACS viewer (OHIF, Orthanc)
     regression_threshold: float = 0.05
     regression_webhook_url: str | None = None
 
@@ -110,6 +111,7 @@ def settings_from_env() -> Settings:
         watch_schedule_s=float(_env("MAMMOSEARCH_WATCH_SCHEDULE_S", "30")),
         orthanc_url=_env("MAMMOSEARCH_ORTHANC_URL"),
         orthanc_schedule_s=float(_env("MAMMOSEARCH_ORTHANC_SCHEDULE_S", "10")),
+        archive_viewer_url=_env("MAMMOSEARCH_ARCHIVE_VIEWER_URL"),
         regression_threshold=float(_env("MAMMOSEARCH_REGRESSION_THRESHOLD", "0.05")),
         regression_webhook_url=_env("MAMMOSEARCH_REGRESSION_WEBHOOK_URL"),
     )

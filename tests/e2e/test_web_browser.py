@@ -166,15 +166,15 @@ def test_sign_in_search_by_upload_open_a_case_sign_out(
     assert chrome.save_screenshot(str(ARTIFACTS / "search-results.png"))
 
     results[0].find_element(By.TAG_NAME, "a").click()
-    wait.until(ready.presence_of_element_located((By.ID, "case-image")))
+    wait.until(ready.presence_of_element_located((By.ID, "case-viewer")))
     wait.until(lambda driver: driver.execute_script(
-        "const img = document.getElementById('case-image');"
-        "return img.complete && img.naturalWidth > 0"))
+        "return document.getElementById('case-viewer').dataset.loaded === '1'"))
     assert "Report" in chrome.page_source
-    chrome.execute_script(
-        "const z = document.getElementById('zoom'); z.value = 200;"
-        "z.dispatchEvent(new Event('input'));")
-    assert chrome.find_element(By.ID, "zoom-value").text == "200%"
+    assert "found-at" in chrome.page_source  # opened from the results: rank and distance
+    before = float(chrome.find_element(By.ID, "case-viewer").get_attribute("data-zoom"))
+    chrome.find_element(By.CSS_SELECTOR, "[data-action='zoom-in']").click()
+    wait.until(lambda driver: float(driver.find_element(By.ID, "case-viewer")
+                                    .get_attribute("data-zoom")) > before * 1.2)
     ARTIFACTS.mkdir(exist_ok=True)
     chrome.save_screenshot(str(ARTIFACTS / "case.png"))
 

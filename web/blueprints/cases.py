@@ -1,5 +1,5 @@
-"""One case: the full image with zoom and segmentation outlines, the patient's other images,
-reports; and the authenticated image and thumbnail files."""
+"""One case: the deep-zoom image with segmentation outlines, every image of the patient's
+studies, reports, where the case was found; and the authenticated image and thumbnail files."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from werkzeug.wrappers import Response
 from mammosearch.audit import record_access
 from mammosearch.db.models import Image, Segmentation
 from web.access import RADIOLOGY, restrict_blueprint
+from web.case_context import archive_viewer_link, found_at, study_groups
 from web.configuration import settings
 from web.db import get_session
 from web.imagefiles import browser_file, thumbnail_file
@@ -58,13 +59,13 @@ def case_page(image_id: int) -> str:
     session = get_session()
     image = get_image_or_404(image_id)
     patient = image.patient
-    other_images = session.scalars(
-        select(Image).where(Image.patient_id == patient.id, Image.id != image.id).order_by(Image.id)
+    patient_images = session.scalars(
+        select(Image).where(Image.patient_id == patient.id).order_by(Image.id)
     ).all()
     reports = list(patient.reports)
     record_access(
         session, current_user.row, "view_image", patient_id=patient.id, image_id=image.id,
-        detail={"other_image_ids": [other.id for other in other_images]},
+        detail={"other_image_ids": [other.id for other in patient_images if other.id != image.id]},
         remote_addr=request.remote_addr,
     )
     if reports:
@@ -78,9 +79,11 @@ def case_page(image_id: int) -> str:
         "case.html",
         image=image,
         patient=patient,
-        other_images=other_images,
+        studies=study_groups(patient_images),
         reports=reports,
         outlines=svg_outlines(list(image.segmentations)),
+        found=found_at(request.args, settings().index_metrics),
+        archive_viewer_url=archive_viewer_link(settings(), image),
     )
 
 
@@ -103,6 +106,12 @@ def image_file(image_id: int) -> Response:
 
 @bp.get("/<int:image_id>/thumbnail")
 def thumbnail(image_id: int) -> Response:
-    size_px = int(current_app.config["THUMBNAIL_SIZE_PX"])
+    """The small thumbnail, or with `size` twice as large (the only two sizes cached)."""
+    small_px = int(current_app.config["THUMBNAIL_SIZE_PX"])
+    sizes_px = {str(small_px): small_px, str(2 * small_px): 2 * small_px}
+    asked = request.args.get("size", str(small_px))
+    if asked not in sizes_px:
+        abort(400, description=f"size={asked}: thumbnails are {small_px} or {2 * small_px} px")
+    size_px = sizes_px[asked]
     path = thumbnail_file(settings(), get_image_or_404(image_id), size_px)
     return send_file(path, mimetype="image/jpeg", max_age=0)

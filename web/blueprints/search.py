@@ -13,6 +13,7 @@ from mammosearch.ingest.storage import ImageRejected
 from web.access import RADIOLOGY, restrict_blueprint
 from web.configuration import settings
 from web.db import get_session
+from web.imagefiles import viewer_data_url
 from web.searching import BadSearchRequest, check_one_query, parse_search_params, run_search
 from web.uploads import has_upload, preview_data_url, read_upload
 
@@ -95,4 +96,5 @@ def search_submit() -> tuple[str, int]:
         # Made after the search, from the image the search embedded.
         query_preview=preview_data_url(query_image) if query_image is not None else None,
         upload_name=upload_name if query_image is not None else None,
+        query_full=viewer_data_url(query_image) if query_image is not None else None,
     )

@@ -1,15 +1,6 @@
-// Zoom the case image (and its outline overlay, which scales with it) and toggle the outline.
+// Show or hide the segmentation outline drawn over the case image (viewer.js places it).
 (function () {
   "use strict";
-  var zoom = document.getElementById("zoom");
-  var box = document.getElementById("zoom-box");
-  var label = document.getElementById("zoom-value");
-  if (zoom && box) {
-    zoom.addEventListener("input", function () {
-      box.style.width = zoom.value + "%";
-      if (label) { label.textContent = zoom.value + "%"; }
-    });
-  }
   var toggle = document.getElementById("show-outlines");
   var outlines = document.getElementById("outlines");
   if (toggle && outlines) {

@@ -1,0 +1,87 @@
+"""The side-by-side viewer in headless Chromium: zoom and pan move the query and the result
+together, window/level and invert change both, reset brings them back (screenshots)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.e2e.test_web_browser import ARTIFACTS, chrome, server  # noqa: F401  (fixtures)
+from tests.unit.web_support import TEST_PASSWORD
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+VIEWPORTS = (
+    "return window.mammosearchViewers.map(v => {"
+    " const c = v.viewport.getCenter(true); return [v.viewport.getZoom(true), c.x, c.y]; })"
+)
+
+
+def _settled(driver) -> list[list[float]]:  # type: ignore[no-untyped-def]
+    """Both panes' [zoom, centre x, centre y] once the animations have finished."""
+    driver.execute_script(
+        "window.mammosearchViewers.forEach(v => v.viewport.applyConstraints(true))")
+    return driver.execute_script(VIEWPORTS)
+
+
+def test_zoom_and_pan_move_query_and_result_together(server: str, chrome) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """Scroll at the cursor zooms both panes alike, a drag pans both, reset restores both."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(chrome, 90)
+    chrome.get(f"{server}/login")
+    chrome.find_element(By.ID, "username").send_keys("rad")
+    chrome.find_element(By.ID, "password").send_keys(TEST_PASSWORD)
+    chrome.find_element(By.ID, "sign-in").click()
+    wait.until(ready.presence_of_element_located((By.ID, "recent-cases")))
+    chrome.find_element(By.CSS_SELECTOR, "#recent-cases form button").click()  # find similar
+    wait.until(ready.presence_of_element_located((By.ID, "compare")))
+    wait.until(lambda driver: driver.execute_script(
+        "return ['compare-query', 'compare-result'].every("
+        "id => document.getElementById(id).dataset.loaded === '1')"))
+    compare = chrome.find_element(By.ID, "compare")
+    chrome.execute_script("arguments[0].scrollIntoView()", compare)
+    ARTIFACTS.mkdir(exist_ok=True)
+    home = _settled(chrome)
+    assert chrome.save_screenshot(str(ARTIFACTS / "viewer-side-by-side-home.png"))
+
+    query_pane = chrome.find_element(By.ID, "compare-query")
+    for _ in range(4):  # four wheel notches, a third of the way across the query
+        ActionChains(chrome).scroll_from_origin(
+            ScrollOrigin.from_element(query_pane, -60, -120), 0, -120).perform()
+        time.sleep(0.2)  # OpenSeadragon ignores wheel events closer than 50 ms apart
+    wait.until(lambda driver: _settled(driver)[0][0] > home[0][0] * 1.5)
+    zoomed = _settled(chrome)
+    assert zoomed[1][0] == pytest.approx(zoomed[0][0], rel=1e-3), "the result follows the zoom"
+    assert zoomed[1][1:] == pytest.approx(zoomed[0][1:], abs=1e-3), "and the centre"
+    assert zoomed[0][1:] != pytest.approx(home[0][1:], abs=1e-3), "zoom is anchored at the cursor"
+    assert chrome.save_screenshot(str(ARTIFACTS / "viewer-side-by-side-zoomed.png"))
+
+    ActionChains(chrome).drag_and_drop_by_offset(query_pane, 120, 80).perform()
+    panned = _settled(chrome)
+    assert panned[0][1:] != pytest.approx(zoomed[0][1:], abs=1e-3)
+    assert panned[1][1:] == pytest.approx(panned[0][1:], abs=1e-3), "the result follows the pan"
+
+    group = chrome.find_element(By.ID, "viewer-group")
+    body = chrome.find_element(By.TAG_NAME, "body")
+    body.send_keys("i")
+    body.send_keys("[", "[", "[", "[")
+    assert group.get_attribute("data-invert") == "1"
+    assert int(group.get_attribute("data-window")) == 256 - 4 * 16
+    assert chrome.save_screenshot(str(ARTIFACTS / "viewer-side-by-side-inverted-window.png"))
+
+    body.send_keys("0")
+    wait.until(lambda driver: _settled(driver)[0][0] == pytest.approx(home[0][0], rel=1e-3))
+    assert group.get_attribute("data-invert") == "0"
+    assert group.get_attribute("data-window") == "256"
+
+    chrome.find_elements(By.CSS_SELECTOR, ".compare-button")[1].click()  # another result
+    wait.until(lambda driver: driver.execute_script(
+        "return document.getElementById('compare-result').dataset.loaded === '1'"))
+    captions = chrome.find_elements(By.CSS_SELECTOR, "#compare [data-caption]")
+    assert captions[1].text.startswith("#2 · image ")
