@@ -223,8 +223,38 @@
   var windowInput = control("window"), levelInput = control("level"), presets = control("preset");
   if (windowInput) { windowInput.addEventListener("input", function () { setWindowLevel(+windowInput.value, state.level); }); }
   if (levelInput) { levelInput.addEventListener("input", function () { setWindowLevel(state.window, +levelInput.value); }); }
+  // "auto": the window spanning the 1st to 99th percentile of the first pane's grey levels.
+  function autoWindow() {
+    var src = panes[0].dataset.src;
+    if (!src) { return; }
+    var picture = new Image();
+    picture.onload = function () {
+      var scale = Math.min(1, 512 / Math.max(picture.naturalWidth, picture.naturalHeight));
+      var canvas = document.createElement("canvas");
+      canvas.width = Math.max(1, Math.round(picture.naturalWidth * scale));
+      canvas.height = Math.max(1, Math.round(picture.naturalHeight * scale));
+      var context = canvas.getContext("2d");
+      context.drawImage(picture, 0, 0, canvas.width, canvas.height);
+      var pixels = context.getImageData(0, 0, canvas.width, canvas.height).data;
+      var histogram = new Array(256).fill(0), count = 0;
+      for (var at = 0; at < pixels.length; at += 4) {
+        var grey = Math.round(0.299 * pixels[at] + 0.587 * pixels[at + 1] + 0.114 * pixels[at + 2]);
+        if (grey > 0) { histogram[grey] += 1; count += 1; }  // black background left out
+      }
+      if (!count) { return; }
+      var seen = 0, low = 0, high = 255;
+      for (var level = 0; level < 256; level += 1) {
+        seen += histogram[level];
+        if (seen < 0.01 * count) { low = level + 1; }
+        if (seen <= 0.99 * count) { high = level; }
+      }
+      setWindowLevel(Math.max(2, high - low + 1), (low + high + 1) / 2);
+    };
+    picture.src = src;
+  }
   if (presets) {
     presets.addEventListener("change", function () {
+      if (presets.value === "auto") { autoWindow(); return; }
       var parts = presets.value.split(",");
       if (parts.length === 2) { setWindowLevel(+parts[0], +parts[1]); }
     });
@@ -242,7 +272,7 @@
     "]": function () { setWindowLevel(state.window + 16, state.level); },
     ",": function () { setWindowLevel(state.window, state.level - 8); },
     ".": function () { setWindowLevel(state.window, state.level + 8); },
-    "s": function () { setSync(!state.sync); },
+    "s": function () { setSync(!state.sync); }, "a": autoWindow,
     "n": actions.next, "p": actions.previous,
   };
   function typing(target) {
