@@ -30,6 +30,7 @@ from tests.e2e.test_web_browser import (
     _sign_in,
     _wait_until_live,
 )
+from tests.e2e.waiting import page_wait
 from tests.unit.web_support import fresh_sqlite, make_image, make_patient, make_settings, make_user
 
 pytestmark = [
@@ -120,10 +121,9 @@ def _page_ids(chrome) -> list[int]:  # type: ignore[no-untyped-def]
 def _search_in_browser(chrome, server: str, query: Path) -> None:  # type: ignore[no-untyped-def]
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ready
-    from selenium.webdriver.support.ui import WebDriverWait
 
     _sign_in(chrome, server, "rad")
-    wait = WebDriverWait(chrome, 90)
+    wait = page_wait(chrome, 90)
     wait.until(ready.presence_of_element_located((By.ID, "image")))
     chrome.find_element(By.ID, "image").send_keys(str(query))
     k_field = chrome.find_element(By.ID, "k")
@@ -170,11 +170,11 @@ def test_file_k_and_filters_stay_and_a_changed_filter_searches_again(
     """After a search the file, k and filters stay; side=R re-runs it with the same file;
     an image id as well is refused in words, with the recent cases still below."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select, WebDriverWait
+    from selenium.webdriver.support.ui import Select
 
     server, _, _ = served
     _search_in_browser(chrome, server, _query_file(tmp_path))
-    wait = WebDriverWait(chrome, 90)
+    wait = page_wait(chrome, 90)
     first = _page_ids(chrome)
     Select(chrome.find_element(By.ID, "side")).select_by_value("R")
     wait.until(lambda driver: _page_ids(driver) != first)
@@ -208,10 +208,10 @@ def test_similarity_reads_as_rank_and_distance_and_no_page_shows_a_server_path(
     weights by package, never by a directory of the server."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ready
-    from selenium.webdriver.support.ui import Select, WebDriverWait
+    from selenium.webdriver.support.ui import Select
 
     server, settings, _ = served
-    wait = WebDriverWait(chrome, 90)
+    wait = page_wait(chrome, 90)
     _sign_in(chrome, server, "boss")
     wait.until(ready.presence_of_element_located((By.ID, "logout")))
     chrome.get(f"{server}/search")

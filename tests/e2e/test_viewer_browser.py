@@ -8,6 +8,7 @@ import time
 import pytest
 
 from tests.e2e.test_web_browser import ARTIFACTS, chrome, server  # noqa: F401  (fixtures)
+from tests.e2e.waiting import page_wait
 from tests.unit.web_support import TEST_PASSWORD
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -31,9 +32,8 @@ def test_zoom_and_pan_move_query_and_result_together(server: str, chrome) -> Non
     from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ready
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    wait = WebDriverWait(chrome, 90)
+    wait = page_wait(chrome, 90)
     chrome.get(f"{server}/login")
     chrome.find_element(By.ID, "username").send_keys("rad")
     chrome.find_element(By.ID, "password").send_keys(TEST_PASSWORD)

@@ -17,6 +17,7 @@ import pytest
 
 from mammosearch.db.session import make_session_factory
 from mammosearch.pipeline import process_pending
+from tests.e2e.waiting import page_wait
 from tests.unit.web_support import (
     TEST_PASSWORD,
     fresh_sqlite,
@@ -134,9 +135,8 @@ def test_sign_in_search_by_upload_open_a_case_sign_out(
     """Log in, upload a query, see k results with BIRADS, open a case, log out."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ready
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    wait = WebDriverWait(chrome, 90)
+    wait = page_wait(chrome, 90)
     chrome.get(f"{server}/search")
     assert "/login" in chrome.current_url  # anonymous: sent to sign in
     chrome.find_element(By.ID, "username").send_keys("rad")
@@ -199,9 +199,8 @@ def test_admin_checks_ingestion_adds_a_user_and_reads_the_audit(
     """An admin's work: ingestion status, evaluations, a new radiologist, the access audit."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ready
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    wait = WebDriverWait(chrome, 60)
+    wait = page_wait(chrome, 60)
     _sign_in(chrome, server, "boss")
     wait.until(ready.presence_of_element_located((By.ID, "logout")))
 

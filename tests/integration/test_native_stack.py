@@ -312,8 +312,8 @@ def test_compose_services_ingest_index_and_search_natively(
 
     def answers(path: str) -> bool:
         try:
-            return http.get(base_url + path, timeout=5).status_code == 200
-        except requests.ConnectionError:
+            return http.get(base_url + path, timeout=10).status_code == 200
+        except requests.RequestException:  # refused while booting, or slow on a loaded host
             return False
 
     def logged(name: str, phrase: str) -> Callable[[], bool]:
@@ -329,7 +329,7 @@ def test_compose_services_ingest_index_and_search_natively(
     assert f"enqueued {len(subset.stems)} images" in ingest_output, ingest_output
 
     def all_indexed() -> bool:
-        status = http.get(f"{base_url}/api/v1/status", timeout=10)
+        status = http.get(f"{base_url}/api/v1/status", timeout=60)
         assert status.status_code == 200, status.text
         return status.json()["images"]["indexed"] == len(subset.stems)
 
@@ -374,11 +374,11 @@ def test_compose_services_ingest_index_and_search_natively(
     assert query_id not in {hit["image_id"] for hit in by_id["results"]}  # never itself
     assert by_upload["results"][0]["image_id"] == image_ids[subset.stems[-1]]
 
-    assert http.get(f"{base_url}/healthz", timeout=5).status_code == 200
-    ready = http.get(f"{base_url}/readyz", timeout=10)
+    stack.wait(lambda: answers("/healthz"), "web /healthz after the searches", timeout_s=60)
+    ready = http.get(f"{base_url}/readyz", timeout=60)
     assert ready.status_code == 200, ready.text
     assert {"database", "broker", "index_dir"} <= set(ready.json()["checks"])
-    metrics = http.get(f"{base_url}/metrics", timeout=10).text
+    metrics = http.get(f"{base_url}/metrics", timeout=60).text
     for stage in SEARCH_STAGES:
         assert f'mammosearch_search_stage_seconds_count{{stage="{stage}"}}' in metrics, stage
     for queue in ("ingest", "embed", "index", "evaluate", "train"):

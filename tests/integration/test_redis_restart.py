@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -63,9 +64,11 @@ def test_an_empty_redis_after_a_restart_costs_under_a_minute(
     url = f"redis://127.0.0.1:{port}/0"
     env = worker_env(pg_url, tmp_path / "data", url)
     for key, value in env.items():
-        if key.startswith(("MAMMOSEARCH_", "CELERY_", "DATABASE_URL")):
+        # Not CELERY_*: Celery reads those from the environment itself, and the process's
+        # one app would keep the private Redis this test kills (later tests use that app).
+        if key.startswith(("MAMMOSEARCH_", "DATABASE_URL")):
             monkeypatch.setenv(key, value)
-    settings = settings_from_env()
+    settings = replace(settings_from_env(), celery_broker_url=url, celery_result_backend=url)
     redis_server = _redis(port, tmp_path / "redis.log")
     beat = start_beat(env, tmp_path / "beat.log")
     worker = start_worker(env, tmp_path / "worker.log")
