@@ -411,3 +411,77 @@ def test_status_counts_images_by_pipeline_status(
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["images"]["indexed"] == 1
     assert db_session.scalar(select(func.count()).select_from(Patient)) == 2
+
+
+# --- Bad sheet values (issue 12) ----------------------------------------------------------
+def stored_files(settings: Settings) -> set[str]:
+    return {str(p) for p in settings.images_dir.rglob("*") if p.is_file()}
+
+
+def test_impossible_birads_and_ages_are_reported_by_row_and_column_and_the_rest_is_kept(
+    tmp_path: Path, db_session: Session, import_settings: Settings
+) -> None:
+    """BIRADS 9, -1, 2.5, 'abc' and ages 500, -3, 1e300: named, stored empty, never a crash."""
+    rows = [
+        row("P1_R_CM_CC", birads=9), row("P2_R_CM_CC", birads=-1),
+        row("P3_R_CM_CC", birads=2.5), row("P4_R_CM_CC", birads="abc"),
+        row("P5_R_CM_CC", age=500), row("P6_R_CM_CC", age=-3), row("P7_R_CM_CC", age=1e300),
+        row("P8_R_CM_CC", birads="3$9"),
+    ]
+    folder = make_folder(tmp_path, rows, {f"{r[0]}.jpg": jpeg(i) for i, r in enumerate(rows)})
+    summary = import_cdd_cesm(db_session, folder, import_settings, progress=False)
+    assert summary.new == 8 and summary.rejected == []
+    problems = "\n".join(summary.sheet_problems)
+    for sheet_row, column, value in [
+        (2, "BIRADS", "'9'"), (3, "BIRADS", "'-1'"), (4, "BIRADS", "'2.5'"),
+        (5, "BIRADS", "'abc'"), (6, "Age", "'500'"), (7, "Age", "'-3'"),
+        (8, "Age", "'1e+300'"), (9, "BIRADS", "'3$9'"),
+    ]:
+        assert f"row {sheet_row} (P{sheet_row - 1}_R_CM_CC), column {column}: {value}" in problems
+    assert len(summary.sheet_problems) == 8
+    for number in (1, 2, 3, 4, 8):  # no category guessed, raw text kept, the rest stored
+        image = image_named(db_session, f"P{number}_R_CM_CC.jpg")
+        assert image.birads is None and image.birads_raw is not None
+        assert (image.pathology, image.view, image.patient.age) == ("benign", "CC", 50)
+    for number in (5, 6, 7):
+        image = image_named(db_session, f"P{number}_R_CM_CC.jpg")
+        assert image.patient.age is None and image.birads == 2
+
+
+def test_a_patient_id_that_disagrees_with_the_file_name_is_reported_not_imported(
+    tmp_path: Path, db_session: Session, import_settings: Settings
+) -> None:
+    """Sheet says patient 13, the name says P12: neither is guessed; the row is reported."""
+    mismatched = ("P12_L_CM_CC", 13) + row("P12_L_CM_CC")[2:]
+    folder = make_folder(tmp_path, [mismatched, row("P3_L_CM_CC")],
+                         {"P12_L_CM_CC.jpg": jpeg(1), "P3_L_CM_CC.jpg": jpeg(2)})
+    summary = import_cdd_cesm(db_session, folder, import_settings, progress=False)
+    assert summary.new == 1
+    assert summary.sheet_problems == [
+        f"{SHEET} row 2 (P12_L_CM_CC), column Patient_ID: '13' disagrees with the image name "
+        "(patient 12); the image is not imported until one of them is corrected"
+    ]
+    assert summary.skipped[0].startswith("P12_L_CM_CC.jpg: not imported (sheet row 2)")
+    assert "P12_L_CM_CC.jpg" not in " ".join(summary.images_without_row)
+    assert stored_files(import_settings) == {image_named(db_session, "P3_L_CM_CC.jpg").stored_path}
+
+
+def test_a_batch_the_database_refuses_is_retried_per_image_and_leaves_no_stray_file(
+    tmp_path: Path, db_session: Session, import_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A value the database cannot hold (age 10**300, unchecked) costs its own row only."""
+    from mammosearch.ingest import sheet
+
+    monkeypatch.setattr(sheet, "_age", lambda value: (int(float(value)), None))
+    rows = [row("P1_R_CM_CC"), row("P2_R_CM_CC", age=1e300), row("P3_R_CM_CC"),
+            row("P4_R_CM_CC"), row("P5_R_CM_CC")]
+    folder = make_folder(tmp_path, rows, {f"{r[0]}.jpg": jpeg(i) for i, r in enumerate(rows)})
+    summary = import_cdd_cesm(db_session, folder, import_settings, progress=False, batch_size=4)
+    assert (summary.new, summary.patients_new) == (4, 4)
+    assert len(summary.rejected) == 1
+    assert summary.rejected[0].startswith(
+        "P2_R_CM_CC.jpg: not stored: the database refused sheet row 3")
+    referenced = set(db_session.scalars(select(Image.stored_path)))
+    assert len(referenced) == 4 and stored_files(import_settings) == referenced
+    assert import_cdd_cesm(db_session, folder, import_settings, progress=False).unchanged == 4

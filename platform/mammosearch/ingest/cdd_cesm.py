@@ -8,8 +8,10 @@ the folder and matched to sheet rows by name.
 Idempotent: an image is keyed by its content's sha256, so a re-run adds nothing, and a
 changed sheet updates the rows of unchanged images. Files are stored before their row is
 committed and rows are committed in batches: an interrupted import keeps what it
-committed, a re-run finishes the rest, and no row points to a missing file. It does not
-embed: images are left `pending` for the pipeline.
+committed, a re-run finishes the rest, and no row points to a missing file. A batch the
+database refuses is rolled back, the files it wrote and no row references are removed, and
+its images are tried one by one, so one bad row is reported and the others still land. It
+does not embed: images are left `pending` for the pipeline.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import String, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
@@ -40,7 +43,7 @@ from mammosearch.ingest.sheet import (
     SheetRow,
     parse_annotation_sheet,
 )
-from mammosearch.ingest.storage import ImageRejected, check_image, store_image
+from mammosearch.ingest.storage import ImageRejected, check_image, store_image, stored_path_for
 
 SOURCE = "cdd-cesm"
 SHEET_FILE_NAME = "Radiology manual annotations.xlsx"
@@ -174,9 +177,13 @@ class _Patients:
         self.session = session
         self.sheet_patient_ids = set(sheet_patient_ids)
         self.created = 0
+        self.reload()
+
+    def reload(self) -> None:
+        """Forget rows a rollback discarded: read the committed patients again."""
         self.by_id = {
             patient.source_patient_id: patient
-            for patient in session.scalars(select(Patient).where(Patient.source == SOURCE))
+            for patient in self.session.scalars(select(Patient).where(Patient.source == SOURCE))
         }
 
     def get(self, source_patient_id: str, age: int | None = None) -> Patient:
@@ -276,18 +283,21 @@ def import_cdd_cesm(
     patients = _Patients(
         session, (row.patient_id for row in sheet.rows.values() if row.patient_id)
     )
-    registered: dict[str, Image] = {}  # sheet name -> row, for segmentations
-    name_by_sha: dict[str, str] = {}  # this run's content -> file name, to name a copy
-    for position, (row, path) in enumerate(
-        tqdm(matched, desc="CDD-CESM images", unit="img", disable=not progress), 1
-    ):
-        image = _register_image(session, row, path, settings, birads_rule, patients,
-                                name_by_sha, summary)
-        if image is not None:
-            registered[row.image_name] = image
-        if position % batch_size == 0:
-            session.commit()
-    session.commit()
+    batch = _Batch(session, settings, birads_rule, patients, summary)
+    importable = []
+    for row, path in matched:
+        if row.withheld:
+            summary.skipped.append(f"{path.name}: not imported (sheet row {row.row_number}): "
+                                   f"{row.withheld}")
+        else:
+            importable.append((row, path))
+    with tqdm(total=len(importable), desc="CDD-CESM images", unit="img",
+              disable=not progress) as bar:
+        for start in range(0, len(importable), batch_size):
+            chunk = importable[start:start + batch_size]
+            batch.run(chunk)
+            bar.update(len(chunk))
+    registered = batch.registered
     summary.patients_new = patients.created
 
     summary.reports = import_reports(session, find_report_files(folder), patients.for_report)
@@ -304,6 +314,85 @@ def import_cdd_cesm(
     return summary
 
 
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:limit]
+
+
+class _Batch:
+    """Registers images a batch per commit; a refused batch leaves no row and no stray file."""
+
+    def __init__(self, session: Session, settings: Settings, birads_rule: str,
+                 patients: _Patients, summary: ImportSummary) -> None:
+        self.session, self.settings, self.birads_rule = session, settings, birads_rule
+        self.patients, self.summary = patients, summary
+        self.registered: dict[str, Image] = {}  # sheet name -> row, for segmentations
+        self.name_by_sha: dict[str, str] = {}  # this run's content -> file name, to name a copy
+
+    def run(self, items: list[tuple[SheetRow, Path]]) -> None:
+        summary, patients = self.summary, self.patients
+        counts = (summary.new, summary.updated, summary.unchanged, patients.created)
+        lengths = (len(summary.rejected), len(summary.skipped))
+        known_shas = set(self.name_by_sha)
+        written: list[Path] = []  # files this batch created (not those stored before)
+        images: dict[str, Image] = {}
+        try:
+            for row, path in items:
+                image = _register_image(self.session, row, path, self.settings,
+                                        self.birads_rule, patients, self.name_by_sha,
+                                        summary, written)
+                if image is not None:
+                    images[row.image_name] = image
+            self.session.commit()
+        except (SQLAlchemyError, OverflowError) as exc:  # the database refused a value
+            self._undo(written, counts, lengths, known_shas)
+            if len(items) > 1:  # find the row it refused; the others still go in
+                for item in items:
+                    self.run([item])
+                return
+            row, path = items[0]
+            summary.rejected.append(
+                f"{path.name}: not stored: the database refused sheet row {row.row_number} "
+                f"({_first_line(exc)})"
+            )
+            return
+        except BaseException:  # interrupted: what is committed stays, this batch goes
+            self._undo(written, counts, lengths, known_shas)
+            raise
+        self.registered.update(images)
+
+    def _undo(self, written: list[Path], counts: tuple[int, int, int, int],
+              lengths: tuple[int, int], known_shas: set[str]) -> None:
+        summary = self.summary
+        self.session.rollback()
+        summary.new, summary.updated, summary.unchanged, self.patients.created = counts
+        del summary.rejected[lengths[0]:], summary.skipped[lengths[1]:]
+        for sha256 in set(self.name_by_sha) - known_shas:
+            del self.name_by_sha[sha256]
+        try:
+            self.patients.reload()
+            remove_unreferenced_files(self.session, written)
+        except SQLAlchemyError:  # the database is gone: the files stay, a re-run reuses them
+            self.session.rollback()
+
+
+def remove_unreferenced_files(session: Session, paths: list[Path]) -> list[Path]:
+    """Delete the stored files among `paths` that no image row points to; returns them.
+
+    Only for files the caller itself wrote in a transaction it rolled back: a file that
+    was there before, or that a committed row references, is never touched.
+    """
+    removed = []
+    for path in paths:
+        referenced = session.scalar(
+            select(Image.id).where(Image.stored_path == str(path)).limit(1)
+        )
+        if referenced is None:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 def _register_image(
     session: Session,
     row: SheetRow,
@@ -313,6 +402,7 @@ def _register_image(
     patients: _Patients,
     name_by_sha: dict[str, str],
     summary: ImportSummary,
+    written: list[Path],
 ) -> Image | None:
     """Check, store and upsert one image; count the outcome in `summary`."""
     try:
@@ -338,7 +428,10 @@ def _register_image(
         )
         return None
     # The file is written before its row is committed: a row never points to a missing file.
+    new_file = not stored_path_for(settings.images_dir, checked.sha256, checked.suffix).exists()
     stored_path = store_image(settings.images_dir, checked)
+    if new_file:
+        written.append(stored_path)
     patient = patients.get(row.patient_id, row.age)
     values = _image_values(row, patient, path.name, stored_path, checked.width,
                            checked.height, birads_rule)

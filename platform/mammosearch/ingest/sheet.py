@@ -7,6 +7,7 @@ breast density". Raw text is kept; only what retrieval filters on is normalised.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
@@ -52,6 +53,9 @@ _PATIENT_FROM_NAME = re.compile(r"^\s*P\s*0*(\d+)", re.IGNORECASE)
 # Image names carry side, kind and view: "P2_R_CM_CC" (CM: subtracted, DM: low energy).
 _NAME_PARTS = re.compile(r"^P\s*\d+_([LR])_(CM|DM)_([A-Z]+)$", re.IGNORECASE)
 _BIRADS_VALUE = re.compile(r"^\s*([0-6])\s*[a-cA-C]?\s*$")
+_NO_VALUE = {"_", "-"}  # the sheet's way of writing "nothing here"
+# The ages a patient can have; anything else is a typing slip (500, -3, 1e300).
+AGE_RANGE_YEARS = range(0, 121)
 
 
 class SheetError(ValueError):
@@ -75,6 +79,8 @@ class SheetRow:
     tags: str | None = None
     machine: str | None = None
     pathology: str | None = None  # lower-case: "benign", "malignant", "normal"
+    birads_invalid: bool = False  # the cell holds a value that is no category: no BIRADS
+    withheld: str | None = None  # why the row must not be imported (reported in problems)
 
     @property
     def modality(self) -> str:
@@ -88,7 +94,8 @@ class SheetRow:
         return "unknown"
 
     def birads(self, rule: str = DEFAULT_BIRADS_RULE) -> int | None:
-        return choose_birads(self.birads_raw, rule)
+        """None where the cell has a value that is no category: never a guess from the rest."""
+        return None if self.birads_invalid else choose_birads(self.birads_raw, rule)
 
     def annotation(self) -> dict[str, Any]:
         """Every value but the row number: two rows are duplicates when these are equal."""
@@ -100,7 +107,7 @@ class SheetParseResult:
     rows: dict[str, SheetRow] = field(default_factory=dict)  # key: image name, stripped
     duplicates: list[str] = field(default_factory=list)  # identical repeats, counted once
     conflicts: list[str] = field(default_factory=list)  # "NAME: rows 4 and 9 differ in ..."
-    problems: list[str] = field(default_factory=list)  # rows that could not be used
+    problems: list[str] = field(default_factory=list)  # rows or cells that could not be used
     trimmed_names: list[str] = field(default_factory=list)  # names that had outer spaces
 
 
@@ -136,14 +143,32 @@ def _text(value: object) -> str | None:
     return text or None
 
 
-def _int(value: object) -> int | None:
+def invalid_birads_parts(raw: str | None) -> list[str]:
+    """The parts of a BIRADS cell that are no category (9, -1, 2.5, abc); blanks are fine."""
+    if raw is None:
+        return []
+    return [
+        part.strip()
+        for part in str(raw).split(MULTI_VALUE_SEPARATOR)
+        if part.strip() and part.strip() not in _NO_VALUE and not _BIRADS_VALUE.match(part)
+    ]
+
+
+def _age(value: object) -> tuple[int | None, str | None]:
+    """(age in years, None), or (None, why the cell is no age)."""
     text = _text(value)
-    if text is None:
-        return None
+    if text is None or text in _NO_VALUE:
+        return None, None
     try:
-        return int(float(text))
+        number = float(text)
     except ValueError:
-        return None
+        return None, "not a number"
+    if not math.isfinite(number) or not number.is_integer():
+        return None, "not a whole number of years"
+    if int(number) not in AGE_RANGE_YEARS:
+        first, last = AGE_RANGE_YEARS[0], AGE_RANGE_YEARS[-1]
+        return None, f"outside {first}-{last} years"
+    return int(number), None
 
 
 def _upper(value: object) -> str | None:
@@ -168,11 +193,55 @@ def _field_for_header(header: object) -> str | None:
     return _HEADER_FIELDS.get(label)
 
 
-def _row_from_cells(cells: dict[str, object], image_name: str, row_number: int) -> SheetRow:
+def _shown(value: object, limit: int = 40) -> str:
+    """A cell as a report quotes it: floats as written (1e+300, not 301 digits), clipped."""
+    text = f"{value:g}" if isinstance(value, float) else (_text(value) or "")
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def _patient_ids_disagree(sheet_patient_id: str, name_patient_id: str) -> bool:
+    try:
+        return int(sheet_patient_id) != int(name_patient_id)
+    except ValueError:
+        return sheet_patient_id.strip().upper() != name_patient_id.strip().upper()
+
+
+def _row_from_cells(
+    cells: dict[str, object], image_name: str, row_number: int, where: str,
+    headers: dict[str, str], problems: list[str],
+) -> SheetRow:
+    """One row; each unusable cell is reported (`where` + row + column) and left empty."""
+
+    def report(name: str, value: object, why: str, outcome: str) -> None:
+        problems.append(
+            f"{where} row {row_number} ({image_name}), column {headers.get(name, name)}: "
+            f"{_shown(value)} {why}; {outcome}"
+        )
+
     patient_id = _text(cells.get("patient_id"))
+    match = _PATIENT_FROM_NAME.match(image_name)
+    name_patient_id = match.group(1) if match else None
+    withheld = None
     if patient_id is None:
-        match = _PATIENT_FROM_NAME.match(image_name)
-        patient_id = match.group(1) if match else None
+        patient_id = name_patient_id
+    elif name_patient_id is not None and _patient_ids_disagree(patient_id, name_patient_id):
+        withheld = (
+            f"Patient_ID {patient_id} disagrees with the image name (patient "
+            f"{name_patient_id}); correct one of them"
+        )
+        report("patient_id", patient_id,
+               f"disagrees with the image name (patient {name_patient_id})",
+               "the image is not imported until one of them is corrected")
+    age, age_problem = _age(cells.get("age"))
+    if age_problem:
+        report("age", cells.get("age"), f"is no age ({age_problem})", "stored without an age")
+    birads_raw = _text(cells.get("birads_raw"))
+    invalid_birads = invalid_birads_parts(birads_raw)
+    if invalid_birads:
+        shown = ", ".join(repr(part) for part in invalid_birads)
+        report("birads_raw", birads_raw,
+               f"holds {shown}, no BI-RADS category (0-6, 4a-4c)",
+               "stored without a BIRADS category (the text is kept)")
     name_parts = _NAME_PARTS.match(image_name)
     name_side, name_kind, name_view = name_parts.groups() if name_parts else (None, None, None)
     return SheetRow(
@@ -181,14 +250,16 @@ def _row_from_cells(cells: dict[str, object], image_name: str, row_number: int) 
         patient_id=patient_id,
         side=_upper(cells.get("side")) or _upper(name_side),
         image_type=_upper(cells.get("image_type")) or _upper(name_kind),
-        age=_int(cells.get("age")),
+        age=age,
         breast_density=_density(cells.get("breast_density")),
-        birads_raw=_text(cells.get("birads_raw")),
+        birads_raw=birads_raw,
         findings=_text(cells.get("findings")),
         view=_upper(cells.get("view")) or _upper(name_view),
         tags=_text(cells.get("tags")),
         machine=_text(cells.get("machine")),
         pathology=_pathology(cells.get("pathology")),
+        birads_invalid=bool(invalid_birads),
+        withheld=withheld,
     )
 
 
@@ -221,11 +292,13 @@ def parse_annotation_sheet(path: Path) -> SheetParseResult:
     result = SheetParseResult()
     try:
         column_fields: dict[int, str] | None = None
+        headers: dict[str, str] = {}  # field -> the sheet's own column label, for reports
         for row_number, values in enumerate(workbook.worksheets[0].iter_rows(values_only=True), 1):
             if column_fields is None:
                 candidate = {i: _field_for_header(v) for i, v in enumerate(values)}
                 if "image_name" in candidate.values():
                     column_fields = {i: name for i, name in candidate.items() if name}
+                    headers = {name: str(values[i]).strip() for i, name in column_fields.items()}
                 continue
             cells = {name: values[i] for i, name in column_fields.items() if i < len(values)}
             if all(_text(v) is None for v in values):
@@ -237,9 +310,12 @@ def parse_annotation_sheet(path: Path) -> SheetParseResult:
                 continue
             if isinstance(raw_name, str) and raw_name != image_name:
                 result.trimmed_names.append(image_name)
-            row = _row_from_cells(cells, image_name, row_number)
+            cell_problems: list[str] = []
+            row = _row_from_cells(cells, image_name, row_number, path.name, headers,
+                                  cell_problems)
             earlier = result.rows.get(image_name)
             if earlier is None:
+                result.problems.extend(cell_problems)  # a repeat's row is not used
                 result.rows[image_name] = row
             elif earlier.annotation() == row.annotation():
                 result.duplicates.append(image_name)
