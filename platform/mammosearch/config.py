@@ -33,6 +33,9 @@ class Settings:
     birads_rule: str = "max"
     max_image_pixels: int = 100_000_000
     max_upload_bytes: int = 50 * 1024 * 1024
+    max_ingest_file_bytes: int = 512 * 1024 * 1024  # one file a watch folder may read
+    decode_budget_pixels: int = 400_000_000  # query pixels all web requests decode at once
+    accepted_modalities: tuple[str, ...] = ("MG",)  # DICOM Modality values taken
     secret_key: str | None = None  # None: a random key kept in DATA_DIR/secret_key
     log_json: bool = False
     log_level: str = "INFO"
@@ -100,6 +103,13 @@ def settings_from_env() -> Settings:
         birads_rule=_env("MAMMOSEARCH_BIRADS_RULE", "max"),
         max_image_pixels=int(_env("MAMMOSEARCH_MAX_IMAGE_PIXELS", "100000000")),
         max_upload_bytes=int(_env("MAMMOSEARCH_MAX_UPLOAD_BYTES", str(50 * 1024 * 1024))),
+        max_ingest_file_bytes=int(
+            _env("MAMMOSEARCH_MAX_INGEST_FILE_BYTES", str(512 * 1024 * 1024))
+        ),
+        decode_budget_pixels=int(_env("MAMMOSEARCH_DECODE_BUDGET_PIXELS", "400000000")),
+        accepted_modalities=tuple(
+            m.upper() for m in _split(_env("MAMMOSEARCH_ACCEPTED_MODALITIES", "MG"))
+        ),
         secret_key=_env("MAMMOSEARCH_SECRET_KEY"),
         log_json=_flag(_env("MAMMOSEARCH_LOG_JSON")),
         log_level=_env("MAMMOSEARCH_LOG_LEVEL", "INFO"),

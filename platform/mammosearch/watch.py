@@ -9,7 +9,11 @@ What it picks up under the watched directory:
 
 A file still being written is left for a later scan: it is taken when its size and mtime
 are unchanged since an earlier scan, or when it was last modified at least `min_age_s` ago.
-Hidden files (writers' temporary names such as `.x.jpg.part`) are never taken. A cursor per
+Hidden files (writers' temporary names such as `.x.jpg.part`) are never taken, nor anything
+that is not a regular file (symbolic links are not followed: a loop, a FIFO or a link to
+/dev/zero is named in `ignored` and never opened), nor a file over
+MAMMOSEARCH_MAX_INGEST_FILE_BYTES. A file that fails is named in `rejected` and the scan goes
+on with the next one, so what was registered before and after it is still handed on. A cursor per
 file (SourceCursor rows `watch:<dir>:<file>`: size, mtime, sha256, outcome) is committed with
 the file's registration, so a restart re-reads nothing it has already handled.
 """
@@ -20,6 +24,7 @@ import hashlib
 import logging
 import os
 import re
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,6 +226,48 @@ def register_loose_image(
     return image.id, True
 
 
+class _NotRegular(OSError):
+    """Not a regular file (a link, FIFO, device, socket): never opened for reading."""
+
+
+def _kind_of(mode: int) -> str | None:
+    """What a non-regular file is, in words; None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISLNK(mode):
+        return "a symbolic link (not followed)"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def _too_large(name: str, size: int, max_bytes: int) -> str:
+    return (f"{name}: file is {size} bytes; the limit is {max_bytes} "
+            "(MAMMOSEARCH_MAX_INGEST_FILE_BYTES)")
+
+
+def read_regular_file(path: Path, name: str, max_bytes: int) -> bytes:
+    """The bytes of a regular file of at most `max_bytes`, without following a link.
+
+    O_NOFOLLOW and O_NONBLOCK: a link swapped in after the scan looked, or a FIFO, fails
+    at once instead of reading /dev/zero forever or blocking the scan.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    descriptor = os.open(path, flags)
+    with os.fdopen(descriptor, "rb") as handle:
+        kind = _kind_of(os.fstat(descriptor).st_mode)
+        if kind:
+            raise _NotRegular(f"{name}: {kind}")
+        content = handle.read(max_bytes + 1)
+    if len(content) > max_bytes:
+        raise ImageRejected(_too_large(name, len(content), max_bytes))
+    return content
+
+
 def _take_file(
     session: Session, settings: Settings, directory: Path, relative: Path, summary: WatchSummary
 ) -> dict[str, Any]:
@@ -231,7 +278,14 @@ def _take_file(
     if suffix not in LOOSE_IMAGE_SUFFIXES | DICOM_SUFFIXES and suffix != "":
         summary.ignored.append(name)
         return {"state": "ignored"}
-    content = path.read_bytes()
+    try:
+        content = read_regular_file(path, name, settings.max_ingest_file_bytes)
+    except _NotRegular as exc:
+        summary.ignored.append(str(exc))
+        return {"state": "ignored", "error": str(exc)}
+    except ImageRejected as exc:
+        summary.rejected.append(str(exc))
+        return {"state": "rejected", "error": str(exc)}
     sha256 = hashlib.sha256(content).hexdigest()
     try:
         if looks_like_dicom(path.name, content):
@@ -296,31 +350,57 @@ def scan_directory(
     datasets, loose = _walk(directory)
     items = [("dataset", p) for p in datasets] + [("file", p) for p in loose]
     for kind, relative in items:
-        path = directory / relative
-        name = _cursor_name(prefix, f"{kind}:{relative}")
         try:
-            if kind == "dataset":
-                seen = _dataset_seen(path)
-            else:
-                stat = path.stat()
-                seen = _Seen(size=stat.st_size, mtime_ns=stat.st_mtime_ns)
-        except FileNotFoundError:
-            continue  # removed between listing and looking
-        cursor = cursors.get(name)
-        if _handled(seen, cursor):
-            summary.unchanged += 1
-            continue
-        current_time = time.time() if now is None else now
-        with session_scope(settings.database_url) as session:
-            if not _ready(seen, cursor, current_time, min_age_s):
-                summary.waiting.append(str(relative))
-                if not seen.matches(cursor):  # keep the first look's time while unchanged
-                    observed = {"state": "seen", "observed_at": current_time, **seen.as_dict()}
-                    _save_cursor(session, name, {"path": str(relative), **observed})
-                continue
-            take = _take_dataset if kind == "dataset" else _take_file
-            outcome = take(session, settings, directory, relative, summary)
-            # Committed with the registration: both happen, or neither.
-            _save_cursor(session, name, {"path": str(relative), **seen.as_dict(), **outcome})
+            _scan_item(settings, directory, prefix, cursors, kind, relative, min_age_s, now,
+                       summary)
+        except Exception as exc:  # one file's failure must not cost the others their turn
+            log.exception("watch: could not take one file (see the scan's rejected list)")
+            summary.rejected.append(f"{relative}: could not be registered "
+                                    f"({type(exc).__name__}: {exc}); tried again next scan")
     log.info("watch %s: %s", directory, summary.counts())
     return summary
+
+
+def _scan_item(
+    settings: Settings, directory: Path, prefix: str, cursors: dict[str, dict[str, Any]],
+    kind: str, relative: Path, min_age_s: float, now: float | None, summary: WatchSummary,
+) -> None:
+    """Look at one dataset folder or file; take it when it is ready and not yet handled."""
+    path = directory / relative
+    name = _cursor_name(prefix, f"{kind}:{relative}")
+    try:
+        if kind == "dataset":
+            seen = _dataset_seen(path)
+        else:
+            status = path.lstat()  # the link itself: never where it points
+            not_regular = _kind_of(status.st_mode)
+            if not_regular:
+                summary.ignored.append(f"{relative}: {not_regular}")
+                return
+            if status.st_size > settings.max_ingest_file_bytes:
+                summary.rejected.append(
+                    _too_large(str(relative), status.st_size, settings.max_ingest_file_bytes)
+                )
+                return
+            seen = _Seen(size=status.st_size, mtime_ns=status.st_mtime_ns)
+    except FileNotFoundError:
+        return  # removed between listing and looking
+    except OSError as exc:
+        summary.rejected.append(f"{relative}: cannot be read ({exc.strerror or exc})")
+        return
+    cursor = cursors.get(name)
+    if _handled(seen, cursor):
+        summary.unchanged += 1
+        return
+    current_time = time.time() if now is None else now
+    with session_scope(settings.database_url) as session:
+        if not _ready(seen, cursor, current_time, min_age_s):
+            summary.waiting.append(str(relative))
+            if not seen.matches(cursor):  # keep the first look's time while unchanged
+                observed = {"state": "seen", "observed_at": current_time, **seen.as_dict()}
+                _save_cursor(session, name, {"path": str(relative), **observed})
+            return
+        take = _take_dataset if kind == "dataset" else _take_file
+        outcome = take(session, settings, directory, relative, summary)
+        # Committed with the registration: both happen, or neither.
+        _save_cursor(session, name, {"path": str(relative), **seen.as_dict(), **outcome})

@@ -155,3 +155,66 @@ def test_a_cdd_cesm_folder_is_imported_whole_once(
     assert first.registered == 3 and list(first.datasets) == ["delivery-1"]
     assert scan_directory(settings, inbox).unchanged == 1
     assert {image.source for image in _images(settings)} == {"cdd-cesm"}
+
+
+@pytest.mark.timeout(60)
+def test_links_fifos_devices_and_oversized_files_are_named_and_the_rest_is_taken(
+    settings: Settings, inbox: Path
+) -> None:
+    """A link loop, a FIFO, a link to /dev/zero and a too-large file neither hang nor stop it."""
+    _png(inbox / "a-first.png", 10)
+    (inbox / "b-loop.jpg").symlink_to(inbox / "b-loop.jpg")
+    os.mkfifo(inbox / "c-pipe.jpg")
+    (inbox / "d-zero.jpg").symlink_to("/dev/zero")
+    (inbox / "e-link.png").symlink_to(_png(inbox / "outside" / ".real.png", 30))
+    big = inbox / "f-big.png"
+    big.write_bytes(b"\0" * 2048)
+    _png(inbox / "g-last.png", 20)
+    summary = scan_directory(settings.with_overrides(max_ingest_file_bytes=1024), inbox)
+    assert summary.registered == 2
+    assert sorted(summary.ignored) == [
+        "b-loop.jpg: a symbolic link (not followed)", "c-pipe.jpg: a FIFO",
+        "d-zero.jpg: a symbolic link (not followed)", "e-link.png: a symbolic link (not followed)",
+    ]
+    assert summary.rejected == [
+        "f-big.png: file is 2048 bytes; the limit is 1024 (MAMMOSEARCH_MAX_INGEST_FILE_BYTES)"
+    ]
+    assert sorted(image.source_file_name for image in _images(settings)) == [
+        "a-first.png", "g-last.png"]
+
+
+@pytest.mark.timeout(60)
+def test_a_fifo_swapped_in_after_the_look_is_refused_without_blocking(inbox: Path) -> None:
+    """The read itself refuses what is not a regular file (O_NONBLOCK, O_NOFOLLOW)."""
+    from mammosearch.watch import read_regular_file
+
+    os.mkfifo(inbox / "pipe.jpg")
+    (inbox / "zero.jpg").symlink_to("/dev/zero")
+    with pytest.raises(OSError, match="pipe.jpg: a FIFO"):
+        read_regular_file(inbox / "pipe.jpg", "pipe.jpg", 1024)
+    with pytest.raises(OSError):
+        read_regular_file(inbox / "zero.jpg", "zero.jpg", 1024)
+
+
+def test_one_file_that_fails_unexpectedly_costs_only_itself(
+    settings: Settings, inbox: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error in one registration is reported by name; later files are still registered."""
+    from mammosearch import watch
+
+    real = watch.register_loose_image
+
+    def fail_on_b(session, settings, content, relative_name):  # type: ignore[no-untyped-def]
+        if relative_name == "b.png":
+            raise RuntimeError("disk on fire")
+        return real(session, settings, content, relative_name)
+
+    monkeypatch.setattr(watch, "register_loose_image", fail_on_b)
+    for shade, name in enumerate(["a.png", "b.png", "c.png"]):
+        _png(inbox / name, 10 * shade + 5)
+    summary = scan_directory(settings, inbox)
+    assert summary.registered == 2
+    assert summary.rejected == [
+        "b.png: could not be registered (RuntimeError: disk on fire); tried again next scan"]
+    monkeypatch.setattr(watch, "register_loose_image", real)
+    assert scan_directory(settings, inbox).registered == 1
