@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from mammosearch.db.models import AuditEvent, User
+from mammosearch.db.models import AuditEvent, Patient, User
 
 ACTIONS = (
     "login",
@@ -20,6 +23,7 @@ ACTIONS = (
     "create_user",
     "create_token",
     "acknowledge_regression",
+    "export_audit",
 )
 """The actions recorded; one place, so the audit page can offer them as a filter."""
 
@@ -79,3 +83,84 @@ def count_events(
 ) -> int:
     statement = _filtered(select(func.count(AuditEvent.id)), username, action, patient_id)
     return int(session.scalar(statement) or 0)
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """What the audit page and its CSV export select: any of the patient's own ID (the
+    source's, e.g. the sheet's Patient_ID), the user, the action and a range of UTC days."""
+
+    patient: str | None = None  # Patient.source_patient_id, not the row id
+    username: str | None = None
+    action: str | None = None
+    since: date | None = None  # first day included
+    until: date | None = None  # last day included
+
+    def where(self, statement):  # type: ignore[no-untyped-def]
+        if self.patient:
+            statement = statement.where(
+                AuditEvent.patient_id.in_(
+                    select(Patient.id).where(Patient.source_patient_id == self.patient)
+                )
+            )
+        if self.username:
+            statement = statement.where(AuditEvent.username == self.username)
+        if self.action:
+            statement = statement.where(AuditEvent.action == self.action)
+        if self.since is not None:
+            statement = statement.where(AuditEvent.created_at >= _midnight(self.since))
+        if self.until is not None:
+            statement = statement.where(
+                AuditEvent.created_at < _midnight(self.until + timedelta(days=1))
+            )
+        return statement
+
+
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day)  # naive UTC, as created_at is stored
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    """One event with the patient's own ID (what an auditor is asked about)."""
+
+    event: AuditEvent
+    source_patient_id: str | None
+
+
+def _rows_statement(selection: AuditFilter):  # type: ignore[no-untyped-def]
+    statement = select(AuditEvent, Patient.source_patient_id).outerjoin(
+        Patient, Patient.id == AuditEvent.patient_id
+    )
+    return selection.where(statement).order_by(
+        AuditEvent.created_at.desc(), AuditEvent.id.desc()
+    )
+
+
+def find_events(
+    session: Session, selection: AuditFilter, limit: int = 100, offset: int = 0
+) -> list[AuditRow]:
+    """Newest first, those `selection` picks, each with the patient's own ID."""
+    rows = session.execute(_rows_statement(selection).limit(limit).offset(offset))
+    return [AuditRow(event, patient) for event, patient in rows]
+
+
+def count_found(session: Session, selection: AuditFilter) -> int:
+    return int(session.scalar(selection.where(select(func.count(AuditEvent.id)))) or 0)
+
+
+def iter_found(session: Session, selection: AuditFilter, batch: int = 1000) -> Iterator[AuditRow]:
+    """Every selected event, newest first, read `batch` at a time (an export of any size)."""
+    offset = 0
+    while True:
+        rows = find_events(session, selection, limit=batch, offset=offset)
+        yield from rows
+        if len(rows) < batch:
+            return
+        offset += batch
+
+
+def known_actions(session: Session) -> list[str]:
+    """ACTIONS, then any other action the log holds (recorded by code that named its own)."""
+    recorded = set(session.scalars(select(AuditEvent.action).distinct()))
+    return [*ACTIONS, *sorted(recorded - set(ACTIONS))]

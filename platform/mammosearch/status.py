@@ -8,7 +8,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from mammosearch.db.models import Image, ImageStatus
+from mammosearch.config import Settings
+from mammosearch.db.models import EmbeddingSpace, Image, ImageStatus
 from mammosearch.work_queue import WorkQueue
 
 RECENT_FAILURES = 10
@@ -74,3 +75,36 @@ def collect_status(session: Session, queue: WorkQueue | None = None) -> dict[str
     if queue is not None:
         report["tasks"] = queue.depths()
     return report
+
+
+def index_sizes(session: Session, settings: Settings) -> list[dict[str, Any]]:
+    """Each active space with its indexes: vectors, bytes on disk and FAISS factories, read
+    from the manifests alone (no segment is loaded, so a status page stays cheap)."""
+    from mammosearch.index.manifest import MANIFEST_NAME, IndexCorruptError, read_manifest
+
+    spaces = session.scalars(
+        select(EmbeddingSpace).where(EmbeddingSpace.active.is_(True)).order_by(EmbeddingSpace.id)
+    )
+    described = []
+    for space in spaces:
+        indexes = []
+        for metric in settings.index_metrics:
+            root = settings.index_dir / f"space-{space.id}" / metric  # where open_index keeps it
+            entry: dict[str, Any] = {"metric": metric, "configured_factory": settings.index_factory}
+            try:
+                manifest = read_manifest(root / MANIFEST_NAME)
+            except (IndexCorruptError, OSError) as error:
+                entry["error"] = str(error)
+                indexes.append(entry)
+                continue
+            segments = (manifest or {}).get("segments", [])
+            entry.update(
+                built=manifest is not None,
+                vectors=sum(s["count"] - len(s.get("deleted", ())) for s in segments),
+                bytes=sum(int(s.get("bytes", 0)) for s in segments),
+                segments=len(segments),
+                factories=sorted({str(s.get("factory", "Flat")) for s in segments}),
+            )
+            indexes.append(entry)
+        described.append({**space.describe(), "created_at": space.created_at, "indexes": indexes})
+    return described

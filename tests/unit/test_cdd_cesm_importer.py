@@ -361,8 +361,11 @@ def test_cli_import_prints_a_summary_and_says_nothing_new_on_a_rerun(
     args = ["cdd-cesm", str(folder), "--no-progress", "--no-process"]
     first = runner.invoke(ingest, args)
     assert first.exit_code == 0, first.output
-    assert "images: 1 new, 0 updated, 0 unchanged, 1 missing, 0 rejected" in first.output
-    assert "(1 low-energy): P2_R_DM_CC" in first.output
+    assert "images: 1 new, 0 updated, 0 unchanged, 0 missing, 0 rejected" in first.output
+    assert (
+        "1 sheet row describes a low-energy image, which this folder does not hold "
+        "(expected for a subtracted-only export)"
+    ) in first.output and "P2_R_DM_CC" not in first.output
     second = runner.invoke(ingest, args)
     assert second.exit_code == 0, second.output
     assert "nothing new: 1 images already registered" in second.output

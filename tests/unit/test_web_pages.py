@@ -91,7 +91,7 @@ def test_ingestion_page_shows_status_counts(admin_client: FlaskClient, db, web_s
     make_image(db, web_settings, patient, seed=5)
     make_image(db, web_settings, patient, seed=6, status="failed", error="x.png: truncated")
     page = admin_client.get("/admin/ingestion").get_data(as_text=True)
-    assert "pending" in page and "Images" in page and "oldest_pending_age_s" in page
+    assert "Waiting to be embedded" in page and "Images" in page and "Oldest waiting image" in page
     assert "x.png: truncated" in page
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from mammosearch.config import get_settings
+from mammosearch.config import Settings, get_settings
 from mammosearch.db import migrate
 from mammosearch.db.session import redact_url
 
@@ -34,6 +36,36 @@ def check() -> None:
 def current() -> None:
     """Print the database's current revision."""
     click.echo(migrate.current_revision() or "empty (run `mammosearch db upgrade`)")
+
+
+def migrate_embedded_database(settings: Settings, quiet: bool = False) -> None:
+    """On the embedded SQLite default, create or migrate the database before it is used, so
+    a first run needs no `db upgrade`. PostgreSQL is left alone: it is shared by services,
+    and migrating it is an operator's step (`mammosearch db upgrade`)."""
+    url = settings.database_url
+    if not url.startswith("sqlite"):
+        return
+    path = url.split("///", 1)[-1]
+    before = None
+    if path and Path(path).exists():
+        before = migrate.current_revision(url)
+        if before is None and _has_tables(url):  # made without Alembic (create_all): not ours
+            return
+    migrate.upgrade(url)
+    after = migrate.current_revision(url)
+    if after != before and not quiet:
+        done = "created" if before is None else f"migrated from {before}"
+        click.echo(f"database {done} at revision {after} ({redact_url(url)})", err=True)
+
+
+def _has_tables(url: str) -> bool:
+    from sqlalchemy import create_engine, inspect
+
+    engine = create_engine(url)
+    try:
+        return bool(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
 
 
 commands = [db]

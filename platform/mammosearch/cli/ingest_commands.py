@@ -7,10 +7,12 @@ from pathlib import Path
 
 import click
 
+from mammosearch.cli.db_commands import migrate_embedded_database
 from mammosearch.config import Settings, get_settings
 from mammosearch.db import session_scope
+from mammosearch.import_record import record_import
 from mammosearch.ingest.cdd_cesm import FolderError, ImportSummary, import_cdd_cesm
-from mammosearch.ingest.sheet import BIRADS_RULES, SheetError
+from mammosearch.ingest.sheet import BIRADS_RULES, SheetError, SheetRow
 
 NAMES_SHOWN = 5  # long lists (e.g. 500 missing DM images) are summarised; --json has them all
 
@@ -56,22 +58,68 @@ def _echo_list(title: str, lines: list[str]) -> None:
         click.echo(f"  ... and {len(lines) - NAMES_SHOWN} more (--json lists all)")
 
 
+def split_missing(summary: ImportSummary) -> tuple[int, list[str]]:
+    """(low-energy rows without a file, the other rows without a file by name).
+
+    TCIA's CDD-CESM downloads are often the subtracted images only, so the sheet's DM rows
+    find no file: that is expected, and said once, calmly; a missing subtracted image is not.
+    """
+    low_energy = summary.missing_by_modality.get("low-energy", 0)
+    others = [
+        name for name in summary.missing
+        if SheetRow(image_name=name, row_number=0).modality != "low-energy"
+    ]  # fmt: skip
+    return low_energy, others
+
+
+def missing_lines(summary: ImportSummary) -> list[str]:
+    """What the rows without an image file mean, in at most two lines."""
+    low_energy, others = split_missing(summary)
+    lines = []
+    if low_energy:
+        rows = "1 sheet row describes a low-energy image" if low_energy == 1 else (
+            f"{low_energy} sheet rows describe low-energy images"
+        )  # fmt: skip
+        lines.append(
+            f"{rows}, which this folder does not hold (expected for a subtracted-only export)"
+        )
+    if others:
+        lines.append(
+            f"missing: {len(others)} sheet rows name images not in the folder: {_some(others)}"
+        )
+    return lines
+
+
+def recorded_summary(summary: ImportSummary) -> dict[str, object]:
+    """What the ingestion page shows of this import: counts and the lines that need reading
+    (the folder by its name only: no server path leaves the machine)."""
+    lines = missing_lines(summary)
+    for title, names in (("rejected", summary.rejected), ("skipped", summary.skipped),
+                         ("sheet rows not used", summary.sheet_problems)):  # fmt: skip
+        if names:
+            lines.append(f"{title}: {len(names)}: {_some(names)}")
+    return {
+        "folder": Path(summary.folder).name,
+        "birads_rule": summary.birads_rule,
+        "elapsed_s": round(summary.elapsed_s, 1),
+        "counts": {**summary.counts(), "missing": len(split_missing(summary)[1])},
+        "lines": lines,
+    }
+
+
 def echo_summary(summary: ImportSummary) -> None:
     """The readable end-of-import summary: counts first, then what needs attention."""
     click.echo(
         f"CDD-CESM import of {summary.folder} (BIRADS rule: {summary.birads_rule}, "
         f"{summary.elapsed_s:.1f} s)"
     )
+    low_energy, missing = split_missing(summary)
     click.echo(
         f"images: {summary.new} new, {summary.updated} updated, {summary.unchanged} unchanged, "
-        f"{len(summary.missing)} missing, {len(summary.rejected)} rejected"
+        f"{len(missing)} missing, {len(summary.rejected)} rejected"
     )
-    if summary.missing:
-        by_modality = ", ".join(f"{n} {m}" for m, n in sorted(summary.missing_by_modality.items()))
-        click.echo(
-            f"missing: {len(summary.missing)} sheet rows name images not in the folder "
-            f"({by_modality}): {_some(summary.missing)}"
-        )
+    for line in missing_lines(summary):
+        click.echo(line)
     _echo_list("rejected", summary.rejected)
     _echo_list("skipped", summary.skipped)
     if summary.duplicates:
@@ -135,10 +183,12 @@ def ingest_cdd_cesm(
             f"{rule!r} (from MAMMOSEARCH_BIRADS_RULE); choose one of {', '.join(BIRADS_RULES)}",
             param_hint="--birads-rule",
         )
+    migrate_embedded_database(settings, quiet=as_json)
     try:
         with session_scope() as session:
             summary = import_cdd_cesm(session, folder, settings, birads_rule=rule,
                                       progress=not no_progress)
+            record_import(session, "CDD-CESM", recorded_summary(summary))
     except (FolderError, SheetError) as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:

@@ -69,7 +69,10 @@ def iter_dicom_files(paths: tuple[Path, ...]) -> Iterator[Path]:
 @click.option("--no-process", is_flag=True, help="Only register; leave the images pending.")
 def ingest_dicom(paths: tuple[Path, ...], no_process: bool) -> None:
     """Register DICOM files (folders are searched recursively); each file commits alone."""
+    from mammosearch.cli.db_commands import migrate_embedded_database
+
     settings = get_settings()
+    migrate_embedded_database(settings)
     session_factory = make_session_factory(settings.database_url)
     created = known = 0
     rejected: list[str] = []
