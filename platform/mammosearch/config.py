@@ -1,55 +1,125 @@
-"""One settings object, read from the environment (and nothing else)."""
+"""One settings object, read from the environment (and nothing else).
+
+Each setting is declared once, in `Settings`: its default, and the environment variable it
+is read from. A value that does not parse is refused with the variable's name, e.g.
+`MAMMOSEARCH_INDEX_SEGMENT_SIZE: 'abc' is not an integer`.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
+
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off"}
 
 
-def _env(name: str, default: str | None = None) -> str | None:
-    value = os.environ.get(name)
-    return default if value is None or value == "" else value
+class SettingError(ValueError):
+    """An environment variable holds a value its setting cannot take."""
+
+
+def _text(raw: str) -> str:
+    return raw
+
+
+def _integer(raw: str) -> int:
+    try:
+        return int(raw.replace("_", ""))
+    except ValueError:
+        raise SettingError("is not an integer") from None
+
+
+def _number(raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingError("is not a number") from None
+
+
+def _flag(raw: str) -> bool:
+    word = raw.strip().lower()
+    if word in TRUE_WORDS | FALSE_WORDS:
+        return word in TRUE_WORDS
+    raise SettingError(f"is not one of {sorted(TRUE_WORDS | FALSE_WORDS)}")
+
+
+def _path(raw: str) -> Path:
+    return Path(raw).expanduser()
+
+
+def _words(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _paths(raw: str) -> tuple[Path, ...]:
+    return tuple(Path(part).expanduser() for part in _words(raw))
+
+
+def _upper_words(raw: str) -> tuple[str, ...]:
+    return tuple(word.upper() for word in _words(raw))
+
+
+def _from(variable: str, default: Any, parse: Callable[[str], Any] = _text) -> Any:
+    """A setting read from `variable` (unset or empty: `default`), parsed by `parse`."""
+    return field(default=default, metadata={"env": variable, "parse": parse})
 
 
 @dataclass(frozen=True)
 class Settings:
     """Every setting of the product; `.env.example` names each environment variable."""
 
-    data_dir: Path = Path("var")
-    database_url: str = ""
-    celery_broker_url: str | None = None
-    celery_result_backend: str | None = None
-    redis_url: str | None = None
-    backbone: str = "auto"
-    weights_path: Path | None = None
-    allow_random_weights: bool = False
-    embed_batch_size: int = 32
-    embed_runtime: str = "onnx"
-    index_metrics: tuple[str, ...] = ("l2", "cosine")
-    index_factory: str = "Flat"
-    index_segment_size: int = 50_000
-    birads_rule: str = "max"
-    max_image_pixels: int = 100_000_000
-    max_upload_bytes: int = 50 * 1024 * 1024
-    max_ingest_file_bytes: int = 512 * 1024 * 1024  # one file a watch folder may read
-    decode_budget_pixels: int = 400_000_000  # query pixels all web requests decode at once
-    accepted_modalities: tuple[str, ...] = ("MG",)  # DICOM Modality values taken
-    secret_key: str | None = None  # None: a random key kept in DATA_DIR/secret_key
-    log_json: bool = False
-    log_level: str = "INFO"
-    evaluation_schedule_s: float = 24 * 3600.0
-    reconcile_schedule_s: float = 30.0
-    claim_lease_s: float = 30.0
-    task_visibility_timeout_s: float = 3600.0
-    watch_dirs: tuple[Path, ...] = ()
-    watch_schedule_s: float = 30.0
-    orthanc_url: str | None = None
-    orthanc_schedule_s: float = 10.0
-    archive_viewer_url: str | None = None  # a study's page in the PACS viewer (OHIF, Orthanc)
-    regression_threshold: float = 0.05
-    regression_webhook_url: str | None = None
+    data_dir: Path = _from("MAMMOSEARCH_DATA_DIR", Path("var"), _path)
+    # Empty: SQLite in DATA_DIR/mammosearch.sqlite3 (the embedded default).
+    database_url: str = _from("DATABASE_URL", "")
+    # None: no broker, tasks run in the calling process.
+    celery_broker_url: str | None = _from("CELERY_BROKER_URL", None)
+    celery_result_backend: str | None = _from("CELERY_RESULT_BACKEND", None)  # None: broker
+    redis_url: str | None = _from("REDIS_URL", None)  # None: the broker, when it is Redis
+    backbone: str = _from("MAMMOSEARCH_BACKBONE", "auto")
+    weights_path: Path | None = _from("MAMMOSEARCH_WEIGHTS", None, _path)
+    allow_random_weights: bool = _from("MAMMOSEARCH_ALLOW_RANDOM_WEIGHTS", False, _flag)
+    embed_batch_size: int = _from("MAMMOSEARCH_EMBED_BATCH_SIZE", 32, _integer)
+    embed_runtime: str = _from("MAMMOSEARCH_EMBED_RUNTIME", "onnx")
+    index_metrics: tuple[str, ...] = _from("MAMMOSEARCH_INDEX_METRICS", ("l2", "cosine"), _words)
+    index_factory: str = _from("MAMMOSEARCH_INDEX_FACTORY", "Flat")
+    index_segment_size: int = _from("MAMMOSEARCH_INDEX_SEGMENT_SIZE", 50_000, _integer)
+    birads_rule: str = _from("MAMMOSEARCH_BIRADS_RULE", "max")
+    max_image_pixels: int = _from("MAMMOSEARCH_MAX_IMAGE_PIXELS", 100_000_000, _integer)
+    max_upload_bytes: int = _from("MAMMOSEARCH_MAX_UPLOAD_BYTES", 50 * 1024 * 1024, _integer)
+    # One file a watch folder may read.
+    max_ingest_file_bytes: int = _from(
+        "MAMMOSEARCH_MAX_INGEST_FILE_BYTES", 512 * 1024 * 1024, _integer
+    )
+    # Query pixels all web requests decode at once.
+    decode_budget_pixels: int = _from("MAMMOSEARCH_DECODE_BUDGET_PIXELS", 400_000_000, _integer)
+    # DICOM Modality values taken.
+    accepted_modalities: tuple[str, ...] = _from(
+        "MAMMOSEARCH_ACCEPTED_MODALITIES", ("MG",), _upper_words
+    )
+    # None: a random key kept in DATA_DIR/secret_key.
+    secret_key: str | None = _from("MAMMOSEARCH_SECRET_KEY", None)
+    # A browser session ends after this long unused.
+    session_idle_minutes: float = _from("MAMMOSEARCH_SESSION_IDLE_MINUTES", 30.0, _number)
+    log_json: bool = _from("MAMMOSEARCH_LOG_JSON", False, _flag)
+    log_level: str = _from("MAMMOSEARCH_LOG_LEVEL", "INFO")
+    evaluation_schedule_s: float = _from("MAMMOSEARCH_EVALUATION_SCHEDULE_S", 86400.0, _number)
+    reconcile_schedule_s: float = _from("MAMMOSEARCH_RECONCILE_SCHEDULE_S", 30.0, _number)
+    claim_lease_s: float = _from("MAMMOSEARCH_CLAIM_LEASE_S", 30.0, _number)
+    task_visibility_timeout_s: float = _from(
+        "MAMMOSEARCH_TASK_VISIBILITY_TIMEOUT_S", 3600.0, _number
+    )
+    watch_dirs: tuple[Path, ...] = _from("MAMMOSEARCH_WATCH_DIRS", (), _paths)
+    watch_schedule_s: float = _from("MAMMOSEARCH_WATCH_SCHEDULE_S", 30.0, _number)
+    orthanc_url: str | None = _from("MAMMOSEARCH_ORTHANC_URL", None)
+    orthanc_schedule_s: float = _from("MAMMOSEARCH_ORTHANC_SCHEDULE_S", 10.0, _number)
+    # A study's page in the PACS viewer (OHIF, Orthanc).
+    archive_viewer_url: str | None = _from("MAMMOSEARCH_ARCHIVE_VIEWER_URL", None)
+    regression_threshold: float = _from("MAMMOSEARCH_REGRESSION_THRESHOLD", 0.05, _number)
+    regression_webhook_url: str | None = _from("MAMMOSEARCH_REGRESSION_WEBHOOK_URL", None)
 
     @property
     def images_dir(self) -> Path:
@@ -72,58 +142,39 @@ class Settings:
         return replace(self, **changes)
 
 
-def _split(value: str | None) -> tuple[str, ...]:
-    return tuple(part.strip() for part in (value or "").split(",") if part.strip())
+# Settings field -> the environment variable it is read from.
+ENVIRONMENT_VARIABLES: dict[str, str] = {f.name: f.metadata["env"] for f in fields(Settings)}
+SETTING_NAMES = list(ENVIRONMENT_VARIABLES)
 
 
-def _flag(value: str | None) -> bool:
-    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+def settings_from_env(environ: dict[str, str] | None = None) -> Settings:
+    """Settings from `MAMMOSEARCH_*`, `DATABASE_URL`, `CELERY_*` and `REDIS_URL`.
 
-
-def settings_from_env() -> Settings:
-    """Build settings from `MAMMOSEARCH_*`, `DATABASE_URL` and `CELERY_*` variables."""
-    data_dir = Path(_env("MAMMOSEARCH_DATA_DIR", "var")).expanduser().absolute()
-    database_url = _env("DATABASE_URL") or f"sqlite:///{data_dir / 'mammosearch.sqlite3'}"
-    weights = _env("MAMMOSEARCH_WEIGHTS")
-    broker = _env("CELERY_BROKER_URL")
+    Raises SettingError naming the variable and the value when one does not parse.
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for setting in fields(Settings):
+        raw = environ.get(setting.metadata["env"], "")
+        if raw == "":
+            continue  # unset or empty: the default
+        try:
+            values[setting.name] = setting.metadata["parse"](raw)
+        except SettingError as error:
+            raise SettingError(f"{setting.metadata['env']}: {raw!r} {error}") from None
+    data_dir = values.get("data_dir", Settings.data_dir).absolute()
+    broker = values.get("celery_broker_url")
     return Settings(
-        data_dir=data_dir,
-        database_url=database_url,
-        celery_broker_url=broker,
-        celery_result_backend=_env("CELERY_RESULT_BACKEND", broker),
-        redis_url=_env("REDIS_URL", broker if broker and broker.startswith("redis") else None),
-        backbone=_env("MAMMOSEARCH_BACKBONE", "auto"),
-        weights_path=Path(weights) if weights else None,
-        allow_random_weights=_flag(_env("MAMMOSEARCH_ALLOW_RANDOM_WEIGHTS")),
-        embed_batch_size=int(_env("MAMMOSEARCH_EMBED_BATCH_SIZE", "32")),
-        embed_runtime=_env("MAMMOSEARCH_EMBED_RUNTIME", "onnx"),
-        index_metrics=_split(_env("MAMMOSEARCH_INDEX_METRICS", "l2,cosine")),
-        index_factory=_env("MAMMOSEARCH_INDEX_FACTORY", "Flat"),
-        index_segment_size=int(_env("MAMMOSEARCH_INDEX_SEGMENT_SIZE", "50000")),
-        birads_rule=_env("MAMMOSEARCH_BIRADS_RULE", "max"),
-        max_image_pixels=int(_env("MAMMOSEARCH_MAX_IMAGE_PIXELS", "100000000")),
-        max_upload_bytes=int(_env("MAMMOSEARCH_MAX_UPLOAD_BYTES", str(50 * 1024 * 1024))),
-        max_ingest_file_bytes=int(
-            _env("MAMMOSEARCH_MAX_INGEST_FILE_BYTES", str(512 * 1024 * 1024))
-        ),
-        decode_budget_pixels=int(_env("MAMMOSEARCH_DECODE_BUDGET_PIXELS", "400000000")),
-        accepted_modalities=tuple(
-            m.upper() for m in _split(_env("MAMMOSEARCH_ACCEPTED_MODALITIES", "MG"))
-        ),
-        secret_key=_env("MAMMOSEARCH_SECRET_KEY"),
-        log_json=_flag(_env("MAMMOSEARCH_LOG_JSON")),
-        log_level=_env("MAMMOSEARCH_LOG_LEVEL", "INFO"),
-        evaluation_schedule_s=float(_env("MAMMOSEARCH_EVALUATION_SCHEDULE_S", "86400")),
-        reconcile_schedule_s=float(_env("MAMMOSEARCH_RECONCILE_SCHEDULE_S", "30")),
-        claim_lease_s=float(_env("MAMMOSEARCH_CLAIM_LEASE_S", "30")),
-        task_visibility_timeout_s=float(_env("MAMMOSEARCH_TASK_VISIBILITY_TIMEOUT_S", "3600")),
-        watch_dirs=tuple(Path(p) for p in _split(_env("MAMMOSEARCH_WATCH_DIRS"))),
-        watch_schedule_s=float(_env("MAMMOSEARCH_WATCH_SCHEDULE_S", "30")),
-        orthanc_url=_env("MAMMOSEARCH_ORTHANC_URL"),
-        orthanc_schedule_s=float(_env("MAMMOSEARCH_ORTHANC_SCHEDULE_S", "10")),
-        archive_viewer_url=_env("MAMMOSEARCH_ARCHIVE_VIEWER_URL"),
-        regression_threshold=float(_env("MAMMOSEARCH_REGRESSION_THRESHOLD", "0.05")),
-        regression_webhook_url=_env("MAMMOSEARCH_REGRESSION_WEBHOOK_URL"),
+        **{
+            **values,
+            "data_dir": data_dir,
+            "database_url": values.get("database_url")
+            or f"sqlite:///{data_dir / 'mammosearch.sqlite3'}",
+            "celery_result_backend": values.get("celery_result_backend", broker),
+            "redis_url": values.get(
+                "redis_url", broker if broker and broker.startswith("redis") else None
+            ),
+        }
     )
 
 
@@ -131,6 +182,3 @@ def settings_from_env() -> Settings:
 def get_settings() -> Settings:
     """The process-wide settings; tests call `get_settings.cache_clear()` after changing env."""
     return settings_from_env()
-
-
-SETTING_NAMES = [f.name for f in fields(Settings)]

@@ -2,52 +2,17 @@
 
 from __future__ import annotations
 
-import ast
-import inspect
 import re
 from pathlib import Path
 
 from mammosearch import config
 
 ROOT = Path(__file__).resolve().parents[2]
-# Settings fields that are not read from one environment variable.
-NOT_FROM_ENVIRONMENT = {"extra"}
-
-
-def _env_names(node: ast.AST) -> list[str]:
-    """Names passed as the first argument of `_env(...)` anywhere inside `node`."""
-    return [
-        call.args[0].value
-        for call in ast.walk(node)
-        if isinstance(call, ast.Call)
-        and isinstance(call.func, ast.Name)
-        and call.func.id == "_env"
-        and call.args
-        and isinstance(call.args[0], ast.Constant)
-    ]
 
 
 def setting_environment_variables() -> dict[str, str]:
     """Settings field -> the environment variable settings_from_env reads it from."""
-    function = ast.parse(inspect.getsource(config.settings_from_env)).body[0]
-    local_sources: dict[str, list[str]] = {}
-    for statement in ast.walk(function):
-        if isinstance(statement, ast.Assign) and isinstance(statement.targets[0], ast.Name):
-            local_sources[statement.targets[0].id] = _env_names(statement.value)
-    settings_call = next(
-        node
-        for node in ast.walk(function)
-        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Settings"
-    )
-    mapping = {}
-    for keyword in settings_call.keywords:
-        names = _env_names(keyword.value)
-        for local in ast.walk(keyword.value):
-            if isinstance(local, ast.Name) and local.id in local_sources:
-                names += local_sources[local.id]
-        if names:
-            mapping[keyword.arg] = names[0]
-    return mapping
+    return dict(config.ENVIRONMENT_VARIABLES)
 
 
 def documented_variables() -> dict[str, str]:
@@ -66,9 +31,9 @@ def documented_variables() -> dict[str, str]:
 
 
 def test_every_setting_is_read_from_the_environment() -> None:
-    """Each Settings field (bar `extra`) has an environment variable in settings_from_env."""
+    """Each Settings field has an environment variable, and settings_from_env reads it."""
     mapping = setting_environment_variables()
-    missing = set(config.SETTING_NAMES) - NOT_FROM_ENVIRONMENT - set(mapping)
+    missing = set(config.SETTING_NAMES) - set(mapping)
     assert not missing, f"settings_from_env reads no variable for: {sorted(missing)}"
 
 
@@ -91,3 +56,27 @@ def test_the_env_example_holds_no_real_secret() -> None:
     )
     for variable in ("MAMMOSEARCH_SECRET_KEY", "POSTGRES_PASSWORD", "ORTHANC_PASSWORD"):
         assert documented_lines[variable] == "", variable
+
+
+def test_each_setting_is_read_from_its_variable_and_a_bad_value_names_it() -> None:
+    """Every variable reaches its field; a value that does not parse names the variable."""
+    import pytest
+
+    segments = config.settings_from_env({"MAMMOSEARCH_INDEX_SEGMENT_SIZE": "1_000"})
+    assert segments.index_segment_size == 1000
+    assert config.settings_from_env({"MAMMOSEARCH_LOG_JSON": "yes"}).log_json is True
+    assert config.settings_from_env({"MAMMOSEARCH_WATCH_DIRS": "/a, /b"}).watch_dirs == (
+        Path("/a"), Path("/b"),
+    )
+    defaults = config.settings_from_env({})
+    assert defaults.database_url.startswith("sqlite:///") and defaults.data_dir.is_absolute()
+    broker = config.settings_from_env({"CELERY_BROKER_URL": "redis://h:1/0"})
+    assert broker.celery_result_backend == broker.redis_url == "redis://h:1/0"
+    not_an_integer = r"^MAMMOSEARCH_INDEX_SEGMENT_SIZE: 'abc' is not an integer$"
+    with pytest.raises(config.SettingError, match=not_an_integer):
+        config.settings_from_env({"MAMMOSEARCH_INDEX_SEGMENT_SIZE": "abc"})
+    not_a_number = r"^MAMMOSEARCH_CLAIM_LEASE_S: 'soon' is not a number$"
+    with pytest.raises(config.SettingError, match=not_a_number):
+        config.settings_from_env({"MAMMOSEARCH_CLAIM_LEASE_S": "soon"})
+    with pytest.raises(config.SettingError, match="MAMMOSEARCH_LOG_JSON: 'maybe'"):
+        config.settings_from_env({"MAMMOSEARCH_LOG_JSON": "maybe"})

@@ -27,13 +27,17 @@ COMMAND_MODULES = [
 
 
 class MammosearchGroup(click.Group):
-    """Turns database set-up problems into one actionable line instead of a traceback."""
+    """Turns set-up problems (a bad setting, the database) into one actionable line."""
 
     def invoke(self, ctx: click.Context) -> object:
         from sqlalchemy.exc import OperationalError, ProgrammingError
 
+        from mammosearch.config import SettingError
+
         try:
             return super().invoke(ctx)
+        except SettingError as exc:
+            raise click.ClickException(str(exc)) from exc
         except (OperationalError, ProgrammingError) as exc:
             from mammosearch.config import get_settings
             from mammosearch.db.session import redact_url
