@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
-from flask import Flask, current_app, g, jsonify, redirect, request, url_for
-from flask_login import AnonymousUserMixin, LoginManager, UserMixin, current_user
+import time
+
+from flask import Flask, current_app, flash, g, jsonify, redirect, request, session, url_for
+from flask_login import AnonymousUserMixin, LoginManager, UserMixin, current_user, login_user
 from werkzeug.wrappers import Response
 
 from mammosearch.db.models import User
-from mammosearch.users import verify_api_token
+from mammosearch.users import TokenRefused, check_api_token, session_is_current
 from web.access import allowed_roles, is_public
+from web.configuration import settings
 from web.db import get_session
 
 login_manager = LoginManager()
+
+SESSION_VERSION_KEY = "_session_version"
+"""The user's session_version when this session signed in; a newer one in the row ends it."""
+LAST_SEEN_KEY = "_last_seen"
+"""Epoch seconds of this session's last request, for the idle limit."""
+PASSWORD_CHANGE_ENDPOINTS = {"auth.change_password", "auth.logout"}
+"""All a user who must change the password may reach (API tokens are not held back)."""
 
 
 class SignedInUser(UserMixin):
@@ -46,10 +56,39 @@ def is_api_request() -> bool:
     return request.path.startswith("/api/")
 
 
+def start_session(row: User) -> None:
+    """Sign `row` in on this browser: a permanent (idle-limited) session at its version."""
+    login_user(SignedInUser(row))
+    session.permanent = True
+    session[SESSION_VERSION_KEY] = row.session_version
+    session[LAST_SEEN_KEY] = time.time()
+
+
+def _end_session(reason: str) -> None:
+    session.clear()
+    g.session_ended = reason
+    if not is_api_request():
+        flash(reason, "error")
+
+
 @login_manager.user_loader
 def _load_session_user(user_id: str) -> SignedInUser | None:
     row = get_session().get(User, int(user_id))
-    return SignedInUser(row) if row is not None and row.active else None
+    if row is None or not row.active:
+        _end_session("Your account is disabled; ask an admin.")
+        return None
+    if not session_is_current(row, session.get(SESSION_VERSION_KEY)):
+        _end_session("Your session has ended (signed out, password changed or reset); "
+                     "please sign in again.")
+        return None
+    idle_minutes = settings().session_idle_minutes
+    now = time.time()
+    if now - float(session.get(LAST_SEEN_KEY) or 0) > idle_minutes * 60:
+        _end_session(f"Signed out after {idle_minutes:g} minutes without activity; "
+                     "please sign in again.")
+        return None
+    session[LAST_SEEN_KEY] = now
+    return SignedInUser(row)
 
 
 @login_manager.request_loader
@@ -57,19 +96,24 @@ def _load_token_user(req) -> SignedInUser | None:  # type: ignore[no-untyped-def
     scheme, _, token = req.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
-    session = get_session()
-    row = verify_api_token(session, token.strip())
-    if row is None:
+    db_session = get_session()
+    try:
+        row = check_api_token(db_session, token.strip())
+    except TokenRefused as exc:
+        g.token_refused = str(exc)
         return None
-    if session.dirty:
-        session.commit()  # last_used_at
+    if db_session.dirty:
+        db_session.commit()  # last_used_at
     g.auth_via_token = True
     return SignedInUser(row)
 
 
 def _unauthenticated() -> Response:
     if is_api_request():
-        response = jsonify(error="authentication required: send Authorization: Bearer TOKEN")
+        message = g.get("token_refused") or g.get("session_ended")
+        response = jsonify(
+            error=message or "authentication required: send Authorization: Bearer TOKEN"
+        )
         response.status_code = 401
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
@@ -90,6 +134,15 @@ def _forbidden() -> Response:
     return response
 
 
+def _password_change_first() -> Response:
+    if is_api_request():
+        response = jsonify(error="password change required: sign in on the web and change it "
+                                 "(API tokens are not affected)")
+        response.status_code = 403
+        return response
+    return redirect(url_for("auth.change_password"))
+
+
 def _gate() -> Response | None:
     """Every view needs a signed-in user with an allowed role, unless it is public."""
     endpoint = request.endpoint
@@ -100,6 +153,12 @@ def _gate() -> Response | None:
         return None
     if not current_user.is_authenticated:
         return _unauthenticated()
+    if (
+        not g.get("auth_via_token")
+        and current_user.row.must_change_password
+        and endpoint not in PASSWORD_CHANGE_ENDPOINTS
+    ):
+        return _password_change_first()
     blueprint = current_app.blueprints.get(request.blueprint or "")
     if current_user.role not in allowed_roles(view, blueprint):
         return _forbidden()

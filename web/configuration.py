@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,15 @@ def init_app(app: Flask, overrides: dict[str, Any] | None) -> None:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=False,
+        # Idle sessions end: the cookie's signature is refreshed on each request and refused
+        # once older than this (web.auth also checks it, to say why).
+        PERMANENT_SESSION_LIFETIME=timedelta(minutes=base.session_idle_minutes),
+        SESSION_REFRESH_EACH_REQUEST=True,
         RATELIMIT_STORAGE_URI=base.redis_url or "memory://",
+        # Redis down: count in this process's memory rather than answer sign-in with a 500.
+        RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
+        RATELIMIT_STORAGE_OPTIONS={"socket_connect_timeout": 1, "socket_timeout": 1}
+        if base.redis_url else {},
         RATELIMIT_HEADERS_ENABLED=True,
         LOGIN_RATE_LIMIT="10 per minute",
         THUMBNAIL_SIZE_PX=256,

@@ -26,6 +26,8 @@ def _message(error: HTTPException) -> str:
 def _respond(error: HTTPException) -> Response | HTTPException:
     if error.code is None:
         return error
+    if error.response is not None:  # made for the occasion (the sign-in limit's page)
+        return error.response
     message = _message(error)
     if is_api_request():
         response = jsonify(error=message)

@@ -79,7 +79,8 @@ def test_wrong_password_is_refused_and_audited(client: FlaskClient, radiologist,
     assert response.status_code == 401
     assert b"Wrong username or password" in response.data
     event = db.scalar(select(AuditEvent))
-    assert event.action == "login_failed" and event.detail == {"username": "rad"}
+    assert event.action == "login_failed"
+    assert event.detail == {"username": "rad", "reason": "wrong_password"}
 
 
 def test_sign_in_redirects_only_to_local_next(client: FlaskClient, radiologist) -> None:  # type: ignore[no-untyped-def]

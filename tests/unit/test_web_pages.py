@@ -97,17 +97,18 @@ def test_ingestion_page_shows_status_counts(admin_client: FlaskClient, db, web_s
 
 def test_admin_creates_a_user_who_can_sign_in(admin_client: FlaskClient, db) -> None:  # type: ignore[no-untyped-def]
     """The users page lists users and adds one; a bad role or short password is a 400 message."""
-    new_user = {"username": "newrad", "password": "longenough1", "role": "radiologist"}
+    new_user = {"username": "newrad", "password": "long-enough-words-1", "role": "radiologist"}
     response = admin_client.post("/admin/users", data=new_user)
     assert response.status_code == 302
-    assert authenticate(db, "newrad", "longenough1") is not None
+    assert authenticate(db, "newrad", "long-enough-words-1") is not None
     assert "newrad" in admin_client.get("/admin/users").get_data(as_text=True)
     short = admin_client.post(
         "/admin/users", data={"username": "x", "password": "short", "role": "radiologist"}
     )
     assert short.status_code == 400 and b"password too short" in short.data
     duplicate = admin_client.post(
-        "/admin/users", data={"username": "newrad", "password": "longenough1", "role": "admin"}
+        "/admin/users",
+        data={"username": "newrad", "password": "long-enough-words-1", "role": "admin"},
     )
     assert duplicate.status_code == 400 and b"already exists" in duplicate.data
     assert db.scalar(select(User).where(User.username == "x")) is None

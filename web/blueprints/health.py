@@ -63,5 +63,9 @@ def readyz() -> tuple[Response, int]:
     broker_url = current_app.config.get("CELERY_BROKER_URL")
     if broker_url:
         checks["broker"] = _check_broker(broker_url)
-    ready = all(check["ok"] for check in checks.values())
-    return jsonify(status="ready" if ready else "not ready", checks=checks), 200 if ready else 503
+    # The broker only carries new work: with it down, search and pages still serve (degraded).
+    ready = all(check["ok"] for name, check in checks.items() if name != "broker")
+    if not ready:
+        return jsonify(status="not ready", checks=checks), 503
+    degraded = not checks.get("broker", {"ok": True})["ok"]
+    return jsonify(status="degraded" if degraded else "ready", checks=checks), 200
