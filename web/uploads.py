@@ -7,6 +7,7 @@ import base64
 from PIL import Image as PILImage
 from werkzeug.datastructures import FileStorage
 
+from mammosearch.config import Settings
 from mammosearch.ingest.storage import ImageRejected
 from mammosearch.query_image import read_query_image
 from web.imagefiles import thumbnail_bytes
@@ -17,11 +18,12 @@ def has_upload(upload: FileStorage | None) -> bool:
     return upload is not None and bool(upload.filename)
 
 
-def read_upload(upload: FileStorage | None, max_pixels: int) -> PILImage.Image:
+def read_upload(upload: FileStorage | None, current: Settings) -> PILImage.Image:
     """Decode the upload fully (bomb-guarded); raise ImageRejected naming the file and why."""
     if upload is None or not has_upload(upload):
         raise ImageRejected("no image uploaded: choose a JPEG, PNG or DICOM file")
-    return read_query_image(upload.read(), upload.filename or "upload", max_pixels)
+    return read_query_image(upload.read(), upload.filename or "upload",
+                            current.max_image_pixels, current.accepted_modalities)
 
 
 def preview_data_url(picture: PILImage.Image, size_px: int = 256) -> str:

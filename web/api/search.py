@@ -40,7 +40,7 @@ def search() -> Response:
         if params.image_id is None:
             if request.is_json:
                 raise BadSearchRequest("image_id: required in a JSON body (or upload `image`)")
-            query_image = read_upload(upload, current.max_image_pixels)
+            query_image = read_upload(upload, current)
         response = run_search(
             get_session(), current, params, query_image, current_user.row, request.remote_addr
         )

@@ -78,7 +78,7 @@ def search_submit() -> tuple[str, int]:
         check_one_query(params, upload_name)
         query_image = None
         if params.image_id is None:
-            query_image = read_upload(upload, current.max_image_pixels)
+            query_image = read_upload(upload, current)
         response = run_search(
             session, current, params, query_image, current_user.row, request.remote_addr
         )

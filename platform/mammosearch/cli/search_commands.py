@@ -14,14 +14,14 @@ from mammosearch.db.session import session_scope
 BIRADS_LOW, BIRADS_HIGH = ASSESSMENT_CATEGORIES[0], ASSESSMENT_CATEGORIES[-1]
 
 
-def load_query_image(path: Path, max_pixels: int):  # type: ignore[no-untyped-def]
+def load_query_image(path: Path, max_pixels: int, modalities=None):  # type: ignore[no-untyped-def]
     """A query file (JPEG, PNG or DICOM) -> checked PIL image; errors name the file.
 
     The same reader as the web upload's, so both give the same neighbours.
     """
     from mammosearch.query_image import read_query_image
 
-    return read_query_image(path.read_bytes(), path.name, max_pixels)
+    return read_query_image(path.read_bytes(), path.name, max_pixels, modalities)
 
 
 @click.command("search")
@@ -75,7 +75,8 @@ def search(
         )
         try:
             if image is not None:
-                query = load_query_image(image, settings.max_image_pixels)
+                query = load_query_image(image, settings.max_image_pixels,
+                                         settings.accepted_modalities)
                 response = service.search_image(session, query, k, metric, filters, image.name)
             else:
                 response = service.search_image_id(

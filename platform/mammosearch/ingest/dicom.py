@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -212,12 +213,47 @@ def render_dataset(ds: Dataset, name: str, max_pixels: int = 100_000_000) -> PIL
     except ValueError as exc:
         raise ImageRejected(f"{name}: invalid rescale/window tags ({exc})") from exc
     gray = _to_8bit(values)
+    if int(gray.min()) == int(gray.max()):
+        raise ImageRejected(f"{name}: renders blank (every pixel is one value){_blank_cause(ds)}")
     if _text(ds, "PhotometricInterpretation") == "MONOCHROME1":
         gray = np.subtract(255, gray, dtype=np.uint8)
     return PILImage.fromarray(gray)
 
 
-def read_dicom(content: bytes | Path, name: str, max_pixels: int = 100_000_000) -> DicomImage:
-    """Read a DICOM file into an 8-bit image + metadata; raise ImageRejected naming `name`."""
+def _blank_cause(ds: Dataset) -> str:
+    """The likely reason a render is blank, for the message."""
+    try:
+        slope = float(ds.RescaleSlope) if ds.get("RescaleSlope") is not None else 1.0
+    except (TypeError, ValueError):
+        slope = 1.0
+    if slope == 0:
+        return "; RescaleSlope (0028,1053) is 0, which maps every stored value to one"
+    return "; the stored pixels or the window (0028,1050/1051) leave nothing to see"
+
+
+def check_modality(ds: Dataset, name: str, accepted: Collection[str]) -> None:
+    """Refuse a DICOM image whose Modality (0008,0060) is not one the archive takes."""
+    modality = (_text(ds, "Modality") or "").upper()
+    if modality not in {value.upper() for value in accepted}:
+        shown = modality or "missing"
+        raise ImageRejected(
+            f"{name}: Modality {shown} is not accepted; accepted: {', '.join(accepted)} "
+            "(MAMMOSEARCH_ACCEPTED_MODALITIES)"
+        )
+
+
+def read_dicom(
+    content: bytes | Path,
+    name: str,
+    max_pixels: int = 100_000_000,
+    modalities: Collection[str] | None = None,
+) -> DicomImage:
+    """Read a DICOM file into an 8-bit image + metadata; raise ImageRejected naming `name`.
+
+    `modalities`: the Modality values taken (settings.accepted_modalities); None reads any,
+    for files the archive already holds.
+    """
     ds = parse_dicom(content, name)
+    if modalities is not None:
+        check_modality(ds, name, modalities)
     return DicomImage(image=render_dataset(ds, name, max_pixels), metadata=dicom_metadata(ds))

@@ -4,7 +4,9 @@ Only the rendered 8-bit PNG is stored (content-addressed under images/, like eve
 image); the original DICOM stays in the sending archive (PACS, Orthanc), which remains
 the record of the full 16-bit data. An image is the same image when its SOPInstanceUID
 or its rendered pixels (the PNG's sha256; encoding is deterministic) are already known:
-the second arrival returns created=False and writes nothing.
+the second arrival returns created=False and writes nothing. A known SOPInstanceUID with
+different pixels is a conflict, not a repeat: InstanceConflict is raised naming both, the
+stored image is kept as it is, and the sender (or the watch folder's report) is told.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ DICOM_PATIENT_SOURCE = "dicom"
 
 ImageRegisteredHook = Callable[[int], None]
 """Called with the id of each newly created image, after its row is committed."""
+
+
+class InstanceConflict(ImageRejected):
+    """The SOPInstanceUID is already an image with other pixels; neither is dropped silently."""
 
 
 @dataclass(frozen=True)
@@ -92,11 +98,22 @@ def register_rendered(
     """Register an already-read DICOM image; the caller commits."""
     meta = dicom.metadata
     sop_instance_uid = meta.get("sop_instance_uid")
-    if sop_instance_uid:
-        found = session.scalar(select(Image.id).where(Image.sop_instance_uid == sop_instance_uid))
-        if found is not None:
-            return RegisterResult(found, created=False)
     png = encode_png(dicom)
+    if sop_instance_uid:
+        known = session.execute(
+            select(Image.id, Image.sha256).where(Image.sop_instance_uid == sop_instance_uid)
+        ).first()
+        if known is not None:
+            if known.sha256 != png.sha256:
+                log.warning("DICOM instance conflict: image %d arrived again with other pixels",
+                            known.id)
+                raise InstanceConflict(
+                    f"{name}: SOPInstanceUID {sop_instance_uid} is already image {known.id} "
+                    "with different pixels; the stored image is kept and this file was not "
+                    "registered: check with the sending archive (a corrected image needs a "
+                    "new SOPInstanceUID)"
+                )
+            return RegisterResult(known.id, created=False)
     found = _existing_image_id(session, None, png.sha256)
     if found is not None:
         return RegisterResult(found, created=False)
@@ -130,7 +147,9 @@ def register_rendered(
         if found is None:
             raise
         return RegisterResult(found, created=False)
-    log.info("registered %s as image %d (%s %s)", name, image.id, image.side, image.view)
+    # The id only at INFO: a file path or name can say who the patient is.
+    log.info("registered DICOM image %d (%s %s)", image.id, image.side, image.view)
+    log.debug("image %d came from %s", image.id, name)
     return RegisterResult(image.id, created=True)
 
 
@@ -142,5 +161,6 @@ def register_dicom(
     Raises ImageRejected (message starts with `name`) for anything that is not a
     usable DICOM image.
     """
-    dicom = read_dicom(content, name, max_pixels=settings.max_image_pixels)
+    dicom = read_dicom(content, name, max_pixels=settings.max_image_pixels,
+                       modalities=settings.accepted_modalities)
     return register_rendered(session, dicom, name, settings, source=source)
