@@ -31,6 +31,7 @@ INDEX_REQUEST_TTL_S = 600.0
 EMBED_BATCH_TASK = "mammosearch.embed_batch"
 INDEX_SPACE_TASK = "mammosearch.index_space"
 IMPORT_FOLDER_TASK = "mammosearch.import_folder"
+EVALUATE_TASK = "mammosearch.evaluate_active_space"
 
 
 def enqueued_key(image_id: int) -> str:
@@ -141,6 +142,16 @@ class CeleryWorkQueue:
     def request_index(self, space_id: int, force: bool = False, verify: bool = False) -> bool:
         return request_index(self.settings, space_id, force=force, verify=verify)
 
+    def enqueue_evaluation(
+        self,
+        label: str = "birads",
+        trigger: str = "schedule",
+        task_id: str | None = None,
+        progress: Any = None,
+    ) -> str:
+        """To the `evaluate` queue; the task reports progress in its own state instead."""
+        return _send(EVALUATE_TASK, [label, None, trigger], self.settings)
+
     def depths(self) -> dict[str, Any]:
         return queue_depths(celery_app, self.settings.celery_broker_url, QUEUES)
 
@@ -161,3 +172,17 @@ def enqueue_space_embedding(settings: Settings, backbone: str, image_ids: Sequen
 def enqueue_training(settings: Settings, job_id: str) -> str:
     """A training job to the `train` queue; returns the task id."""
     return _send(TRAIN_MODEL_TASK, [job_id], settings)
+
+
+def task_progress(settings: Settings, task_id: str) -> dict[str, Any] | None:
+    """A task's state and last progress meta from the result backend; None without one."""
+    if not settings.celery_result_backend:
+        return None
+    result = celery_app.AsyncResult(task_id)
+    try:
+        state, info = result.state, result.info
+    except Exception as exc:  # noqa: BLE001 - an unreachable backend: say so, do not fail
+        return {"state": "UNKNOWN", "error": f"result backend unreachable: {exc}"}
+    if isinstance(info, BaseException):
+        return {"state": state, "error": str(info)}
+    return {"state": state, "meta": info if isinstance(info, dict) else {}}

@@ -195,10 +195,11 @@ def reconcile() -> dict[str, Any]:
 
 @shared_task(bind=True, name="mammosearch.evaluate_active_space", **RETRY_TRANSIENT)
 def evaluate_active_space(
-    self: Any, label: str = "birads", metric: str | None = None
+    self: Any, label: str = "birads", metric: str | None = None, trigger: str = "schedule"
 ) -> dict[str, Any]:
-    """Scheduled re-evaluation of every active space (mammosearch.evaluate does the work):
-    runs stored with trigger "schedule", regressions flagged, progress in the task state."""
+    """Re-evaluation of every active space (mammosearch.evaluate does the work): runs stored
+    with `trigger` ("schedule" from beat, "web" from the evaluations page), regressions
+    flagged, progress in the task state."""
     from mammosearch.evaluate.scheduled import run_scheduled_evaluations
 
     settings = get_settings()
@@ -211,6 +212,7 @@ def evaluate_active_space(
                 label=label,
                 metrics=[metric] if metric else None,
                 task_id=self.request.id,
+                trigger=trigger,
             )
     except LockBusy:
         return {"run_ids": [], "reason": "busy: a scheduled evaluation is running"}

@@ -8,11 +8,14 @@ task): `workers/` implements it over Celery when a broker is configured, and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from mammosearch.config import Settings
+
+ProgressCallback = Callable[[dict[str, Any]], None]
 
 QUEUES = ("ingest", "embed", "index", "evaluate", "train")
 """The work queues, in the order the data flows; workers/app.py routes every task to one."""
@@ -44,6 +47,17 @@ class WorkQueue(Protocol):
         """Append the space's unindexed vectors to its indexes; True when a run was started
         or sent (`force`: even when one is believed to be waiting already; `verify`: then
         compare the indexes with the database and repair what differs)."""
+        ...
+
+    def enqueue_evaluation(
+        self,
+        label: str = "birads",
+        trigger: str = "schedule",
+        task_id: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> str:
+        """Evaluate every active space (mammosearch.evaluate.scheduled); returns the task id
+        the runs will carry (`task_id` and `progress`: in-process only, the caller's own)."""
         ...
 
     def depths(self) -> dict[str, Any]:
@@ -90,6 +104,21 @@ class InProcessQueue:
             if verify:
                 pipeline.verify_index(session, self.settings, space, repair=True)
         return True
+
+    def enqueue_evaluation(
+        self,
+        label: str = "birads",
+        trigger: str = "schedule",
+        task_id: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> str:
+        from mammosearch.evaluate.scheduled import run_scheduled_evaluations
+
+        task_id = task_id or f"in-process-{uuid.uuid4().hex}"
+        run_scheduled_evaluations(
+            self.settings, progress, label=label, task_id=task_id, trigger=trigger
+        )
+        return task_id
 
     def depths(self) -> dict[str, Any]:
         return {"mode": self.mode, "queues": {}}

@@ -70,18 +70,19 @@ def test_missing_case_and_missing_file_are_404(
 
 
 def test_evaluation_list_and_detail(admin_client: FlaskClient, db) -> None:  # type: ignore[no-untyped-def]
-    """The latest runs with their metrics; one run's metrics, per-class table and config."""
+    """The latest runs with their headline numbers; one run's metric table (3 decimals),
+    per-class table and config."""
     run = EvaluationRun(
         protocol="leave-patient-out", label="birads", metric="cosine",
-        metrics={"precision_at_5": 0.4321}, per_class={"4": {"precision_at_5": 0.5}},
-        config={"k": 5}, status="done",
+        metrics={"precision@5": 0.4321, "map": 0.25}, per_class={"4": {"precision@5": 0.5}},
+        config={"ks": [5]}, status="done",
     )
     db.add(run)
     db.commit()
     listing = admin_client.get("/evaluations").get_data(as_text=True)
-    assert f'href="/evaluations/{run.id}"' in listing and "precision_at_5 0.432" in listing
+    assert f'href="/evaluations/{run.id}"' in listing and "0.432" in listing
     detail = admin_client.get(f"/evaluations/{run.id}").get_data(as_text=True)
-    assert "0.4321" in detail and "leave-patient-out" in detail
+    assert "0.432" in detail and "0.4321" not in detail and "leave-patient-out" in detail
     assert admin_client.get("/evaluations/999").status_code == 404
 
 

@@ -161,3 +161,114 @@ def test_ingestion_page_shows_the_active_space_its_indexes_and_the_last_import(
     last = page.split('id="last-import"')[1].split("</section>")[0]
     assert "cdd-cesm" in last and "1003" in last and "1 min 15 s" in last
     assert "which this folder does not hold" in last
+
+
+# --- evaluations ---------------------------------------------------------------------------
+
+
+def test_a_cli_run_without_a_report_gets_its_figures_on_its_page(
+    admin_client: FlaskClient, db, web_settings  # type: ignore[no-untyped-def]
+) -> None:
+    """Curves, the neighbours' vote and the 2-D map are drawn for any finished run, once,
+    and served as PNGs; metrics read as a metric x k table with 3 decimals."""
+    from mammosearch.db.models import EvaluationRun
+    from mammosearch.evaluate import evaluate_space
+    from tests.unit.test_evaluate_space import seed_archive
+
+    space = seed_archive(db)
+    result = evaluate_space(db, web_settings, space, metric="cosine", ks=(1, 5), trigger="cli")
+    run = db.get(EvaluationRun, result.run_id)
+    assert run.report_path is None
+    page = admin_client.get(f"/evaluations/{run.id}").get_data(as_text=True)
+    figures = page.split("<h2>Figures</h2>")[1].split("</div>")[0]
+    assert figures.count('class="run-figure"') == 3
+    for name in ("curves.png", "confusion-cosine.png", "projection.png"):
+        png = admin_client.get(f"/evaluations/{run.id}/figures/figures/{name}")
+        assert png.status_code == 200 and png.data[:4] == b"\x89PNG", name
+    db.refresh(run)
+    assert run.report_path and str(web_settings.reports_dir) in run.report_path
+    grid = page.split('id="metrics"')[1].split("</table>")[0]
+    assert "k = 1" in grid and "k = 5" in grid and "chance" in grid
+    assert f"{result.metrics['precision@5']:.3f}" in grid
+    per_class = page.split('id="per-class"')[1].split("</table>")[0]
+    assert "Precision@5" in per_class and "mAP" in per_class
+    assert str(web_settings.data_dir) not in page
+
+
+def _wait_for(client: FlaskClient, url: str, timeout_s: float = 60.0) -> dict:  # type: ignore[type-arg]
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        job = client.get(url).get_json()
+        if job["state"] in ("done", "failed") or time.monotonic() > deadline:
+            return job
+        time.sleep(0.2)
+
+
+def test_an_admin_starts_an_evaluation_in_process_and_follows_it(
+    admin_client: FlaskClient, db, web_settings  # type: ignore[no-untyped-def]
+) -> None:
+    """No broker: a thread evaluates every active space for each metric; the job's JSON
+    goes from queued to done with the runs (trigger "web", with figures); it is audited."""
+    from mammosearch.db.models import EvaluationRun
+    from tests.unit.test_evaluate_space import seed_archive
+
+    seed_archive(db)
+    response = admin_client.post("/evaluations/start")
+    assert response.status_code == 302 and "job=web-" in response.headers["Location"]
+    job_id = response.headers["Location"].split("job=")[1]
+    page = admin_client.get(f"/evaluations?job={job_id}").get_data(as_text=True)
+    assert f'data-status-url="/evaluations/jobs/{job_id}"' in page
+    job = _wait_for(admin_client, f"/evaluations/jobs/{job_id}")
+    assert job["state"] == "done", job
+    assert job["fraction"] == 1.0 and {run["metric"] for run in job["runs"]} == {"l2", "cosine"}
+    db.expire_all()
+    runs = db.scalars(select(EvaluationRun).where(EvaluationRun.task_id == job_id)).all()
+    assert {run.trigger for run in runs} == {"web"} and all(run.report_path for run in runs)
+    started = db.scalars(select(AuditEvent).where(AuditEvent.action == "start_evaluation")).one()
+    assert started.detail["task_id"] == job_id and started.detail["mode"] == "in-process"
+    assert admin_client.get("/evaluations/jobs/nonsense").status_code == 404
+
+
+def test_with_a_broker_the_evaluation_goes_to_the_evaluate_queue(
+    app, admin_client: FlaskClient, monkeypatch  # type: ignore[no-untyped-def]
+) -> None:
+    """The page hands the work to the queue's enqueue_evaluation (Celery: the evaluate
+    queue) and reads the task's progress from the result backend."""
+    sent = []
+
+    class Broker(_BrokerQueue):
+        def enqueue_evaluation(self, label="birads", trigger="schedule", task_id=None,  # type: ignore[no-untyped-def]
+                               progress=None):  # fmt: skip
+            sent.append((label, trigger))
+            return "celery-task-1"
+
+    app.extensions["mammosearch_work_queue"] = Broker({"mode": "broker", "queues": {}})
+    import workers.enqueue
+
+    monkeypatch.setattr(workers.enqueue, "task_progress", lambda settings, task_id: {
+        "state": "PROGRESS", "meta": {"stage": "evaluating", "space_id": 3, "metric": "l2",
+                                      "queries_done": 40, "queries_total": 100, "fraction": 0.2},
+    })  # fmt: skip
+    response = admin_client.post("/evaluations/start")
+    assert response.headers["Location"].endswith("job=celery-task-1")
+    assert sent == [("birads", "web")]
+    job = admin_client.get("/evaluations/jobs/celery-task-1").get_json()
+    assert job["state"] == "running" and job["fraction"] == 0.2
+    assert "40 of 100 queries" in job["stage"]
+
+
+def test_the_celery_queue_sends_the_evaluation_by_name_to_the_evaluate_queue(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import workers.enqueue
+    from mammosearch.config import Settings
+    from workers.app import celery_app
+
+    sent = []
+    monkeypatch.setattr(workers.enqueue, "_send", lambda name, args, settings: sent.append(
+        (name, args)) or "id-1")  # fmt: skip
+    queue = workers.enqueue.CeleryWorkQueue(Settings(celery_broker_url="redis://127.0.0.1:1/0"))
+    assert queue.enqueue_evaluation(trigger="web") == "id-1"
+    assert sent == [("mammosearch.evaluate_active_space", ["birads", None, "web"])]
+    route = celery_app.conf.task_routes["mammosearch.evaluate_active_space"]
+    assert route == {"queue": "evaluate"}

@@ -115,9 +115,11 @@ def run_scheduled_evaluations(
     ks: Sequence[int] = DEFAULT_KS,
     task_id: str | None = None,
     write_report: bool = True,
+    trigger: str = "schedule",
 ) -> list[int]:
     """Evaluate every active space for each metric (default: the indexed metrics), store the
-    runs (trigger "schedule"), flag regressions; returns the ids of the finished runs.
+    runs (`trigger`: "schedule", or "web" when an admin started them), flag regressions;
+    returns the ids of the finished runs.
 
     With `write_report`, the runs also get figures: a report under
     settings.reports_dir/scheduled-<UTC time>/ (what the web service shows with each run).
@@ -139,7 +141,7 @@ def run_scheduled_evaluations(
                 try:
                     result = evaluate_space(
                         session, settings, space, label=label, protocol=protocol, metric=metric,
-                        ks=ks, trigger="schedule", progress=progress,
+                        ks=ks, trigger=trigger, progress=progress,
                     )  # fmt: skip
                 except Exception:  # the run row says why; the other spaces still get theirs
                     log.exception("scheduled evaluation of space %s (%s) failed", space.id, metric)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from mammosearch.evaluate.leakage import format_overlap
 from mammosearch.evaluate.metrics import METRICS
 from mammosearch.evaluate.result import EvaluationResult
@@ -69,3 +71,49 @@ def format_per_class(result: EvaluationResult, k: int | None = None) -> str:
         for label, row in result.per_class.items()
     ]
     return "\n".join(_grid(header, rows))
+
+
+def headline_k(ks: list[int] | tuple[int, ...]) -> int:
+    """The k a one-line summary quotes: 5 when it was measured, else the smallest."""
+    return 5 if 5 in ks else min(ks)
+
+
+def metric_grid(
+    metrics: dict[str, Any], chance: dict[str, Any], ks: list[int] | tuple[int, ...]
+) -> dict[str, Any]:
+    """Metric x k as data for a page: `{"ks", "rows": [{"name", "values", "chance"}],
+    "single": [{"name", "value", "chance"}]}` (mAP and the search times); keys a run does not
+    have are None, and metrics this code does not know are listed under "single" as they are."""
+    rows, single, shown = [], [], set()
+    for metric in METRICS.values():
+        if metric.at_k:
+            keys = [metric.key(k) for k in ks]
+            shown.update(keys)
+            rows.append({
+                "name": metric.name, "description": metric.description,
+                "values": [metrics.get(key) for key in keys],
+                "chance": [chance.get(key) for key in keys],
+            })  # fmt: skip
+    for key, value in metrics.items():
+        if key in shown or key.startswith("search_ms"):
+            continue
+        single.append({"name": key, "value": value, "chance": chance.get(key)})
+    return {"ks": list(ks), "rows": rows, "single": single}
+
+
+def per_class_rows(per_class: dict[str, Any], ks: list[int] | tuple[int, ...]) -> dict[str, Any]:
+    """One row per class at the headline k: images, queries, P/R/NDCG@k, mAP and chance P@k."""
+    k = headline_k(ks)
+    keys = [METRICS[name].key(k) for name in ("precision", "recall", "ndcg")]
+    map_keys = sorted({key for row in per_class.values() if isinstance(row, dict)
+                       for key in row if key.startswith("map")})  # fmt: skip
+    rows = []
+    for label, row in per_class.items():
+        if not isinstance(row, dict):
+            continue
+        rows.append({
+            "label": label, "images": row.get("images"), "queries": row.get("queries"),
+            "values": [row.get(key) for key in [*keys, *map_keys]],
+            "chance": (row.get("chance") or {}).get(keys[0]),
+        })  # fmt: skip
+    return {"k": k, "columns": [*keys, *map_keys], "chance_of": keys[0], "rows": rows}
