@@ -3,16 +3,20 @@ queue depths from the broker.
 
 Labels carry endpoint names, stages and statuses only, never a patient or image identifier.
 Under gunicorn with several workers set PROMETHEUS_MULTIPROC_DIR (multiprocess mode).
+With MAMMOSEARCH_METRICS_TOKEN set, a scrape must send `Authorization: Bearer <token>`
+(Prometheus: `authorization: {credentials_file: ...}`); unset, /metrics is open, for a
+deployment that keeps it off the public network instead (docs/operations.md).
 """
 
 from __future__ import annotations
 
+import hmac
 import os
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from flask import Blueprint, Flask, g, request
+from flask import Blueprint, Flask, abort, current_app, g, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -124,12 +128,28 @@ class QueueDepthCollector(Collector):
         yield depth
 
 
+def _check_token() -> None:
+    """With a metrics token configured, only a scraper that sends it may read /metrics."""
+    token = current_app.config.get("METRICS_TOKEN")
+    if not token:
+        return
+    sent = request.headers.get("Authorization", "")
+    scheme, _, credentials = sent.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        credentials.strip().encode(), str(token).encode()
+    ):
+        abort(Response(
+            "metrics: send Authorization: Bearer <MAMMOSEARCH_METRICS_TOKEN>\n", status=401,
+            mimetype="text/plain", headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+        ))  # fmt: skip
+
+
 @bp.get("/metrics")
 @public
 def scrape() -> Response:
-    from flask import current_app
-
     from web.configuration import settings, work_queue
+
+    _check_token()
 
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         process_registry = CollectorRegistry()
@@ -159,6 +179,8 @@ def _count_request(response: Response) -> Response:
 
 
 def init_app(app: Flask) -> None:
+    # The token may come as a Flask override (tests) or from the environment.
+    app.config.setdefault("METRICS_TOKEN", os.environ.get("MAMMOSEARCH_METRICS_TOKEN") or None)
     app.before_request(_start_timer)
     app.after_request(_count_request)
     app.register_blueprint(bp)

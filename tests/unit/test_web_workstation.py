@@ -272,3 +272,32 @@ def test_the_celery_queue_sends_the_evaluation_by_name_to_the_evaluate_queue(mon
     assert sent == [("mammosearch.evaluate_active_space", ["birads", None, "web"])]
     route = celery_app.conf.task_routes["mammosearch.evaluate_active_space"]
     assert route == {"queue": "evaluate"}
+
+
+# --- /metrics --------------------------------------------------------------------------------
+
+
+def test_metrics_need_the_bearer_token_when_one_is_set(web_settings) -> None:  # type: ignore[no-untyped-def]
+    """MAMMOSEARCH_METRICS_TOKEN set: no header, another scheme or a wrong token is a 401
+    with WWW-Authenticate; the right token gets the Prometheus text."""
+    from tests.unit.web_support import app_config
+    from web import create_app
+
+    client = create_app(app_config(web_settings, METRICS_TOKEN="s3cret-token")).test_client()
+    for headers in ({}, {"Authorization": "Basic s3cret-token"},
+                    {"Authorization": "Bearer wrong"}):  # fmt: skip
+        refused = client.get("/metrics", headers=headers)
+        assert refused.status_code == 401
+        assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+    allowed = client.get("/metrics", headers={"Authorization": "Bearer s3cret-token"})
+    assert allowed.status_code == 200 and "mammosearch_images" in allowed.get_data(as_text=True)
+
+
+def test_metrics_token_is_read_from_the_environment(web_settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from tests.unit.web_support import app_config
+    from web import create_app
+
+    monkeypatch.setenv("MAMMOSEARCH_METRICS_TOKEN", "from-env")
+    client = create_app(app_config(web_settings)).test_client()
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers={"Authorization": "Bearer from-env"}).status_code == 200
