@@ -21,6 +21,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         limiter,
         metrics,
         public_names,
+        request_limits,
         security,
     )
 
@@ -35,5 +36,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     limiter.init_app(app)
     handlers.init_app(app)
     public_names.init_app(app)  # no server path in any page
+    request_limits.init_app(app)  # before the blueprints: their routes take its converter
     blueprints.init_app(app)
     return app
