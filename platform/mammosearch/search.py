@@ -29,9 +29,9 @@ from mammosearch.evaluate.leakage import measured_vote
 from mammosearch.evaluate.neighbour_vote import prior_correction
 from mammosearch.filter_values import FilterValues, FilterValuesCache, UnknownFilterValue
 from mammosearch.index import get_reader
+from mammosearch.search_request import MAX_K
 
 METRICS = ("cosine", "l2")
-MAX_K = 1000
 REPORT_EXCERPT_CHARS = 300
 CLASS_COUNTS_TTL_S = 60.0
 

@@ -9,11 +9,12 @@ from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from mammosearch.ingest.storage import ImageRejected
+from mammosearch.search_request import BadSearchRequest, parse_search_request
 from web.api import bp
 from web.configuration import settings
 from web.db import get_session
 from web.public_names import public_space
-from web.searching import BadSearchRequest, check_one_query, parse_search_params, run_search
+from web.searching import check_one_query, run_search
 from web.uploads import has_upload, read_upload
 
 
@@ -33,7 +34,7 @@ def search() -> Response:
     current = settings()
     values = _request_values()
     try:
-        params = parse_search_params(values, current.index_metrics)
+        params = parse_search_request(values, current.index_metrics)
         upload = request.files.get("image")
         check_one_query(params, upload.filename if has_upload(upload) else None)
         query_image = None

@@ -10,11 +10,12 @@ from werkzeug.wrappers import Response
 
 from mammosearch.db.models import Image
 from mammosearch.ingest.storage import ImageRejected
+from mammosearch.search_request import BadSearchRequest, parse_search_request
 from web.access import RADIOLOGY, restrict_blueprint
 from web.configuration import settings
 from web.db import get_session
 from web.imagefiles import viewer_data_url
-from web.searching import BadSearchRequest, check_one_query, parse_search_params, run_search
+from web.searching import check_one_query, run_search
 from web.uploads import has_upload, preview_data_url, read_upload
 
 bp = restrict_blueprint(Blueprint("search", __name__), RADIOLOGY)
@@ -74,7 +75,7 @@ def search_submit() -> tuple[str, int]:
     upload = request.files.get("image")
     upload_name = upload.filename if has_upload(upload) else None
     try:
-        params = parse_search_params(form, current.index_metrics)
+        params = parse_search_request(form, current.index_metrics)
         check_one_query(params, upload_name)
         query_image = None
         if params.image_id is None:

@@ -7,11 +7,9 @@ from pathlib import Path
 
 import click
 
-from mammosearch.birads import ASSESSMENT_CATEGORIES
 from mammosearch.cli.space_option import backbone_option, resolve_space, settings_for
 from mammosearch.db.session import session_scope
-
-BIRADS_LOW, BIRADS_HIGH = ASSESSMENT_CATEGORIES[0], ASSESSMENT_CATEGORIES[-1]
+from mammosearch.search_request import BIRADS_HIGH, BIRADS_LOW, DEFAULT_K, MAX_K
 
 
 def load_query_image(path: Path, max_pixels: int, modalities=None):  # type: ignore[no-untyped-def]
@@ -29,8 +27,11 @@ def load_query_image(path: Path, max_pixels: int, modalities=None):  # type: ign
     "image", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
 @click.option("--image-id", type=int, default=None, help="Search with an archived image instead.")
-@click.option("-k", "k", type=int, default=10, show_default=True, help="Number of neighbours.")
-@click.option("--metric", type=click.Choice(["cosine", "l2"]), default="cosine", show_default=True)
+@click.option(
+    "-k", "k", type=click.IntRange(1, MAX_K), default=DEFAULT_K, show_default=True,
+    help="Number of neighbours.",
+)
+@click.option("--metric", default=None, help="An indexed metric (default: cosine when indexed).")
 @click.option("--side", type=click.Choice(["L", "R"]), default=None)
 @click.option("--view", default=None, help="CC, MLO, ...")
 @click.option("--modality", default=None, help="subtracted, low-energy, dicom, ...")
@@ -44,7 +45,7 @@ def search(
     image: Path | None,
     image_id: int | None,
     k: int,
-    metric: str,
+    metric: str | None,
     side: str | None,
     view: str | None,
     modality: str | None,
@@ -57,7 +58,8 @@ def search(
 ) -> None:
     """Find the K most similar archived cases to IMAGE (JPEG, PNG, DICOM) or --image-id."""
     from mammosearch.ingest.storage import ImageRejected
-    from mammosearch.search import SearchError, SearchFilters, get_search_service
+    from mammosearch.search import SearchError, get_search_service
+    from mammosearch.search_request import BadSearchRequest, parse_search_request
 
     if (image is None) == (image_id is None):
         raise click.UsageError("give either IMAGE or --image-id")
@@ -65,14 +67,18 @@ def search(
     service = get_search_service(settings)
     with session_scope(settings.database_url) as session:
         resolve_space(session, settings, echo=not as_json)
-        filters = SearchFilters(
-            side=side,
-            view=view,
-            modality=modality,
-            birads_min=birads_min,
-            birads_max=birads_max,
-            pathology=pathology,
-        )
+        try:
+            request = parse_search_request(
+                {
+                    "k": k, "metric": metric, "side": side, "view": view, "modality": modality,
+                    "birads_min": birads_min, "birads_max": birads_max, "pathology": pathology,
+                    "exclude_same_patient": exclude_same_patient, "image_id": image_id,
+                },
+                settings.index_metrics,
+            )
+        except BadSearchRequest as exc:
+            raise click.UsageError(str(exc)) from exc
+        k, metric, filters = request.k, request.metric, request.search_filters()
         try:
             if image is not None:
                 query = load_query_image(image, settings.max_image_pixels,

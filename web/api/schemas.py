@@ -1,0 +1,136 @@
+"""The API's response bodies as pydantic models: the OpenAPI document is generated from them.
+
+A search hit is the core's `Hit` plus the two links the API adds, so a field added to the
+core appears in the schema by itself. Bodies forbid unknown fields: the schema test then
+fails when a route answers with a field the document does not describe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from mammosearch.search import Hit as CoreHit
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Error(Body):
+    """What went wrong, naming the input."""
+
+    error: str
+
+
+Hit = create_model(
+    "Hit",
+    __base__=Body,
+    __doc__="One similar archived image, nearest first.",
+    **{
+        hit_field.name: (typing.get_type_hints(CoreHit)[hit_field.name], ...)
+        for hit_field in dataclasses.fields(CoreHit)
+    },
+    image_url=(str, Field(description="The image's pixels (GET, same token).")),
+    case_url=(str, Field(description="The case page in the web application.")),
+)
+
+
+class SuggestedBirads(BaseModel):
+    """The neighbours' vote: decision support, not a diagnosis."""
+
+    model_config = ConfigDict(extra="allow")
+
+    birads: int | None = None
+    distribution: dict[str, float] = {}
+    votes: dict[str, Any] = {}
+    confidence: float | None = None
+    neighbours: int | None = None
+    rule: str | None = None
+    note: str | None = Field(None, description="Decision support, not a diagnosis.")
+    measured: dict[str, Any] = Field(
+        {},
+        description="The vote's cross-validated accuracy in this space (accuracy, "
+        "balanced_accuracy, per_class_recall, source); empty when not measured.",
+    )
+    measured_recall_of_this_class: float | None = None
+
+
+class SearchResponse(Body):
+    query: dict[str, Any]
+    metric: str
+    k: int
+    embedding_space: dict[str, Any] = Field(
+        description="Backbone, weights and whether they are pretrained; `untrained: true` "
+        "means results are not clinically meaningful."
+    )
+    results: list[Hit]  # type: ignore[valid-type]
+    suggested_birads: SuggestedBirads
+    timing_ms: dict[str, float] = Field(description="embed, index, join and total.")
+
+
+class Image(Body):
+    """One archived image's metadata."""
+
+    image_id: int
+    patient_id: str = Field(description="The source's patient id.")
+    source: str
+    source_file_name: str
+    side: str | None
+    view: str | None
+    modality: str
+    width: int
+    height: int
+    breast_density: str | None
+    birads: int | None
+    birads_raw: str | None
+    pathology: str | None
+    findings: str | None
+    tags: str | None
+    study_date: str | None
+    status: str
+    segmentations: list[dict[str, Any]]
+    report_count: int
+
+
+class EvaluationRun(Body):
+    id: int
+    space_id: int | None
+    embedding_space: dict[str, Any] | None
+    trigger: str
+    status: str
+    protocol: str
+    label: str
+    metric: str
+    metrics: dict[str, Any]
+    per_class: dict[str, Any]
+    config: dict[str, Any]
+    queries: int | None
+    archive_size: int | None
+    duration_s: float | None
+    progress: float | None
+    error: str | None
+    flagged: bool
+    flag_reason: str | None
+    started_at: str | None = Field(json_schema_extra={"format": "date-time"})
+    finished_at: str | None = Field(json_schema_extra={"format": "date-time"})
+
+
+class EvaluationList(Body):
+    evaluations: list[EvaluationRun]
+
+
+class Status(BaseModel):
+    """Ingestion status: images per status, lag, failures, queue depths (admins)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    images: dict[str, int]
+
+
+RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
+    Error, Hit, SearchResponse, Image, EvaluationRun, EvaluationList, Status,
+)
