@@ -32,7 +32,10 @@ def _defaults():  # noqa: ANN202 - imported late: torch is slow to import
 @click.option("--base", default="efficientnet-lite0", show_default=True)
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
 @click.option("--name", default=None, help="The model's name (default: the folder's name).")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Default: 20.")
+@click.option(
+    "--epochs", type=click.IntRange(min=1), default=None,
+    help="Default: the CV-chosen variant's (docs/learned-embeddings.md).",
+)
 @click.option(
     "--image-size",
     "image_size_px",
@@ -40,7 +43,10 @@ def _defaults():  # noqa: ANN202 - imported late: torch is slow to import
     default=None,
     help="Input side in pixels (default: the CV-chosen size, see model.json).",
 )
-@click.option("--folds", type=click.IntRange(min=2), default=None, help="Default: 5.")
+@click.option(
+    "--folds", type=click.IntRange(min=2), default=None,
+    help="Cross-validation folds (default: the CV-chosen variant's).",
+)
 @click.option("--loss", default=None, help="supcon (default), ce, ms or ce+supcon.")
 @click.option(
     "--dim",

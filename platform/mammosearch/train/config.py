@@ -16,7 +16,7 @@ class TrainConfig:
 
     labels: tuple[str, ...] = ("birads",)
     base: str = "efficientnet-lite0"
-    image_size_px: int = 320
+    image_size_px: int = 224
     loss: str = "supcon"
     dim: int = 256
     trained_blocks: int = 5

@@ -22,7 +22,7 @@ from mammosearch.train.trunk_cache import MIRROR_VIEW, PLAIN_VIEW
 class FitConfig:
     """Everything that shapes one training run; part of the model's record."""
 
-    epochs: int = 20
+    epochs: int = 15
     batch_size: int = 48
     lr: float = 1e-3
     backbone_lr: float = 1e-3
