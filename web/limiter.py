@@ -48,3 +48,6 @@ def too_many_sign_ins(limit: RequestLimit) -> Response:
 
 def init_app(app: Flask) -> None:
     limiter.init_app(app)
+    # One Limiter for every app of the process (the login view's decorator is bound to it):
+    # the storage just made is this app's, so a previous app's "Redis is down" no longer holds.
+    limiter._storage_dead = False

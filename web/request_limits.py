@@ -1,14 +1,16 @@
 """Input a request cannot be allowed to carry: ids past the database's integers, JSON nested
-past the parser's stack. Each is a 400 that names the input, never a 500."""
+past the parser's stack, query images past the decoding budget. Each is a 4xx that names the
+input, never a 500 or an exhausted worker."""
 
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
-from flask import Flask
+from flask import Flask, current_app, g
 from flask.json.provider import DefaultJSONProvider
-from werkzeug.exceptions import BadRequest
+from werkzeug.exceptions import BadRequest, HTTPException
 from werkzeug.routing import IntegerConverter
 
 MAX_ID = 2**63 - 1  # BIGINT / SQLite INTEGER: a larger id cannot be in the archive
@@ -66,7 +68,70 @@ class BoundedJSONProvider(DefaultJSONProvider):
             raise BadRequest("request body: JSON nested too deeply") from exc
 
 
+class PixelBudget:
+    """Decoded query pixels in flight across the process's request threads."""
+
+    def __init__(self, total_pixels: int) -> None:
+        self.total_pixels = total_pixels
+        self.in_use = 0
+        self._lock = threading.Lock()
+
+    def try_reserve(self, pixels: int) -> bool:
+        with self._lock:
+            if self.in_use + pixels > self.total_pixels:
+                return False
+            self.in_use += pixels
+            return True
+
+    def release(self, pixels: int) -> None:
+        with self._lock:
+            self.in_use = max(0, self.in_use - pixels)
+
+
+class DecodeRefused(HTTPException):
+    """413: a query image would decode past the per-request cap or the shared budget."""
+
+    code = 413
+
+    def __init__(self, description: str, retry_after_s: int | None = None) -> None:
+        super().__init__(description)
+        self.retry_after_s = retry_after_s
+
+    def get_headers(self, environ=None, scope=None):  # type: ignore[no-untyped-def]
+        headers = super().get_headers(environ, scope)
+        if self.retry_after_s is not None:
+            headers.append(("Retry-After", str(self.retry_after_s)))
+        return headers
+
+
+def reserve_decode(name: str, pixels: int, max_pixels: int) -> None:
+    """Hold `pixels` of the app's budget until the request ends, or raise DecodeRefused."""
+    if pixels > max_pixels:
+        raise DecodeRefused(
+            f"{name}: {pixels} pixels to decode; a query may decode at most {max_pixels} "
+            "(MAMMOSEARCH_MAX_IMAGE_PIXELS)"
+        )
+    budget: PixelBudget = current_app.extensions["mammosearch_pixel_budget"]
+    if not budget.try_reserve(pixels):
+        raise DecodeRefused(
+            f"{name}: the server is decoding other images ({budget.in_use} of "
+            f"{budget.total_pixels} pixels in use, MAMMOSEARCH_DECODE_BUDGET_PIXELS); "
+            "try again in a few seconds",
+            retry_after_s=5,
+        )
+    g.reserved_decode_pixels = getattr(g, "reserved_decode_pixels", 0) + pixels
+
+
+def _release_decode(_error: BaseException | None) -> None:
+    pixels = g.pop("reserved_decode_pixels", 0)
+    if pixels:
+        current_app.extensions["mammosearch_pixel_budget"].release(pixels)
+
+
 def init_app(app: Flask) -> None:
     """Before the blueprints: their URL rules take the converter when they are added."""
     app.url_map.converters["int"] = BoundedIntConverter
     app.json = BoundedJSONProvider(app)
+    settings = app.extensions["mammosearch_settings"]
+    app.extensions["mammosearch_pixel_budget"] = PixelBudget(settings.decode_budget_pixels)
+    app.teardown_request(_release_decode)

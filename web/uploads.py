@@ -9,8 +9,9 @@ from werkzeug.datastructures import FileStorage
 
 from mammosearch.config import Settings
 from mammosearch.ingest.storage import ImageRejected
-from mammosearch.query_image import read_query_image
+from mammosearch.query_image import pixels_to_decode, read_query_image
 from web.imagefiles import thumbnail_bytes
+from web.request_limits import reserve_decode
 
 
 def has_upload(upload: FileStorage | None) -> bool:
@@ -19,11 +20,17 @@ def has_upload(upload: FileStorage | None) -> bool:
 
 
 def read_upload(upload: FileStorage | None, current: Settings) -> PILImage.Image:
-    """Decode the upload fully (bomb-guarded); raise ImageRejected naming the file and why."""
+    """Decode the upload fully (bomb-guarded); raise ImageRejected naming the file and why.
+
+    Its pixels are counted from the header first and held against the process's decoding
+    budget until the request ends (DecodeRefused, a 413, when over the cap or the budget).
+    """
     if upload is None or not has_upload(upload):
         raise ImageRejected("no image uploaded: choose a JPEG, PNG or DICOM file")
-    return read_query_image(upload.read(), upload.filename or "upload",
-                            current.max_image_pixels, current.accepted_modalities)
+    content, name = upload.read(), upload.filename or "upload"
+    reserve_decode(name, pixels_to_decode(content, name), current.max_image_pixels)
+    return read_query_image(content, name, current.max_image_pixels,
+                            current.accepted_modalities)
 
 
 def preview_data_url(picture: PILImage.Image, size_px: int = 256) -> str:

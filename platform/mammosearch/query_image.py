@@ -11,7 +11,7 @@ from collections.abc import Collection
 
 from PIL import Image as PILImage
 
-from mammosearch.ingest.dicom import looks_like_dicom, read_dicom
+from mammosearch.ingest.dicom import looks_like_dicom, read_dicom, stated_pixels
 from mammosearch.ingest.storage import ImageRejected, check_image
 
 
@@ -34,3 +34,16 @@ def read_query_image(
     with PILImage.open(io.BytesIO(checked.content)) as opened:
         opened.load()
         return opened.copy()
+
+
+def pixels_to_decode(content: bytes, name: str) -> int:
+    """Pixels decoding `content` would produce, from its header alone (0: unreadable header;
+    the reader then rejects it)."""
+    if looks_like_dicom(name, content):
+        return stated_pixels(content)
+    try:
+        with PILImage.open(io.BytesIO(content)) as opened:
+            width, height = opened.size
+    except Exception:  # noqa: BLE001 - read_query_image says what is wrong with it
+        return 0
+    return width * height

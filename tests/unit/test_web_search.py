@@ -179,7 +179,7 @@ def test_bad_upload_is_a_message_not_a_500(
 
 
 def test_decompression_bomb_is_refused(archive: Settings, api_token: str) -> None:
-    """An image over max_image_pixels is refused with the limit named, before it is decoded."""
+    """An image over max_image_pixels is refused (413) with the limit named, before decoding."""
     app = create_app(app_config(archive.with_overrides(max_image_pixels=1000)))
     client = app.test_client()
     response = client.post(
@@ -187,7 +187,7 @@ def test_decompression_bomb_is_refused(archive: Settings, api_token: str) -> Non
         content_type="multipart/form-data",
         data={"image": _upload("big.png", synthetic_image_bytes(1))},
     )
-    assert response.status_code == 400
+    assert response.status_code == 413
     assert "MAMMOSEARCH_MAX_IMAGE_PIXELS" in response.get_json()["error"]
 
 

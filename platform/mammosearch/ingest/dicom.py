@@ -140,6 +140,16 @@ def parse_dicom(content: bytes | Path, name: str) -> Dataset:
     return ds
 
 
+def stated_pixels(content: bytes) -> int:
+    """Rows x Columns x frames from the header (every frame is decoded); 0 if unreadable."""
+    try:
+        ds = pydicom.dcmread(io.BytesIO(content), stop_before_pixels=True, force=True)
+        frames = int(ds.get("NumberOfFrames") or 1)
+        return int(ds.get("Rows") or 0) * int(ds.get("Columns") or 0) * max(frames, 1)
+    except Exception:  # noqa: BLE001 - the full read names what is wrong
+        return 0
+
+
 def _first_bytes(path: Path) -> bytes:
     with Path(path).open("rb") as handle:
         return handle.read(4)
