@@ -14,6 +14,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from mammosearch.distances import DISTANCE_METRICS
+
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off"}
 
@@ -84,7 +86,7 @@ class Settings:
     allow_random_weights: bool = _from("MAMMOSEARCH_ALLOW_RANDOM_WEIGHTS", False, _flag)
     embed_batch_size: int = _from("MAMMOSEARCH_EMBED_BATCH_SIZE", 32, _integer)
     embed_runtime: str = _from("MAMMOSEARCH_EMBED_RUNTIME", "onnx")
-    index_metrics: tuple[str, ...] = _from("MAMMOSEARCH_INDEX_METRICS", ("l2", "cosine"), _words)
+    index_metrics: tuple[str, ...] = _from("MAMMOSEARCH_INDEX_METRICS", DISTANCE_METRICS, _words)
     index_factory: str = _from("MAMMOSEARCH_INDEX_FACTORY", "Flat")
     index_segment_size: int = _from("MAMMOSEARCH_INDEX_SEGMENT_SIZE", 50_000, _integer)
     birads_rule: str = _from("MAMMOSEARCH_BIRADS_RULE", "max")

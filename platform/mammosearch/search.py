@@ -23,6 +23,7 @@ from mammosearch.db.models import (
     Patient,
     Report,
 )
+from mammosearch.distances import DISTANCE_METRICS
 from mammosearch.embed import Embedder, load_embedder_from_settings
 from mammosearch.embed.spaces import get_or_create_space
 from mammosearch.evaluate.leakage import measured_vote
@@ -31,7 +32,7 @@ from mammosearch.filter_values import FilterValues, FilterValuesCache, UnknownFi
 from mammosearch.index import get_reader
 from mammosearch.search_request import MAX_K
 
-METRICS = ("cosine", "l2")
+METRICS = DISTANCE_METRICS
 REPORT_EXCERPT_CHARS = 300
 CLASS_COUNTS_TTL_S = 60.0
 

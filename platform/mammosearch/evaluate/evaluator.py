@@ -27,13 +27,13 @@ from typing import Any
 import faiss
 import numpy as np
 
+from mammosearch.distances import DISTANCE_METRICS
 from mammosearch.evaluate.labels import LABELS
 from mammosearch.evaluate.metrics import METRICS
 from mammosearch.evaluate.protocols import candidate_mask, get_protocol
 from mammosearch.evaluate.result import EvaluationError, EvaluationResult
 
 DEFAULT_KS = (1, 5, 10, 20, 50, 100)
-DISTANCE_METRICS = ("cosine", "l2")
 WARMUP_SEARCHES = 3
 
 Progress = bool | Callable[[int, int], None]

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from mammosearch.config import Settings
 from mammosearch.db.models import EmbeddingSpace, EvaluationRun, Image, ImageEmbedding, ImageStatus
+from mammosearch.distances import DISTANCE_METRICS
 from mammosearch.evaluate.evaluator import DEFAULT_KS, _class_order
 from mammosearch.evaluate.labels import get_label
 from mammosearch.evaluate.metrics import METRICS
@@ -42,7 +43,7 @@ from mammosearch.evaluate.runs import SpaceVectors, evaluate_space, load_space_v
 from mammosearch.evaluate.thumbs import write_thumbnail
 from mammosearch.evaluate.timing import search_ms_by_k
 
-REPORT_METRICS = ("l2", "cosine")
+REPORT_METRICS = DISTANCE_METRICS
 QUERY_ROWS = 6
 NEIGHBOURS_SHOWN = 5
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"

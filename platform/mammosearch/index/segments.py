@@ -15,9 +15,11 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from mammosearch.distances import DISTANCE_METRICS
+
 log = logging.getLogger(__name__)
 
-METRICS = ("l2", "cosine")
+METRICS = DISTANCE_METRICS
 """l2: squared Euclidean distance, ascending. cosine: inner product of unit vectors, descending."""
 
 FLAT = "Flat"
