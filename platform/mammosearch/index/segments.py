@@ -1,7 +1,9 @@
 """One segment: an immutable FAISS file of vectors keyed by image id (IndexIDMap2).
 
 Segments are built from already-prepared vectors (normalised for cosine), serialised
-to bytes, and read back whole into memory. Trainable factory strings (IVF, PQ) are
+to bytes, and read back memory-mapped and read-only where FAISS can (the flat codes of
+Flat, HNSW*, IVF*: `IO_FLAG_MMAP_IFC`, else `IO_FLAG_MMAP`), so processes reading the same
+files share one copy in the page cache; otherwise whole. Trainable factory strings (IVF, PQ) are
 trained on the segment's own vectors when it is sealed; a segment too small to train
 falls back to "Flat", and the factory actually used is recorded per segment.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import faiss
@@ -23,6 +26,12 @@ METRICS = DISTANCE_METRICS
 """l2: squared Euclidean distance, ascending. cosine: inner product of unit vectors, descending."""
 
 FLAT = "Flat"
+
+MMAP_FLAGS = (
+    faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY,
+    faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY,
+)
+"""Tried in order when loading a sealed segment; a plain whole read is the last resort."""
 
 
 def faiss_metric(metric: str) -> int:
@@ -50,11 +59,35 @@ class Segment:
     def inner(self) -> faiss.Index:
         return faiss.downcast_index(self.index.index)
 
+    @property
+    def exhaustive(self) -> bool:
+        """True when a search with a selector scans every allowed vector (exact, complete)."""
+        return isinstance(self.inner, faiss.IndexFlatCodes)  # Flat, PQ, SQ, LSH, ...
+
     def vectors(self) -> np.ndarray:
         """All stored vectors, row i belonging to ids[i] (exact for Flat, HNSW*Flat, IVF*,Flat)."""
         if len(self.ids) == 0:
             return np.empty((0, self.index.d), dtype=np.float32)
         return self.inner.reconstruct_n(0, len(self.ids))
+
+    def vectors_at(self, rows: np.ndarray) -> np.ndarray:
+        """Stored vectors of the rows at these storage positions (what exact search compares)."""
+        flat_rows = self._flat_rows
+        if flat_rows is not None:
+            return flat_rows[rows]
+        return self.inner.reconstruct_batch(np.ascontiguousarray(rows, dtype=np.int64))
+
+    @cached_property
+    def _flat_rows(self) -> np.ndarray | None:
+        """A (n, d) view of the float vectors when the inner index stores them plainly
+        (Flat, HNSW*Flat), so gathering rows is a numpy copy; None for other codecs."""
+        inner = self.inner
+        if isinstance(inner, faiss.IndexHNSW):
+            inner = faiss.downcast_index(inner.storage)
+        if not isinstance(inner, faiss.IndexFlat) or inner.ntotal == 0:
+            return None
+        pointer = faiss.rev_swig_ptr(inner.get_xb(), inner.ntotal * inner.d)
+        return np.asarray(pointer).reshape(inner.ntotal, inner.d)  # lives as long as self
 
 
 def build_index(
@@ -86,10 +119,22 @@ def serialize(index: faiss.Index) -> memoryview:
     return faiss.serialize_index(index).data
 
 
-def load_segment(path: Path, factory: str) -> Segment:
-    """Read a segment whole; a missing file raises FileNotFoundError (not FAISS's RuntimeError)."""
-    with open(path, "rb") as handle:
-        index = faiss.read_index(faiss.PyCallbackIOReader(handle.read))
+def load_segment(path: Path, factory: str, mmap: bool = True) -> Segment:
+    """Open a segment file, memory-mapped read-only when `mmap` and FAISS supports it for
+    this index type, else read whole; a missing file raises FileNotFoundError."""
+    index = None
+    if mmap:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such segment file")
+        for flags in MMAP_FLAGS:
+            try:
+                index = faiss.read_index(str(path), flags)
+                break
+            except RuntimeError as error:
+                log.debug("%s: cannot be memory-mapped with flags %#x (%s)", path, flags, error)
+    if index is None:
+        with open(path, "rb") as handle:
+            index = faiss.read_index(faiss.PyCallbackIOReader(handle.read))
     if not isinstance(index, faiss.IndexIDMap2):
         index = faiss.downcast_index(index)
     ids = faiss.vector_to_array(index.id_map).astype(np.int64, copy=False)

@@ -36,6 +36,13 @@ that read the previous manifest a moment ago can still open them).
 Results equal one flat index over the same vectors: each segment returns its top-k and
 the merge sorts by distance (l2: squared L2 ascending; cosine: similarity descending),
 ties by id. For non-Flat factories the result is as approximate as the factory.
+
+A filtered search (`id_filter`) is never short: it returns min(k, allowed live vectors)
+hits per query whatever the factory; filtered.py says how (exact over few allowed
+vectors, a widened selector search over many).
+
+Sealed segments are memory-mapped read-only where FAISS allows (segments.py), so a
+process's readers cost little memory beyond the page cache they share.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ import faiss
 import numpy as np
 
 from mammosearch.faults import fault_point
+from mammosearch.index.filtered import EXACT_MAX_ROWS, allowed_rows, filtered_search
 from mammosearch.index.manifest import (
     MANIFEST_FORMAT,
     MANIFEST_NAME,
@@ -105,6 +113,8 @@ class _View:
     # per segment: a selector rejecting its tombstones (None when it has none), with the
     # selectors it points to, kept alive because SWIG selectors hold raw pointers
     exclusions: tuple[tuple[Any, ...] | None, ...] = ()
+    # per segment: a boolean per row, False where tombstoned (None when it has no tombstones)
+    live_rows: tuple[np.ndarray | None, ...] = ()
     live_ids: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
 
 
@@ -141,6 +151,7 @@ class ShardedIndex:
         *,
         nprobe: int = 16,
         ef_search: int = 64,
+        exact_filter_rows: int = EXACT_MAX_ROWS,
     ) -> None:
         if metric not in METRICS:
             raise ValueError(f"metric {metric!r}: expected one of {', '.join(METRICS)}")
@@ -160,6 +171,7 @@ class ShardedIndex:
         self.identity = dict(identity) if identity is not None else None
         self.nprobe = nprobe
         self.ef_search = ef_search
+        self.exact_filter_rows = exact_filter_rows
         self.manifest_path = self.root / MANIFEST_NAME
         self._view = _View()
         self._manifest_signature: tuple[int, int, int] | None = None
@@ -232,7 +244,9 @@ class ShardedIndex:
         """The k nearest live vectors per query: (distances (n, k), ids (n, k)), -1 pads ids.
 
         l2 distances are squared L2 (ascending, +inf pads); cosine returns similarities
-        (descending, -inf pads). `id_filter` restricts the candidates to those ids.
+        (descending, -inf pads). `id_filter` restricts the candidates to those ids: a
+        collection of ids, or a boolean array indexed by id (True = allowed); each query
+        then gets min(k, allowed live vectors) hits, for every factory.
         """
         if k <= 0:
             raise ValueError(f"k={k}: must be positive")
@@ -243,19 +257,38 @@ class ShardedIndex:
             raise ValueError(f"queries: shape {queries.shape}, expected (n, {self.dim})")
         queries = prepare_vectors(queries, self.metric)
         view = self._view
-        allowed = None if id_filter is None else np.unique(_as_ids(id_filter, "id_filter"))
         found_distances: list[np.ndarray] = []
         found_ids: list[np.ndarray] = []
-        if allowed is None or len(allowed):
+        if id_filter is not None:
+            allowed = self._allowed_mask(id_filter, view)
+            for segment, live_rows, deleted in zip(
+                view.segments, view.live_rows, view.deleted, strict=True
+            ):
+                rows = allowed_rows(allowed, segment.ids)
+                if live_rows is not None:
+                    rows &= live_rows
+                if not rows.any():
+                    continue
+                distances, ids = filtered_search(
+                    segment,
+                    allowed,
+                    rows,
+                    deleted,
+                    queries,
+                    k,
+                    self.metric,
+                    nprobe=self.nprobe,
+                    ef_search=self.ef_search,
+                    exact_max_rows=self.exact_filter_rows,
+                )
+                found_distances.append(distances)
+                found_ids.append(ids)
+        else:
             keepalive: list[Any] = []  # SWIG selectors hold raw pointers to each other
-            allowed_selector = None
-            if allowed is not None:
-                allowed_selector = faiss.IDSelectorBatch(allowed)
-                keepalive.append(allowed_selector)
             for segment, exclusion in zip(view.segments, view.exclusions, strict=True):
                 if len(segment.ids) == 0:
                     continue
-                selector = self._selector(allowed_selector, exclusion, keepalive)
+                selector = self._selector(None, exclusion, keepalive)
                 params = search_parameters(segment.inner, selector, self.nprobe, self.ef_search)
                 distances, ids = segment.index.search(
                     queries, min(k, len(segment.ids)), params=params
@@ -263,6 +296,21 @@ class ShardedIndex:
                 found_distances.append(distances)
                 found_ids.append(ids)
         return self._merge(found_distances, found_ids, len(queries), k)
+
+    @staticmethod
+    def _allowed_mask(id_filter: set[int] | np.ndarray, view: _View) -> np.ndarray:
+        """id_filter as a boolean array indexed by id, covering every live id."""
+        size = int(view.live_ids[-1]) + 1 if len(view.live_ids) else 0
+        if isinstance(id_filter, np.ndarray) and id_filter.dtype == bool:
+            if id_filter.ndim != 1:
+                raise ValueError(f"id_filter: expected a 1-D mask, got shape {id_filter.shape}")
+            if len(id_filter) >= size:
+                return id_filter
+            return np.concatenate([id_filter, np.zeros(size - len(id_filter), dtype=bool)])
+        allowed_ids = _as_ids(id_filter, "id_filter")
+        mask = np.zeros(size, dtype=bool)
+        mask[allowed_ids[allowed_ids < size]] = True
+        return mask
 
     def get_vectors(self, ids: Iterable[int] | np.ndarray) -> np.ndarray:
         """Stored vectors of live `ids`, in that order (unit-normalised for cosine)."""
@@ -601,6 +649,7 @@ class ShardedIndex:
 
     def _load_view(self, manifest: dict[str, Any]) -> _View:
         segments, deleted_parts, live_parts = [], [], [np.empty(0, dtype=np.int64)]
+        live_row_parts: list[np.ndarray | None] = []
         for entry in manifest["segments"]:
             segment = self._segment_cache.get(entry["file"])
             if segment is None:
@@ -611,15 +660,18 @@ class ShardedIndex:
                     f" manifest says {entry['count']}"
                 )
             deleted = np.array(sorted(entry["deleted"]), dtype=np.int64)
+            live_rows = ~np.isin(segment.ids, deleted)
             segments.append(segment)
             deleted_parts.append(deleted)
-            live_parts.append(segment.ids[~np.isin(segment.ids, deleted)])
+            live_row_parts.append(live_rows if len(deleted) else None)
+            live_parts.append(segment.ids[live_rows])
         return _View(
             version=manifest["version"],
             manifest=manifest,
             segments=tuple(segments),
             deleted=tuple(deleted_parts),
             exclusions=tuple(self._exclusion(deleted) for deleted in deleted_parts),
+            live_rows=tuple(live_row_parts),
             live_ids=np.sort(np.concatenate(live_parts)),
         )
 

@@ -1,0 +1,102 @@
+"""Filtered search over one segment that never comes back short.
+
+An approximate index searched with an ID selector loses results when few ids are allowed:
+HNSW's beam (efSearch) and IVF's probed lists (nprobe) hold too few allowed vectors, so a
+k=10 search at 0.1% allowed returned two hits on average, most of them wrong. So:
+
+- few allowed vectors (at most `exact_max_rows` in the segment): gather their stored vectors
+  and compare exactly; that is cheaper than the graph walk or list scan it replaces;
+- many: the segment's own search with an `IDSelectorBitmap`, efSearch / nprobe scaled by
+  1 / (allowed fraction) so the beam or the probed lists hold as many allowed vectors as an
+  unfiltered search would, widened 4x while any query is short, then exact.
+
+Flat-coded segments (Flat, PQ, SQ) scan every allowed vector with a selector: complete as is.
+The result per query has min(k, allowed vectors in the segment) hits.
+"""
+
+from __future__ import annotations
+
+import math
+
+import faiss
+import numpy as np
+
+from mammosearch.index.segments import Segment, faiss_metric, search_parameters
+
+EXACT_MAX_ROWS = 20_000
+"""Allowed vectors in a segment up to which exact comparison is used: measured faster than
+filtered HNSW / IVF below it (bench/bench_filtered.py, docs/performance.md)."""
+MAX_EF_SEARCH = 8192
+WIDEN_FACTOR = 4
+
+
+def allowed_rows(allowed: np.ndarray, segment_ids: np.ndarray) -> np.ndarray:
+    """allowed (a boolean mask indexed by image id) -> a boolean per row of the segment."""
+    if len(segment_ids) and segment_ids.max() < len(allowed):
+        return allowed[segment_ids]
+    rows = np.zeros(len(segment_ids), dtype=bool)
+    inside = segment_ids < len(allowed)
+    rows[inside] = allowed[segment_ids[inside]]
+    return rows
+
+
+def exact_search(
+    segment: Segment, rows: np.ndarray, queries: np.ndarray, k: int, metric: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k among the rows at these positions: (distances, image ids), -1 pads."""
+    vectors = np.ascontiguousarray(segment.vectors_at(rows), dtype=np.float32)
+    distances, positions = faiss.knn(queries, vectors, k, metric=faiss_metric(metric))
+    row_ids = segment.ids[rows]
+    ids = np.where(positions >= 0, row_ids[np.maximum(positions, 0)], -1)
+    return distances, ids
+
+
+def _complete(ids: np.ndarray, want: int) -> bool:
+    return bool((np.count_nonzero(ids >= 0, axis=1) >= want).all())
+
+
+def filtered_search(
+    segment: Segment,
+    allowed: np.ndarray,
+    rows: np.ndarray,
+    deleted: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    metric: str,
+    *,
+    nprobe: int,
+    ef_search: int,
+    exact_max_rows: int = EXACT_MAX_ROWS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of one segment among allowed, live rows (`rows`: a boolean per row).
+
+    `allowed` is the boolean mask by image id; `deleted` the segment's tombstoned ids (they
+    may be live in a newer segment, so they are cleared from this segment's bitmap only).
+    """
+    matching = int(np.count_nonzero(rows))
+    want = min(k, matching)
+    if matching <= exact_max_rows:
+        return exact_search(segment, np.flatnonzero(rows), queries, want, metric)
+    bits = allowed
+    if len(deleted):
+        bits = allowed.copy()
+        bits[deleted[deleted < len(bits)]] = False
+    packed = np.packbits(bits, bitorder="little")
+    selector = faiss.IDSelectorBitmap(len(packed), faiss.swig_ptr(packed))
+    fraction = matching / len(segment.ids)
+    inner = segment.inner
+    ivf = faiss.try_extract_index_ivf(inner)
+    is_hnsw = isinstance(inner, faiss.IndexHNSW)
+    ef = min(MAX_EF_SEARCH, math.ceil(max(ef_search, want) / fraction))
+    probes = nprobe if ivf is None else min(ivf.nlist, math.ceil(nprobe / fraction))
+    while True:
+        params = search_parameters(inner, selector, probes, ef)
+        distances, ids = segment.index.search(queries, want, params=params)
+        if _complete(ids, want):
+            return distances, ids
+        if is_hnsw and ef < MAX_EF_SEARCH:
+            ef = min(MAX_EF_SEARCH, ef * WIDEN_FACTOR)
+        elif ivf is not None and probes < ivf.nlist:
+            probes = min(ivf.nlist, probes * WIDEN_FACTOR)
+        else:
+            return exact_search(segment, np.flatnonzero(rows), queries, want, metric)
