@@ -21,6 +21,7 @@ ACTIONS = (
     "search",
     "view_image",
     "view_image_file",
+    "view_thumbnail",
     "view_report",
     "create_user",
     "disable_user",

@@ -66,6 +66,18 @@ class PatientIdentifierFilter(logging.Filter):
         return True
 
 
+_QUERY_STRING = re.compile(r"(\s/[^\s?]*)\?[^\s\"]*")
+
+
+class QueryStringFilter(logging.Filter):
+    """Drops query strings from request lines (werkzeug's access log): `?patient_id=...`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = _QUERY_STRING.sub(r"\1", record.getMessage())
+        record.args = None
+        return True
+
+
 def configure_logging(settings: Settings | None = None, force: bool = False) -> None:
     """Root logging from MAMMOSEARCH_LOG_LEVEL / MAMMOSEARCH_LOG_JSON; safe to call twice."""
     settings = settings or get_settings()

@@ -113,5 +113,12 @@ def thumbnail(image_id: int) -> Response:
     if asked not in sizes_px:
         abort(400, description=f"size={asked}: thumbnails are {small_px} or {2 * small_px} px")
     size_px = sizes_px[asked]
-    path = thumbnail_file(settings(), get_image_or_404(image_id), size_px)
+    image = get_image_or_404(image_id)
+    path = thumbnail_file(settings(), image, size_px)
+    session = get_session()
+    record_access(  # a thumbnail shows the patient's image too: every disclosure is audited
+        session, current_user.row, "view_thumbnail", patient_id=image.patient_id,
+        image_id=image.id, detail={"size_px": size_px}, remote_addr=request.remote_addr,
+    )
+    session.commit()
     return send_file(path, mimetype="image/jpeg", max_age=0)

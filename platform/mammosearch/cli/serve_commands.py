@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import click
 
+# The path only (%(U)s), never the query string: search filters may carry patient ids. The
+# same format as deploy/gunicorn.conf.py (a test keeps the two equal).
+ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
+
 
 def _run_gunicorn(app: Any, host: str, port: int, threads: int) -> None:
     from gunicorn.app.base import BaseApplication
+    from gunicorn.glogging import Logger
+
+    class _RootLogger(Logger):  # type: ignore[misc]
+        """Gunicorn's records through the root handler: scrubbed, JSON when configured."""
+
+        def setup(self, cfg):  # type: ignore[no-untyped-def]
+            super().setup(cfg)
+            for gunicorn_log in (self.error_log, self.access_log):
+                for handler in list(gunicorn_log.handlers):
+                    gunicorn_log.removeHandler(handler)
+                gunicorn_log.propagate = True
 
     class _EmbeddedGunicorn(BaseApplication):  # type: ignore[misc]
         """Gunicorn serving an already-built app: one worker, several threads."""
@@ -21,6 +37,8 @@ def _run_gunicorn(app: Any, host: str, port: int, threads: int) -> None:
                 "threads": threads,
                 "timeout": 120,
                 "accesslog": "-",
+                "access_log_format": ACCESS_LOG_FORMAT,
+                "logger_class": _RootLogger,
                 "control_socket_disable": True,  # its default path is shared per host
             }
             for key, value in options.items():
@@ -47,6 +65,9 @@ def serve(host: str, port: int, threads: int, dev: bool) -> None:
     except ImportError:
         dev = True
     if dev:
+        from mammosearch.logs import QueryStringFilter
+
+        logging.getLogger("werkzeug").addFilter(QueryStringFilter())
         app.run(host=host, port=port, threaded=True)
     else:
         _run_gunicorn(app, host, port, threads)

@@ -26,9 +26,9 @@ def upgrade(database_url: str | None = None, revision: str = "head") -> None:
     """Bring the database to `revision`; running it twice changes nothing."""
     url = database_url or get_settings().database_url
     if url.startswith("sqlite"):
-        db_path = url.split("///", 1)[-1]
-        if db_path and db_path != ":memory:":
-            Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+        from mammosearch.db.session import create_private_sqlite_file
+
+        create_private_sqlite_file(url)
     command.upgrade(alembic_config(url), revision)
 
 

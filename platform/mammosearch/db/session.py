@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -14,13 +15,28 @@ from mammosearch.config import get_settings
 
 
 @lru_cache(maxsize=8)
+def create_private_sqlite_file(url: str) -> None:
+    """Create a SQLite database file readable by its owner only (0600), before SQLite does.
+
+    SQLite gives its -wal and -shm files the database file's permissions, so they follow.
+    An existing file is left as it is.
+    """
+    db_path = url.split("///", 1)[-1]
+    if not db_path or db_path == ":memory:" or db_path.startswith("file:"):
+        return
+    path = Path(db_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
+
+
 def get_engine(url: str | None = None) -> Engine:
     """The engine for `url` (default: the configured DATABASE_URL)."""
     url = url or get_settings().database_url
     if url.startswith("sqlite"):
-        db_path = url.split("///", 1)[-1]
-        if db_path and db_path != ":memory:":
-            Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+        create_private_sqlite_file(url)
         engine = create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")

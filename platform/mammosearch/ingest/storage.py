@@ -124,5 +124,17 @@ def store_image(images_dir: Path, checked: CheckedImage) -> Path:
     """Store the checked image once; storing the same content again is a no-op."""
     path = stored_path_for(images_dir, checked.sha256, checked.suffix)
     if not path.exists():
-        atomic_write_bytes(path, checked.content)
+        _private_dirs(images_dir, path.parent)
+        atomic_write_bytes(path, checked.content)  # mkstemp: the file itself is 0600
     return path
+
+
+def _private_dirs(images_dir: Path, folder: Path) -> None:
+    """The image store and its fan-out folders, created readable by the owner only (0700)."""
+    parts = folder.relative_to(images_dir).parts
+    images_dir.parent.mkdir(parents=True, exist_ok=True)
+    for depth in range(len(parts) + 1):
+        try:
+            images_dir.joinpath(*parts[:depth]).mkdir(mode=0o700)
+        except FileExistsError:
+            pass
