@@ -43,7 +43,7 @@ def test_audit_filters_by_the_patients_own_id_user_action_and_days(
     days = _audit_rows(
         admin_client.get("/admin/audit?since=2026-03-02&until=2026-03-03").get_data(as_text=True)
     )
-    assert "view report" in days and "other" in days and "2026-03-01" not in days
+    assert "view_report" in days and "other" in days and "2026-03-01" not in days
     narrow = admin_client.get(
         "/admin/audit?username=other&action=view_image&until=2026-03-03"
     ).get_data(as_text=True)
@@ -301,3 +301,39 @@ def test_metrics_token_is_read_from_the_environment(web_settings, monkeypatch) -
     client = create_app(app_config(web_settings)).test_client()
     assert client.get("/metrics").status_code == 401
     assert client.get("/metrics", headers={"Authorization": "Bearer from-env"}).status_code == 200
+
+
+def test_every_page_links_the_svg_favicon_and_it_is_served_to_anyone(client: FlaskClient) -> None:
+    page = client.get("/login").get_data(as_text=True)
+    assert '<link rel="icon" type="image/svg+xml" href="/static/favicon.svg">' in page
+    icon = client.get("/static/favicon.svg")
+    assert icon.status_code == 200 and icon.mimetype == "image/svg+xml"
+    assert client.get("/static/thumb-placeholder.svg").status_code == 200
+
+
+def test_an_evaluation_whose_runs_all_fail_is_reported_failed_with_the_reason(
+    admin_client: FlaskClient, db  # type: ignore[no-untyped-def]
+) -> None:
+    """One patient per class: leave-patient-out finds no relevant candidate for anyone."""
+    import numpy as np
+
+    from mammosearch.db.models import Image, ImageEmbedding, Patient
+    from tests.unit.test_evaluate_space import make_space
+
+    space = make_space(db)
+    for number in range(3):
+        patient = Patient(source="test", source_patient_id=f"F{number}")
+        db.add(patient)
+        db.flush()
+        image = Image(patient_id=patient.id, source="test", source_file_name=f"F{number}.jpg",
+                      sha256=f"f{number:063d}", stored_path="/nowhere.jpg", modality="subtracted",
+                      width=8, height=8, birads=1 + number)  # fmt: skip
+        db.add(image)
+        db.flush()
+        vector = np.ones(8, dtype=np.float32) * (number + 1)
+        db.add(ImageEmbedding(image_id=image.id, space_id=space.id, vector=vector.tobytes()))
+    db.commit()
+    job_id = admin_client.post("/evaluations/start").headers["Location"].split("job=")[1]
+    job = _wait_for(admin_client, f"/evaluations/jobs/{job_id}")
+    assert job["state"] == "failed" and job["error"], job
+    assert {run["status"] for run in job["runs"]} == {"failed"}

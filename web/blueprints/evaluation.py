@@ -130,7 +130,22 @@ def _evaluate_alone(queue: WorkQueue, job_id: str, label: str) -> None:
             log.exception("evaluation %s failed", job_id)
             _note(job_id, state="failed", error=str(exc))
             return
-        _note(job_id, state="done", stage="done", fraction=1.0)
+        _note(job_id, **_outcome(queue, job_id))
+
+
+def _outcome(queue: WorkQueue, job_id: str) -> dict[str, Any]:
+    """Done when a run finished; failed, with the first run's reason, when none did."""
+    from mammosearch.db.session import session_scope
+    from web.public_names import public_text
+
+    with session_scope(queue.settings.database_url) as session:  # type: ignore[attr-defined]
+        runs = list(session.scalars(select(EvaluationRun).where(EvaluationRun.task_id == job_id)))
+        if any(run.status == "done" for run in runs):
+            return {"state": "done", "stage": "done", "fraction": 1.0}
+        reason = next((run.error for run in runs if run.error), None) or (
+            "no active embedding space with vectors: embed the archive first"
+        )  # fmt: skip
+        return {"state": "failed", "stage": "", "fraction": 1.0, "error": public_text(reason)}
 
 
 @bp.post("/start")

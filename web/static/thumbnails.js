@@ -25,3 +25,14 @@
     });
   }
 })();
+
+// Placeholders: a thumbnail keeps its framed placeholder until it has loaded (or failed).
+(function () {
+  "use strict";
+  function settle(img) {
+    if (img.complete) { img.classList.add(img.naturalWidth ? "loaded" : "broken"); return; }
+    img.addEventListener("load", function () { img.classList.add("loaded"); }, { once: true });
+    img.addEventListener("error", function () { img.classList.add("broken"); }, { once: true });
+  }
+  Array.prototype.forEach.call(document.querySelectorAll(".result img, img.thumb"), settle);
+})();

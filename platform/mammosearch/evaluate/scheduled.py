@@ -105,6 +105,27 @@ class _RunProgress:
             )
 
 
+def _tag_failed_run(
+    session: Session, space: EmbeddingSpace, metric: str, task_id: str | None
+) -> None:
+    """A run that failed before its first progress tick carries the task id all the same,
+    so whoever follows the task learns why it failed."""
+    if not task_id:
+        return
+    run_id = session.scalar(
+        select(EvaluationRun.id)
+        .where(EvaluationRun.space_id == space.id, EvaluationRun.metric == metric,
+               EvaluationRun.status == "failed", EvaluationRun.task_id.is_(None))
+        .order_by(EvaluationRun.id.desc())
+        .limit(1)
+    )  # fmt: skip
+    if run_id is not None:
+        session.execute(
+            update(EvaluationRun).where(EvaluationRun.id == run_id).values(task_id=task_id)
+        )
+        session.commit()
+
+
 def run_scheduled_evaluations(
     settings: Settings,
     progress_callback: ProgressCallback | None = None,
@@ -145,6 +166,7 @@ def run_scheduled_evaluations(
                     )  # fmt: skip
                 except Exception:  # the run row says why; the other spaces still get theirs
                     log.exception("scheduled evaluation of space %s (%s) failed", space.id, metric)
+                    _tag_failed_run(session, space, metric, task_id)
                     continue
                 run = session.get(EvaluationRun, result.run_id)
                 if run is not None:
