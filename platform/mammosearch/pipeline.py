@@ -543,3 +543,37 @@ def _index_for_rebuild(settings: Settings, space: EmbeddingSpace, metric: str) -
         root.rename(aside)
         clear_readers()
         return open_index(settings, space, metric)
+
+
+def embed_missing(
+    session: Session,
+    space: EmbeddingSpace,
+    embedder: Any,
+    image_ids: Sequence[int],
+    batch_size: int,
+    progress: bool = False,
+) -> tuple[int, dict[int, str]]:
+    """Embed the images without a vector in `space` (their status untouched): (count, failures).
+
+    For a space that is not the pipeline's (a report's comparison backbone): the images keep
+    the status the active space gave them.
+    """
+    have = set(
+        session.scalars(select(ImageEmbedding.image_id).where(ImageEmbedding.space_id == space.id))
+    )
+    missing = [image_id for image_id in image_ids if image_id not in have]
+    embedded, failures = 0, {}
+    bar = tqdm(
+        total=len(missing), desc=f"embedding {space.backbone}", unit="img", leave=False,
+        disable=not progress or not missing,
+    )  # fmt: skip
+    try:
+        for start in range(0, len(missing), max(1, batch_size)):
+            batch = missing[start : start + batch_size]
+            result = embed_images(session, batch, embedder, space, update_status=False)
+            embedded += len(result.embedded)
+            failures.update(result.failed)
+            bar.update(len(batch))
+    finally:
+        bar.close()
+    return embedded, failures

@@ -98,7 +98,8 @@ def report_command(
     embedded. A backbone whose weights are missing is listed as skipped, with the reason.
     """
     from mammosearch.embed import BACKBONES
-    from mammosearch.evaluate.report import ReportOptions, format_summary_rows, write_report
+    from mammosearch.evaluate.report import ReportOptions, write_report
+    from mammosearch.evaluate.tables import format_summary_rows
 
     settings = get_settings()
     serving = serving_trained_model(settings)

@@ -54,7 +54,7 @@ def _checked_ks(ks: Sequence[int]) -> tuple[int, ...]:
     return tuple(sorted({int(k) for k in ks}))
 
 
-def _class_order(label_name: str, present: set[Hashable]) -> list[Hashable]:
+def class_order(label_name: str, present: set[Hashable]) -> list[Hashable]:
     spec = LABELS.get(label_name)
     ordered = [c for c in spec.classes if c in present] if spec else []
     return ordered + sorted(present - set(ordered), key=str)
@@ -151,7 +151,7 @@ def evaluate_vectors(
     names = list(image_names) if image_names is not None else [str(i) for i in image_ids]
 
     present = {label for label in labels if label is not None}
-    classes = _class_order(label_name, present)
+    classes = class_order(label_name, present)
     class_code = {label: code for code, label in enumerate(classes)}
     label_codes = np.array([class_code.get(label, -1) for label in labels], dtype=np.int64)
     eligible = label_codes >= 0

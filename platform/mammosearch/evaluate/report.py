@@ -25,9 +25,9 @@ from sqlalchemy.orm import Session
 from tqdm import tqdm
 
 from mammosearch.config import Settings
-from mammosearch.db.models import EmbeddingSpace, EvaluationRun, Image, ImageEmbedding, ImageStatus
+from mammosearch.db.models import EmbeddingSpace, EvaluationRun, Image, ImageStatus
 from mammosearch.distances import DISTANCE_METRICS
-from mammosearch.evaluate.evaluator import DEFAULT_KS, _class_order
+from mammosearch.evaluate.evaluator import DEFAULT_KS, class_order
 from mammosearch.evaluate.labels import get_label
 from mammosearch.evaluate.metrics import METRICS
 from mammosearch.evaluate.neighbour_vote import (
@@ -42,6 +42,7 @@ from mammosearch.evaluate.result import EvaluationError, EvaluationResult
 from mammosearch.evaluate.runs import SpaceVectors, evaluate_space, load_space_vectors
 from mammosearch.evaluate.thumbs import write_thumbnail
 from mammosearch.evaluate.timing import search_ms_by_k
+from mammosearch.pipeline import embed_missing
 
 REPORT_METRICS = DISTANCE_METRICS
 QUERY_ROWS = 6
@@ -112,38 +113,6 @@ def report_image_ids(session: Session) -> list[int]:
     )
 
 
-def embed_missing(
-    session: Session,
-    space: EmbeddingSpace,
-    embedder: Any,
-    image_ids: Sequence[int],
-    batch_size: int,
-    progress: bool = False,
-) -> tuple[int, dict[int, str]]:
-    """Embed the images without a vector in `space` (their status untouched): (count, failures)."""
-    from mammosearch.pipeline import embed_images
-
-    have = set(
-        session.scalars(select(ImageEmbedding.image_id).where(ImageEmbedding.space_id == space.id))
-    )
-    missing = [image_id for image_id in image_ids if image_id not in have]
-    embedded, failures = 0, {}
-    bar = tqdm(
-        total=len(missing), desc=f"embedding {space.backbone}", unit="img", leave=False,
-        disable=not progress or not missing,
-    )  # fmt: skip
-    try:
-        for start in range(0, len(missing), max(1, batch_size)):
-            batch = missing[start : start + batch_size]
-            result = embed_images(session, batch, embedder, space, update_status=False)
-            embedded += len(result.embedded)
-            failures.update(result.failed)
-            bar.update(len(batch))
-    finally:
-        bar.close()
-    return embedded, failures
-
-
 def prepare_backbone(
     session: Session,
     settings: Settings,
@@ -192,7 +161,7 @@ def evaluate_section(
     spec = get_label(options.label)
     section.vectors = load_space_vectors(session, section.space)
     labels = [spec.of_image(row) for row in section.vectors.image_rows]
-    classes = _class_order(options.label, {label for label in labels if label is not None})
+    classes = class_order(options.label, {label for label in labels if label is not None})
     for metric in options.metrics:
         try:
             section.results[metric] = (done or {}).get(metric) or evaluate_space(
@@ -243,7 +212,7 @@ def write_figures(out_dir: Path, sections: list[BackboneSection], options: Repor
         marker = " (UNTRAINED weights)" if section.untrained else ""
         assert section.vectors is not None
         labels = [spec.of_image(row) for row in section.vectors.image_rows]
-        classes = _class_order(options.label, {label for label in labels if label is not None})
+        classes = class_order(options.label, {label for label in labels if label is not None})
         if section.projection is not None:
             name = f"figures/projection-{section.slug}.png"
             plot_projection(
@@ -330,7 +299,7 @@ def _dataset(sections: list[BackboneSection], options: ReportOptions) -> dict[st
         return {"images": 0, "patients": 0, "label_counts": {}, "unlabelled": 0}
     labels = [spec.of_image(row) for row in loaded.image_rows]
     counts = Counter(label for label in labels if label is not None)
-    classes = _class_order(options.label, set(counts))
+    classes = class_order(options.label, set(counts))
     return {
         "images": len(loaded.image_ids),
         "patients": len(set(loaded.patient_ids)),
@@ -499,53 +468,3 @@ def write_space_report(
         evaluate_section(session, settings, section, options, (done or {}).get(space.id))
         sections.append(section)
     return finish_report(session, out_dir, sections, options)
-
-
-def summary_rows(document: dict[str, Any], k: int = 10) -> list[dict[str, Any]]:
-    """backbone x metric -> P/R/NDCG@k, mAP and search time, each with its chance level."""
-    rows = []
-    for entry in document["backbones"]:
-        if entry["status"] == "skipped":
-            rows.append({"backbone": entry["backbone"], "skipped": entry["skipped_reason"]})
-            continue
-        for metric, result in entry["results"].items():
-            values, chance = result["metrics"], result["chance"]
-            shown_k = k if f"precision@{k}" in values else max(result["ks"])
-            row: dict[str, Any] = {
-                "backbone": entry["backbone"]
-                + (" (UNTRAINED)" if entry["untrained"] else "")
-                + (
-                    " (LEAKY: trained on these images; see its out-of-fold figures)"
-                    if (entry.get("training_overlap") or {}).get("leaky")
-                    else ""
-                ),
-                "metric": metric,
-                "k": shown_k,
-            }
-            for name in ("precision", "recall", "ndcg"):
-                key = f"{name}@{shown_k}"
-                row[key] = (values[key], chance[key])
-            row[document["map_key"]] = (values[document["map_key"]], chance[document["map_key"]])
-            row["search_ms_median"] = values["search_ms_median"]
-            rows.append(row)
-    return rows
-
-
-def format_summary_rows(document: dict[str, Any], k: int = 10) -> str:
-    """The summary as text (what the CLI prints at the end)."""
-    lines = []
-    for row in summary_rows(document, k):
-        if "skipped" in row:
-            lines.append(f"{row['backbone']}: SKIPPED ({row['skipped']})")
-            continue
-        cells = [
-            f"{key} {value:.3f} (chance {chance:.3f})"
-            for key, pair in row.items()
-            if isinstance(pair, tuple)
-            for value, chance in [pair]
-        ]
-        lines.append(
-            f"{row['backbone']} / {row['metric']}: " + ", ".join(cells)
-            + f", search {row['search_ms_median']:.3f} ms"
-        )  # fmt: skip
-    return "\n".join(lines)

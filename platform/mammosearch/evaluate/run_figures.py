@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from mammosearch.config import Settings
 from mammosearch.db.models import EmbeddingSpace, EvaluationRun
-from mammosearch.evaluate.evaluator import DEFAULT_KS, _class_order
+from mammosearch.evaluate.evaluator import DEFAULT_KS, class_order
 from mammosearch.evaluate.labels import get_label
 from mammosearch.evaluate.neighbour_vote import DEFAULT_VOTE_K, neighbour_vote_confusion
 from mammosearch.evaluate.projection import TSNE_MAX_IMAGES, project
@@ -64,7 +64,7 @@ def write_run_figures(session: Session, settings: Settings, run: EvaluationRun) 
     )  # fmt: skip
     spec = get_label(run.label)
     labels = [spec.of_image(row) for row in loaded.image_rows]
-    classes = _class_order(run.label, {label for label in labels if label is not None})
+    classes = class_order(run.label, {label for label in labels if label is not None})
     drawn_over = f"{len(loaded.image_ids)} images of space {space.id} as of now"
     if classes and len(loaded.image_ids) >= 2:
         confusion = neighbour_vote_confusion(

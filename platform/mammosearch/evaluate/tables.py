@@ -117,3 +117,53 @@ def per_class_rows(per_class: dict[str, Any], ks: list[int] | tuple[int, ...]) -
             "chance": (row.get("chance") or {}).get(keys[0]),
         })  # fmt: skip
     return {"k": k, "columns": [*keys, *map_keys], "chance_of": keys[0], "rows": rows}
+
+
+def summary_rows(document: dict[str, Any], k: int = 10) -> list[dict[str, Any]]:
+    """backbone x metric -> P/R/NDCG@k, mAP and search time, each with its chance level."""
+    rows = []
+    for entry in document["backbones"]:
+        if entry["status"] == "skipped":
+            rows.append({"backbone": entry["backbone"], "skipped": entry["skipped_reason"]})
+            continue
+        for metric, result in entry["results"].items():
+            values, chance = result["metrics"], result["chance"]
+            shown_k = k if f"precision@{k}" in values else max(result["ks"])
+            row: dict[str, Any] = {
+                "backbone": entry["backbone"]
+                + (" (UNTRAINED)" if entry["untrained"] else "")
+                + (
+                    " (LEAKY: trained on these images; see its out-of-fold figures)"
+                    if (entry.get("training_overlap") or {}).get("leaky")
+                    else ""
+                ),
+                "metric": metric,
+                "k": shown_k,
+            }
+            for name in ("precision", "recall", "ndcg"):
+                key = f"{name}@{shown_k}"
+                row[key] = (values[key], chance[key])
+            row[document["map_key"]] = (values[document["map_key"]], chance[document["map_key"]])
+            row["search_ms_median"] = values["search_ms_median"]
+            rows.append(row)
+    return rows
+
+
+def format_summary_rows(document: dict[str, Any], k: int = 10) -> str:
+    """The summary as text (what the CLI prints at the end)."""
+    lines = []
+    for row in summary_rows(document, k):
+        if "skipped" in row:
+            lines.append(f"{row['backbone']}: SKIPPED ({row['skipped']})")
+            continue
+        cells = [
+            f"{key} {value:.3f} (chance {chance:.3f})"
+            for key, pair in row.items()
+            if isinstance(pair, tuple)
+            for value, chance in [pair]
+        ]
+        lines.append(
+            f"{row['backbone']} / {row['metric']}: " + ", ".join(cells)
+            + f", search {row['search_ms_median']:.3f} ms"
+        )  # fmt: skip
+    return "\n".join(lines)
