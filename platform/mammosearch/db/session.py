@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from mammosearch.config import get_settings
 
 
-@lru_cache(maxsize=8)
 def create_private_sqlite_file(url: str) -> None:
     """Create a SQLite database file readable by its owner only (0600), before SQLite does.
 
@@ -32,6 +31,7 @@ def create_private_sqlite_file(url: str) -> None:
         pass
 
 
+@lru_cache(maxsize=8)
 def get_engine(url: str | None = None) -> Engine:
     """The engine for `url` (default: the configured DATABASE_URL)."""
     url = url or get_settings().database_url
