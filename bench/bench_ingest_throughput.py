@@ -35,7 +35,7 @@ sys.path[:0] = [str(REPO_ROOT / "platform"), str(REPO_ROOT)]
 from mammosearch.config import settings_from_env  # noqa: E402
 from mammosearch.db import migrate  # noqa: E402
 from mammosearch.db.models import Image, ImageStatus  # noqa: E402
-from mammosearch.db.session import get_engine, session_scope  # noqa: E402
+from mammosearch.db.session import clear_engines, session_scope  # noqa: E402
 from tests.integration.worker_process import (  # noqa: E402
     start_worker,
     stop_worker,
@@ -123,7 +123,7 @@ def run_once(workers: int, args: argparse.Namespace, admin_dsn: str) -> dict[str
     finally:
         for process in processes:
             stop_worker(process)
-        get_engine.cache_clear()
+        clear_engines()
         with psycopg.connect(admin_dsn, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
     return {

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from mammosearch.config import Settings, get_settings, settings_from_env
 from mammosearch.db import migrate
 from mammosearch.db.models import Base
-from mammosearch.db.session import get_engine, make_session_factory
+from mammosearch.db.session import clear_engines, get_engine, make_session_factory
 
 # The web tests' fixtures (app, client, signed-in users, row factories), for every test.
 pytest_plugins = ["tests.unit.web_support"]
@@ -47,7 +47,7 @@ def create_pg_database(prefix: str = "mstest") -> tuple[str, str]:
 
 
 def drop_pg_database(name: str) -> None:
-    get_engine.cache_clear()
+    clear_engines()
     with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

@@ -20,7 +20,7 @@ from mammosearch.cli.ingest_commands import ingest
 from mammosearch.cli.status_commands import status
 from mammosearch.config import Settings, get_settings
 from mammosearch.db.models import Base, Image, Patient, Report, Segmentation
-from mammosearch.db.session import get_engine
+from mammosearch.db.session import clear_engines
 from mammosearch.ingest import cdd_cesm
 from mammosearch.ingest.cdd_cesm import import_cdd_cesm
 from mammosearch.status import collect_status
@@ -349,7 +349,7 @@ def cli_env(tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch) ->
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
-    get_engine.cache_clear()
+    clear_engines()
 
 
 def test_cli_import_prints_a_summary_and_says_nothing_new_on_a_rerun(

@@ -31,10 +31,21 @@ def create_private_sqlite_file(url: str) -> None:
         pass
 
 
-@lru_cache(maxsize=8)
 def get_engine(url: str | None = None) -> Engine:
-    """The engine for `url` (default: the configured DATABASE_URL)."""
-    url = url or get_settings().database_url
+    """The engine for `url` (default: the configured DATABASE_URL), one per URL per process.
+
+    The default is resolved before the cache, so a changed DATABASE_URL gets its own engine.
+    """
+    return _engine_for(url or get_settings().database_url)
+
+
+def clear_engines() -> None:
+    """Forget every engine (tests that drop or replace databases)."""
+    _engine_for.cache_clear()
+
+
+@lru_cache(maxsize=8)
+def _engine_for(url: str) -> Engine:
     if url.startswith("sqlite"):
         create_private_sqlite_file(url)
         engine = create_engine(url, connect_args={"timeout": 30})
