@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import click
 
+from mammosearch.atomic_files import atomic_write_text
 from mammosearch.config import get_settings
 from mammosearch.db.session import session_scope
 from mammosearch.evaluate import (
@@ -23,18 +22,6 @@ from mammosearch.evaluate import (
     parse_ks,
     resolve_space,
 )
-
-
-def _write_json_atomically(path: Path, document: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(document, out, indent=2)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
 
 
 @click.command("evaluate")
@@ -115,7 +102,7 @@ def evaluate_command(
         click.echo("")
         click.echo(format_per_class(result))
     if json_path is not None:
-        _write_json_atomically(json_path, result.to_dict())
+        atomic_write_text(json_path, json.dumps(result.to_dict(), indent=2))
         click.echo(f"wrote {json_path}", err=True)
 
 

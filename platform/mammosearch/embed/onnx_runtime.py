@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from mammosearch.atomic_files import atomic_path
 from mammosearch.embed.embedder import Embedder, SpaceIdentity, TorchEmbedder, check_batch
 from mammosearch.embed.preprocess import INPUT_SIZE_PX
 
@@ -34,9 +33,8 @@ def export_onnx(embedder: TorchEmbedder, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     model = embedder.model
     example = torch.zeros((1, 3, INPUT_SIZE_PX, INPUT_SIZE_PX), device=embedder.device)
-    handle, partial_name = tempfile.mkstemp(dir=path.parent, suffix=".onnx.partial")
-    os.close(handle)
-    try:
+    with atomic_path(path, suffix=".onnx.partial") as partial_path:
+        partial_name = str(partial_path)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
             torch.onnx.export(
@@ -53,10 +51,6 @@ def export_onnx(embedder: TorchEmbedder, path: Path) -> Path:
         entry = exported.metadata_props.add()
         entry.key, entry.value = IDENTITY_KEY, json.dumps(embedder.identity.as_dict())
         onnx.save(exported, partial_name)
-        os.replace(partial_name, path)
-    except BaseException:
-        Path(partial_name).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import socket
-import tempfile
 import urllib.request
 from dataclasses import dataclass
 from functools import lru_cache
@@ -15,6 +13,7 @@ from urllib.parse import urlparse
 
 import torch
 
+from mammosearch.atomic_files import SHARED, atomic_write_text, atomic_writer
 from mammosearch.embed.backbones import Backbone
 
 WEIGHTS_SETTING = "MAMMOSEARCH_WEIGHTS"
@@ -87,25 +86,18 @@ def _download(url: str, destination: Path) -> Path:
     unreachable = _reachable(parsed.hostname or "", parsed.port or 443)
     if unreachable is not None:
         raise OSError(f"{parsed.hostname} unreachable ({unreachable})")
-    destination.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
-    handle, partial_name = tempfile.mkstemp(dir=destination.parent, suffix=".partial")
-    try:
-        with (
-            os.fdopen(handle, "wb") as partial,
-            urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response,
-        ):
-            while chunk := response.read(_HASH_CHUNK_BYTES):
-                digest.update(chunk)
-                partial.write(chunk)
+    with (
+        atomic_writer(destination, SHARED, suffix=".partial") as partial,
+        urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response,
+    ):
+        while chunk := response.read(_HASH_CHUNK_BYTES):
+            digest.update(chunk)
+            partial.write(chunk)  # type: ignore[attr-defined]
         sha256 = digest.hexdigest()
         expected_prefix = destination.stem.rsplit("-", 1)[-1]
-        if not sha256.startswith(expected_prefix):
+        if not sha256.startswith(expected_prefix):  # raised inside: the partial file goes
             raise OSError(f"{url}: sha256 {sha256} does not start with {expected_prefix}")
-        os.replace(partial_name, destination)
-    except BaseException:
-        Path(partial_name).unlink(missing_ok=True)
-        raise
     _write_sidecar(destination, sha256)
     return destination
 
@@ -128,10 +120,7 @@ def _write_sidecar(path: Path, sha256: str) -> None:
     _sha256_by_file[key] = sha256
     record = {"size": key[1], "mtime_ns": key[2], "sha256": sha256}
     try:
-        handle, partial_name = tempfile.mkstemp(dir=path.parent, suffix=".partial")
-        with os.fdopen(handle, "w") as partial:
-            json.dump(record, partial)
-        os.replace(partial_name, _sidecar(path))
+        atomic_write_text(_sidecar(path), json.dumps(record), SHARED)
     except OSError:
         pass
 

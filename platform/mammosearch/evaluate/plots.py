@@ -5,8 +5,6 @@ Each function takes plain data and a path, and writes the file atomically.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +13,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from mammosearch.atomic_files import SHARED, atomic_path
 from mammosearch.evaluate.neighbour_vote import VoteConfusion
 from mammosearch.evaluate.projection import Projection
 
@@ -41,16 +40,8 @@ class CurveSeries:
 
 def _save(figure: Figure, path: Path) -> Path:
     FigureCanvasAgg(figure)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, suffix=".png.tmp")
-    os.close(handle)
-    try:
-        figure.savefig(temp_name, format="png", dpi=DPI, bbox_inches="tight")
-        os.chmod(temp_name, 0o644)  # mkstemp makes it 0600; the web service reads it
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, SHARED, suffix=".png.tmp") as temp_path:  # the web service reads it
+        figure.savefig(temp_path, format="png", dpi=DPI, bbox_inches="tight")
     return path
 
 

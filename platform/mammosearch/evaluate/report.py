@@ -10,9 +10,7 @@ a second report embeds nothing. One EvaluationRun is stored per backbone x metri
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
+from mammosearch.atomic_files import SHARED, atomic_write_text
 from mammosearch.config import Settings
 from mammosearch.db.models import EmbeddingSpace, EvaluationRun, Image, ImageStatus
 from mammosearch.distances import DISTANCE_METRICS
@@ -363,19 +362,6 @@ def build_document(
     }
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.chmod(temp_name, 0o644)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-
-
 def render_html(document: dict[str, Any]) -> str:
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
@@ -417,8 +403,8 @@ def finish_report(
     )
     document = build_document(sections, options, per_query, archive_images)
     json_path, html_path = out_dir / "report.json", out_dir / "report.html"
-    _write_atomically(json_path, json.dumps(document, indent=2, default=str))
-    _write_atomically(html_path, render_html(document))
+    atomic_write_text(json_path, json.dumps(document, indent=2, default=str), SHARED)
+    atomic_write_text(html_path, render_html(document), SHARED)
     _link_runs(session, out_dir, sections)
     return ReportOutcome(out_dir, html_path, json_path, document, sections)
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from PIL import Image as PILImage
+
+from mammosearch.atomic_files import SHARED, atomic_path
 
 THUMB_SIZE_PX = 112
 
@@ -21,14 +21,6 @@ def write_thumbnail(source: Path, destination: Path, size_px: int = THUMB_SIZE_P
             thumb = opened.convert("L") if opened.mode not in ("L", "RGB") else opened.copy()
     except (OSError, ValueError):
         return False
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=destination.parent, suffix=".png.tmp")
-    os.close(handle)
-    try:
-        thumb.save(temp_name, format="PNG")
-        os.chmod(temp_name, 0o644)
-        os.replace(temp_name, destination)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(destination, SHARED, suffix=".png.tmp") as temp_path:
+        thumb.save(temp_path, format="PNG")
     return True

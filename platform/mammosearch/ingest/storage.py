@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
+
+from mammosearch.atomic_files import atomic_write_bytes
 
 ACCEPTED_FORMATS = {"JPEG", "PNG", "TIFF", "BMP"}
 
@@ -103,21 +103,6 @@ def check_image(content: bytes, name: str, max_pixels: int = 100_000_000) -> Che
 def stored_path_for(images_dir: Path, sha256: str, suffix: str) -> Path:
     """Content-addressed location: images/ab/cd/abcd...<suffix>."""
     return images_dir / sha256[:2] / sha256[2:4] / f"{sha256}{suffix}"
-
-
-def atomic_write_bytes(path: Path, content: bytes) -> None:
-    """Write via a temp file + fsync + rename, so readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
 
 
 def store_image(images_dir: Path, checked: CheckedImage) -> Path:

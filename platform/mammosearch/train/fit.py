@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mammosearch.ingest.storage import atomic_write_bytes
+from mammosearch.atomic_files import atomic_write_bytes
 from mammosearch.train.losses import LossFn
 from mammosearch.train.network import Top
 from mammosearch.train.trunk_cache import MIRROR_VIEW, PLAIN_VIEW

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mammosearch.atomic_files import atomic_write_bytes
 from mammosearch.config import Settings
-from mammosearch.ingest.storage import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import torch
 from PIL import Image as PILImage
 from tqdm import tqdm
 
-from mammosearch.ingest.storage import atomic_write_bytes
+from mammosearch.atomic_files import atomic_write_bytes
 from mammosearch.train.config import TrainConfig
 from mammosearch.train.crossval import FoldFigures
 from mammosearch.train.dataset import LabelledImages, load_pixels
