@@ -7,6 +7,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ from mammosearch.embed import Embedder, load_embedder_from_settings
 from mammosearch.embed.spaces import get_or_create_space
 from mammosearch.evaluate.leakage import measured_vote
 from mammosearch.evaluate.neighbour_vote import prior_correction
+from mammosearch.filter_table import FilterTable
 from mammosearch.filter_values import FilterValues, FilterValuesCache, UnknownFilterValue
 from mammosearch.index import get_reader
 from mammosearch.search_request import MAX_K
@@ -71,6 +73,36 @@ class SearchFilters:
         if self.exclude_patient_id is not None:
             query = query.where(Image.patient_id != self.exclude_patient_id)
         return query
+
+    def matches(self, image: Any) -> bool:
+        """The same test as `apply` (status included), on one row's FILTERED_NAMES values."""
+
+        def same(value: str | None, wanted: str | None, normalise: Any) -> bool:
+            return wanted is None or (value is not None and normalise(value) == normalise(wanted))
+
+        return (
+            image.status == ImageStatus.INDEXED
+            and (not self.side or image.side == self.side.upper()[:1])
+            and (not self.view or same(image.view, self.view, str.upper))
+            and (not self.modality or same(image.modality, self.modality, str.lower))
+            and (not self.pathology or same(image.pathology, self.pathology, str.lower))
+            and (
+                self.birads_min is None
+                or (image.birads is not None and image.birads >= self.birads_min)
+            )
+            and (
+                self.birads_max is None
+                or (image.birads is not None and image.birads <= self.birads_max)
+            )
+            and (
+                self.exclude_patient_id is None
+                or (image.patient_id is not None and image.patient_id != self.exclude_patient_id)
+            )
+        )
+
+
+FILTERED_NAMES = ("status", "side", "view", "modality", "pathology", "birads", "patient_id")
+FILTERED_COLUMNS = tuple(getattr(Image, name) for name in FILTERED_NAMES)
 
 
 @dataclass
@@ -147,9 +179,7 @@ def suggest_birads(
         classes = sorted(set(class_counts) | set(weights))
         correction = prior_correction(np.array([class_counts.get(c, 0) for c in classes]))
         factor = dict(zip(classes, correction.tolist(), strict=True))
-        weights = defaultdict(
-            float, {b: w * (factor.get(b) or 1.0) for b, w in weights.items()}
-        )
+        weights = defaultdict(float, {b: w * (factor.get(b) or 1.0) for b, w in weights.items()})
     total = sum(weights.values())
     base = {"rule": VOTE_RULE, "note": DECISION_SUPPORT_NOTE, "measured": dict(measured or {})}
     if not total:
@@ -178,6 +208,7 @@ class SearchService:
         self._class_counts: tuple[float, dict[int, int]] | None = None
         self._reliability: dict[int, dict[str, Any]] = {}
         self._filter_values = FilterValuesCache()
+        self.filter_table = FilterTable()
 
     @property
     def embedder(self) -> Embedder:
@@ -310,25 +341,29 @@ class SearchService:
         index = get_reader(self.settings, space, metric)
         filters = filters or SearchFilters()
         exclude = exclude or set()
-        id_filter = None
-        if filters.active:
-            # Filter in FAISS with an ID selector: the top-k come only from allowed images.
-            allowed = filters.apply(select(Image.id).where(Image.status == ImageStatus.INDEXED))
-            id_filter = np.array(
-                [i for i in session.scalars(allowed) if i not in exclude], dtype=np.int64
-            )
         queries = np.asarray(vector, dtype=np.float32).reshape(1, -1)
-        fetch = k + len(exclude)
-        distances, ids = index.search(queries, fetch, id_filter=id_filter)
-        index_ms = (time.perf_counter() - started) * 1000
-        pairs = [
-            (int(i), float(d))
-            for d, i in zip(distances[0], ids[0], strict=True)
-            if i >= 0 and int(i) not in exclude
-        ][:k]
-        join_started = time.perf_counter()
-        hits = self._join(session, pairs, metric)
-        join_ms = (time.perf_counter() - join_started) * 1000
+        for attempt in range(2):
+            id_filter = None
+            if filters.active:
+                # The filter table (numpy, per process) gives the allowed ids as a mask; the
+                # index returns min(k, allowed) of them whatever its factory.
+                id_filter = self.filter_table.allowed(
+                    session, filters, exclude, index_state=(str(index.root), index.version)
+                )
+            distances, ids = index.search(queries, k + len(exclude), id_filter=id_filter)
+            index_ms = (time.perf_counter() - started) * 1000
+            pairs = [
+                (int(i), float(d))
+                for d, i in zip(distances[0], ids[0], strict=True)
+                if i >= 0 and int(i) not in exclude
+            ][:k]
+            join_started = time.perf_counter()
+            hits, stale = self._join(session, pairs, metric, filters if filters.active else None)
+            join_ms = (time.perf_counter() - join_started) * 1000
+            if not stale or attempt:
+                break
+            # A row changed since the table last read it: read it all again, search again.
+            self.filter_table.refresh(session, force=True)
         return SearchResponse(
             query=query or {},
             metric=metric,
@@ -345,10 +380,17 @@ class SearchService:
             },
         )
 
-    def _join(self, session: Session, pairs: list[tuple[int, float]], metric: str) -> list[Hit]:
-        """Hits -> rows in one query (images, patients, latest report excerpt)."""
+    def _join(
+        self,
+        session: Session,
+        pairs: list[tuple[int, float]],
+        metric: str,
+        filters: SearchFilters | None = None,
+    ) -> tuple[list[Hit], int]:
+        """Hits -> rows in one query (images, patients, latest report excerpt), and how many
+        rows no longer pass `filters` (left out: the filter table was behind the database)."""
         if not pairs:
-            return []
+            return [], 0
         latest_report = (
             select(func.substr(Report.text, 1, REPORT_EXCERPT_CHARS))
             .where(Report.patient_id == Image.patient_id)
@@ -357,17 +399,24 @@ class SearchService:
             .correlate(Image)
             .scalar_subquery()
         )
+        # The filtered columns are read as plain values too: the session's Image objects may
+        # be older than the database (loaded before another process changed the row).
         rows = session.execute(
-            select(Image, Patient.source_patient_id, latest_report)
+            select(Image, Patient.source_patient_id, latest_report, *FILTERED_COLUMNS)
             .join(Patient, Patient.id == Image.patient_id)
             .where(Image.id.in_([image_id for image_id, _ in pairs]))
         ).all()
-        by_id = {image.id: (image, patient, report) for image, patient, report in rows}
+        by_id = {row[0].id: row for row in rows}
         hits: list[Hit] = []
+        stale = 0
         for image_id, score in pairs:
             if image_id not in by_id:
                 continue  # vector without a row: `index verify --repair` removes it
-            image, patient, report = by_id[image_id]
+            image, patient, report, *filtered = by_id[image_id]
+            now = SimpleNamespace(**dict(zip(FILTERED_NAMES, filtered, strict=True)))
+            if filters is not None and not filters.matches(now):
+                stale += 1
+                continue
             distance, similarity = distance_and_similarity(score, metric)
             hits.append(
                 Hit(
@@ -387,7 +436,7 @@ class SearchService:
                     source_file_name=image.source_file_name,
                 )
             )
-        return hits
+        return hits, stale
 
 
 @lru_cache(maxsize=4)

@@ -4,8 +4,8 @@ An approximate index searched with an ID selector loses results when few ids are
 HNSW's beam (efSearch) and IVF's probed lists (nprobe) hold too few allowed vectors, so a
 k=10 search at 0.1% allowed returned two hits on average, most of them wrong. So:
 
-- few allowed vectors (at most `exact_max_rows` in the segment): gather their stored vectors
-  and compare exactly; that is cheaper than the graph walk or list scan it replaces;
+- few allowed vectors (at most `exact_max_rows` in the segment, default EXACT_MAX_ROWS):
+  gather their stored vectors and compare exactly, cheaper than the walk or scan it replaces;
 - many: the segment's own search with an `IDSelectorBitmap`, efSearch / nprobe scaled by
   1 / (allowed fraction) so the beam or the probed lists hold as many allowed vectors as an
   unfiltered search would, widened 4x while any query is short, then exact.
@@ -66,7 +66,7 @@ def filtered_search(
     *,
     nprobe: int,
     ef_search: int,
-    exact_max_rows: int = EXACT_MAX_ROWS,
+    exact_max_rows: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k of one segment among allowed, live rows (`rows`: a boolean per row).
 
@@ -75,7 +75,7 @@ def filtered_search(
     """
     matching = int(np.count_nonzero(rows))
     want = min(k, matching)
-    if matching <= exact_max_rows:
+    if matching <= (EXACT_MAX_ROWS if exact_max_rows is None else exact_max_rows):
         return exact_search(segment, np.flatnonzero(rows), queries, want, metric)
     bits = allowed
     if len(deleted):

@@ -63,7 +63,7 @@ import faiss
 import numpy as np
 
 from mammosearch.faults import fault_point
-from mammosearch.index.filtered import EXACT_MAX_ROWS, allowed_rows, filtered_search
+from mammosearch.index.filtered import allowed_rows, filtered_search
 from mammosearch.index.manifest import (
     MANIFEST_FORMAT,
     MANIFEST_NAME,
@@ -151,7 +151,7 @@ class ShardedIndex:
         *,
         nprobe: int = 16,
         ef_search: int = 64,
-        exact_filter_rows: int = EXACT_MAX_ROWS,
+        exact_filter_rows: int | None = None,
     ) -> None:
         if metric not in METRICS:
             raise ValueError(f"metric {metric!r}: expected one of {', '.join(METRICS)}")
