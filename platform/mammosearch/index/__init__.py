@@ -43,8 +43,9 @@ def _cached(
 ) -> tuple[tuple, ShardedIndex]:
     """One ShardedIndex per role (writer / reader) and index directory per process.
 
-    Opening loads every segment file; caching means each process reads a segment once and
-    afterwards only the files a newer manifest adds. Writes reload under the writer lock,
+    Opening maps every segment file (read-only mmap; read whole where FAISS cannot map it);
+    caching means each process opens a segment once and afterwards only the files a newer
+    manifest adds. Writes reload under the writer lock,
     so a cached instance is as safe to write through as a fresh one. Readers get their own
     instance so that searches keep a stable view between their throttled reloads.
     """

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import stat
 import time
 from dataclasses import dataclass, field
@@ -37,7 +36,9 @@ from sqlalchemy.orm import Session
 from mammosearch.config import Settings
 from mammosearch.db.models import Image, ImageStatus, Patient, SourceCursor
 from mammosearch.db.session import session_scope
+from mammosearch.ingest.cdd_names import parse_cdd_name
 from mammosearch.ingest.dicom import DICOM_SUFFIXES, looks_like_dicom
+from mammosearch.ingest.patients import get_or_create_patient
 from mammosearch.ingest.storage import ImageRejected, check_image, store_image
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,6 @@ WATCH_SOURCE = "watch"
 LOOSE_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 DEFAULT_MIN_AGE_S = 10.0
 SAME_SCAN_S = 1.0  # two looks closer together than this are one look
-_CDD_NAME = re.compile(r"^P(?P<patient>\d+)_(?P<side>[LR])_(?P<type>DM|CM)_(?P<view>CC|MLO)", re.I)
 
 
 @dataclass
@@ -161,31 +161,19 @@ def _save_cursor(session: Session, name: str, value: dict[str, Any]) -> None:
 
 def names_metadata(file_name: str) -> dict[str, str | None]:
     """Patient, side, view and modality from a CDD-CESM-style name; None where it says nothing."""
-    match = _CDD_NAME.match(Path(file_name).name)
-    if not match:
+    parsed = parse_cdd_name(Path(file_name).name)
+    if parsed is None or parsed.side is None:
         return {"patient": None, "side": None, "view": None, "modality": None}
-    modality = "subtracted" if match["type"].upper() == "CM" else "low-energy"
     return {
-        "patient": f"P{int(match['patient'])}",
-        "side": match["side"].upper(),
-        "view": match["view"].upper(),
-        "modality": modality,
+        "patient": parsed.patient,
+        "side": parsed.side,
+        "view": parsed.view,
+        "modality": parsed.modality,
     }
 
 
 def _patient(session: Session, source_patient_id: str) -> Patient:
-    query = select(Patient).where(
-        Patient.source == WATCH_SOURCE, Patient.source_patient_id == source_patient_id
-    )
-    patient = session.scalar(query)
-    if patient is None:
-        patient = Patient(source=WATCH_SOURCE, source_patient_id=source_patient_id)
-        try:
-            with session.begin_nested():
-                session.add(patient)
-        except IntegrityError:  # created meanwhile by another scanner
-            patient = session.scalars(query).one()
-    return patient
+    return get_or_create_patient(session, WATCH_SOURCE, source_patient_id)[0]
 
 
 def register_loose_image(
