@@ -142,7 +142,7 @@ def import_folder(self: Any, folder: str) -> dict[str, Any]:
 @shared_task(name="mammosearch.scan_watch_dirs", **RETRY_TRANSIENT)
 def scan_watch_dirs() -> dict[str, Any]:
     """Pick up new files in every MAMMOSEARCH_WATCH_DIRS folder (a busy folder is skipped)."""
-    from mammosearch.watch import scan_directory
+    from mammosearch.ingest.watch import scan_directory
 
     settings = get_settings()
     client = redis_client(redis_url(settings))

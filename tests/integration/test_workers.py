@@ -231,7 +231,7 @@ def test_without_a_broker_the_pipeline_runs_in_process(
     pg_settings: Settings, dev_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The in-process queue embeds and indexes right here; the sweep then finds nothing to do."""
-    from mammosearch.watch import register_loose_image
+    from mammosearch.ingest.watch import register_loose_image
 
     monkeypatch.setenv("MAMMOSEARCH_BACKBONE", "efficientnet-lite0")
     settings = settings_from_env()

@@ -15,7 +15,7 @@ from sqlalchemy.orm import selectinload
 from mammosearch.config import Settings
 from mammosearch.db.models import Image, ImageStatus, SourceCursor
 from mammosearch.db.session import session_scope
-from mammosearch.watch import names_metadata, scan_directory
+from mammosearch.ingest.watch import names_metadata, scan_directory
 
 
 def _png(path: Path, shade: int, age_s: float = 60.0) -> Path:
@@ -186,7 +186,7 @@ def test_links_fifos_devices_and_oversized_files_are_named_and_the_rest_is_taken
 @pytest.mark.timeout(60)
 def test_a_fifo_swapped_in_after_the_look_is_refused_without_blocking(inbox: Path) -> None:
     """The read itself refuses what is not a regular file (O_NONBLOCK, O_NOFOLLOW)."""
-    from mammosearch.watch import read_regular_file
+    from mammosearch.ingest.watch import read_regular_file
 
     os.mkfifo(inbox / "pipe.jpg")
     (inbox / "zero.jpg").symlink_to("/dev/zero")
@@ -200,7 +200,7 @@ def test_one_file_that_fails_unexpectedly_costs_only_itself(
     settings: Settings, inbox: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An error in one registration is reported by name; later files are still registered."""
-    from mammosearch import watch
+    from mammosearch.ingest import watch
 
     real = watch.register_loose_image
 

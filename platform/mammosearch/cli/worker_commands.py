@@ -75,7 +75,7 @@ def beat(loglevel: str | None) -> None:
               "[default: 10].")
 def watch(directory: Path, once: bool, interval: float | None, min_age_s: float | None) -> None:
     """Register new images dropped into DIRECTORY, then embed and index them."""
-    from mammosearch.watch import DEFAULT_MIN_AGE_S, scan_directory
+    from mammosearch.ingest.watch import DEFAULT_MIN_AGE_S, scan_directory
     from workers.work_queue import work_queue_for
 
     settings = get_settings()

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from mammosearch.config import Settings
 from mammosearch.db.models import Image, ImageStatus, Patient
 from mammosearch.ingest.dicom import DicomImage, read_dicom
+from mammosearch.ingest.patients import get_or_create_patient
 from mammosearch.ingest.storage import CheckedImage, ImageRejected, store_image
 
 log = logging.getLogger(__name__)
@@ -70,24 +71,8 @@ def _existing_image_id(session: Session, sop_instance_uid: str | None, sha256: s
 
 
 def _get_or_create_patient(session: Session, patient_id: str, age: int | None) -> Patient:
-    patient = session.scalar(
-        select(Patient).where(
-            Patient.source == DICOM_PATIENT_SOURCE, Patient.source_patient_id == patient_id
-        )
-    )
-    if patient is None:
-        patient = Patient(source=DICOM_PATIENT_SOURCE, source_patient_id=patient_id, age=age)
-        try:
-            with session.begin_nested():
-                session.add(patient)
-        except IntegrityError:  # another process created it between our select and insert
-            patient = session.scalars(
-                select(Patient).where(
-                    Patient.source == DICOM_PATIENT_SOURCE,
-                    Patient.source_patient_id == patient_id,
-                )
-            ).one()
-    elif patient.age is None and age is not None:
+    patient, created = get_or_create_patient(session, DICOM_PATIENT_SOURCE, patient_id, age)
+    if not created and patient.age is None and age is not None:
         patient.age = age
     return patient
 

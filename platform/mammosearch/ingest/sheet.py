@@ -17,6 +17,7 @@ from typing import Any
 from openpyxl import load_workbook
 
 from mammosearch.birads import ASSESSMENT_CATEGORIES
+from mammosearch.ingest.cdd_names import parse_cdd_name
 
 MULTI_VALUE_SEPARATOR = "$"
 BIRADS_CATEGORIES = ASSESSMENT_CATEGORIES  # "4a"/"4b"/"4c" count as 4
@@ -49,9 +50,6 @@ _HEADER_FIELDS = {
     "tags": "tags",
     "machine": "machine",
 }
-_PATIENT_FROM_NAME = re.compile(r"^\s*P\s*0*(\d+)", re.IGNORECASE)
-# Image names carry side, kind and view: "P2_R_CM_CC" (CM: subtracted, DM: low energy).
-_NAME_PARTS = re.compile(r"^P\s*\d+_([LR])_(CM|DM)_([A-Z]+)$", re.IGNORECASE)
 _BIRADS_VALUE = re.compile(r"^\s*([0-6])\s*[a-cA-C]?\s*$")
 _NO_VALUE = {"_", "-"}  # the sheet's way of writing "nothing here"
 # The ages a patient can have; anything else is a typing slip (500, -3, 1e300).
@@ -219,8 +217,8 @@ def _row_from_cells(
         )
 
     patient_id = _text(cells.get("patient_id"))
-    match = _PATIENT_FROM_NAME.match(image_name)
-    name_patient_id = match.group(1) if match else None
+    parsed_name = parse_cdd_name(image_name)  # side, kind and view: "P2_R_CM_CC"
+    name_patient_id = parsed_name.patient_number if parsed_name else None
     withheld = None
     if patient_id is None:
         patient_id = name_patient_id
@@ -242,8 +240,9 @@ def _row_from_cells(
         report("birads_raw", birads_raw,
                f"holds {shown}, no BI-RADS category (0-6, 4a-4c)",
                "stored without a BIRADS category (the text is kept)")
-    name_parts = _NAME_PARTS.match(image_name)
-    name_side, name_kind, name_view = name_parts.groups() if name_parts else (None, None, None)
+    name_side, name_kind, name_view = (
+        (parsed_name.side, parsed_name.kind, parsed_name.view) if parsed_name else (None,) * 3
+    )
     return SheetRow(
         image_name=image_name,
         row_number=row_number,
