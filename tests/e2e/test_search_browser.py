@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,14 +20,12 @@ from mammosearch.db.session import make_session_factory
 from mammosearch.pipeline import process_pending
 from mammosearch.users import create_api_token
 from tests.e2e import test_web_browser as shared
+from tests.e2e.serving import REPO_ROOT, server_environment, serving
 from tests.e2e.test_web_browser import (
     ARTIFACTS,
     CHROMEDRIVER,
     CHROMIUM,
-    REPO_ROOT,
-    _free_port,
     _sign_in,
-    _wait_until_live,
 )
 from tests.e2e.waiting import page_wait
 from tests.unit.web_support import fresh_sqlite, make_image, make_patient, make_settings, make_user
@@ -44,20 +41,6 @@ pytestmark = [
 
 K = 5
 chrome = shared.chrome  # the headless Chromium fixture
-
-
-def _environment(settings: Settings) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "platform"), str(REPO_ROOT)]),
-        "DATABASE_URL": settings.database_url,
-        "MAMMOSEARCH_DATA_DIR": str(settings.data_dir),
-        "MAMMOSEARCH_BACKBONE": settings.backbone,
-        "MAMMOSEARCH_EMBED_RUNTIME": settings.embed_runtime,
-        "MAMMOSEARCH_SECRET_KEY": "e2e-secret",
-    }
-    env.pop("CELERY_BROKER_URL", None)
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -80,24 +63,8 @@ def served(
     session.commit()
     session.close()
     assert process_pending(settings).indexed == 8
-    port = _free_port()
-    command = [sys.executable, "-c", "from mammosearch.cli import main; main()",
-               "serve", "--host", "127.0.0.1", "--port", str(port)]
-    log_path = root / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command, env=_environment(settings), stdout=log, stderr=subprocess.STDOUT
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_live(base_url, process, timeout_s=60)
+    with serving(settings, root) as base_url:
         yield base_url, settings, token
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def _query_file(directory: Path) -> Path:
@@ -156,7 +123,7 @@ def test_the_page_ranks_an_upload_as_the_api_and_the_cli_do(
     cli = subprocess.run(
         [sys.executable, "-c", "from mammosearch.cli import main; main()",
          "search", str(query), "-k", str(K), "--json"],
-        env=_environment(settings), capture_output=True, text=True, timeout=300, check=True,
+        env=server_environment(settings), capture_output=True, text=True, timeout=300, check=True,
     )
     api_ids = [hit["image_id"] for hit in api.json()["results"]]
     cli_ids = [hit["image_id"] for hit in json.loads(cli.stdout)["results"]]

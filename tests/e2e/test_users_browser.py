@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -17,11 +14,9 @@ import pytest
 from mammosearch.db.models import ApiToken, utcnow
 from mammosearch.db.session import make_session_factory
 from mammosearch.users import issue_api_token
+from tests.e2e.serving import serving
 from tests.e2e.test_web_browser import (  # the browser and server helpers, not its tests
     ARTIFACTS,
-    REPO_ROOT,
-    _free_port,
-    _wait_until_live,
     chrome,  # noqa: F401 - a fixture
     pytestmark,  # noqa: F401 - e2e, slow, skipped without Chromium
 )
@@ -44,31 +39,8 @@ def cut_off_server(
     session.commit()
     assert session.get(ApiToken, api_token.id) is not None
     session.close()
-    port = _free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "platform"), str(REPO_ROOT)]),
-        "DATABASE_URL": settings.database_url,
-        "MAMMOSEARCH_DATA_DIR": str(settings.data_dir),
-        "MAMMOSEARCH_BACKBONE": settings.backbone,
-        "MAMMOSEARCH_SECRET_KEY": "e2e-secret",
-    }
-    env.pop("CELERY_BROKER_URL", None)
-    command = [sys.executable, "-c", "from mammosearch.cli import main; main()",
-               "serve", "--host", "127.0.0.1", "--port", str(port)]
-    log_path = root / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_live(base_url, process, timeout_s=60)
+    with serving(settings, root) as base_url:
         yield base_url, expired_token
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def _sign_in(chrome, server: str, username: str) -> None:  # type: ignore[no-untyped-def]  # noqa: F811 - the fixture's name

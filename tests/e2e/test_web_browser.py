@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +11,7 @@ import pytest
 
 from mammosearch.db.session import make_session_factory
 from mammosearch.pipeline import process_pending
+from tests.e2e.serving import REPO_ROOT, serving
 from tests.e2e.waiting import page_wait
 from tests.unit.web_support import (
     TEST_PASSWORD,
@@ -28,7 +23,6 @@ from tests.unit.web_support import (
     synthetic_image_bytes,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -41,26 +35,6 @@ pytestmark = [
         reason="needs Debian packages chromium and chromium-driver",
     ),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait_until_live(base_url: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"mammosearch serve exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"{base_url}/healthz", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"{base_url}/healthz did not answer within {timeout_s} s")
 
 
 @pytest.fixture(scope="module")
@@ -78,33 +52,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> I
     make_user(session, "boss", "admin")
     session.close()
     assert process_pending(settings).indexed == 8
-    port = _free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "platform"), str(REPO_ROOT)]),
-        "DATABASE_URL": settings.database_url,
-        "MAMMOSEARCH_DATA_DIR": str(settings.data_dir),
-        "MAMMOSEARCH_BACKBONE": settings.backbone,
-        "MAMMOSEARCH_SECRET_KEY": "e2e-secret",
-    }
-    env.pop("CELERY_BROKER_URL", None)
-    command = [sys.executable, "-c", "from mammosearch.cli import main; main()",
-               "serve", "--host", "127.0.0.1", "--port", str(port)]
-    log_path = root / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_live(base_url, process, timeout_s=60)
+    with serving(settings, root) as base_url:
         yield base_url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        if process.returncode not in (0, -15):
-            print(log_path.read_text(errors="replace")[-3000:])
 
 
 @pytest.fixture

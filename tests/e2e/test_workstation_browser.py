@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,12 +13,10 @@ import pytest
 
 from mammosearch.db.session import make_session_factory
 from mammosearch.pipeline import process_pending
+from tests.e2e.serving import serving
 from tests.e2e.test_web_browser import (  # noqa: F401 - chrome is a fixture
     ARTIFACTS,
-    REPO_ROOT,
-    _free_port,
     _sign_in,
-    _wait_until_live,
     chrome,
     pytestmark,
 )
@@ -45,33 +40,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> I
     make_user(session, "boss", "admin")
     session.close()
     assert process_pending(settings).indexed == 12
-    port = _free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "platform"), str(REPO_ROOT)]),
-        "DATABASE_URL": settings.database_url,
-        "MAMMOSEARCH_DATA_DIR": str(settings.data_dir),
-        "MAMMOSEARCH_BACKBONE": settings.backbone,
-        "MAMMOSEARCH_SECRET_KEY": "e2e-secret",
-    }
-    env.pop("CELERY_BROKER_URL", None)
-    command = [sys.executable, "-c", "from mammosearch.cli import main; main()",
-               "serve", "--host", "127.0.0.1", "--port", str(port)]
-    log_path = root / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_live(base_url, process, timeout_s=60)
+    with serving(settings, root) as base_url:
         yield base_url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        if process.returncode not in (0, -15):
-            print(log_path.read_text(errors="replace")[-3000:])
 
 
 def _shot(driver, name: str) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,78 @@
+"""A real `mammosearch serve` on a free port, for browser tests: started, waited for, stopped."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from mammosearch.config import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LIVE_TIMEOUT_S = 60
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until_live(base_url: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """Poll /healthz until it answers 200 (retrying until the deadline) or the server exits."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"mammosearch serve exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{base_url}/healthz", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"{base_url}/healthz did not answer within {timeout_s} s")
+
+
+def server_environment(settings: Settings) -> dict[str, str]:
+    """The environment of a server (or a CLI) on `settings`' database and data, no broker."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "platform"), str(REPO_ROOT)]),
+        "DATABASE_URL": settings.database_url,
+        "MAMMOSEARCH_DATA_DIR": str(settings.data_dir),
+        "MAMMOSEARCH_BACKBONE": settings.backbone,
+        "MAMMOSEARCH_EMBED_RUNTIME": settings.embed_runtime,
+        "MAMMOSEARCH_SECRET_KEY": "e2e-secret",
+    }
+    env.pop("CELERY_BROKER_URL", None)
+    return env
+
+
+@contextmanager
+def serving(settings: Settings, log_dir: Path) -> Iterator[str]:
+    """`mammosearch serve` (no broker) over `settings`' database and data; yields its URL."""
+    port = free_port()
+    env = server_environment(settings)
+    command = [sys.executable, "-c", "from mammosearch.cli import main; main()",
+               "serve", "--host", "127.0.0.1", "--port", str(port)]
+    log_path = log_dir / "server.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_live(base_url, process, timeout_s=LIVE_TIMEOUT_S)
+        yield base_url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        if process.returncode not in (0, -15):
+            print(log_path.read_text(errors="replace")[-3000:])
