@@ -101,6 +101,7 @@ class IngestionCollector(Collector):
         yield lag
         yield vectors
         yield self._index_bytes()
+        yield from self._tuned_search()
 
     def _index_bytes(self) -> GaugeMetricFamily:
         index_bytes = GaugeMetricFamily(
@@ -111,6 +112,37 @@ class IngestionCollector(Collector):
                 size = sum(f.stat().st_size for f in index_root.rglob("*") if f.is_file())
                 index_bytes.add_metric([index_root.name], size)
         return index_bytes
+
+
+    def _tuned_search(self) -> Iterator[GaugeMetricFamily]:
+        """Per sealed ANN segment: its tuned efSearch / nprobe and the recall@10 it measured."""
+        from mammosearch.index.manifest import read_manifest
+
+        labels = ["index", "metric", "segment"]
+        parameter = GaugeMetricFamily(
+            "mammosearch_index_search_parameter",
+            "efSearch (HNSW) or nprobe (IVF) tuned at sealing for the recall floor.",
+            labels=[*labels, "parameter"],
+        )
+        recall = GaugeMetricFamily(
+            "mammosearch_index_tuned_recall_at_10",
+            "Recall@10 against exact search measured with the tuned parameter.",
+            labels=labels,
+        )
+        if self.index_dir.is_dir():
+            for manifest_path in sorted(self.index_dir.glob("*/*/manifest.json")):
+                manifest = read_manifest(manifest_path) or {}
+                index_name = manifest_path.parent.parent.name
+                for entry in manifest.get("segments", []):
+                    tuned = entry.get("search") or {}
+                    keys = [index_name, str(manifest.get("metric")), entry["file"]]
+                    for name in ("ef_search", "nprobe"):
+                        if name in tuned:
+                            parameter.add_metric([*keys, name], tuned[name])
+                    if "recall@10" in tuned:
+                        recall.add_metric(keys, tuned["recall@10"])
+        yield parameter
+        yield recall
 
 
 class QueueDepthCollector(Collector):

@@ -86,6 +86,7 @@ from mammosearch.index.segments import (
     search_parameters,
     serialize,
 )
+from mammosearch.index.tuning import tune_segment
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,8 @@ class _View:
     # per segment: a boolean per row, False where tombstoned (None when it has no tombstones)
     live_rows: tuple[np.ndarray | None, ...] = ()
     live_ids: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    # per segment: the search parameters tuned when it was sealed (index/tuning.py)
+    tuned: tuple[dict[str, Any], ...] = ()
 
 
 def _as_ids(ids: Iterable[int] | np.ndarray, name: str = "ids") -> np.ndarray:
@@ -261,8 +264,8 @@ class ShardedIndex:
         found_ids: list[np.ndarray] = []
         if id_filter is not None:
             allowed = self._allowed_mask(id_filter, view)
-            for segment, live_rows, deleted in zip(
-                view.segments, view.live_rows, view.deleted, strict=True
+            for segment, live_rows, deleted, tuned in zip(
+                view.segments, view.live_rows, view.deleted, view.tuned, strict=True
             ):
                 rows = allowed_rows(allowed, segment.ids)
                 if live_rows is not None:
@@ -277,19 +280,24 @@ class ShardedIndex:
                     queries,
                     k,
                     self.metric,
-                    nprobe=self.nprobe,
-                    ef_search=self.ef_search,
+                    nprobe=max(tuned.get("nprobe", 0), self.nprobe),
+                    ef_search=max(tuned.get("ef_search", 0), self.ef_search),
                     exact_max_rows=self.exact_filter_rows,
                 )
                 found_distances.append(distances)
                 found_ids.append(ids)
         else:
             keepalive: list[Any] = []  # SWIG selectors hold raw pointers to each other
-            for segment, exclusion in zip(view.segments, view.exclusions, strict=True):
+            for segment, exclusion, tuned in zip(
+                view.segments, view.exclusions, view.tuned, strict=True
+            ):
                 if len(segment.ids) == 0:
                     continue
                 selector = self._selector(None, exclusion, keepalive)
-                params = search_parameters(segment.inner, selector, self.nprobe, self.ef_search)
+                params = search_parameters(  # the configured values are a floor
+                    segment.inner, selector, max(tuned.get("nprobe", 0), self.nprobe),
+                    max(tuned.get("ef_search", 0), self.ef_search),
+                )
                 distances, ids = segment.index.search(
                     queries, min(k, len(segment.ids)), params=params
                 )
@@ -346,6 +354,8 @@ class ShardedIndex:
             "stored_vectors": sum(entry["count"] for entry in entries),
             "tombstones": sum(len(entry["deleted"]) for entry in entries),
             "bytes": sum(entry["bytes"] for entry in entries),
+            # per sealed ANN segment: the tuned efSearch / nprobe and its measured recall@10
+            "tuned_search": [entry["search"] for entry in entries if entry.get("search")],
         }
 
     def verify(self) -> list[str]:
@@ -561,6 +571,7 @@ class ShardedIndex:
         self, version: int, kind: str, ids: np.ndarray, vectors: np.ndarray, factory: str
     ) -> tuple[dict[str, Any], Segment]:
         index, used_factory = build_index(ids, vectors, self.metric, factory)
+        tuned = tune_segment(index, ids, vectors, self.metric) if kind == SEALED else None
         file_name = f"{kind}-{version:08d}-{uuid.uuid4().hex[:12]}{SEGMENT_SUFFIX}"
         size_bytes, sha256 = write_new_file(self.root / file_name, serialize(index))
         fault_point("index:segment-written")
@@ -573,6 +584,8 @@ class ShardedIndex:
             "sha256": sha256,
             "deleted": [],
         }
+        if tuned is not None:
+            entry["search"] = tuned  # the efSearch / nprobe that keeps the recall floor
         return entry, Segment(file=file_name, index=index, ids=ids.copy(), factory=used_factory)
 
     def _commit(
@@ -673,6 +686,7 @@ class ShardedIndex:
             exclusions=tuple(self._exclusion(deleted) for deleted in deleted_parts),
             live_rows=tuple(live_row_parts),
             live_ids=np.sort(np.concatenate(live_parts)),
+            tuned=tuple(dict(entry.get("search") or {}) for entry in manifest["segments"]),
         )
 
     def _install(self, view: _View, signature: tuple[int, int, int] | None) -> None:

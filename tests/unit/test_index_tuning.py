@@ -1,0 +1,92 @@
+"""ANN segments are sealed with the efSearch / nprobe that keeps recall@10 >= 0.95.
+
+High-dimensional data on which a small fixed efSearch or nprobe falls short: the tuned
+value, recorded in the manifest, must hold the floor on queries the tuning never saw.
+"""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+import pytest
+
+from mammosearch.index import ShardedIndex
+from mammosearch.index.manifest import read_manifest
+from mammosearch.index.tuning import RECALL_FLOOR
+
+DIM = 128
+
+
+def _clusters(count: int, seed: int) -> np.ndarray:
+    """Points around 40 centres, spread wide enough that neighbours cross clusters."""
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(99).normal(size=(40, DIM)).astype(np.float32)
+    return (centres[rng.integers(0, 40, count)] + rng.normal(0, 0.9, (count, DIM))).astype(
+        np.float32
+    )
+
+
+def _recall(index: ShardedIndex, vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray,
+            metric: str) -> float:
+    if metric == "cosine":
+        vectors, queries = vectors.copy(), queries.copy()
+        faiss.normalize_L2(vectors)
+        faiss.normalize_L2(queries)
+    _, rows = faiss.knn(queries, vectors, 10,
+                        metric=faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT)
+    _, found = index.search(queries, 10)
+    shares = [len(set(f) & set(ids[r])) / 10 for f, r in zip(found, rows, strict=True)]
+    return float(np.mean(shares))
+
+
+@pytest.mark.parametrize(
+    ("factory", "knob", "untuned"),
+    [("HNSW4", "ef_search", {"ef_search": 8}), ("IVF64,Flat", "nprobe", {"nprobe": 1})],
+)
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_a_sealed_ann_segment_keeps_the_recall_floor_on_unseen_queries(
+    tmp_path, factory: str, knob: str, untuned: dict[str, int], metric: str
+) -> None:
+    vectors = _clusters(6000, seed=1)
+    ids = np.arange(1, len(vectors) + 1, dtype=np.int64) * 3
+    queries = _clusters(100, seed=2)
+    index = ShardedIndex(tmp_path / "ix", DIM, metric, segment_size=3000, factory=factory,
+                         **untuned)
+    index.add(ids, vectors)
+
+    entries = read_manifest(tmp_path / "ix" / "manifest.json")["segments"]
+    sealed = [entry for entry in entries if entry["kind"] == "sealed"]
+    assert len(sealed) == 2 and all(entry["search"]["recall@10"] >= RECALL_FLOOR
+                                    for entry in sealed)
+    assert {entry["search"][knob] for entry in sealed} != {untuned[knob]}
+    assert index.stats()["tuned_search"] == [entry["search"] for entry in sealed]
+    assert _recall(index, vectors, ids, queries, metric) >= RECALL_FLOOR
+
+    untuned_index = ShardedIndex(tmp_path / "ix", DIM, metric, segment_size=3000,
+                                 factory=factory, **untuned)
+    untuned_index._view = type(untuned_index._view)(  # the same segments, parameters dropped
+        **{**untuned_index._view.__dict__, "tuned": tuple({} for _ in entries)}
+    )
+    assert _recall(untuned_index, vectors, ids, queries, metric) < RECALL_FLOOR  # it mattered
+
+
+def test_exhaustive_segments_need_no_tuning(tmp_path) -> None:
+    index = ShardedIndex(tmp_path / "ix", DIM, "l2", segment_size=500, factory="Flat")
+    index.add(np.arange(1, 1001, dtype=np.int64), _clusters(1000, seed=3))
+    assert index.stats()["tuned_search"] == []
+
+
+def test_the_tuned_parameters_are_exported_as_metrics(tmp_path) -> None:
+    """/metrics shows each sealed ANN segment's efSearch and measured recall@10."""
+    from web.metrics import IngestionCollector
+
+    root = tmp_path / "indexes" / "space-1" / "l2"
+    index = ShardedIndex(root, DIM, "l2", segment_size=1000, factory="HNSW4", ef_search=8)
+    index.add(np.arange(1, 2001, dtype=np.int64), _clusters(2000, seed=4))
+    collector = IngestionCollector(sessions=None, index_dir=tmp_path / "indexes")  # type: ignore[arg-type]
+    families = {family.name: family for family in collector._tuned_search()}
+    values = families["mammosearch_index_search_parameter"].samples
+    recalls = families["mammosearch_index_tuned_recall_at_10"].samples
+    assert len(values) == len(recalls) == 2
+    assert {sample.labels["parameter"] for sample in values} == {"ef_search"}
+    assert all(sample.value >= RECALL_FLOOR for sample in recalls)
