@@ -159,3 +159,21 @@ def dev_archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     process_pending(archive_settings)
     yield archive_settings
     drop_pg_database(name)
+
+
+@pytest.fixture
+def no_weights_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """No cached weights and no download, even on a machine with internet and a warm cache:
+    TORCH_HOME is an empty folder, downloads raise, and no embedder is kept from before."""
+    from mammosearch.embed import clear_embedder_cache
+    from mammosearch.embed import weights as weights_module
+
+    def blocked(url: str, destination: Path) -> Path:
+        raise OSError(f"download of {url} blocked by the test")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    monkeypatch.setattr(weights_module, "_download", blocked)
+    clear_embedder_cache()
+    yield tmp_path / "empty-torch-home" / "hub" / "checkpoints"
+    clear_embedder_cache()
+

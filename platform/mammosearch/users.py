@@ -165,11 +165,6 @@ def reset_password(user: User) -> str:
     return password
 
 
-def set_role(user: User, role: str) -> None:
-    _check_role(role)
-    user.role = role
-
-
 def _active_admins(session: Session) -> int:
     statement = select(func.count(User.id)).where(User.role == "admin", User.active.is_(True))
     return int(session.scalar(statement) or 0)

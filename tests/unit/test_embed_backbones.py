@@ -17,7 +17,6 @@ from mammosearch.embed import (
     Embedder,
     WeightsUnavailable,
     build_torch_embedder,
-    clear_embedder_cache,
     load_embedder,
     resolve_backbone_name,
 )
@@ -27,12 +26,9 @@ DEV_IMAGES = DEV_DATA / "Subtracted images"
 
 
 @pytest.fixture
-def empty_torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A TORCH_HOME with no cached weights, and no embedders cached from other tests."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    clear_embedder_cache()
-    yield tmp_path / "torch" / "hub" / "checkpoints"
-    clear_embedder_cache()
+def empty_torch_home(no_weights_offline: Path) -> Path:
+    """A TORCH_HOME with no cached weights, downloads blocked, no embedders from other tests."""
+    return no_weights_offline
 
 
 def _gray_images(count: int, size_px: int = 256) -> list[Image.Image]:
