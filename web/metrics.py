@@ -211,8 +211,8 @@ def _count_request(response: Response) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    # The token may come as a Flask override (tests) or from the environment.
-    app.config.setdefault("METRICS_TOKEN", os.environ.get("MAMMOSEARCH_METRICS_TOKEN") or None)
+    # The token may come as a Flask override (tests) or from the settings.
+    app.config.setdefault("METRICS_TOKEN", app.extensions["mammosearch_settings"].metrics_token)
     app.before_request(_start_timer)
     app.after_request(_count_request)
     app.register_blueprint(bp)

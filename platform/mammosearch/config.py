@@ -104,6 +104,8 @@ class Settings:
     )
     # None: a random key kept in DATA_DIR/secret_key.
     secret_key: str | None = _from("MAMMOSEARCH_SECRET_KEY", None)
+    # None: /metrics is open; else a scrape must send `Authorization: Bearer <token>`.
+    metrics_token: str | None = _from("MAMMOSEARCH_METRICS_TOKEN", None)
     # A browser session ends after this long unused.
     session_idle_minutes: float = _from("MAMMOSEARCH_SESSION_IDLE_MINUTES", 30.0, _number)
     log_json: bool = _from("MAMMOSEARCH_LOG_JSON", False, _flag)

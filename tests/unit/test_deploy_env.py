@@ -80,3 +80,32 @@ def test_each_setting_is_read_from_its_variable_and_a_bad_value_names_it() -> No
         config.settings_from_env({"MAMMOSEARCH_CLAIM_LEASE_S": "soon"})
     with pytest.raises(config.SettingError, match="MAMMOSEARCH_LOG_JSON: 'maybe'"):
         config.settings_from_env({"MAMMOSEARCH_LOG_JSON": "maybe"})
+
+
+# Variables the deployment itself reads (compose, the image build, gunicorn, libraries),
+# not the product's settings: each with the place that reads it.
+DEPLOYMENT_VARIABLES = {
+    "DICOM_PORT": "docker-compose.yml", "WEB_PORT": "docker-compose.yml",
+    "ORTHANC_DICOM_PORT": "docker-compose.yml", "ORTHANC_IMAGE": "docker-compose.yml",
+    "ORTHANC_PASSWORD": "docker-compose.yml", "POSTGRES_PASSWORD": "docker-compose.yml",
+    "MAMMOSEARCH_IMAGE": "docker-compose.yml", "FLOWER_BASIC_AUTH": "docker-compose.yml",
+    "TORCH_VARIANT": "Dockerfile", "GUNICORN_WORKERS": "deploy/gunicorn.conf.py",
+    "GUNICORN_FORWARDED_ALLOW_IPS": "deploy/gunicorn.conf.py",
+    "MPLCONFIGDIR": "matplotlib", "TORCH_HOME": "torch", "XDG_CACHE_HOME": "libraries",
+}
+
+
+def test_every_variable_the_examples_set_is_read_by_something() -> None:
+    """The other way round: .env.example, the ConfigMap and the Secret set nothing that no
+    setting reads, except the deployment's own variables, each found where it is read."""
+    import yaml
+
+    k8s = ROOT / "deploy" / "k8s"
+    named = set(documented_variables())
+    named |= set(next(yaml.safe_load_all((k8s / "configmap.yaml").read_text()))["data"])
+    named |= set(next(yaml.safe_load_all((k8s / "secret.example.yaml").read_text()))["stringData"])
+    unread = sorted(named - set(config.ENVIRONMENT_VARIABLES.values()) - set(DEPLOYMENT_VARIABLES))
+    assert not unread, f"set but read by no setting: {unread}"
+    for variable, reader in DEPLOYMENT_VARIABLES.items():
+        if "/" in reader or reader in {"docker-compose.yml", "Dockerfile"}:
+            assert variable in (ROOT / reader).read_text(), f"{reader} does not read {variable}"

@@ -293,12 +293,15 @@ def test_metrics_need_the_bearer_token_when_one_is_set(web_settings) -> None:  #
     assert allowed.status_code == 200 and "mammosearch_images" in allowed.get_data(as_text=True)
 
 
-def test_metrics_token_is_read_from_the_environment(web_settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_metrics_token_comes_from_the_settings(web_settings) -> None:  # type: ignore[no-untyped-def]
+    """MAMMOSEARCH_METRICS_TOKEN is a setting like any other (settings_from_env reads it)."""
+    from mammosearch.config import settings_from_env
     from tests.unit.web_support import app_config
     from web import create_app
 
-    monkeypatch.setenv("MAMMOSEARCH_METRICS_TOKEN", "from-env")
-    client = create_app(app_config(web_settings)).test_client()
+    assert settings_from_env({"MAMMOSEARCH_METRICS_TOKEN": "from-env"}).metrics_token == "from-env"
+    settings = web_settings.with_overrides(metrics_token="from-env")
+    client = create_app(app_config(settings)).test_client()
     assert client.get("/metrics").status_code == 401
     assert client.get("/metrics", headers={"Authorization": "Bearer from-env"}).status_code == 200
 
