@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from mammosearch.config import Settings
 from mammosearch.db.models import Image, ImageStatus, Patient
+from mammosearch.ingest.patients import get_or_create_patient
 from mammosearch.ingest.reports import ReportCounts, find_report_files, import_reports
 from mammosearch.ingest.segmentations import (
     SegmentationCounts,
@@ -189,11 +190,12 @@ class _Patients:
     def get(self, source_patient_id: str, age: int | None = None) -> Patient:
         patient = self.by_id.get(source_patient_id)
         if patient is None:
-            patient = Patient(source=SOURCE, source_patient_id=source_patient_id, age=age)
-            self.session.add(patient)
+            patient, created = get_or_create_patient(
+                self.session, SOURCE, source_patient_id, age, savepoint=False
+            )
             self.session.flush()  # its id is needed by the image rows
             self.by_id[source_patient_id] = patient
-            self.created += 1
+            self.created += int(created)
         elif age is not None and patient.age != age:
             patient.age = age
         return patient

@@ -14,9 +14,17 @@ from mammosearch.db.models import Patient
 
 
 def get_or_create_patient(
-    session: Session, source: str, source_patient_id: str, age: int | None = None
+    session: Session,
+    source: str,
+    source_patient_id: str,
+    age: int | None = None,
+    savepoint: bool = True,
 ) -> tuple[Patient, bool]:
-    """The patient `source_patient_id` of `source`; (patient, created). A new one gets `age`."""
+    """The patient `source_patient_id` of `source`; (patient, created). A new one gets `age`.
+
+    `savepoint=False`: the insert is part of the caller's transaction, for a batch that
+    rolls back as a whole (with pysqlite, releasing a first savepoint commits it).
+    """
     query = select(Patient).where(
         Patient.source == source, Patient.source_patient_id == source_patient_id
     )
@@ -24,6 +32,9 @@ def get_or_create_patient(
     if patient is not None:
         return patient, False
     patient = Patient(source=source, source_patient_id=source_patient_id, age=age)
+    if not savepoint:
+        session.add(patient)
+        return patient, True
     try:
         with session.begin_nested():
             session.add(patient)
