@@ -51,6 +51,8 @@ def _whole_number(value: Any, low: int, high: int) -> int | None:
         return None
     if isinstance(value, bool):
         raise _bad(f"{value!r} is not a whole number")
+    if isinstance(value, float) and value.is_integer():
+        raw = str(int(value))  # JSON's 10.0 is the integer the OpenAPI document allows
     try:
         number = int(raw)
     except ValueError:
