@@ -150,3 +150,53 @@ def test_cli_reports_an_unknown_backbone_as_a_usage_error(
     outcome = CliRunner().invoke(evaluate_command, ["--backbone", "vgg16", "--no-progress"])
     assert outcome.exit_code == 1
     assert "backbone 'vgg16': no embedding space with vectors" in outcome.output
+
+
+def _seed_wide_archive(session: Session, dim: int = 32) -> EmbeddingSpace:
+    """240 images of 60 patients in 4 BIRADS classes, class direction + wide noise."""
+    space = make_space(session, backbone="efficientnet-lite0", dim=dim)
+    rng = np.random.default_rng(11)
+    directions = rng.normal(size=(4, dim)).astype(np.float32)
+    for position in range(240):
+        if position % 4 == 0:
+            patient = Patient(source="test", source_patient_id=f"W{position // 4}")
+            session.add(patient)
+            session.flush()
+        birads = 1 + (position // 4) % 4
+        image = Image(
+            patient_id=patient.id, source="test", source_file_name=f"W{position}.jpg",
+            sha256=f"w{position:063d}", stored_path=f"/nowhere/w{position}.jpg",
+            modality="subtracted", width=8, height=8, birads=birads,
+        )  # fmt: skip
+        session.add(image)
+        session.flush()
+        vector = directions[birads - 1] + rng.normal(scale=1.5, size=dim).astype(np.float32)
+        session.add(ImageEmbedding(image_id=image.id, space_id=space.id, vector=vector.tobytes()))
+    session.commit()
+    return space
+
+
+@pytest.mark.parametrize("factory", ["Flat", "HNSW16", "IVF8,Flat"])
+def test_evaluation_through_the_served_index_ranks_with_that_index(
+    session: Session, settings: Settings, factory: str
+) -> None:
+    """--through-index asks the space's own index (its factory, tuned search) for the
+    candidates: exact for Flat, within the recall floor's reach for ANN factories."""
+    from mammosearch.pipeline import index_space
+
+    served_settings = settings.with_overrides(index_factory=factory, index_segment_size=100)
+    space = _seed_wide_archive(session)
+    index_space(session, served_settings, space)
+    exact = evaluate_space(session, served_settings, space, ks=(1, 5, 10), map_cutoff=10)
+    served = evaluate_space(session, served_settings, space, ks=(1, 5, 10), through_index=True)
+    assert served.config["through_index"] is True
+    assert served.config["served_index"]["factory"] == factory
+    assert served.config["served_index"]["vectors"] == 240
+    assert set(served.metrics) == set(exact.metrics)  # mAP is AP@10 on both sides
+    for key in ("precision@1", "precision@5", "precision@10", "ndcg@10", "map@10"):
+        if factory == "Flat":
+            assert served.metrics[key] == pytest.approx(exact.metrics[key]), key
+        else:
+            assert abs(served.metrics[key] - exact.metrics[key]) <= 0.05, key
+    run = session.get(EvaluationRun, served.run_id)
+    assert run.config["through_index"] is True and run.config["served_index"]["factory"] == factory

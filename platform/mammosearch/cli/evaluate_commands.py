@@ -59,6 +59,12 @@ from mammosearch.evaluate import (
 )
 @click.option("--per-class/--no-per-class", default=True, show_default=True)
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option(
+    "--through-index",
+    is_flag=True,
+    help="Rank with the served index (its factory, efSearch / nprobe) instead of exact "
+    "search, to see what an ANN index costs in P@k; mAP becomes AP@max(k).",
+)
 def evaluate_command(
     label: str,
     protocol: str,
@@ -70,6 +76,7 @@ def evaluate_command(
     json_path: Path | None,
     per_class: bool,
     progress: bool,
+    through_index: bool,
 ) -> None:
     """Leave-one-out precision/recall/NDCG@k, mAP and search time over a space's images."""
     settings = get_settings()
@@ -94,9 +101,14 @@ def evaluate_command(
                 map_cutoff=map_cutoff,
                 trigger="cli",
                 progress=progress,
+                through_index=through_index,
             )
     except EvaluationError as exc:
         raise click.ClickException(str(exc)) from exc
+    served = result.config.get("served_index") if isinstance(result.config, dict) else None
+    if through_index and served:
+        click.echo(f"ranked through the served index: {served['factory']}, "
+                   f"{served['vectors']} vectors, tuned {served['tuned_search'] or 'none'}")
     click.echo(format_summary(result))
     if per_class:
         click.echo("")

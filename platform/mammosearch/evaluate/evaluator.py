@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import faiss
 import numpy as np
@@ -58,6 +58,12 @@ def class_order(label_name: str, present: set[Hashable]) -> list[Hashable]:
     spec = LABELS.get(label_name)
     ordered = [c for c in spec.classes if c in present] if spec else []
     return ordered + sorted(present - set(ordered), key=str)
+
+
+class RankedSearch(Protocol):
+    """(queries (n, d), depth) -> (scores, candidate rows), both (n, depth), -1 rows pad."""
+
+    def __call__(self, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 def _searchable(vectors: np.ndarray, metric: str) -> tuple[np.ndarray, faiss.Index]:
@@ -124,8 +130,14 @@ def evaluate_vectors(
     embedding_space: dict[str, Any] | None = None,
     progress: Progress = False,
     chunk_size: int = 256,
+    searcher: RankedSearch | None = None,
+    search_depth: int | None = None,
 ) -> EvaluationResult:
     """Leave-one-out over every labelled image; None labels are neither queries nor candidates.
+
+    `searcher` (default: exact search over `vectors`) ranks the candidates instead, e.g. the
+    served index; it returns the `search_depth` best rows per query (-1 pads), and images it
+    does not return count as not retrieved.
 
     `map_cutoff` None scores AP over the full ranking ("map"), K scores AP@K ("map@K").
     `per_query_limit` keeps that many rows of the per-query table (None: all), each with the
@@ -180,9 +192,11 @@ def evaluate_vectors(
         )
 
     matrix, index = _searchable(vectors, metric)
+    search: RankedSearch = searcher or index.search
+    depth = n_images if searcher is None else min(n_images, search_depth or n_images)
     k_timed = min(max(ks), n_images)
     for query in scored[:WARMUP_SEARCHES]:
-        index.search(matrix[query : query + 1], k_timed)
+        search(matrix[query : query + 1], k_timed)
 
     columns = _metric_columns(ks, map_cutoff)
     values = {key: np.empty(len(scored)) for key, _, _ in columns}
@@ -195,14 +209,15 @@ def evaluate_vectors(
     try:
         for start in range(0, len(scored), rows_per_chunk):
             chunk = scored[start : start + rows_per_chunk]
-            raw_distances, ranked_ids = index.search(matrix[chunk], n_images)
+            raw_distances, ranked_ids = search(matrix[chunk], depth)
             for offset, query in enumerate(chunk):
                 position = start + offset
                 t0 = time.perf_counter()
-                index.search(matrix[query : query + 1], k_timed)
+                search(matrix[query : query + 1], k_timed)
                 search_ms[position] = (time.perf_counter() - t0) * 1000.0
 
-                order = ranked_ids[offset]
+                returned = ranked_ids[offset] >= 0
+                order = ranked_ids[offset][returned]
                 keep = masks[query][order]
                 ranking = order[keep]
                 relevance = label_codes[ranking] == label_codes[query]
@@ -212,7 +227,7 @@ def evaluate_vectors(
                         n_candidates[query], n_relevant[query], k
                     )
                 if position < keep_rows:
-                    distances = _as_distance(raw_distances[offset][keep], metric)
+                    distances = _as_distance(raw_distances[offset][returned][keep], metric)
                     per_query.append(
                         _query_row(
                             query,

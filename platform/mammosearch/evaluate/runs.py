@@ -18,6 +18,7 @@ from mammosearch.evaluate.labels import get_label
 from mammosearch.evaluate.leakage import model_of_space, training_overlap
 from mammosearch.evaluate.protocols import DEFAULT_PROTOCOL, get_protocol
 from mammosearch.evaluate.result import EvaluationError, EvaluationResult
+from mammosearch.evaluate.served_search import served_search, through_index_depth
 
 
 @dataclass(frozen=True)
@@ -137,8 +138,12 @@ def evaluate_space(
     per_query_k: int = 5,
     trigger: str = "cli",
     progress: Progress = False,
+    through_index: bool = False,
 ) -> EvaluationResult:
     """Leave-one-out over the space's vectors; records an EvaluationRun ("done" or "failed").
+
+    `through_index`: candidates come from the served index (evaluate/served_search.py), to
+    the depth max(ks) + a margin; mAP is then AP@max(ks) unless `map_cutoff` says otherwise.
 
     The run row is committed when it starts and when it ends, so that a failed run stays
     recorded even when the caller rolls its own work back. `settings` is kept for the
@@ -146,6 +151,8 @@ def evaluate_space(
     """
     label_spec = get_label(label)
     get_protocol(protocol)
+    if through_index and map_cutoff is None:
+        map_cutoff = max(ks)  # the served ranking stops at its depth
     config = {
         "label": label,
         "protocol": protocol,
@@ -153,6 +160,7 @@ def evaluate_space(
         "ks": list(ks),
         "map_cutoff": map_cutoff,
         "embedding_space": space.describe(),
+        "through_index": through_index,
     }
     run = EvaluationRun(
         space_id=space.id,
@@ -174,6 +182,12 @@ def evaluate_space(
                 f"space {space.id} ({space.backbone}): no vectors in image_embeddings; run "
                 "the embedding pipeline, or choose another space with --space-id"
             )
+        searcher, depth = None, None
+        if through_index:
+            searcher, config["served_index"] = served_search(
+                settings, space, metric, loaded.image_ids
+            )
+            depth = through_index_depth(ks)
         result = evaluate_vectors(
             loaded.vectors,
             loaded.image_ids,
@@ -189,6 +203,8 @@ def evaluate_space(
             image_names=loaded.image_names,
             embedding_space=space.describe(),
             progress=progress,
+            searcher=searcher,
+            search_depth=depth,
         )
     except Exception as exc:
         session.rollback()
@@ -201,6 +217,8 @@ def evaluate_space(
     result.training_overlap = training_overlap(
         model_of_space(settings, space), space, loaded.image_sha256s
     )
+    if through_index:
+        result.config.update(through_index=True, served_index=config["served_index"])
     result.duration_s = time.perf_counter() - started
     result.run_id = run.id
     run.status = "done"
