@@ -23,21 +23,12 @@ from tests.e2e import test_web_browser as shared
 from tests.e2e.serving import REPO_ROOT, server_environment, serving
 from tests.e2e.test_web_browser import (
     ARTIFACTS,
-    CHROMEDRIVER,
-    CHROMIUM,
     _sign_in,
 )
 from tests.e2e.waiting import page_wait
 from tests.unit.web_support import fresh_sqlite, make_image, make_patient, make_settings, make_user
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        CHROMIUM is None or not Path(CHROMEDRIVER).exists(),
-        reason="needs Debian packages chromium and chromium-driver",
-    ),
-]
+pytestmark = shared.pytestmark  # e2e, slow, skipped without Chromium
 
 K = 5
 chrome = shared.chrome  # the headless Chromium fixture
