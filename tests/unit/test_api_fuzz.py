@@ -8,6 +8,7 @@ the same with a large one.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -103,9 +104,15 @@ def aim_at_the_archive(
 
 
 def fuzz_operation(
-    api_schema: schemathesis.BaseSchema, path: str, method: str, token: str, max_examples: int
+    api_schema: schemathesis.BaseSchema, path: str, method: str, token: str,
+    max_examples: int, record: Callable[[BaseException | None], None] | None = None,
+    derandomize: bool = True,
 ) -> None:
-    """Run valid and invalid requests generated for one operation through FUZZ_CHECKS."""
+    """Run valid, invalid and archive-aimed requests for one operation through FUZZ_CHECKS.
+
+    Without `record` the first failure raises (and is shrunk); with it, every example's
+    outcome (None, or the failure) is passed to `record` and the run goes on (the bench).
+    """
     operation = api_schema[path][method]
     positive = operation.as_strategy(GenerationMode.POSITIVE)
     cases = st.one_of(
@@ -115,14 +122,25 @@ def fuzz_operation(
         positive,
         operation.as_strategy(GenerationMode.NEGATIVE),
     )
+    headers = {"Authorization": f"Bearer {token}"}
 
     @given(case=cases)
     @settings(
-        max_examples=max_examples, deadline=None, derandomize=True, database=None,
+        max_examples=max_examples, deadline=None, derandomize=derandomize, database=None,
         suppress_health_check=list(HealthCheck),
     )
     def call(case: schemathesis.Case) -> None:
-        case.call_and_validate(headers={"Authorization": f"Bearer {token}"}, checks=FUZZ_CHECKS)
+        if record is None:
+            case.call_and_validate(headers=headers, checks=FUZZ_CHECKS)
+            return
+        try:
+            case.call_and_validate(headers=headers, checks=FUZZ_CHECKS)
+        except BaseException as failure:  # noqa: BLE001 - counted, the bench goes on
+            if isinstance(failure, KeyboardInterrupt):
+                raise
+            record(failure)
+        else:
+            record(None)
 
     call()
 

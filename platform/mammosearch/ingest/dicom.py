@@ -128,7 +128,7 @@ def parse_dicom(content: bytes | Path, name: str) -> Dataset:
         return pydicom.dcmread(_source(content))
     except InvalidDicomError:
         pass  # no 128-byte preamble + 'DICM': still DICOM if the tags parse
-    except (OSError, ValueError, EOFError) as exc:
+    except Exception as exc:  # a damaged file: pydicom raises BytesLengthException, struct...
         raise ImageRejected(f"{name}: not a readable DICOM file ({exc})") from exc
     try:
         ds = pydicom.dcmread(_source(content), force=True)
