@@ -75,7 +75,9 @@ def fuzz_reader(reader: str, examples: int, random_seed: int | None) -> Tally:
     def read(content: bytes) -> None:
         try:
             tally.add(read_or_reject(reader, content))
-        except Exception as failure:  # noqa: BLE001 - counted: the bench goes on
+        except BaseException as failure:  # noqa: BLE001 - counted (a decoder's panic too)
+            if isinstance(failure, KeyboardInterrupt):
+                raise
             tally.add("failed", failure)
 
     (seed(random_seed)(read) if random_seed is not None else read)()
@@ -96,7 +98,9 @@ def fuzz_sheet(examples: int, random_seed: int | None) -> list[Tally]:
             try:
                 result = parse_fuzz_sheet(Path(folder) / "fuzz.xlsx", rows)
                 tally.add("with problems" if result.problems else "clean")
-            except Exception as failure:  # noqa: BLE001
+            except BaseException as failure:  # noqa: BLE001
+                if isinstance(failure, KeyboardInterrupt):
+                    raise
                 tally.add("failed", failure)
 
         (seed(random_seed)(read) if random_seed is not None else read)()

@@ -27,6 +27,7 @@ from tests.dicom_samples import dicom_bytes, make_dataset, ramp
 from tests.unit.web_support import synthetic_image_bytes
 
 MAX_PIXELS = 4_000_000  # small, so a mutated header cannot make one example decode for long
+PYDICOM_DATA = Path(pydicom.__file__).parent / "data" / "test_files"
 PYDICOM_SAMPLES = (  # small files pydicom ships: explicit/implicit/big endian, RLE, JPEG
     "MR_small.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm", "MR_small_RLE.dcm",
     "MR_small_jp2klossless.dcm", "JPEG-lossy.dcm", "SC_rgb_rle.dcm", "CT_small.dcm",
@@ -67,8 +68,8 @@ def dicom_seeds() -> tuple[bytes, ...]:
         dicom_bytes(make_dataset(ramp())),
         dicom_bytes(make_dataset(ramp(), photometric="MONOCHROME1")),
     ]
-    data = Path(pydicom.__file__).parent / "data" / "test_files"
-    seeds += [(data / name).read_bytes() for name in PYDICOM_SAMPLES if (data / name).is_file()]
+    seeds += [(PYDICOM_DATA / name).read_bytes() for name in PYDICOM_SAMPLES
+              if (PYDICOM_DATA / name).is_file()]
     real = _real_mammogram_header_seed()
     if real is not None:
         seeds.append(real)

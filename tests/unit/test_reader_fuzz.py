@@ -14,7 +14,13 @@ from hypothesis import HealthCheck, given, settings
 from mammosearch.ingest.dicom import read_dicom
 from mammosearch.ingest.storage import ImageRejected
 from tests.dicom_samples import dicom_bytes, make_dataset, ramp
-from tests.fuzz_inputs import BYTE_READERS, parse_fuzz_sheet, read_or_reject, sheet_rows
+from tests.fuzz_inputs import (
+    BYTE_READERS,
+    PYDICOM_DATA,
+    parse_fuzz_sheet,
+    read_or_reject,
+    sheet_rows,
+)
 
 SMALL_BUDGET = settings(
     max_examples=60, deadline=None, derandomize=True, database=None,
@@ -53,3 +59,14 @@ def test_a_damaged_file_meta_length_is_a_rejection_not_a_crash() -> None:
     content[138:140] = (3).to_bytes(2, "little")
     with pytest.raises(ImageRejected, match=r"^bad\.dcm: not a readable DICOM file"):
         read_dicom(bytes(content), "bad.dcm")
+
+
+def test_a_corrupt_rle_frame_is_a_rejection_not_a_decoder_panic() -> None:
+    """Found by bench_fuzz: pylibjpeg-rle panics on a run past the frame's end, and pyo3's
+    PanicException is a BaseException (it went through `except Exception` to the server)."""
+    content = bytearray((PYDICOM_DATA / "MR_small_RLE.dcm").read_bytes())
+    frame = content.rindex(b"\xfe\xff\x00\xe0") + 8  # the last item: the one frame
+    assert int.from_bytes(content[frame:frame + 4], "little") == 2  # an RLE header, 2 segments
+    content[frame + 64] = 0x81  # the first run: "repeat the next byte 128 times"
+    with pytest.raises(ImageRejected, match=r"^rle\.dcm: corrupt RLE Lossless pixel data"):
+        read_dicom(bytes(content), "rle.dcm")

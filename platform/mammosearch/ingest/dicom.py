@@ -172,11 +172,19 @@ def _decoder_available(syntax: UID) -> bool:
         return False
 
 
+def _is_decoder_failure(exc: BaseException) -> bool:
+    """Python decoders raise RuntimeError, ValueError, ...; the Rust ones (pylibjpeg-rle)
+    panic, and pyo3's PanicException derives from BaseException, not Exception."""
+    return isinstance(exc, Exception) or type(exc).__name__ == "PanicException"
+
+
 def _decode_pixels(ds: Dataset, name: str) -> np.ndarray:
     syntax = _transfer_syntax(ds)
     try:
         return ds.pixel_array
-    except Exception as exc:  # decoders raise RuntimeError, ValueError, ... on corrupt data
+    except BaseException as exc:
+        if not _is_decoder_failure(exc):
+            raise
         if _decoder_available(syntax):
             raise ImageRejected(f"{name}: corrupt {syntax.name} pixel data ({exc})") from exc
         plugin = _PLUGIN_FOR_SYNTAX.get(str(syntax))
