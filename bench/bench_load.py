@@ -9,9 +9,10 @@ first --seed-images of the dev folder are imported (`mammosearch ingest cdd-cesm
 symlinks: nothing is copied), then the server starts (gunicorn, as `mammosearch serve` runs
 it) and, while --clients threads search by archived image id and by upload for
 --duration-s, the next --arrivals images are imported by a second `mammosearch ingest
-cdd-cesm`. Prints JSON: per mode requests, errors, p50/p95/max latency and throughput;
-how many arrivals were indexed by the end of the load and after the import finished; and a
-check that they are searchable (each sampled arrival, uploaded, finds itself first).
+cdd-cesm` (the load goes on until that import has finished, unless --no-until-ingested).
+Prints JSON: per mode requests, errors, p50/p95/max latency and throughput; when arrivals
+were indexed and first found by a search; and, at the end, that they are searchable (each
+sampled arrival, uploaded, finds itself first).
 """
 
 from __future__ import annotations
@@ -126,7 +127,8 @@ def watch_arrivals(
     one was found by a search (uploaded, it comes back first)."""
     while not stop.wait(2.0):
         indexed = image_ids(root, names)
-        seen["indexed_at_s"].append((round(time.monotonic() - started, 1), len(indexed)))
+        if len(indexed) != (seen["indexed_at_s"][-1][1] if seen["indexed_at_s"] else 0):
+            seen["indexed_at_s"].append([round(time.monotonic() - started, 1), len(indexed)])
         if indexed and seen["first_searchable_s"] is None:
             name = max(indexed, key=indexed.get)
             if finds_itself(base_url, token, data / IMAGES / name, indexed[name]):
@@ -166,7 +168,7 @@ class Recorder:
 
 
 def client_loop(
-    base_url: str, token: str, deadline: float, seed_ids: list[int], uploads: list[Path],
+    base_url: str, token: str, stop: threading.Event, seed_ids: list[int], uploads: list[Path],
     upload_share: float, client_seed: int, recorder: Recorder,
 ) -> None:
     """One user: search by an archived id or upload a dev image, back to back, until the end."""
@@ -174,7 +176,7 @@ def client_loop(
     headers = {"Authorization": f"Bearer {token}"}
     contents = {path: path.read_bytes() for path in uploads}
     with requests.Session() as session:
-        while time.monotonic() < deadline:
+        while not stop.is_set():
             mode = "by_upload" if rng.random() < upload_share else "by_id"
             started = time.perf_counter()
             error = None
@@ -237,27 +239,33 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                                   env=env, stdout=log, stderr=subprocess.STDOUT)
         recorder = Recorder()
         load_started = time.monotonic()
-        deadline = load_started + args.duration_s
         seen: dict[str, Any] = {"indexed_at_s": [], "first_searchable_s": None}
-        stop = threading.Event()
+        stop, watching = threading.Event(), threading.Event()
         watcher = threading.Thread(target=watch_arrivals, args=(
-            root, base_url, token, args.data, arrival_names, stop, load_started, seen),
+            root, base_url, token, args.data, arrival_names, watching, load_started, seen),
             daemon=True)
         watcher.start()
         with ThreadPoolExecutor(max_workers=args.clients) as pool:
             futures = [
-                pool.submit(client_loop, base_url, token, deadline, seed_ids, uploads,
+                pool.submit(client_loop, base_url, token, stop, seed_ids, uploads,
                             args.upload_share, number, recorder)
                 for number in range(args.clients)
             ]
+            time.sleep(args.duration_s)
+            if args.until_ingested:  # the load goes on until the arrivals are in, and a bit
+                ingest.wait(timeout=args.ingest_timeout_s)
+                ingest_s = time.perf_counter() - ingest_started
+                time.sleep(5.0)
+            stop.set()
             for future in futures:
                 future.result()
         load_s = time.monotonic() - load_started
-        stop.set()
+        watching.set()
         watcher.join()
         indexed_during_load = len(image_ids(root, arrival_names))
-        ingest.wait(timeout=args.ingest_timeout_s)
-        ingest_s = time.perf_counter() - ingest_started
+        if not args.until_ingested:
+            ingest.wait(timeout=args.ingest_timeout_s)
+            ingest_s = time.perf_counter() - ingest_started
         arrived = image_ids(root, arrival_names)
         sample = random.Random(0).sample(sorted(arrived), min(args.check_arrivals, len(arrived)))
         found = sum(finds_itself(base_url, token, args.data / IMAGES / name, arrived[name])
@@ -297,6 +305,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8, help="the server's request threads")
     parser.add_argument("--check-arrivals", type=int, default=10)
     parser.add_argument("--ingest-timeout-s", type=float, default=900.0)
+    parser.add_argument(
+        "--until-ingested", action=argparse.BooleanOptionalAction, default=True,
+        help="go on past --duration-s until the arrivals' import has finished (+5 s)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary data dir")
     args = parser.parse_args()
     if not (args.data / SHEET).is_file():
