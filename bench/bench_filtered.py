@@ -77,8 +77,10 @@ def main() -> None:
     factories = args.factories.split(";")
     rng = np.random.default_rng(0)
     ids = np.arange(1, args.n + 1, dtype=np.int64)
-    vectors = clustered_vectors(args.n, args.dim, rng)
-    queries = clustered_vectors(args.queries, args.dim, np.random.default_rng(1))
+    # Queries from the archive's own clusters (a query is a mammogram like the archive's),
+    # drawn with it and held out of it.
+    drawn = clustered_vectors(args.n + args.queries, args.dim, rng)
+    vectors, queries = drawn[: args.n], drawn[args.n :]
     prepared = prepare_vectors(vectors, "cosine")
     prepared_queries = prepare_vectors(queries, "cosine")
     allowed_sets = {

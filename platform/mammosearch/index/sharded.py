@@ -86,7 +86,7 @@ from mammosearch.index.segments import (
     search_parameters,
     serialize,
 )
-from mammosearch.index.tuning import tune_segment
+from mammosearch.index.tuning import held_out_order, tune_segment
 
 log = logging.getLogger(__name__)
 
@@ -570,8 +570,18 @@ class ShardedIndex:
     def _write_segment(
         self, version: int, kind: str, ids: np.ndarray, vectors: np.ndarray, factory: str
     ) -> tuple[dict[str, Any], Segment]:
-        index, used_factory = build_index(ids, vectors, self.metric, factory)
-        tuned = tune_segment(index, ids, vectors, self.metric) if kind == SEALED else None
+        tuned = None
+        if kind == SEALED and factory != FLAT:
+            # Built without a held-out sample, tuned on it, then the sample is added.
+            order, held = held_out_order(len(ids))
+            ids, vectors = ids[order], np.ascontiguousarray(vectors[order])
+            kept = len(ids) - held
+            index, used_factory = build_index(ids[:kept], vectors[:kept], self.metric, factory)
+            tuned = tune_segment(index, ids[:kept], vectors[:kept], vectors[kept:], self.metric)
+            if held:
+                index.add_with_ids(vectors[kept:], ids[kept:])
+        else:
+            index, used_factory = build_index(ids, vectors, self.metric, factory)
         file_name = f"{kind}-{version:08d}-{uuid.uuid4().hex[:12]}{SEGMENT_SUFFIX}"
         size_bytes, sha256 = write_new_file(self.root / file_name, serialize(index))
         fault_point("index:segment-written")
