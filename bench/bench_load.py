@@ -22,14 +22,12 @@ import json
 import os
 import random
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -38,6 +36,9 @@ from typing import Any
 import requests
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO_ROOT / "platform"), str(REPO_ROOT)]
+from tests.e2e.serving import free_port, wait_until_live  # noqa: E402  (one server helper)
+
 DEV_DATA = REPO_ROOT.parent / "shared" / "data" / "cdd-cesm-dev"
 SHEET = "Radiology manual annotations.xlsx"
 IMAGES = "Subtracted images"
@@ -74,26 +75,6 @@ def environment(root: Path) -> dict[str, str]:
 
 def cli(*args: str) -> list[str]:
     return [sys.executable, "-c", "from mammosearch.cli import main; main()", *args]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_until_live(base_url: str, server: subprocess.Popen[bytes], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"mammosearch serve exited with {server.returncode}")
-        try:
-            with urllib.request.urlopen(f"{base_url}/healthz", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"{base_url}/healthz did not answer within {timeout_s} s")
 
 
 def admin_token(env: dict[str, str]) -> str:

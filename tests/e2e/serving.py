@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,15 +12,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mammosearch.config import Settings
+from tests.integration.conftest import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LIVE_TIMEOUT_S = 60
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_until_live(base_url: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:

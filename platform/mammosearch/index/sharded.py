@@ -280,8 +280,7 @@ class ShardedIndex:
                     queries,
                     k,
                     self.metric,
-                    nprobe=max(tuned.get("nprobe", 0), self.nprobe),
-                    ef_search=max(tuned.get("ef_search", 0), self.ef_search),
+                    **self._knobs(tuned),
                     exact_max_rows=self.exact_filter_rows,
                 )
                 found_distances.append(distances)
@@ -294,16 +293,20 @@ class ShardedIndex:
                 if len(segment.ids) == 0:
                     continue
                 selector = self._selector(None, exclusion, keepalive)
-                params = search_parameters(  # the configured values are a floor
-                    segment.inner, selector, max(tuned.get("nprobe", 0), self.nprobe),
-                    max(tuned.get("ef_search", 0), self.ef_search),
-                )
+                params = search_parameters(segment.inner, selector, **self._knobs(tuned))
                 distances, ids = segment.index.search(
                     queries, min(k, len(segment.ids)), params=params
                 )
                 found_distances.append(distances)
                 found_ids.append(ids)
         return self._merge(found_distances, found_ids, len(queries), k)
+
+    def _knobs(self, tuned: dict[str, Any]) -> dict[str, int]:
+        """nprobe and efSearch for a segment: its tuned values, the configured ones a floor."""
+        return {
+            "nprobe": max(tuned.get("nprobe", 0), self.nprobe),
+            "ef_search": max(tuned.get("ef_search", 0), self.ef_search),
+        }
 
     @staticmethod
     def _allowed_mask(id_filter: set[int] | np.ndarray, view: _View) -> np.ndarray:
