@@ -53,7 +53,7 @@ def previous_search(index: ShardedIndex, query: np.ndarray, k: int, allowed: np.
     query = prepare_vectors(query, index.metric)
     distances, ids = [], []
     for segment in index._view.segments:
-        params = search_parameters(segment.inner, selector, index.nprobe, index.ef_search)
+        params = search_parameters(segment.inner, selector, nprobe=16, ef_search=64)
         found = segment.index.search(query, min(k, len(segment.ids)), params=params)
         distances.append(found[0])
         ids.append(found[1])

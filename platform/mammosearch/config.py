@@ -87,7 +87,9 @@ class Settings:
     embed_batch_size: int = _from("MAMMOSEARCH_EMBED_BATCH_SIZE", 32, _integer)
     embed_runtime: str = _from("MAMMOSEARCH_EMBED_RUNTIME", "onnx")
     index_metrics: tuple[str, ...] = _from("MAMMOSEARCH_INDEX_METRICS", DISTANCE_METRICS, _words)
-    index_factory: str = _from("MAMMOSEARCH_INDEX_FACTORY", "Flat")
+    # "auto": exact while small, then HNSW32, then IVF-PQ with re-ranking (index/factory_choice.py)
+    index_factory: str = _from("MAMMOSEARCH_INDEX_FACTORY", "auto")
+    # Vectors gathered in exact Flat deltas before they are merged into the main index.
     index_segment_size: int = _from("MAMMOSEARCH_INDEX_SEGMENT_SIZE", 50_000, _integer)
     birads_rule: str = _from("MAMMOSEARCH_BIRADS_RULE", "max")
     max_image_pixels: int = _from("MAMMOSEARCH_MAX_IMAGE_PIXELS", 100_000_000, _integer)

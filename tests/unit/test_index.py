@@ -146,7 +146,7 @@ def test_compact_drops_tombstoned_vectors(tmp_path):
 
     stats = index.stats()
     assert stats["tombstones"] == 0 and stats["stored_vectors"] == stats["vectors"] == 50
-    assert (stats["sealed_segments"], stats["delta_segments"]) == (2, 1)
+    assert (stats["sealed_segments"], stats["delta_segments"]) == (1, 0)
     after = index.search(queries, 5)
     np.testing.assert_array_equal(before[1], after[1])
     reopened = ShardedIndex(tmp_path / "idx", DIM, "cosine", segment_size=20)
@@ -192,7 +192,7 @@ def test_delta_segments_stay_few_under_single_vector_appends(tmp_path):
         index.add(np.array([image_id]), vectors[image_id : image_id + 1])
         assert index.stats()["delta_segments"] <= math.log2(segment_size) + 1
     stats = index.stats()
-    assert stats["sealed_segments"] == 2 and stats["vectors"] == 80
+    assert stats["sealed_segments"] == 1 and stats["vectors"] == 80
 
 
 @pytest.mark.parametrize(
@@ -235,14 +235,14 @@ def test_bad_input_is_rejected_with_its_name(tmp_path):
 
 
 def test_hnsw_factory_finds_most_true_neighbours(tmp_path):
-    """HNSW32 sealed segments: recall@10 against exact flat search is above 0.9."""
+    """An HNSW32 main index: recall@10 against exact flat search is above 0.9."""
     count = 2000
     ids = np.arange(count)
     vectors = random_vectors(count, seed=11)
     index = ShardedIndex(tmp_path / "hnsw", DIM, "cosine", segment_size=800, factory="HNSW32")
     index.add(ids, vectors)
     stats = index.stats()
-    assert stats["sealed_segments"] == 2 and stats["delta_segments"] == 1
+    assert stats["sealed_segments"] == 1 and stats["delta_segments"] == 0
     queries = random_vectors(50, seed=12)
     _, found_ids = index.search(queries, 10)
     _, expected_ids = flat_reference(ids, vectors, queries, 10, "cosine")
@@ -252,14 +252,14 @@ def test_hnsw_factory_finds_most_true_neighbours(tmp_path):
     assert recall > 0.9
 
 
-def test_ivf_segments_train_on_seal_and_small_ones_fall_back_to_flat(tmp_path):
-    """IVF trains per sealed segment (exact when nprobe covers every list); too few -> Flat."""
+def test_ivf_main_index_trains_on_merge_and_a_small_one_falls_back_to_flat(tmp_path):
+    """IVF trains the main index (exact when nprobe covers every list); too few -> Flat."""
     ids = np.arange(600)
     vectors = random_vectors(600, seed=13)
     index = ShardedIndex(tmp_path / "ivf", DIM, "l2", segment_size=300, factory="IVF8,Flat")
     index.add(ids, vectors)
     factories = [entry["factory"] for entry in index._view.manifest["segments"]]
-    assert factories == ["IVF8,Flat", "IVF8,Flat"]
+    assert factories == ["IVF8,Flat"]
     queries = random_vectors(5, seed=14)
     _, expected_ids = flat_reference(ids, vectors, queries, 10, "l2")
     np.testing.assert_array_equal(index.search(queries, 10)[1], expected_ids)

@@ -25,7 +25,7 @@ DIM = 32
 COUNT = 4000
 SEGMENT_SIZE = 2000
 K = 10
-FACTORIES = ("Flat", "HNSW32", "HNSW16,SQ8", "IVF32,Flat", "IVF16,SQ8", "SQ8")
+FACTORIES = ("Flat", "HNSW32", "HNSW16,SQ8", "IVF32,Flat", "IVF16,SQ8", "SQ8", "IVF16,PQ8,RFlat")
 FRACTIONS = (0.001, 0.01, 0.1, 0.5)
 
 
@@ -67,7 +67,7 @@ def data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module", params=FACTORIES)
 def built(request, tmp_path_factory, data) -> tuple[str, ShardedIndex]:
-    """Two sealed segments of the factory plus a small Flat delta, 20 ids tombstoned."""
+    """A main index of the factory plus small Flat deltas, 20 ids tombstoned."""
     ids, vectors, _ = data
     index = ShardedIndex(
         tmp_path_factory.mktemp("filtered") / "idx",
@@ -77,7 +77,7 @@ def built(request, tmp_path_factory, data) -> tuple[str, ShardedIndex]:
         factory=request.param,
         exact_filter_rows=100,
     )
-    index.add(ids[:3900], vectors[:3900])  # 1900 stay in a delta until the last add
+    index.add(ids[:3900], vectors[:3900])  # merged into the main index at once
     index.add(ids[3900:], vectors[3900:])
     index.remove(ids[::200])
     index.add(ids[::400], vectors[::400])  # half of them come back, in a new delta

@@ -1,4 +1,5 @@
-"""ANN segments are sealed with the efSearch / nprobe that keeps recall@10 >= 0.95.
+"""An ANN main index is built and extended with the efSearch / nprobe that keeps recall@10
+>= 0.95.
 
 High-dimensional data on which a small fixed efSearch or nprobe falls short: the tuned
 value, recorded in the manifest, must hold the floor on queries the tuning never saw.
@@ -52,21 +53,26 @@ def test_a_sealed_ann_segment_keeps_the_recall_floor_on_unseen_queries(
     queries = _clusters(100, seed=2)
     index = ShardedIndex(tmp_path / "ix", DIM, metric, segment_size=3000, factory=factory,
                          **untuned)
-    index.add(ids, vectors)
+    index.add(ids[:3000], vectors[:3000])  # the main index, built and trained
+    built = read_manifest(tmp_path / "ix" / "manifest.json")["segments"][0]
+    index.add(ids[3000:], vectors[3000:])  # ... then extended, tuned again
 
     entries = read_manifest(tmp_path / "ix" / "manifest.json")["segments"]
     sealed = [entry for entry in entries if entry["kind"] == "sealed"]
-    assert len(sealed) == 2 and all(entry["search"]["recall@10"] >= RECALL_FLOOR
-                                    for entry in sealed)
+    assert len(sealed) == 1 and sealed[0]["search"]["recall@10"] >= RECALL_FLOOR
+    assert sealed[0]["trained_on"] == built["trained_on"] == 3000 and sealed[0]["count"] == 6000
     assert {entry["search"][knob] for entry in sealed} != {untuned[knob]}
     assert index.stats()["tuned_search"] == [entry["search"] for entry in sealed]
     assert _recall(index, vectors, ids, queries, metric) >= RECALL_FLOOR
 
     untuned_index = ShardedIndex(tmp_path / "ix", DIM, metric, segment_size=3000,
                                  factory=factory, **untuned)
-    untuned_index._view = type(untuned_index._view)(  # the same segments, parameters dropped
-        **{**untuned_index._view.__dict__, "tuned": tuple({} for _ in entries)}
-    )
+    manifest = untuned_index._view.manifest
+    untuned_manifest = {  # the same segments, their tuned parameters dropped
+        **manifest,
+        "segments": [{k: v for k, v in e.items() if k != "search"} for e in manifest["segments"]],
+    }
+    untuned_index._install(untuned_index._load_view(untuned_manifest), None)
     assert _recall(untuned_index, vectors, ids, queries, metric) < RECALL_FLOOR  # it mattered
 
 
@@ -87,6 +93,6 @@ def test_the_tuned_parameters_are_exported_as_metrics(tmp_path) -> None:
     families = {family.name: family for family in collector._tuned_search()}
     values = families["mammosearch_index_search_parameter"].samples
     recalls = families["mammosearch_index_tuned_recall_at_10"].samples
-    assert len(values) == len(recalls) == 2
+    assert len(values) == len(recalls) == 1  # the one main index
     assert {sample.labels["parameter"] for sample in values} == {"ef_search"}
     assert all(sample.value >= RECALL_FLOOR for sample in recalls)

@@ -85,7 +85,8 @@ def verify(backbone: str | None, repair: bool, as_json: bool) -> None:
 @index.command("compact")
 @backbone_option
 def compact(backbone: str | None) -> None:
-    """Rewrite segments without removed vectors and drop unreferenced files."""
+    """Rebuild the main index from the live vectors (deltas merged, removed vectors dropped,
+    retrained) and drop unreferenced files."""
     from mammosearch.index import open_index, space_writer_lock
 
     settings = settings_for(backbone)
@@ -95,6 +96,27 @@ def compact(backbone: str | None) -> None:
             for metric in settings.index_metrics:
                 dropped = open_index(settings, space, metric).compact()
                 click.echo(f"{metric}: compacted, {dropped} removed vectors dropped")
+
+
+@index.command("merge")
+@backbone_option
+def merge(backbone: str | None) -> None:
+    """Merge the Flat deltas into the main index now (otherwise done once they hold
+    MAMMOSEARCH_INDEX_SEGMENT_SIZE vectors), retraining it if the archive has outgrown it."""
+    from mammosearch.index import open_index
+
+    settings = settings_for(backbone)
+    with session_scope(settings.database_url) as session:
+        space = resolve_space(session, settings)
+        for metric in settings.index_metrics:
+            index = open_index(settings, space, metric)
+            merged = index.merge()
+            main = index.stats()["main"] or {}
+            click.echo(
+                f"{metric}: {'merged' if merged else 'nothing to merge'};"
+                f" main index {main.get('factory', 'none')}, {main.get('count', 0)} vectors,"
+                f" trained on {main.get('trained_on', 0)}"
+            )
 
 
 @index.command("rebuild")

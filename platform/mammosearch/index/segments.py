@@ -80,10 +80,13 @@ class Segment:
     @cached_property
     def _flat_rows(self) -> np.ndarray | None:
         """A (n, d) view of the float vectors when the inner index stores them plainly
-        (Flat, HNSW*Flat), so gathering rows is a numpy copy; None for other codecs."""
+        (Flat, HNSW*Flat, the re-ranking vectors of RFlat), so gathering rows is a numpy
+        copy; None for other codecs."""
         inner = self.inner
         if isinstance(inner, faiss.IndexHNSW):
             inner = faiss.downcast_index(inner.storage)
+        elif isinstance(inner, faiss.IndexRefine):
+            inner = faiss.downcast_index(inner.refine_index)
         if not isinstance(inner, faiss.IndexFlat) or inner.ntotal == 0:
             return None
         pointer = faiss.rev_swig_ptr(inner.get_xb(), inner.ntotal * inner.d)
@@ -115,6 +118,11 @@ def build_index(
     return index, factory
 
 
+def build_flat(ids: np.ndarray, vectors: np.ndarray, metric: str) -> faiss.IndexIDMap2:
+    """An exact IndexIDMap2 over prepared vectors (what a delta holds)."""
+    return build_index(ids, vectors, metric, FLAT)[0]
+
+
 def serialize(index: faiss.Index) -> memoryview:
     return faiss.serialize_index(index).data
 
@@ -141,10 +149,36 @@ def load_segment(path: Path, factory: str, mmap: bool = True) -> Segment:
     return Segment(file=path.name, index=index, ids=ids, factory=factory)
 
 
+REFINE_K_FACTOR = 10
+"""An IVF-PQ index with exact re-ranking (`...,RFlat`) re-ranks this many times k candidates."""
+
+
 def search_parameters(
-    inner: faiss.Index, selector: faiss.IDSelector | None, nprobe: int, ef_search: int
+    inner: faiss.Index,
+    selector: faiss.IDSelector | None,
+    nprobe: int,
+    ef_search: int,
+    outer: faiss.IndexIDMap2 | None = None,
 ) -> faiss.SearchParameters | None:
-    """Per-call parameters of the inner index's own type (IndexIDMap2 passes them through)."""
+    """Per-call parameters of the inner index's own type (IndexIDMap2 passes them through).
+
+    A re-ranking index (IndexRefine) hands only its base index's parameters down, which
+    IndexIDMap2 does not translate: its selector is translated here through `outer`'s ids.
+    """
+    if isinstance(inner, faiss.IndexRefine):
+        base_selector = None
+        if selector is not None:
+            if outer is None:
+                raise ValueError("a selector on a re-ranking index needs its IndexIDMap2")
+            base_selector = faiss.IDSelectorTranslated(outer.id_map, selector)
+        base = search_parameters(
+            faiss.downcast_index(inner.base_index), base_selector, nprobe, ef_search
+        )
+        params = faiss.IndexRefineSearchParameters(k_factor=REFINE_K_FACTOR)
+        if base is not None:
+            params.base_index_params = base
+        params.keepalive = (base, base_selector, selector)  # SWIG keeps raw pointers only
+        return params
     ivf = faiss.try_extract_index_ivf(inner)
     if ivf is not None:
         return faiss.SearchParametersIVF(sel=selector, nprobe=min(nprobe, ivf.nlist))

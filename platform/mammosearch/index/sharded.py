@@ -1,33 +1,36 @@
-"""A sharded FAISS store for one (embedding space, metric): append, search, delete, persist.
+"""A FAISS store for one (embedding space, metric): append, search, delete, persist.
 
 Layout of `root/`:
 
     manifest.json        the truth: segments, per-segment tombstones, a rising `version`
-    sealed-*.faiss       full segments (`segment_size` vectors), built with `factory`
+    sealed-*.faiss       THE main index: one trained index holding most vectors
     delta-*.faiss        small Flat segments holding the newest appends
     .writer.lock         flock'd exclusively for the duration of every write
+    .merge.lock          flock'd while a merge into the main index is built
 
 Every segment file is immutable and gets a fresh unique name; it is written and fsynced
 before the manifest that names it, and the manifest is replaced atomically. A reader
 therefore sees either the old or the new set of complete files, never a half-written one.
 
 Appends are O(batch): each `add` writes ONE new delta file instead of rewriting a live
-segment. To keep the number of deltas small (≤ log2(segment_size) + 1) the new batch
-absorbs the previous delta whenever that one holds at most twice as many vectors (a
-binary-counter merge), so each vector is rewritten O(log segment_size) times at most.
-When the deltas together reach `segment_size`, they are sealed into segments built with
-`factory`; the remainder stays a delta. Deltas are always "Flat" (exact, no training);
-trainable factories ("IVF256,Flat", PQ) are trained on each sealed segment's own
-vectors, and a segment too small to train is stored Flat (the manifest records which).
-
-Opening an existing index with another `factory` is allowed: segments sealed from then on
-(and all of them after `compact`) use the new one; each segment's entry names its own.
+segment. To keep the number of deltas small the new batch absorbs the previous delta
+whenever that one holds at most twice as many vectors (a binary-counter merge). When the
+deltas together reach `segment_size`, they are merged into the one main index (`merge`):
+extended in place with the quantizer it was trained with, or built whole when there is
+none yet, when the archive outgrew what it was trained on (factory_choice.RETRAIN_GROWTH),
+when "auto" calls for another kind of index at the new size, or when tombstones pile up.
+The merge is built from a snapshot without the writer lock, so appends and searches go on,
+and committed under it; whatever was removed or re-added meanwhile is tombstoned in the new
+main index. So a query pays one trained index plus a few small exact deltas, not one
+index per 50,000 vectors, and IVF trains one coarse quantizer per space, not per segment.
+Deltas are always "Flat" (exact, no training); a main index too small to train is stored
+Flat (the manifest records the factory used and how many vectors it was trained on).
 
 Deletion is by tombstone: `remove` lists the id under the segment that holds it, so a
 later re-add of the same id (into a newer delta) supersedes the old copy. `compact`
-rewrites all live vectors into fresh segments without tombstones; it reconstructs them
-from the segments (exact for Flat, HNSW*, IVF*,Flat; lossy for PQ/SQ codecs, whose
-indexes should be rebuilt from the database instead) and holds them all in memory once.
+rebuilds the main index from all live vectors without tombstones; it reconstructs them
+from the segments (exact for Flat, HNSW*, IVF*,Flat, *,RFlat; lossy for PQ/SQ codecs,
+whose indexes should be rebuilt from the database instead) and holds them in memory once.
 
 Files no manifest names are garbage collected after the next successful write: crash
 leftovers at once, files just retired by this write only on the write after (so a reader
@@ -47,6 +50,7 @@ process's readers cost little memory beyond the page cache they share.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import logging
 import os
@@ -63,7 +67,9 @@ import faiss
 import numpy as np
 
 from mammosearch.faults import fault_point
+from mammosearch.index.factory_choice import AUTO, choose_factory, needs_rebuild
 from mammosearch.index.filtered import allowed_rows, filtered_search
+from mammosearch.index.main_build import BuiltMain, build_whole, extend
 from mammosearch.index.manifest import (
     MANIFEST_FORMAT,
     MANIFEST_NAME,
@@ -79,18 +85,22 @@ from mammosearch.index.segments import (
     FLAT,
     METRICS,
     Segment,
-    build_index,
+    build_flat,
     faiss_metric,
     load_segment,
     prepare_vectors,
     search_parameters,
     serialize,
 )
-from mammosearch.index.tuning import held_out_order, tune_segment
 
 log = logging.getLogger(__name__)
 
 WRITER_LOCK_NAME = ".writer.lock"
+MERGE_LOCK_NAME = ".merge.lock"
+DEFAULT_NPROBE, DEFAULT_EF_SEARCH = 16, 64
+"""For an ANN segment without tuned values (written before tuning existed)."""
+TOMBSTONE_REBUILD_SHARE = 0.2
+"""A main index whose tombstones reach this share of its vectors is rebuilt, not extended."""
 SEGMENT_SUFFIX = ".faiss"
 IDENTITY_KEYS = ("backbone", "weights_sha256", "pretrained", "preprocessing_version", "dim")
 """The parts of an embedding space's describe() that make two vectors comparable."""
@@ -119,6 +129,8 @@ class _View:
     live_ids: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     # per segment: the search parameters tuned when it was sealed (index/tuning.py)
     tuned: tuple[dict[str, Any], ...] = ()
+    # per segment: the parameters of an unfiltered search, built once per view
+    params: tuple[Any, ...] = ()
 
 
 def _as_ids(ids: Iterable[int] | np.ndarray, name: str = "ids") -> np.ndarray:
@@ -152,9 +164,10 @@ class ShardedIndex:
         factory: str = FLAT,
         identity: dict[str, Any] | None = None,
         *,
-        nprobe: int = 16,
-        ef_search: int = 64,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
         exact_filter_rows: int | None = None,
+        memory_bytes: int | None = None,
     ) -> None:
         if metric not in METRICS:
             raise ValueError(f"metric {metric!r}: expected one of {', '.join(METRICS)}")
@@ -162,10 +175,13 @@ class ShardedIndex:
             raise ValueError(f"dim={dim}, segment_size={segment_size}: both must be positive")
         if identity is not None and identity.get("dim") not in (None, dim):
             raise ValueError(f"identity dim {identity['dim']} differs from dim={dim}")
-        try:
-            faiss.index_factory(dim, factory, faiss_metric(metric))
-        except RuntimeError as error:
-            raise ValueError(f"index factory {factory!r}: FAISS cannot build it: {error}") from None
+        if factory != AUTO:
+            try:
+                faiss.index_factory(dim, factory, faiss_metric(metric))
+            except RuntimeError as error:
+                raise ValueError(
+                    f"index factory {factory!r}: FAISS cannot build it: {error}"
+                ) from None
         self.root = Path(root)
         self.dim = dim
         self.metric = metric
@@ -175,11 +191,13 @@ class ShardedIndex:
         self.nprobe = nprobe
         self.ef_search = ef_search
         self.exact_filter_rows = exact_filter_rows
+        self.memory_bytes = memory_bytes
         self.manifest_path = self.root / MANIFEST_NAME
         self._view = _View()
         self._manifest_signature: tuple[int, int, int] | None = None
         self._segment_cache: dict[str, Segment] = {}
         self._lock = threading.RLock()
+        self._merge_lock = threading.Lock()
         self.reload_if_changed()
 
     def __repr__(self) -> str:
@@ -286,14 +304,9 @@ class ShardedIndex:
                 found_distances.append(distances)
                 found_ids.append(ids)
         else:
-            keepalive: list[Any] = []  # SWIG selectors hold raw pointers to each other
-            for segment, exclusion, tuned in zip(
-                view.segments, view.exclusions, view.tuned, strict=True
-            ):
+            for segment, params in zip(view.segments, view.params, strict=True):
                 if len(segment.ids) == 0:
                     continue
-                selector = self._selector(None, exclusion, keepalive)
-                params = search_parameters(segment.inner, selector, **self._knobs(tuned))
                 distances, ids = segment.index.search(
                     queries, min(k, len(segment.ids)), params=params
                 )
@@ -302,11 +315,20 @@ class ShardedIndex:
         return self._merge(found_distances, found_ids, len(queries), k)
 
     def _knobs(self, tuned: dict[str, Any]) -> dict[str, int]:
-        """nprobe and efSearch for a segment: its tuned values, the configured ones a floor."""
-        return {
-            "nprobe": max(tuned.get("nprobe", 0), self.nprobe),
-            "ef_search": max(tuned.get("ef_search", 0), self.ef_search),
-        }
+        """nprobe and efSearch for a segment: the values tuned for it at its merge, with the
+        configured ones (where given) as a floor; untuned segments get the configured values,
+        else DEFAULT_NPROBE / DEFAULT_EF_SEARCH."""
+        knobs = {}
+        for knob, configured, default in (
+            ("nprobe", self.nprobe, DEFAULT_NPROBE),
+            ("ef_search", self.ef_search, DEFAULT_EF_SEARCH),
+        ):
+            value = tuned.get(knob)
+            if value is None:
+                knobs[knob] = default if configured is None else configured
+            else:
+                knobs[knob] = max(value, configured or 0)
+        return knobs
 
     @staticmethod
     def _allowed_mask(id_filter: set[int] | np.ndarray, view: _View) -> np.ndarray:
@@ -359,6 +381,14 @@ class ShardedIndex:
             "bytes": sum(entry["bytes"] for entry in entries),
             # per sealed ANN segment: the tuned efSearch / nprobe and its measured recall@10
             "tuned_search": [entry["search"] for entry in entries if entry.get("search")],
+            "main": next(
+                (
+                    {key: entry.get(key) for key in ("factory", "count", "trained_on")}
+                    for entry in entries
+                    if entry["kind"] == SEALED
+                ),
+                None,
+            ),
         }
 
     def verify(self) -> list[str]:
@@ -381,7 +411,12 @@ class ShardedIndex:
     # ---- writing -----------------------------------------------------------------------
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> int:
-        """Append vectors keyed by id; ids already live are skipped. Returns how many were added."""
+        """Append vectors keyed by id; ids already live are skipped. Returns how many were added.
+
+        The vectors land in a Flat delta at once (searchable on the next reload); when the
+        deltas hold `segment_size` vectors they are merged into the main index, after the
+        writer lock is released (`merge`), so other writers wait only for the delta.
+        """
         new_ids = _as_ids(ids)
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape != (len(new_ids), self.dim):
@@ -404,7 +439,9 @@ class ShardedIndex:
                 return 0
             new_ids, prepared = new_ids[fresh], prepare_vectors(vectors[fresh], self.metric)
             self._append(view, new_ids, prepared)
-            return len(new_ids)
+        if self._delta_live(self._view) >= self.segment_size:
+            self.merge(wait=False)
+        return len(new_ids)
 
     def remove(self, ids: Iterable[int] | np.ndarray) -> int:
         """Tombstone live ids; search never returns them again. Returns how many were live."""
@@ -424,18 +461,38 @@ class ShardedIndex:
                 self._commit(view, entries, new_segments=[], retired=[])
             return removed
 
+    def merge(self, *, wait: bool = True, rebuild: bool = False) -> bool:
+        """Merge every delta into the main index; True when a new main index was committed.
+
+        The main index is extended in place (its trained quantizer kept) or, when it is
+        missing, of another family than the size now calls for, outgrown its training, or
+        holds many tombstones (or `rebuild`), built whole from the live vectors. The work
+        runs on a snapshot without the writer lock, so appends and searches go on; the
+        result is committed under the lock, with tombstones for whatever changed meanwhile.
+        One merge at a time per index: with `wait=False` a merge already running elsewhere
+        makes this return False at once.
+        """
+        with self._merging(wait) as acquired:
+            if not acquired:
+                return False
+            self.reload_if_changed()
+            snapshot = self._view
+            main_position = self._main_position(snapshot)
+            deltas = [i for i, s in enumerate(snapshot.segments) if i != main_position]
+            if not deltas and not rebuild:
+                return False
+            if main_position is None and not deltas:
+                return False
+            built = self._build_main(snapshot, main_position, deltas, rebuild)
+            with self._writing():
+                return self._commit_main(snapshot, main_position, deltas, built)
+
     def compact(self) -> int:
-        """Rewrite live vectors into new segments without tombstones; returns tombstones dropped."""
-        with self._writing():
-            view = self._view
-            if not view.segments:
-                return 0
-            dropped = sum(len(deleted) for deleted in view.deleted)
-            ids, vectors = self._live_rows(view, range(len(view.segments)))
-            entries, new_segments = self._seal_and_rest(view.version + 1, ids, vectors)
-            retired = [segment.file for segment in view.segments]
-            self._commit(view, entries, new_segments, retired)
-            return dropped
+        """Rebuild the main index from the live vectors of every segment, without tombstones;
+        returns the tombstones dropped."""
+        dropped = sum(len(deleted) for deleted in self._view.deleted)
+        self.merge(wait=True, rebuild=True)
+        return dropped
 
     def collect_garbage(self, include_retired: bool = False) -> list[str]:
         """Delete files no manifest names; `include_retired` also those the last write retired."""
@@ -461,12 +518,15 @@ class ShardedIndex:
         _, first_positions = np.unique(new_ids, return_index=True)
         first_positions.sort()
         new_ids, vectors = new_ids[first_positions], vectors[first_positions]
+        prepared = prepare_vectors(vectors, self.metric)
+        built = self._build_whole(new_ids, prepared) if len(new_ids) else None
         with self._writing():
             self._discard_strays()
             view = self._view
-            entries, new_segments = self._seal_and_rest(
-                view.version + 1, new_ids, prepare_vectors(vectors, self.metric)
-            )
+            entries, new_segments = [], []
+            if built is not None:
+                entry, segment = self._write_main(view.version + 1, built)
+                entries, new_segments = [entry], [segment]
             fault_point("index-replace:segments-written")
             retired = [segment.file for segment in view.segments]
             self._commit(view, entries, new_segments, retired)
@@ -525,81 +585,169 @@ class ShardedIndex:
                 finally:
                     fcntl.flock(lock_file, fcntl.LOCK_UN)
 
+    @contextmanager
+    def _merging(self, wait: bool) -> Iterator[bool]:
+        """One merge per index across threads and processes; yields whether it was acquired."""
+        if not self._merge_lock.acquire(blocking=wait):
+            yield False
+            return
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with open(self.root / MERGE_LOCK_NAME, "a+b") as lock_file:
+                try:
+                    fcntl.flock(lock_file, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    yield False
+                    return
+                try:
+                    yield True
+                finally:
+                    fcntl.flock(lock_file, fcntl.LOCK_UN)
+        finally:
+            self._merge_lock.release()
+
     def _append(self, view: _View, new_ids: np.ndarray, prepared: np.ndarray) -> None:
+        """A new delta holding the batch, absorbing the newest deltas while each is at most
+        twice the tail (a binary-counter merge, so deltas stay few and appends O(batch))."""
         entries = self._entries(view)
         delta_positions = [i for i, entry in enumerate(entries) if entry["kind"] == DELTA]
-        delta_live = sum(entries[i]["count"] - len(entries[i]["deleted"]) for i in delta_positions)
-        next_version = view.version + 1
-        if delta_live + len(new_ids) >= self.segment_size:
-            absorbed = delta_positions
-        else:
-            # Binary-counter merge: absorb the newest deltas while each is at most twice the tail.
-            absorbed = []
-            tail_count = len(new_ids)
-            for position in reversed(delta_positions):
-                live = entries[position]["count"] - len(entries[position]["deleted"])
-                if live > 2 * tail_count:
-                    break
-                absorbed.insert(0, position)
-                tail_count += live
+        absorbed: list[int] = []
+        tail_count = len(new_ids)
+        for position in reversed(delta_positions):
+            live = entries[position]["count"] - len(entries[position]["deleted"])
+            if live > 2 * tail_count:
+                break
+            absorbed.insert(0, position)
+            tail_count += live
         old_ids, old_vectors = self._live_rows(view, absorbed)
         ids = np.concatenate([old_ids, new_ids])
         vectors = np.concatenate([old_vectors, prepared])
         absorbed_set = set(absorbed)
         kept = [entry for i, entry in enumerate(entries) if i not in absorbed_set]
-        made_entries, new_segments = self._seal_and_rest(next_version, ids, vectors)
+        entry, segment = self._write_segment(
+            view.version + 1, DELTA, ids, build_flat(ids, vectors, self.metric)
+        )
         retired = [view.segments[i].file for i in absorbed]
-        self._commit(view, kept + made_entries, new_segments, retired)
+        self._commit(view, kept + [entry], [segment], retired)
 
-    def _seal_and_rest(
-        self, version: int, ids: np.ndarray, vectors: np.ndarray
-    ) -> tuple[list[dict[str, Any]], list[Segment]]:
-        """Full chunks become sealed segments (built with `factory`), the remainder one delta."""
-        entries, segments = [], []
-        full = len(ids) - len(ids) % self.segment_size
-        for start in range(0, full, self.segment_size):
-            chunk = slice(start, start + self.segment_size)
-            entry, segment = self._write_segment(
-                version, SEALED, ids[chunk], vectors[chunk], self.factory
+    @staticmethod
+    def _main_position(view: _View) -> int | None:
+        if view.manifest is None:
+            return None
+        for position, entry in enumerate(view.manifest["segments"]):
+            if entry["kind"] == SEALED:
+                return position
+        return None
+
+    @staticmethod
+    def _delta_live(view: _View) -> int:
+        if view.manifest is None:
+            return 0
+        return sum(
+            entry["count"] - len(entry["deleted"])
+            for entry in view.manifest["segments"]
+            if entry["kind"] == DELTA
+        )
+
+    def _wanted_factory(self, count: int) -> str:
+        if self.factory == AUTO:
+            return choose_factory(count, self.dim, self.memory_bytes)
+        return self.factory
+
+    def _build_whole(self, ids: np.ndarray, prepared: np.ndarray) -> BuiltMain:
+        return build_whole(ids, prepared, self.metric, self._wanted_factory(len(ids)))
+
+    def _build_main(
+        self, snapshot: _View, main_position: int | None, deltas: list[int], rebuild: bool
+    ) -> BuiltMain:
+        """The merged main index of a snapshot, extended or built whole (see `merge`)."""
+        new_ids, new_vectors = self._live_rows(snapshot, deltas)
+        if main_position is not None and not rebuild:
+            main = snapshot.segments[main_position]
+            entry = snapshot.manifest["segments"][main_position]  # type: ignore[index]
+            main_live = len(main.ids) - len(snapshot.deleted[main_position])
+            rebuild = (
+                needs_rebuild(
+                    self.factory,
+                    main.factory,
+                    main_live + len(new_ids),
+                    entry.get("trained_on", entry["count"]),
+                    self.dim,
+                    self.memory_bytes,
+                )
+                or len(snapshot.deleted[main_position]) > TOMBSTONE_REBUILD_SHARE * len(main.ids)
+                # a re-added id would sit twice in one index under one id
+                or bool(np.isin(new_ids, main.ids).any())
             )
-            entries.append(entry)
-            segments.append(segment)
-        if full < len(ids):
-            entry, segment = self._write_segment(version, DELTA, ids[full:], vectors[full:], FLAT)
-            entries.append(entry)
-            segments.append(segment)
-        return entries, segments
+            if not rebuild:
+                return extend(
+                    self.root / main.file,
+                    main.factory,
+                    entry.get("trained_on", entry["count"]),
+                    new_ids,
+                    new_vectors,
+                    self.metric,
+                )
+        positions = ([] if main_position is None else [main_position]) + deltas
+        ids, vectors = self._live_rows(snapshot, positions)
+        return self._build_whole(ids, vectors)
+
+    def _commit_main(
+        self, snapshot: _View, main_position: int | None, deltas: list[int], built: BuiltMain
+    ) -> bool:
+        """Publish a main index built from `snapshot` (under the writer lock).
+
+        The segments it merged are retired where they are still current; any id of it that
+        is not live in one of those now (removed, or re-added elsewhere, meanwhile) is
+        tombstoned in it. A main index replaced meanwhile (replace_all) voids the merge.
+        """
+        view = self._view
+        current = {segment.file: position for position, segment in enumerate(view.segments)}
+        merged = [snapshot.segments[i].file for i in deltas]
+        if main_position is not None:
+            main_file = snapshot.segments[main_position].file
+            if main_file not in current:
+                log.warning("index %s: main index replaced during a merge; merge dropped", self)
+                return False
+            merged.append(main_file)
+        retired_positions = [current[file] for file in merged if file in current]
+        covered_ids = self._live_ids(view, retired_positions)
+        entry, segment = self._write_main(view.version + 1, built)
+        entry["deleted"] = np.sort(built.ids[~np.isin(built.ids, covered_ids)]).tolist()
+        entries = self._entries(view)
+        kept = [entry for i, entry in enumerate(entries) if i not in set(retired_positions)]
+        retired = [view.segments[i].file for i in retired_positions]
+        self._commit(view, [entry, *kept], [segment], retired)
+        return True
+
+    def _write_main(self, version: int, built: BuiltMain) -> tuple[dict[str, Any], Segment]:
+        entry, segment = self._write_segment(version, SEALED, built.ids, built.index, built.factory)
+        entry["trained_on"] = built.trained_on
+        if built.tuned is not None:
+            entry["search"] = built.tuned  # the efSearch / nprobe that keeps the recall floor
+        return entry, segment
 
     def _write_segment(
-        self, version: int, kind: str, ids: np.ndarray, vectors: np.ndarray, factory: str
+        self,
+        version: int,
+        kind: str,
+        ids: np.ndarray,
+        index: faiss.IndexIDMap2,
+        factory: str = FLAT,
     ) -> tuple[dict[str, Any], Segment]:
-        tuned = None
-        if kind == SEALED and factory != FLAT:
-            # Built without a held-out sample, tuned on it, then the sample is added.
-            order, held = held_out_order(len(ids))
-            ids, vectors = ids[order], np.ascontiguousarray(vectors[order])
-            kept = len(ids) - held
-            index, used_factory = build_index(ids[:kept], vectors[:kept], self.metric, factory)
-            tuned = tune_segment(index, ids[:kept], vectors[:kept], vectors[kept:], self.metric)
-            if held:
-                index.add_with_ids(vectors[kept:], ids[kept:])
-        else:
-            index, used_factory = build_index(ids, vectors, self.metric, factory)
         file_name = f"{kind}-{version:08d}-{uuid.uuid4().hex[:12]}{SEGMENT_SUFFIX}"
         size_bytes, sha256 = write_new_file(self.root / file_name, serialize(index))
         fault_point("index:segment-written")
         entry = {
             "file": file_name,
             "kind": kind,
-            "factory": used_factory,
+            "factory": factory,
             "count": len(ids),
             "bytes": size_bytes,
             "sha256": sha256,
             "deleted": [],
         }
-        if tuned is not None:
-            entry["search"] = tuned  # the efSearch / nprobe that keeps the recall floor
-        return entry, Segment(file=file_name, index=index, ids=ids.copy(), factory=used_factory)
+        return entry, Segment(file=file_name, index=index, ids=ids.copy(), factory=factory)
 
     def _commit(
         self,
@@ -673,6 +821,15 @@ class ShardedIndex:
             vector_parts.append(segment.vectors()[live])
         return np.concatenate(id_parts), np.concatenate(vector_parts)
 
+    @staticmethod
+    def _live_ids(view: _View, positions: Iterable[int]) -> np.ndarray:
+        """Live ids of the segments at `positions`."""
+        parts = [np.empty(0, dtype=np.int64)]
+        for position in positions:
+            segment, deleted = view.segments[position], view.deleted[position]
+            parts.append(segment.ids[~np.isin(segment.ids, deleted)])
+        return np.concatenate(parts)
+
     def _load_view(self, manifest: dict[str, Any]) -> _View:
         segments, deleted_parts, live_parts = [], [], [np.empty(0, dtype=np.int64)]
         live_row_parts: list[np.ndarray | None] = []
@@ -691,7 +848,7 @@ class ShardedIndex:
             deleted_parts.append(deleted)
             live_row_parts.append(live_rows if len(deleted) else None)
             live_parts.append(segment.ids[live_rows])
-        return _View(
+        view = _View(
             version=manifest["version"],
             manifest=manifest,
             segments=tuple(segments),
@@ -701,6 +858,18 @@ class ShardedIndex:
             live_ids=np.sort(np.concatenate(live_parts)),
             tuned=tuple(dict(entry.get("search") or {}) for entry in manifest["segments"]),
         )
+        params = tuple(
+            search_parameters(
+                segment.inner,
+                exclusion[0] if exclusion is not None else None,
+                outer=segment.index,
+                **self._knobs(tuned),
+            )
+            for segment, exclusion, tuned in zip(
+                view.segments, view.exclusions, view.tuned, strict=True
+            )
+        )
+        return dataclasses.replace(view, params=params)
 
     def _install(self, view: _View, signature: tuple[int, int, int] | None) -> None:
         self._view = view
@@ -744,19 +913,6 @@ class ShardedIndex:
         tombstones = faiss.IDSelectorBatch(deleted)
         return (faiss.IDSelectorNot(tombstones), tombstones)
 
-    @staticmethod
-    def _selector(
-        allowed: faiss.IDSelector | None, exclusion: tuple[Any, ...] | None, keepalive: list[Any]
-    ) -> faiss.IDSelector | None:
-        if exclusion is None:
-            return allowed
-        not_deleted = exclusion[0]
-        if allowed is None:
-            return not_deleted
-        both = faiss.IDSelectorAnd(allowed, not_deleted)
-        keepalive.append(both)
-        return both
-
     def _merge(
         self, distances: list[np.ndarray], ids: list[np.ndarray], n_queries: int, k: int
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -766,6 +922,11 @@ class ShardedIndex:
         out_ids = np.full((n_queries, k), -1, dtype=np.int64)
         if not ids:
             return out_distances, out_ids
+        if len(ids) == 1 and ids[0].shape[1] == k:  # one segment answered: already in order
+            missing = ids[0] < 0
+            if missing.any():
+                return np.where(missing, pad_distance, distances[0]), ids[0]
+            return distances[0], ids[0]
         all_distances = np.concatenate(distances, axis=1)
         all_ids = np.concatenate(ids, axis=1)
         valid = all_ids >= 0
