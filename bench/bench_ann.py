@@ -40,6 +40,20 @@ M, EF_CONSTRUCTION = 32, 40
 THREADS = os.cpu_count() or 1
 
 
+def cpu_features() -> str:
+    """The vector extensions this CPU reports (detected now; the machine changes)."""
+    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8")
+    try:
+        flags = next(
+            line.split(":", 1)[1].split()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("flags")
+        )
+    except (OSError, StopIteration):
+        return "unknown"
+    return " ".join(flag for flag in wanted if flag in flags) or "none of " + ", ".join(wanted)
+
+
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(t)) / K for f, t in zip(found, truth, strict=True)]))
 
@@ -273,7 +287,8 @@ def main() -> None:
     generator = Generator(real)
     print("nearest-neighbour check (cosine distance to the 1st neighbour, at the dev count):")
     print(json.dumps({k: round(v, 4) for k, v in check(real, generator).items()}))
-    print(f"CPU: {faiss.get_compile_options()}, {THREADS} threads")
+    print(f"CPU: {cpu_features()}; FAISS build {faiss.get_compile_options().strip()},"
+          f" loaded {faiss.swigfaiss.__name__}; {THREADS} threads")
     skip = set(filter(None, args.skip.split(",")))
     if args.crossover:
         crossover(generator)

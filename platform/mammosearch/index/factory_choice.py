@@ -1,9 +1,10 @@
 """Which FAISS index a space's main index gets, by its size, when the factory is "auto".
 
-- Exact (Flat) while a query's brute-force scan stays cheap: up to EXACT_MAX_CELLS stored
-  floats (vectors x dimension; about 5,000 vectors of 1280-d or 25,000 of 256-d, where
-  bench/bench_ann.py measured a flat scan at about the cost of an HNSW search at recall
-  0.95 plus its tuning sample); exact answers cost nothing in recall.
+- Exact (Flat) while a query's brute-force scan costs at most about 1 ms: up to
+  EXACT_MAX_CELLS stored floats (vectors x dimension; 5,000 vectors of 1280-d, 25,000 of
+  256-d). bench/bench_ann.py --crossover measured HNSW32 faster at every size from 1,000
+  up (5,000 x 1280: Flat 0.96 ms, HNSW32 0.17 ms at recall 0.99), so this is a choice of
+  exact answers while they are cheap, not of speed.
 - HNSW32 while the vectors fit the memory budget: the fastest index at recall >= 0.95 in
   bench_ann (docs/performance.md), no training, grows by insertion.
 - IVF-PQ with exact re-ranking of the top candidates (`RFlat`) beyond it: compressed codes
