@@ -1,26 +1,44 @@
-"""Latency of POST /api/v1/search over HTTP against a running server: by image id and by upload.
+"""Latency of POST /api/v1/search over HTTP: by image id and by upload.
+
+Against a running server:
 
     mammosearch users token USER          # a bearer token
     python bench/bench_http_search.py --url http://127.0.0.1:5000 --token TOKEN \
         --upload some.jpg --requests 50 --k 10
 
-Prints client-side p50/p95/max in ms per mode and the server's mean stage timings (embed,
-index, join, total) from the responses' `timing_ms`. Image ids default to the first 50 the
-server can find (ids 1..); pass --image-ids to choose.
+Or on an archive of N images it builds (bench/http_archive.py: the dev images imported into
+a fresh PostgreSQL database, grown with synthetic rows and vectors; the index built by the
+product) and serves with gunicorn as deployed (deploy/gunicorn.conf.py, GUNICORN_* as set):
+
+    PYTHONPATH=platform:. python bench/bench_http_search.py --archive 100000 --clients 16
+
+Prints client-side p50/p95/max in ms per mode, requests per second, the server's mean stage
+timings (embed, index, join, total) from the responses' `timing_ms` and, with --archive,
+the server's CPU time per request (user + system of gunicorn and its workers over the
+requests of that mode). Image ids default to the first 50 the server can find (ids 1..);
+pass --image-ids to choose.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import requests
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO_ROOT / "platform"), str(REPO_ROOT)]
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -65,10 +83,41 @@ def run_mode(send, requests_count: int, warmup: int, clients: int = 1) -> dict[s
     return summary
 
 
+def process_tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and all its descendants (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+def with_server_cpu(pid: int | None, run):  # type: ignore[no-untyped-def]
+    """run() -> its summary, plus the server's CPU ms per request while it ran."""
+    before = process_tree_cpu_s(pid) if pid else 0.0
+    summary = run()
+    if pid:
+        used = process_tree_cpu_s(pid) - before
+        summary["server_cpu_ms_per_request"] = round(used * 1000 / summary["requests"], 2)
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1:5000")
-    parser.add_argument("--token", required=True, help="API token (mammosearch users token USER)")
+    parser.add_argument("--token", help="API token (mammosearch users token USER)")
+    parser.add_argument("--archive", type=int, help="build and serve an archive of N images")
+    parser.add_argument("--profile", action="store_true",
+                        help="with --archive: also profile requests in-process (http_profile.py)")
+    parser.add_argument("--dev", type=Path, default=Path(__file__).resolve().parents[1].parent
+                        / "shared" / "data" / "cdd-cesm-dev")
     parser.add_argument("--upload", type=Path, help="query image (JPEG/PNG/DICOM) to upload")
     parser.add_argument("--image-ids", default="", help="comma-separated archived ids to query")
     parser.add_argument("--requests", type=int, default=50)
@@ -77,7 +126,61 @@ def main() -> None:
     parser.add_argument("--metric", default="cosine")
     parser.add_argument("--clients", type=int, default=1, help="concurrent users")
     args = parser.parse_args()
+    if args.archive:
+        with served_archive(args) as (url, token, pid, ids, upload, built_s):
+            args.url, args.token, args.image_ids, args.upload = url, token, ids, upload
+            measure(args, pid, {"archive_images": args.archive, "build_s": built_s})
+            if args.profile:
+                env = {**os.environ, **args.archive_env}
+                subprocess.run([sys.executable, "bench/http_profile.py", token], env=env,
+                               cwd=REPO_ROOT, check=True)
+        return
+    if not args.token:
+        parser.error("--token is required without --archive")
+    measure(args, None, {})
 
+
+@contextmanager
+def served_archive(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """Build the archive, serve it with gunicorn as deployed; yields what measure() needs."""
+    from bench.bench_load import admin_token
+    from bench.http_archive import build, create_database, drop_database, environment
+    from tests.e2e.serving import free_port, wait_until_live
+
+    name = f"bench_http_{os.getpid()}"
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        env = environment(create_database(name), root / "data")
+        args.archive_env = env
+        log = (root / "log.txt").open("wb")
+        try:
+            built_s = build(args.archive, args.dev, env, log)
+            token = admin_token(env)
+            port = free_port()
+            env = {**env, "GUNICORN_BIND": f"127.0.0.1:{port}"}
+            server = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "--config", "deploy/gunicorn.conf.py",
+                 "web:create_app()"], env=env, stdout=log, stderr=log, cwd=REPO_ROOT,
+            )
+            try:
+                url = f"http://127.0.0.1:{port}"
+                wait_until_live(url, server, 120)
+                upload = next((args.dev / "Subtracted images").glob("*.jpg"))
+                ids = ",".join(str(i) for i in range(1, 51))
+                rounded = {step: round(seconds, 1) for step, seconds in built_s.items()}
+                yield url, token, server.pid, ids, upload, rounded
+            finally:
+                server.terminate()
+                server.wait(60)
+        except BaseException:
+            log.flush()
+            print((root / "log.txt").read_text()[-3000:], file=sys.stderr)
+            raise
+        finally:
+            drop_database(name)
+
+
+def measure(args: argparse.Namespace, pid: int | None, results: dict[str, Any]) -> None:
     local = threading.local()
 
     def session() -> requests.Session:
@@ -89,13 +192,15 @@ def main() -> None:
 
     endpoint = f"{args.url.rstrip('/')}/api/v1/search"
     image_ids = [int(i) for i in args.image_ids.split(",") if i.strip()] or list(range(1, 51))
-    results: dict[str, Any] = {"url": args.url, "k": args.k, "metric": args.metric}
+    results.update({"url": args.url, "k": args.k, "metric": args.metric})
 
     def by_id(number: int) -> requests.Response:
         body = {"image_id": image_ids[number % len(image_ids)], "k": args.k, "metric": args.metric}
         return session().post(endpoint, json=body, timeout=60)
 
-    results["by_image_id"] = run_mode(by_id, args.requests, args.warmup, args.clients)
+    results["by_image_id"] = with_server_cpu(
+        pid, lambda: run_mode(by_id, args.requests, args.warmup, args.clients)
+    )
     if args.upload:
         content = args.upload.read_bytes()
 
@@ -107,7 +212,9 @@ def main() -> None:
                 timeout=60,
             )
 
-        results["by_upload"] = run_mode(by_upload, args.requests, args.warmup, args.clients)
+        results["by_upload"] = with_server_cpu(
+            pid, lambda: run_mode(by_upload, args.requests, args.warmup, args.clients)
+        )
     print(json.dumps(results, indent=2))
 
 

@@ -11,6 +11,7 @@ falls back to "Flat", and the factory actually used is recorded per segment.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -19,6 +20,7 @@ import faiss
 import numpy as np
 
 from mammosearch.distances import DISTANCE_METRICS
+from mammosearch.index.manifest import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +125,19 @@ def build_flat(ids: np.ndarray, vectors: np.ndarray, metric: str) -> faiss.Index
     return build_index(ids, vectors, metric, FLAT)[0]
 
 
-def serialize(index: faiss.Index) -> memoryview:
-    return faiss.serialize_index(index).data
+def write_segment_file(path: Path, index: faiss.Index) -> tuple[int, str]:
+    """Write an index to a file that must not exist yet and fsync it; (bytes, sha256).
+
+    Written by FAISS straight to the file, not serialised in memory first: a main index of
+    a million 1280-d vectors is 5 GB, and a second copy of it would double the writer's
+    memory.
+    """
+    if path.exists():
+        raise FileExistsError(f"{path}: a segment file is never overwritten")
+    faiss.write_index(index, str(path))
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+    return path.stat().st_size, sha256_of(path)
 
 
 def load_segment(path: Path, factory: str, mmap: bool = True) -> Segment:

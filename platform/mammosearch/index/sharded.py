@@ -79,7 +79,6 @@ from mammosearch.index.manifest import (
     read_manifest,
     sha256_of,
     write_manifest,
-    write_new_file,
 )
 from mammosearch.index.segments import (
     FLAT,
@@ -90,7 +89,7 @@ from mammosearch.index.segments import (
     load_segment,
     prepare_vectors,
     search_parameters,
-    serialize,
+    write_segment_file,
 )
 
 log = logging.getLogger(__name__)
@@ -736,7 +735,7 @@ class ShardedIndex:
         factory: str = FLAT,
     ) -> tuple[dict[str, Any], Segment]:
         file_name = f"{kind}-{version:08d}-{uuid.uuid4().hex[:12]}{SEGMENT_SUFFIX}"
-        size_bytes, sha256 = write_new_file(self.root / file_name, serialize(index))
+        size_bytes, sha256 = write_segment_file(self.root / file_name, index)
         fault_point("index:segment-written")
         entry = {
             "file": file_name,
