@@ -114,6 +114,7 @@ def main() -> None:
     parser.add_argument("--url", default="http://127.0.0.1:5000")
     parser.add_argument("--token", help="API token (mammosearch users token USER)")
     parser.add_argument("--archive", type=int, help="build and serve an archive of N images")
+    parser.add_argument("--baseline", help="with --archive: also measure this git commit first")
     parser.add_argument("--profile", action="store_true",
                         help="with --archive: also profile requests in-process (http_profile.py)")
     parser.add_argument("--dev", type=Path, default=Path(__file__).resolve().parents[1].parent
@@ -127,60 +128,109 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=1, help="concurrent users")
     args = parser.parse_args()
     if args.archive:
-        with served_archive(args) as (url, token, pid, ids, upload, built_s):
-            args.url, args.token, args.image_ids, args.upload = url, token, ids, upload
-            measure(args, pid, {"archive_images": args.archive, "build_s": built_s})
-            if args.profile:
-                env = {**os.environ, **args.archive_env}
-                subprocess.run([sys.executable, "bench/http_profile.py", token], env=env,
-                               cwd=REPO_ROOT, check=True)
+        run_on_archive(args)
         return
     if not args.token:
         parser.error("--token is required without --archive")
     measure(args, None, {})
 
 
+def run_on_archive(args: argparse.Namespace) -> None:
+    """Build the archive once; serve and measure it with this checkout and, with
+    --baseline REF, first with that commit (a git worktree) on the same archive."""
+    with built_archive(args) as (env, token, log, built_s):
+        args.token = token
+        args.upload = next((args.dev / "Subtracted images").glob("*.jpg"))
+        args.image_ids = ",".join(str(i) for i in range(1, 51))
+        runs: dict[str, dict[str, Any]] = {}
+        with code_versions(args.baseline) as versions:
+            for label, code in versions:
+                with gunicorn_server(env, code, log) as (url, pid):
+                    args.url = url
+                    runs[label] = measure(args, pid, {
+                        "code": label, "archive_images": args.archive, "build_s": built_s,
+                    })
+        if args.baseline:
+            base, now = runs[f"baseline {args.baseline}"], runs["this checkout"]
+            for mode in ("by_image_id", "by_upload"):
+                if mode in base and mode in now:
+                    before, after = base[mode], now[mode]
+                    speed = after["requests_per_s"] / before["requests_per_s"]
+                    cpu_before = before["server_cpu_ms_per_request"]
+                    cpu_after = after["server_cpu_ms_per_request"]
+                    ratio = cpu_after / cpu_before
+                    print(f"{mode}: throughput x{speed:.2f} of the baseline's, server CPU per"
+                          f" request {cpu_before} -> {cpu_after} ms (x{ratio:.2f})")
+        if args.profile:
+            subprocess.run([sys.executable, "bench/http_profile.py", token],
+                           env={**os.environ, **env}, cwd=REPO_ROOT, check=True)
+
+
 @contextmanager
-def served_archive(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    """Build the archive, serve it with gunicorn as deployed; yields what measure() needs."""
+def code_versions(baseline: str | None):  # type: ignore[no-untyped-def]
+    """(label, source root) pairs: the baseline commit checked out in a worktree, then this."""
+    if not baseline:
+        yield [("this checkout", REPO_ROOT)]
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        tree = Path(folder) / "baseline"
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), baseline], cwd=REPO_ROOT,
+                       check=True, capture_output=True)
+        try:
+            yield [(f"baseline {baseline}", tree), ("this checkout", REPO_ROOT)]
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO_ROOT,
+                           check=False, capture_output=True)
+
+
+@contextmanager
+def built_archive(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """Build the archive in a fresh database; yields (environment, admin token, log, seconds)."""
     from bench.bench_load import admin_token
     from bench.http_archive import build, create_database, drop_database, environment
-    from tests.e2e.serving import free_port, wait_until_live
 
     name = f"bench_http_{os.getpid()}"
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         env = environment(create_database(name), root / "data")
-        args.archive_env = env
         log = (root / "log.txt").open("wb")
         try:
             built_s = build(args.archive, args.dev, env, log)
-            token = admin_token(env)
-            port = free_port()
-            env = {**env, "GUNICORN_BIND": f"127.0.0.1:{port}"}
-            server = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "--config", "deploy/gunicorn.conf.py",
-                 "web:create_app()"], env=env, stdout=log, stderr=log, cwd=REPO_ROOT,
-            )
-            try:
-                url = f"http://127.0.0.1:{port}"
-                wait_until_live(url, server, 120)
-                upload = next((args.dev / "Subtracted images").glob("*.jpg"))
-                ids = ",".join(str(i) for i in range(1, 51))
-                rounded = {step: round(seconds, 1) for step, seconds in built_s.items()}
-                yield url, token, server.pid, ids, upload, rounded
-            finally:
-                server.terminate()
-                server.wait(60)
+            rounded = {step: round(seconds, 1) for step, seconds in built_s.items()}
+            yield env, admin_token(env), log, rounded
         except BaseException:
             log.flush()
-            print((root / "log.txt").read_text()[-3000:], file=sys.stderr)
+            lines = (root / "log.txt").read_text(errors="replace").splitlines()
+            print("\n".join(line[:400] for line in lines[-60:]), file=sys.stderr)
             raise
         finally:
             drop_database(name)
 
 
-def measure(args: argparse.Namespace, pid: int | None, results: dict[str, Any]) -> None:
+@contextmanager
+def gunicorn_server(env: dict[str, str], code: Path, log):  # type: ignore[no-untyped-def]
+    """gunicorn with deploy/gunicorn.conf.py over the code at `code`; yields (url, pid)."""
+    from tests.e2e.serving import free_port, wait_until_live
+
+    port = free_port()
+    env = {**env, "GUNICORN_BIND": f"127.0.0.1:{port}",
+           "PYTHONPATH": os.pathsep.join([str(code / "platform"), str(code)])}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--config", "deploy/gunicorn.conf.py",
+         "web:create_app()"], env=env, stdout=log, stderr=log, cwd=code,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_live(url, server, 120)
+        yield url, server.pid
+    finally:
+        server.terminate()
+        server.wait(60)
+
+
+def measure(
+    args: argparse.Namespace, pid: int | None, results: dict[str, Any]
+) -> dict[str, Any]:
     local = threading.local()
 
     def session() -> requests.Session:
@@ -215,7 +265,8 @@ def measure(args: argparse.Namespace, pid: int | None, results: dict[str, Any]) 
         results["by_upload"] = with_server_cpu(
             pid, lambda: run_mode(by_upload, args.requests, args.warmup, args.clients)
         )
-    print(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2), flush=True)
+    return results
 
 
 if __name__ == "__main__":

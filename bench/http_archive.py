@@ -23,7 +23,8 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN = os.environ.get("MAMMOSEARCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 COPIED_COLUMNS = (
-    "side", "view", "modality", "breast_density", "birads", "birads_raw", "findings", "tags",
+    "side", "view", "modality", "width", "height", "breast_density", "birads", "birads_raw",
+    "findings", "tags",
     "pathology", "machine", "stored_path",
 )
 

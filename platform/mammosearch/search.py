@@ -36,6 +36,7 @@ from mammosearch.search_request import MAX_K
 
 METRICS = DISTANCE_METRICS
 REPORT_EXCERPT_CHARS = 300
+SPACE_RECHECK_S = 5.0
 CLASS_COUNTS_TTL_S = 60.0
 
 
@@ -55,7 +56,7 @@ class SearchFilters:
 
     @property
     def active(self) -> bool:
-        return any(value is not None for value in asdict(self).values())
+        return any(value is not None for value in vars(self).values())  # asdict deep-copies
 
     def apply(self, query: Select) -> Select:
         if self.side:
@@ -103,6 +104,11 @@ class SearchFilters:
 
 FILTERED_NAMES = ("status", "side", "view", "modality", "pathology", "birads", "patient_id")
 FILTERED_COLUMNS = tuple(getattr(Image, name) for name in FILTERED_NAMES)
+HIT_NAMES = (
+    "id", "birads", "birads_raw", "pathology", "side", "view", "modality", "findings",
+    "source_file_name",
+)
+HIT_COLUMNS = tuple(getattr(Image, name) for name in HIT_NAMES)
 
 
 @dataclass
@@ -139,7 +145,9 @@ class SearchResponse:
             "metric": self.metric,
             "k": self.k,
             "embedding_space": self.embedding_space,
-            "results": [asdict(hit) for hit in self.results],
+            # A shallow copy per hit: its fields are plain values, and dataclasses.asdict's
+            # recursive deep copy was a tenth of a search request's CPU time.
+            "results": [dict(vars(hit)) for hit in self.results],
             "suggested_birads": self.suggested_birads,
             "timing_ms": self.timing_ms,
         }
@@ -205,6 +213,8 @@ class SearchService:
         self.settings = settings
         self._space_id: int | None = None
         self._space_key: object = None
+        self._space: EmbeddingSpace | None = None
+        self._space_read_at = 0.0
         self._class_counts: tuple[float, dict[int, int]] | None = None
         self._reliability: dict[int, dict[str, Any]] = {}
         self._filter_values = FilterValuesCache()
@@ -215,16 +225,31 @@ class SearchService:
         return load_embedder_from_settings(self.settings)
 
     def space(self, session: Session) -> EmbeddingSpace:
-        """The serving embedder's space; follows `spaces activate` without a restart."""
+        """The serving embedder's space; follows `spaces activate` without a restart.
+
+        A detached copy of the row, re-read at most every SPACE_RECHECK_S: every search needs
+        it, and its columns change only when a space is created or switched. Read-only: it
+        belongs to no session, so nothing may be attached to it.
+        """
         embedder = self.embedder
+        now = time.monotonic()
+        cached = self._space
+        if (
+            cached is not None
+            and self._space_key == embedder.identity
+            and now - self._space_read_at < SPACE_RECHECK_S
+        ):
+            return cached
+        space = None
         if self._space_id is not None and self._space_key == embedder.identity:
             space = session.get(EmbeddingSpace, self._space_id)
-            if space is not None:
-                return space
-        space = get_or_create_space(session, embedder)
-        session.commit()
-        self._space_id, self._space_key = space.id, embedder.identity
-        return space
+        if space is None:
+            space = get_or_create_space(session, embedder)
+            session.commit()
+        keys = [column.key for column in EmbeddingSpace.__table__.columns]
+        self._space = EmbeddingSpace(**{key: getattr(space, key) for key in keys})
+        self._space_id, self._space_key, self._space_read_at = space.id, embedder.identity, now
+        return self._space
 
     def class_counts(self, session: Session) -> dict[int, int]:
         """Searchable images per BIRADS: the vote's class priors (re-read every minute)."""
@@ -307,16 +332,20 @@ class SearchService:
             if query_row is None:
                 raise SearchError(f"image {image_id} does not exist")
             filters = replace(filters or SearchFilters(), exclude_patient_id=query_row.patient_id)
-        blob = session.scalar(
-            select(ImageEmbedding.vector).where(
-                ImageEmbedding.image_id == image_id, ImageEmbedding.space_id == space.id
+        # The index holds the vector it would be compared as (no database read); an image
+        # embedded but not yet indexed is read from image_embeddings.
+        vector = get_reader(self.settings, space, metric).stored_vector(image_id)
+        if vector is None:
+            blob = session.scalar(
+                select(ImageEmbedding.vector).where(
+                    ImageEmbedding.image_id == image_id, ImageEmbedding.space_id == space.id
+                )
             )
-        )
-        if blob is None:
-            if session.get(Image, image_id) is None:
-                raise SearchError(f"image {image_id} does not exist")
-            raise SearchError(f"image {image_id} has no vector yet (not embedded)")
-        vector = np.frombuffer(blob, dtype="<f4")
+            if blob is None:
+                if session.get(Image, image_id) is None:
+                    raise SearchError(f"image {image_id} does not exist")
+                raise SearchError(f"image {image_id} has no vector yet (not embedded)")
+            vector = np.frombuffer(blob, dtype="<f4")
         response = self.search_vector(
             session, vector, k, metric, filters, query={"image_id": image_id}, exclude={image_id}
         )
@@ -399,25 +428,29 @@ class SearchService:
             .correlate(Image)
             .scalar_subquery()
         )
-        # The filtered columns are read as plain values too: the session's Image objects may
-        # be older than the database (loaded before another process changed the row).
+        # Plain columns, no ORM objects: a search reads the rows once and shows them, and
+        # the values are the database's now (a session's objects may be older).
         rows = session.execute(
-            select(Image, Patient.source_patient_id, latest_report, *FILTERED_COLUMNS)
+            select(*HIT_COLUMNS, Patient.source_patient_id, latest_report, *FILTERED_COLUMNS)
             .join(Patient, Patient.id == Image.patient_id)
             .where(Image.id.in_([image_id for image_id, _ in pairs]))
         ).all()
-        by_id = {row[0].id: row for row in rows}
+        by_id = {row[0]: row for row in rows}
         hits: list[Hit] = []
         stale = 0
         for image_id, score in pairs:
             if image_id not in by_id:
                 continue  # vector without a row: `index verify --repair` removes it
-            image, patient, report, *filtered = by_id[image_id]
+            row = by_id[image_id]
+            shown = dict(zip(HIT_NAMES, row[: len(HIT_NAMES)], strict=True))
+            patient, report = row[len(HIT_NAMES)], row[len(HIT_NAMES) + 1]
+            filtered = row[len(HIT_NAMES) + 2 :]
             now = SimpleNamespace(**dict(zip(FILTERED_NAMES, filtered, strict=True)))
             if filters is not None and not filters.matches(now):
                 stale += 1
                 continue
             distance, similarity = distance_and_similarity(score, metric)
+            del shown["id"]
             hits.append(
                 Hit(
                     rank=len(hits) + 1,
@@ -425,15 +458,8 @@ class SearchService:
                     patient_id=patient,
                     distance=round(distance, 6),
                     similarity=round(similarity, 6),
-                    birads=image.birads,
-                    birads_raw=image.birads_raw,
-                    pathology=image.pathology,
-                    side=image.side,
-                    view=image.view,
-                    modality=image.modality,
-                    findings=image.findings,
                     report_excerpt=report,
-                    source_file_name=image.source_file_name,
+                    **shown,
                 )
             )
         return hits, stale

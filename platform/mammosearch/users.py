@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 from zxcvbn import zxcvbn
 
 from mammosearch.db.models import ApiToken, User, utcnow
@@ -298,7 +298,11 @@ def token_state(api_token: ApiToken, now: datetime | None = None) -> str:
 
 def check_api_token(session: Session, token: str) -> User:
     """The user this token acts for; raises TokenRefused saying why not. Records its use."""
-    api_token = session.scalar(select(ApiToken).where(ApiToken.token_sha256 == token_sha256(token)))
+    api_token = session.scalar(  # with its user in the same query: one round trip per request
+        select(ApiToken)
+        .options(joinedload(ApiToken.user))
+        .where(ApiToken.token_sha256 == token_sha256(token))
+    )
     if not token or api_token is None:
         raise TokenRefused("unknown API token")
     label = f"API token {api_token.id}" + (f" ({api_token.name})" if api_token.name else "")

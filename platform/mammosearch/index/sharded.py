@@ -344,6 +344,20 @@ class ShardedIndex:
         mask[allowed_ids[allowed_ids < size]] = True
         return mask
 
+    def stored_vector(self, image_id: int) -> np.ndarray | None:
+        """The live stored vector of one id (unit-normalised for cosine), or None: a lookup
+        in each segment's id map, newest first, without scanning id arrays."""
+        view = self._view
+        for segment, deleted in zip(reversed(view.segments), reversed(view.deleted), strict=True):
+            position = np.searchsorted(deleted, image_id)
+            if position < len(deleted) and deleted[position] == image_id:
+                continue
+            try:
+                return segment.index.reconstruct(int(image_id))
+            except RuntimeError:  # not in this segment's id map
+                continue
+        return None
+
     def get_vectors(self, ids: Iterable[int] | np.ndarray) -> np.ndarray:
         """Stored vectors of live `ids`, in that order (unit-normalised for cosine)."""
         wanted = _as_ids(ids)
