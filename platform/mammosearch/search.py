@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image as PILImage
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from mammosearch.config import Settings, get_settings
@@ -420,20 +420,10 @@ class SearchService:
         rows no longer pass `filters` (left out: the filter table was behind the database)."""
         if not pairs:
             return [], 0
-        latest_report = (
-            select(func.substr(Report.text, 1, REPORT_EXCERPT_CHARS))
-            .where(Report.patient_id == Image.patient_id)
-            .order_by(Report.id.desc())
-            .limit(1)
-            .correlate(Image)
-            .scalar_subquery()
-        )
         # Plain columns, no ORM objects: a search reads the rows once and shows them, and
         # the values are the database's now (a session's objects may be older).
         rows = session.execute(
-            select(*HIT_COLUMNS, Patient.source_patient_id, latest_report, *FILTERED_COLUMNS)
-            .join(Patient, Patient.id == Image.patient_id)
-            .where(Image.id.in_([image_id for image_id, _ in pairs]))
+            _hits_statement(), {"ids": [image_id for image_id, _ in pairs]}
         ).all()
         by_id = {row[0]: row for row in rows}
         hits: list[Hit] = []
@@ -463,6 +453,25 @@ class SearchService:
                 )
             )
         return hits, stale
+
+
+@lru_cache(maxsize=1)
+def _hits_statement() -> Select:
+    """The rows of a result list (images, patient, latest report excerpt), built once: a
+    statement's construction cost about as much CPU as running it."""
+    latest_report = (
+        select(func.substr(Report.text, 1, REPORT_EXCERPT_CHARS))
+        .where(Report.patient_id == Image.patient_id)
+        .order_by(Report.id.desc())
+        .limit(1)
+        .correlate(Image)
+        .scalar_subquery()
+    )
+    return (
+        select(*HIT_COLUMNS, Patient.source_patient_id, latest_report, *FILTERED_COLUMNS)
+        .join(Patient, Patient.id == Image.patient_id)
+        .where(Image.id.in_(bindparam("ids", expanding=True)))
+    )
 
 
 @lru_cache(maxsize=4)
