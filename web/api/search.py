@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import abort, jsonify, request, url_for
@@ -51,7 +52,17 @@ def search() -> Response:
         abort(404, description=str(exc))
     body = response.to_dict()
     body["embedding_space"] = public_space(body["embedding_space"])
+    image_url, case_url = _url_for_ids("api.image_file"), _url_for_ids("cases.case_page")
     for result in body.get("results", []):
-        result["image_url"] = url_for("api.image_file", image_id=result["image_id"])
-        result["case_url"] = url_for("cases.case_page", image_id=result["image_id"])
+        result["image_url"] = image_url(result["image_id"])
+        result["case_url"] = case_url(result["image_id"])
     return jsonify(body)
+
+
+_SENTINEL_ID = 9_876_543_210_123
+
+
+def _url_for_ids(endpoint: str) -> Callable[[int], str]:
+    """url_for(endpoint, image_id=...) for many ids: routing runs once, not once per hit."""
+    template = url_for(endpoint, image_id=_SENTINEL_ID)
+    return lambda image_id: template.replace(str(_SENTINEL_ID), str(int(image_id)))
