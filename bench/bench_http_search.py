@@ -192,7 +192,7 @@ def built_archive(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     name = f"bench_http_{os.getpid()}"
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        env = environment(create_database(name), root / "data")
+        env = environment(create_database(name), root)
         log = (root / "log.txt").open("wb")
         try:
             built_s = build(args.archive, args.dev, env, log)

@@ -58,12 +58,13 @@ def linked_folder(folder: Path, data: Path, names: list[str]) -> Path:
     return folder
 
 
-def environment(root: Path) -> dict[str, str]:
-    """A server or CLI on the temporary SQLite database and data dir; no broker, no Redis."""
+def environment(root: Path, database_url: str | None = None) -> dict[str, str]:
+    """A server or CLI on the data dir under `root` and `database_url` (default: a SQLite
+    file there); no broker, no Redis."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "platform"), str(REPO_ROOT)]),
-        "DATABASE_URL": f"sqlite:///{root / 'mammosearch.sqlite3'}",
+        "DATABASE_URL": database_url or f"sqlite:///{root / 'mammosearch.sqlite3'}",
         "MAMMOSEARCH_DATA_DIR": str(root / "data"),
         "MAMMOSEARCH_BACKBONE": "efficientnet-lite0",
         "MAMMOSEARCH_SECRET_KEY": "bench-load-secret",

@@ -21,6 +21,10 @@ from pathlib import Path
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO_ROOT / "platform"), str(REPO_ROOT)]
+from bench.bench_load import cli  # noqa: E402  (one CLI launcher for the benches)
+from bench.bench_load import environment as load_environment  # noqa: E402
+
 PG_ADMIN = os.environ.get("MAMMOSEARCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 COPIED_COLUMNS = (
     "side", "view", "modality", "width", "height", "breast_density", "birads", "birads_raw",
@@ -47,23 +51,9 @@ def drop_database(name: str) -> None:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def environment(database_url: str, data_dir: Path) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "platform"), str(REPO_ROOT)]),
-        "DATABASE_URL": database_url,
-        "MAMMOSEARCH_DATA_DIR": str(data_dir),
-        "MAMMOSEARCH_BACKBONE": "efficientnet-lite0",
-        "MAMMOSEARCH_INDEX_METRICS": "cosine",
-        "MAMMOSEARCH_SECRET_KEY": "bench-http-secret",
-    }
-    for name in ("CELERY_BROKER_URL", "REDIS_URL"):
-        env.pop(name, None)
-    return env
-
-
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from mammosearch.cli import main; main()", *args]
+def environment(database_url: str, root: Path) -> dict[str, str]:
+    """bench_load's server/CLI environment on this database, with one metric indexed."""
+    return {**load_environment(root, database_url), "MAMMOSEARCH_INDEX_METRICS": "cosine"}
 
 
 def build(count: int, dev: Path, env: dict[str, str], log) -> dict[str, float]:  # type: ignore[no-untyped-def]

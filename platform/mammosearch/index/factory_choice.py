@@ -68,13 +68,10 @@ def family(factory: str) -> str:
     return head
 
 
-def needs_rebuild(
-    configured: str, built: str, count: int, trained_on: int, dim: int, memory_bytes: int | None
-) -> bool:
+def needs_rebuild(wanted: str, built: str, count: int, trained_on: int) -> bool:
     """Whether a main index built as `built` on `trained_on` vectors should be rebuilt now
-    that it would hold `count`: auto picks another family, or a trained index outgrew its
-    training."""
-    wanted = choose_factory(count, dim, memory_bytes) if configured == AUTO else configured
+    that it would hold `count` and the size calls for `wanted`: another family, or a trained
+    index that outgrew its training."""
     if family(wanted) != family(built):
         return True
     trainable = family(built) == "IVF" or "PQ" in built

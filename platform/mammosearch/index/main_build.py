@@ -18,7 +18,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from mammosearch.index.segments import FLAT, Segment, build_index
+from mammosearch.index.segments import FLAT, Segment, build_index, stored_ids
 from mammosearch.index.tuning import held_out_order, tune_segment
 
 
@@ -60,19 +60,9 @@ def extend(
     kept = len(ids) - held
     index.add_with_ids(vectors[:kept], ids[:kept])
     tuned = None
-    stored = Segment(file=path.name, index=index, ids=_stored_ids(index), factory=factory)
+    stored = Segment(file=path.name, index=index, ids=stored_ids(index), factory=factory)
     if held and not stored.exhaustive:
-        tuned = tune_segment(index, stored.ids, _stored_vectors(stored), vectors[kept:], metric)
+        tuned = tune_segment(index, stored.ids, stored.vectors(), vectors[kept:], metric)
     if held:
         index.add_with_ids(vectors[kept:], ids[kept:])
-    return BuiltMain(index, _stored_ids(index), factory, trained_on, tuned)
-
-
-def _stored_ids(index: faiss.IndexIDMap2) -> np.ndarray:
-    return faiss.vector_to_array(index.id_map).astype(np.int64, copy=False)
-
-
-def _stored_vectors(segment: Segment) -> np.ndarray:
-    """Every stored vector, without a copy where the index keeps them plainly."""
-    flat_rows = segment._flat_rows
-    return flat_rows if flat_rows is not None else segment.vectors()
+    return BuiltMain(index, stored_ids(index), factory, trained_on, tuned)

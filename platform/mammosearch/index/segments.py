@@ -67,9 +67,13 @@ class Segment:
         return isinstance(self.inner, faiss.IndexFlatCodes)  # Flat, PQ, SQ, LSH, ...
 
     def vectors(self) -> np.ndarray:
-        """All stored vectors, row i belonging to ids[i] (exact for Flat, HNSW*Flat, IVF*,Flat)."""
+        """All stored vectors, row i belonging to ids[i] (exact for Flat, HNSW*Flat, IVF*,Flat);
+        a read-only view, not a copy, where the index keeps them plainly."""
         if len(self.ids) == 0:
             return np.empty((0, self.index.d), dtype=np.float32)
+        flat_rows = self._flat_rows
+        if flat_rows is not None:
+            return flat_rows
         return self.inner.reconstruct_n(0, len(self.ids))
 
     def vectors_at(self, rows: np.ndarray) -> np.ndarray:
@@ -158,8 +162,12 @@ def load_segment(path: Path, factory: str, mmap: bool = True) -> Segment:
             index = faiss.read_index(faiss.PyCallbackIOReader(handle.read))
     if not isinstance(index, faiss.IndexIDMap2):
         index = faiss.downcast_index(index)
-    ids = faiss.vector_to_array(index.id_map).astype(np.int64, copy=False)
-    return Segment(file=path.name, index=index, ids=ids, factory=factory)
+    return Segment(file=path.name, index=index, ids=stored_ids(index), factory=factory)
+
+
+def stored_ids(index: faiss.IndexIDMap2) -> np.ndarray:
+    """The ids of an IndexIDMap2, in storage order."""
+    return faiss.vector_to_array(index.id_map).astype(np.int64, copy=False)
 
 
 REFINE_K_FACTOR = 10

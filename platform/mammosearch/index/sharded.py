@@ -492,9 +492,7 @@ class ShardedIndex:
             snapshot = self._view
             main_position = self._main_position(snapshot)
             deltas = [i for i, s in enumerate(snapshot.segments) if i != main_position]
-            if not deltas and not rebuild:
-                return False
-            if main_position is None and not deltas:
+            if not deltas and (not rebuild or main_position is None):
                 return False
             built = self._build_main(snapshot, main_position, deltas, rebuild)
             with self._writing():
@@ -503,6 +501,7 @@ class ShardedIndex:
     def compact(self) -> int:
         """Rebuild the main index from the live vectors of every segment, without tombstones;
         returns the tombstones dropped."""
+        self.reload_if_changed()
         dropped = sum(len(deleted) for deleted in self._view.deleted)
         self.merge(wait=True, rebuild=True)
         return dropped
@@ -678,27 +677,17 @@ class ShardedIndex:
         if main_position is not None and not rebuild:
             main = snapshot.segments[main_position]
             entry = snapshot.manifest["segments"][main_position]  # type: ignore[index]
-            main_live = len(main.ids) - len(snapshot.deleted[main_position])
+            trained_on = entry.get("trained_on", entry["count"])
+            count = len(main.ids) - len(snapshot.deleted[main_position]) + len(new_ids)
             rebuild = (
-                needs_rebuild(
-                    self.factory,
-                    main.factory,
-                    main_live + len(new_ids),
-                    entry.get("trained_on", entry["count"]),
-                    self.dim,
-                    self.memory_bytes,
-                )
+                needs_rebuild(self._wanted_factory(count), main.factory, count, trained_on)
                 or len(snapshot.deleted[main_position]) > TOMBSTONE_REBUILD_SHARE * len(main.ids)
                 # a re-added id would sit twice in one index under one id
                 or bool(np.isin(new_ids, main.ids).any())
             )
             if not rebuild:
                 return extend(
-                    self.root / main.file,
-                    main.factory,
-                    entry.get("trained_on", entry["count"]),
-                    new_ids,
-                    new_vectors,
+                    self.root / main.file, main.factory, trained_on, new_ids, new_vectors,
                     self.metric,
                 )
         positions = ([] if main_position is None else [main_position]) + deltas
@@ -825,22 +814,20 @@ class ShardedIndex:
 
     def _live_rows(self, view: _View, positions: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
         """Ids and stored vectors of the segments at `positions`, tombstones left out."""
-        id_parts = [np.empty(0, dtype=np.int64)]
+        positions = list(positions)
         vector_parts = [np.empty((0, self.dim), dtype=np.float32)]
         for position in positions:
-            segment, deleted = view.segments[position], view.deleted[position]
-            live = ~np.isin(segment.ids, deleted)
-            id_parts.append(segment.ids[live])
-            vector_parts.append(segment.vectors()[live])
-        return np.concatenate(id_parts), np.concatenate(vector_parts)
+            vectors, live = view.segments[position].vectors(), view.live_rows[position]
+            vector_parts.append(vectors if live is None else vectors[live])
+        return self._live_ids(view, positions), np.concatenate(vector_parts)
 
     @staticmethod
     def _live_ids(view: _View, positions: Iterable[int]) -> np.ndarray:
-        """Live ids of the segments at `positions`."""
+        """Live ids of the segments at `positions` (the view's per-row liveness)."""
         parts = [np.empty(0, dtype=np.int64)]
         for position in positions:
-            segment, deleted = view.segments[position], view.deleted[position]
-            parts.append(segment.ids[~np.isin(segment.ids, deleted)])
+            ids, live = view.segments[position].ids, view.live_rows[position]
+            parts.append(ids if live is None else ids[live])
         return np.concatenate(parts)
 
     def _load_view(self, manifest: dict[str, Any]) -> _View:
