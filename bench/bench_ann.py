@@ -32,26 +32,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from realistic_vectors import Generator, check, real_embeddings  # noqa: E402
 
+from mammosearch.cpu_features import vector_extensions  # noqa: E402
 from mammosearch.index import ShardedIndex  # noqa: E402
 
 K = 10
 EF_SWEEP = (16, 24, 32, 48, 64, 96, 128)
 M, EF_CONSTRUCTION = 32, 40
 THREADS = os.cpu_count() or 1
-
-
-def cpu_features() -> str:
-    """The vector extensions this CPU reports (detected now; the machine changes)."""
-    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8")
-    try:
-        flags = next(
-            line.split(":", 1)[1].split()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("flags")
-        )
-    except (OSError, StopIteration):
-        return "unknown"
-    return " ".join(flag for flag in wanted if flag in flags) or "none of " + ", ".join(wanted)
 
 
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
@@ -289,7 +276,7 @@ def main() -> None:
     generator = Generator(real)
     print("nearest-neighbour check (cosine distance to the 1st neighbour, at the dev count):")
     print(json.dumps({k: round(v, 4) for k, v in check(real, generator).items()}))
-    print(f"CPU: {cpu_features()}; FAISS build {faiss.get_compile_options().strip()},"
+    print(f"CPU: {vector_extensions()}; FAISS build {faiss.get_compile_options().strip()},"
           f" loaded {faiss.swigfaiss.__name__}; {THREADS} threads")
     skip = set(filter(None, args.skip.split(",")))
     if args.crossover:

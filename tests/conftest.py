@@ -177,3 +177,13 @@ def no_weights_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
     yield tmp_path / "empty-torch-home" / "hub" / "checkpoints"
     clear_embedder_cache()
 
+
+
+@pytest.fixture
+def onnx_dir(tmp_path: Path) -> Iterator[Path]:
+    """An empty ONNX export folder, and no embedders cached from other tests."""
+    from mammosearch.embed import clear_embedder_cache
+
+    clear_embedder_cache()
+    yield tmp_path / "onnx"
+    clear_embedder_cache()

@@ -6,7 +6,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from mammosearch.embed import (
@@ -17,14 +16,6 @@ from mammosearch.embed import (
     load_embedder,
 )
 from mammosearch.embed.onnx_runtime import onnx_file_name
-
-
-@pytest.fixture
-def onnx_dir(tmp_path: Path) -> Path:
-    """An empty export folder, and no embedders cached from other tests."""
-    clear_embedder_cache()
-    yield tmp_path / "onnx"
-    clear_embedder_cache()
 
 
 def _images(count: int) -> list[Image.Image]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from mammosearch.cli.space_option import backbone_option, settings_for
 from mammosearch.evaluate.labels import LABELS
 
 
@@ -232,6 +233,42 @@ def models_show(name: str) -> None:
     click.echo(json.dumps(record, indent=2))
     if cv:
         click.echo(format_cv_table(cv))
+
+
+@models.command("quantize")
+@backbone_option
+@click.option(
+    "--calibration-images", type=int, default=64, show_default=True,
+    help="Archive images the int8 activation ranges are calibrated on.",
+)  # fmt: skip
+@click.option(
+    "--check-images", type=int, default=2000, show_default=True,
+    help="At most this many BIRADS-labelled images score fp32 against int8.",
+)  # fmt: skip
+@click.option("--json", "as_json", is_flag=True)
+def models_quantize(
+    backbone: str | None, calibration_images: int, check_images: int, as_json: bool
+) -> None:
+    """Build the backbone's int8 model and keep it only if this archive's P@5 holds.
+
+    Calibrates on the archive's own images, then scores patient-excluded same-BIRADS P@5 of
+    fp32 and int8 on the same labelled images; within 0.01 the int8 model is kept and served
+    with MAMMOSEARCH_EMBED_RUNTIME=onnx-int8 (a new embedding space: re-embed to switch).
+    """
+    from mammosearch.embed.quantize import Int8Unavailable
+    from mammosearch.quantize_archive import quantize_and_check
+
+    settings = settings_for(backbone)
+    try:
+        path, check = quantize_and_check(settings, calibration_images, check_images)
+    except (Int8Unavailable, ValueError) as error:
+        raise click.ClickException(str(error)) from error
+    if as_json:
+        click.echo(json.dumps({"model": str(path), **check.as_dict()}, indent=2))
+        return
+    click.echo(f"{path}: {check.summary()}")
+    if not check.kept:
+        raise SystemExit(1)
 
 
 commands = [train, models]

@@ -24,6 +24,7 @@ from mammosearch.embed.onnx_runtime import (
     onnx_file_name,
     read_onnx_identity,
 )
+from mammosearch.embed.quantize import INT8_NAME_SUFFIX, servable_int8, split_int8
 from mammosearch.embed.serving_record import serving_backbone
 from mammosearch.embed.trained import (
     TRAINED_PREFIX,
@@ -41,6 +42,7 @@ from mammosearch.embed.weights import (
 AUTO = "auto"
 RANDOM_SEED = 0
 RUNTIMES = ("torch", "onnx")
+INT8_RUNTIME = "onnx-int8"  # chosen by the backbone name `NAME:int8`, not by a setting
 _loading = threading.RLock()  # lru_cache alone lets two threads load the same model twice
 
 
@@ -58,6 +60,10 @@ def trained_model_for(name: str, registry: Path | None = None) -> TrainedModel |
 
 def resolve_backbone_name(name: str = AUTO, weights: Path | None = None) -> tuple[str, str]:
     """The backbone `name` stands for, and why (worth printing: `auto` decides at run time)."""
+    base, int8 = split_int8(name)
+    if int8:
+        resolved, reason = resolve_backbone_name(base, weights)
+        return f"{resolved}{INT8_NAME_SUFFIX}", f"{reason}; its int8 model"
     trained = trained_model_for(name)
     if trained is not None:
         return (
@@ -180,6 +186,8 @@ def _cached_embedder(
             name, weights, allow_random, "cpu", "torch", batch_size, None
         )
         export_onnx(torch_embedder, onnx_path)
+    if runtime == INT8_RUNTIME:
+        return OnnxEmbedder(servable_int8(onnx_path), batch_size=batch_size)
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device != "cpu" else None
     return OnnxEmbedder(onnx_path, batch_size=batch_size, providers=providers)
 
@@ -199,11 +207,15 @@ def load_embedder(
     `weights` is an explicit file (the `MAMMOSEARCH_WEIGHTS` setting); otherwise the packaged
     or cached file, else a download. Without any, `WeightsUnavailable` says where to put the
     file, unless `allow_random`: then the weights are random and the identity says untrained.
-    `runtime="onnx"` exports the model once into `onnx_dir` and serves it with ONNX Runtime.
+    `runtime="onnx"` exports the model once into `onnx_dir` and serves it with ONNX Runtime;
+    `NAME:int8` serves NAME's int8 model, which `mammosearch models quantize` made and kept.
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
+    name, int8 = split_int8(name)
     trained = trained_model_for(name, registry)
+    if trained is not None and int8:
+        raise ValueError(f"{name}{INT8_NAME_SUFFIX}: int8 is built for registry backbones only")
     if trained is not None:
         # A trained model is its ONNX file: served by ONNX Runtime whatever the runtime says.
         return load_trained_embedder(trained, batch_size=batch_size, device=device)
@@ -214,9 +226,9 @@ def load_embedder(
             Path(weights).expanduser().resolve() if weights is not None else None,
             allow_random,
             device,
-            runtime,
+            INT8_RUNTIME if int8 else runtime,
             batch_size,
-            None if runtime == "torch" else Path(onnx_dir or default_onnx_dir()),
+            None if runtime == "torch" and not int8 else Path(onnx_dir or default_onnx_dir()),
         )
 
 
