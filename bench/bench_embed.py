@@ -1,10 +1,16 @@
-"""Embedding throughput: eager vs channels_last vs ONNX Runtime, on the same images in one run.
+"""Embedding throughput: eager vs channels_last vs bf16 vs ONNX Runtime fp32 and int8, one run.
 
     python bench/bench_embed.py --count 64 --batch-size 16 [--backbone densenet121 ...]
 
 Uses the real CDD-CESM dev images when present, synthetic ones otherwise. Ratios are against
 eager PyTorch measured in the same run, so they stay meaningful on a busy machine. A backbone
 without weights runs with random weights and is labelled "untrained" (speed is the same).
+
+"End to end" starts from the image files: the naive pipeline decodes, preprocesses and runs
+eager float32 PyTorch one batch after another; the product serves ONNX Runtime (fp32, and
+int8 calibrated on the first images) through `Embedder.embed_pil`, which preprocesses the
+next batch while the model runs. int8's effect on retrieval quality is checked on the
+archive itself by `mammosearch models quantize` (P@5 must move < 0.01), not here.
 """
 
 from __future__ import annotations
@@ -19,27 +25,42 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mammosearch.cpu_features import vector_extensions
 from mammosearch.embed import (
     OnnxEmbedder,
     build_torch_embedder,
     export_onnx,
     preprocess_batch,
 )
-from mammosearch.embed.embedder import Embedder
+from mammosearch.embed.embedder import Embedder, TorchEmbedder
+from mammosearch.embed.quantize import quantize_int8
 
 DEV_IMAGES = Path(__file__).resolve().parents[2] / "shared/data/cdd-cesm-dev/Subtracted images"
+CALIBRATION_COUNT = 16
 
 
-def load_images(count: int) -> tuple[list[Image.Image], str]:
-    """`count` decoded images: real dev JPEGs (repeated if needed) or synthetic noise."""
+def image_files(count: int, folder: Path) -> tuple[list[Path], str]:
+    """`count` image files: real dev JPEGs (repeated if needed) or synthetic noise written out."""
     paths = sorted(DEV_IMAGES.glob("*.jpg"))
     if paths:
-        images = [Image.open(paths[i % len(paths)]).convert("L") for i in range(count)]
-        return images, f"real CDD-CESM dev images ({min(count, len(paths))} distinct)"
+        return [paths[i % len(paths)] for i in range(count)], (
+            f"real CDD-CESM dev images ({min(count, len(paths))} distinct)"
+        )
     rng = np.random.default_rng(0)
-    shape_px = (512, 512)
-    images = [Image.fromarray(rng.integers(0, 256, shape_px, dtype=np.uint8)) for _ in range(count)]
-    return images, "synthetic 512x512 noise (dev data absent)"
+    written = []
+    for i in range(count):
+        path = folder / f"noise-{i}.png"
+        Image.fromarray(rng.integers(0, 256, (512, 512), dtype=np.uint8)).save(path)
+        written.append(path)
+    return written, "synthetic 512x512 noise (dev data absent)"
+
+
+def decoded(paths: list[Path]) -> list[Image.Image]:
+    images = []
+    for path in paths:
+        with Image.open(path) as opened:
+            images.append(opened.convert("L"))
+    return images
 
 
 def images_per_s(run: Callable[[], object], count: int, repeats: int) -> float:
@@ -59,22 +80,90 @@ def embed_all(embedder: Embedder, batches: list[torch.Tensor]) -> Callable[[], o
     return lambda: [embedder.embed_tensors(batch) for batch in batches]
 
 
-def bench_backbone(name: str, batches: list[torch.Tensor], count: int, repeats: int) -> None:
+def bf16_all(embedder: TorchEmbedder, batches: list[torch.Tensor]) -> Callable[[], object]:
+    """torch autocast to bfloat16 (AVX512_BF16/AMX where the CPU has them)."""
+
+    def run() -> object:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return [embedder.embed_tensors(batch) for batch in batches]
+
+    return run
+
+
+def naive_files(embedder: Embedder, paths: list[Path], batch: int) -> Callable[[], object]:
+    """Decode, preprocess, infer; one batch after another, nothing overlapped."""
+
+    def run() -> object:
+        return [
+            embedder.embed_tensors(preprocess_batch(decoded(paths[i : i + batch])))
+            for i in range(0, len(paths), batch)
+        ]
+
+    return run
+
+
+def product_files(embedder: Embedder, paths: list[Path]) -> Callable[[], object]:
+    """As the pipeline does: open the files, then `embed_pil` (preprocessing overlapped)."""
+    return lambda: embedder.embed_pil(decoded(paths))
+
+
+def cosine_min(a: np.ndarray, b: np.ndarray) -> float:
+    return float(((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min())
+
+
+def bench_backbone(name: str, paths: list[Path], batch_size: int, repeats: int) -> None:
+    count = len(paths)
+    batches = list(torch.split(preprocess_batch(decoded(paths)), batch_size))
     eager = build_torch_embedder(name, allow_random=True, channels_last=False)
     channels_last = build_torch_embedder(name, allow_random=True, channels_last=True)
     label = name if eager.pretrained else f"{name} (random weights, untrained)"
     with tempfile.TemporaryDirectory() as onnx_dir:
-        onnx = OnnxEmbedder(export_onnx(channels_last, Path(onnx_dir) / f"{name}.onnx"))
-        difference = np.abs(onnx.embed_tensors(batches[0]) - eager.embed_tensors(batches[0])).max()
+        onnx_path = export_onnx(channels_last, Path(onnx_dir) / f"{name}.onnx")
+        onnx = OnnxEmbedder(onnx_path, batch_size=batch_size)
+        int8 = OnnxEmbedder(
+            quantize_int8(onnx_path, decoded(paths[:CALIBRATION_COUNT]), onnx.input_size_px),
+            batch_size=batch_size,
+        )
+        reference = eager.embed_tensors(batches[0])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16_vectors = channels_last.embed_tensors(batches[0])
+        agreement = {
+            "ONNX fp32": cosine_min(onnx.embed_tensors(batches[0]), reference),
+            "ONNX int8": cosine_min(int8.embed_tensors(batches[0]), reference),
+            "bf16": cosine_min(bf16_vectors, reference),
+        }
         rates = {
             "eager (contiguous)": images_per_s(embed_all(eager, batches), count, repeats),
             "channels_last": images_per_s(embed_all(channels_last, batches), count, repeats),
-            "ONNX Runtime (CPU)": images_per_s(embed_all(onnx, batches), count, repeats),
+            "channels_last bf16": images_per_s(bf16_all(channels_last, batches), count, repeats),
+            "ONNX Runtime fp32": images_per_s(embed_all(onnx, batches), count, repeats),
+            "ONNX Runtime int8": images_per_s(embed_all(int8, batches), count, repeats),
         }
-    print(f"\n{label}: dim {eager.dim}, max |onnx - eager| = {difference:.2e}")
+        end_to_end = {
+            "naive: decode, preprocess, eager fp32": images_per_s(
+                naive_files(eager, paths, batch_size), count, repeats
+            ),
+            "product ONNX fp32, overlapped": images_per_s(
+                product_files(onnx, paths), count, repeats
+            ),
+            "product ONNX int8, not overlapped": images_per_s(
+                naive_files(int8, paths, batch_size), count, repeats
+            ),
+            "product ONNX int8, overlapped": images_per_s(
+                product_files(int8, paths), count, repeats
+            ),
+        }
+    print(f"\n{label}: dim {eager.dim}; min cosine to eager fp32: " + ", ".join(
+        f"{variant} {value:.4f}" for variant, value in agreement.items()
+    ))  # fmt: skip
     eager_rate = rates["eager (contiguous)"]
+    print("  model only (preprocessed tensors):")
     for variant, rate in rates.items():
-        print(f"  {variant:<20} {rate:8.1f} images/s   x{rate / eager_rate:.2f} vs eager")
+        print(f"    {variant:<38} {rate:8.1f} images/s   x{rate / eager_rate:.2f} vs eager")
+    naive_rate = end_to_end["naive: decode, preprocess, eager fp32"]
+    print("  end to end (image files -> vectors):")
+    for variant, rate in end_to_end.items():
+        print(f"    {variant:<38} {rate:8.1f} images/s   x{rate / naive_rate:.2f} vs naive")
 
 
 def main() -> None:
@@ -87,19 +176,15 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    images, source = load_images(args.count)
-    start = time.perf_counter()
-    tensors = preprocess_batch(images)
-    preprocess_rate = args.count / (time.perf_counter() - start)
-    batches = list(torch.split(tensors, args.batch_size))
-    print(
-        f"{args.count} images, {source}; batch {args.batch_size}; "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
-        f"best of {args.repeats} after a warm-up"
-    )
-    print(f"preprocessing: {preprocess_rate:.1f} images/s (decoded images -> tensors)")
-    for name in args.backbone or ["efficientnet-lite0"]:
-        bench_backbone(name, batches, args.count, args.repeats)
+    with tempfile.TemporaryDirectory() as folder:
+        paths, source = image_files(args.count, Path(folder))
+        print(
+            f"{args.count} images, {source}; batch {args.batch_size}; "
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
+            f"best of {args.repeats} after a warm-up; CPU: {vector_extensions()}"
+        )
+        for name in args.backbone or ["efficientnet-lite0"]:
+            bench_backbone(name, paths, args.batch_size, args.repeats)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -66,15 +67,26 @@ class Embedder(ABC):
         """A preprocessed batch (n, 3, size, size) -> float32 array (n, dim)."""
 
     def embed_pil(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """Images -> float32 array (n, dim), run `batch_size` images at a time."""
-        chunks = [
-            self.embed_tensors(
-                preprocess_batch(images[start : start + self.batch_size], self.input_size_px)
-            )
-            for start in range(0, len(images), self.batch_size)
-        ]
-        if not chunks:
+        """Images -> float32 array (n, dim), run `batch_size` images at a time.
+
+        The next batch is decoded and preprocessed on a second thread while the model runs
+        (Pillow, ONNX Runtime and torch release the GIL), so neither waits for the other.
+        """
+        starts = range(0, len(images), self.batch_size)
+        if not starts:
             return np.empty((0, self.dim), dtype=np.float32)
+
+        def prepared(start: int) -> torch.Tensor:
+            return preprocess_batch(images[start : start + self.batch_size], self.input_size_px)
+
+        chunks: list[np.ndarray] = []
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="preprocess") as pool:
+            upcoming = pool.submit(prepared, starts[0])
+            for following in [*starts[1:], None]:
+                batch = upcoming.result()
+                if following is not None:
+                    upcoming = pool.submit(prepared, following)
+                chunks.append(self.embed_tensors(batch))
         return np.concatenate(chunks).astype(np.float32, copy=False)
 
     def describe(self) -> dict[str, Any]:
