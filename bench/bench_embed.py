@@ -8,9 +8,10 @@ without weights runs with random weights and is labelled "untrained" (speed is t
 
 "End to end" starts from the image files: the naive pipeline decodes, preprocesses and runs
 eager float32 PyTorch one batch after another; the product serves ONNX Runtime (fp32, and
-int8 calibrated on the first images) through `Embedder.embed_pil`, which preprocesses the
-next batch while the model runs. int8's effect on retrieval quality is checked on the
-archive itself by `mammosearch models quantize` (P@5 must move < 0.01), not here.
+int8 calibrated on the first images) through `Embedder.embed_sources`, which decodes and
+preprocesses the next batch while the model runs, as the pipeline does. int8's effect on
+retrieval quality is checked on the archive itself by `mammosearch models quantize` (P@5
+must move < 0.01), not here.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import argparse
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -55,12 +57,13 @@ def image_files(count: int, folder: Path) -> tuple[list[Path], str]:
     return written, "synthetic 512x512 noise (dev data absent)"
 
 
+def opened(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        return image.convert("L")
+
+
 def decoded(paths: list[Path]) -> list[Image.Image]:
-    images = []
-    for path in paths:
-        with Image.open(path) as opened:
-            images.append(opened.convert("L"))
-    return images
+    return [opened(path) for path in paths]
 
 
 def images_per_s(run: Callable[[], object], count: int, repeats: int) -> float:
@@ -103,8 +106,8 @@ def naive_files(embedder: Embedder, paths: list[Path], batch: int) -> Callable[[
 
 
 def product_files(embedder: Embedder, paths: list[Path]) -> Callable[[], object]:
-    """As the pipeline does: open the files, then `embed_pil` (preprocessing overlapped)."""
-    return lambda: embedder.embed_pil(decoded(paths))
+    """As the pipeline does: `embed_sources` decodes the next batch while the model runs."""
+    return lambda: embedder.embed_sources([partial(opened, path) for path in paths])
 
 
 def cosine_min(a: np.ndarray, b: np.ndarray) -> float:

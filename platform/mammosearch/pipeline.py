@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -150,21 +151,17 @@ def embed_images(
         select(Image).where(Image.id.in_(image_ids), Image.id.not_in(done)).order_by(Image.id)
     ).all()
     result.skipped = sorted(done)
-    loaded: list[tuple[Image, PILImage.Image]] = []
-    for image in images:
-        try:
-            loaded.append((image, _open_stored(image)))
-        except ValueError as exc:
-            result.failed[image.id] = str(exc)
-    vectors = embedder.embed_pil([pil for _, pil in loaded]) if loaded else np.empty((0, 0))
+    vectors, failed = embedder.embed_sources([partial(_open_stored, image) for image in images])
+    result.failed = {images[position].id: reason for position, reason in failed.items()}
+    embedded = [image for position, image in enumerate(images) if position not in failed]
     _insert_ignoring_existing(
         session,
         [
             {"image_id": image.id, "space_id": space.id, "vector": vector_to_bytes(vector)}
-            for (image, _), vector in zip(loaded, vectors, strict=True)
+            for image, vector in zip(embedded, vectors, strict=True)
         ],
     )
-    result.embedded = [image.id for image, _ in loaded]
+    result.embedded = [image.id for image in embedded]
     if update_status:
         if result.embedded:
             session.execute(

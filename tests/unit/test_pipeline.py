@@ -121,6 +121,33 @@ def test_an_unreadable_stored_file_marks_the_image_failed_with_its_name(
     assert broken.attempts == 1  # one try, counted once
 
 
+def test_a_corrupt_file_mid_batch_fails_alone_and_every_vector_stays_with_its_image(
+    session: Session, lite_settings: Settings
+) -> None:
+    """Decoding runs a batch ahead on another thread; a failure must not shift the rest."""
+    ids = _add_images(session, lite_settings, 5, seed=3)
+    corrupt = session.get(Image, ids[2])
+    Path(corrupt.stored_path).write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    embedder = active_embedder(lite_settings)
+    embedder.batch_size, batch_size = 2, embedder.batch_size
+    try:
+        space = active_space(session, lite_settings)
+        result = embed_images(session, ids, embedder, space)
+        assert result.embedded == [ids[0], ids[1], ids[3], ids[4]]
+        assert list(result.failed) == [ids[2]] and "cannot decode" in result.failed[ids[2]]
+        for image_id in result.embedded:
+            stored = session.scalar(
+                select(ImageEmbedding.vector).where(
+                    ImageEmbedding.image_id == image_id, ImageEmbedding.space_id == space.id
+                )
+            )
+            with PILImage.open(session.get(Image, image_id).stored_path) as opened:
+                alone = embedder.embed_pil([opened.convert("L")])[0]
+            assert np.allclose(np.frombuffer(stored, dtype="<f4"), alone, atol=1e-4)
+    finally:
+        embedder.batch_size = batch_size
+
+
 def test_the_in_process_queue_embeds_only_the_images_it_is_given(
     session: Session, lite_settings: Settings
 ) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -67,27 +67,43 @@ class Embedder(ABC):
         """A preprocessed batch (n, 3, size, size) -> float32 array (n, dim)."""
 
     def embed_pil(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """Images -> float32 array (n, dim), run `batch_size` images at a time.
+        """Images -> float32 array (n, dim), run `batch_size` images at a time."""
+        vectors, _failed = self.embed_sources([lambda image=image: image for image in images])
+        return vectors
+
+    def embed_sources(
+        self, sources: Sequence[Callable[[], Image.Image]]
+    ) -> tuple[np.ndarray, dict[int, str]]:
+        """Decode and embed: `sources[i]()` opens image i; a ValueError fails that one only.
 
         The next batch is decoded and preprocessed on a second thread while the model runs
         (Pillow, ONNX Runtime and torch release the GIL), so neither waits for the other.
+        Returns the vectors of the images that opened, in order, and {position: reason}.
         """
-        starts = range(0, len(images), self.batch_size)
-        if not starts:
-            return np.empty((0, self.dim), dtype=np.float32)
+        failed: dict[int, str] = {}
 
         def prepared(start: int) -> torch.Tensor:
-            return preprocess_batch(images[start : start + self.batch_size], self.input_size_px)
+            images = []
+            for position in range(start, min(start + self.batch_size, len(sources))):
+                try:
+                    images.append(sources[position]())
+                except ValueError as error:
+                    failed[position] = str(error)
+            return preprocess_batch(images, self.input_size_px)
 
-        chunks: list[np.ndarray] = []
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="preprocess") as pool:
+        chunks: list[np.ndarray] = [np.empty((0, self.dim), dtype=np.float32)]
+        starts = range(0, len(sources), self.batch_size)
+        if not starts:
+            return chunks[0], failed
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
             upcoming = pool.submit(prepared, starts[0])
             for following in [*starts[1:], None]:
                 batch = upcoming.result()
                 if following is not None:
                     upcoming = pool.submit(prepared, following)
-                chunks.append(self.embed_tensors(batch))
-        return np.concatenate(chunks).astype(np.float32, copy=False)
+                if len(batch):
+                    chunks.append(self.embed_tensors(batch))
+        return np.concatenate(chunks).astype(np.float32, copy=False), failed
 
     def describe(self) -> dict[str, Any]:
         """The space identity plus how it runs, for logs and `embed info`-style output."""
