@@ -7,11 +7,11 @@ eager PyTorch measured in the same run, so they stay meaningful on a busy machin
 without weights runs with random weights and is labelled "untrained" (speed is the same).
 
 "End to end" starts from the image files: the naive pipeline decodes, preprocesses and runs
-eager float32 PyTorch one batch after another; the product serves ONNX Runtime (fp32, and
-int8 calibrated on the first images) through `Embedder.embed_sources`, which decodes and
-preprocesses the next batch while the model runs, as the pipeline does. int8's effect on
-retrieval quality is checked on the archive itself by `mammosearch models quantize` (P@5
-must move < 0.01), not here.
+eager float32 PyTorch one batch after another; the product serves ONNX Runtime fp32, its
+int8 variant (calibrated on the first images) or the bf16 variant (torch autocast) through
+`Embedder.embed_sources`, which decodes and preprocesses the next batch while the model
+runs, as the pipeline does. A variant's effect on retrieval quality is checked on the
+archive itself by `mammosearch models quantize` (P@5 must move < 0.01), not here.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from mammosearch.embed import (
     export_onnx,
     preprocess_batch,
 )
-from mammosearch.embed.embedder import Embedder, TorchEmbedder
-from mammosearch.embed.quantize import quantize_int8
+from mammosearch.embed.embedder import Embedder, spare_cpus
+from mammosearch.embed.quantize import bf16_embedder, quantize_int8
 
 DEV_IMAGES = Path(__file__).resolve().parents[2] / "shared/data/cdd-cesm-dev/Subtracted images"
 CALIBRATION_COUNT = 16
@@ -83,16 +83,6 @@ def embed_all(embedder: Embedder, batches: list[torch.Tensor]) -> Callable[[], o
     return lambda: [embedder.embed_tensors(batch) for batch in batches]
 
 
-def bf16_all(embedder: TorchEmbedder, batches: list[torch.Tensor]) -> Callable[[], object]:
-    """torch autocast to bfloat16 (AVX512_BF16/AMX where the CPU has them)."""
-
-    def run() -> object:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            return [embedder.embed_tensors(batch) for batch in batches]
-
-    return run
-
-
 def naive_files(embedder: Embedder, paths: list[Path], batch: int) -> Callable[[], object]:
     """Decode, preprocess, infer; one batch after another, nothing overlapped."""
 
@@ -127,18 +117,17 @@ def bench_backbone(name: str, paths: list[Path], batch_size: int, repeats: int) 
             quantize_int8(onnx_path, decoded(paths[:CALIBRATION_COUNT]), onnx.input_size_px),
             batch_size=batch_size,
         )
+        bf16 = bf16_embedder(channels_last)
         reference = eager.embed_tensors(batches[0])
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            bf16_vectors = channels_last.embed_tensors(batches[0])
         agreement = {
             "ONNX fp32": cosine_min(onnx.embed_tensors(batches[0]), reference),
             "ONNX int8": cosine_min(int8.embed_tensors(batches[0]), reference),
-            "bf16": cosine_min(bf16_vectors, reference),
+            "bf16": cosine_min(bf16.embed_tensors(batches[0]), reference),
         }
         rates = {
             "eager (contiguous)": images_per_s(embed_all(eager, batches), count, repeats),
             "channels_last": images_per_s(embed_all(channels_last, batches), count, repeats),
-            "channels_last bf16": images_per_s(bf16_all(channels_last, batches), count, repeats),
+            "channels_last bf16": images_per_s(embed_all(bf16, batches), count, repeats),
             "ONNX Runtime fp32": images_per_s(embed_all(onnx, batches), count, repeats),
             "ONNX Runtime int8": images_per_s(embed_all(int8, batches), count, repeats),
         }
@@ -146,16 +135,16 @@ def bench_backbone(name: str, paths: list[Path], batch_size: int, repeats: int) 
             "naive: decode, preprocess, eager fp32": images_per_s(
                 naive_files(eager, paths, batch_size), count, repeats
             ),
-            "product ONNX fp32, overlapped": images_per_s(
-                product_files(onnx, paths), count, repeats
-            ),
-            "product ONNX int8, not overlapped": images_per_s(
-                naive_files(int8, paths, batch_size), count, repeats
-            ),
-            "product ONNX int8, overlapped": images_per_s(
-                product_files(int8, paths), count, repeats
-            ),
+            "product ONNX fp32": images_per_s(product_files(onnx, paths), count, repeats),
+            "product ONNX int8": images_per_s(product_files(int8, paths), count, repeats),
+            "product torch bf16": images_per_s(product_files(bf16, paths), count, repeats),
         }
+        served_overlap = int8.overlap_decoding
+        int8.overlap_decoding = not served_overlap
+        other = "overlapped" if int8.overlap_decoding else "not overlapped"
+        end_to_end[f"product ONNX int8, decoding {other}"] = images_per_s(
+            product_files(int8, paths), count, repeats
+        )
     print(f"\n{label}: dim {eager.dim}; min cosine to eager fp32: " + ", ".join(
         f"{variant} {value:.4f}" for variant, value in agreement.items()
     ))  # fmt: skip
@@ -164,7 +153,9 @@ def bench_backbone(name: str, paths: list[Path], batch_size: int, repeats: int) 
     for variant, rate in rates.items():
         print(f"    {variant:<38} {rate:8.1f} images/s   x{rate / eager_rate:.2f} vs eager")
     naive_rate = end_to_end["naive: decode, preprocess, eager fp32"]
-    print("  end to end (image files -> vectors):")
+    overlap = "overlapped" if served_overlap else "not overlapped"
+    print(f"  end to end (image files -> vectors; as served, decoding {overlap}: "
+          f"{spare_cpus()} spare CPUs):")  # fmt: skip
     for variant, rate in end_to_end.items():
         print(f"    {variant:<38} {rate:8.1f} images/s   x{rate / naive_rate:.2f} vs naive")
 

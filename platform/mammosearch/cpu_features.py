@@ -9,6 +9,7 @@ REPORTED = (
     "avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8",
 )  # fmt: skip
 INT8_DOT_PRODUCT = ("avx512_vnni", "avx_vnni", "amx_int8")
+BF16 = ("avx512_bf16", "amx_bf16")
 
 
 @lru_cache(maxsize=1)
@@ -33,3 +34,8 @@ def vector_extensions() -> str:
 def has_int8_dot_product() -> bool:
     """VNNI/AMX: u8 x s8 products without the 16-bit saturation older AVX2 code paths risk."""
     return any(flag in cpu_flags() for flag in INT8_DOT_PRODUCT)
+
+
+def has_bf16() -> bool:
+    """AVX512_BF16/AMX: bfloat16 matrix products in hardware rather than emulated."""
+    return any(flag in cpu_flags() for flag in BF16)

@@ -1,4 +1,4 @@
-"""`mammosearch models quantize`: an int8 model calibrated and checked on this archive."""
+"""`mammosearch models quantize`: a reduced-precision variant checked on this archive."""
 
 from __future__ import annotations
 
@@ -9,16 +9,24 @@ from PIL import Image
 
 from mammosearch.config import Settings
 from mammosearch.db.session import session_scope
-from mammosearch.embed.loader import load_embedder_from_settings, registry_dir, trained_model_for
+from mammosearch.embed.loader import (
+    build_torch_embedder,
+    load_embedder_from_settings,
+    registry_dir,
+    resolve_backbone_name,
+    trained_model_for,
+)
 from mammosearch.embed.onnx_runtime import OnnxEmbedder
 from mammosearch.embed.quantize import (
-    Int8Check,
-    Int8Unavailable,
-    check_int8,
+    PrecisionCheck,
+    PrecisionUnavailable,
+    bf16_embedder,
+    check_variant,
     quantize_int8,
-    split_int8,
+    split_precision,
     write_check,
 )
+from mammosearch.embed.serving_record import serving_backbone
 from mammosearch.train.dataset import load_labelled_images
 
 SAMPLE_SEED = 0
@@ -37,17 +45,18 @@ def _decoded(paths: list[Path]) -> list[Image.Image | None]:
 
 
 def quantize_and_check(
-    settings: Settings, calibration_images: int, check_images: int
-) -> tuple[Path, Int8Check]:
-    """Quantize the configured backbone's ONNX model, score it against fp32, record both."""
-    base, _ = split_int8(settings.backbone)
+    settings: Settings, calibration_images: int, check_images: int, precision: str = "int8"
+) -> tuple[Path, PrecisionCheck]:
+    """Build the configured backbone's variant, score it against fp32 (ONNX), record both.
+
+    Returns the int8 model file (int8) or the verdict file (bf16: nothing else to store).
+    """
+    base, _ = split_precision(serving_backbone(settings.backbone, settings.data_dir))
     if trained_model_for(base, registry_dir(settings)) is not None:
-        raise Int8Unavailable(
-            f"{base}: int8 is built for registry backbones; this is a trained model"
-        )
+        raise PrecisionUnavailable(f"{base}: variants are built for registry backbones only")
     fp32 = load_embedder_from_settings(settings.with_overrides(backbone=base), runtime="onnx")
     if not isinstance(fp32, OnnxEmbedder):
-        raise Int8Unavailable(f"{base}: no exported ONNX model to quantize")
+        raise PrecisionUnavailable(f"{base}: no exported ONNX model to compare with")
     with session_scope(settings.database_url) as session:
         data = load_labelled_images(session, ["birads"])
     rng = np.random.default_rng(SAMPLE_SEED)
@@ -60,18 +69,27 @@ def quantize_and_check(
         if image is not None
     ]
     if len(usable) < 2:
-        raise Int8Unavailable("fewer than 2 readable BIRADS-labelled images: nothing to check on")
+        raise PrecisionUnavailable("fewer than 2 readable BIRADS-labelled images to check on")
     images = [image for image, _, _ in usable]
     calibration = [images[i] for i in rng.permutation(len(images))[:calibration_images]]
-    int8_path = quantize_int8(fp32.path, calibration, fp32.input_size_px)
-    int8 = OnnxEmbedder(int8_path, batch_size=settings.embed_batch_size)
-    check = check_int8(
+    if precision == "int8":
+        variant_file = quantize_int8(fp32.path, calibration, fp32.input_size_px)
+        variant = OnnxEmbedder(variant_file, batch_size=settings.embed_batch_size)
+    else:
+        name, _reason = resolve_backbone_name(base, settings.weights_path)
+        torch_fp32 = build_torch_embedder(
+            name, settings.weights_path, settings.allow_random_weights,
+            batch_size=settings.embed_batch_size,
+        )  # fmt: skip
+        variant = bf16_embedder(torch_fp32)
+    check = check_variant(
+        precision,
         fp32,
-        int8,
+        variant,
         images,
         [label for _, label, _ in usable],
         [patient for _, _, patient in usable],
-        len(calibration),
+        len(calibration) if precision == "int8" else 0,
     )
-    write_check(int8_path, check)
-    return int8_path, check
+    verdict = write_check(fp32.path, check)
+    return (variant_file if precision == "int8" else verdict), check

@@ -121,15 +121,17 @@ def test_an_unreadable_stored_file_marks_the_image_failed_with_its_name(
     assert broken.attempts == 1  # one try, counted once
 
 
+@pytest.mark.parametrize("overlap", [True, False], ids=["decoding-overlapped", "sequential"])
 def test_a_corrupt_file_mid_batch_fails_alone_and_every_vector_stays_with_its_image(
-    session: Session, lite_settings: Settings
+    session: Session, lite_settings: Settings, overlap: bool
 ) -> None:
-    """Decoding runs a batch ahead on another thread; a failure must not shift the rest."""
+    """Decoding may run a batch ahead on another thread; a failure must not shift the rest."""
     ids = _add_images(session, lite_settings, 5, seed=3)
     corrupt = session.get(Image, ids[2])
     Path(corrupt.stored_path).write_bytes(b"\x89PNG\r\n\x1a\n not really")
     embedder = active_embedder(lite_settings)
     embedder.batch_size, batch_size = 2, embedder.batch_size
+    embedder.overlap_decoding, served_overlap = overlap, embedder.overlap_decoding
     try:
         space = active_space(session, lite_settings)
         result = embed_images(session, ids, embedder, space)
@@ -145,7 +147,7 @@ def test_a_corrupt_file_mid_batch_fails_alone_and_every_vector_stays_with_its_im
                 alone = embedder.embed_pil([opened.convert("L")])[0]
             assert np.allclose(np.frombuffer(stored, dtype="<f4"), alone, atol=1e-4)
     finally:
-        embedder.batch_size = batch_size
+        embedder.batch_size, embedder.overlap_decoding = batch_size, served_overlap
 
 
 def test_the_in_process_queue_embeds_only_the_images_it_is_given(

@@ -238,33 +238,38 @@ def models_show(name: str) -> None:
 @models.command("quantize")
 @backbone_option
 @click.option(
+    "--precision", type=click.Choice(["int8", "bf16"]), default="int8", show_default=True,
+    help="int8: ONNX Runtime static quantization; bf16: torch bfloat16 autocast.",
+)  # fmt: skip
+@click.option(
     "--calibration-images", type=int, default=64, show_default=True,
-    help="Archive images the int8 activation ranges are calibrated on.",
+    help="int8: archive images the activation ranges are calibrated on.",
 )  # fmt: skip
 @click.option(
     "--check-images", type=int, default=2000, show_default=True,
-    help="At most this many BIRADS-labelled images score fp32 against int8.",
+    help="At most this many BIRADS-labelled images score fp32 against the variant.",
 )  # fmt: skip
 @click.option("--json", "as_json", is_flag=True)
 def models_quantize(
-    backbone: str | None, calibration_images: int, check_images: int, as_json: bool
-) -> None:
-    """Build the backbone's int8 model and keep it only if this archive's P@5 holds.
+    backbone: str | None, precision: str, calibration_images: int, check_images: int,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """Build a reduced-precision variant and keep it only if this archive's P@5 holds.
 
-    Calibrates on the archive's own images, then scores patient-excluded same-BIRADS P@5 of
-    fp32 and int8 on the same labelled images; within 0.01 the int8 model is kept and served
-    with MAMMOSEARCH_EMBED_RUNTIME=onnx-int8 (a new embedding space: re-embed to switch).
+    Scores patient-excluded same-BIRADS P@5 of fp32 and the variant on the same labelled
+    images; within 0.01, and faster here, the variant is kept and served as the backbone
+    NAME:int8 or NAME:bf16 (a new embedding space: spaces reembed + activate to switch).
     """
-    from mammosearch.embed.quantize import Int8Unavailable
+    from mammosearch.embed.quantize import PrecisionUnavailable
     from mammosearch.quantize_archive import quantize_and_check
 
     settings = settings_for(backbone)
     try:
-        path, check = quantize_and_check(settings, calibration_images, check_images)
-    except (Int8Unavailable, ValueError) as error:
+        path, check = quantize_and_check(settings, calibration_images, check_images, precision)
+    except (PrecisionUnavailable, ValueError) as error:
         raise click.ClickException(str(error)) from error
     if as_json:
-        click.echo(json.dumps({"model": str(path), **check.as_dict()}, indent=2))
+        click.echo(json.dumps({"written": str(path), **check.as_dict()}, indent=2))
         return
     click.echo(f"{path}: {check.summary()}")
     if not check.kept:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -41,6 +43,12 @@ def check_batch(batch: torch.Tensor | np.ndarray, size_px: int = INPUT_SIZE_PX) 
         )
 
 
+def spare_cpus() -> int:
+    """Logical CPUs beyond the threads inference uses (torch's count; ONNX Runtime's is the
+    same: one per physical core). Read at run time: the machine changes."""
+    return max(0, (os.cpu_count() or 1) - torch.get_num_threads())
+
+
 class Embedder(ABC):
     """Images -> float32 vectors (n, dim) in one embedding space, whatever runs the model."""
 
@@ -54,6 +62,7 @@ class Embedder(ABC):
         self.identity = identity
         self.batch_size = batch_size
         self.input_size_px = input_size_px
+        self.overlap_decoding = spare_cpus() > 0
 
     backbone = property(lambda self: self.identity.backbone)
     dim = property(lambda self: self.identity.dim)
@@ -76,8 +85,11 @@ class Embedder(ABC):
     ) -> tuple[np.ndarray, dict[int, str]]:
         """Decode and embed: `sources[i]()` opens image i; a ValueError fails that one only.
 
-        The next batch is decoded and preprocessed on a second thread while the model runs
-        (Pillow, ONNX Runtime and torch release the GIL), so neither waits for the other.
+        Where the machine has a CPU the model's threads leave free (`overlap_decoding`), the
+        next batch is decoded and preprocessed on a second thread while the model runs
+        (Pillow, ONNX Runtime and torch release the GIL). Where it has none, a second thread
+        only steals from the model's: on 2 cores DenseNet121 int8 ran 21% slower overlapped
+        (bench/bench_embed.py, docs/performance.md).
         Returns the vectors of the images that opened, in order, and {position: reason}.
         """
         failed: dict[int, str] = {}
@@ -95,6 +107,12 @@ class Embedder(ABC):
         starts = range(0, len(sources), self.batch_size)
         if not starts:
             return chunks[0], failed
+        if not self.overlap_decoding:
+            for start in starts:
+                batch = prepared(start)
+                if len(batch):
+                    chunks.append(self.embed_tensors(batch))
+            return np.concatenate(chunks).astype(np.float32, copy=False), failed
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
             upcoming = pool.submit(prepared, starts[0])
             for following in [*starts[1:], None]:
@@ -132,8 +150,11 @@ class TorchEmbedder(Embedder):
         device: str = "cpu",
         batch_size: int = 32,
         channels_last: bool = True,
+        autocast_dtype: torch.dtype | None = None,
     ) -> None:
+        """`autocast_dtype` (e.g. torch.bfloat16) runs the model under autocast to it."""
         super().__init__(identity, batch_size)
+        self.autocast_dtype = autocast_dtype
         self.device = torch.device(device)
         self.channels_last = channels_last
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -141,7 +162,12 @@ class TorchEmbedder(Embedder):
 
     def embed_tensors(self, batch: torch.Tensor) -> np.ndarray:
         check_batch(batch, self.input_size_px)
-        with torch.inference_mode():
+        autocast = (
+            nullcontext()  # an autocast(enabled=False) would switch off a caller's autocast
+            if self.autocast_dtype is None
+            else torch.autocast(self.device.type, dtype=self.autocast_dtype)
+        )
+        with torch.inference_mode(), autocast:
             inputs = batch.to(self.device, dtype=torch.float32)
             vectors = self.model(inputs.contiguous(memory_format=self.memory_format))
         return np.ascontiguousarray(vectors.float().cpu().numpy(), dtype=np.float32)

@@ -24,7 +24,13 @@ from mammosearch.embed.onnx_runtime import (
     onnx_file_name,
     read_onnx_identity,
 )
-from mammosearch.embed.quantize import INT8_NAME_SUFFIX, servable_int8, split_int8
+from mammosearch.embed.quantize import (
+    bf16_embedder,
+    require_kept,
+    servable_int8,
+    split_precision,
+    variant_name,
+)
 from mammosearch.embed.serving_record import serving_backbone
 from mammosearch.embed.trained import (
     TRAINED_PREFIX,
@@ -42,7 +48,8 @@ from mammosearch.embed.weights import (
 AUTO = "auto"
 RANDOM_SEED = 0
 RUNTIMES = ("torch", "onnx")
-INT8_RUNTIME = "onnx-int8"  # chosen by the backbone name `NAME:int8`, not by a setting
+VARIANT_RUNTIMES = {"int8": "onnx-int8", "bf16": "torch-bf16"}
+"""Chosen by the backbone name (`NAME:int8`, `NAME:bf16`), not by a setting."""
 _loading = threading.RLock()  # lru_cache alone lets two threads load the same model twice
 
 
@@ -60,10 +67,10 @@ def trained_model_for(name: str, registry: Path | None = None) -> TrainedModel |
 
 def resolve_backbone_name(name: str = AUTO, weights: Path | None = None) -> tuple[str, str]:
     """The backbone `name` stands for, and why (worth printing: `auto` decides at run time)."""
-    base, int8 = split_int8(name)
-    if int8:
+    base, precision = split_precision(name)
+    if precision is not None:
         resolved, reason = resolve_backbone_name(base, weights)
-        return f"{resolved}{INT8_NAME_SUFFIX}", f"{reason}; its int8 model"
+        return variant_name(resolved, precision), f"{reason}; its {precision} variant"
     trained = trained_model_for(name)
     if trained is not None:
         return (
@@ -181,12 +188,15 @@ def _cached_embedder(
     backbone = get_backbone(name)
     identity = _identity(backbone, _weights_or_none(backbone, weights, allow_random))
     onnx_path = onnx_dir / onnx_file_name(identity)
+    if runtime == VARIANT_RUNTIMES["bf16"]:
+        require_kept(onnx_path, "bf16")
+        return bf16_embedder(build_torch_embedder(name, weights, allow_random, device, batch_size))
     if read_onnx_identity(onnx_path) != identity:
         torch_embedder = _cached_embedder(
             name, weights, allow_random, "cpu", "torch", batch_size, None
         )
         export_onnx(torch_embedder, onnx_path)
-    if runtime == INT8_RUNTIME:
+    if runtime == VARIANT_RUNTIMES["int8"]:
         return OnnxEmbedder(servable_int8(onnx_path), batch_size=batch_size)
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device != "cpu" else None
     return OnnxEmbedder(onnx_path, batch_size=batch_size, providers=providers)
@@ -208,14 +218,15 @@ def load_embedder(
     or cached file, else a download. Without any, `WeightsUnavailable` says where to put the
     file, unless `allow_random`: then the weights are random and the identity says untrained.
     `runtime="onnx"` exports the model once into `onnx_dir` and serves it with ONNX Runtime;
-    `NAME:int8` serves NAME's int8 model, which `mammosearch models quantize` made and kept.
+    `NAME:int8` / `NAME:bf16` serve NAME's reduced-precision variant once
+    `mammosearch models quantize` kept it (embed/quantize.py).
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
-    name, int8 = split_int8(name)
+    name, precision = split_precision(name)
     trained = trained_model_for(name, registry)
-    if trained is not None and int8:
-        raise ValueError(f"{name}{INT8_NAME_SUFFIX}: int8 is built for registry backbones only")
+    if trained is not None and precision is not None:
+        raise ValueError(f"{name}:{precision}: variants are built for registry backbones only")
     if trained is not None:
         # A trained model is its ONNX file: served by ONNX Runtime whatever the runtime says.
         return load_trained_embedder(trained, batch_size=batch_size, device=device)
@@ -226,9 +237,9 @@ def load_embedder(
             Path(weights).expanduser().resolve() if weights is not None else None,
             allow_random,
             device,
-            INT8_RUNTIME if int8 else runtime,
+            VARIANT_RUNTIMES[precision] if precision else runtime,
             batch_size,
-            None if runtime == "torch" and not int8 else Path(onnx_dir or default_onnx_dir()),
+            None if runtime == "torch" and not precision else Path(onnx_dir or default_onnx_dir()),
         )
 
 

@@ -1,14 +1,22 @@
-"""int8 embedding models: ONNX Runtime static quantization, calibrated on the archive's images.
+"""Reduced-precision embedding: int8 (ONNX Runtime static quantization) and bf16 (torch).
 
-An int8 model's vectors differ from fp32's (cosine about 0.99), so it is its own embedding
-space, named by the quantized file's sha256. It is served only after the archive's own
-check: patient-excluded same-BIRADS P@5 of the int8 vectors within `MAX_P5_CHANGE` of the
-fp32 vectors' on the same images. The verdict is written beside the model, and the loader
-refuses an int8 model whose check failed or never ran.
+A reduced-precision model's vectors differ from fp32's (cosine 0.96-0.999), so each is its
+own embedding space, `NAME:int8` or `NAME:bf16`. It is served only after the archive's own
+check: patient-excluded same-BIRADS P@5 within `MAX_P5_CHANGE` of fp32's on the same images,
+and faster than fp32 on this machine. The verdict is written beside the fp32 export, and
+the loader refuses a variant whose check failed or never ran.
+
+- int8: QDQ, per-channel int8 weights, uint8 activations calibrated (min/max) on archive
+  images; without VNNI/AMX the activations use a reduced range (the AVX2 u8 x s8 path can
+  saturate). Best for depthwise-separable nets (efficientnet-lite0).
+- bf16: torch autocast to bfloat16, channels-last; fast where the CPU has AVX512_BF16 or AMX
+  (or on a GPU). Best for DenseNet, whose pre-activation BatchNorm/concat layers int8 leaves
+  in float.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import tempfile
@@ -20,78 +28,116 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
 from mammosearch.atomic_files import atomic_path, atomic_write_text
-from mammosearch.cpu_features import has_int8_dot_product, vector_extensions
-from mammosearch.embed.embedder import Embedder, SpaceIdentity
+from mammosearch.cpu_features import has_bf16, has_int8_dot_product, vector_extensions
+from mammosearch.embed.embedder import Embedder, SpaceIdentity, TorchEmbedder
 from mammosearch.embed.onnx_runtime import IDENTITY_KEY, read_onnx_identity
 from mammosearch.embed.preprocess import preprocess_batch
 from mammosearch.embed.weights import WeightsUnavailable, file_sha256
 
+PRECISIONS = ("int8", "bf16")
 MAX_P5_CHANGE = 0.01
-"""The most patient-excluded P@5 may move for the int8 model to be kept (the issue's bar)."""
+"""The most patient-excluded P@5 may move for a variant to be kept (the issue's bar)."""
 CALIBRATION_IMAGES = 64
 CALIBRATION_BATCH = 8
-INT8_SUFFIX = ".int8.onnx"
-INT8_NAME_SUFFIX = ":int8"
-"""`efficientnet-lite0:int8` (or `auto:int8`) names a backbone's int8 space."""
 
 
-def split_int8(name: str) -> tuple[str, bool]:
-    """`name:int8` -> (name, True); any other name -> (name, False)."""
-    if name.endswith(INT8_NAME_SUFFIX):
-        return name.removesuffix(INT8_NAME_SUFFIX), True
-    return name, False
+class PrecisionUnavailable(WeightsUnavailable):
+    """No reduced-precision model to serve: never checked, or its check failed."""
 
 
-class Int8Unavailable(WeightsUnavailable):
-    """No int8 model to serve: never quantized, or its quality check failed."""
+def split_precision(name: str) -> tuple[str, str | None]:
+    """`name:int8` -> (name, "int8"); `name:bf16` -> (name, "bf16"); else (name, None)."""
+    base, _, suffix = name.rpartition(":")
+    if base and suffix in PRECISIONS:
+        return base, suffix
+    return name, None
+
+
+def variant_name(name: str, precision: str) -> str:
+    return f"{name}:{precision}"
 
 
 def int8_path(fp32_path: Path) -> Path:
     """Where the int8 model of an exported fp32 model lives (beside it)."""
-    return fp32_path.with_name(fp32_path.name.removesuffix(".onnx") + INT8_SUFFIX)
+    return fp32_path.with_name(fp32_path.name.removesuffix(".onnx") + ".int8.onnx")
 
 
-def check_path(model_path: Path) -> Path:
-    """The quality verdict of an int8 model: `<model>.int8.json`."""
-    return model_path.with_suffix(".json")
+def check_path(fp32_path: Path, precision: str) -> Path:
+    """The verdict on one variant of an exported fp32 model: `<model>.<precision>.json`."""
+    return fp32_path.with_name(fp32_path.name.removesuffix(".onnx") + f".{precision}.json")
 
 
 @dataclass(frozen=True)
-class Int8Check:
-    """fp32 against int8 on the same labelled images of the archive, in one process."""
+class PrecisionCheck:
+    """fp32 against a variant on the same labelled images of the archive, in one process."""
 
+    precision: str
     fp32_p5: float
-    int8_p5: float
+    variant_p5: float
     evaluated_images: int
     calibration_images: int
     fp32_images_per_s: float
-    int8_images_per_s: float
+    variant_images_per_s: float
     cpu: str
-    int8_dot_product: bool
+    native_support: bool
     max_p5_change: float = MAX_P5_CHANGE
 
     @property
     def change(self) -> float:
-        return self.int8_p5 - self.fp32_p5
+        return self.variant_p5 - self.fp32_p5
+
+    @property
+    def speedup(self) -> float:
+        return self.variant_images_per_s / max(self.fp32_images_per_s, 1e-9)
 
     @property
     def kept(self) -> bool:
-        return abs(self.change) < self.max_p5_change
+        return abs(self.change) < self.max_p5_change and self.speedup > 1.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "change": round(self.change, 4), "kept": self.kept}
+        return {
+            **asdict(self),
+            "change": round(self.change, 4),
+            "speedup": round(self.speedup, 3),
+            "kept": self.kept,
+        }
 
     def summary(self) -> str:
-        verdict = "kept" if self.kept else f"NOT kept (|change| >= {self.max_p5_change})"
+        if self.kept:
+            verdict = "kept"
+        elif abs(self.change) >= self.max_p5_change:
+            verdict = f"NOT kept (|change| >= {self.max_p5_change})"
+        else:
+            verdict = "NOT kept (no faster than fp32 here)"
         return (
-            f"patient-excluded P@5 fp32 {self.fp32_p5:.3f}, int8 {self.int8_p5:.3f} "
-            f"(change {self.change:+.3f}, {self.evaluated_images} images): {verdict}; "
-            f"{self.fp32_images_per_s:.1f} -> {self.int8_images_per_s:.1f} images/s "
-            f"(x{self.int8_images_per_s / self.fp32_images_per_s:.2f}) on {self.cpu}"
+            f"patient-excluded P@5 fp32 {self.fp32_p5:.3f}, {self.precision} "
+            f"{self.variant_p5:.3f} (change {self.change:+.3f}, {self.evaluated_images} "
+            f"images): {verdict}; {self.fp32_images_per_s:.1f} -> "
+            f"{self.variant_images_per_s:.1f} images/s (x{self.speedup:.2f}) on {self.cpu}"
         )
+
+
+def native_support(precision: str) -> bool:
+    """Whether this CPU runs the variant in hardware (detected now; the machine changes)."""
+    return has_int8_dot_product() if precision == "int8" else has_bf16()
+
+
+@contextmanager
+def _quiet_quantizer() -> Iterator[None]:
+    """The quantizer logs every rescaled bias at INFO on the root logger: hundreds of lines."""
+    loggers = [logging.getLogger(), logging.getLogger("onnxruntime")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def _calibration_reader(batches: Sequence[np.ndarray]) -> Any:
@@ -108,49 +154,27 @@ def _calibration_reader(batches: Sequence[np.ndarray]) -> Any:
     return Batches()
 
 
-@contextmanager
-def _quiet_quantizer() -> Iterator[None]:
-    """The quantizer logs every rescaled bias at INFO on the root logger: hundreds of lines."""
-    loggers = [logging.getLogger(), logging.getLogger("onnxruntime")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
-
-
-def int8_identity(fp32: SpaceIdentity, digest: str, calibration_images: int) -> SpaceIdentity:
-    """The int8 space: `NAME:int8`, same preprocessing, the quantized file's own hash."""
-    source = (
-        f"int8 of {fp32.backbone} {fp32.weights_sha256[:16]} "
-        f"(ONNX Runtime static quantization, calibrated on {calibration_images} archive images)"
-    )
+def variant_identity(fp32: SpaceIdentity, precision: str, digest: str, how: str) -> SpaceIdentity:
+    """The variant's space: `NAME:<precision>`, same preprocessing, its own hash."""
     return replace(
         fp32,
-        backbone=f"{fp32.backbone}{INT8_NAME_SUFFIX}",
+        backbone=variant_name(fp32.backbone, precision),
         weights_sha256=digest,
-        weights_source=source,
+        weights_source=f"{precision} of {fp32.backbone} {fp32.weights_sha256[:16]} ({how})",
     )
 
 
 def quantize_int8(fp32_path: Path, calibration: Sequence[Image.Image], size_px: int) -> Path:
-    """Write the int8 model of `fp32_path` beside it (atomically); returns its path.
-
-    QDQ format, per-channel int8 weights, uint8 activations calibrated by min/max. Without
-    VNNI/AMX the activations use a reduced range: the AVX2 u8 x s8 path can saturate.
-    """
+    """Write the int8 model of `fp32_path` beside it (atomically); returns its path."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     fp32 = read_onnx_identity(fp32_path)
     if fp32 is None:
-        raise Int8Unavailable(f"{fp32_path}: no readable fp32 model with its space identity")
+        raise PrecisionUnavailable(f"{fp32_path}: no readable fp32 model with its space identity")
     if not calibration:
-        raise Int8Unavailable("no calibration images: ingest images before quantizing")
+        raise PrecisionUnavailable("no calibration images: ingest images before quantizing")
     tensors = preprocess_batch(list(calibration), size_px).numpy()
     step = CALIBRATION_BATCH
     batches = [tensors[i : i + step] for i in range(0, len(tensors), step)]
@@ -168,7 +192,8 @@ def quantize_int8(fp32_path: Path, calibration: Sequence[Image.Image], size_px: 
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
         )
-        identity = int8_identity(fp32, file_sha256(quantized), len(tensors))
+        how = f"ONNX Runtime static quantization, calibrated on {len(tensors)} archive images"
+        identity = variant_identity(fp32, "int8", file_sha256(quantized), how)
         model = onnx.load(str(quantized))
         kept = [p for p in model.metadata_props if p.key != IDENTITY_KEY]
         del model.metadata_props[:]
@@ -180,62 +205,91 @@ def quantize_int8(fp32_path: Path, calibration: Sequence[Image.Image], size_px: 
     return out_path
 
 
+def bf16_embedder(fp32: TorchEmbedder) -> TorchEmbedder:
+    """The same network run under bfloat16 autocast, as its own space."""
+    digest = hashlib.sha256(f"{fp32.identity.weights_sha256}:bf16-autocast".encode()).hexdigest()
+    identity = variant_identity(fp32.identity, "bf16", digest, "torch bfloat16 autocast")
+    return TorchEmbedder(
+        fp32.model,
+        identity,
+        device=str(fp32.device),
+        batch_size=fp32.batch_size,
+        channels_last=True,
+        autocast_dtype=torch.bfloat16,
+    )
+
+
 def _timed_vectors(embedder: Embedder, images: Sequence[Image.Image]) -> tuple[np.ndarray, float]:
+    embedder.embed_pil(images[: embedder.batch_size])  # warm-up: first-run allocations
     started = time.perf_counter()
     vectors = embedder.embed_pil(images)
     return vectors, len(images) / max(time.perf_counter() - started, 1e-9)
 
 
-def check_int8(
+def check_variant(
+    precision: str,
     fp32: Embedder,
-    int8: Embedder,
+    variant: Embedder,
     images: Sequence[Image.Image],
     labels: Sequence[Any],
     patient_ids: Sequence[Any],
-    calibration_images: int,
-) -> Int8Check:
-    """Same-label P@5 of both models on the same images, each query's patient excluded."""
+    calibration_images: int = 0,
+) -> PrecisionCheck:
+    """Same-label P@5 of both on the same images, each query's patient excluded; speed."""
     from mammosearch.evaluate.evaluator import evaluate_vectors
 
     fp32_vectors, fp32_rate = _timed_vectors(fp32, images)
-    int8_vectors, int8_rate = _timed_vectors(int8, images)
+    variant_vectors, variant_rate = _timed_vectors(variant, images)
     ids = list(range(len(images)))
 
     def p5(vectors: np.ndarray) -> float:
         result = evaluate_vectors(vectors, ids, labels, patient_ids, ks=(5,), label_name="birads")
         return float(result.metrics["precision@5"])
 
-    return Int8Check(
+    return PrecisionCheck(
+        precision=precision,
         fp32_p5=p5(fp32_vectors),
-        int8_p5=p5(int8_vectors),
+        variant_p5=p5(variant_vectors),
         evaluated_images=len(images),
         calibration_images=calibration_images,
         fp32_images_per_s=round(fp32_rate, 2),
-        int8_images_per_s=round(int8_rate, 2),
+        variant_images_per_s=round(variant_rate, 2),
         cpu=vector_extensions(),
-        int8_dot_product=has_int8_dot_product(),
+        native_support=native_support(precision),
     )
 
 
-def write_check(model_path: Path, check: Int8Check) -> Path:
-    path = check_path(model_path)
+def write_check(fp32_path: Path, check: PrecisionCheck) -> Path:
+    path = check_path(fp32_path, check.precision)
     atomic_write_text(path, json.dumps(check.as_dict(), indent=2) + "\n")
     return path
 
 
-def servable_int8(fp32_path: Path) -> Path:
-    """The int8 model of `fp32_path` if its check passed; otherwise why not, as the error."""
-    path = int8_path(fp32_path)
-    how = "run `mammosearch models quantize` (it calibrates and checks on this archive)"
-    if not path.exists():
-        raise Int8Unavailable(f"no int8 model at {path}: {how}")
+def require_kept(fp32_path: Path, precision: str) -> None:
+    """Raise, saying why, unless this archive's check kept the variant."""
+    how = f"run `mammosearch models quantize --precision {precision}` (it checks on this archive)"
+    path = check_path(fp32_path, precision)
     try:
-        check = json.loads(check_path(path).read_text())
+        check = json.loads(path.read_text())
     except (OSError, ValueError) as error:
-        raise Int8Unavailable(f"{path}: its quality check is missing ({error}); {how}") from None
+        raise PrecisionUnavailable(
+            f"{precision}: its quality check {path.name} is missing ({error}); {how}"
+        ) from None
     if not check.get("kept"):
-        raise Int8Unavailable(
-            f"{path}: int8 moved patient-excluded P@5 by {check.get('change')} "
-            f"(allowed < {check.get('max_p5_change')}); serve the fp32 backbone (no ':int8')"
+        raise PrecisionUnavailable(
+            f"{precision}: not kept by this archive's check (P@5 change {check.get('change')}, "
+            f"allowed < {check.get('max_p5_change')}; x{check.get('speedup')} of fp32's speed);"
+            " serve the fp32 backbone (the name without the suffix)"
         )
+
+
+def servable_int8(fp32_path: Path) -> Path:
+    """The int8 model of `fp32_path` if its check kept it; otherwise why not, as the error."""
+    path = int8_path(fp32_path)
+    if not path.exists():
+        raise PrecisionUnavailable(
+            f"no int8 model at {path}: run `mammosearch models quantize` "
+            "(it calibrates and checks on this archive)"
+        )
+    require_kept(fp32_path, "int8")
     return path
