@@ -18,6 +18,7 @@ class TrainConfig:
     base: str = "efficientnet-lite0"
     image_size_px: int = 224
     loss: str = "supcon"
+    temperature: float = 0.1  # supervised contrastive loss's
     dim: int = 256
     trained_blocks: int = 5
     n_views: int = 8

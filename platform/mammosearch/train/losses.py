@@ -20,7 +20,6 @@ from mammosearch.train.dataset import IGNORE_INDEX
 
 LOSSES = ("ce", "supcon", "ms", "ce+supcon")
 SECONDARY_WEIGHT = 0.5
-SUPCON_TEMPERATURE = 0.1
 
 LossFn = Callable[[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]], torch.Tensor]
 
@@ -32,8 +31,13 @@ def class_weights(targets: np.ndarray, n_classes: int) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def make_loss(name: str, primary: str, weights: dict[str, torch.Tensor]) -> LossFn:
-    """The loss `name` over (embedding, logits per label, targets per label)."""
+def make_loss(
+    name: str, primary: str, weights: dict[str, torch.Tensor], temperature: float
+) -> LossFn:
+    """The loss `name` over (embedding, logits per label, targets per label).
+
+    `temperature` is SupConLoss's (TrainConfig's default, chosen by cross-validation).
+    """
     if name not in LOSSES:
         raise ValueError(f"--loss {name!r}: choose one of {', '.join(LOSSES)}")
     metric_loss = None
@@ -41,7 +45,7 @@ def make_loss(name: str, primary: str, weights: dict[str, torch.Tensor]) -> Loss
     if name in ("supcon", "ce+supcon"):
         from pytorch_metric_learning.losses import SupConLoss
 
-        metric_loss = SupConLoss(temperature=SUPCON_TEMPERATURE)
+        metric_loss = SupConLoss(temperature=temperature)
     elif name == "ms":
         from pytorch_metric_learning.losses import MultiSimilarityLoss
         from pytorch_metric_learning.miners import MultiSimilarityMiner

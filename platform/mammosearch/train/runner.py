@@ -116,7 +116,7 @@ def _train(
         label: class_weights(values[positions], len(data.classes[label])).to(device)
         for label, values in targets.items()
     }
-    loss_fn = make_loss(config.loss, config.labels[0], weights)
+    loss_fn = make_loss(config.loss, config.labels[0], weights, config.temperature)
     bar = tqdm(total=config.fit.epochs, desc=description, unit="epoch", disable=quiet)
 
     def on_epoch(epoch: int, loss: float, trained: Top) -> None:
