@@ -24,6 +24,30 @@ def test_models_page_lists_spaces_models_and_a_training_form(admin_client: Flask
     assert "Start training" in text and "No training job yet" in text
 
 
+def test_a_reduced_precision_space_shows_its_check_on_the_archive(  # type: ignore[no-untyped-def]
+    admin_client: FlaskClient, db, web_settings
+) -> None:
+    from mammosearch.db.models import EmbeddingSpace
+    from mammosearch.embed.quantize import PrecisionCheck, write_check
+
+    db.add(EmbeddingSpace(
+        backbone="efficientnet-lite0:int8", weights_sha256="ab" * 32, weights_source="int8 of",
+        pretrained=True, preprocessing_version=1, dim=1280,
+    ))  # fmt: skip
+    db.commit()
+    onnx_dir = web_settings.data_dir / "models" / "onnx"
+    onnx_dir.mkdir(parents=True)
+    write_check(onnx_dir / "efficientnet-lite0-x-p1.onnx", PrecisionCheck(
+        precision="int8", fp32_p5=0.331, variant_p5=0.333, evaluated_images=503,
+        calibration_images=64, fp32_images_per_s=160.0, variant_images_per_s=320.0,
+        cpu="avx2", native_support=True, variant_sha256="ab" * 32,
+    ))  # fmt: skip
+    text = admin_client.get("/admin/models").get_data(as_text=True)
+    assert "efficientnet-lite0:int8" in text
+    assert "int8 check on this archive: P@5 0.333" in text
+    assert "fp32 0.331, 503 images" in text and "x2.00 the speed; kept" in text
+
+
 def test_radiologists_cannot_see_or_start_training(radiologist_client: FlaskClient) -> None:
     assert radiologist_client.get("/admin/models").status_code in (302, 403)
     answer = radiologist_client.post("/admin/models/train", data={"name": "x"})

@@ -25,6 +25,7 @@ def _spaces() -> list[dict[str, Any]]:
 
     from mammosearch.db.models import EmbeddingSpace
     from mammosearch.embed.loader import registry_dir
+    from mammosearch.embed.quantize import recorded_checks
     from mammosearch.embed.registry import registered_models
     from mammosearch.space_switch import serving_space, space_progress
 
@@ -32,6 +33,7 @@ def _spaces() -> list[dict[str, Any]]:
     settings = app_settings()
     serving = serving_space(session, settings)
     models_by_sha = {m.sha256: m for m in registered_models(registry_dir(settings))}
+    checks = recorded_checks(settings.data_dir / "models" / "onnx")
     rows = []
     for space in session.scalars(select(EmbeddingSpace).order_by(EmbeddingSpace.id)):
         row = space_progress(session, space)
@@ -41,6 +43,7 @@ def _spaces() -> list[dict[str, Any]]:
         cv = model.cross_validation() if model else {}
         row["oof"] = (cv.get("trained") or {}).get("metrics")
         row["oof_base"] = (cv.get("base") or {}).get("metrics")
+        row["precision_check"] = checks.get(space.weights_sha256)
         rows.append(row)
     return rows
 

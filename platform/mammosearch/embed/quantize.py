@@ -84,6 +84,7 @@ class PrecisionCheck:
     variant_images_per_s: float
     cpu: str
     native_support: bool
+    variant_sha256: str = ""  # the variant space's weights_sha256: pages find the check by it
     max_p5_change: float = MAX_P5_CHANGE
 
     @property
@@ -256,6 +257,7 @@ def check_variant(
         variant_images_per_s=round(variant_rate, 2),
         cpu=vector_extensions(),
         native_support=native_support(precision),
+        variant_sha256=variant.identity.weights_sha256,
     )
 
 
@@ -293,3 +295,17 @@ def servable_int8(fp32_path: Path) -> Path:
         )
     require_kept(fp32_path, "int8")
     return path
+
+
+def recorded_checks(onnx_dir: Path) -> dict[str, dict[str, Any]]:
+    """Every variant verdict in `onnx_dir`, by the variant space's weights_sha256."""
+    checks: dict[str, dict[str, Any]] = {}
+    for precision in PRECISIONS:
+        for path in sorted(onnx_dir.glob(f"*.{precision}.json")):
+            try:
+                check = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if check.get("variant_sha256"):
+                checks[check["variant_sha256"]] = check
+    return checks
