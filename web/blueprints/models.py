@@ -52,6 +52,7 @@ def _spaces() -> list[dict[str, Any]]:
 def overview() -> str:
     from mammosearch.embed.loader import registry_dir
     from mammosearch.embed.registry import registered_models
+    from mammosearch.train.config import TrainConfig
     from mammosearch.train.jobs import list_jobs
 
     models = registered_models(registry_dir(app_settings()))
@@ -62,6 +63,7 @@ def overview() -> str:
         jobs=list_jobs(app_settings()),
         labels=list(TRAINING_LABELS),
         image_sizes=IMAGE_SIZES,
+        default_epochs=TrainConfig().fit.epochs,
     )
 
 
