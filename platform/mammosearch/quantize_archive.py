@@ -45,7 +45,11 @@ def _decoded(paths: list[Path]) -> list[Image.Image | None]:
 
 
 def quantize_and_check(
-    settings: Settings, calibration_images: int, check_images: int, precision: str = "int8"
+    settings: Settings,
+    calibration_images: int,
+    check_images: int,
+    precision: str = "int8",
+    progress: bool = False,
 ) -> tuple[Path, PrecisionCheck]:
     """Build the configured backbone's variant, score it against fp32 (ONNX), record both.
 
@@ -90,6 +94,7 @@ def quantize_and_check(
         [label for _, label, _ in usable],
         [patient for _, _, patient in usable],
         len(calibration) if precision == "int8" else 0,
+        progress=progress,
     )
     verdict = write_check(fp32.path, check)
     return (variant_file if precision == "int8" else verdict), check

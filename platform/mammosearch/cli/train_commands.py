@@ -250,9 +250,10 @@ def models_show(name: str) -> None:
     help="At most this many BIRADS-labelled images score fp32 against the variant.",
 )  # fmt: skip
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
 def models_quantize(
     backbone: str | None, precision: str, calibration_images: int, check_images: int,
-    as_json: bool,
+    as_json: bool, no_progress: bool,
 ) -> None:  # fmt: skip
     """Build a reduced-precision variant and keep it only if this archive's P@5 holds.
 
@@ -265,7 +266,10 @@ def models_quantize(
 
     settings = settings_for(backbone)
     try:
-        path, check = quantize_and_check(settings, calibration_images, check_images, precision)
+        path, check = quantize_and_check(
+            settings, calibration_images, check_images, precision,
+            progress=not (no_progress or as_json),
+        )  # fmt: skip
     except (PrecisionUnavailable, ValueError) as error:
         raise click.ClickException(str(error)) from error
     if as_json:

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from tqdm import tqdm
 
 from mammosearch.atomic_files import atomic_path, atomic_write_text
 from mammosearch.cpu_features import has_bf16, has_int8_dot_product, vector_extensions
@@ -220,11 +221,20 @@ def bf16_embedder(fp32: TorchEmbedder) -> TorchEmbedder:
     )
 
 
-def _timed_vectors(embedder: Embedder, images: Sequence[Image.Image]) -> tuple[np.ndarray, float]:
+def _timed_vectors(
+    embedder: Embedder, images: Sequence[Image.Image], label: str, progress: bool
+) -> tuple[np.ndarray, float]:
     embedder.embed_pil(images[: embedder.batch_size])  # warm-up: first-run allocations
+    step = embedder.batch_size * 4
+    chunks = []
     started = time.perf_counter()
-    vectors = embedder.embed_pil(images)
-    return vectors, len(images) / max(time.perf_counter() - started, 1e-9)
+    bar = tqdm(total=len(images), desc=f"embedding ({label})", unit="img", disable=not progress)
+    with bar:
+        for start in range(0, len(images), step):
+            chunks.append(embedder.embed_pil(images[start : start + step]))
+            bar.update(len(chunks[-1]))
+    elapsed = time.perf_counter() - started
+    return np.concatenate(chunks), len(images) / max(elapsed, 1e-9)
 
 
 def check_variant(
@@ -235,12 +245,13 @@ def check_variant(
     labels: Sequence[Any],
     patient_ids: Sequence[Any],
     calibration_images: int = 0,
+    progress: bool = False,
 ) -> PrecisionCheck:
     """Same-label P@5 of both on the same images, each query's patient excluded; speed."""
     from mammosearch.evaluate.evaluator import evaluate_vectors
 
-    fp32_vectors, fp32_rate = _timed_vectors(fp32, images)
-    variant_vectors, variant_rate = _timed_vectors(variant, images)
+    fp32_vectors, fp32_rate = _timed_vectors(fp32, images, "fp32", progress)
+    variant_vectors, variant_rate = _timed_vectors(variant, images, precision, progress)
     ids = list(range(len(images)))
 
     def p5(vectors: np.ndarray) -> float:
