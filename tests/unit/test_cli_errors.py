@@ -37,6 +37,20 @@ def test_unreachable_server_names_the_url_without_password(
     assert "127.0.0.1:1" in result.output and "secret" not in result.output
 
 
+def test_an_unchecked_int8_backbone_says_what_to_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sqlite_template: Path
+) -> None:
+    """Not a traceback: the variant was never checked on this archive, and how to check it."""
+    database = tmp_path / "db.sqlite3"
+    database.write_bytes(sqlite_template.read_bytes())
+    monkeypatch.setenv("MAMMOSEARCH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MAMMOSEARCH_BACKBONE", "efficientnet-lite0:int8")
+    result = _run(monkeypatch, f"sqlite:///{database}", "index", "stats")
+    assert result.exit_code == 1, result.output
+    assert "Error: no int8 model at" in result.output
+    assert "mammosearch models quantize" in result.output and "Traceback" not in result.output
+
+
 def _command_paths(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     paths = []
     for name, command in sorted(group.commands.items()):

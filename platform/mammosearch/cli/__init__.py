@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import sys
 
 import click
 
@@ -53,6 +54,14 @@ class MammosearchGroup(click.Group):
                 f"cannot use the database at {url}: {text.splitlines()[0]} "
                 "(check DATABASE_URL and that the server is running)"
             ) from exc
+        except RuntimeError as exc:
+            # No weights, or an unchecked / refused NAME:int8 or NAME:bf16. Only raised once
+            # the embedding package is loaded; importing it here would load torch for every
+            # command.
+            weights = sys.modules.get("mammosearch.embed.weights")
+            if weights is not None and isinstance(exc, weights.WeightsUnavailable):
+                raise click.ClickException(str(exc)) from exc
+            raise
 
 
 @click.group(cls=MammosearchGroup, context_settings={"help_option_names": ["-h", "--help"]})
