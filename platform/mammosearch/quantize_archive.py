@@ -17,6 +17,7 @@ from mammosearch.embed.loader import (
     trained_model_for,
 )
 from mammosearch.embed.onnx_runtime import OnnxEmbedder
+from mammosearch.embed.preprocess import resized_gray
 from mammosearch.embed.quantize import (
     PrecisionCheck,
     PrecisionUnavailable,
@@ -32,13 +33,14 @@ from mammosearch.train.dataset import load_labelled_images
 SAMPLE_SEED = 0
 
 
-def _decoded(paths: list[Path]) -> list[Image.Image | None]:
-    """Stored files -> grayscale images; None for one that cannot be read (left out)."""
+def _decoded(paths: list[Path], size_px: int) -> list[Image.Image | None]:
+    """Stored files -> network-size grayscale images (what `preprocess` would make of them,
+    so 2,000 full-size mammograms do not sit in memory); None for one that cannot be read."""
     images: list[Image.Image | None] = []
     for path in paths:
         try:
             with Image.open(path) as opened:
-                images.append(opened.convert("L"))
+                images.append(resized_gray(opened, size_px))
         except OSError:
             images.append(None)
     return images
@@ -65,7 +67,7 @@ def quantize_and_check(
         data = load_labelled_images(session, ["birads"])
     rng = np.random.default_rng(SAMPLE_SEED)
     chosen = np.sort(rng.permutation(len(data))[:check_images])
-    decoded = _decoded([data.paths[i] for i in chosen])
+    decoded = _decoded([data.paths[i] for i in chosen], fp32.input_size_px)
     labels = data.label_values("birads")
     usable = [
         (image, labels[i], data.patient_ids[i])

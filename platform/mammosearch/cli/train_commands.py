@@ -261,16 +261,15 @@ def models_quantize(
     images; within 0.01, and faster here, the variant is kept and served as the backbone
     NAME:int8 or NAME:bf16 (a new embedding space: spaces reembed + activate to switch).
     """
-    from mammosearch.embed.quantize import PrecisionUnavailable
     from mammosearch.quantize_archive import quantize_and_check
 
     settings = settings_for(backbone)
-    try:
+    try:  # PrecisionUnavailable (no weights, no model) is the group's one-line error
         path, check = quantize_and_check(
             settings, calibration_images, check_images, precision,
             progress=not (no_progress or as_json),
         )  # fmt: skip
-    except (PrecisionUnavailable, ValueError) as error:
+    except ValueError as error:  # no labelled images, or too few
         raise click.ClickException(str(error)) from error
     if as_json:
         click.echo(json.dumps({"written": str(path), **check.as_dict()}, indent=2))

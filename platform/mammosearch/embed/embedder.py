@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -103,24 +103,21 @@ class Embedder(ABC):
                     failed[position] = str(error)
             return preprocess_batch(images, self.input_size_px)
 
-        chunks: list[np.ndarray] = [np.empty((0, self.dim), dtype=np.float32)]
-        starts = range(0, len(sources), self.batch_size)
-        if not starts:
-            return chunks[0], failed
-        if not self.overlap_decoding:
-            for start in starts:
-                batch = prepared(start)
-                if len(batch):
-                    chunks.append(self.embed_tensors(batch))
-            return np.concatenate(chunks).astype(np.float32, copy=False), failed
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
-            upcoming = pool.submit(prepared, starts[0])
-            for following in [*starts[1:], None]:
-                batch = upcoming.result()
-                if following is not None:
+        def batches() -> Iterator[torch.Tensor]:
+            starts = range(0, len(sources), self.batch_size)
+            if not self.overlap_decoding or len(starts) < 2:
+                yield from map(prepared, starts)
+                return
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
+                upcoming = pool.submit(prepared, starts[0])
+                for following in starts[1:]:
+                    batch = upcoming.result()
                     upcoming = pool.submit(prepared, following)
-                if len(batch):
-                    chunks.append(self.embed_tensors(batch))
+                    yield batch
+                yield upcoming.result()
+
+        chunks = [np.empty((0, self.dim), dtype=np.float32)]
+        chunks += [self.embed_tensors(batch) for batch in batches() if len(batch)]
         return np.concatenate(chunks).astype(np.float32, copy=False), failed
 
     def describe(self) -> dict[str, Any]:

@@ -36,13 +36,18 @@ def to_grayscale_8bit(img: Image.Image) -> Image.Image:
     return img.convert("L")
 
 
+def resized_gray(img: Image.Image, size_px: int = INPUT_SIZE_PX) -> Image.Image:
+    """The 8-bit grayscale network-size image `preprocess` normalises; `preprocess` of it
+    gives the same tensor as of the original, so it can stand in for a large image."""
+    return to_grayscale_8bit(img).resize((size_px, size_px), Image.Resampling.BILINEAR)
+
+
 def preprocess(img: Image.Image, size_px: int = INPUT_SIZE_PX) -> torch.Tensor:
     """One image -> float32 tensor (3, size_px, size_px), ImageNet-normalised.
 
     224 px is the paper's input; trained models may take more (their model.json says).
     """
-    gray = to_grayscale_8bit(img).resize((size_px, size_px), Image.Resampling.BILINEAR)
-    pixels = np.asarray(gray, dtype=np.float32) / np.float32(255.0)
+    pixels = np.asarray(resized_gray(img, size_px), dtype=np.float32) / np.float32(255.0)
     # Broadcasting the one gray plane against the 3 channel means yields the 3 channels.
     normalised = (pixels[None, :, :] - IMAGENET_MEAN[:, None, None]) / IMAGENET_STD[:, None, None]
     return torch.from_numpy(np.ascontiguousarray(normalised, dtype=np.float32))
