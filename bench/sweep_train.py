@@ -27,6 +27,7 @@ from mammosearch.train.fit import FitConfig
 from mammosearch.train.runner import cross_validate, pick_device, prepare
 
 FIT_FIELDS = {f.name: f.type for f in fields(FitConfig)}
+COMPARED_TEST_VIEWS = (1, 2, 4, 6, 8)
 
 
 def parse_variant(text: str) -> TrainConfig:
@@ -39,8 +40,6 @@ def parse_variant(text: str) -> TrainConfig:
             config = config.with_fit(**{key: type(current)(parsed)})
         elif key == "labels":
             config = replace(config, labels=tuple(value.split("+")))
-        elif key == "flip_average":
-            config = replace(config, flip_average=value.lower() in ("1", "true", "yes"))
         else:
             current = getattr(config, key)
             config = replace(config, **{key: type(current)(value)})
@@ -51,14 +50,13 @@ def markdown_table(paths: list[Path]) -> str:
     """The variants of one or more sweep files as the table of docs/learned-embeddings.md."""
     header = (
         "| variant | P@1 | P@5 | P@10 | NDCG@5 | NDCG@10 | mAP | vote acc | vote bal. acc "
-        "| P@5 no flip-avg | base P@5 | CV s |"
+        "| P@5 by test views 1/2/4/6/8 | base P@5 | CV s |"
     )
     lines = [header, "|" + "---|" * 12]
     for path in paths:
         for line in path.read_text().splitlines():
             record = json.loads(line)
             t, b = record["trained"], record["base"]
-            no_flip = record.get("trained_no_flip") or {}
             cells = [
                 f"{t[key]:.3f}"
                 for key in (
@@ -66,7 +64,8 @@ def markdown_table(paths: list[Path]) -> str:
                     "vote_accuracy", "vote_balanced_accuracy",
                 )
             ]  # fmt: skip
-            cells.append(f"{no_flip['precision@5']:.3f}" if "precision@5" in no_flip else "-")
+            by_views = [record.get(f"trained_test_views_{n}") for n in COMPARED_TEST_VIEWS]
+            cells.append(" / ".join(f"{v['precision@5']:.3f}" if v else "-" for v in by_views))
             cells += [f"{b['precision@5']:.3f}", f"{record['cv_s']:.0f}"]
             lines.append(f"| {record['variant']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -93,14 +92,19 @@ def main() -> None:
     prepared_by_key: dict[tuple, object] = {}
     for text in args.variant or [""]:
         config = parse_variant(text)
-        key = (config.image_size_px, config.trained_blocks, config.n_views, config.seed)
+        key = (
+            config.image_size_px, config.trained_blocks, config.n_views, config.test_views,
+            config.seed,
+        )  # fmt: skip
         started = time.perf_counter()
         if key not in prepared_by_key:
             prepared_by_key.clear()
             prepared_by_key[key] = prepare(data, config, device)
         prepared = prepared_by_key[key]
         prepare_s = time.perf_counter() - started
-        result = cross_validate(prepared, config, device, quiet=False, compare_no_flip=True)
+        result = cross_validate(
+            prepared, config, device, quiet=False, compare_test_views=COMPARED_TEST_VIEWS
+        )
         record = {
             "variant": text or "defaults",
             "config": config.to_dict(),
@@ -110,7 +114,11 @@ def main() -> None:
             "trained": result["trained"]["metrics"],
             "base": result["base"]["metrics"],
             "chance": result["trained"]["chance"],
-            "trained_no_flip": result.get("trained_no_flip", {}).get("metrics"),
+            **{
+                f"trained_test_views_{n}": result[f"trained_test_views_{n}"]["metrics"]
+                for n in COMPARED_TEST_VIEWS
+                if f"trained_test_views_{n}" in result
+            },
             "vote_per_class_recall": result["trained"]["vote_per_class_recall"],
         }
         with args.out.open("a") as stream:

@@ -34,7 +34,9 @@ def _defaults():  # noqa: ANN202 - imported late: torch is slow to import
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
 @click.option("--name", default=None, help="The model's name (default: the folder's name).")
 @click.option(
-    "--epochs", type=click.IntRange(min=1), default=None,
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=None,
     help="Default: the CV-chosen variant's (docs/learned-embeddings.md).",
 )
 @click.option(
@@ -45,7 +47,9 @@ def _defaults():  # noqa: ANN202 - imported late: torch is slow to import
     help="Input side in pixels (default: the CV-chosen size, see model.json).",
 )
 @click.option(
-    "--folds", type=click.IntRange(min=2), default=None,
+    "--folds",
+    type=click.IntRange(min=2),
+    default=None,
     help="Cross-validation folds (default: the CV-chosen variant's).",
 )
 @click.option("--loss", default=None, help="supcon (default), ce, ms or ce+supcon.")
@@ -68,7 +72,19 @@ def _defaults():  # noqa: ANN202 - imported late: torch is slow to import
     default=None,
     help="Cached augmented views per image.",
 )
-@click.option("--no-flip-average", is_flag=True, help="Do not average with the mirrored image.")
+@click.option(
+    "--test-views",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Fixed views averaged per image (1: the image alone, 2: with its mirror, more: small "
+    "fixed rotations, zooms and gamma changes too).",
+)
+@click.option(
+    "--ensemble",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Tops trained from consecutive seeds, their embeddings averaged.",
+)
 @click.option("--seed", type=int, default=None, help="Default: 0.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out folder.")
 def train(
@@ -83,7 +99,8 @@ def train(
     dim: int | None,
     trained_blocks: int | None,
     n_views: int | None,
-    no_flip_average: bool,
+    test_views: int | None,
+    ensemble: int | None,
     seed: int | None,
     overwrite: bool,
 ) -> None:
@@ -107,10 +124,10 @@ def train(
         "dim": dim,
         "trained_blocks": trained_blocks,
         "n_views": n_views,
+        "test_views": test_views,
+        "ensemble": ensemble,
     }
     config = replace(config, **{k: v for k, v in changes.items() if v is not None})
-    if no_flip_average:
-        config = replace(config, flip_average=False)
     fit_changes = {"epochs": epochs, "seed": seed}
     config = config.with_fit(**{k: v for k, v in fit_changes.items() if v is not None})
     command_line = shlex.join(["mammosearch", *sys.argv[1:]])

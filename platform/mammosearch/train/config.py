@@ -21,9 +21,10 @@ class TrainConfig:
     temperature: float = 0.1  # supervised contrastive loss's
     dim: int = 256
     trained_blocks: int = 5
-    n_views: int = 8
-    flip_average: bool = True
+    n_views: int = 8  # cached views per image: the fixed test views first, then random ones
+    test_views: int = 2  # fixed views averaged when embedding (1: none, 2: with the mirror)
     folds: int = 5
+    ensemble: int = 1  # tops trained from seeds seed, seed + 1, ...; embeddings averaged
     fit: FitConfig = field(default_factory=FitConfig)
 
     @property

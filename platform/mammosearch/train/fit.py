@@ -15,7 +15,6 @@ import torch
 from mammosearch.atomic_files import atomic_write_bytes
 from mammosearch.train.losses import LossFn
 from mammosearch.train.network import Top
-from mammosearch.train.trunk_cache import MIRROR_VIEW, PLAIN_VIEW
 
 
 @dataclass(frozen=True)
@@ -142,19 +141,21 @@ def _epoch_order(
 
 
 def embed_cached(
-    top: Top, cache: torch.Tensor, positions: np.ndarray, flip_average: bool, device: torch.device
+    top: Top, cache: torch.Tensor, positions: np.ndarray, test_views: int, device: torch.device
 ) -> np.ndarray:
-    """Embeddings (n, dim) of the plain views (and their mirrors, averaged) of `positions`."""
+    """Embeddings (n, dim) of `positions`, averaged over the first `test_views` cached views.
+
+    Those are the fixed test-time views, so this is what the served model computes.
+    """
     top = top.eval()
     chunks = []
     with torch.inference_mode():
         for start in range(0, positions.size, 64):
             batch = torch.from_numpy(positions[start : start + 64])
-            embedding = top.embed(_maps(cache[batch, PLAIN_VIEW], device))
-            if flip_average:
-                mirrored = top.embed(_maps(cache[batch, MIRROR_VIEW], device))
-                embedding = torch.nn.functional.normalize(embedding + mirrored, dim=1)
-            chunks.append(embedding.cpu().numpy())
+            embedding = sum(
+                top.embed(_maps(cache[batch, view], device)) for view in range(test_views)
+            )
+            chunks.append(torch.nn.functional.normalize(embedding, dim=1).cpu().numpy())
     return np.concatenate(chunks).astype(np.float32) if chunks else np.empty((0, top.dim))
 
 

@@ -26,6 +26,7 @@ from mammosearch.embed.trained import (
 )
 from mammosearch.embed.weights import file_sha256
 from mammosearch.train.network import EmbeddingModel
+from mammosearch.train.test_views import views_for
 
 OPSET_VERSION = 17
 PREPROCESSING_TEXT = (
@@ -57,7 +58,7 @@ def model_record(
     classes: dict[str, tuple],
     size_px: int,
     dim: int,
-    flip_average: bool,
+    test_views: int,
     fingerprint: dict[str, Any],
     cross_validation: dict[str, Any],
     training: dict[str, Any],
@@ -80,7 +81,7 @@ def model_record(
             "dim": dim,
             "l2_normalised": True,
             "metric": "cosine",
-            "flip_average": flip_average,
+            "test_views": [view.to_dict() for view in views_for(test_views)],
         },
         "training_images": fingerprint,
         "cross_validation": cross_validation,

@@ -3,7 +3,8 @@
 The trunk (stem and the first blocks) keeps its ImageNet weights; its outputs for a few
 augmented views of every image are computed once and cached, so training the top over
 many epochs costs a fraction of a full forward pass. The exported model is trunk + top,
-optionally averaged over a horizontal flip, ending in an L2-normalised embedding.
+averaged over the fixed test-time views (`test_views`), ending in an L2-normalised
+embedding.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from mammosearch.embed.backbones import get_backbone
+from mammosearch.embed.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from mammosearch.embed.weights import resolve_weights
+from mammosearch.train.test_views import FixedView, apply_view, view_grid, views_for
 
 BASE_BACKBONES = ("efficientnet-lite0",)
 """Bases `mammosearch train` can start from (their trunk/top split is defined here)."""
@@ -89,21 +92,58 @@ class Top(nn.Module):
         }
 
 
-class EmbeddingModel(nn.Module):
-    """Image batch (n, 3, s, s) -> L2-normalised embedding (n, dim): what is exported."""
+class TopEnsemble(nn.Module):
+    """Tops trained from different seeds on the same trunk views; their embeddings averaged.
 
-    def __init__(self, trunk: Trunk, top: Top, flip_average: bool) -> None:
+    With a few hundred training images each top also learns some of their noise; tops
+    started from other seeds learn other noise, and the average keeps what they share.
+    """
+
+    def __init__(self, members: list[Top]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.dim = members[0].dim
+
+    def embed(self, maps: torch.Tensor) -> torch.Tensor:
+        return F.normalize(sum(member.embed(maps) for member in self.members), dim=1)
+
+
+class EmbeddingModel(nn.Module):
+    """Image batch (n, 3, s, s) -> L2-normalised embedding (n, dim): what is exported.
+
+    The input is the product's preprocessing (three equal ImageNet-normalised channels);
+    each fixed test view is made from it in the graph, all views go through the network as
+    one batch, and their embeddings are averaged.
+    """
+
+    def __init__(self, trunk: Trunk, top: Top | TopEnsemble, test_views: int, size_px: int) -> None:
         super().__init__()
         self.trunk = trunk
         self.top = top
-        self.flip_average = flip_average
+        self.views = views_for(test_views)
+        self.grids = [view_grid(view, size_px) if view.geometric else None for view in self.views]
+
+    def _view_input(
+        self, images: torch.Tensor, view: FixedView, grid: torch.Tensor | None
+    ) -> torch.Tensor:
+        if not view.geometric and view.gamma == 1.0:
+            return torch.flip(images, dims=[3]) if view.mirrored else images
+        gray = images[:, :1] * float(IMAGENET_STD[0]) + float(IMAGENET_MEAN[0])
+        gray = apply_view(gray, view, grid)
+        mean = torch.tensor(IMAGENET_MEAN, dtype=images.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, dtype=images.dtype).view(1, 3, 1, 1)
+        return (gray - mean) / std
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        embedding = self.top.embed(self.trunk(images))
-        if self.flip_average:
-            flipped = self.top.embed(self.trunk(torch.flip(images, dims=[3])))
-            embedding = F.normalize(embedding + flipped, dim=1)
-        return embedding
+        views = torch.cat(
+            [
+                self._view_input(images, view, grid)
+                for view, grid in zip(self.views, self.grids, strict=True)
+            ]
+        )
+        embeddings = self.top.embed(self.trunk(views))
+        per_view = embeddings.reshape(len(self.views), -1, embeddings.shape[1])
+        return F.normalize(per_view.sum(dim=0), dim=1)
 
 
 def build_networks(

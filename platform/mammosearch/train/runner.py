@@ -28,12 +28,14 @@ from mammosearch.train.dataset import LabelledImages, load_pixels
 from mammosearch.train.fit import embed_cached, fit_top, patient_excluded_precision
 from mammosearch.train.folds import patient_folds
 from mammosearch.train.losses import class_weights, make_loss
-from mammosearch.train.network import EmbeddingModel, Top, Trunk, build_networks
-from mammosearch.train.trunk_cache import trunk_views
+from mammosearch.train.network import EmbeddingModel, Top, TopEnsemble, Trunk, build_networks
+from mammosearch.train.trunk_cache import fixed_view_count, trunk_views
 
 log = logging.getLogger(__name__)
 
 BASE_SPACE_BACKBONE = "efficientnet-lite0"
+PROGRESS_TEST_VIEWS = 2
+"""Views averaged for the progress bar's per-epoch validation P@5 (cheap, close to served)."""
 Status = Callable[[str, dict[str, Any]], None]
 """(stage, details) -> None: how a Celery task or the web page follows the run."""
 
@@ -85,7 +87,9 @@ def prepare(
     with tqdm(
         total=len(data), desc=f"trunk views x{config.n_views}", unit="img", disable=quiet
     ) as bar:
-        cache = trunk_views(trunk, pixels, config.n_views, config.seed, device, bar.update)
+        cache = trunk_views(
+            trunk, pixels, config.n_views, config.test_views, config.seed, device, bar.update
+        )
     return Prepared(data, cache, trunk, base_space_vectors(data), weights_path)
 
 
@@ -95,6 +99,13 @@ def _fresh_top(config: TrainConfig, data: LabelledImages) -> Top:
         config.base, config.trained_blocks, config.dim, n_classes
     )
     return top
+
+
+def _member_checkpoint(checkpoint: Path | None, member: int) -> Path | None:
+    """Member 0 keeps the plain name, so a run without an ensemble resumes as before."""
+    if checkpoint is None or member == 0:
+        return checkpoint
+    return checkpoint.with_name(f"{checkpoint.stem}-member{member + 1}{checkpoint.suffix}")
 
 
 def _train(
@@ -107,6 +118,37 @@ def _train(
     validation: np.ndarray | None = None,
     quiet: bool = False,
     status: Status | None = None,
+) -> Top | TopEnsemble:
+    """One top, or `config.ensemble` tops from consecutive seeds, trained on `positions`."""
+    members = [
+        _train_member(
+            prepared,
+            config.with_fit(seed=config.seed + member),
+            positions,
+            device,
+            _member_checkpoint(checkpoint, member),
+            description
+            if config.ensemble == 1
+            else f"{description} member {member + 1}/{config.ensemble}",
+            validation,
+            quiet,
+            status,
+        )
+        for member in range(config.ensemble)
+    ]
+    return members[0] if len(members) == 1 else TopEnsemble(members).eval()
+
+
+def _train_member(
+    prepared: Prepared,
+    config: TrainConfig,
+    positions: np.ndarray,
+    device: torch.device,
+    checkpoint: Path | None,
+    description: str,
+    validation: np.ndarray | None,
+    quiet: bool,
+    status: Status | None,
 ) -> Top:
     data = prepared.data
     targets = {label: data.targets[label] for label in config.labels}
@@ -122,7 +164,9 @@ def _train(
     def on_epoch(epoch: int, loss: float, trained: Top) -> None:
         details: dict[str, Any] = {"epoch": epoch, "epochs": config.fit.epochs, "loss": loss}
         if validation is not None:
-            vectors = embed_cached(trained, prepared.cache, validation, config.flip_average, device)
+            # plain + mirror views only: every epoch pays for it, the fold's figure uses all
+            views = min(config.test_views, PROGRESS_TEST_VIEWS)
+            vectors = embed_cached(trained, prepared.cache, validation, views, device)
             details["val_p@5"] = patient_excluded_precision(
                 vectors, targets[config.labels[0]][validation], data.patient_ids[validation]
             )
@@ -155,19 +199,21 @@ def cross_validate(
     work_dir: Path | None = None,
     quiet: bool = False,
     status: Status | None = None,
-    compare_no_flip: bool = False,
+    compare_test_views: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     """Patient-grouped k-fold CV; out-of-fold figures of the trained and the base space.
 
-    `compare_no_flip` also scores the trained space without flip averaging (a sweep's
-    test-time-augmentation comparison, free: both views are cached).
+    `compare_test_views` also scores the trained space averaged over other numbers of the
+    fixed test views, up to the cached ones (a sweep's comparison, free: they are cached).
     """
     data = prepared.data
     primary = config.labels[0]
     labels = data.label_values(primary)
     folds = patient_folds(data.targets[primary], data.patient_ids, config.folds, config.seed)
     classes = list(data.classes[primary])
-    trained, base, no_flip = FoldFigures(classes), FoldFigures(classes), FoldFigures(classes)
+    trained, base = FoldFigures(classes), FoldFigures(classes)
+    cached_fixed = fixed_view_count(config.test_views)
+    other_views = {n: FoldFigures(classes) for n in compare_test_views if n <= cached_fixed}
     per_fold = []
     for number, (train_positions, valid_positions) in enumerate(folds, start=1):
         overlap = set(data.patient_ids[train_positions]) & set(data.patient_ids[valid_positions])
@@ -187,19 +233,21 @@ def cross_validate(
                 quiet=quiet,
                 status=status,
             )
-            vectors = embed_cached(
-                top, prepared.cache, valid_positions, config.flip_average, device
-            )
+            vectors = embed_cached(top, prepared.cache, valid_positions, config.test_views, device)
             if done_file is not None:
                 buffer = io.BytesIO()
                 np.savez(buffer, vectors=vectors)
                 atomic_write_bytes(done_file, buffer.getvalue())
-                (work_dir / f"fold-{number}.pt").unlink(missing_ok=True)
+                for member in range(config.ensemble):
+                    fold_checkpoint = _member_checkpoint(work_dir / f"fold-{number}.pt", member)
+                    assert fold_checkpoint is not None
+                    fold_checkpoint.unlink(missing_ok=True)
         fold_labels = [labels[i] for i in valid_positions]
         fold_patients = data.patient_ids[valid_positions].tolist()
-        if compare_no_flip and done_file is None:
-            plain = embed_cached(top, prepared.cache, valid_positions, False, device)
-            no_flip.add_fold(plain, fold_labels, fold_patients, primary)
+        if done_file is None:
+            for count, figures in other_views.items():
+                other = embed_cached(top, prepared.cache, valid_positions, count, device)
+                figures.add_fold(other, fold_labels, fold_patients, primary)
         per_fold.append(
             {
                 "fold": number,
@@ -219,7 +267,11 @@ def cross_validate(
         "trained": trained.summary(),
         "base": {"space": f"{BASE_SPACE_BACKBONE} ImageNet (224 px)", **base.summary()},
         "per_fold": per_fold,
-        **({"trained_no_flip": no_flip.summary()} if no_flip.queries else {}),
+        **{
+            f"trained_test_views_{count}": figures.summary()
+            for count, figures in other_views.items()
+            if figures.queries
+        },
     }
 
 
@@ -231,7 +283,7 @@ def train_final(
     quiet: bool = False,
     status: Status | None = None,
 ) -> EmbeddingModel:
-    """The served model: trained on every labelled image, trunk + top (+ flip averaging)."""
+    """The served model: trained on every labelled image, trunk + top, over the test views."""
     everyone = np.arange(len(prepared.data))
     top = _train(
         prepared,
@@ -243,7 +295,7 @@ def train_final(
         quiet=quiet,
         status=status,
     )
-    return EmbeddingModel(prepared.trunk, top.cpu(), config.flip_average).eval()
+    return EmbeddingModel(prepared.trunk, top.cpu(), config.test_views, config.image_size_px).eval()
 
 
 def prepare_work_dir(out_dir: Path, config: TrainConfig, fingerprint: dict[str, Any]) -> Path:

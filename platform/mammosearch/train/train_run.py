@@ -23,6 +23,7 @@ from mammosearch.train.runner import (
     prepare_work_dir,
     train_final,
 )
+from mammosearch.train.test_views import views_for
 
 
 def training_library_versions() -> dict[str, str | None]:
@@ -56,6 +57,7 @@ def run_training(
     out_dir = Path(out_dir).absolute()
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir.name}: already exists (pass --overwrite to replace it)")
+    views_for(config.test_views)  # an impossible count fails before any work
     started = time.perf_counter()
     device = pick_device()
     data = load_labelled_images(session, config.labels)
@@ -87,7 +89,7 @@ def run_training(
         classes=data.classes,
         size_px=config.image_size_px,
         dim=model.top.dim,
-        flip_average=config.flip_average,
+        test_views=config.test_views,
         fingerprint=fingerprint,
         cross_validation=cv,
         training=training,
