@@ -1,24 +1,32 @@
-"""`--ensemble N`: tops from consecutive seeds, each checkpointed, their embeddings averaged."""
+"""`--ensemble N`: tops from consecutive seeds, each checkpointed, averaged, exported as one."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
 import torch
 
+from mammosearch.train.augment import normalise, to_unit
 from mammosearch.train.config import TrainConfig
 from mammosearch.train.dataset import LabelledImages
 from mammosearch.train.fit import embed_cached
-from mammosearch.train.network import TopEnsemble, build_networks
+from mammosearch.train.model_dir import export_onnx_model
+from mammosearch.train.network import EmbeddingModel, TopEnsemble, build_networks
 from mammosearch.train.runner import Prepared, _train
 from mammosearch.train.trunk_cache import trunk_views
 
 CPU = torch.device("cpu")
 
 
-def _prepared(config: TrainConfig) -> Prepared:
+@dataclass
+class Synthetic(Prepared):
+    pixels: np.ndarray | None = None
+
+
+def _prepared(config: TrainConfig) -> Synthetic:
     """Twelve synthetic 64 px images of six patients in three classes, views cached."""
     generator = np.random.default_rng(0)
     count = 12
@@ -34,7 +42,7 @@ def _prepared(config: TrainConfig) -> Prepared:
     )
     trunk, _top, weights = build_networks(config.base, config.trained_blocks, config.dim, {})
     cache = trunk_views(trunk, pixels, config.n_views, config.test_views, config.seed, CPU)
-    return Prepared(data, cache, trunk, np.zeros((count, 4), np.float32), weights)
+    return Synthetic(data, cache, trunk, np.zeros((count, 4), np.float32), weights, pixels)
 
 
 def test_an_ensemble_averages_members_trained_from_different_seeds(tmp_path: Path) -> None:
@@ -55,6 +63,12 @@ def test_an_ensemble_averages_members_trained_from_different_seeds(tmp_path: Pat
     assert np.allclose(
         embed_cached(ensemble, prepared.cache, everyone, 1, CPU), averaged, atol=1e-5
     )
+
+    model = EmbeddingModel(prepared.trunk, ensemble, test_views=2, size_px=64).eval()
+    export_onnx_model(model, 64, tmp_path / "model.onnx")
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"))
+    served = session.run(None, {"images": normalise(to_unit(prepared.pixels)).numpy()})[0]
+    assert np.allclose(served, embed_cached(ensemble, prepared.cache, everyone, 2, CPU), atol=2e-3)
 
     resumed = _train(prepared, config, everyone, CPU, checkpoint, "test", quiet=True)
     for kept, again in zip(
