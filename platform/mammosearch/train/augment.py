@@ -34,6 +34,11 @@ def normalise(gray: torch.Tensor) -> torch.Tensor:
     return (gray - _MEAN) / _STD
 
 
+def denormalise(images: torch.Tensor) -> torch.Tensor:
+    """`normalise`'s inverse for its equal channels: (n, 3, h, w) -> (n, 1, h, w) in [0, 1]."""
+    return images[:, :1] * _STD[:, :1] + _MEAN[:, :1]
+
+
 def augment(gray: torch.Tensor, generator: np.random.Generator) -> torch.Tensor:
     """One random view of each image in (n, 1, h, w): affine, intensity, maybe mirrored."""
     views = torch.empty_like(gray)

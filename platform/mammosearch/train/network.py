@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mammosearch.embed.backbones import get_backbone
-from mammosearch.embed.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from mammosearch.embed.weights import resolve_weights
+from mammosearch.train.augment import denormalise, normalise
 from mammosearch.train.test_views import FixedView, apply_view, view_grid, views_for
 
 BASE_BACKBONES = ("efficientnet-lite0",)
@@ -128,11 +128,7 @@ class EmbeddingModel(nn.Module):
     ) -> torch.Tensor:
         if not view.geometric and view.gamma == 1.0:
             return torch.flip(images, dims=[3]) if view.mirrored else images
-        gray = images[:, :1] * float(IMAGENET_STD[0]) + float(IMAGENET_MEAN[0])
-        gray = apply_view(gray, view, grid)
-        mean = torch.tensor(IMAGENET_MEAN, dtype=images.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, dtype=images.dtype).view(1, 3, 1, 1)
-        return (gray - mean) / std
+        return normalise(apply_view(denormalise(images), view, grid))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         views = torch.cat(

@@ -101,9 +101,9 @@ def _fresh_top(config: TrainConfig, data: LabelledImages) -> Top:
     return top
 
 
-def _member_checkpoint(checkpoint: Path | None, member: int) -> Path | None:
+def _member_checkpoint(checkpoint: Path, member: int) -> Path:
     """Member 0 keeps the plain name, so a run without an ensemble resumes as before."""
-    if checkpoint is None or member == 0:
+    if member == 0:
         return checkpoint
     return checkpoint.with_name(f"{checkpoint.stem}-member{member + 1}{checkpoint.suffix}")
 
@@ -126,7 +126,7 @@ def _train(
             config.with_fit(seed=config.seed + member),
             positions,
             device,
-            _member_checkpoint(checkpoint, member),
+            None if checkpoint is None else _member_checkpoint(checkpoint, member),
             description
             if config.ensemble == 1
             else f"{description} member {member + 1}/{config.ensemble}",
@@ -239,9 +239,9 @@ def cross_validate(
                 np.savez(buffer, vectors=vectors)
                 atomic_write_bytes(done_file, buffer.getvalue())
                 for member in range(config.ensemble):
-                    fold_checkpoint = _member_checkpoint(work_dir / f"fold-{number}.pt", member)
-                    assert fold_checkpoint is not None
-                    fold_checkpoint.unlink(missing_ok=True)
+                    _member_checkpoint(work_dir / f"fold-{number}.pt", member).unlink(
+                        missing_ok=True
+                    )
         fold_labels = [labels[i] for i in valid_positions]
         fold_patients = data.patient_ids[valid_positions].tolist()
         if done_file is None:

@@ -76,7 +76,7 @@ def apply_view(
         grid = view_grid(view, gray.shape[-1]) if grid is None else grid
         gray = F.grid_sample(
             gray,
-            grid.to(gray.dtype).expand(gray.shape[0], -1, -1, -1),
+            grid.to(gray).expand(gray.shape[0], -1, -1, -1),
             mode="bilinear",
             padding_mode="zeros",
             align_corners=False,
