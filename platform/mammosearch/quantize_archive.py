@@ -52,8 +52,10 @@ def quantize_and_check(
     check_images: int,
     precision: str = "int8",
     progress: bool = False,
+    score_anyway: bool = False,
 ) -> tuple[Path, PrecisionCheck]:
-    """Build the configured backbone's variant, score it against fp32 (ONNX), record both.
+    """Build the configured backbone's variant, time it against fp32 (ONNX) and, if faster
+    here (or `score_anyway`), score both; record the verdict.
 
     Returns the int8 model file (int8) or the verdict file (bf16: nothing else to store).
     """
@@ -97,6 +99,7 @@ def quantize_and_check(
         [patient for _, _, patient in usable],
         len(calibration) if precision == "int8" else 0,
         progress=progress,
+        score_anyway=score_anyway,
     )
     verdict = write_check(fp32.path, check)
     return (variant_file if precision == "int8" else verdict), check

@@ -266,17 +266,22 @@ def models_show(name: str) -> None:
     "--check-images", type=int, default=2000, show_default=True,
     help="At most this many BIRADS-labelled images score fp32 against the variant.",
 )  # fmt: skip
+@click.option(
+    "--score-anyway", is_flag=True,
+    help="Score P@5 even when the variant is no faster here (it is still not kept).",
+)  # fmt: skip
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def models_quantize(
     backbone: str | None, precision: str, calibration_images: int, check_images: int,
-    as_json: bool, no_progress: bool,
+    score_anyway: bool, as_json: bool, no_progress: bool,
 ) -> None:  # fmt: skip
     """Build a reduced-precision variant and keep it only if this archive's P@5 holds.
 
-    Scores patient-excluded same-BIRADS P@5 of fp32 and the variant on the same labelled
-    images; within 0.01, and faster here, the variant is kept and served as the backbone
-    NAME:int8 or NAME:bf16 (a new embedding space: spaces reembed + activate to switch).
+    Times both on a sample first: a variant no faster here is refused at once. Otherwise
+    scores patient-excluded same-BIRADS P@5 of fp32 and the variant on the same labelled
+    images; within 0.01, the variant is kept and served as the backbone NAME:int8 or
+    NAME:bf16 (a new embedding space: spaces reembed + activate to switch).
     """
     from mammosearch.quantize_archive import quantize_and_check
 
@@ -284,7 +289,7 @@ def models_quantize(
     try:  # PrecisionUnavailable (no weights, no model) is the group's one-line error
         path, check = quantize_and_check(
             settings, calibration_images, check_images, precision,
-            progress=not (no_progress or as_json),
+            progress=not (no_progress or as_json), score_anyway=score_anyway,
         )  # fmt: skip
     except ValueError as error:  # no labelled images, or too few
         raise click.ClickException(str(error)) from error

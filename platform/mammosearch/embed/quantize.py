@@ -3,8 +3,10 @@
 A reduced-precision model's vectors differ from fp32's (cosine 0.96-0.999), so each is its
 own embedding space, `NAME:int8` or `NAME:bf16`. It is served only after the archive's own
 check: patient-excluded same-BIRADS P@5 within `MAX_P5_CHANGE` of fp32's on the same images,
-and faster than fp32 on this machine. The verdict is written beside the fp32 export, and
-the loader refuses a variant whose check failed or never ran.
+and faster than fp32 on this machine. Speed is measured first, on a sample: a variant no
+faster here is refused without scoring every image (emulated bf16 would take minutes to
+say no), unless the caller asks for the quality figure anyway. The verdict is written
+beside the fp32 export, and the loader refuses a variant whose check failed or never ran.
 
 - int8: QDQ, per-channel int8 weights, uint8 activations calibrated (min/max) on archive
   images; without VNNI/AMX the activations use a reduced range (the AVX2 u8 x s8 path can
@@ -43,6 +45,8 @@ PRECISIONS = ("int8", "bf16")
 MAX_P5_CHANGE = 0.01
 """The most patient-excluded P@5 may move for a variant to be kept (the issue's bar)."""
 CALIBRATION_IMAGES = 64
+SPEED_SAMPLE_IMAGES = 64
+"""Images both models embed, timed, before any scoring: enough batches to time a CPU."""
 CALIBRATION_BATCH = 8
 
 
@@ -77,8 +81,8 @@ class PrecisionCheck:
     """fp32 against a variant on the same labelled images of the archive, in one process."""
 
     precision: str
-    fp32_p5: float
-    variant_p5: float
+    fp32_p5: float | None  # None: not scored (refused on speed alone)
+    variant_p5: float | None
     evaluated_images: int
     calibration_images: int
     fp32_images_per_s: float
@@ -89,7 +93,13 @@ class PrecisionCheck:
     max_p5_change: float = MAX_P5_CHANGE
 
     @property
-    def change(self) -> float:
+    def scored(self) -> bool:
+        return self.fp32_p5 is not None and self.variant_p5 is not None
+
+    @property
+    def change(self) -> float | None:
+        if self.fp32_p5 is None or self.variant_p5 is None:
+            return None
         return self.variant_p5 - self.fp32_p5
 
     @property
@@ -98,27 +108,34 @@ class PrecisionCheck:
 
     @property
     def kept(self) -> bool:
-        return abs(self.change) < self.max_p5_change and self.speedup > 1.0
+        change = self.change
+        return change is not None and abs(change) < self.max_p5_change and self.speedup > 1.0
 
     def as_dict(self) -> dict[str, Any]:
         return {
             **asdict(self),
-            "change": round(self.change, 4),
+            "change": None if self.change is None else round(self.change, 4),
             "speedup": round(self.speedup, 3),
             "kept": self.kept,
         }
 
     def summary(self) -> str:
+        change = self.change
         if self.kept:
             verdict = "kept"
-        elif abs(self.change) >= self.max_p5_change:
+        elif change is not None and abs(change) >= self.max_p5_change:
             verdict = f"NOT kept (|change| >= {self.max_p5_change})"
         else:
             verdict = "NOT kept (no faster than fp32 here)"
+        if self.fp32_p5 is None or self.variant_p5 is None or change is None:
+            quality = f"{self.precision} P@5 not scored (--score-anyway scores it)"
+        else:
+            quality = (
+                f"patient-excluded P@5 fp32 {self.fp32_p5:.3f}, {self.precision} "
+                f"{self.variant_p5:.3f} (change {change:+.3f}, {self.evaluated_images} images)"
+            )
         return (
-            f"patient-excluded P@5 fp32 {self.fp32_p5:.3f}, {self.precision} "
-            f"{self.variant_p5:.3f} (change {self.change:+.3f}, {self.evaluated_images} "
-            f"images): {verdict}; {self.fp32_images_per_s:.1f} -> "
+            f"{quality}: {verdict}; {self.fp32_images_per_s:.1f} -> "
             f"{self.variant_images_per_s:.1f} images/s (x{self.speedup:.2f}) on {self.cpu}"
         )
 
@@ -246,10 +263,32 @@ def check_variant(
     patient_ids: Sequence[Any],
     calibration_images: int = 0,
     progress: bool = False,
+    score_anyway: bool = False,
 ) -> PrecisionCheck:
-    """Same-label P@5 of both on the same images, each query's patient excluded; speed."""
+    """Speed on a sample first; then, if faster here (or `score_anyway`), same-label P@5 of
+    both on all the images, each query's patient excluded, and the speed of those runs."""
     from mammosearch.evaluate.evaluator import evaluate_vectors
 
+    record = PrecisionCheck(
+        precision=precision,
+        fp32_p5=None,
+        variant_p5=None,
+        evaluated_images=0,
+        calibration_images=calibration_images,
+        fp32_images_per_s=0.0,
+        variant_images_per_s=0.0,
+        cpu=vector_extensions(),
+        native_support=native_support(precision),
+        variant_sha256=variant.identity.weights_sha256,
+    )
+    sample = images[:SPEED_SAMPLE_IMAGES]
+    _, fp32_rate = _timed_vectors(fp32, sample, "fp32 speed", progress)
+    _, variant_rate = _timed_vectors(variant, sample, f"{precision} speed", progress)
+    record = replace(
+        record, fp32_images_per_s=round(fp32_rate, 2), variant_images_per_s=round(variant_rate, 2)
+    )
+    if record.speedup <= 1.0 and not score_anyway:
+        return record
     fp32_vectors, fp32_rate = _timed_vectors(fp32, images, "fp32", progress)
     variant_vectors, variant_rate = _timed_vectors(variant, images, precision, progress)
     ids = list(range(len(images)))
@@ -258,17 +297,13 @@ def check_variant(
         result = evaluate_vectors(vectors, ids, labels, patient_ids, ks=(5,), label_name="birads")
         return float(result.metrics["precision@5"])
 
-    return PrecisionCheck(
-        precision=precision,
+    return replace(
+        record,
         fp32_p5=p5(fp32_vectors),
         variant_p5=p5(variant_vectors),
         evaluated_images=len(images),
-        calibration_images=calibration_images,
         fp32_images_per_s=round(fp32_rate, 2),
         variant_images_per_s=round(variant_rate, 2),
-        cpu=vector_extensions(),
-        native_support=native_support(precision),
-        variant_sha256=variant.identity.weights_sha256,
     )
 
 
@@ -289,8 +324,10 @@ def require_kept(fp32_path: Path, precision: str) -> None:
             f"{precision}: its quality check {path.name} is missing ({error}); {how}"
         ) from None
     if not check.get("kept"):
+        change = check.get("change")
+        quality = "P@5 not scored" if change is None else f"P@5 change {change}"
         raise PrecisionUnavailable(
-            f"{precision}: not kept by this archive's check (P@5 change {check.get('change')}, "
+            f"{precision}: not kept by this archive's check ({quality}, "
             f"allowed < {check.get('max_p5_change')}; x{check.get('speedup')} of fp32's speed);"
             " serve the fp32 backbone (the name without the suffix)"
         )
