@@ -6,7 +6,7 @@ On synthetic clustered vectors (a mixture of Gaussians; not real embeddings), pe
   - recall@k against exact filtered search (brute force over the allowed vectors),
   - latency: median single-query ms, and as a ratio to unfiltered search in the same run,
   - exact / selector: median ms when every segment is forced down one path (the two sides
-    of filtered.EXACT_MAX_ROWS, the threshold between them),
+    of filtered.EXACT_MAX_ROWS / EXACT_MAX_FRACTION, the thresholds between them),
   - before: hits and recall of the previous code (IDSelectorBatch, fixed efSearch/nprobe).
 Prints a markdown table (docs/performance.md holds one run).
 
@@ -24,9 +24,11 @@ import faiss
 import numpy as np
 
 from mammosearch.index import ShardedIndex
+from mammosearch.index import filtered as filtered_module
 from mammosearch.index.segments import prepare_vectors, search_parameters
 
-FRACTIONS = (0.001, 0.01, 0.1, 0.5)
+FRACTIONS = (0.001, 0.01, 0.03, 0.1, 0.5, 0.999)
+"""Shares allowed; 99.9% is a search leaving out the query's own patient."""
 
 
 def clustered_vectors(count: int, dim: int, rng: np.random.Generator) -> np.ndarray:
@@ -114,13 +116,18 @@ def main() -> None:
                 want = min(args.k, len(allowed))
                 _, positions = faiss.knn(prepared_queries, subset, want, faiss.METRIC_INNER_PRODUCT)
                 truth = [allowed[row] for row in positions]
-                ms, found = median_ms(index, queries, args.k, allowed)
+                # A boolean mask by id, as the product's filter table hands the index.
+                mask = np.zeros(args.n + 1, dtype=bool)
+                mask[allowed] = True
+                ms, found = median_ms(index, queries, args.k, mask)
                 counts = [int((f >= 0).sum()) for f in found]
                 forced = {}
-                for name, rows in (("exact", 10**12), ("selector", 0)):
-                    index.exact_filter_rows = rows
-                    forced[name], _ = median_ms(index, queries, args.k, allowed)
+                served_fraction = filtered_module.EXACT_MAX_FRACTION
+                for name, rows, share in (("exact", 10**12, 1.0), ("selector", 0, 0.0)):
+                    index.exact_filter_rows, filtered_module.EXACT_MAX_FRACTION = rows, share
+                    forced[name], _ = median_ms(index, queries, args.k, mask)
                 index.exact_filter_rows = None
+                filtered_module.EXACT_MAX_FRACTION = served_fraction
                 before = [previous_search(index, q[None, :], args.k, allowed) for q in queries]
                 before_counts = [int((b >= 0).sum()) for b in before]
                 print(

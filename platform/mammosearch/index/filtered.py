@@ -4,11 +4,16 @@ An approximate index searched with an ID selector loses results when few ids are
 HNSW's beam (efSearch) and IVF's probed lists (nprobe) hold too few allowed vectors, so a
 k=10 search at 0.1% allowed returned two hits on average, most of them wrong. So:
 
-- few allowed vectors (at most `exact_max_rows` in the segment, default EXACT_MAX_ROWS):
-  gather their stored vectors and compare exactly, cheaper than the walk or scan it replaces;
-- many: the segment's own search with an `IDSelectorBitmap`, efSearch / nprobe scaled by
+- few allowed vectors (at most `exact_max_rows` in the segment, default EXACT_MAX_ROWS,
+  and at most EXACT_MAX_FRACTION of it or EXACT_MAX_FLOATS in all): gather their stored
+  vectors and compare exactly, cheaper than the walk or scan it replaces;
+- many, or most of the segment (excluding the query's patient allows 99.9%: gathering
+  20,000 vectors to drop four took 28 ms where the walk takes 0.3): the segment's own
+  search with an `IDSelectorBitmap`, efSearch / nprobe scaled by
   1 / (allowed fraction) so the beam or the probed lists hold as many allowed vectors as an
-  unfiltered search would, widened 4x while any query is short, then exact.
+  unfiltered search would, widened 4x while any query is short, then exact. (A gentler
+  efSearch, 1 / sqrt(fraction), measured recall 0.915-0.945 at 10-50% allowed on the
+  tests' data: not kept.)
 
 Flat-coded segments (Flat, PQ, SQ) scan every allowed vector with a selector: complete as is.
 The result per query has min(k, allowed vectors in the segment) hits.
@@ -26,6 +31,13 @@ from mammosearch.index.segments import Segment, faiss_metric, search_parameters
 EXACT_MAX_ROWS = 20_000
 """Allowed vectors in a segment up to which exact comparison is used: measured faster than
 filtered HNSW / IVF below it (bench/bench_filtered.py, docs/performance.md)."""
+EXACT_MAX_FRACTION = 0.05
+"""The share of a segment allowed up to which exact comparison is used: the gather's cost
+grows with the rows allowed, the selector search's with 1 / fraction; they cross at about
+5% (bench/bench_filtered_paths.py: 3%: gather 0.20 ms, walk 2+ ms; 10%: 1.45 against 0.75)."""
+EXACT_MAX_FLOATS = 1 << 20
+"""Allowed rows x dimension up to which exact comparison is used at any share: 4 MB of
+vectors gather in well under a millisecond, and exact beats any walk's recall."""
 MAX_EF_SEARCH = 8192
 MIN_FILTERED_EF_SEARCH = 64
 """The beam a filtered HNSW search starts from before scaling by 1 / fraction: a graph walk
@@ -79,7 +91,9 @@ def filtered_search(
     """
     matching = int(np.count_nonzero(rows))
     want = min(k, matching)
-    if matching <= (EXACT_MAX_ROWS if exact_max_rows is None else exact_max_rows):
+    fraction = matching / len(segment.ids)
+    cheap = fraction <= EXACT_MAX_FRACTION or matching * queries.shape[1] <= EXACT_MAX_FLOATS
+    if cheap and matching <= (EXACT_MAX_ROWS if exact_max_rows is None else exact_max_rows):
         return exact_search(segment, np.flatnonzero(rows), queries, want, metric)
     bits = allowed
     if len(deleted):
@@ -87,7 +101,6 @@ def filtered_search(
         bits[deleted[deleted < len(bits)]] = False
     packed = np.packbits(bits, bitorder="little")
     selector = faiss.IDSelectorBitmap(len(packed), faiss.swig_ptr(packed))
-    fraction = matching / len(segment.ids)
     inner = segment.inner
     ivf = faiss.try_extract_index_ivf(inner)
     is_hnsw = isinstance(inner, faiss.IndexHNSW)

@@ -91,6 +91,7 @@ from mammosearch.index.segments import (
     search_parameters,
     write_segment_file,
 )
+from mammosearch.index.threads import search_threads
 
 log = logging.getLogger(__name__)
 
@@ -275,6 +276,12 @@ class ShardedIndex:
             queries = queries[None, :]
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise ValueError(f"queries: shape {queries.shape}, expected (n, {self.dim})")
+        with search_threads(len(queries)):
+            return self._search(queries, k, id_filter)
+
+    def _search(
+        self, queries: np.ndarray, k: int, id_filter: set[int] | np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         queries = prepare_vectors(queries, self.metric)
         view = self._view
         found_distances: list[np.ndarray] = []
@@ -348,14 +355,17 @@ class ShardedIndex:
         """The live stored vector of one id (unit-normalised for cosine), or None: a lookup
         in each segment's id map, newest first, without scanning id arrays."""
         view = self._view
-        for segment, deleted in zip(reversed(view.segments), reversed(view.deleted), strict=True):
-            position = np.searchsorted(deleted, image_id)
-            if position < len(deleted) and deleted[position] == image_id:
-                continue
-            try:
-                return segment.index.reconstruct(int(image_id))
-            except RuntimeError:  # not in this segment's id map
-                continue
+        with search_threads(1):
+            for segment, deleted in zip(
+                reversed(view.segments), reversed(view.deleted), strict=True
+            ):
+                position = np.searchsorted(deleted, image_id)
+                if position < len(deleted) and deleted[position] == image_id:
+                    continue
+                try:
+                    return segment.index.reconstruct(int(image_id))
+                except RuntimeError:  # not in this segment's id map
+                    continue
         return None
 
     def get_vectors(self, ids: Iterable[int] | np.ndarray) -> np.ndarray:
