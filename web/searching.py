@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from PIL import Image as PILImage
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from mammosearch.audit import record_access
@@ -37,9 +38,11 @@ def run_search(
     """Search by archived image id or by an uploaded image; record it in the audit log."""
     from mammosearch.search import get_search_service
 
-    query_row: Image | None = None
+    query_row: Row[tuple[int, int | None]] | None = None  # (id, patient_id): all it needs
     if params.image_id is not None:
-        query_row = session.get(Image, params.image_id)
+        query_row = session.execute(
+            select(Image.id, Image.patient_id).where(Image.id == params.image_id)
+        ).first()
         if query_row is None:
             raise LookupError(f"image {params.image_id}: not in the archive")
     elif query_image is None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from mammosearch.db.models import AuditEvent, Patient, User
@@ -43,19 +43,21 @@ def record_access(
     image_id: int | None = None,
     detail: dict[str, Any] | None = None,
     remote_addr: str | None = None,
-) -> AuditEvent:
-    """Add one audit event (the caller commits, with the work it records)."""
-    event = AuditEvent(
-        user_id=user.id if user is not None else None,
-        username=user.username if user is not None else None,
-        action=action,
-        patient_id=patient_id,
-        image_id=image_id,
-        detail=detail or {},
-        remote_addr=remote_addr,
+) -> None:
+    """Insert one audit event in the session's transaction (the caller commits, with the
+    work it records). A plain INSERT, not a unit-of-work flush: every search writes one,
+    and nothing reads the event back in the same request."""
+    session.execute(
+        insert(AuditEvent).values(
+            user_id=user.id if user is not None else None,
+            username=user.username if user is not None else None,
+            action=action,
+            patient_id=patient_id,
+            image_id=image_id,
+            detail=detail or {},
+            remote_addr=remote_addr,
+        )
     )
-    session.add(event)
-    return event
 
 
 def _filtered(statement, username: str | None, action: str | None, patient_id: int | None):  # type: ignore[no-untyped-def]
