@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from mammosearch.db.models import AuditEvent, Patient, User
+from mammosearch.db.models import AuditEvent, Patient, User, utcnow
 
 ACTIONS = (
     "login",
@@ -45,19 +45,25 @@ def record_access(
     remote_addr: str | None = None,
 ) -> None:
     """Insert one audit event in the session's transaction (the caller commits, with the
-    work it records). A plain INSERT, not a unit-of-work flush: every search writes one,
-    and nothing reads the event back in the same request."""
+    work it records). One prepared INSERT with the values as parameters, not a unit-of-work
+    flush nor values baked into the statement (whose cache key walks the whole detail):
+    every search writes one, and nothing reads the event back in the same request."""
     session.execute(
-        insert(AuditEvent).values(
-            user_id=user.id if user is not None else None,
-            username=user.username if user is not None else None,
-            action=action,
-            patient_id=patient_id,
-            image_id=image_id,
-            detail=detail or {},
-            remote_addr=remote_addr,
-        )
+        _INSERT_EVENT,
+        {
+            "user_id": user.id if user is not None else None,
+            "username": user.username if user is not None else None,
+            "action": action,
+            "patient_id": patient_id,
+            "image_id": image_id,
+            "detail": detail or {},
+            "remote_addr": remote_addr,
+            "created_at": utcnow(),
+        },
     )
+
+
+_INSERT_EVENT = insert(AuditEvent.__table__)
 
 
 def _filtered(statement, username: str | None, action: str | None, patient_id: int | None):  # type: ignore[no-untyped-def]
