@@ -9,7 +9,12 @@ from flask_login import AnonymousUserMixin, LoginManager, UserMixin, current_use
 from werkzeug.wrappers import Response
 
 from mammosearch.db.models import User
-from mammosearch.users import TokenRefused, check_api_token, session_is_current
+from mammosearch.users import (
+    TokenHolder,
+    TokenRefused,
+    accept_api_token,
+    session_is_current,
+)
 from web.access import allowed_roles, is_public
 from web.configuration import settings
 from web.db import get_session
@@ -25,13 +30,25 @@ PASSWORD_CHANGE_ENDPOINTS = {"auth.change_password", "auth.logout"}
 
 
 class SignedInUser(UserMixin):
-    """The signed-in user as Flask-Login sees it; `.row` is the users table row."""
+    """The signed-in user as Flask-Login sees it; `.row` is the users table row, read on
+    first use (an API request by token needs only the id, name and role it was given)."""
 
-    def __init__(self, row: User) -> None:
-        self.row = row
-        self.id = row.id
-        self.username = row.username
-        self.role = row.role
+    def __init__(self, row: User | None = None, holder: TokenHolder | None = None) -> None:
+        self._row = row
+        if row is not None:
+            self.id, self.username, self.role = row.id, row.username, row.role
+        elif holder is not None:
+            self.id, self.username, self.role = holder.user_id, holder.username, holder.role
+        else:
+            raise ValueError("a signed-in user needs a users row or an accepted token")
+
+    @property
+    def row(self) -> User:
+        if self._row is None:
+            self._row = get_session().get(User, self.id)
+            if self._row is None:
+                raise LookupError(f"user {self.id}: no longer in the database")
+        return self._row
 
     @property
     def is_admin(self) -> bool:
@@ -98,14 +115,14 @@ def _load_token_user(req) -> SignedInUser | None:  # type: ignore[no-untyped-def
         return None
     db_session = get_session()
     try:
-        row = check_api_token(db_session, token.strip())
+        holder = accept_api_token(db_session, token.strip())
     except TokenRefused as exc:
         g.token_refused = str(exc)
         return None
-    if db_session.dirty:
+    if holder.recorded_use:
         db_session.commit()  # last_used_at
     g.auth_via_token = True
-    return SignedInUser(row)
+    return SignedInUser(holder=holder)
 
 
 def _unauthenticated() -> Response:

@@ -11,9 +11,9 @@ from PIL import Image as PILImage
 from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
-from mammosearch.audit import record_access
+from mammosearch.audit import Actor, record_access
 from mammosearch.config import Settings
-from mammosearch.db.models import Image, User
+from mammosearch.db.models import Image
 from mammosearch.search_request import BadSearchRequest, SearchRequest
 from web.metrics import observe_search_timing
 
@@ -32,7 +32,7 @@ def run_search(
     settings: Settings,
     params: SearchRequest,
     query_image: PILImage.Image | None,
-    user: User | None,
+    user: Actor | None,
     remote_addr: str | None,
 ) -> Any:
     """Search by archived image id or by an uploaded image; record it in the audit log."""
@@ -40,9 +40,11 @@ def run_search(
 
     query_row: Row[tuple[int, int | None]] | None = None  # (id, patient_id): all it needs
     if params.image_id is not None:
-        query_row = session.execute(
-            select(Image.id, Image.patient_id).where(Image.id == params.image_id)
-        ).first()
+        query_row = (
+            session.connection()
+            .execute(select(Image.id, Image.patient_id).where(Image.id == params.image_id))
+            .first()
+        )
         if query_row is None:
             raise LookupError(f"image {params.image_id}: not in the archive")
     elif query_image is None:

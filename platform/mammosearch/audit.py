@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from mammosearch.db.models import AuditEvent, Patient, User, utcnow
+from mammosearch.db.models import AuditEvent, Patient, utcnow
 
 ACTIONS = (
     "login",
@@ -35,9 +35,20 @@ ACTIONS = (
 """The actions recorded; one place, so the audit page can offer them as a filter."""
 
 
+
+class Actor(Protocol):
+    """Who did it: a users row, or a signed-in user that carries its id and name."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def username(self) -> str: ...
+
+
 def record_access(
     session: Session,
-    user: User | None,
+    user: Actor | None,
     action: str,
     patient_id: int | None = None,
     image_id: int | None = None,

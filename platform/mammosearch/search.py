@@ -420,11 +420,14 @@ class SearchService:
         rows no longer pass `filters` (left out: the filter table was behind the database)."""
         if not pairs:
             return [], 0
-        # Plain columns, no ORM objects: a search reads the rows once and shows them, and
-        # the values are the database's now (a session's objects may be older).
-        rows = session.execute(
-            _hits_statement(), {"ids": [image_id for image_id, _ in pairs]}
-        ).all()
+        # Plain columns, no ORM objects, run on the session's connection (no ORM execution
+        # layer): a search reads the rows once and shows them, and the values are the
+        # database's now (a session's objects may be older).
+        rows = (
+            session.connection()
+            .execute(_hits_statement(), {"ids": [image_id for image_id, _ in pairs]})
+            .all()
+        )
         by_id = {row[0]: row for row in rows}
         hits: list[Hit] = []
         stale = 0

@@ -18,8 +18,8 @@ from datetime import UTC, datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import bindparam, func, select
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.orm import Session
 from zxcvbn import zxcvbn
 
 from mammosearch.db.models import ApiToken, User, utcnow
@@ -296,33 +296,79 @@ def token_state(api_token: ApiToken, now: datetime | None = None) -> str:
     return "active"
 
 
-# The token with its user in one query, built once: every API request runs it.
+@dataclass(frozen=True)
+class TokenHolder:
+    """Who an accepted API token acts for: what a request needs, without loading the row."""
+
+    token_id: int
+    user_id: int
+    username: str
+    role: str
+    recorded_use: bool  # last_used_at was written: the caller's commit keeps it
+
+
+# The token with its user in one query of plain columns, built once: every API request
+# runs it, and loading two ORM objects for it cost more than the query itself.
 _TOKEN_WITH_USER = (
-    select(ApiToken)
-    .options(joinedload(ApiToken.user))
+    select(
+        ApiToken.id,
+        ApiToken.name,
+        ApiToken.revoked,
+        ApiToken.expires_at,
+        ApiToken.last_used_at,
+        User.id.label("user_id"),
+        User.username,
+        User.role,
+        User.active,
+    )
+    .join(User, User.id == ApiToken.user_id)
     .where(ApiToken.token_sha256 == bindparam("token_sha256"))
 )
+_RECORD_TOKEN_USE = (
+    update(ApiToken)
+    .where(ApiToken.id == bindparam("token_id"))
+    .values(last_used_at=bindparam("now"))
+)
+
+
+def accept_api_token(session: Session, token: str) -> TokenHolder:
+    """Who this token acts for; raises TokenRefused saying why not. Records its use (at
+    most once per TOKEN_USE_RESOLUTION) in the session's transaction."""
+    found = None
+    if token:
+        if session.autoflush and (session.new or session.dirty or session.deleted):
+            session.flush()  # what an ORM query would do: a revocation just made counts
+        connection = session.connection()
+        found = connection.execute(_TOKEN_WITH_USER, {"token_sha256": token_sha256(token)}).first()
+    if found is None:
+        raise TokenRefused("unknown API token")
+    label = f"API token {found.id}" + (f" ({found.name})" if found.name else "")
+    now = utcnow()
+    state = token_state(found, now)  # type: ignore[arg-type]  # the row has its columns
+    if state == "revoked":
+        raise TokenRefused(f"{label} was revoked; ask an admin for a new one")
+    if state == "expired":
+        expired = _aware(found.expires_at).isoformat(timespec="minutes")  # type: ignore[union-attr]
+        raise TokenRefused(f"{label} expired at {expired}; ask an admin for a new one")
+    if not found.active:
+        raise TokenRefused(f"{label}: user {found.username} is disabled")
+    last_used = _aware(found.last_used_at)
+    recorded = last_used is None or now - last_used > TOKEN_USE_RESOLUTION
+    if recorded:
+        connection.execute(_RECORD_TOKEN_USE, {"token_id": found.id, "now": now})
+    return TokenHolder(found.id, found.user_id, found.username, found.role, recorded)
 
 
 def check_api_token(session: Session, token: str) -> User:
     """The user this token acts for; raises TokenRefused saying why not. Records its use."""
-    api_token = session.scalar(_TOKEN_WITH_USER, {"token_sha256": token_sha256(token)})
-    if not token or api_token is None:
-        raise TokenRefused("unknown API token")
-    label = f"API token {api_token.id}" + (f" ({api_token.name})" if api_token.name else "")
-    now = utcnow()
-    state = token_state(api_token, now)
-    if state == "revoked":
-        raise TokenRefused(f"{label} was revoked; ask an admin for a new one")
-    if state == "expired":
-        expired = _aware(api_token.expires_at).isoformat(timespec="minutes")  # type: ignore[union-attr]
-        raise TokenRefused(f"{label} expired at {expired}; ask an admin for a new one")
-    if not api_token.user.active:
-        raise TokenRefused(f"{label}: user {api_token.user.username} is disabled")
-    last_used = _aware(api_token.last_used_at)
-    if last_used is None or now - last_used > TOKEN_USE_RESOLUTION:
-        api_token.last_used_at = now
-    return api_token.user
+    holder = accept_api_token(session, token)
+    if holder.recorded_use:  # a token object this session holds predates the write
+        for held in list(session.identity_map.values()):
+            if isinstance(held, ApiToken) and held.id == holder.token_id:
+                session.expire(held, ["last_used_at"])
+    user = session.get(User, holder.user_id)
+    assert user is not None  # the join found it in this transaction
+    return user
 
 
 def verify_api_token(session: Session, token: str) -> User | None:

@@ -44,7 +44,7 @@ def search() -> Response:
                 raise BadSearchRequest("image_id: required in a JSON body (or upload `image`)")
             query_image = read_upload(upload, current)
         response = run_search(
-            get_session(), current, params, query_image, current_user.row, request.remote_addr
+            get_session(), current, params, query_image, current_user, request.remote_addr
         )
     except (BadSearchRequest, ImageRejected, SearchError) as exc:
         abort(400, description=str(exc))

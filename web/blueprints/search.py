@@ -81,7 +81,7 @@ def search_submit() -> tuple[str, int]:
         if params.image_id is None:
             query_image = read_upload(upload, current)
         response = run_search(
-            session, current, params, query_image, current_user.row, request.remote_addr
+            session, current, params, query_image, current_user, request.remote_addr
         )
     except (BadSearchRequest, ImageRejected, SearchError) as exc:
         flash(str(exc), "error")
