@@ -122,12 +122,16 @@ def main() -> None:
                 ms, found = median_ms(index, queries, args.k, mask)
                 counts = [int((f >= 0).sum()) for f in found]
                 forced = {}
-                served_fraction = filtered_module.EXACT_MAX_FRACTION
+                shares = ("EXACT_MAX_FRACTION", "EXACT_MAX_FRACTION_IN_PLACE")
+                served = {name: getattr(filtered_module, name) for name in shares}
                 for name, rows, share in (("exact", 10**12, 1.0), ("selector", 0, 0.0)):
-                    index.exact_filter_rows, filtered_module.EXACT_MAX_FRACTION = rows, share
+                    index.exact_filter_rows = rows
+                    for constant in shares:
+                        setattr(filtered_module, constant, share)
                     forced[name], _ = median_ms(index, queries, args.k, mask)
                 index.exact_filter_rows = None
-                filtered_module.EXACT_MAX_FRACTION = served_fraction
+                for constant, value in served.items():
+                    setattr(filtered_module, constant, value)
                 before = [previous_search(index, q[None, :], args.k, allowed) for q in queries]
                 before_counts = [int((b >= 0).sum()) for b in before]
                 print(

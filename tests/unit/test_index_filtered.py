@@ -217,3 +217,29 @@ def test_the_selector_path_widens_until_complete_when_exact_is_disabled(tmp_path
         assert (np.count_nonzero(found >= 0, axis=1) == min(K, len(allowed))).all()
         expected = exact_filtered(ids, vectors, allowed, queries, K, "l2")
         assert recall(found, expected) >= 0.95, fraction
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+@pytest.mark.parametrize("dense_ids", [True, False])
+def test_exact_comparison_in_place_equals_the_gathered_copy(
+    tmp_path, monkeypatch, metric, dense_ids
+):
+    """Few queries read the allowed vectors in place (and a dense id range slices the mask);
+    both must give exactly what comparing a gathered copy gives."""
+    from mammosearch.index import filtered as filtered_module
+
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((3000, DIM)).astype(np.float32)
+    ids = np.arange(1, 3001, dtype=np.int64) * 2
+    queries = rng.standard_normal((3, DIM)).astype(np.float32)
+    index = ShardedIndex(tmp_path / "idx", DIM, metric, segment_size=1000, factory="HNSW32")
+    index.replace_all(ids, vectors)
+    allowed = rng.choice(ids, 90, replace=False)
+    in_place = index.search(queries, K, id_filter=allowed)
+    monkeypatch.setattr(filtered_module, "IN_PLACE_MAX_QUERIES", 0)
+    gathered = index.search(queries, K, id_filter=allowed)
+    np.testing.assert_array_equal(in_place[1], gathered[1])
+    np.testing.assert_allclose(in_place[0], gathered[0], rtol=1e-6, atol=1e-6)
+    assert np.isin(in_place[1], allowed).all()
+    expected = exact_filtered(ids, vectors, allowed, queries, K, metric)
+    assert recall(in_place[1], expected) == 1.0

@@ -83,6 +83,33 @@ class Segment:
             return flat_rows[rows]
         return self.inner.reconstruct_batch(np.ascontiguousarray(rows, dtype=np.int64))
 
+    @property
+    def stores_plainly(self) -> bool:
+        """The float vectors are readable in place (Flat, HNSW*Flat, *,RFlat)."""
+        return self._flat_rows is not None
+
+    def scores_at(self, queries: np.ndarray, rows: np.ndarray, metric: str) -> np.ndarray | None:
+        """(queries, rows) inner products (cosine, ip) or squared L2 distances (l2) against
+        the stored vectors at these positions, read in place (no gathered copy, which cost
+        more than the arithmetic); None where the vectors are not stored plainly."""
+        flat_rows = self._flat_rows
+        if flat_rows is None:
+            return None
+        count, dim = len(queries), flat_rows.shape[1]
+        positions = np.ascontiguousarray(np.broadcast_to(rows.astype(np.int64), (count, len(rows))))
+        scores = np.empty((count, len(rows)), dtype=np.float32)
+        by_index = faiss.fvec_L2sqr_by_idx if metric == "l2" else faiss.fvec_inner_products_by_idx
+        by_index(
+            faiss.swig_ptr(scores),
+            faiss.swig_ptr(np.ascontiguousarray(queries, dtype=np.float32)),
+            faiss.swig_ptr(flat_rows),
+            faiss.swig_ptr(positions),
+            dim,
+            count,
+            len(rows),
+        )
+        return scores
+
     @cached_property
     def _flat_rows(self) -> np.ndarray | None:
         """A (n, d) view of the float vectors when the inner index stores them plainly
