@@ -35,7 +35,6 @@ ACTIONS = (
 """The actions recorded; one place, so the audit page can offer them as a filter."""
 
 
-
 class Actor(Protocol):
     """Who did it: a users row, or a signed-in user that carries its id and name."""
 

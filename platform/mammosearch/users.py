@@ -20,6 +20,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 from zxcvbn import zxcvbn
 
 from mammosearch.db.models import ApiToken, User, utcnow
@@ -363,9 +364,9 @@ def check_api_token(session: Session, token: str) -> User:
     """The user this token acts for; raises TokenRefused saying why not. Records its use."""
     holder = accept_api_token(session, token)
     if holder.recorded_use:  # a token object this session holds predates the write
-        for held in list(session.identity_map.values()):
-            if isinstance(held, ApiToken) and held.id == holder.token_id:
-                session.expire(held, ["last_used_at"])
+        held = session.identity_map.get(identity_key(ApiToken, holder.token_id))
+        if held is not None:
+            session.expire(held, ["last_used_at"])
     user = session.get(User, holder.user_id)
     assert user is not None  # the join found it in this transaction
     return user

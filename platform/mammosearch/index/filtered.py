@@ -63,11 +63,16 @@ def allowed_rows(allowed: np.ndarray, segment_ids: np.ndarray) -> np.ndarray:
     return rows
 
 
+def reads_in_place(segment: Segment, queries: np.ndarray) -> bool:
+    """Whether exact comparison reads this segment's vectors in place for these queries."""
+    return segment.stores_plainly and len(queries) <= IN_PLACE_MAX_QUERIES
+
+
 def exact_search(
     segment: Segment, rows: np.ndarray, queries: np.ndarray, k: int, metric: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k among the rows at these positions: (distances, image ids), -1 pads."""
-    if len(queries) <= IN_PLACE_MAX_QUERIES and 0 < k <= len(rows):
+    if reads_in_place(segment, queries) and 0 < k <= len(rows):
         scores = segment.scores_at(queries, rows, metric)
         if scores is not None:
             return _top_k(scores, segment.ids[rows], k, metric)
@@ -114,8 +119,7 @@ def filtered_search(
     matching = int(np.count_nonzero(rows))
     want = min(k, matching)
     fraction = matching / len(segment.ids)
-    in_place = segment.stores_plainly and len(queries) <= IN_PLACE_MAX_QUERIES
-    share = EXACT_MAX_FRACTION_IN_PLACE if in_place else EXACT_MAX_FRACTION
+    share = EXACT_MAX_FRACTION_IN_PLACE if reads_in_place(segment, queries) else EXACT_MAX_FRACTION
     cheap = fraction <= share or matching * queries.shape[1] <= EXACT_MAX_FLOATS
     if cheap and matching <= (EXACT_MAX_ROWS if exact_max_rows is None else exact_max_rows):
         return exact_search(segment, np.flatnonzero(rows), queries, want, metric)

@@ -697,11 +697,7 @@ class ShardedIndex:
             )
             if not rebuild:
                 return extend(
-                    self.root / main.file,
-                    main.factory,
-                    trained_on,
-                    new_ids,
-                    new_vectors,
+                    self.root / main.file, main.factory, trained_on, new_ids, new_vectors,
                     self.metric,
                 )
         positions = ([] if main_position is None else [main_position]) + deltas

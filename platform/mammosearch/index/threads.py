@@ -3,7 +3,7 @@
 FAISS parallelises over queries, so a single query runs on one thread whatever the
 setting; but every search opens an OpenMP parallel region, and the idle threads then
 spin-wait for the next one (libgomp's default), which cost a searching web process about
-3 ms of CPU per request on 2 cores, twice the search itself. `omp_set_num_threads` sets the
+2.3 ms of CPU per search on 2 cores, more than the search itself. `omp_set_num_threads` sets the
 calling thread's own value, so a request thread narrowing itself leaves a batch job (an
 evaluation, a build) in another thread its full width.
 """
