@@ -220,19 +220,17 @@ def test_the_selector_path_widens_until_complete_when_exact_is_disabled(tmp_path
 
 
 @pytest.mark.parametrize("metric", ["cosine", "l2"])
-@pytest.mark.parametrize("dense_ids", [True, False])
-def test_exact_comparison_in_place_equals_the_gathered_copy(
-    tmp_path, monkeypatch, metric, dense_ids
-):
-    """Few queries read the allowed vectors in place (and a dense id range slices the mask);
-    both must give exactly what comparing a gathered copy gives."""
+@pytest.mark.parametrize("factory", FACTORIES)
+def test_exact_comparison_in_place_equals_the_gathered_copy(tmp_path, monkeypatch, metric, factory):
+    """Few queries read the allowed vectors in place where the index stores them plainly;
+    that must give exactly what comparing a gathered copy gives, for every factory."""
     from mammosearch.index import filtered as filtered_module
 
     rng = np.random.default_rng(3)
     vectors = rng.standard_normal((3000, DIM)).astype(np.float32)
     ids = np.arange(1, 3001, dtype=np.int64) * 2
     queries = rng.standard_normal((3, DIM)).astype(np.float32)
-    index = ShardedIndex(tmp_path / "idx", DIM, metric, segment_size=1000, factory="HNSW32")
+    index = ShardedIndex(tmp_path / "idx", DIM, metric, segment_size=1000, factory=factory)
     index.replace_all(ids, vectors)
     allowed = rng.choice(ids, 90, replace=False)
     in_place = index.search(queries, K, id_filter=allowed)
