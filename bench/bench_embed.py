@@ -10,8 +10,10 @@ without weights runs with random weights and is labelled "untrained" (speed is t
 eager float32 PyTorch one batch after another; the product serves ONNX Runtime fp32, its
 int8 variant (calibrated on the first images) or the bf16 variant (torch autocast) through
 `Embedder.embed_sources`, which decodes and preprocesses the next batch while the model
-runs, as the pipeline does. A variant's effect on retrieval quality is checked on the
-archive itself by `mammosearch models quantize` (P@5 must move < 0.01), not here.
+runs, as the pipeline does. The int8 model runs on both engines (ONNX Runtime and the one
+served, `onnx_engines.choose_engine`: OpenVINO where installed). A variant's effect on
+retrieval quality is checked on the archive itself by `mammosearch models quantize` (P@5
+must move < 0.01), not here.
 """
 
 from __future__ import annotations
@@ -113,15 +115,16 @@ def bench_backbone(name: str, paths: list[Path], batch_size: int, repeats: int) 
     with tempfile.TemporaryDirectory() as onnx_dir:
         onnx_path = export_onnx(channels_last, Path(onnx_dir) / f"{name}.onnx")
         onnx = OnnxEmbedder(onnx_path, batch_size=batch_size)
-        int8 = OnnxEmbedder(
-            quantize_int8(onnx_path, decoded(paths[:CALIBRATION_COUNT]), onnx.input_size_px),
-            batch_size=batch_size,
-        )
+        int8_path = quantize_int8(onnx_path, decoded(paths[:CALIBRATION_COUNT]), onnx.input_size_px)
+        int8 = OnnxEmbedder(int8_path, batch_size=batch_size)  # as served: engine "auto"
+        int8_ort = OnnxEmbedder(int8_path, batch_size=batch_size, engine="onnxruntime")
+        served = "OpenVINO" if int8.engine.name == "openvino" else "ONNX Runtime"
         bf16 = bf16_embedder(channels_last)
         reference = eager.embed_tensors(batches[0])
         agreement = {
             "ONNX fp32": cosine_min(onnx.embed_tensors(batches[0]), reference),
-            "ONNX int8": cosine_min(int8.embed_tensors(batches[0]), reference),
+            "int8 ONNX Runtime": cosine_min(int8_ort.embed_tensors(batches[0]), reference),
+            f"int8 {served}": cosine_min(int8.embed_tensors(batches[0]), reference),
             "bf16": cosine_min(bf16.embed_tensors(batches[0]), reference),
         }
         rates = {
@@ -129,20 +132,28 @@ def bench_backbone(name: str, paths: list[Path], batch_size: int, repeats: int) 
             "channels_last": images_per_s(embed_all(channels_last, batches), count, repeats),
             "channels_last bf16": images_per_s(embed_all(bf16, batches), count, repeats),
             "ONNX Runtime fp32": images_per_s(embed_all(onnx, batches), count, repeats),
-            "ONNX Runtime int8": images_per_s(embed_all(int8, batches), count, repeats),
+            "ONNX Runtime int8": images_per_s(embed_all(int8_ort, batches), count, repeats),
         }
+        if int8.engine.name != "onnxruntime":
+            served_rate = images_per_s(embed_all(int8, batches), count, repeats)
+            rates[f"{served} int8 (served)"] = served_rate
         end_to_end = {
             "naive: decode, preprocess, eager fp32": images_per_s(
                 naive_files(eager, paths, batch_size), count, repeats
             ),
             "product ONNX fp32": images_per_s(product_files(onnx, paths), count, repeats),
-            "product ONNX int8": images_per_s(product_files(int8, paths), count, repeats),
+            "product int8 on ONNX Runtime": images_per_s(
+                product_files(int8_ort, paths), count, repeats
+            ),
+            f"product int8 on {served} (served)": images_per_s(
+                product_files(int8, paths), count, repeats
+            ),
             "product torch bf16": images_per_s(product_files(bf16, paths), count, repeats),
         }
         served_overlap = int8.overlap_decoding
         int8.overlap_decoding = not served_overlap
         other = "overlapped" if int8.overlap_decoding else "not overlapped"
-        end_to_end[f"product ONNX int8, decoding {other}"] = images_per_s(
+        end_to_end[f"product int8 on {served}, decoding {other}"] = images_per_s(
             product_files(int8, paths), count, repeats
         )
     print(f"\n{label}: dim {eager.dim}; min cosine to eager fp32: " + ", ".join(
@@ -151,13 +162,13 @@ def bench_backbone(name: str, paths: list[Path], batch_size: int, repeats: int) 
     eager_rate = rates["eager (contiguous)"]
     print("  model only (preprocessed tensors):")
     for variant, rate in rates.items():
-        print(f"    {variant:<38} {rate:8.1f} images/s   x{rate / eager_rate:.2f} vs eager")
+        print(f"    {variant:<46} {rate:8.1f} images/s   x{rate / eager_rate:.2f} vs eager")
     naive_rate = end_to_end["naive: decode, preprocess, eager fp32"]
     overlap = "overlapped" if served_overlap else "not overlapped"
     print(f"  end to end (image files -> vectors; as served, decoding {overlap}: "
           f"{spare_cpus()} spare CPUs):")  # fmt: skip
     for variant, rate in end_to_end.items():
-        print(f"    {variant:<38} {rate:8.1f} images/s   x{rate / naive_rate:.2f} vs naive")
+        print(f"    {variant:<46} {rate:8.1f} images/s   x{rate / naive_rate:.2f} vs naive")
 
 
 def main() -> None:

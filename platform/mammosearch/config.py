@@ -86,6 +86,9 @@ class Settings:
     allow_random_weights: bool = _from("MAMMOSEARCH_ALLOW_RANDOM_WEIGHTS", False, _flag)
     embed_batch_size: int = _from("MAMMOSEARCH_EMBED_BATCH_SIZE", 32, _integer)
     embed_runtime: str = _from("MAMMOSEARCH_EMBED_RUNTIME", "onnx")
+    # What runs an ONNX model: "auto" (int8 on OpenVINO, fp32 on ONNX Runtime), "onnxruntime"
+    # or "openvino".
+    onnx_engine: str = _from("MAMMOSEARCH_ONNX_ENGINE", "auto")
     index_metrics: tuple[str, ...] = _from("MAMMOSEARCH_INDEX_METRICS", DISTANCE_METRICS, _words)
     # "auto": exact while small, then HNSW32, then IVF-PQ with re-ranking (index/factory_choice.py)
     index_factory: str = _from("MAMMOSEARCH_INDEX_FACTORY", "auto")

@@ -17,6 +17,7 @@ from mammosearch.embed.loader import (
     trained_model_for,
 )
 from mammosearch.embed.onnx_runtime import OnnxEmbedder
+from mammosearch.embed.precision_names import split_precision
 from mammosearch.embed.preprocess import resized_gray
 from mammosearch.embed.quantize import (
     PrecisionCheck,
@@ -24,7 +25,6 @@ from mammosearch.embed.quantize import (
     bf16_embedder,
     check_variant,
     quantize_int8,
-    split_precision,
     write_check,
 )
 from mammosearch.embed.serving_record import serving_backbone

@@ -15,13 +15,13 @@ from PIL import Image
 
 from mammosearch.config import Settings
 from mammosearch.embed import clear_embedder_cache, load_embedder
+from mammosearch.embed.precision_names import split_precision
 from mammosearch.embed.quantize import (
     PrecisionCheck,
     PrecisionUnavailable,
     check_path,
     check_variant,
     quantize_int8,
-    split_precision,
     write_check,
 )
 
@@ -125,6 +125,9 @@ class _Paced:
         self.calls += 1
         time.sleep(self.seconds_per_call)
         return self.inner.embed_pil(images)
+
+    def describe(self) -> dict[str, Any]:
+        return self.inner.describe()
 
 
 def test_a_variant_no_faster_is_refused_before_scoring_unless_asked(onnx_dir: Path) -> None:

@@ -24,12 +24,11 @@ from mammosearch.embed.onnx_runtime import (
     onnx_file_name,
     read_onnx_identity,
 )
+from mammosearch.embed.precision_names import split_precision, variant_name
 from mammosearch.embed.quantize import (
     bf16_embedder,
     require_kept,
     servable_int8,
-    split_precision,
-    variant_name,
 )
 from mammosearch.embed.serving_record import serving_backbone
 from mammosearch.embed.trained import (

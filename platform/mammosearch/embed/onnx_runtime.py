@@ -1,16 +1,20 @@
-"""Export a torch embedder to ONNX and serve it with ONNX Runtime, same space identity."""
+"""Export a torch embedder to ONNX and serve it (ONNX Runtime or OpenVINO), same space identity."""
 
 from __future__ import annotations
 
 import json
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from mammosearch.atomic_files import atomic_path
+from mammosearch.config import get_settings
 from mammosearch.embed.embedder import Embedder, SpaceIdentity, TorchEmbedder, check_batch
+from mammosearch.embed.onnx_engines import ONNXRUNTIME, choose_engine, open_engine
+from mammosearch.embed.precision_names import split_precision
 from mammosearch.embed.preprocess import INPUT_SIZE_PX
 
 INPUT_NAME = "images"
@@ -56,19 +60,31 @@ def export_onnx(embedder: TorchEmbedder, path: Path) -> Path:
 
 def read_onnx_identity(path: Path) -> SpaceIdentity | None:
     """The identity stored by `export_onnx`, or None when the file has none or is unreadable."""
-    import onnxruntime
-
     try:
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        stored = json.loads(session.get_modelmeta().custom_metadata_map[IDENTITY_KEY])
-        stored.pop("untrained", None)
-        return SpaceIdentity(**stored)
+        return _stored_identity(path)
     except Exception:  # noqa: BLE001 - any unreadable file just means "export again"
         return None
 
 
+def _stored_identity(path: Path) -> SpaceIdentity:
+    """The identity in the file's metadata; ValueError naming the file when it has none."""
+    import onnx
+
+    metadata = {entry.key: entry.value for entry in onnx.load(str(path)).metadata_props}
+    if IDENTITY_KEY not in metadata:
+        raise ValueError(f"{path.name}: no {IDENTITY_KEY} metadata; export it with export_onnx")
+    stored = json.loads(metadata[IDENTITY_KEY])
+    stored.pop("untrained", None)
+    return SpaceIdentity(**stored)
+
+
 class OnnxEmbedder(Embedder):
-    """The same embedder served by ONNX Runtime; its identity comes from the model file."""
+    """The same embedder served from its ONNX file; its identity comes from the file.
+
+    `engine`: "auto" (int8 models on OpenVINO, the rest on ONNX Runtime:
+    `onnx_engines.choose_engine`), "onnxruntime" or "openvino"; None reads
+    MAMMOSEARCH_ONNX_ENGINE.
+    """
 
     runtime = "onnx"
 
@@ -79,29 +95,25 @@ class OnnxEmbedder(Embedder):
         providers: list[str] | None = None,
         identity: SpaceIdentity | None = None,
         input_size_px: int = INPUT_SIZE_PX,
+        engine: str | None = None,
     ) -> None:
         """`identity` None: read from the file's metadata (what `export_onnx` wrote)."""
-        import onnxruntime
-
         self.path = Path(path)
-        self.session = onnxruntime.InferenceSession(
-            str(self.path), providers=providers or ["CPUExecutionProvider"]
-        )
         if identity is None:
-            metadata = self.session.get_modelmeta().custom_metadata_map
-            if IDENTITY_KEY not in metadata:
-                raise ValueError(
-                    f"{self.path.name}: no {IDENTITY_KEY} metadata; export it with export_onnx"
-                )
-            stored = json.loads(metadata[IDENTITY_KEY])
-            stored.pop("untrained", None)
-            identity = SpaceIdentity(**stored)
+            identity = _stored_identity(self.path)
+        if engine is None:
+            engine = get_settings().onnx_engine
+        quantized = split_precision(identity.backbone)[1] == "int8"
+        if providers and any(name != "CPUExecutionProvider" for name in providers):
+            engine = ONNXRUNTIME  # a GPU provider: ONNX Runtime's to run
+        self.engine = open_engine(choose_engine(engine, quantized), self.path, providers)
         super().__init__(identity, batch_size, input_size_px)
 
     def embed_tensors(self, batch: torch.Tensor | np.ndarray) -> np.ndarray:
         check_batch(batch, self.input_size_px)
         inputs = batch.detach().cpu().numpy() if isinstance(batch, torch.Tensor) else batch
-        (vectors,) = self.session.run(
-            [OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(inputs, dtype=np.float32)}
-        )
+        vectors = self.engine.run(np.ascontiguousarray(inputs, dtype=np.float32))
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "engine": self.engine.name}

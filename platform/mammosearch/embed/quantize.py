@@ -10,7 +10,8 @@ beside the fp32 export, and the loader refuses a variant whose check failed or n
 
 - int8: QDQ, per-channel int8 weights, uint8 activations calibrated (min/max) on archive
   images; without VNNI/AMX the activations use a reduced range (the AVX2 u8 x s8 path can
-  saturate). Best for depthwise-separable nets (efficientnet-lite0).
+  saturate). Served by OpenVINO where installed (`onnx_engines`: about twice ONNX Runtime's
+  int8 speed on DenseNet121).
 - bf16: torch autocast to bfloat16, channels-last; fast where the CPU has AVX512_BF16 or AMX
   (or on a GPU). Best for DenseNet, whose pre-activation BatchNorm/concat layers int8 leaves
   in float.
@@ -38,10 +39,10 @@ from mammosearch.atomic_files import atomic_path, atomic_write_text
 from mammosearch.cpu_features import has_bf16, has_int8_dot_product, vector_extensions
 from mammosearch.embed.embedder import Embedder, SpaceIdentity, TorchEmbedder
 from mammosearch.embed.onnx_runtime import IDENTITY_KEY, read_onnx_identity
+from mammosearch.embed.precision_names import PRECISIONS, variant_name
 from mammosearch.embed.preprocess import preprocess_batch
 from mammosearch.embed.weights import WeightsUnavailable, file_sha256
 
-PRECISIONS = ("int8", "bf16")
 MAX_P5_CHANGE = 0.01
 """The most patient-excluded P@5 may move for a variant to be kept (the issue's bar)."""
 CALIBRATION_IMAGES = 64
@@ -52,18 +53,6 @@ CALIBRATION_BATCH = 8
 
 class PrecisionUnavailable(WeightsUnavailable):
     """No reduced-precision model to serve: never checked, or its check failed."""
-
-
-def split_precision(name: str) -> tuple[str, str | None]:
-    """`name:int8` -> (name, "int8"); `name:bf16` -> (name, "bf16"); else (name, None)."""
-    base, _, suffix = name.rpartition(":")
-    if base and suffix in PRECISIONS:
-        return base, suffix
-    return name, None
-
-
-def variant_name(name: str, precision: str) -> str:
-    return f"{name}:{precision}"
 
 
 def int8_path(fp32_path: Path) -> Path:
@@ -90,6 +79,7 @@ class PrecisionCheck:
     cpu: str
     native_support: bool
     variant_sha256: str = ""  # the variant space's weights_sha256: pages find the check by it
+    engine: str = ""  # what ran the variant (openvino, onnxruntime, torch): speed is its own
     max_p5_change: float = MAX_P5_CHANGE
 
     @property
@@ -137,6 +127,7 @@ class PrecisionCheck:
         return (
             f"{quality}: {verdict}; {self.fp32_images_per_s:.1f} -> "
             f"{self.variant_images_per_s:.1f} images/s (x{self.speedup:.2f}) on {self.cpu}"
+            + (f", {self.precision} run by {self.engine}" if self.engine else "")
         )
 
 
@@ -280,6 +271,7 @@ def check_variant(
         cpu=vector_extensions(),
         native_support=native_support(precision),
         variant_sha256=variant.identity.weights_sha256,
+        engine=_engine_of(variant),
     )
     sample = images[:SPEED_SAMPLE_IMAGES]
     _, fp32_rate = _timed_vectors(fp32, sample, "fp32 speed", progress)
@@ -305,6 +297,12 @@ def check_variant(
         fp32_images_per_s=round(fp32_rate, 2),
         variant_images_per_s=round(variant_rate, 2),
     )
+
+
+def _engine_of(embedder: Embedder) -> str:
+    """What runs the model: an ONNX engine's name (openvino, onnxruntime), else the runtime."""
+    details = embedder.describe()
+    return str(details.get("engine", details["runtime"]))
 
 
 def write_check(fp32_path: Path, check: PrecisionCheck) -> Path:

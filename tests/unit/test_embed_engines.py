@@ -1,0 +1,84 @@
+"""ONNX Runtime and OpenVINO run the same exported model to the same vectors; `auto` picks
+OpenVINO for int8 models only, and a setting can name either engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mammosearch.config import get_settings, settings_from_env
+from mammosearch.embed import load_embedder
+from mammosearch.embed.onnx_engines import choose_engine, openvino_installed
+from mammosearch.embed.onnx_runtime import OnnxEmbedder
+from mammosearch.embed.quantize import quantize_int8
+
+
+def _images(count: int, seed: int) -> list[Image.Image]:
+    rng = np.random.default_rng(seed)
+    return [
+        Image.fromarray(rng.integers(0, 256, (300, 240), dtype=np.uint8), "L") for _ in range(count)
+    ]
+
+
+def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min())
+
+
+def test_auto_gives_int8_models_to_openvino_and_fp32_to_onnx_runtime() -> None:
+    assert choose_engine("auto", quantized=False) == "onnxruntime"
+    expected = "openvino" if openvino_installed() else "onnxruntime"
+    assert choose_engine("auto", quantized=True) == expected
+    assert choose_engine("onnxruntime", quantized=True) == "onnxruntime"
+    assert choose_engine("openvino", quantized=False) == "openvino"
+    with pytest.raises(ValueError, match="MAMMOSEARCH_ONNX_ENGINE='tensorrt'.*auto, onnxruntime"):
+        choose_engine("tensorrt", quantized=False)
+
+
+def test_the_setting_names_the_engine(monkeypatch: pytest.MonkeyPatch, onnx_dir: Path) -> None:
+    fp32 = load_embedder("efficientnet-lite0", runtime="onnx", onnx_dir=onnx_dir)
+    assert fp32.describe()["engine"] == "onnxruntime"
+    assert settings_from_env({"MAMMOSEARCH_ONNX_ENGINE": "openvino"}).onnx_engine == "openvino"
+    pytest.importorskip("openvino")
+    monkeypatch.setenv("MAMMOSEARCH_ONNX_ENGINE", "openvino")
+    get_settings.cache_clear()
+    try:
+        assert OnnxEmbedder(fp32.path).describe()["engine"] == "openvino"
+    finally:
+        monkeypatch.delenv("MAMMOSEARCH_ONNX_ENGINE")
+        get_settings.cache_clear()
+
+
+def test_both_engines_give_the_same_space(onnx_dir: Path) -> None:
+    """fp32: the same vectors; int8: the same within rounding (each engine's int8 kernels),
+    the same images and threads in one process."""
+    pytest.importorskip("openvino")
+    fp32 = load_embedder("efficientnet-lite0", runtime="onnx", onnx_dir=onnx_dir)
+    int8_path = quantize_int8(fp32.path, _images(4, seed=3), fp32.input_size_px)
+    queries = _images(6, seed=8)
+    for path, floor in ((fp32.path, 0.9999), (int8_path, 0.99)):
+        runtime = OnnxEmbedder(path, engine="onnxruntime")
+        openvino = OnnxEmbedder(path, engine="openvino")
+        assert runtime.identity == openvino.identity
+        by_runtime, by_openvino = runtime.embed_pil(queries), openvino.embed_pil(queries)
+        assert by_runtime.shape == by_openvino.shape == (6, fp32.dim)
+        assert _min_cosine(by_runtime, by_openvino) > floor, path.name
+    assert OnnxEmbedder(int8_path).describe()["engine"] == "openvino"
+    assert OnnxEmbedder(fp32.path).describe()["engine"] == "onnxruntime"
+
+
+def test_an_openvino_model_serves_many_threads_at_once(onnx_dir: Path) -> None:
+    """One infer request per thread: concurrent web requests never share one."""
+    pytest.importorskip("openvino")
+    from concurrent.futures import ThreadPoolExecutor
+
+    fp32 = load_embedder("efficientnet-lite0", runtime="onnx", onnx_dir=onnx_dir)
+    embedder = OnnxEmbedder(fp32.path, engine="openvino")
+    queries = [_images(1, seed=seed) for seed in range(8)]
+    alone = [embedder.embed_pil(query) for query in queries]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        together = list(pool.map(embedder.embed_pil, queries))
+    for single, concurrent in zip(alone, together, strict=True):
+        np.testing.assert_allclose(concurrent, single, rtol=0, atol=1e-5)
