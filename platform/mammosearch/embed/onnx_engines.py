@@ -12,7 +12,6 @@ ONNX Runtime; MAMMOSEARCH_ONNX_ENGINE names one engine for every model instead.
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 from typing import Protocol
@@ -91,8 +90,9 @@ class OpenVinoEngine:
             str(path),
             "CPU",
             {
-                "PERFORMANCE_HINT": "LATENCY",  # one batch at a time, every core on it
-                "INFERENCE_NUM_THREADS": _inference_threads(),
+                # One batch at a time on every physical core the process may use (as ONNX
+                # Runtime's default): OpenVINO reads the affinity mask a cpuset gives.
+                "PERFORMANCE_HINT": "LATENCY",
                 # Gunicorn runs several workers on one host: pinned threads would fight.
                 "ENABLE_CPU_PINNING": False,
             },
@@ -104,11 +104,3 @@ class OpenVinoEngine:
         if request is None:
             request = self._local.request = self.compiled.create_infer_request()
         return np.array(request.infer({0: inputs})[0], dtype=np.float32)  # a copy: reused
-
-
-def _inference_threads() -> int:
-    """The CPUs this process may use (its affinity, what a container's cpuset allows)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
