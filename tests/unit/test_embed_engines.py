@@ -82,3 +82,10 @@ def test_an_openvino_model_serves_many_threads_at_once(onnx_dir: Path) -> None:
         together = list(pool.map(embedder.embed_pil, queries))
     for single, concurrent in zip(alone, together, strict=True):
         np.testing.assert_allclose(concurrent, single, rtol=0, atol=1e-5)
+
+
+def test_onnx_runtime_threads_do_not_spin_between_runs(onnx_dir: Path) -> None:
+    """A spinning thread pool doubled the CPU of embedding one uploaded image."""
+    fp32 = load_embedder("efficientnet-lite0", runtime="onnx", onnx_dir=onnx_dir)
+    options = OnnxEmbedder(fp32.path, engine="onnxruntime").engine.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"

@@ -22,6 +22,7 @@ AUTO = "auto"
 ONNXRUNTIME = "onnxruntime"
 OPENVINO = "openvino"
 ENGINES = (AUTO, ONNXRUNTIME, OPENVINO)
+NO_SPINNING = ("session.intra_op.allow_spinning", "0")
 
 
 class Engine(Protocol):
@@ -59,15 +60,24 @@ def open_engine(name: str, path: Path, providers: list[str] | None = None) -> En
 
 
 class OnnxRuntimeEngine:
-    """An ONNX Runtime session (thread-safe: one per model per process)."""
+    """An ONNX Runtime session (thread-safe: one per model per process).
+
+    Its intra-op threads do not spin-wait for the next run. By default they spin after
+    every run, which in a web process that does other work between queries burnt as much
+    CPU as the inference: embedding one uploaded image took 46 ms of CPU, and 27 ms without
+    spinning, at the same wall time; batch throughput was unchanged (82 and 86 images/s,
+    efficientnet-lite0, 2 cores).
+    """
 
     name = ONNXRUNTIME
 
     def __init__(self, path: Path, providers: list[str] | None = None) -> None:
         import onnxruntime
 
+        options = onnxruntime.SessionOptions()
+        options.add_session_config_entry(NO_SPINNING[0], NO_SPINNING[1])
         self.session = onnxruntime.InferenceSession(
-            str(path), providers=providers or ["CPUExecutionProvider"]
+            str(path), options, providers=providers or ["CPUExecutionProvider"]
         )
         self.input_name = self.session.get_inputs()[0].name
 
