@@ -47,14 +47,23 @@ def preprocess(img: Image.Image, size_px: int = INPUT_SIZE_PX) -> torch.Tensor:
 
     224 px is the paper's input; trained models may take more (their model.json says).
     """
-    pixels = np.asarray(resized_gray(img, size_px), dtype=np.float32) / np.float32(255.0)
-    # Broadcasting the one gray plane against the 3 channel means yields the 3 channels.
-    normalised = (pixels[None, :, :] - IMAGENET_MEAN[:, None, None]) / IMAGENET_STD[:, None, None]
-    return torch.from_numpy(np.ascontiguousarray(normalised, dtype=np.float32))
+    return torch.from_numpy(_normalised(img, size_px))
 
 
 def preprocess_batch(images: Sequence[Image.Image], size_px: int = INPUT_SIZE_PX) -> torch.Tensor:
-    """Images -> float32 tensor (n, 3, size_px, size_px)."""
+    """Images -> float32 tensor (n, 3, size_px, size_px).
+
+    Stacked in NumPy: `torch.stack` opens an OpenMP parallel region whose idle threads then
+    spin, which tripled the CPU time of preprocessing one uploaded query (7.1 ms of CPU for
+    2.4 ms of wall time).
+    """
     if len(images) == 0:
         return torch.empty((0, 3, size_px, size_px), dtype=torch.float32)
-    return torch.stack([preprocess(img, size_px) for img in images])
+    return torch.from_numpy(np.stack([_normalised(img, size_px) for img in images]))
+
+
+def _normalised(img: Image.Image, size_px: int) -> np.ndarray:
+    pixels = np.asarray(resized_gray(img, size_px), dtype=np.float32) / np.float32(255.0)
+    # Broadcasting the one gray plane against the 3 channel means yields the 3 channels.
+    normalised = (pixels[None, :, :] - IMAGENET_MEAN[:, None, None]) / IMAGENET_STD[:, None, None]
+    return np.ascontiguousarray(normalised, dtype=np.float32)
