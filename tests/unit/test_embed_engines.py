@@ -7,24 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from mammosearch.config import get_settings, settings_from_env
 from mammosearch.embed import load_embedder
 from mammosearch.embed.onnx_engines import choose_engine, openvino_installed
 from mammosearch.embed.onnx_runtime import OnnxEmbedder
 from mammosearch.embed.quantize import quantize_int8
-
-
-def _images(count: int, seed: int) -> list[Image.Image]:
-    rng = np.random.default_rng(seed)
-    return [
-        Image.fromarray(rng.integers(0, 256, (300, 240), dtype=np.uint8), "L") for _ in range(count)
-    ]
-
-
-def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
-    return float(((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min())
+from tests.unit.test_embed_precision import _images, _min_cosine
 
 
 def test_auto_gives_int8_models_to_openvino_and_fp32_to_onnx_runtime() -> None:

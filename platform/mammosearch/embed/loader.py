@@ -198,7 +198,8 @@ def _cached_embedder(
     if runtime == VARIANT_RUNTIMES["int8"]:
         return OnnxEmbedder(servable_int8(onnx_path), batch_size=batch_size)
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device != "cpu" else None
-    return OnnxEmbedder(onnx_path, batch_size=batch_size, providers=providers)
+    # The file's identity was just checked (or written): no second read of the model.
+    return OnnxEmbedder(onnx_path, batch_size=batch_size, providers=providers, identity=identity)
 
 
 def load_embedder(

@@ -75,7 +75,7 @@ class OnnxRuntimeEngine:
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
-        options.add_session_config_entry(NO_SPINNING[0], NO_SPINNING[1])
+        options.add_session_config_entry(*NO_SPINNING)
         self.session = onnxruntime.InferenceSession(
             str(path), options, providers=providers or ["CPUExecutionProvider"]
         )
