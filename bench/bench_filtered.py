@@ -4,10 +4,12 @@ On synthetic clustered vectors (a mixture of Gaussians; not real embeddings), pe
 (Flat, HNSW32, IVF), with allowed ids drawn at random:
   - hits: mean and min results per query for k (the contract: min(k, allowed)),
   - recall@k against exact filtered search (brute force over the allowed vectors),
-  - latency: median single-query ms, and as a ratio to unfiltered search in the same run,
-  - exact / selector: median ms when every segment is forced down one path (the two sides
-    of filtered.EXACT_MAX_ROWS / EXACT_MAX_FRACTION, the thresholds between them),
-  - before: hits and recall of the previous code (IDSelectorBatch, fixed efSearch/nprobe).
+  - latency: median single-query ms, and the median ratio to an unfiltered search of the
+    same query timed just before it (interleaved, so machine noise falls on both),
+  - exact / selector: median ms when every segment is forced down one path (exact
+    comparison of the allowed vectors; the selector search at its tuned efSearch/nprobe),
+  - fixed rules (before): the choice without the sealing-time filtered tuning
+    (index/filtered_tuning.py): thresholds by share and efSearch/nprobe x 1 / fraction.
 Prints a markdown table (docs/performance.md holds one run).
 
     PYTHONPATH=platform python bench/bench_filtered.py --n 100000 --dim 256
@@ -25,7 +27,7 @@ import numpy as np
 
 from mammosearch.index import ShardedIndex
 from mammosearch.index import filtered as filtered_module
-from mammosearch.index.segments import prepare_vectors, search_parameters
+from mammosearch.index.segments import prepare_vectors
 
 FRACTIONS = (0.001, 0.01, 0.03, 0.1, 0.5, 0.999)
 """Shares allowed; 99.9% is a search leaving out the query's own patient."""
@@ -37,29 +39,45 @@ def clustered_vectors(count: int, dim: int, rng: np.random.Generator) -> np.ndar
     return centres[members] + 0.6 * rng.standard_normal((count, dim)).astype(np.float32)
 
 
-def median_ms(
-    index: ShardedIndex, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
-) -> tuple[float, list[np.ndarray]]:
-    """Median single-query latency of index.search and the ids it returned per query."""
-    times, results = [], []
-    for query in queries:
-        began = time.perf_counter()
-        results.append(index.search(query[None, :], k, id_filter=allowed)[1])
-        times.append(time.perf_counter() - began)
-    return float(np.median(times) * 1000), results
+MODES = {
+    # name: (exact_filter_rows, tuned_plan replacement or None for the served one)
+    "served": (None, None),
+    "exact": (10**12, lambda bands, fraction: (True, None)),
+    "selector": (0, None),
+    "fixed": (None, lambda bands, fraction: None),
+}
+"""The paths measured per query, interleaved with an unfiltered search of the same query so
+that a slow spell of this shared machine lands on all of them alike."""
 
 
-def previous_search(index: ShardedIndex, query: np.ndarray, k: int, allowed: np.ndarray):
-    """What search did before: one IDSelectorBatch, the factory's fixed efSearch / nprobe."""
-    selector = faiss.IDSelectorBatch(allowed)
-    query = prepare_vectors(query, index.metric)
-    distances, ids = [], []
-    for segment in index._view.segments:
-        params = search_parameters(segment.inner, selector, nprobe=16, ef_search=64)
-        found = segment.index.search(query, min(k, len(segment.ids)), params=params)
-        distances.append(found[0])
-        ids.append(found[1])
-    return index._merge(distances, ids, 1, k)[1]
+def interleaved(
+    index: ShardedIndex, queries: np.ndarray, k: int, allowed: np.ndarray
+) -> tuple[dict[str, float], dict[str, float], dict[str, list[np.ndarray]]]:
+    """Per mode: median single-query ms, median of its ratio to the unfiltered search of the
+    same query timed just before it, and the ids returned per query."""
+    served_plan = filtered_module.tuned_plan
+    times: dict[str, list[float]] = {name: [] for name in ("unfiltered", *MODES)}
+    ratios: dict[str, list[float]] = {name: [] for name in MODES}
+    results: dict[str, list[np.ndarray]] = {name: [] for name in MODES}
+    try:
+        for query in queries:
+            for name, (rows, plan) in MODES.items():
+                began = time.perf_counter()
+                index.search(query[None, :], k)
+                unfiltered = time.perf_counter() - began
+                index.exact_filter_rows = rows
+                filtered_module.tuned_plan = plan or served_plan
+                began = time.perf_counter()
+                results[name].append(index.search(query[None, :], k, id_filter=allowed)[1])
+                elapsed = time.perf_counter() - began
+                times["unfiltered"].append(unfiltered)
+                times[name].append(elapsed)
+                ratios[name].append(elapsed / unfiltered)
+    finally:
+        index.exact_filter_rows = None
+        filtered_module.tuned_plan = served_plan
+    medians = {name: float(np.median(values) * 1000) for name, values in times.items()}
+    return medians, {name: float(np.median(r)) for name, r in ratios.items()}, results
 
 
 def recall(found: list[np.ndarray], truth: list[np.ndarray]) -> float:
@@ -95,9 +113,10 @@ def main() -> None:
     )
     print(
         "| factory | allowed | hits mean (min) | recall | ms | x unfiltered | exact ms"
-        " | selector ms | before: hits mean (min), recall |"
+        " | selector ms | fixed rules (before): ms (x unfiltered), recall |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
+    tuned = []
     with tempfile.TemporaryDirectory() as scratch:
         for factory in factories:
             index = ShardedIndex(
@@ -110,7 +129,7 @@ def main() -> None:
             began = time.perf_counter()
             index.replace_all(ids, vectors)
             build_s = time.perf_counter() - began
-            unfiltered_ms, _ = median_ms(index, queries, args.k)
+            unfiltered_ms = []
             for fraction, allowed in allowed_sets.items():
                 subset = prepared[allowed - 1]
                 want = min(args.k, len(allowed))
@@ -119,32 +138,34 @@ def main() -> None:
                 # A boolean mask by id, as the product's filter table hands the index.
                 mask = np.zeros(args.n + 1, dtype=bool)
                 mask[allowed] = True
-                ms, found = median_ms(index, queries, args.k, mask)
-                counts = [int((f >= 0).sum()) for f in found]
-                forced = {}
-                shares = ("EXACT_MAX_FRACTION", "EXACT_MAX_FRACTION_IN_PLACE")
-                served = {name: getattr(filtered_module, name) for name in shares}
-                for name, rows, share in (("exact", 10**12, 1.0), ("selector", 0, 0.0)):
-                    index.exact_filter_rows = rows
-                    for constant in shares:
-                        setattr(filtered_module, constant, share)
-                    forced[name], _ = median_ms(index, queries, args.k, mask)
-                index.exact_filter_rows = None
-                for constant, value in served.items():
-                    setattr(filtered_module, constant, value)
-                before = [previous_search(index, q[None, :], args.k, allowed) for q in queries]
-                before_counts = [int((b >= 0).sum()) for b in before]
+                ms, ratio, found = interleaved(index, queries, args.k, mask)
+                unfiltered_ms.append(ms["unfiltered"])
+                counts = [int((f >= 0).sum()) for f in found["served"]]
                 print(
                     f"| {factory} | {fraction:.1%} | {np.mean(counts):.1f} ({min(counts)})"
-                    f" | {recall(found, truth):.3f} | {ms:.2f} | {ms / unfiltered_ms:.2f}"
-                    f" | {forced['exact']:.2f} | {forced['selector']:.2f}"
-                    f" | {np.mean(before_counts):.1f} ({min(before_counts)}),"
-                    f" {recall(before, truth):.2f} |"
+                    f" | {recall(found['served'], truth):.3f} | {ms['served']:.2f}"
+                    f" | **{ratio['served']:.2f}** | {ms['exact']:.2f} | {ms['selector']:.2f}"
+                    f" | {ms['fixed']:.2f} (x{ratio['fixed']:.2f}),"
+                    f" {recall(found['fixed'], truth):.3f} |"
                 )
             print(
-                f"| {factory} | unfiltered | | | {unfiltered_ms:.2f} | 1.00 | | |"
+                f"| {factory} | unfiltered | | | {np.median(unfiltered_ms):.2f} | 1.00 | | |"
                 f" build {build_s:.0f} s |"
             )
+            tuned.append((factory, [dict(t) for t in index._view.tuned]))
+    print(
+        "\nFiltered search tuned at sealing, per segment (fraction: value, selector ms /"
+        " exact ms; value None: exact):"
+    )
+    for factory, segments in tuned:
+        for number, entry in enumerate(segments):
+            bands = entry.get("filtered") or []
+            cells = ", ".join(
+                f"{band['fraction']:g}: {band.get('ef_search', band.get('nprobe'))}"
+                f" ({band.get('selector_ms', float('nan')):.2f} / {band['exact_ms']:.2f})"
+                for band in bands
+            )
+            print(f"- {factory} segment {number}: {cells or 'none'}")
 
 
 if __name__ == "__main__":

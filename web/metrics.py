@@ -113,9 +113,9 @@ class IngestionCollector(Collector):
                 index_bytes.add_metric([index_root.name], size)
         return index_bytes
 
-
     def _tuned_search(self) -> Iterator[GaugeMetricFamily]:
-        """Per sealed ANN segment: its tuned efSearch / nprobe and the recall@10 it measured."""
+        """Per sealed ANN segment: its tuned efSearch / nprobe and the recall@10 it measured,
+        and the values tuned for filtered search per share allowed."""
         from mammosearch.index.manifest import read_manifest
 
         labels = ["index", "metric", "segment"]
@@ -129,6 +129,12 @@ class IngestionCollector(Collector):
             "Recall@10 against exact search measured with the tuned parameter.",
             labels=labels,
         )
+        filtered = GaugeMetricFamily(
+            "mammosearch_index_filtered_search_parameter",
+            "efSearch (HNSW) or nprobe (IVF) tuned at sealing for filtered search, per share"
+            " of the segment allowed (absent where exact comparison was the cheaper side).",
+            labels=[*labels, "parameter", "fraction"],
+        )
         if self.index_dir.is_dir():
             for manifest_path in sorted(self.index_dir.glob("*/*/manifest.json")):
                 manifest = read_manifest(manifest_path) or {}
@@ -139,10 +145,16 @@ class IngestionCollector(Collector):
                     for name in ("ef_search", "nprobe"):
                         if name in tuned:
                             parameter.add_metric([*keys, name], tuned[name])
+                        for band in tuned.get("filtered", ()):
+                            if band.get(name) is not None:
+                                filtered.add_metric(
+                                    [*keys, name, f"{band['fraction']:g}"], band[name]
+                                )
                     if "recall@10" in tuned:
                         recall.add_metric(keys, tuned["recall@10"])
         yield parameter
         yield recall
+        yield filtered
 
 
 class QueueDepthCollector(Collector):

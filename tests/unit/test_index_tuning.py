@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from mammosearch.index import ShardedIndex
+from mammosearch.index.filtered import tuned_plan
 from mammosearch.index.manifest import read_manifest
 from mammosearch.index.tuning import RECALL_FLOOR
 
@@ -27,14 +28,19 @@ def _clusters(count: int, seed: int) -> np.ndarray:
     )
 
 
-def _recall(index: ShardedIndex, vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray,
-            metric: str) -> float:
+def _recall(
+    index: ShardedIndex, vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, metric: str
+) -> float:
     if metric == "cosine":
         vectors, queries = vectors.copy(), queries.copy()
         faiss.normalize_L2(vectors)
         faiss.normalize_L2(queries)
-    _, rows = faiss.knn(queries, vectors, 10,
-                        metric=faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT)
+    _, rows = faiss.knn(
+        queries,
+        vectors,
+        10,
+        metric=faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT,
+    )
     _, found = index.search(queries, 10)
     shares = [len(set(f) & set(ids[r])) / 10 for f, r in zip(found, rows, strict=True)]
     return float(np.mean(shares))
@@ -51,8 +57,9 @@ def test_a_sealed_ann_segment_keeps_the_recall_floor_on_unseen_queries(
     vectors = _clusters(6000, seed=1)
     ids = np.arange(1, len(vectors) + 1, dtype=np.int64) * 3
     queries = _clusters(100, seed=2)
-    index = ShardedIndex(tmp_path / "ix", DIM, metric, segment_size=3000, factory=factory,
-                         **untuned)
+    index = ShardedIndex(
+        tmp_path / "ix", DIM, metric, segment_size=3000, factory=factory, **untuned
+    )
     index.add(ids[:3000], vectors[:3000])  # the main index, built and trained
     built = read_manifest(tmp_path / "ix" / "manifest.json")["segments"][0]
     index.add(ids[3000:], vectors[3000:])  # ... then extended, tuned again
@@ -65,8 +72,9 @@ def test_a_sealed_ann_segment_keeps_the_recall_floor_on_unseen_queries(
     assert index.stats()["tuned_search"] == [entry["search"] for entry in sealed]
     assert _recall(index, vectors, ids, queries, metric) >= RECALL_FLOOR
 
-    untuned_index = ShardedIndex(tmp_path / "ix", DIM, metric, segment_size=3000,
-                                 factory=factory, **untuned)
+    untuned_index = ShardedIndex(
+        tmp_path / "ix", DIM, metric, segment_size=3000, factory=factory, **untuned
+    )
     manifest = untuned_index._view.manifest
     untuned_manifest = {  # the same segments, their tuned parameters dropped
         **manifest,
@@ -96,3 +104,64 @@ def test_the_tuned_parameters_are_exported_as_metrics(tmp_path) -> None:
     assert len(values) == len(recalls) == 1  # the one main index
     assert {sample.labels["parameter"] for sample in values} == {"ef_search"}
     assert all(sample.value >= RECALL_FLOOR for sample in recalls)
+    shares = families["mammosearch_index_filtered_search_parameter"].samples
+    tuned = index.stats()["tuned_search"][0]["filtered"]
+    assert {(s.labels["fraction"], s.value) for s in shares} == {
+        (f"{band['fraction']:g}", band["ef_search"]) for band in tuned if band["ef_search"]
+    }
+
+
+def _filtered_recall(
+    index: ShardedIndex,
+    vectors: np.ndarray,
+    ids: np.ndarray,
+    queries: np.ndarray,
+    allowed: np.ndarray,
+) -> tuple[float, int]:
+    """(recall@10 against exact search over the allowed vectors, fewest hits of a query)."""
+    keep = np.isin(ids, allowed)
+    _, rows = faiss.knn(queries, vectors[keep], 10)
+    truth = ids[keep][rows]
+    _, found = index.search(queries, 10, id_filter=allowed)
+    shares = [len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)]
+    return float(np.mean(shares)), int((found >= 0).sum(axis=1).min())
+
+
+@pytest.mark.parametrize(("factory", "knob"), [("HNSW8", "ef_search"), ("IVF64,Flat", "nprobe")])
+def test_filtered_search_is_tuned_per_share_and_keeps_the_floor_between_shares(
+    tmp_path, factory: str, knob: str
+) -> None:
+    """Each tuned share records the value that reached the floor (or exact, None) and both
+    sides' timings; a search at a share between two tuned ones keeps the floor."""
+    vectors = _clusters(6000, seed=1)
+    ids = np.arange(1, len(vectors) + 1, dtype=np.int64) * 3
+    queries = _clusters(60, seed=2)
+    index = ShardedIndex(tmp_path / "ix", DIM, "l2", segment_size=6000, factory=factory)
+    index.add(ids, vectors)
+    (sealed,) = read_manifest(tmp_path / "ix" / "manifest.json")["segments"]
+    bands = sealed["search"]["filtered"]
+    assert [band["fraction"] for band in bands] == sorted(band["fraction"] for band in bands)
+    assert len(bands) >= 4
+    for band in bands:
+        assert band["exact_ms"] > 0
+        if band[knob] is not None:
+            assert band["recall@10"] >= RECALL_FLOOR and band["selector_ms"] <= band["exact_ms"]
+    assert any(band[knob] is not None for band in bands), "the walk wins somewhere"
+    rng = np.random.default_rng(3)
+    for share in (0.02, 0.05, 0.2, 0.6, 0.95):
+        allowed = np.sort(rng.choice(ids, round(share * len(ids)), replace=False))
+        recall, fewest = _filtered_recall(index, vectors, ids, queries, allowed)
+        assert fewest == 10 and recall >= RECALL_FLOOR, share
+
+
+def test_the_tuned_plan_takes_the_share_below_and_the_cheaper_side() -> None:
+    bands = [
+        {"fraction": 0.01, "ef_search": None, "exact_ms": 0.1},
+        {"fraction": 0.1, "ef_search": 200, "recall@10": 0.98, "selector_ms": 0.5, "exact_ms": 0.4},
+        {"fraction": 0.3, "ef_search": 100, "recall@10": 0.98, "selector_ms": 0.3, "exact_ms": 1.5},
+    ]
+    assert tuned_plan(bands, 0.005) is None  # below every tuned share: the fixed rules
+    assert tuned_plan(bands, 0.05) == (True, None)  # the 1% share found no cheaper walk
+    assert tuned_plan(bands, 0.1) == (True, 200)  # exact 0.4 ms against the walk's 0.5
+    assert tuned_plan(bands, 0.2) == (False, 200)  # exact scaled to 0.8 ms: the walk
+    assert tuned_plan(bands, 0.99) == (False, 100)

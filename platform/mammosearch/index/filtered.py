@@ -2,19 +2,22 @@
 
 An approximate index searched with an ID selector loses results when few ids are allowed:
 HNSW's beam (efSearch) and IVF's probed lists (nprobe) hold too few allowed vectors, so a
-k=10 search at 0.1% allowed returned two hits on average, most of them wrong. So:
+k=10 search at 0.1% allowed returned two hits on average, most of them wrong. So a segment
+searches its allowed, live ids (a packed bitmap by id) one of two ways:
 
-- few allowed vectors (at most `exact_max_rows` in the segment, default EXACT_MAX_ROWS,
-  and at most EXACT_MAX_FRACTION of it, EXACT_MAX_FRACTION_IN_PLACE where the vectors are
-  read in place, or EXACT_MAX_FLOATS in all): compare them exactly, read in place where the
-  index stores them plainly, else gathered; cheaper than the walk or scan it replaces;
-- many, or most of the segment (excluding the query's patient allows 99.9%: gathering
-  20,000 vectors to drop four took 28 ms where the walk takes 0.3): the segment's own
-  search with an `IDSelectorBitmap`, efSearch / nprobe scaled by
-  1 / (allowed fraction) so the beam or the probed lists hold as many allowed vectors as an
-  unfiltered search would, widened 4x while any query is short, then exact. (A gentler
-  efSearch, 1 / sqrt(fraction), measured recall 0.915-0.945 at 10-50% allowed on the
-  tests' data: not kept.)
+- exact comparison of the allowed vectors, read in place where the index stores them
+  plainly, else gathered;
+- the segment's own search with an `IDSelectorBitmap`, widened 4x while any query is
+  short, then exact.
+
+Which, and with what efSearch / nprobe: where the segment was tuned at sealing
+(filtered_tuning.py: per share allowed, the value that keeps the recall floor and both
+sides' timings), `tuned_plan` reads it from the tuned share at or below the search's.
+Otherwise (below the smallest tuned share, or a segment sealed before that tuning) fixed
+rules: exact up to `exact_max_rows` (default EXACT_MAX_ROWS) allowed vectors and at most
+EXACT_MAX_FRACTION of the segment (EXACT_MAX_FRACTION_IN_PLACE in place) or EXACT_MAX_FLOATS
+in all; else the selector with efSearch / nprobe scaled by 1 / fraction (x7 the unfiltered
+latency at 10% allowed, where the tuned value costs x1.6-1.8).
 
 Flat-coded segments (Flat, PQ, SQ) scan every allowed vector with a selector: complete as is.
 The result per query has min(k, allowed vectors in the segment) hits.
@@ -23,6 +26,8 @@ The result per query has min(k, allowed vectors in the segment) hits.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import faiss
 import numpy as np
@@ -53,14 +58,14 @@ IN_PLACE_MAX_QUERIES = 8
 one gathered copy (a matrix product then pays for the copy)."""
 
 
-def allowed_rows(allowed: np.ndarray, segment_ids: np.ndarray) -> np.ndarray:
-    """allowed (a boolean mask indexed by image id) -> a boolean per row of the segment."""
-    if len(segment_ids) and segment_ids.max() < len(allowed):
-        return allowed[segment_ids]
-    rows = np.zeros(len(segment_ids), dtype=bool)
-    inside = segment_ids < len(allowed)
-    rows[inside] = allowed[segment_ids[inside]]
-    return rows
+def segment_bits(allowed_bits: np.ndarray, live_bits: np.ndarray) -> np.ndarray:
+    """The packed bitmap of ids allowed and live in one segment: the allowed ids' bitmap
+    (np.packbits of the mask by id, little bit order) and the segment's live ids' bitmap."""
+    if len(allowed_bits) >= len(live_bits):
+        return allowed_bits[: len(live_bits)] & live_bits
+    padded = np.zeros(len(live_bits), dtype=np.uint8)
+    padded[: len(allowed_bits)] = allowed_bits
+    return padded & live_bits
 
 
 def reads_in_place(segment: Segment, queries: np.ndarray) -> bool:
@@ -94,15 +99,48 @@ def _top_k(
     return np.take_along_axis(scores, best, axis=1), row_ids[best]
 
 
+def bitmap_selector(bits: np.ndarray) -> faiss.IDSelectorBitmap:
+    """A FAISS selector of the ids whose entry in `bits` (a boolean mask by id) is set."""
+    packed = np.packbits(bits, bitorder="little")
+    selector = faiss.IDSelectorBitmap(len(packed), faiss.swig_ptr(packed))
+    selector.keepalive = packed  # SWIG keeps the raw pointer only
+    return selector
+
+
+def tuned_plan(bands: Sequence[dict[str, Any]], fraction: float) -> tuple[bool, int | None] | None:
+    """(exact?, tuned efSearch / nprobe) for a search allowing `fraction` of a segment, from
+    the tuned share at or below it (a smaller share needs the wider search); None below the
+    smallest tuned share (the fixed rules decide). Exact where the tuning found no value that
+    kept recall more cheaply, or where its timing, scaled to this share, is the lower."""
+    below = [band for band in bands if band["fraction"] <= fraction]
+    if not below:
+        return None
+    band = max(below, key=lambda tuned: tuned["fraction"])
+    value = band.get("ef_search", band.get("nprobe"))
+    if value is None:
+        return True, None
+    exact_ms = band["exact_ms"] * fraction / band["fraction"]
+    return exact_ms <= band["selector_ms"], int(value)
+
+
+def _rows(segment: Segment, bits: np.ndarray) -> np.ndarray:
+    """Storage rows of the ids set in `bits`, ascending."""
+    return segment.rows_of(set_ids(bits))
+
+
+def set_ids(bits: np.ndarray) -> np.ndarray:
+    """The ids set in a packed bitmap, ascending."""
+    # numpy's nonzero is ~10x faster over bool than over the uint8 unpackbits returns
+    return np.flatnonzero(np.unpackbits(bits, bitorder="little").view(bool))
+
+
 def _complete(ids: np.ndarray, want: int) -> bool:
     return bool((np.count_nonzero(ids >= 0, axis=1) >= want).all())
 
 
 def filtered_search(
     segment: Segment,
-    allowed: np.ndarray,
-    rows: np.ndarray,
-    deleted: np.ndarray,
+    bits: np.ndarray,
     queries: np.ndarray,
     k: int,
     metric: str,
@@ -110,30 +148,42 @@ def filtered_search(
     nprobe: int,
     ef_search: int,
     exact_max_rows: int | None = None,
+    bands: Sequence[dict[str, Any]] = (),
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k of one segment among allowed, live rows (`rows`: a boolean per row).
+    """Top-k of one segment among the ids set in `bits` (segment_bits: allowed, live in it).
 
-    `allowed` is the boolean mask by image id; `deleted` the segment's tombstoned ids (they
-    may be live in a newer segment, so they are cleared from this segment's bitmap only).
+    `bands` are the segment's filtered-search tunings (index/filtered_tuning.py), where it
+    has them; without, the fixed rules above choose.
     """
-    matching = int(np.count_nonzero(rows))
+    matching = int(np.bitwise_count(bits).sum())
+    if matching == 0:
+        empty = np.full((len(queries), 0), -1, dtype=np.int64)
+        return np.zeros((len(queries), 0), dtype=np.float32), empty
     want = min(k, matching)
     fraction = matching / len(segment.ids)
-    share = EXACT_MAX_FRACTION_IN_PLACE if reads_in_place(segment, queries) else EXACT_MAX_FRACTION
-    cheap = fraction <= share or matching * queries.shape[1] <= EXACT_MAX_FLOATS
-    if cheap and matching <= (EXACT_MAX_ROWS if exact_max_rows is None else exact_max_rows):
-        return exact_search(segment, np.flatnonzero(rows), queries, want, metric)
-    bits = allowed
-    if len(deleted):
-        bits = allowed.copy()
-        bits[deleted[deleted < len(bits)]] = False
-    packed = np.packbits(bits, bitorder="little")
-    selector = faiss.IDSelectorBitmap(len(packed), faiss.swig_ptr(packed))
+    within_rows = matching <= (EXACT_MAX_ROWS if exact_max_rows is None else exact_max_rows)
+    plan = tuned_plan(bands, fraction) if bands else None
+    if plan is None:
+        share = (
+            EXACT_MAX_FRACTION_IN_PLACE if reads_in_place(segment, queries) else EXACT_MAX_FRACTION
+        )
+        cheap = fraction <= share or matching * queries.shape[1] <= EXACT_MAX_FLOATS
+        tuned_value = None
+    else:
+        cheap, tuned_value = plan
+    if cheap and within_rows:
+        return exact_search(segment, _rows(segment, bits), queries, want, metric)
+    selector = faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bits))
     inner = segment.inner
-    ivf = faiss.try_extract_index_ivf(inner)
+    ivf = segment.ivf
     is_hnsw = isinstance(inner, faiss.IndexHNSW)
-    ef = min(MAX_EF_SEARCH, math.ceil(max(ef_search, MIN_FILTERED_EF_SEARCH, want) / fraction))
-    probes = nprobe if ivf is None else min(ivf.nlist, math.ceil(nprobe / fraction))
+    if tuned_value is not None:
+        ef, probes = max(tuned_value, want), tuned_value
+    else:
+        ef = math.ceil(max(ef_search, MIN_FILTERED_EF_SEARCH, want) / fraction)
+        probes = math.ceil(nprobe / fraction)
+    ef = min(MAX_EF_SEARCH, ef)
+    probes = nprobe if ivf is None else min(ivf.nlist, probes)
     while True:
         params = search_parameters(inner, selector, probes, ef, outer=segment.index)
         distances, ids = segment.index.search(queries, want, params=params)
@@ -144,4 +194,4 @@ def filtered_search(
         elif ivf is not None and probes < ivf.nlist:
             probes = min(ivf.nlist, probes * WIDEN_FACTOR)
         else:
-            return exact_search(segment, np.flatnonzero(rows), queries, want, metric)
+            return exact_search(segment, _rows(segment, bits), queries, want, metric)

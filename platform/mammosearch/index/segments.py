@@ -36,6 +36,10 @@ MMAP_FLAGS = (
 """Tried in order when loading a sealed segment; a plain whole read is the last resort."""
 
 
+DENSE_LOOKUP_SPAN = 16
+"""Ids per stored vector up to which a segment maps id -> row with a table by id."""
+
+
 def faiss_metric(metric: str) -> int:
     return faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
 
@@ -57,9 +61,15 @@ class Segment:
     ids: np.ndarray
     factory: str
 
-    @property
+    @cached_property
     def inner(self) -> faiss.Index:
+        """The index inside the id map, as its own type (cached: a search asks for it)."""
         return faiss.downcast_index(self.index.index)
+
+    @cached_property
+    def ivf(self) -> faiss.IndexIVF | None:
+        """The inverted-file index inside (IVF*, also under a re-ranking index), or None."""
+        return faiss.try_extract_index_ivf(self.inner)
 
     @property
     def exhaustive(self) -> bool:
@@ -109,6 +119,37 @@ class Segment:
             len(rows),
         )
         return scores
+
+    @cached_property
+    def id_bits(self) -> np.ndarray:
+        """Its ids as a packed bitmap by id (little bit order, numpy.packbits): filtered
+        search intersects it with the allowed ids' bitmap without touching the id array."""
+        if len(self.ids) == 0:
+            return np.zeros(0, dtype=np.uint8)
+        member = np.zeros(int(self.ids.max()) + 1, dtype=bool)
+        member[self.ids] = True
+        return np.packbits(member, bitorder="little")
+
+    @cached_property
+    def _row_lookup(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """(storage row by id, None) where the segment holds at least 1 id in
+        DENSE_LOOKUP_SPAN below its largest: one gather per lookup (a binary search per id
+        cost as much as the exact comparison it fed); else (its ids sorted, the row of each),
+        so a small delta of recent ids does not cost 4 bytes per id of the whole archive."""
+        count = len(self.ids)
+        largest = int(self.ids.max()) + 1 if count else 0
+        if count * DENSE_LOOKUP_SPAN >= largest:
+            rows = np.full(largest, -1, dtype=np.int32)
+            rows[self.ids] = np.arange(count, dtype=np.int32)
+            return rows, None
+        order = np.argsort(self.ids, kind="stable")
+        return self.ids[order], order
+
+    def rows_of(self, ids: np.ndarray) -> np.ndarray:
+        """Storage rows of these ids (every one held here), ascending."""
+        table, order = self._row_lookup
+        rows = table[ids] if order is None else order[np.searchsorted(table, ids)]
+        return np.sort(rows).astype(np.int64)
 
     @cached_property
     def _flat_rows(self) -> np.ndarray | None:

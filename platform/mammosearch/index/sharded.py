@@ -68,7 +68,7 @@ import numpy as np
 
 from mammosearch.faults import fault_point
 from mammosearch.index.factory_choice import AUTO, choose_factory, needs_rebuild
-from mammosearch.index.filtered import allowed_rows, filtered_search
+from mammosearch.index.filtered import filtered_search, segment_bits
 from mammosearch.index.main_build import BuiltMain, build_whole, extend
 from mammosearch.index.manifest import (
     MANIFEST_FORMAT,
@@ -126,6 +126,8 @@ class _View:
     exclusions: tuple[tuple[Any, ...] | None, ...] = ()
     # per segment: a boolean per row, False where tombstoned (None when it has no tombstones)
     live_rows: tuple[np.ndarray | None, ...] = ()
+    # per segment: its live ids as a packed bitmap by id (what filtered search intersects)
+    live_bits: tuple[np.ndarray, ...] = ()
     live_ids: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     # per segment: the search parameters tuned when it was sealed (index/tuning.py)
     tuned: tuple[dict[str, Any], ...] = ()
@@ -144,6 +146,16 @@ def _as_ids(ids: Iterable[int] | np.ndarray, name: str = "ids") -> np.ndarray:
     if (array < 0).any():
         raise ValueError(f"{name}: negative ids are not allowed (-1 pads search results)")
     return array.astype(np.int64, copy=False)
+
+
+def _without(bits: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """A packed bitmap by id (little bit order) with these ids cleared (a copy if any)."""
+    ids = ids[ids < len(bits) * 8]
+    if len(ids) == 0:
+        return bits
+    cleared = bits.copy()
+    np.bitwise_and.at(cleared, ids >> 3, ~(np.uint8(1) << (ids & 7).astype(np.uint8)))
+    return cleared
 
 
 def _index_uid(manifest: dict[str, Any] | None) -> str | None:
@@ -287,25 +299,22 @@ class ShardedIndex:
         found_distances: list[np.ndarray] = []
         found_ids: list[np.ndarray] = []
         if id_filter is not None:
-            allowed = self._allowed_mask(id_filter, view)
-            for segment, live_rows, deleted, tuned in zip(
-                view.segments, view.live_rows, view.deleted, view.tuned, strict=True
+            allowed = np.packbits(self._allowed_mask(id_filter, view), bitorder="little")
+            for segment, live_bits, tuned in zip(
+                view.segments, view.live_bits, view.tuned, strict=True
             ):
-                rows = allowed_rows(allowed, segment.ids)
-                if live_rows is not None:
-                    rows &= live_rows
-                if not rows.any():
+                bits = segment_bits(allowed, live_bits)
+                if not bits.any():
                     continue
                 distances, ids = filtered_search(
                     segment,
-                    allowed,
-                    rows,
-                    deleted,
+                    bits,
                     queries,
                     k,
                     self.metric,
                     **self._knobs(tuned),
                     exact_max_rows=self.exact_filter_rows,
+                    bands=tuned.get("filtered", ()),
                 )
                 found_distances.append(distances)
                 found_ids.append(ids)
@@ -697,7 +706,11 @@ class ShardedIndex:
             )
             if not rebuild:
                 return extend(
-                    self.root / main.file, main.factory, trained_on, new_ids, new_vectors,
+                    self.root / main.file,
+                    main.factory,
+                    trained_on,
+                    new_ids,
+                    new_vectors,
                     self.metric,
                 )
         positions = ([] if main_position is None else [main_position]) + deltas
@@ -865,6 +878,10 @@ class ShardedIndex:
             deleted=tuple(deleted_parts),
             exclusions=tuple(self._exclusion(deleted) for deleted in deleted_parts),
             live_rows=tuple(live_row_parts),
+            live_bits=tuple(
+                _without(segment.id_bits, deleted)
+                for segment, deleted in zip(segments, deleted_parts, strict=True)
+            ),
             live_ids=np.sort(np.concatenate(live_parts)),
             tuned=tuple(dict(entry.get("search") or {}) for entry in manifest["segments"]),
         )

@@ -15,7 +15,8 @@ from typing import Any
 import faiss
 import numpy as np
 
-from mammosearch.index.segments import faiss_metric, search_parameters
+from mammosearch.index.filtered_tuning import tune_filtered
+from mammosearch.index.segments import Segment, faiss_metric, search_parameters
 
 RECALL_FLOOR = 0.95
 # Tuned a little above the floor: the sample is finite, and a search merges several
@@ -62,11 +63,13 @@ def tune_segment(
     queries: np.ndarray,
     metric: str,
     target: float = TUNING_TARGET,
+    filtered: bool = True,
 ) -> dict[str, Any] | None:
     """{knob: value, "recall@10": measured, "sample": queries} for an ANN segment holding
     `vectors` (prepared, in `ids` order), measured with held-out `queries` (not in the
     index: a stored vector as its own query finds its neighbours through its own node and
-    overstates recall); None for exhaustive segments (Flat, PQ, SQ)."""
+    overstates recall); None for exhaustive segments (Flat, PQ, SQ). With `filtered`, also
+    "filtered": the values filtered search uses per share allowed (filtered_tuning.py)."""
     inner = faiss.downcast_index(index.index)
     knob = tuned_parameter(inner)
     if knob is None or len(ids) <= RECALL_K or len(queries) == 0:
@@ -87,4 +90,10 @@ def tune_segment(
         measured = {knob: step, "recall@10": round(recall, 4), "sample": len(queries)}
         if recall >= target:
             break
+    if filtered:
+        climb = [step for step in steps if step >= measured[knob]]
+        segment = Segment(file="", index=index, ids=ids, factory="")
+        measured["filtered"] = tune_filtered(
+            segment, vectors, queries, metric, knob, climb, target, RECALL_K
+        )
     return measured

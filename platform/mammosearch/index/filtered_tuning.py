@@ -1,0 +1,113 @@
+"""Filtered-search parameters tuned when an ANN segment is sealed, per share of it allowed.
+
+A filtered HNSW walk or IVF scan needs a wider beam (efSearch) or more lists (nprobe) than an
+unfiltered one, and how much wider depends on the data: scaling the unfiltered value by
+1 / fraction kept recall but cost x7 the unfiltered latency at 10% allowed, and a fixed
+gentler rule (1 / sqrt(fraction)) fell to recall 0.92 on other data. So, for each share in
+FRACTIONS, a random set of that share of the segment's rows is allowed and:
+
+- the smallest efSearch / nprobe whose recall@10 against exact filtered search, on the
+  held-out tuning queries, reaches the tuning target is found (climbing TUNING_STEPS);
+- that search and the exact comparison of the allowed vectors are both timed, one query at a
+  time on one thread, as the product searches;
+- the climb stops once the selector search costs more than the exact comparison: exact
+  search is then the answer for that share (knob None).
+
+At search time (index/filtered.py) a share between two tuned ones uses the lower one's
+value (a smaller share needs the wider search) and whichever side its timings favour.
+Random allowed sets are what the tuning can know; filters that follow the data (one side,
+one view) are covered by the top-up that widens a short search and by the exact side.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import faiss
+import numpy as np
+
+from mammosearch.index.filtered import bitmap_selector, exact_search
+from mammosearch.index.segments import Segment, faiss_metric, search_parameters
+from mammosearch.index.threads import search_threads
+
+FRACTIONS = (0.01, 0.03, 0.1, 0.3, 0.9)
+"""Shares of a segment allowed at which filtered search is tuned (0.9: leaving out one
+patient or a few, the commonest filter)."""
+TIMED_QUERIES = 32
+"""Queries timed per side and share (the recall is measured on every tuning query)."""
+
+
+def _recall(found: np.ndarray, exact: np.ndarray) -> float:
+    hits = 0.0
+    for found_row, exact_row in zip(found, exact, strict=True):
+        truth = exact_row[exact_row >= 0]
+        hits += len(np.intersect1d(found_row[found_row >= 0], truth)) / max(1, len(truth))
+    return hits / max(1, len(found))
+
+
+def _ms_per_query(search: Any, queries: np.ndarray) -> float:
+    """Mean wall milliseconds of `search(one_query)` over the queries, on one thread."""
+    with search_threads(1):
+        search(queries[:1])  # warm the pages and caches the first call touches
+        started = time.perf_counter()
+        for row in range(len(queries)):
+            search(queries[row : row + 1])
+        return (time.perf_counter() - started) * 1000 / max(1, len(queries))
+
+
+def tune_filtered(
+    segment: Segment,
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    metric: str,
+    knob: str,
+    steps: list[int],
+    target: float,
+    k: int,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """[{"fraction", knob (None: exact), "recall@10", "selector_ms", "exact_ms"}] per share
+    in FRACTIONS with at least k allowed rows; `vectors` are the segment's, in `segment.ids`
+    order; `steps` the values to climb, from the unfiltered tuned one up."""
+    rng = np.random.default_rng(seed)
+    count = len(segment.ids)
+    timed = queries[:TIMED_QUERIES]
+    inner = segment.inner
+    bands: list[dict[str, Any]] = []
+    for fraction in FRACTIONS:
+        allowed_count = round(fraction * count)
+        if allowed_count < k:
+            continue
+        rows = np.sort(rng.choice(count, allowed_count, replace=False))
+        _, positions = faiss.knn(queries, vectors[rows], k, metric=faiss_metric(metric))
+        exact = np.where(positions >= 0, segment.ids[rows][np.maximum(positions, 0)], -1)
+        exact_ms = _ms_per_query(
+            lambda one, rows=rows: exact_search(segment, rows, one, k, metric), timed
+        )
+        bits = np.zeros(int(segment.ids.max()) + 1, dtype=bool)
+        bits[segment.ids[rows]] = True
+        selector = bitmap_selector(bits)
+        band: dict[str, Any] = {"fraction": fraction, knob: None, "exact_ms": round(exact_ms, 4)}
+        for step in steps:
+            params = search_parameters(
+                inner, selector, nprobe=step, ef_search=step, outer=segment.index
+            )
+            selector_ms = _ms_per_query(
+                lambda one, params=params: segment.index.search(one, k, params=params), timed
+            )
+            if selector_ms > exact_ms:
+                break  # exact comparison is cheaper from here on, and exact
+            _, found = segment.index.search(queries, k, params=params)
+            recall = _recall(found, exact)
+            if recall >= target:
+                band.update(
+                    {
+                        knob: step,
+                        "recall@10": round(recall, 4),
+                        "selector_ms": round(selector_ms, 4),
+                    }
+                )
+                break
+        bands.append(band)
+    return bands
