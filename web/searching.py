@@ -8,12 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 from PIL import Image as PILImage
-from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from mammosearch.audit import Actor, record_access
 from mammosearch.config import Settings
-from mammosearch.db.models import Image
 from mammosearch.search_request import BadSearchRequest, SearchRequest
 from web.metrics import observe_search_timing
 
@@ -38,22 +36,20 @@ def run_search(
     """Search by archived image id or by an uploaded image; record it in the audit log."""
     from mammosearch.search import get_search_service
 
-    query_row: Row[tuple[int, int | None]] | None = None  # (id, patient_id): all it needs
-    if params.image_id is not None:
-        query_row = (
-            session.connection()
-            .execute(select(Image.id, Image.patient_id).where(Image.id == params.image_id))
-            .first()
-        )
-        if query_row is None:
-            raise LookupError(f"image {params.image_id}: not in the archive")
-    elif query_image is None:
+    if params.image_id is None and query_image is None:
         raise BadSearchRequest("give an image to upload or an archived image_id")
     filters = params.search_filters()
     service = get_search_service(settings)
-    if query_row is not None:
+    if params.image_id is not None:
+        # The query image's row (its patient, for the audit) is read with the result rows;
+        # an id not in the archive raises ImageNotFound, a LookupError (404).
         response = service.search_image_id(
-            session, query_row.id, params.k, params.metric, filters, params.exclude_same_patient
+            session,
+            params.image_id,
+            params.k,
+            params.metric,
+            filters,
+            params.exclude_same_patient,
         )
     else:
         response = service.search_image(
@@ -64,10 +60,10 @@ def run_search(
         session,
         user,
         "search",
-        patient_id=query_row.patient_id if query_row is not None else None,
-        image_id=query_row.id if query_row is not None else None,
+        patient_id=response.query_patient_id,
+        image_id=params.image_id,
         detail={
-            "query": "image_id" if query_row is not None else "upload",
+            "query": "image_id" if params.image_id is not None else "upload",
             "k": params.k,
             "metric": params.metric,
             "filters": params.filters_detail(),

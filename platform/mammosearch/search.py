@@ -44,6 +44,10 @@ class SearchError(ValueError):
     """A search request that cannot be answered; the message tells the user why."""
 
 
+class ImageNotFound(SearchError, LookupError):
+    """The query names an archived image that is not in the archive (HTTP 404)."""
+
+
 @dataclass(frozen=True)
 class SearchFilters:
     side: str | None = None
@@ -138,6 +142,8 @@ class SearchResponse:
     results: list[Hit] = field(default_factory=list)
     suggested_birads: dict[str, Any] = field(default_factory=dict)
     timing_ms: dict[str, float] = field(default_factory=dict)
+    # the archived query image's patient (patients.id), for the audit; not in to_dict()
+    query_patient_id: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -328,9 +334,13 @@ class SearchService:
         self._check(k, metric)
         space = self.space(session)
         if exclude_same_patient:
-            query_row = session.get(Image, image_id)
+            query_row = (
+                session.connection()
+                .execute(select(Image.patient_id).where(Image.id == image_id))
+                .first()
+            )
             if query_row is None:
-                raise SearchError(f"image {image_id} does not exist")
+                raise ImageNotFound(f"image {image_id}: not in the archive")
             filters = replace(filters or SearchFilters(), exclude_patient_id=query_row.patient_id)
         # The index holds the vector it would be compared as (no database read); an image
         # embedded but not yet indexed is read from image_embeddings.
@@ -343,12 +353,14 @@ class SearchService:
             )
             if blob is None:
                 if session.get(Image, image_id) is None:
-                    raise SearchError(f"image {image_id} does not exist")
+                    raise ImageNotFound(f"image {image_id}: not in the archive")
                 raise SearchError(f"image {image_id} has no vector yet (not embedded)")
             vector = np.frombuffer(blob, dtype="<f4")
         response = self.search_vector(
             session, vector, k, metric, filters, query={"image_id": image_id}, exclude={image_id}
         )
+        if response.query_patient_id is _NO_ROW:
+            raise ImageNotFound(f"image {image_id}: not in the archive")
         response.timing_ms["embed"] = 0.0
         return response
 
@@ -387,7 +399,10 @@ class SearchService:
                 if i >= 0 and int(i) not in exclude
             ][:k]
             join_started = time.perf_counter()
-            hits, stale = self._join(session, pairs, metric, filters if filters.active else None)
+            query_id = query.get("image_id") if query else None
+            hits, stale, query_patient_id = self._join(
+                session, pairs, metric, filters if filters.active else None, query_id
+            )
             join_ms = (time.perf_counter() - join_started) * 1000
             if not stale or attempt:
                 break
@@ -407,6 +422,7 @@ class SearchService:
                 "join": round(join_ms, 3),
                 "total": round(index_ms + join_ms, 3),
             },
+            query_patient_id=query_patient_id,
         )
 
     def _join(
@@ -415,20 +431,26 @@ class SearchService:
         pairs: list[tuple[int, float]],
         metric: str,
         filters: SearchFilters | None = None,
-    ) -> tuple[list[Hit], int]:
-        """Hits -> rows in one query (images, patients, latest report excerpt), and how many
-        rows no longer pass `filters` (left out: the filter table was behind the database)."""
-        if not pairs:
-            return [], 0
+        query_id: int | None = None,
+    ) -> tuple[list[Hit], int, Any]:
+        """Hits -> rows in one query (images, patients, latest report excerpt); how many
+        rows no longer pass `filters` (left out: the filter table was behind the database);
+        and the archived query image's patient id, read in the same statement (_NO_ROW when
+        the image has no row; None without a query id)."""
+        ids = [image_id for image_id, _ in pairs]
+        if query_id is not None:
+            ids.append(query_id)
+        if not ids:
+            return [], 0, None
         # Plain columns, no ORM objects, run on the session's connection (no ORM execution
         # layer): a search reads the rows once and shows them, and the values are the
         # database's now (a session's objects may be older).
-        rows = (
-            session.connection()
-            .execute(_hits_statement(), {"ids": [image_id for image_id, _ in pairs]})
-            .all()
-        )
+        rows = session.connection().execute(_hits_statement(), {"ids": ids}).all()
         by_id = {row[0]: row for row in rows}
+        query_patient_id = None
+        if query_id is not None:
+            query_row = by_id.get(query_id)
+            query_patient_id = _NO_ROW if query_row is None else query_row[_PATIENT_COLUMN]
         hits: list[Hit] = []
         stale = 0
         for image_id, score in pairs:
@@ -455,7 +477,13 @@ class SearchService:
                     **shown,
                 )
             )
-        return hits, stale
+        return hits, stale, query_patient_id
+
+
+_NO_ROW = object()
+"""_join's answer for a query image without a row (deleted since it was indexed)."""
+_PATIENT_COLUMN = len(HIT_NAMES) + 2 + FILTERED_NAMES.index("patient_id")
+"""Where Image.patient_id sits in a row of _hits_statement()."""
 
 
 @lru_cache(maxsize=1)

@@ -8,7 +8,14 @@ from sqlalchemy.orm import Session
 from mammosearch.config import Settings
 from mammosearch.db.models import Image
 from mammosearch.pipeline import process_pending
-from mammosearch.search import Hit, SearchError, SearchFilters, SearchService, suggest_birads
+from mammosearch.search import (
+    Hit,
+    ImageNotFound,
+    SearchError,
+    SearchFilters,
+    SearchService,
+    suggest_birads,
+)
 from tests.unit.test_pipeline import _add_images
 
 
@@ -38,7 +45,7 @@ def test_bad_parameters_are_refused_with_a_reason(
 
 def test_an_unknown_image_id_is_named(session: Session, archive) -> None:  # type: ignore[no-untyped-def]
     settings, _ = archive
-    with pytest.raises(SearchError, match="image 424242 does not exist"):
+    with pytest.raises(ImageNotFound, match="image 424242: not in the archive"):
         SearchService(settings).search_image_id(session, 424242, k=3)
 
 

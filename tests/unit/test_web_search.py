@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from mammosearch.config import Settings
-from mammosearch.db.models import AuditEvent
+from mammosearch.db.models import AuditEvent, Image
 from mammosearch.db.session import make_session_factory
 from mammosearch.pipeline import process_pending
 from mammosearch.users import create_api_token
@@ -113,9 +113,19 @@ def test_search_by_archived_image_can_exclude_its_patient(
     event = session.scalars(
         select(AuditEvent).where(AuditEvent.action == "search").order_by(AuditEvent.id.desc())
     ).first()
+    query_patient = session.get(Image, 1).patient_id
     session.close()
     assert event.username == "rad" and event.image_id == 1
+    assert event.patient_id == query_patient is not None  # whose image was looked at
     assert len(event.detail["result_image_ids"]) == 3 and event.detail["exclude_same_patient"]
+
+    browser.post("/search", data={"image_id": "1", "k": "5"})  # the patient read with the hits
+    session = make_session_factory(archive.database_url)()
+    event = session.scalars(
+        select(AuditEvent).where(AuditEvent.action == "search").order_by(AuditEvent.id.desc())
+    ).first()
+    session.close()
+    assert (event.image_id, event.patient_id) == (1, query_patient)
 
 
 def test_api_search_by_upload(api: tuple[FlaskClient, dict[str, str]]) -> None:

@@ -46,10 +46,10 @@ def search() -> Response:
         response = run_search(
             get_session(), current, params, query_image, current_user, request.remote_addr
         )
+    except LookupError as exc:  # an image id not in the archive (ImageNotFound)
+        abort(404, description=str(exc))
     except (BadSearchRequest, ImageRejected, SearchError) as exc:
         abort(400, description=str(exc))
-    except LookupError as exc:
-        abort(404, description=str(exc))
     body = response.to_dict()
     body["embedding_space"] = public_space(body["embedding_space"])
     image_url, case_url = _url_for_ids("api.image_file"), _url_for_ids("cases.case_page")

@@ -83,12 +83,12 @@ def search_submit() -> tuple[str, int]:
         response = run_search(
             session, current, params, query_image, current_user, request.remote_addr
         )
+    except LookupError as exc:  # an image id not in the archive (ImageNotFound)
+        flash(str(exc), "error")
+        return _render(404, form=form)
     except (BadSearchRequest, ImageRejected, SearchError) as exc:
         flash(str(exc), "error")
         return _render(400, form=form)
-    except LookupError as exc:
-        flash(str(exc), "error")
-        return _render(404, form=form)
     query_row = session.get(Image, params.image_id) if params.image_id is not None else None
     return _render(
         form=form,

@@ -71,6 +71,25 @@ class Segment:
         """The inverted-file index inside (IVF*, also under a re-ranking index), or None."""
         return faiss.try_extract_index_ivf(self.inner)
 
+    def search_parameters(
+        self, selector: faiss.IDSelector | None, nprobe: int, ef_search: int
+    ) -> faiss.SearchParameters | None:
+        """`search_parameters` for this segment, built attribute by attribute where the
+        index is plain IVF or HNSW: a filtered search builds one per call, and FAISS's
+        keyword constructor and the type probing cost a fifth of a 0.1 ms search."""
+        inner = self.inner
+        if isinstance(inner, faiss.IndexHNSW):
+            params = faiss.SearchParametersHNSW()
+            params.efSearch = ef_search
+        elif isinstance(inner, faiss.IndexIVF):
+            params = faiss.SearchParametersIVF()
+            params.nprobe = min(nprobe, inner.nlist)
+        else:
+            return search_parameters(inner, selector, nprobe, ef_search, outer=self.index)
+        if selector is not None:
+            params.sel = selector
+        return params
+
     @property
     def exhaustive(self) -> bool:
         """True when a search with a selector scans every allowed vector (exact, complete)."""
@@ -126,7 +145,8 @@ class Segment:
         search intersects it with the allowed ids' bitmap without touching the id array."""
         if len(self.ids) == 0:
             return np.zeros(0, dtype=np.uint8)
-        member = np.zeros(int(self.ids.max()) + 1, dtype=bool)
+        words = (int(self.ids.max()) + 64) // 64  # whole uint64 words: counted 8 bytes at once
+        member = np.zeros(words * 64, dtype=bool)
         member[self.ids] = True
         return np.packbits(member, bitorder="little")
 

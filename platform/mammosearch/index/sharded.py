@@ -945,15 +945,14 @@ class ShardedIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Per-segment top-k lists -> one top-k, as a single flat index would order it."""
         pad_distance = np.float32(np.inf if self.metric == "l2" else -np.inf)
+        if len(ids) == 1 and ids[0].shape[1] == k:  # one segment answered: already in order
+            if ids[0][:, -1].min() < 0:  # FAISS pads with -1 at the end
+                return np.where(ids[0] < 0, pad_distance, distances[0]), ids[0]
+            return distances[0], ids[0]
         out_distances = np.full((n_queries, k), pad_distance, dtype=np.float32)
         out_ids = np.full((n_queries, k), -1, dtype=np.int64)
         if not ids:
             return out_distances, out_ids
-        if len(ids) == 1 and ids[0].shape[1] == k:  # one segment answered: already in order
-            missing = ids[0] < 0
-            if missing.any():
-                return np.where(missing, pad_distance, distances[0]), ids[0]
-            return distances[0], ids[0]
         all_distances = np.concatenate(distances, axis=1)
         all_ids = np.concatenate(ids, axis=1)
         valid = all_ids >= 0
