@@ -165,3 +165,22 @@ def test_the_tuned_plan_takes_the_share_below_and_the_cheaper_side() -> None:
     assert tuned_plan(bands, 0.1) == (True, 200)  # exact 0.4 ms against the walk's 0.5
     assert tuned_plan(bands, 0.2) == (False, 200)  # exact scaled to 0.8 ms: the walk
     assert tuned_plan(bands, 0.99) == (False, 100)
+
+
+def test_index_stats_prints_the_tuned_search_in_one_line() -> None:
+    from mammosearch.cli.index_commands import _tuned_line
+
+    entry = {
+        "ef_search": 96,
+        "recall@10": 0.985,
+        "sample": 256,
+        "filtered": [
+            {"fraction": 0.01, "ef_search": None, "exact_ms": 0.2},
+            {"fraction": 0.1, "ef_search": 128, "recall@10": 0.98, "selector_ms": 0.3,
+             "exact_ms": 1.4},
+        ],
+    }
+    assert _tuned_line(entry) == (
+        "ef_search 96 (recall@10 0.985); filtered by share allowed: 1% exact, 10% 128"
+    )
+    assert _tuned_line({"nprobe": 8, "recall@10": 0.99}) == "nprobe 8 (recall@10 0.99)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -53,7 +54,24 @@ def stats(backbone: str | None, as_json: bool) -> None:
         click.echo(json.dumps(result, indent=2, default=str))
         return
     for metric, metric_stats in result["metrics"].items():
+        tuned = metric_stats.pop("tuned_search", [])
         click.echo(f"{metric}: " + ", ".join(f"{k}={v}" for k, v in metric_stats.items()))
+        for entry in tuned:
+            click.echo(f"  tuned: {_tuned_line(entry)}")
+
+
+def _tuned_line(entry: dict[str, Any]) -> str:
+    """A sealed segment's tuned search in one line: its knob, the recall it measured, and the
+    filtered-search value per share allowed ("exact" where comparing vectors was cheaper)."""
+    knob = "ef_search" if "ef_search" in entry else "nprobe"
+    line = f"{knob} {entry.get(knob)} (recall@10 {entry.get('recall@10')})"
+    bands = entry.get("filtered") or []
+    if bands:
+        shares = ", ".join(
+            f"{band['fraction']:.0%} {band.get(knob) or 'exact'}" for band in bands
+        )
+        line += f"; filtered by share allowed: {shares}"
+    return line
 
 
 @index.command("verify")
