@@ -16,7 +16,10 @@ Prints client-side p50/p95/max in ms per mode, requests per second, the server's
 timings (embed, index, join, total) from the responses' `timing_ms` and, with --archive,
 the server's CPU time per request (user + system of gunicorn and its workers over the
 requests of that mode). Image ids default to the first 50 the server can find (ids 1..);
-pass --image-ids to choose.
+pass --image-ids to choose. With --baseline REF both codes are served at once, each mode
+measured in --blocks alternating blocks (default 8; 1: one code after the other), and the
+median of the per-block CPU ratios is printed: on a shared machine, runs minutes apart
+differed by up to 1.5x.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -66,17 +69,11 @@ def run_mode(send, requests_count: int, warmup: int, clients: int = 1) -> dict[s
     for _ in range(warmup):
         send(0).raise_for_status()
 
-    def timed(number: int) -> tuple[float, dict[str, float]]:
-        started = time.perf_counter()
-        response = send(number)
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        if response.status_code != 200:
-            raise SystemExit(f"search failed ({response.status_code}): {response.text[:300]}")
-        return elapsed_ms, response.json()["timing_ms"]
-
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=clients) as pool:
-        outcomes = list(pool.map(timed, range(requests_count)))
+        outcomes = list(
+            pool.map(lambda number: _timed(lambda: send(number)), range(requests_count))
+        )
     summary = summarise([wall for wall, _ in outcomes], [stages for _, stages in outcomes])
     summary["clients"] = clients
     summary["requests_per_s"] = round(requests_count / (time.perf_counter() - started), 1)
@@ -126,6 +123,9 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--metric", default="cosine")
     parser.add_argument("--clients", type=int, default=1, help="concurrent users")
+    parser.add_argument("--blocks", type=int, default=8,
+                        help="with --baseline: serve both codes at once and alternate this"
+                             " many blocks of requests between them (1: one after the other)")
     args = parser.parse_args()
     if args.archive:
         run_on_archive(args)
@@ -143,6 +143,15 @@ def run_on_archive(args: argparse.Namespace) -> None:
         args.upload = next((args.dev / "Subtracted images").glob("*.jpg"))
         args.image_ids = ",".join(str(i) for i in range(1, 51))
         runs: dict[str, dict[str, Any]] = {}
+        if args.baseline and args.blocks > 1:
+            with code_versions(args.baseline) as versions, ExitStack() as servers:
+                served = [(label, *servers.enter_context(gunicorn_server(env, code, log)))
+                          for label, code in versions]
+                measure_interleaved(args, served)
+            if args.profile:
+                subprocess.run([sys.executable, "bench/http_profile.py", token],
+                               env={**os.environ, **env}, cwd=REPO_ROOT, check=True)
+            return
         with code_versions(args.baseline) as versions:
             for label, code in versions:
                 with gunicorn_server(env, code, log) as (url, pid):
@@ -164,6 +173,84 @@ def run_on_archive(args: argparse.Namespace) -> None:
         if args.profile:
             subprocess.run([sys.executable, "bench/http_profile.py", token],
                            env={**os.environ, **env}, cwd=REPO_ROOT, check=True)
+
+
+def measure_interleaved(
+    args: argparse.Namespace, servers: list[tuple[str, str, int]]
+) -> dict[str, dict[str, Any]]:
+    """Both codes served at once, each mode measured in `args.blocks` alternating blocks (the
+    order flipped every block), so a slow spell of a shared machine falls on both alike; per
+    code the summary over all its blocks, and the median of the per-block CPU ratios."""
+    local = threading.local()
+
+    def session(url: str) -> requests.Session:
+        sessions = local.__dict__.setdefault("sessions", {})
+        if url not in sessions:
+            sessions[url] = requests.Session()
+            sessions[url].headers["Authorization"] = f"Bearer {args.token}"
+        return sessions[url]
+
+    image_ids = [int(i) for i in args.image_ids.split(",") if i.strip()] or list(range(1, 51))
+    content = args.upload.read_bytes()
+
+    def by_id(url: str, number: int) -> requests.Response:
+        body = {"image_id": image_ids[number % len(image_ids)], "k": args.k, "metric": args.metric}
+        return session(url).post(f"{url}/api/v1/search", json=body, timeout=60)
+
+    def by_upload(url: str, _number: int) -> requests.Response:
+        return session(url).post(
+            f"{url}/api/v1/search", files={"image": (args.upload.name, content)},
+            data={"k": str(args.k), "metric": args.metric}, timeout=60,
+        )
+
+    block = max(1, args.requests // args.blocks)
+    report: dict[str, dict[str, Any]] = {}
+    for mode, send in (("by_image_id", by_id), ("by_upload", by_upload)):
+        for _label, url, _pid in servers:
+            for _ in range(args.warmup):
+                send(url, 0).raise_for_status()
+        totals = {label: {"wall": [], "stages": [], "cpu_s": 0.0, "seconds": 0.0}
+                  for label, _, _ in servers}
+        ratios = []
+        for number in range(args.blocks):
+            order = servers if number % 2 == 0 else servers[::-1]
+            cpu = {}
+            for label, url, pid in order:
+                before, began = process_tree_cpu_s(pid), time.perf_counter()
+                with ThreadPoolExecutor(max_workers=args.clients) as pool:
+                    outcomes = list(pool.map(
+                        lambda n, url=url, send=send: _timed(lambda: send(url, n)),
+                        range(block)))
+                totals[label]["seconds"] += time.perf_counter() - began
+                cpu[label] = process_tree_cpu_s(pid) - before
+                totals[label]["cpu_s"] += cpu[label]
+                totals[label]["wall"] += [wall for wall, _ in outcomes]
+                totals[label]["stages"] += [stages for _, stages in outcomes]
+            ratios.append(cpu[servers[-1][0]] / cpu[servers[0][0]])
+        for label, total in totals.items():
+            summary = summarise(total["wall"], total["stages"])
+            summary["clients"] = args.clients
+            summary["requests_per_s"] = round(len(total["wall"]) / total["seconds"], 1)
+            summary["server_cpu_ms_per_request"] = round(
+                total["cpu_s"] * 1000 / len(total["wall"]), 2)
+            report.setdefault(label, {})[mode] = summary
+        base, now = (report[label][mode] for label, _, _ in servers)
+        print(f"{mode}: {args.blocks} alternating blocks of {block} requests;"
+              f" server CPU per request {base['server_cpu_ms_per_request']} ->"
+              f" {now['server_cpu_ms_per_request']} ms; per-block ratios"
+              f" {' '.join(f'{r:.2f}' for r in ratios)} (median x{statistics.median(ratios):.2f});"
+              f" throughput x{now['requests_per_s'] / base['requests_per_s']:.2f}", flush=True)
+    print(json.dumps(report, indent=2), flush=True)
+    return report
+
+
+def _timed(send) -> tuple[float, dict[str, float]]:  # type: ignore[no-untyped-def]
+    started = time.perf_counter()
+    response = send()
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    if response.status_code != 200:
+        raise SystemExit(f"search failed ({response.status_code}): {response.text[:300]}")
+    return elapsed_ms, response.json()["timing_ms"]
 
 
 @contextmanager
