@@ -162,7 +162,8 @@ def main() -> None:
             bands = entry.get("filtered") or []
             cells = ", ".join(
                 f"{band['fraction']:g}: {band.get('ef_search', band.get('nprobe'))}"
-                f" ({band.get('selector_ms', float('nan')):.2f} / {band['exact_ms']:.2f})"
+                f" ({band.get('selector_ms', float('nan')):.2f}"
+                f" / {band['exact_ms'] and round(band['exact_ms'], 2)})"
                 for band in bands
             )
             print(f"- {factory} segment {number}: {cells or 'none'}")

@@ -235,6 +235,8 @@ def test_exact_comparison_in_place_equals_the_gathered_copy(tmp_path, monkeypatc
     index = ShardedIndex(tmp_path / "idx", DIM, metric, segment_size=1000, factory=factory)
     index.replace_all(ids, vectors)
     allowed = rng.choice(ids, 90, replace=False)
+    # the exact path, whatever the sealing-time timings would pick for 3% allowed
+    monkeypatch.setattr(filtered_module, "tuned_plan", lambda bands, fraction: (True, None))
     in_place = index.search(queries, K, id_filter=allowed)
     monkeypatch.setattr(filtered_module, "IN_PLACE_MAX_QUERIES", 0)
     gathered = index.search(queries, K, id_filter=allowed)

@@ -165,6 +165,23 @@ def test_the_tuned_plan_takes_the_share_below_and_the_cheaper_side() -> None:
     assert tuned_plan(bands, 0.1) == (True, 200)  # exact 0.4 ms against the walk's 0.5
     assert tuned_plan(bands, 0.2) == (False, 200)  # exact scaled to 0.8 ms: the walk
     assert tuned_plan(bands, 0.99) == (False, 100)
+    untimed = [{**bands[2], "exact_ms": None}]  # too many rows to ever compare exactly
+    assert tuned_plan(untimed, 0.5) == (False, 100)
+
+
+def test_the_tuning_truth_is_the_same_brute_forced_in_slices(monkeypatch) -> None:
+    from mammosearch.index import filtered_tuning
+
+    vectors = _clusters(3000, seed=5)
+    queries = _clusters(20, seed=6)
+    rows = np.sort(np.random.default_rng(1).choice(3000, 1700, replace=False))
+    whole = filtered_tuning._nearest_rows(queries, vectors, rows, 10, "l2")
+    monkeypatch.setattr(filtered_tuning, "CHUNK_ROWS", 256)
+    np.testing.assert_array_equal(
+        filtered_tuning._nearest_rows(queries, vectors, rows, 10, "l2"), whole
+    )
+    _, positions = faiss.knn(queries, vectors[rows], 10)
+    np.testing.assert_array_equal(whole, rows[positions])
 
 
 def test_index_stats_prints_the_tuned_search_in_one_line() -> None:
@@ -176,8 +193,13 @@ def test_index_stats_prints_the_tuned_search_in_one_line() -> None:
         "sample": 256,
         "filtered": [
             {"fraction": 0.01, "ef_search": None, "exact_ms": 0.2},
-            {"fraction": 0.1, "ef_search": 128, "recall@10": 0.98, "selector_ms": 0.3,
-             "exact_ms": 1.4},
+            {
+                "fraction": 0.1,
+                "ef_search": 128,
+                "recall@10": 0.98,
+                "selector_ms": 0.3,
+                "exact_ms": 1.4,
+            },
         ],
     }
     assert _tuned_line(entry) == (

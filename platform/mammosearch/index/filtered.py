@@ -124,6 +124,8 @@ def tuned_plan(bands: Sequence[dict[str, Any]], fraction: float) -> tuple[bool, 
     value = band.get("ef_search", band.get("nprobe"))
     if value is None:
         return True, None
+    if band["exact_ms"] is None:  # too many rows to compare exactly: never timed
+        return False, int(value)
     exact_ms = band["exact_ms"] * fraction / band["fraction"]
     return exact_ms <= band["selector_ms"], int(value)
 
