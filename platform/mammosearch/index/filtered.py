@@ -32,7 +32,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from mammosearch.index.segments import Segment, faiss_metric
+from mammosearch.index.segments import Segment, faiss_metric, search_parameters
 
 EXACT_MAX_ROWS = 20_000
 """Allowed vectors in a segment up to which exact comparison is used: measured faster than
@@ -158,15 +158,13 @@ def filtered_search(
     exact_max_rows: int | None = None,
     bands: Sequence[dict[str, Any]] = (),
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k of one segment among the ids set in `bits` (segment_bits: allowed, live in it).
+    """Top-k of one segment among the ids set in `bits` (segment_bits: allowed, live in it;
+    at least one).
 
     `bands` are the segment's filtered-search tunings (index/filtered_tuning.py), where it
     has them; without, the fixed rules above choose.
     """
     matching = int(np.bitwise_count(bits.view(np.uint64)).sum())
-    if matching == 0:
-        empty = np.full((len(queries), 0), -1, dtype=np.int64)
-        return np.zeros((len(queries), 0), dtype=np.float32), empty
     want = min(k, matching)
     fraction = matching / len(segment.ids)
     within_rows = matching <= (EXACT_MAX_ROWS if exact_max_rows is None else exact_max_rows)
@@ -193,7 +191,7 @@ def filtered_search(
     ef = min(MAX_EF_SEARCH, ef)
     probes = nprobe if ivf is None else min(ivf.nlist, probes)
     while True:
-        params = segment.search_parameters(selector, probes, ef)
+        params = search_parameters(inner, selector, probes, ef, outer=segment.index)
         distances, ids = segment.index.search(queries, want, params=params)
         if _complete(ids, want):
             return distances, ids

@@ -71,25 +71,6 @@ class Segment:
         """The inverted-file index inside (IVF*, also under a re-ranking index), or None."""
         return faiss.try_extract_index_ivf(self.inner)
 
-    def search_parameters(
-        self, selector: faiss.IDSelector | None, nprobe: int, ef_search: int
-    ) -> faiss.SearchParameters | None:
-        """`search_parameters` for this segment, built attribute by attribute where the
-        index is plain IVF or HNSW: a filtered search builds one per call, and FAISS's
-        keyword constructor and the type probing cost a fifth of a 0.1 ms search."""
-        inner = self.inner
-        if isinstance(inner, faiss.IndexHNSW):
-            params = faiss.SearchParametersHNSW()
-            params.efSearch = ef_search
-        elif isinstance(inner, faiss.IndexIVF):
-            params = faiss.SearchParametersIVF()
-            params.nprobe = min(nprobe, inner.nlist)
-        else:
-            return search_parameters(inner, selector, nprobe, ef_search, outer=self.index)
-        if selector is not None:
-            params.sel = selector
-        return params
-
     @property
     def exhaustive(self) -> bool:
         """True when a search with a selector scans every allowed vector (exact, complete)."""
@@ -288,11 +269,21 @@ def search_parameters(
             params.base_index_params = base
         params.keepalive = (base, base_selector, selector)  # SWIG keeps raw pointers only
         return params
-    ivf = faiss.try_extract_index_ivf(inner)
-    if ivf is not None:
-        return faiss.SearchParametersIVF(sel=selector, nprobe=min(nprobe, ivf.nlist))
+    # Built attribute by attribute, plain types tested first: a filtered search builds one
+    # per call, and FAISS's keyword constructor and try_extract_index_ivf cost a fifth of a
+    # 0.1 ms search.
     if isinstance(inner, faiss.IndexHNSW):
-        return faiss.SearchParametersHNSW(sel=selector, efSearch=ef_search)
-    if selector is None:
-        return None
-    return faiss.SearchParameters(sel=selector)
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = ef_search
+    else:
+        ivf = inner if isinstance(inner, faiss.IndexIVF) else faiss.try_extract_index_ivf(inner)
+        if ivf is not None:
+            params = faiss.SearchParametersIVF()
+            params.nprobe = min(nprobe, ivf.nlist)
+        elif selector is None:
+            return None
+        else:
+            params = faiss.SearchParameters()
+    if selector is not None:
+        params.sel = selector
+    return params
