@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image as PILImage
-from sqlalchemy import Select, bindparam, func, select
+from sqlalchemy import Integer, Select, any_, bindparam, func, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from mammosearch.config import Settings, get_settings
@@ -190,9 +191,7 @@ def suggest_birads(
         weights[hit.birads] += max(hit.similarity, 0.0) or 1e-9
         votes[hit.birads] += 1
     if class_counts:
-        classes = sorted(set(class_counts) | set(weights))
-        correction = prior_correction(np.array([class_counts.get(c, 0) for c in classes]))
-        factor = dict(zip(classes, correction.tolist(), strict=True))
+        factor = _prior_factors(tuple(sorted(class_counts.items())))
         weights = defaultdict(float, {b: w * (factor.get(b) or 1.0) for b, w in weights.items()})
     total = sum(weights.values())
     base = {"rule": VOTE_RULE, "note": DECISION_SUPPORT_NOTE, "measured": dict(measured or {})}
@@ -210,6 +209,15 @@ def suggest_birads(
         "measured_recall_of_this_class": measured_recall,
         **base,
     }
+
+
+@lru_cache(maxsize=16)
+def _prior_factors(class_counts: tuple[tuple[int, int], ...]) -> dict[int, float]:
+    """Each class's prior correction for these archive counts ((class, count) pairs), once
+    per counts: the archive's counts change far less often than it is searched."""
+    classes = [birads for birads, _ in class_counts]
+    correction = prior_correction(np.array([count for _, count in class_counts]))
+    return dict(zip(classes, correction.tolist(), strict=True))
 
 
 class SearchService:
@@ -445,7 +453,8 @@ class SearchService:
         # Plain columns, no ORM objects, run on the session's connection (no ORM execution
         # layer): a search reads the rows once and shows them, and the values are the
         # database's now (a session's objects may be older).
-        rows = session.connection().execute(_hits_statement(), {"ids": ids}).all()
+        connection = session.connection()
+        rows = connection.execute(_hits_statement(connection.dialect.name), {"ids": ids}).all()
         by_id = {row[0]: row for row in rows}
         query_patient_id = None
         if query_id is not None:
@@ -486,10 +495,15 @@ _PATIENT_COLUMN = len(HIT_NAMES) + 2 + FILTERED_NAMES.index("patient_id")
 """Where Image.patient_id sits in a row of _hits_statement()."""
 
 
-@lru_cache(maxsize=1)
-def _hits_statement() -> Select:
-    """The rows of a result list (images, patient, latest report excerpt), built once: a
-    statement's construction cost about as much CPU as running it."""
+@lru_cache(maxsize=2)
+def _hits_statement(dialect: str) -> Select:
+    """The rows of a result list (images, patient, latest report excerpt), built once per
+    database dialect: a statement's construction cost about as much CPU as running it.
+
+    On PostgreSQL the ids are one array parameter (`= ANY(:ids)`): the SQL text is the same
+    for every search, so neither SQLAlchemy (an expanding IN is rendered per call) nor
+    psycopg (a new text is parsed and converted per call) redoes its work per request.
+    """
     latest_report = (
         select(func.substr(Report.text, 1, REPORT_EXCERPT_CHARS))
         .where(Report.patient_id == Image.patient_id)
@@ -501,7 +515,11 @@ def _hits_statement() -> Select:
     return (
         select(*HIT_COLUMNS, Patient.source_patient_id, latest_report, *FILTERED_COLUMNS)
         .join(Patient, Patient.id == Image.patient_id)
-        .where(Image.id.in_(bindparam("ids", expanding=True)))
+        .where(
+            Image.id == any_(bindparam("ids", type_=ARRAY(Integer)))
+            if dialect == "postgresql"
+            else Image.id.in_(bindparam("ids", expanding=True))
+        )
     )
 
 

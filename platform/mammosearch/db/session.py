@@ -33,12 +33,17 @@ def create_private_sqlite_file(url: str) -> None:
         pass
 
 
-def get_engine(url: str | None = None) -> Engine:
+def get_engine(url: str | None = None, autocommit: bool = False) -> Engine:
     """The engine for `url` (default: the configured DATABASE_URL), one per URL per process.
 
     The default is resolved before the cache, so a changed DATABASE_URL gets its own engine.
+    `autocommit` (PostgreSQL only; elsewhere the one engine): an engine, with its own pool,
+    whose every statement commits on its own (no BEGIN and COMMIT round trips). Its own pool,
+    not `execution_options(isolation_level=...)` on the shared one: switching a pooled
+    connection's mode on every checkout and back on return cost what it saved (measured).
     """
-    return _engine_for(url or get_settings().database_url)
+    url = url or get_settings().database_url
+    return _engine_for(url, autocommit and not url.startswith("sqlite"))
 
 
 def clear_engines() -> None:
@@ -47,7 +52,7 @@ def clear_engines() -> None:
 
 
 @lru_cache(maxsize=8)
-def _engine_for(url: str) -> Engine:
+def _engine_for(url: str, autocommit: bool = False) -> Engine:
     if url.startswith("sqlite"):
         create_private_sqlite_file(url)
         engine = create_engine(url, connect_args={"timeout": 30})
@@ -60,7 +65,7 @@ def _engine_for(url: str) -> Engine:
             cursor.close()
 
         return engine
-    engine = create_engine(url)
+    engine = create_engine(url, **({"isolation_level": "AUTOCOMMIT"} if autocommit else {}))
     _ping_after_idle(engine)
     return engine
 
@@ -98,8 +103,10 @@ def _ping_after_idle(engine: Engine) -> None:
             raise DisconnectionError(f"idle connection failed its ping: {error}") from error
 
 
-def make_session_factory(url: str | None = None) -> sessionmaker[Session]:
-    return sessionmaker(bind=get_engine(url), expire_on_commit=False)
+def make_session_factory(url: str | None = None, autocommit: bool = False) -> sessionmaker[Session]:
+    """Sessions on the database at `url`; with `autocommit`, on get_engine's autocommit
+    engine (PostgreSQL), for work whose every write stands alone."""
+    return sessionmaker(bind=get_engine(url, autocommit), expire_on_commit=False)
 
 
 @contextmanager
