@@ -10,7 +10,9 @@ On synthetic clustered vectors (a mixture of Gaussians; not real embeddings), pe
   - exact / selector: median ms when every segment is forced down one path (exact
     comparison of the allowed vectors; the selector search at its tuned efSearch/nprobe),
   - fixed rules (before): the choice without the sealing-time filtered tuning
-    (index/filtered_tuning.py): thresholds by share and efSearch/nprobe x 1 / fraction.
+    (index/filtered_tuning.py): thresholds by share and efSearch/nprobe x 1 / fraction;
+  - only "ms" (served) may search unfiltered and drop the few left-out ids
+    (filtered.POSTFILTER_MAX_EXCLUDED; at 99.9% allowed here).
 Prints a markdown table (docs/performance.md holds one run).
 
     PYTHONPATH=platform python bench/bench_filtered.py --n 100000 --dim 256
@@ -41,11 +43,12 @@ def clustered_vectors(count: int, dim: int, rng: np.random.Generator) -> np.ndar
 
 
 MODES = {
-    # name: (exact_filter_rows, tuned_plan replacement or None for the served one)
-    "served": (None, None),
-    "exact": (10**12, lambda bands, fraction: (True, None)),
-    "selector": (0, None),
-    "fixed": (None, lambda bands, fraction: None),
+    # name: (exact_filter_rows, tuned_plan replacement or None for the served one, whether the
+    # unfiltered search with the few left-out ids dropped may answer)
+    "served": (None, None, True),
+    "exact": (10**12, lambda bands, fraction: (True, None), False),
+    "selector": (0, None, False),
+    "fixed": (None, lambda bands, fraction: None, False),
 }
 """The paths measured per query, interleaved with an unfiltered search of the same query so
 that a slow spell of this shared machine lands on all of them alike."""
@@ -57,6 +60,7 @@ def interleaved(
     """Per mode: median single-query ms, median of its ratio to the unfiltered search of the
     same query timed just before it, and the ids returned per query."""
     served_plan = filtered_module.tuned_plan
+    postfilter_max = filtered_module.POSTFILTER_MAX_EXCLUDED
     times: dict[str, list[float]] = {name: [] for name in ("unfiltered", *MODES)}
     ratios: dict[str, list[float]] = {name: [] for name in MODES}
     results: dict[str, list[np.ndarray]] = {name: [] for name in MODES}
@@ -67,12 +71,13 @@ def interleaved(
             # whichever mode always came right after it paid for that.
             turn = number % len(names)
             for name in names[turn:] + names[:turn]:
-                rows, plan = MODES[name]
+                rows, plan, postfilter = MODES[name]
                 began = time.perf_counter()
                 index.search(query[None, :], k)
                 unfiltered = time.perf_counter() - began
                 index.exact_filter_rows = rows
                 filtered_module.tuned_plan = plan or served_plan
+                filtered_module.POSTFILTER_MAX_EXCLUDED = postfilter_max if postfilter else -1
                 began = time.perf_counter()
                 results[name].append(index.search(query[None, :], k, id_filter=allowed)[1])
                 elapsed = time.perf_counter() - began
@@ -82,6 +87,7 @@ def interleaved(
     finally:
         index.exact_filter_rows = None
         filtered_module.tuned_plan = served_plan
+        filtered_module.POSTFILTER_MAX_EXCLUDED = postfilter_max
     medians = {name: float(np.median(values) * 1000) for name, values in times.items()}
     return medians, {name: float(np.median(r)) for name, r in ratios.items()}, results
 

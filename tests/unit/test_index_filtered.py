@@ -107,6 +107,52 @@ def test_filtered_search_returns_k_hits_that_agree_with_exact_search(built, data
     assert recall(found, expected) >= 0.95, (factory, fraction)
 
 
+def _leave_out_each_querys_nearest(index, data, monkeypatch, count=4) -> list[tuple]:
+    """Search each query alone, leaving out its `count` nearest live neighbours (the worst
+    case of leaving out the query's own patient): k hits, none left out nor tombstoned, as
+    exact filtered search finds them. Returns the IDSelectorBitmaps built meanwhile."""
+    ids, vectors, queries = data
+    candidates = live_ids(data)
+    selectors: list[tuple] = []
+    real_selector = faiss.IDSelectorBitmap
+    monkeypatch.setattr(
+        faiss, "IDSelectorBitmap", lambda *args: selectors.append(args) or real_selector(*args)
+    )
+    nearest = exact_filtered(ids, vectors, candidates, queries, count, "l2")
+    found_rows, expected_rows = [], []
+    for query, left_out in zip(queries, nearest, strict=True):
+        allowed = np.setdiff1d(candidates, left_out)
+        _, found = index.search(query[None, :], K, id_filter=allowed)
+        assert (found >= 0).sum() == K
+        assert np.isin(found, allowed).all()
+        found_rows.append(found[0])
+        expected_rows.append(exact_filtered(ids, vectors, allowed, query[None, :], K, "l2")[0])
+    assert recall(np.array(found_rows), np.array(expected_rows)) >= 0.95
+    return selectors
+
+
+def test_leaving_out_a_few_ids_searches_unfiltered_and_drops_them(built, data, monkeypatch):
+    """Every factory, with tombstones: no selector is built, except for HNSW, whose beam
+    here (tuned efSearch) has no room for k + the left-out and tombstoned ids."""
+    factory, index = built
+    selectors = _leave_out_each_querys_nearest(index, data, monkeypatch)
+    if not factory.startswith("HNSW"):
+        assert selectors == [], factory
+
+
+def test_hnsw_leaves_out_a_few_ids_without_a_selector_within_its_beam(
+    tmp_path, data, monkeypatch
+) -> None:
+    ids, vectors, _ = data
+    index = ShardedIndex(
+        tmp_path / "idx", DIM, "l2", segment_size=SEGMENT_SIZE, factory="HNSW32", ef_search=64
+    )
+    index.add(ids, vectors)
+    index.remove(ids[::200])  # 20 tombstones (as `built`): 10 + 4 + 20 fit in efSearch 64
+    index.add(ids[::400], vectors[::400])
+    assert _leave_out_each_querys_nearest(index, data, monkeypatch) == []
+
+
 def test_a_filter_matching_fewer_than_k_images_returns_all_of_them(built, data):
     """Three allowed ids (one of them tombstoned, one unknown): exactly the two live ones."""
     _, index = built
