@@ -12,7 +12,9 @@ not CPU, bounds `workers`: scale with more replicas (see docs/operations.md, "Si
 from __future__ import annotations
 
 import os
+import re
 import shutil
+from functools import lru_cache
 from pathlib import Path
 
 from gunicorn.glogging import Logger
@@ -47,6 +49,16 @@ loglevel = os.environ.get("MAMMOSEARCH_LOG_LEVEL", "INFO").lower()
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
 
 
+PLAIN_ATOMS = frozenset("hmUsbM")
+"""Access-log atoms MammosearchLogger computes itself; a format naming any other gets
+gunicorn's full set."""
+
+
+@lru_cache(maxsize=4)
+def _atoms_named(log_format: str) -> frozenset[str]:
+    return frozenset(re.findall(r"%\(([^)]+)\)s", log_format))
+
+
 class MammosearchLogger(Logger):
     """Gunicorn's error and access records through mammosearch.logs, like the app's own.
 
@@ -64,6 +76,26 @@ class MammosearchLogger(Logger):
             for handler in list(gunicorn_log.handlers):
                 gunicorn_log.removeHandler(handler)
             gunicorn_log.propagate = True
+
+    def atoms(self, resp, req, environ, request_time):  # type: ignore[no-untyped-def]
+        """Only the atoms the access-log format names, where it names only PLAIN_ATOMS (as
+        deployed): gunicorn's own builds about sixty (every header and environ key, the time
+        formatted, the Authorization header parsed) for a line that prints six, 1.5% of the
+        CPU of a search by id."""
+        if not _atoms_named(self.cfg.access_log_format) <= PLAIN_ATOMS:
+            return super().atoms(resp, req, environ, request_time)
+        status = resp.status
+        if isinstance(status, str):
+            status = status.split(None, 1)[0]
+        sent = getattr(resp, "sent", None)
+        return {
+            "h": environ.get("REMOTE_ADDR", "-"),
+            "m": environ.get("REQUEST_METHOD"),
+            "U": environ.get("PATH_INFO"),
+            "s": status,
+            "b": "-" if sent is None else str(sent),
+            "M": request_time.seconds * 1000 + request_time.microseconds // 1000,
+        }
 
 
 logger_class = MammosearchLogger

@@ -47,6 +47,34 @@ def test_serve_logs_request_paths_without_query_strings_as_the_deployment_does()
     assert record.getMessage() == '127.0.0.1 - - "GET /search HTTP/1.1" 200 -'
 
 
+def test_the_deployed_access_log_line_is_gunicorns_own() -> None:
+    """The logger computes only the atoms the deployed format prints: the same line."""
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from gunicorn.glogging import Logger, SafeAtoms
+
+    deployed = runpy.run_path(str(ROOT / "deploy" / "gunicorn.conf.py"))
+    logger = object.__new__(deployed["MammosearchLogger"])  # no set-up: atoms() only
+    log_format = deployed["access_log_format"]
+    logger.cfg = SimpleNamespace(access_log_format=log_format)
+    environ = {
+        "REMOTE_ADDR": "10.0.0.7", "REQUEST_METHOD": "POST", "PATH_INFO": "/api/v1/search",
+        "QUERY_STRING": "patient_id=P1", "RAW_URI": "/api/v1/search?patient_id=P1",
+        "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_AUTHORIZATION": "Bearer secret",
+    }
+    request = SimpleNamespace(headers=[("AUTHORIZATION", "Bearer secret")])
+    for sent in (1234, 0, None):
+        response = SimpleNamespace(status="200 OK", sent=sent, headers=[("Content-Type", "x")])
+        took = timedelta(seconds=1, microseconds=234567)
+        ours = log_format % SafeAtoms(logger.atoms(response, request, environ, took))
+        theirs = log_format % SafeAtoms(Logger.atoms(logger, response, request, environ, took))
+        assert ours == theirs
+    assert ours == '10.0.0.7 "POST /api/v1/search" 200 - 1234ms'
+    logger.cfg = SimpleNamespace(access_log_format='%(h)s "%(r)s" %({user-agent}i)s')
+    assert "r" in logger.atoms(response, request, environ, took)  # another format: all atoms
+
+
 def test_readyz_names_the_failed_check_without_host_or_port(
     web_settings: Settings, client: FlaskClient
 ) -> None:

@@ -58,6 +58,17 @@ def test_both_engines_give_the_same_space(onnx_dir: Path) -> None:
     assert OnnxEmbedder(fp32.path).describe()["engine"] == "onnxruntime"
 
 
+def test_openvino_computes_float_parts_in_float32_on_every_cpu(onnx_dir: Path) -> None:
+    """Not bfloat16 where the CPU has it (OpenVINO's default there): an image must embed
+    to the same vector on every worker of an archive, whatever its CPU."""
+    pytest.importorskip("openvino")
+    from mammosearch.embed.onnx_engines import OpenVinoEngine
+
+    fp32 = load_embedder("efficientnet-lite0", runtime="onnx", onnx_dir=onnx_dir)
+    engine = OpenVinoEngine(fp32.path)
+    assert str(engine.compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'float32'>"
+
+
 def test_an_openvino_model_serves_many_threads_at_once(onnx_dir: Path) -> None:
     """One infer request per thread: concurrent web requests never share one."""
     pytest.importorskip("openvino")

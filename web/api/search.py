@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask import abort, jsonify, request, url_for
+from flask import abort, current_app, jsonify, request, url_for
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
@@ -63,6 +63,11 @@ _SENTINEL_ID = 9_876_543_210_123
 
 
 def _url_for_ids(endpoint: str) -> Callable[[int], str]:
-    """url_for(endpoint, image_id=...) for many ids: routing runs once, not once per hit."""
-    template = url_for(endpoint, image_id=_SENTINEL_ID)
+    """url_for(endpoint, image_id=...) for many ids: routing runs once per app, endpoint and
+    script root (the prefix a reverse proxy mounts the app under), not once per hit."""
+    templates = current_app.extensions.setdefault("mammosearch_id_url_templates", {})
+    key = (endpoint, request.script_root)
+    template = templates.get(key)
+    if template is None:
+        template = templates[key] = url_for(endpoint, image_id=_SENTINEL_ID)
     return lambda image_id: template.replace(str(_SENTINEL_ID), str(int(image_id)))

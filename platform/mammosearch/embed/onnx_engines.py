@@ -105,6 +105,11 @@ class OpenVinoEngine:
                 "PERFORMANCE_HINT": "LATENCY",
                 # Gunicorn runs several workers on one host: pinned threads would fight.
                 "ENABLE_CPU_PINNING": False,
+                # Float parts in float32 on every CPU: by default OpenVINO computes them in
+                # bfloat16 where the CPU has AVX512_BF16 (minimum cosine 0.996 to float32 for
+                # efficientnet-lite0), so one image would embed differently on two workers
+                # of one archive. An int8 model stays int8 where it is quantized.
+                "INFERENCE_PRECISION_HINT": "f32",
             },
         )
         self._local = threading.local()
