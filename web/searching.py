@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from mammosearch.audit import Actor, record_access
 from mammosearch.config import Settings
 from mammosearch.search_request import BadSearchRequest, SearchRequest
+from web.db import commit_request
 from web.metrics import observe_search_timing
 
 
@@ -72,5 +73,5 @@ def run_search(
         },
         remote_addr=remote_addr,
     )
-    session.commit()
+    commit_request(session)
     return response
