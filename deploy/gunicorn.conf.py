@@ -11,10 +11,10 @@ not CPU, bounds `workers`: scale with more replicas (see docs/operations.md, "Si
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
-from functools import lru_cache
 from pathlib import Path
 
 from gunicorn.glogging import Logger
@@ -49,12 +49,12 @@ loglevel = os.environ.get("MAMMOSEARCH_LOG_LEVEL", "INFO").lower()
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
 
 
-PLAIN_ATOMS = frozenset("hmUsbM")
+_PLAIN_ATOMS = frozenset("hmUsbM")
 """Access-log atoms MammosearchLogger computes itself; a format naming any other gets
 gunicorn's full set."""
 
 
-@lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=4)
 def _atoms_named(log_format: str) -> frozenset[str]:
     return frozenset(re.findall(r"%\(([^)]+)\)s", log_format))
 
@@ -78,11 +78,11 @@ class MammosearchLogger(Logger):
             gunicorn_log.propagate = True
 
     def atoms(self, resp, req, environ, request_time):  # type: ignore[no-untyped-def]
-        """Only the atoms the access-log format names, where it names only PLAIN_ATOMS (as
+        """Only the atoms the access-log format names, where it names only _PLAIN_ATOMS (as
         deployed): gunicorn's own builds about sixty (every header and environ key, the time
         formatted, the Authorization header parsed) for a line that prints six, 1.5% of the
         CPU of a search by id."""
-        if not _atoms_named(self.cfg.access_log_format) <= PLAIN_ATOMS:
+        if not _atoms_named(self.cfg.access_log_format) <= _PLAIN_ATOMS:
             return super().atoms(resp, req, environ, request_time)
         status = resp.status
         if isinstance(status, str):
