@@ -158,7 +158,7 @@ def _complete(ids: np.ndarray, want: int) -> bool:
     return bool((ids[:, want - 1] >= 0).all())
 
 
-def is_set(bits: np.ndarray, ids: np.ndarray) -> np.ndarray:
+def _is_set(bits: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """Whether each id is set in the packed bitmap (little bit order); -1 pads are not."""
     inside = (ids >= 0) & (ids < len(bits) * 8)
     safe = np.where(inside, ids, 0)
@@ -179,8 +179,8 @@ def _post_filtered(
     wider = min(want + excluded, len(segment.ids))
     params = search_parameters(segment.inner, None, nprobe, max(ef_search, wider))
     distances, ids = segment.index.search(queries, wider, params=params)
-    kept = is_set(bits, ids)
-    if excluded == 0 or kept.all():
+    kept = _is_set(bits, ids)
+    if kept[:, :want].all():  # nothing left out ranked in the top `want` (the usual case)
         return distances[:, :want], ids[:, :want]
     if (kept.sum(axis=1) < want).any():
         return None
