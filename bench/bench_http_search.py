@@ -19,7 +19,9 @@ requests of that mode). Image ids default to the first 50 the server can find (i
 pass --image-ids to choose. With --baseline REF both codes are served at once, each mode
 measured in --blocks alternating blocks (default 8; 1: one code after the other), and the
 median of the per-block CPU ratios is printed: on a shared machine, runs minutes apart
-differed by up to 1.5x.
+differed by up to 1.5x. The baseline serves the same database from a data directory of its
+own, whose index its own `mammosearch index rebuild` builds from the stored vectors: an older
+commit cannot read a newer index format, and is measured with the index it would have built.
 """
 
 from __future__ import annotations
@@ -145,8 +147,10 @@ def run_on_archive(args: argparse.Namespace) -> None:
         runs: dict[str, dict[str, Any]] = {}
         if args.baseline and args.blocks > 1:
             with code_versions(args.baseline) as versions, ExitStack() as servers:
-                served = [(label, *servers.enter_context(gunicorn_server(env, code, log)))
-                          for label, code in versions]
+                served = [
+                    (label, *servers.enter_context(
+                        gunicorn_server(environment_for(env, label, code, log), code, log)))
+                    for label, code in versions]
                 measure_interleaved(args, served)
             if args.profile:
                 subprocess.run([sys.executable, "bench/http_profile.py", token],
@@ -154,7 +158,8 @@ def run_on_archive(args: argparse.Namespace) -> None:
             return
         with code_versions(args.baseline) as versions:
             for label, code in versions:
-                with gunicorn_server(env, code, log) as (url, pid):
+                code_env = environment_for(env, label, code, log)
+                with gunicorn_server(code_env, code, log) as (url, pid):
                     args.url = url
                     runs[label] = measure(args, pid, {
                         "code": label, "archive_images": args.archive, "build_s": built_s,
@@ -268,6 +273,24 @@ def code_versions(baseline: str | None):  # type: ignore[no-untyped-def]
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO_ROOT,
                            check=False, capture_output=True)
+
+
+def environment_for(env: dict[str, str], label: str, code: Path, log) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """The server environment for one code: this checkout's as built; a baseline's with a data
+    directory beside it whose index the baseline's own CLI rebuilt from the database."""
+    if code == REPO_ROOT:
+        return env
+    data_dir = Path(env["MAMMOSEARCH_DATA_DIR"]).with_name(f"data-{code.name}")
+    code_env = {**env, "MAMMOSEARCH_DATA_DIR": str(data_dir),
+                "PYTHONPATH": os.pathsep.join([str(code / "platform"), str(code)])}
+    from bench.bench_load import cli
+
+    began = time.perf_counter()
+    subprocess.run(cli("index", "rebuild"), input=b"y\n", env=code_env, cwd=code, check=True,
+                   stdout=log, stderr=log)  # older commits ask before rebuilding
+    print(f"{label}: its own index rebuilt from the database in"
+          f" {time.perf_counter() - began:.0f} s", flush=True)
+    return code_env
 
 
 @contextmanager

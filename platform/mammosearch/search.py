@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from mammosearch.config import Settings, get_settings
+from mammosearch.db.driver_rows import driver_rows
 from mammosearch.db.models import (
     EmbeddingSpace,
     Image,
@@ -450,11 +451,11 @@ class SearchService:
             ids.append(query_id)
         if not ids:
             return [], 0, None
-        # Plain columns, no ORM objects, run on the session's connection (no ORM execution
-        # layer): a search reads the rows once and shows them, and the values are the
-        # database's now (a session's objects may be older).
+        # Plain columns, no ORM objects, on the session's connection through the driver's
+        # cursor (driver_rows): a search reads the rows once and shows them, and the values
+        # are the database's now (a session's objects may be older).
         connection = session.connection()
-        rows = connection.execute(_hits_statement(connection.dialect.name), {"ids": ids}).all()
+        rows = driver_rows(connection, _hits_statement(connection.dialect.name), {"ids": ids})
         by_id = {row[0]: row for row in rows}
         query_patient_id = None
         if query_id is not None:
@@ -511,6 +512,7 @@ def _hits_statement(dialect: str) -> Select:
         .limit(1)
         .correlate(Image)
         .scalar_subquery()
+        .label("report_excerpt")
     )
     return (
         select(*HIT_COLUMNS, Patient.source_patient_id, latest_report, *FILTERED_COLUMNS)

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 from zxcvbn import zxcvbn
 
+from mammosearch.db.driver_rows import driver_rows
 from mammosearch.db.models import ApiToken, User, utcnow
 
 ROLES = ("radiologist", "admin")
@@ -340,7 +341,8 @@ def accept_api_token(session: Session, token: str) -> TokenHolder:
         if session.autoflush and (session.new or session.dirty or session.deleted):
             session.flush()  # what an ORM query would do: a revocation just made counts
         connection = session.connection()
-        found = connection.execute(_TOKEN_WITH_USER, {"token_sha256": token_sha256(token)}).first()
+        rows = driver_rows(connection, _TOKEN_WITH_USER, {"token_sha256": token_sha256(token)})
+        found = rows[0] if rows else None
     if found is None:
         raise TokenRefused("unknown API token")
     label = f"API token {found.id}" + (f" ({found.name})" if found.name else "")
