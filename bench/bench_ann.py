@@ -256,6 +256,37 @@ def pareto(rows: list[dict]) -> list[dict]:
     return sorted(best.values(), key=lambda row: row["p50 ms"])
 
 
+RECALL_LEVELS = (0.95, 0.96, 0.97, 0.98, 0.99)
+
+
+def p50_at_recall(rows: list[dict], level: float) -> float | None:
+    """One library's p50 at exactly `level` recall: linear between the two sweep points that
+    bracket it (the last below and the first at or above, in sweep order). The sweeps step
+    efSearch by up to 2x, so "fastest point at >= 0.95" compares one library at 0.958 with
+    another at 0.973; at one recall the comparison is the issue's "at the same recall"."""
+    points = sorted((row["recall@10"], row["p50 ms"]) for row in rows)
+    for (low_recall, low_ms), (high_recall, high_ms) in zip(points, points[1:], strict=False):
+        if low_recall < level <= high_recall:
+            share = (level - low_recall) / (high_recall - low_recall)
+            return low_ms + share * (high_ms - low_ms)
+    return points[0][1] if points and points[0][0] >= level else None
+
+
+def equal_recall_table(rows: list[dict]) -> str:
+    """p50 per library at each of RECALL_LEVELS, and its ratio to the product's."""
+    families = list(dict.fromkeys(r["config"] for r in rows
+                                  if r["config"] != "product (auto, as served)"))
+    lines = ["| recall@10 | " + " | ".join(families) + " |", "|---|" + "---|" * len(families)]
+    for level in RECALL_LEVELS:
+        p50 = {f: p50_at_recall([r for r in rows if r["config"] == f], level) for f in families}
+        product = p50.get("product")
+        cells = ["" if p50[f] is None else f"{p50[f]:.3f} ms" + (
+            f" ({p50[f] / product:.2f}x)" if product and f != "product" else "")
+            for f in families]
+        lines.append(f"| {level} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def table(rows: list[dict]) -> str:
     columns = list(rows[0])
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
@@ -310,6 +341,9 @@ def main() -> None:
                       f" p50 {row['p50 ms']} ms ({ratio:.2f}x the product's best)")
             print(f"- product as served (tuned at its merges): recall {served['recall@10']},"
                   f" p50 {served['p50 ms']} ms")
+            print(f"\np50 at the same recall, between sweep points (n = {count:,}; ratio to the"
+                  " product's):")
+            print(equal_recall_table(rows))
         del vectors
     print(f"\nran {time.perf_counter() - started:.0f} s")
 
