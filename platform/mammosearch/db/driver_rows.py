@@ -1,6 +1,6 @@
 """Hot read statements run on the driver's own cursor, past SQLAlchemy's execution layer.
 
-A search by id reads two rows sets per request (the API token with its user, the hits with
+A search by id reads two row sets per request (the API token with its user, the hits with
 their patients and reports). Through `Connection.execute` each paid for the statement's
 cache key, the compiled-cache lookup, an execution context and a result object: about half
 of their CPU (145 of 290 us for the pair, measured on PostgreSQL). On PostgreSQL, psycopg
