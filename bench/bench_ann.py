@@ -37,6 +37,9 @@ from mammosearch.index import ShardedIndex  # noqa: E402
 
 K = 10
 EF_SWEEP = (16, 24, 32, 48, 64, 96, 128)
+RECALL_LEVELS = (0.95, 0.96, 0.97, 0.98, 0.99)
+SERVED = "product (auto, as served)"
+"""The product's row at its tuned settings (the sweeps' rows replace them)."""
 M, EF_CONSTRUCTION = 32, 40
 THREADS = os.cpu_count() or 1
 
@@ -124,7 +127,7 @@ def bench_product(vectors, queries, truth, workdir: Path) -> list[dict]:
     tuned = reader.stats()["tuned_search"]
     rows = [
         measure(
-            "product (auto, as served)",
+            SERVED,
             f"{main['factory']}, tuned {tuned[0] if tuned else 'none'}",
             lambda q: reader.search(q, K)[1],
             lambda q: reader.search(q, K),
@@ -256,12 +259,9 @@ def pareto(rows: list[dict]) -> list[dict]:
     return sorted(best.values(), key=lambda row: row["p50 ms"])
 
 
-RECALL_LEVELS = (0.95, 0.96, 0.97, 0.98, 0.99)
-
-
 def p50_at_recall(rows: list[dict], level: float) -> float | None:
     """One library's p50 at exactly `level` recall: linear between the two sweep points that
-    bracket it (the last below and the first at or above, in sweep order). The sweeps step
+    bracket it (the last below and the first at or above, in recall order). The sweeps step
     efSearch by up to 2x, so "fastest point at >= 0.95" compares one library at 0.958 with
     another at 0.973; at one recall the comparison is the issue's "at the same recall"."""
     points = sorted((row["recall@10"], row["p50 ms"]) for row in rows)
@@ -272,13 +272,12 @@ def p50_at_recall(rows: list[dict], level: float) -> float | None:
     return points[0][1] if points and points[0][0] >= level else None
 
 
-def equal_recall_table(rows: list[dict]) -> str:
+def equal_recall_table(swept: list[dict]) -> str:
     """p50 per library at each of RECALL_LEVELS, and its ratio to the product's."""
-    families = list(dict.fromkeys(r["config"] for r in rows
-                                  if r["config"] != "product (auto, as served)"))
+    families = list(dict.fromkeys(r["config"] for r in swept))
     lines = ["| recall@10 | " + " | ".join(families) + " |", "|---|" + "---|" * len(families)]
     for level in RECALL_LEVELS:
-        p50 = {f: p50_at_recall([r for r in rows if r["config"] == f], level) for f in families}
+        p50 = {f: p50_at_recall([r for r in swept if r["config"] == f], level) for f in families}
         product = p50.get("product")
         cells = ["" if p50[f] is None else f"{p50[f]:.3f} ms" + (
             f" ({p50[f] / product:.2f}x)" if product and f != "product" else "")
@@ -330,7 +329,8 @@ def main() -> None:
         if "usearch" not in skip:
             rows += bench_usearch(vectors, queries, truth)
         print(table(rows))
-        front = pareto([r for r in rows if r["config"] != "product (auto, as served)"])
+        swept = [r for r in rows if r["config"] != SERVED]
+        front = pareto(swept)
         served = rows[0]
         if front:
             product = next((r for r in front if r["config"] == "product"), None)
@@ -343,7 +343,7 @@ def main() -> None:
                   f" p50 {served['p50 ms']} ms")
             print(f"\np50 at the same recall, between sweep points (n = {count:,}; ratio to the"
                   " product's):")
-            print(equal_recall_table(rows))
+            print(equal_recall_table(swept))
         del vectors
     print(f"\nran {time.perf_counter() - started:.0f} s")
 
