@@ -59,6 +59,10 @@ def main() -> None:
     print(f"\nout-of-fold, {cv['protocol']}, {cv['folds']} folds, device {device}")
     for key in ("precision@5", "ndcg@5", "vote_accuracy", "vote_balanced_accuracy"):
         print(f"  {key:<24} trained {trained[key]:.3f}   base {base[key]:.3f}")
+    archive, base_archive = cv["trained_archive"]["metrics"], cv["base_archive"]["metrics"]
+    print(f"{cv['archive_protocol']}:")
+    for key in ("precision@5", "ndcg@5", "vote_accuracy"):
+        print(f"  {key:<24} trained {archive[key]:.3f}   base {base_archive[key]:.3f}")
     print(
         f"training wall time {train_s / 60:.1f} min (cross-validation and final model) = "
         f"{train_s / base_pass_s:.0f}x one import + base embedding pass ({base_pass_s:.0f} s)"

@@ -8,7 +8,9 @@ Trains the default top (`TrainConfig()`) on every fold's training patients once 
 on the same folds and by the progress bar's patient-excluded rule:
 - each seed alone and the average of the first 2, 3, ... seeds' vectors (`--ensemble N`);
 - query expansion: the query is replaced by itself plus its n nearest other-patient
-  neighbours weighted by similarity**alpha, then searched again (candidates unchanged).
+  neighbours weighted by similarity**alpha, then searched again (candidates unchanged);
+- breast-averaged candidates: each candidate's vector averaged with the other views of the
+  same breast (same patient and side; the query stays one image).
 Vectors are saved after every fold, so an interrupted run keeps what it finished.
 """
 
@@ -18,8 +20,10 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy import select
 
 from mammosearch.config import get_settings
+from mammosearch.db.models import Image
 from mammosearch.db.session import make_session_factory
 from mammosearch.train.config import TrainConfig
 from mammosearch.train.dataset import load_labelled_images
@@ -42,6 +46,12 @@ def expanded_queries(vectors: np.ndarray, patients: np.ndarray, n: int, alpha: f
     return _normalised(vectors + (weights[:, :, None] * vectors[nearest]).sum(axis=1))
 
 
+def breast_averaged(vectors: np.ndarray, patients: np.ndarray, sides: np.ndarray) -> np.ndarray:
+    """Each vector averaged with those of the same patient's same side (its other views)."""
+    same_breast = (patients[:, None] == patients[None, :]) & (sides[:, None] == sides[None, :])
+    return _normalised(same_breast.astype(vectors.dtype) @ vectors)
+
+
 def precision_at_5(queries: np.ndarray, candidates: np.ndarray, targets, patients) -> float:  # noqa: ANN001
     similarity = queries @ candidates.T
     similarity[patients[:, None] == patients[None, :]] = -np.inf
@@ -57,7 +67,9 @@ def main() -> None:
     config = TrainConfig()
     with make_session_factory(get_settings().database_url)() as session:
         data = load_labelled_images(session, list(config.labels))
+        side_of = {row.id: row.side for row in session.execute(select(Image.id, Image.side))}
     targets, patients = data.targets[config.labels[0]], data.patient_ids
+    sides = np.array([side_of[int(image_id)] or "" for image_id in data.image_ids])
     folds = patient_folds(targets, patients, config.folds, config.seed)
     saved = dict(np.load(args.vectors)) if args.vectors.is_file() else {}
     if args.members:
@@ -78,14 +90,19 @@ def main() -> None:
                 np.savez(args.vectors, **saved)
     members = sorted({int(key.split("_")[0][1:]) for key in saved})
 
-    def pooled(chosen: list[int], expansion: tuple[int, float] | None = None) -> float | None:
+    def pooled(
+        chosen: list[int], expansion: tuple[int, float] | None = None, by_breast: bool = False
+    ) -> float | None:
         total = count = 0.0
         for number, (_train, valid) in enumerate(folds, start=1):
             keys = [f"m{m}_f{number}" for m in chosen]
             if not all(key in saved for key in keys):
                 return None
             vectors = _normalised(sum(saved[key] for key in keys))
-            if expansion is None:
+            if by_breast:
+                candidates = breast_averaged(vectors, patients[valid], sides[valid])
+                value = precision_at_5(vectors, candidates, targets[valid], patients[valid])
+            elif expansion is None:
                 value = patient_excluded_precision(vectors, targets[valid], patients[valid])
             else:
                 queries = expanded_queries(vectors, patients[valid], *expansion)
@@ -96,12 +113,13 @@ def main() -> None:
 
     rows = [[m] for m in members] + [members[:n] for n in range(2, len(members) + 1)]
     header = "| seeds | P@5 | " + " | ".join(f"QE n={n} a={a:g}" for n, a in QUERY_EXPANSIONS)
-    print(header + " |\n|" + "---|" * (2 + len(QUERY_EXPANSIONS)))
+    print(header + " | breast-averaged candidates |\n|" + "---|" * (3 + len(QUERY_EXPANSIONS)))
     for chosen in rows:
         plain = pooled(chosen)
         if plain is None:
             continue
         cells = [f"{pooled(chosen, e):.3f}" for e in QUERY_EXPANSIONS]
+        cells.append(f"{pooled(chosen, by_breast=True):.3f}")
         print(f"| {'+'.join(map(str, chosen))} | {plain:.3f} | " + " | ".join(cells) + " |")
 
 

@@ -6,7 +6,9 @@
 DIR's database must hold the dev archive (`mammosearch ingest cdd-cesm`). Each variant
 starts from `TrainConfig()` (the defaults) and changes the named fields; `epochs`, `lr`,
 `backbone_lr` and `batch_size` go to the fit. Variants that share the input size, the
-trained blocks and the views reuse one trunk cache. Figures are out-of-fold.
+trained blocks and the views reuse one trunk cache. Figures are out-of-fold; the
+"archive P@5" column scores the same unseen queries against the fold's whole archive,
+training images included (what a site searching its own training archive sees).
 """
 
 from __future__ import annotations
@@ -50,9 +52,9 @@ def markdown_table(paths: list[Path]) -> str:
     """The variants of one or more sweep files as the table of docs/learned-embeddings.md."""
     header = (
         "| variant | P@1 | P@5 | P@10 | NDCG@5 | NDCG@10 | mAP | vote acc | vote bal. acc "
-        "| P@5 by test views 1/2/4/6/8 | base P@5 | CV s |"
+        "| P@5 by test views 1/2/4/6/8 | base P@5 | archive P@5 (base) | CV s |"
     )
-    lines = [header, "|" + "---|" * 12]
+    lines = [header, "|" + "---|" * 13]
     for path in paths:
         for line in path.read_text().splitlines():
             record = json.loads(line)
@@ -66,7 +68,14 @@ def markdown_table(paths: list[Path]) -> str:
             ]  # fmt: skip
             by_views = [record.get(f"trained_test_views_{n}") for n in COMPARED_TEST_VIEWS]
             cells.append(" / ".join(f"{v['precision@5']:.3f}" if v else "-" for v in by_views))
-            cells += [f"{b['precision@5']:.3f}", f"{record['cv_s']:.0f}"]
+            cells.append(f"{b['precision@5']:.3f}")
+            archive, base_archive = record.get("trained_archive"), record.get("base_archive")
+            cells.append(
+                f"{archive['precision@5']:.3f} ({base_archive['precision@5']:.3f})"
+                if archive and base_archive
+                else "-"
+            )
+            cells.append(f"{record['cv_s']:.0f}")
             lines.append(f"| {record['variant']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -120,6 +129,8 @@ def main() -> None:
                 if f"trained_test_views_{n}" in result
             },
             "vote_per_class_recall": result["trained"]["vote_per_class_recall"],
+            "trained_archive": result["trained_archive"]["metrics"],
+            "base_archive": result["base_archive"]["metrics"],
         }
         with args.out.open("a") as stream:
             stream.write(json.dumps(record) + "\n")

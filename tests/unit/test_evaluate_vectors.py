@@ -183,3 +183,19 @@ def test_parse_ks() -> None:
     assert parse_ks("10,1,5,5") == (1, 5, 10)
     with pytest.raises(EvaluationError, match="'1,x'"):
         parse_ks("1,x")
+
+
+def test_a_query_mask_limits_the_queries_and_keeps_every_candidate() -> None:
+    """New patients query an archive: only they ask, everyone labelled can be an answer."""
+    mask = np.array([False, False, True, True, False, False, False])
+    result = run("patient-excluded", query_mask=mask)
+    assert [row["query_image_id"] for row in result.per_query] == [102, 103]
+    assert result.queries == 2
+    assert result.excluded == {"no_label": 1, "no_relevant_candidate": 0, "not_a_query": 4}
+    first = result.per_query[0]
+    assert first["candidates"] == 5  # every labelled image but the query's own
+    assert first["neighbours"][0]["image_id"] in (100, 101)  # not queries, still answers
+    everyone = run("patient-excluded")
+    assert "not_a_query" not in everyone.excluded
+    with pytest.raises(EvaluationError, match="query mask of shape"):
+        run("patient-excluded", query_mask=mask[:3])

@@ -79,3 +79,18 @@ def test_confusion_counts_each_labelled_query_once_with_per_class_accuracy() -> 
     confusion = neighbour_vote_confusion(vectors, labels, same_patient, [1, 4], "cosine", k=2)
     assert confusion.matrix.tolist() == [[0, 3], [3, 0]]
     assert confusion.to_dict()["per_class_accuracy"] == {"1": 0.0, "4": 0.0}
+
+
+def test_a_query_mask_counts_only_its_queries_and_keeps_every_voter() -> None:
+    """Two new images ask; the archive's other images vote but are neither counted nor abstain."""
+    vectors = np.array([[1, 0], [1, 0.1], [1, -0.1], [0, 1], [0.1, 1], [-0.1, 1]], dtype=float)
+    labels = [1, 1, 1, 4, 4, 4]
+    patients = [0, 1, 2, 3, 4, 5]
+    asking = np.array([True, False, False, True, False, False])
+    confusion = neighbour_vote_confusion(
+        vectors, labels, patients, [1, 4], "cosine", k=2, query_mask=asking
+    )
+    assert confusion.matrix.tolist() == [[1, 0], [0, 1]]
+    assert confusion.abstained == 0
+    votes = neighbour_votes(vectors, labels, patients, [1, 4], "cosine", k=2, query_mask=asking)
+    assert votes.tolist() == [0, -1, -1, 1, -1, -1]

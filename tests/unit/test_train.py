@@ -127,6 +127,13 @@ def test_model_dir_holds_the_model_and_its_record(trained_model: Path) -> None:
     assert cv["folds"] == 2 and "precision@5" in cv["trained"]["metrics"]
     assert "precision@5" in cv["base"]["metrics"]
     assert cv["trained"]["vote_per_class_recall"]
+    # The same unseen queries against each fold's whole archive: as many or more can be
+    # scored (more candidates), never more than the labelled images.
+    archive = cv["trained_archive"]
+    assert cv["trained"]["queries"] <= archive["queries"] <= record["training_images"]["count"]
+    assert archive["queries"] == cv["base_archive"]["queries"]
+    assert 0.0 <= archive["metrics"]["precision@5"] <= 1.0
+    assert "training images included" in cv["archive_protocol"]
     assert record["training"]["command_line"] == "pytest" and record["software"]["torch"]
     leftovers = [p.name for p in trained_model.parent.iterdir() if p.name != "tiny-model"]
     assert leftovers == []  # no staging folder, no work folder
@@ -154,6 +161,10 @@ def test_an_interrupted_run_leaves_no_model_dir_and_resumes(
         "fold-1.npz",
         "fold-2.npz",
     ]
+    older = tmp_path / "model.work" / "fold-2.npz"  # as written before the archive protocol
+    with np.load(older) as saved:
+        validation_only = saved["vectors"]
+    np.savez(older, vectors=validation_only)
     trained_splits: list[int] = []
     real_fit = runner.fit_top
 
@@ -165,7 +176,9 @@ def test_an_interrupted_run_leaves_no_model_dir_and_resumes(
     monkeypatch.setattr(runner, "fit_top", counting_fit)
     with session_scope(training_archive.settings.database_url) as session:
         train_run.run_training(session, _tiny_config(), out, "pytest", quiet=True)
-    assert len(trained_splits) == 1  # the folds were resumed, only the final model trained
+    # fold 1 resumed; fold 2's older file lacks the training vectors, so it trained again
+    assert len(trained_splits) == 2
+    assert trained_splits[1] > trained_splits[0]  # the final model: every labelled image
     assert (out / "model.json").is_file() and not (tmp_path / "model.work").exists()
 
 

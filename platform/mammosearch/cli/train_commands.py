@@ -60,6 +60,11 @@ def _defaults():  # noqa: ANN202 - imported late: torch is slow to import
     help="Projection dimension (0: the pooled 1280-d features).",
 )
 @click.option(
+    "--pooling",
+    default=None,
+    help="Pooling of the final feature map: avg (default) or gem (a learned power).",
+)
+@click.option(
     "--trained-blocks",
     type=click.IntRange(min=1),
     default=None,
@@ -97,6 +102,7 @@ def train(
     folds: int | None,
     loss: str | None,
     dim: int | None,
+    pooling: str | None,
     trained_blocks: int | None,
     n_views: int | None,
     test_views: int | None,
@@ -122,6 +128,7 @@ def train(
         "folds": folds,
         "loss": loss,
         "dim": dim,
+        "pooling": pooling,
         "trained_blocks": trained_blocks,
         "n_views": n_views,
         "test_views": test_views,
@@ -155,6 +162,13 @@ def format_cv_table(cv: dict) -> str:
             f"{key:<24}{trained[key]:>9.3f}{base.get(key, float('nan')):>9.3f}"
             + (f"{chance[key]:>9.3f}" if key in chance else f"{'':>9}")
         )
+    archive = (cv.get("trained_archive") or {}).get("metrics")
+    if archive:
+        base_archive = cv["base_archive"]["metrics"]
+        lines.append("")
+        lines.append(f"{cv['archive_protocol']}:")
+        for key in ("precision@5", "ndcg@5", "vote_accuracy"):
+            lines.append(f"{key:<24}{archive[key]:>9.3f}{base_archive[key]:>9.3f}")
     recall = cv["trained"].get("vote_per_class_recall", {})
     base_recall = cv["base"].get("vote_per_class_recall", {})
     lines.append("")

@@ -132,8 +132,12 @@ def evaluate_vectors(
     chunk_size: int = 256,
     searcher: RankedSearch | None = None,
     search_depth: int | None = None,
+    query_mask: np.ndarray | None = None,
 ) -> EvaluationResult:
     """Leave-one-out over every labelled image; None labels are neither queries nor candidates.
+
+    `query_mask` (default: every image) limits the queries; every labelled image stays a
+    candidate, e.g. new patients' images querying an archive that trained the model.
 
     `searcher` (default: exact search over `vectors`) ranks the candidates instead, e.g. the
     served index; it returns the `search_depth` best rows per query (-1 pads), and images it
@@ -161,6 +165,8 @@ def evaluate_vectors(
             f"{n_images} image ids but {len(labels)} labels and {len(patient_ids)} patient ids"
         )
     names = list(image_names) if image_names is not None else [str(i) for i in image_ids]
+    if query_mask is not None and np.shape(query_mask) != (n_images,):
+        raise EvaluationError(f"query mask of shape {np.shape(query_mask)}: need ({n_images},)")
 
     present = {label for label in labels if label is not None}
     classes = class_order(label_name, present)
@@ -177,7 +183,8 @@ def evaluate_vectors(
     n_candidates: dict[int, int] = {}
     n_relevant: dict[int, int] = {}
     scored: list[int] = []
-    for query in np.flatnonzero(eligible):
+    asked = eligible if query_mask is None else eligible & np.asarray(query_mask, dtype=bool)
+    for query in np.flatnonzero(asked):
         mask = candidate_mask(rule, int(query), eligible, patient_codes)
         relevant = int(np.count_nonzero(mask & (label_codes == label_codes[query])))
         if relevant:
@@ -278,7 +285,8 @@ def evaluate_vectors(
         archive_size=n_images,
         excluded={
             "no_label": int(n_images - eligible.sum()),
-            "no_relevant_candidate": int(eligible.sum() - len(scored)),
+            "no_relevant_candidate": int(asked.sum() - len(scored)),
+            **({} if query_mask is None else {"not_a_query": int(eligible.sum() - asked.sum())}),
         },
         metrics=summary,
         chance={key: float(chance[key].mean()) for key, _, _ in columns},

@@ -126,9 +126,10 @@ def neighbour_votes(
     metric: str = "cosine",
     protocol: str = "patient-excluded",
     k: int = DEFAULT_VOTE_K,
+    query_mask: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per image: the index in `classes` its top-k candidates vote for; -1 when it has no
-    label (not a query) or no candidate."""
+    label or is outside `query_mask` (not a query) or has no candidate."""
     rule = get_protocol(protocol)
     codes, patient_codes = _codes(labels, patient_ids, classes)
     eligible = codes >= 0
@@ -138,7 +139,8 @@ def neighbour_votes(
         matrix = matrix / np.where(norms > 0, norms, 1.0)
     predicted = np.full(codes.shape[0], -1, dtype=np.int64)
     correction = prior_correction(np.bincount(codes[eligible], minlength=len(classes)))
-    queries = np.flatnonzero(eligible)
+    asked = eligible if query_mask is None else eligible & np.asarray(query_mask, dtype=bool)
+    queries = np.flatnonzero(asked)
     for start in range(0, queries.size, QUERY_CHUNK):
         chunk = queries[start : start + QUERY_CHUNK]
         allowed = np.stack([candidate_mask(rule, int(q), eligible, patient_codes) for q in chunk])
@@ -169,10 +171,16 @@ def neighbour_vote_confusion(
     metric: str = "cosine",
     protocol: str = "patient-excluded",
     k: int = DEFAULT_VOTE_K,
+    query_mask: np.ndarray | None = None,
 ) -> VoteConfusion:
-    """Every labelled image asks its top-k candidates for a class; count what they answer."""
-    predicted = neighbour_votes(vectors, labels, patient_ids, classes, metric, protocol, k)
+    """Every labelled image (in `query_mask`) asks its top-k candidates for a class; count
+    what they answer."""
+    predicted = neighbour_votes(
+        vectors, labels, patient_ids, classes, metric, protocol, k, query_mask
+    )
     codes, _ = _codes(labels, patient_ids, classes)
+    if query_mask is not None:
+        codes = np.where(np.asarray(query_mask, dtype=bool), codes, -1)
     confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
     voted = predicted >= 0
     np.add.at(confusion, (codes[voted], predicted[voted]), 1)

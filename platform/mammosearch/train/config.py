@@ -20,6 +20,7 @@ class TrainConfig:
     loss: str = "supcon"
     temperature: float = 0.1  # supervised contrastive loss's
     dim: int = 256
+    pooling: str = "avg"  # of the final feature map: "avg" or "gem" (learned power)
     trained_blocks: int = 5
     n_views: int = 8  # cached views per image: the fixed test views first, then random ones
     test_views: int = 2  # fixed views averaged when embedding (1: none, 2: with the mirror)

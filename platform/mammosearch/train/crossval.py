@@ -4,6 +4,12 @@ Within a fold, the validation images are both the queries and the candidates (an
 new patients, as a model trained elsewhere meets it), patient-excluded. The base space is
 scored on the same images by the same rule, so the two columns compare like with like.
 Fold figures are pooled with each fold weighted by its number of queries.
+
+A second protocol scores what a hospital sees with its own archive: the same unseen
+patients' images query the fold's whole archive, whose training images were embedded by the
+model that learned from them (`ARCHIVE_PROTOCOL`). The query is never seen in training and
+its own patient is excluded, but the candidates were: this is not the out-of-fold figure of
+a new archive, and it is reported beside it, never instead of it.
 """
 
 from __future__ import annotations
@@ -19,6 +25,10 @@ from mammosearch.evaluate.neighbour_vote import neighbour_vote_confusion
 
 CV_KS = (1, 5, 10)
 VOTE_K = 10
+ARCHIVE_PROTOCOL = (
+    "new patients' images (unseen, own patient excluded) against the fold's whole archive, "
+    "its training images included, cosine"
+)
 HEADLINE_KEYS = ("precision@1", "precision@5", "precision@10", "ndcg@5", "ndcg@10", "map")
 
 
@@ -33,9 +43,14 @@ class FoldFigures:
     confusion: np.ndarray | None = None
 
     def add_fold(
-        self, vectors: np.ndarray, labels: Sequence[Any], patient_ids: Sequence[Any], name: str
+        self,
+        vectors: np.ndarray,
+        labels: Sequence[Any],
+        patient_ids: Sequence[Any],
+        name: str,
+        query_mask: np.ndarray | None = None,
     ) -> dict[str, float]:
-        """Score one fold's vectors; returns that fold's own metrics."""
+        """Score one fold's vectors (queries: `query_mask`, default all); that fold's metrics."""
         result = evaluate_vectors(
             vectors,
             list(range(len(labels))),
@@ -44,6 +59,7 @@ class FoldFigures:
             metric="cosine",
             ks=CV_KS,
             label_name=name,
+            query_mask=query_mask,
         )
         for key in HEADLINE_KEYS:
             self.weighted_sums[key] = self.weighted_sums.get(key, 0.0) + (
@@ -54,7 +70,13 @@ class FoldFigures:
             )
         self.queries += result.queries
         confusion = neighbour_vote_confusion(
-            vectors, labels, patient_ids, self.classes, metric="cosine", k=VOTE_K
+            vectors,
+            labels,
+            patient_ids,
+            self.classes,
+            metric="cosine",
+            k=VOTE_K,
+            query_mask=query_mask,
         )
         self.confusion = (
             confusion.matrix if self.confusion is None else self.confusion + confusion.matrix

@@ -5,6 +5,9 @@
 - supcon: supervised contrastive loss (pytorch-metric-learning's SupConLoss).
 - ms: multi-similarity loss with its hard-pair miner (pytorch-metric-learning).
 - ce+supcon: both, summed.
+- supcon+xbm: supervised contrastive against a cross-batch memory of the last
+  `XBM_BATCHES` batches' embeddings (pytorch-metric-learning's CrossBatchMemory): more
+  pairs per step than one batch of a few hundred images holds.
 Every label after the first adds its own class-weighted cross-entropy head (multi-task).
 """
 
@@ -18,8 +21,9 @@ import torch.nn.functional as F
 
 from mammosearch.train.dataset import IGNORE_INDEX
 
-LOSSES = ("ce", "supcon", "ms", "ce+supcon")
+LOSSES = ("ce", "supcon", "ms", "ce+supcon", "supcon+xbm")
 SECONDARY_WEIGHT = 0.5
+XBM_BATCHES = 4
 
 LossFn = Callable[[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]], torch.Tensor]
 
@@ -32,11 +36,17 @@ def class_weights(targets: np.ndarray, n_classes: int) -> torch.Tensor:
 
 
 def make_loss(
-    name: str, primary: str, weights: dict[str, torch.Tensor], temperature: float
+    name: str,
+    primary: str,
+    weights: dict[str, torch.Tensor],
+    temperature: float,
+    embedding_size: int,
+    batch_size: int,
 ) -> LossFn:
     """The loss `name` over (embedding, logits per label, targets per label).
 
-    `temperature` is SupConLoss's (TrainConfig's default, chosen by cross-validation).
+    `temperature` is SupConLoss's (TrainConfig's default, chosen by cross-validation);
+    `embedding_size` and `batch_size` size the cross-batch memory of `supcon+xbm`.
     """
     if name not in LOSSES:
         raise ValueError(f"--loss {name!r}: choose one of {', '.join(LOSSES)}")
@@ -46,6 +56,14 @@ def make_loss(
         from pytorch_metric_learning.losses import SupConLoss
 
         metric_loss = SupConLoss(temperature=temperature)
+    elif name == "supcon+xbm":
+        from pytorch_metric_learning.losses import CrossBatchMemory, SupConLoss
+
+        metric_loss = CrossBatchMemory(
+            SupConLoss(temperature=temperature),
+            embedding_size,
+            memory_size=XBM_BATCHES * batch_size,
+        )
     elif name == "ms":
         from pytorch_metric_learning.losses import MultiSimilarityLoss
         from pytorch_metric_learning.miners import MultiSimilarityMiner

@@ -22,6 +22,36 @@ BASE_BACKBONES = ("efficientnet-lite0",)
 """Bases `mammosearch train` can start from (their trunk/top split is defined here)."""
 DROP_CONNECT_RATE = 0.2
 COSINE_SCALE = 16.0
+POOLINGS = ("avg", "gem")
+GEM_INITIAL_POWER = 3.0
+
+
+class GeneralisedMeanPool(nn.Module):
+    """GeM pooling (Radenović et al.) with a learned power: between average (1) and max (inf).
+
+    A lesion fills a few cells of the final map; average pooling dilutes it with the rest of
+    the breast, a higher power lets the bright cells count for more.
+    """
+
+    def __init__(self, power: float = GEM_INITIAL_POWER, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.power = nn.Parameter(torch.tensor(float(power)))
+        self.eps = eps
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        pooled = F.adaptive_avg_pool2d(maps.clamp(min=self.eps).pow(self.power), 1)
+        return torch.flatten(pooled.pow(1.0 / self.power), 1)
+
+
+class AveragePool(nn.Module):
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(F.adaptive_avg_pool2d(maps, 1), 1)
+
+
+def make_pool(name: str) -> nn.Module:
+    if name not in POOLINGS:
+        raise ValueError(f"--pooling {name!r}: choose one of {', '.join(POOLINGS)}")
+    return GeneralisedMeanPool() if name == "gem" else AveragePool()
 
 
 def load_base(name: str) -> tuple[nn.Module, str]:
@@ -60,13 +90,19 @@ class Top(nn.Module):
     """The trained blocks, the conv head, pooling, a projection and one cosine head per label."""
 
     def __init__(
-        self, net: nn.Module, first_block: int, dim: int, n_classes: dict[str, int]
+        self,
+        net: nn.Module,
+        first_block: int,
+        dim: int,
+        n_classes: dict[str, int],
+        pooling: str = "avg",
     ) -> None:
         super().__init__()
         self.first_block = first_block
         self.n_total_blocks = len(net._blocks)
         self.blocks = nn.ModuleList(net._blocks[first_block:])
         self.head = nn.Sequential(net._conv_head, net._bn1, net._swish)
+        self.pool = make_pool(pooling)
         pooled_dim = net._conv_head.out_channels
         self.projection = nn.Linear(pooled_dim, dim) if dim else nn.Identity()
         self.dim = dim or pooled_dim
@@ -81,7 +117,7 @@ class Top(nn.Module):
         for offset, block in enumerate(self.blocks):
             rate = DROP_CONNECT_RATE * (self.first_block + offset) / self.n_total_blocks
             maps = block(maps, drop_connect_rate=rate)
-        pooled = torch.flatten(F.adaptive_avg_pool2d(self.head(maps), 1), 1)
+        pooled = self.pool(self.head(maps))
         return F.normalize(self.projection(pooled), dim=1)
 
     def logits(self, embedding: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -143,11 +179,15 @@ class EmbeddingModel(nn.Module):
 
 
 def build_networks(
-    base: str, trained_blocks: int, dim: int, n_classes: dict[str, int]
+    base: str,
+    trained_blocks: int,
+    dim: int,
+    n_classes: dict[str, int],
+    pooling: str = "avg",
 ) -> tuple[Trunk, Top, str]:
     """A fresh trunk and top from the base's ImageNet weights (the top's head is random)."""
     net, weights_path = load_base(base)
     first = len(net._blocks) - trained_blocks
     if not 0 <= first < len(net._blocks):
         raise ValueError(f"--trained-blocks {trained_blocks}: choose 1..{len(net._blocks)}")
-    return Trunk(net, first), Top(net, first, dim, n_classes), weights_path
+    return Trunk(net, first), Top(net, first, dim, n_classes, pooling), weights_path

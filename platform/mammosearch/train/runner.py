@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from mammosearch.atomic_files import atomic_write_bytes
 from mammosearch.train.config import TrainConfig
-from mammosearch.train.crossval import FoldFigures
+from mammosearch.train.crossval import ARCHIVE_PROTOCOL, FoldFigures
 from mammosearch.train.dataset import LabelledImages, load_pixels
 from mammosearch.train.fit import embed_cached, fit_top, patient_excluded_precision
 from mammosearch.train.folds import patient_folds
@@ -96,7 +96,7 @@ def prepare(
 def _fresh_top(config: TrainConfig, data: LabelledImages) -> Top:
     n_classes = {label: len(data.classes[label]) for label in config.labels}
     _trunk, top, _weights = build_networks(
-        config.base, config.trained_blocks, config.dim, n_classes
+        config.base, config.trained_blocks, config.dim, n_classes, config.pooling
     )
     return top
 
@@ -158,7 +158,14 @@ def _train_member(
         label: class_weights(values[positions], len(data.classes[label])).to(device)
         for label, values in targets.items()
     }
-    loss_fn = make_loss(config.loss, config.labels[0], weights, config.temperature)
+    loss_fn = make_loss(
+        config.loss,
+        config.labels[0],
+        weights,
+        config.temperature,
+        top.dim,
+        config.fit.batch_size,
+    )
     bar = tqdm(total=config.fit.epochs, desc=description, unit="epoch", disable=quiet)
 
     def on_epoch(epoch: int, loss: float, trained: Top) -> None:
@@ -203,8 +210,11 @@ def cross_validate(
 ) -> dict[str, Any]:
     """Patient-grouped k-fold CV; out-of-fold figures of the trained and the base space.
 
-    `compare_test_views` also scores the trained space averaged over other numbers of the
-    fixed test views, up to the cached ones (a sweep's comparison, free: they are cached).
+    Beside them, `trained_archive` / `base_archive`: the same unseen queries against each
+    fold's whole archive (crossval's archive protocol: what a site searching the archive
+    that trained its model sees). `compare_test_views` also scores the trained space
+    averaged over other numbers of the fixed test views, up to the cached ones (a sweep's
+    comparison, free: they are cached).
     """
     data = prepared.data
     primary = config.labels[0]
@@ -212,6 +222,7 @@ def cross_validate(
     folds = patient_folds(data.targets[primary], data.patient_ids, config.folds, config.seed)
     classes = list(data.classes[primary])
     trained, base = FoldFigures(classes), FoldFigures(classes)
+    trained_archive, base_archive = FoldFigures(classes), FoldFigures(classes)
     cached_fixed = fixed_view_count(config.test_views)
     other_views = {n: FoldFigures(classes) for n in compare_test_views if n <= cached_fixed}
     per_fold = []
@@ -219,8 +230,9 @@ def cross_validate(
         overlap = set(data.patient_ids[train_positions]) & set(data.patient_ids[valid_positions])
         assert not overlap, f"fold {number}: patients {sorted(overlap)[:5]} on both sides"
         done_file = work_dir / f"fold-{number}.npz" if work_dir is not None else None
-        if done_file is not None and done_file.is_file():
-            vectors = np.load(done_file)["vectors"]
+        done = _load_fold(done_file)
+        if done is not None:
+            vectors, training_vectors = done
         else:
             top = _train(
                 prepared,
@@ -234,9 +246,12 @@ def cross_validate(
                 status=status,
             )
             vectors = embed_cached(top, prepared.cache, valid_positions, config.test_views, device)
+            training_vectors = embed_cached(
+                top, prepared.cache, train_positions, config.test_views, device
+            )
             if done_file is not None:
                 buffer = io.BytesIO()
-                np.savez(buffer, vectors=vectors)
+                np.savez(buffer, vectors=vectors, training_vectors=training_vectors)
                 atomic_write_bytes(done_file, buffer.getvalue())
                 for member in range(config.ensemble):
                     _member_checkpoint(work_dir / f"fold-{number}.pt", member).unlink(
@@ -244,10 +259,14 @@ def cross_validate(
                     )
         fold_labels = [labels[i] for i in valid_positions]
         fold_patients = data.patient_ids[valid_positions].tolist()
-        if done_file is None:
+        if done is None:
             for count, figures in other_views.items():
                 other = embed_cached(top, prepared.cache, valid_positions, count, device)
                 figures.add_fold(other, fold_labels, fold_patients, primary)
+        archive = np.concatenate([valid_positions, train_positions])
+        archive_labels = [labels[i] for i in archive]
+        archive_patients = data.patient_ids[archive].tolist()
+        new_patients = np.arange(archive.size) < valid_positions.size
         per_fold.append(
             {
                 "fold": number,
@@ -258,6 +277,20 @@ def cross_validate(
                 "base": base.add_fold(
                     prepared.base_vectors[valid_positions], fold_labels, fold_patients, primary
                 ),
+                "trained_archive": trained_archive.add_fold(
+                    np.concatenate([vectors, training_vectors]),
+                    archive_labels,
+                    archive_patients,
+                    primary,
+                    new_patients,
+                ),
+                "base_archive": base_archive.add_fold(
+                    prepared.base_vectors[archive],
+                    archive_labels,
+                    archive_patients,
+                    primary,
+                    new_patients,
+                ),
             }
         )
     return {
@@ -266,6 +299,9 @@ def cross_validate(
         "folds": config.folds,
         "trained": trained.summary(),
         "base": {"space": f"{BASE_SPACE_BACKBONE} ImageNet (224 px)", **base.summary()},
+        "archive_protocol": ARCHIVE_PROTOCOL,
+        "trained_archive": trained_archive.summary(),
+        "base_archive": base_archive.summary(),
         "per_fold": per_fold,
         **{
             f"trained_test_views_{count}": figures.summary()
@@ -273,6 +309,19 @@ def cross_validate(
             if figures.queries
         },
     }
+
+
+def _load_fold(done_file: Path | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """A finished fold's validation and training vectors; None if it must be (re)trained.
+
+    A fold file without the training vectors predates the archive protocol: trained again.
+    """
+    if done_file is None or not done_file.is_file():
+        return None
+    with np.load(done_file) as saved:
+        if "training_vectors" not in saved:
+            return None
+        return saved["vectors"], saved["training_vectors"]
 
 
 def train_final(
