@@ -88,3 +88,32 @@ def test_a_training_job_records_its_failure_where_the_page_shows_it(  # type: ig
     status = admin_client.get(f"/admin/models/jobs/{jobs[0]['id']}").get_json()
     assert status["name"] == "first-model"
     assert admin_client.get("/admin/models/jobs/not-a-job").status_code == 404
+
+
+def test_a_registered_model_shows_its_figure_on_its_own_training_archive(  # type: ignore[no-untyped-def]
+    admin_client: FlaskClient, web_settings
+) -> None:
+    import hashlib
+    import json
+
+    from mammosearch.embed.loader import registry_dir
+
+    folder = registry_dir(web_settings) / "site-v1"
+    folder.mkdir(parents=True)
+    (folder / "model.onnx").write_bytes(b"onnx")
+    figures = {"metrics": {"precision@5": 0.4}, "vote_per_class_recall": {"1": 0.7}}
+    (folder / "model.json").write_text(json.dumps({
+        "format": 1, "name": "site-v1", "model_sha256": hashlib.sha256(b"onnx").hexdigest(),
+        "input": {"image_size_px": 224}, "output": {"dim": 256}, "base": {},
+        "labels": {"birads": [1, 2]}, "training_images": {"count": 503},
+        "created_at": "2026-12-06T22:00:00Z",
+        "cross_validation": {
+            "trained": figures, "base": {"metrics": {"precision@5": 0.302}},
+            "trained_archive": {"metrics": {"precision@5": 0.474}},
+            "base_archive": {"metrics": {"precision@5": 0.33}},
+        },
+    }))  # fmt: skip
+    text = admin_client.get("/admin/models").get_data(as_text=True)
+    assert "site-v1" in text and "On its training archive P@5" in text
+    assert re.search(r"0\.474\s*<span class=\"hint\">\(base 0\.330\)</span>", text)
+    assert re.search(r"0\.400\s*<span class=\"hint\">\(base 0\.302\)</span>", text)
