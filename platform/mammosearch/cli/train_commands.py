@@ -167,6 +167,7 @@ def format_cv_table(cv: dict) -> str:
         base_archive = cv["base_archive"]["metrics"]
         lines.append("")
         lines.append(f"{cv['archive_protocol']}:")
+        lines.append(f"{'metric':<24}{'trained':>9}{'base':>9}")
         for key in ("precision@5", "ndcg@5", "vote_accuracy"):
             lines.append(f"{key:<24}{archive[key]:>9.3f}{base_archive[key]:>9.3f}")
     recall = cv["trained"].get("vote_per_class_recall", {})
