@@ -44,11 +44,14 @@ class GeneralisedMeanPool(nn.Module):
 
 
 class AveragePool(nn.Module):
+    """Plain average pooling (the default): every cell of the final map counts the same."""
+
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
         return torch.flatten(F.adaptive_avg_pool2d(maps, 1), 1)
 
 
 def make_pool(name: str) -> nn.Module:
+    """The pooling `--pooling` names."""
     if name not in POOLINGS:
         raise ValueError(f"--pooling {name!r}: choose one of {', '.join(POOLINGS)}")
     return GeneralisedMeanPool() if name == "gem" else AveragePool()
