@@ -30,7 +30,7 @@ import numpy as np
 from mammosearch.distances import DISTANCE_METRICS
 from mammosearch.evaluate.labels import LABELS
 from mammosearch.evaluate.metrics import METRICS
-from mammosearch.evaluate.protocols import candidate_mask, get_protocol
+from mammosearch.evaluate.protocols import candidate_mask, get_protocol, query_rows
 from mammosearch.evaluate.result import EvaluationError, EvaluationResult
 
 DEFAULT_KS = (1, 5, 10, 20, 50, 100)
@@ -183,7 +183,7 @@ def evaluate_vectors(
     n_candidates: dict[int, int] = {}
     n_relevant: dict[int, int] = {}
     scored: list[int] = []
-    asked = eligible if query_mask is None else eligible & np.asarray(query_mask, dtype=bool)
+    asked = query_rows(eligible, query_mask)
     for query in np.flatnonzero(asked):
         mask = candidate_mask(rule, int(query), eligible, patient_codes)
         relevant = int(np.count_nonzero(mask & (label_codes == label_codes[query])))

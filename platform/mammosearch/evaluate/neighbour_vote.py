@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from mammosearch.evaluate.protocols import candidate_mask, get_protocol
+from mammosearch.evaluate.protocols import candidate_mask, get_protocol, query_rows
 
 DEFAULT_VOTE_K = 10
 MIN_WEIGHT = 1e-9
@@ -139,7 +139,7 @@ def neighbour_votes(
         matrix = matrix / np.where(norms > 0, norms, 1.0)
     predicted = np.full(codes.shape[0], -1, dtype=np.int64)
     correction = prior_correction(np.bincount(codes[eligible], minlength=len(classes)))
-    asked = eligible if query_mask is None else eligible & np.asarray(query_mask, dtype=bool)
+    asked = query_rows(eligible, query_mask)
     queries = np.flatnonzero(asked)
     for start in range(0, queries.size, QUERY_CHUNK):
         chunk = queries[start : start + QUERY_CHUNK]

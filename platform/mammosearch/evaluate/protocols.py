@@ -71,3 +71,8 @@ def candidate_mask(
 ) -> np.ndarray:
     """The images that may answer `query`: eligible (labelled) and not removed by the protocol."""
     return eligible & ~protocol.removes(query, patient_codes)
+
+
+def query_rows(eligible: np.ndarray, query_mask: np.ndarray | None) -> np.ndarray:
+    """The images that ask: eligible (labelled) and, when a mask is given, in it."""
+    return eligible if query_mask is None else eligible & np.asarray(query_mask, dtype=bool)
