@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -94,7 +95,6 @@ def test_a_registered_model_shows_its_figure_on_its_own_training_archive(  # typ
     admin_client: FlaskClient, web_settings
 ) -> None:
     import hashlib
-    import json
 
     from mammosearch.embed.loader import registry_dir
 
@@ -117,3 +117,35 @@ def test_a_registered_model_shows_its_figure_on_its_own_training_archive(  # typ
     assert "site-v1" in text and "On its training archive P@5" in text
     assert re.search(r"0\.474\s*<span class=\"hint\">\(base 0\.330\)</span>", text)
     assert re.search(r"0\.400\s*<span class=\"hint\">\(base 0\.302\)</span>", text)
+
+
+def test_a_finished_job_shows_both_figures_and_times_the_next_run(  # type: ignore[no-untyped-def]
+    admin_client: FlaskClient, web_settings
+) -> None:
+    """The jobs table never shows the out-of-fold figure without the archive one, and the
+    form's estimate comes from the last run on this site, not from a fixed sentence."""
+    from mammosearch.atomic_files import atomic_write_bytes
+    from mammosearch.train.jobs import finished_summary, jobs_dir
+
+    text = admin_client.get("/admin/models").get_data(as_text=True)
+    assert "500 images took" in text and "The last run here" not in text
+
+    cv = {
+        "trained": {"metrics": {"precision@5": 0.4}},
+        "base": {"metrics": {"precision@5": 0.302}},
+        "trained_archive": {"metrics": {"precision@5": 0.474}},
+        "base_archive": {"metrics": {"precision@5": 0.33}},
+    }
+    summary = finished_summary(cv, 503, "2026-12-07T00:00:00+00:00", "2026-12-07T00:12:30+00:00")
+    assert summary["duration_s"] == 750 and summary["archive"]["trained"]["precision@5"] == 0.474
+    record = {
+        "id": "a" * 32, "name": "site-v2", "options": {}, "state": "done",
+        "stage": "registered", "progress": {}, "requested_by": "admin",
+        "created_at": "2026-12-07T00:00:00+00:00", **summary,
+    }  # fmt: skip
+    atomic_write_bytes(jobs_dir(web_settings) / f"{'a' * 32}.json", json.dumps(record).encode())
+    text = admin_client.get("/admin/models").get_data(as_text=True)
+    assert "out-of-fold P@5 0.400 (base 0.302)" in text
+    assert "on its training archive P@5 0.474 (base 0.330)" in text
+    assert "took 12.5 min for 503 images" in text
+    assert "The last run here took 12.5 min for 503 images" in text

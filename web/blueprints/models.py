@@ -53,14 +53,16 @@ def overview() -> str:
     from mammosearch.embed.loader import registry_dir
     from mammosearch.embed.registry import registered_models
     from mammosearch.train.config import TrainConfig
-    from mammosearch.train.jobs import list_jobs
+    from mammosearch.train.jobs import last_finished_run, list_jobs
 
     models = registered_models(registry_dir(app_settings()))
+    jobs = list_jobs(app_settings())
     return render_template(
         "admin/models.html",
         spaces=_spaces(),
         models=models,
-        jobs=list_jobs(app_settings()),
+        jobs=jobs,
+        last_run=last_finished_run(jobs),
         labels=list(TRAINING_LABELS),
         image_sizes=IMAGE_SIZES,
         default_epochs=TrainConfig().fit.epochs,

@@ -130,16 +130,48 @@ def run_job(settings: Settings, job_id: str) -> dict[str, Any]:
         record.update(state="failed", stage="failed", error=str(error), finished_at=_now())
         _write(path, record)
         raise
-    cv = model.cross_validation()
+    finished_at = _now()
     record.update(
         state="done",
         stage="registered",
-        finished_at=_now(),
+        finished_at=finished_at,
         model={"name": model.directory.name, "sha256": model.sha256},
-        out_of_fold={
-            "trained": (cv.get("trained") or {}).get("metrics"),
-            "base": (cv.get("base") or {}).get("metrics"),
-        },
+        **finished_summary(
+            model.cross_validation(),
+            (model.record.get("training_images") or {}).get("count"),
+            record["started_at"],
+            finished_at,
+        ),
     )
     _write(path, record)
     return record
+
+
+def finished_summary(
+    cross_validation: dict[str, Any], images: int | None, started_at: str, finished_at: str
+) -> dict[str, Any]:
+    """What the jobs table shows of a finished run: both CV figures, its size and its time.
+
+    The out-of-fold figure (a new archive) is the honest one; the archive figure (new
+    patients against the images the model trained on) is what the site sees on its own
+    archive. Both are carried so the page never shows one without the other.
+    """
+
+    def metrics(key: str) -> dict[str, Any] | None:
+        return (cross_validation.get(key) or {}).get("metrics")
+
+    took = datetime.fromisoformat(finished_at) - datetime.fromisoformat(started_at)
+    return {
+        "out_of_fold": {"trained": metrics("trained"), "base": metrics("base")},
+        "archive": {"trained": metrics("trained_archive"), "base": metrics("base_archive")},
+        "images": images,
+        "duration_s": round(took.total_seconds()),
+    }
+
+
+def last_finished_run(jobs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The newest finished job with a measured time: the page's estimate of the next one."""
+    for job in jobs:
+        if job.get("state") == "done" and job.get("duration_s") is not None:
+            return job
+    return None
