@@ -23,7 +23,10 @@ def test_report_on_the_dev_archive_has_every_section_for_the_available_backbone(
     weights and downloads blocked (as on a machine with internet), say why not."""
     session = make_session_factory(dev_archive.database_url)()
     statuses_before = dict(session.execute(select(Image.id, Image.status)).all())
-    outcome = write_report(session, dev_archive, tmp_path / "report", list(BACKBONES))
+    # lite1 and lite2 embed like lite0 (their weights are packaged too; a unit test loads
+    # them): left out here, they would only add two embedding passes over 503 images.
+    names = [name for name in BACKBONES if name not in ("efficientnet-lite1", "efficientnet-lite2")]
+    outcome = write_report(session, dev_archive, tmp_path / "report", names)
     document = json.loads(outcome.json_path.read_text())
     entries = {entry["backbone"]: entry for entry in document["backbones"]}
     assert entries["efficientnet-lite0"]["status"] == "evaluated"

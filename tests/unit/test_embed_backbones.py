@@ -39,14 +39,16 @@ def _gray_images(count: int, size_px: int = 256) -> list[Image.Image]:
     ]
 
 
-def test_registry_lists_the_five_backbones_with_their_dims() -> None:
-    """One list: the paper's DenseNet121 and its comparisons, plus EfficientNet-Lite0."""
+def test_registry_lists_the_seven_backbones_with_their_dims() -> None:
+    """One list: the paper's DenseNet121 and its comparisons, plus EfficientNet-Lite0/1/2."""
     assert {name: backbone.dim for name, backbone in BACKBONES.items()} == {
         "densenet121": 1024,
         "resnet50": 2048,
         "vgg16": 512,
         "efficientnet_b0": 1280,
         "efficientnet-lite0": 1280,
+        "efficientnet-lite1": 1280,
+        "efficientnet-lite2": 1280,
     }
 
 
@@ -60,12 +62,22 @@ def test_each_feature_extractor_outputs_its_registered_dim(name: str) -> None:
         assert extractor(torch.zeros(1, 3, 224, 224)).shape == (1, backbone.dim)
 
 
-def test_efficientnet_lite0_embeds_with_its_real_imagenet_weights() -> None:
+@pytest.mark.parametrize(
+    ("name", "weights_file"),
+    [
+        ("efficientnet-lite0", "efficientnet-lite0-57934424.pth"),
+        ("efficientnet-lite1", "efficientnet-lite1-77cc7160.pth"),
+        ("efficientnet-lite2", "efficientnet-lite2-9656183e.pth"),
+    ],
+)
+def test_efficientnet_lites_embed_with_their_real_imagenet_weights(
+    name: str, weights_file: str
+) -> None:
     """Packaged weights: pretrained, hashed, (n, 1280) finite, same output every time."""
-    embedder = load_embedder("efficientnet-lite0")
+    embedder = load_embedder(name)
     assert isinstance(embedder, Embedder) and embedder.pretrained
     weights_path = Path(embedder.weights_source)
-    assert weights_path.name == "efficientnet-lite0-57934424.pth"
+    assert weights_path.name == weights_file
     assert embedder.weights_sha256 == hashlib.sha256(weights_path.read_bytes()).hexdigest()
     images = _gray_images(3)
     vectors = embedder.embed_pil(images)

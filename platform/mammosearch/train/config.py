@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from mammosearch.train.bases import DEFAULT_BASE
 from mammosearch.train.fit import FitConfig
 
 
@@ -15,7 +16,7 @@ class TrainConfig:
     """Defaults are the variant chosen by cross-validation (docs/learned-embeddings.md)."""
 
     labels: tuple[str, ...] = ("birads",)
-    base: str = "efficientnet-lite0"
+    base: str = DEFAULT_BASE
     image_size_px: int = 224
     loss: str = "supcon"
     temperature: float = 0.1  # supervised contrastive loss's

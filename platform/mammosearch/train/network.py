@@ -1,4 +1,4 @@
-"""EfficientNet-Lite0 split into a frozen trunk and a trained top, plus the served model.
+"""An EfficientNet-Lite split into a frozen trunk and a trained top, plus the served model.
 
 The trunk (stem and the first blocks) keeps its ImageNet weights; its outputs for a few
 augmented views of every image are computed once and cached, so training the top over
@@ -16,10 +16,9 @@ from torch import nn
 from mammosearch.embed.backbones import get_backbone
 from mammosearch.embed.weights import resolve_weights
 from mammosearch.train.augment import denormalise, normalise
+from mammosearch.train.bases import BASE_BACKBONES
 from mammosearch.train.test_views import FixedView, apply_view, view_grid, views_for
 
-BASE_BACKBONES = ("efficientnet-lite0",)
-"""Bases `mammosearch train` can start from (their trunk/top split is defined here)."""
 DROP_CONNECT_RATE = 0.2
 COSINE_SCALE = 16.0
 POOLINGS = ("avg", "gem")
