@@ -5,8 +5,8 @@
 
 DIR's database must hold the dev archive (`mammosearch ingest cdd-cesm`). Each variant
 starts from `TrainConfig()` (the defaults) and changes the named fields; `epochs`, `lr`,
-`backbone_lr` and `batch_size` go to the fit. Variants that share the input size, the
-trained blocks and the views reuse one trunk cache. Figures are out-of-fold; the
+`backbone_lr` and `batch_size` go to the fit. Variants that share the base, the input
+size, the trained blocks and the views reuse one trunk cache. Figures are out-of-fold; the
 "archive P@5" column scores the same unseen queries against the fold's whole archive,
 training images included (what a site searching its own training archive sees).
 """
@@ -102,8 +102,8 @@ def main() -> None:
     for text in args.variant or [""]:
         config = parse_variant(text)
         key = (
-            config.image_size_px, config.trained_blocks, config.n_views, config.test_views,
-            config.seed,
+            config.base, config.image_size_px, config.trained_blocks, config.n_views,
+            config.test_views, config.seed,
         )  # fmt: skip
         started = time.perf_counter()
         if key not in prepared_by_key:
