@@ -59,11 +59,13 @@ def test_a_bad_training_request_is_refused_with_the_reason(admin_client: FlaskCl
     token = _csrf(admin_client)
     answer = admin_client.post(
         "/admin/models/train",
-        data={"name": "../evil", "labels": "birads", "epochs": "500", "csrf_token": token},
+        data={"name": "../evil", "labels": "birads", "epochs": "500", "base": "densenet121",
+              "csrf_token": token},
         follow_redirects=True,
-    )
+    )  # fmt: skip
     text = answer.get_data(as_text=True)
     assert "Training not started" in text and "epochs: between 1 and 200" in text
+    assert "base: one of efficientnet-lite0, efficientnet-lite1, efficientnet-lite2" in text
     assert list_jobs(app.extensions["mammosearch_settings"]) == []
 
 
@@ -149,3 +151,10 @@ def test_a_finished_job_shows_both_figures_and_times_the_next_run(  # type: igno
     assert "on its training archive P@5 0.474 (base 0.330)" in text
     assert "took 12.5 min for 503 images" in text
     assert "The last run here took 12.5 min for 503 images" in text
+
+
+def test_a_job_trains_from_the_base_the_form_chose() -> None:
+    from mammosearch.train.jobs import job_config
+
+    assert job_config({"base": "efficientnet-lite2"}).base == "efficientnet-lite2"
+    assert job_config({"base": None}).base == "efficientnet-lite0"

@@ -10,6 +10,7 @@ from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from mammosearch import audit
+from mammosearch.train.bases import BASE_BACKBONES, DEFAULT_BASE
 from web.access import ADMIN, restrict_blueprint
 from web.configuration import settings as app_settings
 from web.db import get_session
@@ -65,6 +66,8 @@ def overview() -> str:
         last_run=last_finished_run(jobs),
         labels=list(TRAINING_LABELS),
         image_sizes=IMAGE_SIZES,
+        bases=BASE_BACKBONES,
+        default_base=DEFAULT_BASE,
         default_epochs=TrainConfig().fit.epochs,
     )
 
@@ -78,6 +81,7 @@ def start_training() -> Response:
     labels = TRAINING_LABELS.get(request.form.get("labels", "birads"))
     epochs = request.form.get("epochs", type=int)
     image_size = request.form.get("image_size_px", type=int)
+    base = request.form.get("base") or None
     name = (request.form.get("name") or "").strip()
     problems = []
     if labels is None:
@@ -86,7 +90,11 @@ def start_training() -> Response:
         problems.append("epochs: between 1 and 200")
     if image_size is not None and image_size not in IMAGE_SIZES:
         problems.append(f"image size: one of {', '.join(map(str, IMAGE_SIZES))}")
-    options = {"labels": list(labels or ()), "epochs": epochs, "image_size_px": image_size}
+    if base is not None and base not in BASE_BACKBONES:
+        problems.append(f"base: one of {', '.join(BASE_BACKBONES)}")
+    options = {
+        "labels": list(labels or ()), "epochs": epochs, "image_size_px": image_size, "base": base,
+    }  # fmt: skip
     try:
         job = None if problems else create_job(settings, name, options, current_user.username)
     except ValueError as error:

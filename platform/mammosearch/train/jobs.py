@@ -61,7 +61,7 @@ def list_jobs(settings: Settings, limit: int = 20) -> list[dict[str, Any]]:
 def create_job(
     settings: Settings, name: str, options: dict[str, Any], requested_by: str | None
 ) -> dict[str, Any]:
-    """A queued job record; `options` are TrainConfig fields (labels, epochs, image_size_px)."""
+    """A queued job record; `options` are TrainConfig fields (labels, epochs, size, base)."""
     from mammosearch.embed.registry import NAME_PATTERN
 
     if not NAME_PATTERN.match(name):
@@ -80,7 +80,7 @@ def create_job(
     return record
 
 
-def _config_from(options: dict[str, Any]):  # noqa: ANN202
+def job_config(options: dict[str, Any]):  # noqa: ANN202
     from mammosearch.train.config import TrainConfig
 
     config = TrainConfig()
@@ -88,6 +88,8 @@ def _config_from(options: dict[str, Any]):  # noqa: ANN202
         config = replace(config, labels=tuple(options["labels"]))
     if options.get("image_size_px"):
         config = replace(config, image_size_px=int(options["image_size_px"]))
+    if options.get("base"):
+        config = replace(config, base=str(options["base"]))
     if options.get("epochs"):
         config = config.with_fit(epochs=int(options["epochs"]))
     return config
@@ -116,7 +118,7 @@ def run_job(settings: Settings, job_id: str) -> dict[str, Any]:
         with session_scope(settings.database_url) as session:
             written = run_training(
                 session,
-                _config_from(record["options"]),
+                job_config(record["options"]),
                 out_dir,
                 f"training job {job_id} ({record['options']})",
                 name=record["name"],
