@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from flask.testing import FlaskClient
 
 from tests.conftest import REDIS_TEST_URL
@@ -54,7 +56,11 @@ def test_metrics_are_open_and_hold_no_patient_ids(client: FlaskClient, db, web_s
     assert 'mammosearch_images{status="pending"} 1.0' in text
     assert "mammosearch_ingestion_lag_seconds" in text
     assert 'mammosearch_http_requests_total{endpoint="cases.case_page"' in text
-    assert "SECRET-PATIENT-77" not in text and "12345" not in text
+    assert "SECRET-PATIENT-77" not in text
+    # The id may only match inside a sample's value (a timestamp such as 1.79660481234e+09),
+    # never in a label: labels name endpoints, not paths.
+    labels = " ".join(re.findall(r"\{[^}]*\}", text))
+    assert "12345" not in labels and "/cases/" not in labels
 
 
 def test_without_a_configured_key_the_session_key_is_random_stored_and_shared(tmp_path) -> None:  # type: ignore[no-untyped-def]
