@@ -15,10 +15,13 @@ import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mammosearch.atomic_files import atomic_write_bytes
 from mammosearch.config import Settings
+
+if TYPE_CHECKING:  # imported late at run time: the config imports torch, slow to import
+    from mammosearch.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +83,8 @@ def create_job(
     return record
 
 
-def job_config(options: dict[str, Any]):  # noqa: ANN202
+def job_config(options: dict[str, Any]) -> TrainConfig:
+    """The defaults, changed only where the form set a field (an empty field keeps them)."""
     from mammosearch.train.config import TrainConfig
 
     config = TrainConfig()
