@@ -13,6 +13,7 @@ base starts from a better space before a cross-validation run is spent on it.
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 
 import numpy as np
@@ -21,6 +22,7 @@ from tqdm import tqdm
 
 from mammosearch.config import get_settings
 from mammosearch.db.session import make_session_factory
+from mammosearch.embed.backbones import get_backbone
 from mammosearch.evaluate.evaluator import evaluate_vectors
 from mammosearch.train.augment import normalise, to_unit
 from mammosearch.train.bases import BASE_BACKBONES
@@ -30,16 +32,13 @@ from mammosearch.train.network import load_base
 BATCH = 32
 
 
-def pooled_flip_averaged(net: torch.nn.Module, pixels: np.ndarray, desc: str) -> np.ndarray:
-    """(n, s, s) uint8 -> (n, 1280): pooled conv-head features of the image plus its mirror."""
+def pooled_flip_averaged(extractor: torch.nn.Module, pixels: np.ndarray, desc: str) -> np.ndarray:
+    """(n, s, s) uint8 -> (n, dim): the backbone's pooled vector of the image plus its mirror."""
     vectors = []
     with torch.inference_mode():
         for start in tqdm(range(0, len(pixels), BATCH), desc=desc, unit="batch", leave=False):
             images = normalise(to_unit(pixels[start : start + BATCH]))
-            both = torch.cat([images, torch.flip(images, dims=[3])])
-            pooled = torch.flatten(
-                torch.nn.functional.adaptive_avg_pool2d(net.extract_features(both), 1), 1
-            )
+            pooled = extractor(torch.cat([images, torch.flip(images, dims=[3])]))
             vectors.append((pooled[: len(images)] + pooled[len(images) :]).numpy())
     return np.concatenate(vectors)
 
@@ -54,12 +53,14 @@ def main() -> None:
     labels = data.label_values("birads")
     ids = list(range(len(data)))
     print(f"{len(data)} labelled images; P@5 same BIRADS, patient-excluded, cosine, with mirror")
+    pixels_at = functools.cache(lambda size: load_pixels(data.paths, data.names, size))
     for base in BASE_BACKBONES:
         net, _weights = load_base(base)
-        for size in sorted({*sizes, int(net._global_params.image_size)}):
+        native_size = int(net._global_params.image_size)
+        extractor = get_backbone(base).to_feature_extractor(net).eval()
+        for size in sorted({*sizes, native_size}):
             started = time.perf_counter()
-            pixels = load_pixels(data.paths, data.names, size)
-            vectors = pooled_flip_averaged(net, pixels, f"{base} {size}px")
+            vectors = pooled_flip_averaged(extractor, pixels_at(size), f"{base} {size}px")
             result = evaluate_vectors(
                 vectors, ids, labels, data.patient_ids, ks=(5,), label_name="birads"
             )
