@@ -57,11 +57,22 @@ def main() -> None:
     trained, base = cv["trained"]["metrics"], cv["base"]["metrics"]
     device = record["training"]["device"]
     print(f"\nout-of-fold, {cv['protocol']}, {cv['folds']} folds, device {device}")
-    for key in ("precision@5", "ndcg@5", "vote_accuracy", "vote_balanced_accuracy"):
+    for key in (
+        "precision@5", "consensus_precision@5", "ndcg@5", "consensus_ndcg@5",
+        "vote_accuracy", "vote_balanced_accuracy",
+    ):  # fmt: skip
         print(f"  {key:<24} trained {trained[key]:.3f}   base {base[key]:.3f}")
+    per_class = cv["trained"]["per_class_precision@5"]
+    print(
+        "  P@5 per class, similarity -> consensus order: "
+        + ", ".join(
+            f"{label} {value:.3f} -> {per_class['consensus'][label]:.3f}"
+            for label, value in per_class["similarity"].items()
+        )
+    )
     archive, base_archive = cv["trained_archive"]["metrics"], cv["base_archive"]["metrics"]
     print(f"{cv['archive_protocol']}:")
-    for key in ("precision@5", "ndcg@5", "vote_accuracy"):
+    for key in ("precision@5", "consensus_precision@5", "ndcg@5", "vote_accuracy"):
         print(f"  {key:<24} trained {archive[key]:.3f}   base {base_archive[key]:.3f}")
     print(
         f"training wall time {train_s / 60:.1f} min (cross-validation and final model) = "

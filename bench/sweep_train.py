@@ -52,9 +52,10 @@ def markdown_table(paths: list[Path]) -> str:
     """The variants of one or more sweep files as the table of docs/learned-embeddings.md."""
     header = (
         "| variant | P@1 | P@5 | P@10 | NDCG@5 | NDCG@10 | mAP | vote acc | vote bal. acc "
-        "| P@5 by test views 1/2/4/6/8 | base P@5 | archive P@5 (base) | CV s |"
+        "| P@5 by test views 1/2/4/6/8 | base P@5 | P@5 agreeing first (base) "
+        "| archive P@5 (base) | CV s |"
     )
-    lines = [header, "|" + "---|" * 13]
+    lines = [header, "|" + "---|" * 14]
     for path in paths:
         for line in path.read_text().splitlines():
             record = json.loads(line)
@@ -69,6 +70,11 @@ def markdown_table(paths: list[Path]) -> str:
             by_views = [record.get(f"trained_test_views_{n}") for n in COMPARED_TEST_VIEWS]
             cells.append(" / ".join(f"{v['precision@5']:.3f}" if v else "-" for v in by_views))
             cells.append(f"{b['precision@5']:.3f}")
+            cells.append(
+                f"{t['consensus_precision@5']:.3f} ({b['consensus_precision@5']:.3f})"
+                if "consensus_precision@5" in t
+                else "-"
+            )
             archive, base_archive = record.get("trained_archive"), record.get("base_archive")
             cells.append(
                 f"{archive['precision@5']:.3f} ({base_archive['precision@5']:.3f})"

@@ -51,10 +51,16 @@ def run_search(
             params.metric,
             filters,
             params.exclude_same_patient,
+            ranking=params.ranking,
         )
     else:
         response = service.search_image(
-            session, query_image, k=params.k, metric=params.metric, filters=filters
+            session,
+            query_image,
+            k=params.k,
+            metric=params.metric,
+            filters=filters,
+            ranking=params.ranking,
         )
     observe_search_timing(response.timing_ms)
     record_access(
@@ -69,6 +75,7 @@ def run_search(
             "metric": params.metric,
             "filters": params.filters_detail(),
             "exclude_same_patient": params.exclude_same_patient,
+            "ranking": response.ranking,
             "result_image_ids": [hit.image_id for hit in response.results],
         },
         remote_addr=remote_addr,

@@ -65,6 +65,14 @@ def _upper_words(raw: str) -> tuple[str, ...]:
     return tuple(word.upper() for word in _words(raw))
 
 
+def _ranking(raw: str) -> str:
+    from mammosearch.ranking import RANKINGS
+
+    if raw not in RANKINGS:
+        raise SettingError(f"is not one of {list(RANKINGS)}")
+    return raw
+
+
 def _from(variable: str, default: Any, parse: Callable[[str], Any] = _text) -> Any:
     """A setting read from `variable` (unset or empty: `default`), parsed by `parse`."""
     return field(default=default, metadata={"env": variable, "parse": parse})
@@ -94,6 +102,9 @@ class Settings:
     index_factory: str = _from("MAMMOSEARCH_INDEX_FACTORY", "auto")
     # Vectors gathered in exact Flat deltas before they are merged into the main index.
     index_segment_size: int = _from("MAMMOSEARCH_INDEX_SEGMENT_SIZE", 50_000, _integer)
+    # How results are ordered (mammosearch/ranking.py): "consensus" puts the ten nearest that
+    # agree with their vote first; "similarity" is nearest first. A request may choose.
+    ranking: str = _from("MAMMOSEARCH_RANKING", "consensus", _ranking)
     birads_rule: str = _from("MAMMOSEARCH_BIRADS_RULE", "max")
     max_image_pixels: int = _from("MAMMOSEARCH_MAX_IMAGE_PIXELS", 100_000_000, _integer)
     max_upload_bytes: int = _from("MAMMOSEARCH_MAX_UPLOAD_BYTES", 50 * 1024 * 1024, _integer)

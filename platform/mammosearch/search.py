@@ -30,10 +30,11 @@ from mammosearch.distances import DISTANCE_METRICS
 from mammosearch.embed import Embedder, load_embedder_from_settings
 from mammosearch.embed.spaces import get_or_create_space
 from mammosearch.evaluate.leakage import measured_vote
-from mammosearch.evaluate.neighbour_vote import prior_correction
+from mammosearch.evaluate.neighbour_vote import DEFAULT_VOTE_K, prior_correction
 from mammosearch.filter_table import FilterTable
 from mammosearch.filter_values import FilterValues, FilterValuesCache, UnknownFilterValue
 from mammosearch.index import get_reader
+from mammosearch.ranking import RankingError, check_ranking, consensus_order
 from mammosearch.search_request import MAX_K
 
 METRICS = DISTANCE_METRICS
@@ -142,6 +143,7 @@ class SearchResponse:
     k: int
     embedding_space: dict[str, Any]
     results: list[Hit] = field(default_factory=list)
+    ranking: str = "similarity"
     suggested_birads: dict[str, Any] = field(default_factory=dict)
     timing_ms: dict[str, float] = field(default_factory=dict)
     # the archived query image's patient (patients.id), for the audit; not in to_dict()
@@ -153,6 +155,7 @@ class SearchResponse:
             "metric": self.metric,
             "k": self.k,
             "embedding_space": self.embedding_space,
+            "ranking": self.ranking,
             # A shallow copy per hit: its fields are plain values, and dataclasses.asdict's
             # recursive deep copy was a tenth of a search request's CPU time.
             "results": [dict(vars(hit)) for hit in self.results],
@@ -210,6 +213,19 @@ def suggest_birads(
         "measured_recall_of_this_class": measured_recall,
         **base,
     }
+
+
+def in_consensus_order(hits: list[Hit], suggestion: Mapping[str, Any]) -> list[Hit]:
+    """The vote's neighbours (the first DEFAULT_VOTE_K hits) re-ordered, those whose BIRADS
+    has a larger share of the vote first (mammosearch.ranking); later hits keep their place."""
+    voters = hits[:DEFAULT_VOTE_K]
+    shares = suggestion.get("distribution", {})
+    order = consensus_order(
+        [hit.similarity for hit in voters],
+        [shares.get(str(hit.birads), 0.0) for hit in voters],
+    )
+    reordered = [voters[position] for position in order] + hits[DEFAULT_VOTE_K:]
+    return [replace(hit, rank=rank) for rank, hit in enumerate(reordered, start=1)]
 
 
 @lru_cache(maxsize=16)
@@ -296,6 +312,12 @@ class SearchService:
         except UnknownFilterValue as exc:
             raise SearchError(str(exc)) from None
 
+    def _ranking(self, ranking: str | None) -> str:
+        try:
+            return check_ranking(ranking or self.settings.ranking)
+        except RankingError as exc:
+            raise SearchError(str(exc)) from None
+
     def _check(self, k: int, metric: str) -> None:
         if metric not in METRICS:
             raise SearchError(f"unknown metric {metric!r}: choose one of {', '.join(METRICS)}")
@@ -312,15 +334,17 @@ class SearchService:
         metric: str = "cosine",
         filters: SearchFilters | None = None,
         query_name: str = "upload",
+        ranking: str | None = None,
     ) -> SearchResponse:
         """Embed an image (any mode; preprocessing converts to grayscale) and search."""
         self._check(k, metric)
+        self._ranking(ranking)
         self._check_filters(session, filters)
         started = time.perf_counter()
         vector = self.embedder.embed_pil([image])[0]
         embed_ms = (time.perf_counter() - started) * 1000
         response = self.search_vector(
-            session, vector, k, metric, filters, query={"upload": query_name}
+            session, vector, k, metric, filters, query={"upload": query_name}, ranking=ranking
         )
         response.timing_ms["embed"] = round(embed_ms, 3)
         response.timing_ms["total"] = round(response.timing_ms["total"] + embed_ms, 3)
@@ -334,6 +358,7 @@ class SearchService:
         metric: str = "cosine",
         filters: SearchFilters | None = None,
         exclude_same_patient: bool = False,
+        ranking: str | None = None,
     ) -> SearchResponse:
         """Search with an archived image's stored vector; the image itself is not a result.
 
@@ -341,6 +366,7 @@ class SearchService:
         and breast are near-duplicates that say nothing about similar *cases*).
         """
         self._check(k, metric)
+        self._ranking(ranking)
         space = self.space(session)
         if exclude_same_patient:
             query_row = (
@@ -366,7 +392,14 @@ class SearchService:
                 raise SearchError(f"image {image_id} has no vector yet (not embedded)")
             vector = np.frombuffer(blob, dtype="<f4")
         response = self.search_vector(
-            session, vector, k, metric, filters, query={"image_id": image_id}, exclude={image_id}
+            session,
+            vector,
+            k,
+            metric,
+            filters,
+            query={"image_id": image_id},
+            exclude={image_id},
+            ranking=ranking,
         )
         if response.query_patient_id is _NO_ROW:
             raise ImageNotFound(f"image {image_id}: not in the archive")
@@ -382,9 +415,16 @@ class SearchService:
         filters: SearchFilters | None = None,
         query: dict[str, Any] | None = None,
         exclude: set[int] | None = None,
+        ranking: str | None = None,
     ) -> SearchResponse:
-        """k nearest indexed images passing `filters`; filters never shorten the list."""
+        """k nearest indexed images passing `filters`; filters never shorten the list.
+
+        The suggestion is the vote of the DEFAULT_VOTE_K nearest (the rule its measured
+        accuracy is of), fetched whatever k; `ranking` (default: the setting) orders them.
+        """
         self._check(k, metric)
+        ranking = self._ranking(ranking)
+        fetched = max(k, DEFAULT_VOTE_K)
         self._check_filters(session, filters)
         started = time.perf_counter()
         space = self.space(session)
@@ -400,13 +440,13 @@ class SearchService:
                 id_filter = self.filter_table.allowed(
                     session, filters, exclude, index_state=(str(index.root), index.version)
                 )
-            distances, ids = index.search(queries, k + len(exclude), id_filter=id_filter)
+            distances, ids = index.search(queries, fetched + len(exclude), id_filter=id_filter)
             index_ms = (time.perf_counter() - started) * 1000
             pairs = [
                 (int(i), float(d))
                 for d, i in zip(distances[0], ids[0], strict=True)
                 if i >= 0 and int(i) not in exclude
-            ][:k]
+            ][:fetched]
             join_started = time.perf_counter()
             query_id = query.get("image_id") if query else None
             hits, stale, query_patient_id = self._join(
@@ -417,15 +457,19 @@ class SearchService:
                 break
             # A row changed since the table last read it: read it all again, search again.
             self.filter_table.refresh(session, force=True)
+        suggestion = suggest_birads(
+            hits[:DEFAULT_VOTE_K], self.class_counts(session), self.vote_reliability(space)
+        )
+        if ranking == "consensus":
+            hits = in_consensus_order(hits, suggestion)
         return SearchResponse(
             query=query or {},
             metric=metric,
             k=k,
             embedding_space=space.describe(),
-            results=hits,
-            suggested_birads=suggest_birads(
-                hits, self.class_counts(session), self.vote_reliability(space)
-            ),
+            results=hits[:k],
+            ranking=ranking,
+            suggested_birads=suggestion,
             timing_ms={
                 "index": round(index_ms, 3),
                 "join": round(join_ms, 3),

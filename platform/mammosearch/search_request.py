@@ -98,6 +98,11 @@ class SearchRequest(BaseModel):
     image_id: int | None = Field(
         None, ge=1, le=MAX_IMAGE_ID, description="Search with an archived image."
     )
+    ranking: Literal["similarity", "consensus"] | None = Field(
+        None,
+        description="Result order: similarity (nearest first) or consensus (the ten nearest "
+        "that agree with their BIRADS vote first); default: the server's MAMMOSEARCH_RANKING.",
+    )
 
     @field_validator("k", mode="before")
     @classmethod
@@ -130,6 +135,16 @@ class SearchRequest(BaseModel):
     def _view(cls, value: Any) -> str | None:
         text = _text(value)
         return text.upper() if text else None
+
+    @field_validator("ranking", mode="before")
+    @classmethod
+    def _ranking(cls, value: Any) -> str | None:
+        from mammosearch.ranking import RANKINGS
+
+        text = _text(value)
+        if text is not None and text.lower() not in RANKINGS:
+            raise _bad(f"{text!r} is not one of {', '.join(RANKINGS)}")
+        return text.lower() if text else None
 
     @field_validator("modality", "pathology", "metric", mode="before")
     @classmethod

@@ -135,10 +135,13 @@ def test_a_variant_no_faster_is_refused_before_scoring_unless_asked(onnx_dir: Pa
     images = _images(12)
     labels, patients = [1, 2, 3] * 4, list(range(12))
     slow = _Paced(fp32, 0.4)
+    slow.batch_size = 2  # the 12-image speed sample is six of its batches
     check = check_variant("bf16", fp32, slow, images, labels, patients)
     assert not check.scored and check.change is None and not check.kept
     assert check.speedup < 1.0 and check.evaluated_images == 0
     assert "not scored" in check.summary() and "no faster" in check.summary()
+    # Slower than fp32's whole sample after its first batch: the rest is not embedded.
+    assert slow.calls == 2, "warm-up + one batch, not the whole speed sample (7 calls)"
     assert json.loads(json.dumps(check.as_dict()))["change"] is None
 
     scored = check_variant("bf16", fp32, _Paced(fp32, 0.4), images, labels, patients,

@@ -14,6 +14,7 @@ from mammosearch.search import (
     SearchError,
     SearchFilters,
     SearchService,
+    in_consensus_order,
     suggest_birads,
 )
 from tests.unit.test_pipeline import _add_images
@@ -90,3 +91,39 @@ def test_an_unknown_filter_value_is_refused_with_the_choices(
         SearchService(settings).search_image_id(
             session, ids[0], k=3, filters=SearchFilters(view="LATERAL")
         )
+
+
+def test_the_suggestion_is_the_vote_of_ten_neighbours_whatever_k(
+    session: Session, archive  # type: ignore[no-untyped-def]
+) -> None:
+    """Its measured accuracy is of a ten-neighbour vote, so k=3 still asks ten."""
+    settings, ids = archive
+    service = SearchService(settings)
+    few = service.search_image_id(session, ids[0], k=3, ranking="similarity")
+    ten = service.search_image_id(session, ids[0], k=10, ranking="similarity")
+    assert len(few.results) == 3
+    assert few.suggested_birads["neighbours"] == 10
+    assert few.suggested_birads == ten.suggested_birads
+
+
+@pytest.mark.parametrize("database_ranking", ["similarity", "consensus"])
+def test_consensus_order_shows_the_same_cases_agreeing_ones_first(
+    session: Session, archive, database_ranking: str  # type: ignore[no-untyped-def]
+) -> None:
+    settings, ids = archive
+    service = SearchService(settings.with_overrides(ranking=database_ranking))
+    nearest = service.search_image_id(session, ids[0], k=10, ranking="similarity")
+    voted = service.search_image_id(session, ids[0], k=10, ranking="consensus")
+    default = service.search_image_id(session, ids[0], k=10)
+    similarities = [hit.similarity for hit in nearest.results]
+    assert similarities == sorted(similarities, reverse=True)
+    assert {h.image_id for h in voted.results} == {h.image_id for h in nearest.results}
+    expected = in_consensus_order(nearest.results, nearest.suggested_birads)
+    assert [h.image_id for h in voted.results] == [h.image_id for h in expected]
+    assert [h.rank for h in voted.results] == list(range(1, 11))
+    assert (voted.ranking, nearest.ranking, default.ranking) == (
+        "consensus", "similarity", database_ranking,
+    )  # fmt: skip
+    assert voted.to_dict()["ranking"] == "consensus"
+    with pytest.raises(SearchError, match="ranking 'best'"):
+        service.search_image_id(session, ids[0], k=3, ranking="best")

@@ -127,6 +127,12 @@ def test_model_dir_holds_the_model_and_its_record(trained_model: Path) -> None:
     assert cv["folds"] == 2 and "precision@5" in cv["trained"]["metrics"]
     assert "precision@5" in cv["base"]["metrics"]
     assert cv["trained"]["vote_per_class_recall"]
+    # The served consensus order scored beside the similarity order, with who gains.
+    assert 0.0 <= cv["trained"]["metrics"]["consensus_precision@5"] <= 1.0
+    assert "consensus_precision@5" in cv["base"]["metrics"]
+    per_class = cv["trained"]["per_class_precision@5"]
+    assert set(per_class) == {"similarity", "consensus"}
+    assert set(per_class["consensus"]) == set(per_class["similarity"])
     # The same unseen queries against each fold's whole archive: as many or more can be
     # scored (more candidates), never more than the labelled images.
     archive = cv["trained_archive"]

@@ -37,3 +37,19 @@ def test_the_archive_protocol_is_a_second_block_under_its_own_name() -> None:
     out_of_fold, archive = table.split("new patients' images against the fold's whole archive:")
     assert "0.400" in out_of_fold and "0.474" not in out_of_fold
     assert "precision@5                 0.474    0.330" in archive
+
+
+def test_the_consensus_order_and_its_per_class_trade_are_shown() -> None:
+    trained = {
+        "metrics": {**METRICS, "consensus_precision@5": 0.48},
+        "vote_per_class_recall": {"1": 0.7},
+        "per_class_precision@5": {
+            "similarity": {"1": 0.58, "2": 0.24},
+            "consensus": {"1": 0.75, "2": 0.16},
+        },
+    }
+    table = format_cv_table(
+        _cv(trained=trained, base={"metrics": {**BASE, "consensus_precision@5": 0.33}})
+    )
+    assert "consensus_precision@5       0.480    0.330" in table
+    assert "P@5 per class, similarity -> consensus order: 1 0.58 -> 0.75, 2 0.24 -> 0.16" in table

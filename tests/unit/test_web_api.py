@@ -82,6 +82,7 @@ def test_search_request_errors_name_the_input(client: FlaskClient, db) -> None: 
         ({"image_id": 1, "metric": "hamming"}, "metric: 'hamming' is not indexed"),
         ({"image_id": 1, "side": "X"}, "side:"),
         ({"image_id": 1, "birads_min": 5, "birads_max": 2}, "birads_min 5 is above birads_max 2"),
+        ({"image_id": 1, "ranking": "best"}, "ranking: 'best' is not one of similarity, consensus"),
         ({}, "image_id: required"),
     ]
     for body, message in cases:

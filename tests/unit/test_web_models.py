@@ -103,7 +103,10 @@ def test_a_registered_model_shows_its_figure_on_its_own_training_archive(  # typ
     folder = registry_dir(web_settings) / "site-v1"
     folder.mkdir(parents=True)
     (folder / "model.onnx").write_bytes(b"onnx")
-    figures = {"metrics": {"precision@5": 0.4}, "vote_per_class_recall": {"1": 0.7}}
+    figures = {
+        "metrics": {"precision@5": 0.4, "consensus_precision@5": 0.476},
+        "vote_per_class_recall": {"1": 0.7},
+    }
     (folder / "model.json").write_text(json.dumps({
         "format": 1, "name": "site-v1", "model_sha256": hashlib.sha256(b"onnx").hexdigest(),
         "input": {"image_size_px": 224}, "output": {"dim": 256}, "base": {},
@@ -119,6 +122,7 @@ def test_a_registered_model_shows_its_figure_on_its_own_training_archive(  # typ
     assert "site-v1" in text and "On its training archive P@5" in text
     assert re.search(r"0\.474\s*<span class=\"hint\">\(base 0\.330\)</span>", text)
     assert re.search(r"0\.400\s*<span class=\"hint\">\(base 0\.302\)</span>", text)
+    assert "agreeing first 0.476" in text  # the served order's figure beside the embedding's
 
 
 def test_a_finished_job_shows_both_figures_and_times_the_next_run(  # type: ignore[no-untyped-def]

@@ -97,6 +97,22 @@ def test_upload_search_page_shows_k_results_with_birads(browser: FlaskClient) ->
     assert 'id="suggested-birads"' in page and "efficientnet-lite0" in page
     assert 'src="data:image/jpeg;base64,' in page
     assert "UNTRAINED" not in page  # efficientnet-lite0 ships pretrained weights
+    assert '<option value="consensus" selected>' in page  # the default order, as set
+    assert "those whose BIRADS agrees with the vote come first" in page
+
+
+def test_the_page_orders_results_as_the_form_chose(browser: FlaskClient, archive: Settings) -> None:
+    """Order "most similar first" is kept in the form, said above the grid and audited."""
+    response = browser.post("/search", data={"image_id": "1", "k": "5", "ranking": "similarity"})
+    page = response.get_data(as_text=True)
+    assert response.status_code == 200, page
+    assert '<option value="similarity" selected>' in page
+    assert 'id="result-order">Most similar first.' in page
+    session = make_session_factory(archive.database_url)()
+    event = session.scalars(
+        select(AuditEvent).where(AuditEvent.action == "search").order_by(AuditEvent.id.desc())
+    ).first()
+    assert event.detail["ranking"] == "similarity"
 
 
 def test_search_by_archived_image_can_exclude_its_patient(

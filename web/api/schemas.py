@@ -29,7 +29,7 @@ class Error(Body):
 Hit = create_model(
     "Hit",
     __base__=Body,
-    __doc__="One similar archived image, nearest first.",
+    __doc__="One similar archived image, in the response's `ranking` order.",
     **{
         hit_field.name: (typing.get_type_hints(CoreHit)[hit_field.name], ...)
         for hit_field in dataclasses.fields(CoreHit)
@@ -68,6 +68,10 @@ class SearchResponse(Body):
         "means results are not clinically meaningful."
     )
     results: list[Hit]  # type: ignore[valid-type]
+    ranking: str = Field(
+        description="The order of `results`: similarity (nearest first) or consensus (the "
+        "ten nearest that agree with their BIRADS vote first; each hit keeps its similarity)."
+    )
     suggested_birads: SuggestedBirads
     timing_ms: dict[str, float] = Field(description="embed, index, join and total.")
 

@@ -54,6 +54,7 @@ def _render(status: int = 200, **context: Any) -> tuple[str, int]:
     current = settings()
     context.setdefault("form", {})
     context.setdefault("metrics", current.index_metrics)
+    context.setdefault("default_ranking", current.ranking)
     context.setdefault("recent", _recent_cases())
     context.setdefault("choices", get_search_service(current).filter_values(get_session()))
     return render_template("search.html", **context), status

@@ -65,6 +65,14 @@ from mammosearch.evaluate import (
     help="Rank with the served index (its factory, efSearch / nprobe) instead of exact "
     "search, to see what an ANN index costs in P@k; mAP becomes AP@max(k).",
 )
+@click.option(
+    "--ranking",
+    type=click.Choice(["similarity", "consensus"]),
+    default="similarity",
+    show_default=True,
+    help="similarity: the space's own ranking; consensus: the ten nearest that agree with "
+    "their BIRADS vote first, as search orders them by default (MAMMOSEARCH_RANKING).",
+)
 def evaluate_command(
     label: str,
     protocol: str,
@@ -77,6 +85,7 @@ def evaluate_command(
     per_class: bool,
     progress: bool,
     through_index: bool,
+    ranking: str,
 ) -> None:
     """Leave-one-out precision/recall/NDCG@k, mAP and search time over a space's images."""
     settings = get_settings()
@@ -102,6 +111,7 @@ def evaluate_command(
                 trigger="cli",
                 progress=progress,
                 through_index=through_index,
+                ranking=ranking,
             )
     except EvaluationError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -39,6 +39,11 @@ def load_query_image(path: Path, max_pixels: int, modalities=None):  # type: ign
 @click.option("--birads-max", type=click.IntRange(BIRADS_LOW, BIRADS_HIGH), default=None)
 @click.option("--pathology", default=None, help="normal, benign, malignant")
 @click.option("--exclude-same-patient", is_flag=True, help="With --image-id: skip its patient.")
+@click.option(
+    "--ranking", type=click.Choice(["similarity", "consensus"]), default=None,
+    help="Result order (default: MAMMOSEARCH_RANKING): nearest first, or the ten nearest "
+    "that agree with their BIRADS vote first.",
+)
 @backbone_option
 @click.option("--json", "as_json", is_flag=True, help="Print the response as JSON.")
 def search(
@@ -53,6 +58,7 @@ def search(
     birads_max: int | None,
     pathology: str | None,
     exclude_same_patient: bool,
+    ranking: str | None,
     backbone: str | None,
     as_json: bool,
 ) -> None:
@@ -73,6 +79,7 @@ def search(
                     "k": k, "metric": metric, "side": side, "view": view, "modality": modality,
                     "birads_min": birads_min, "birads_max": birads_max, "pathology": pathology,
                     "exclude_same_patient": exclude_same_patient, "image_id": image_id,
+                    "ranking": ranking,
                 },
                 settings.index_metrics,
             )
@@ -83,10 +90,12 @@ def search(
             if image is not None:
                 query = load_query_image(image, settings.max_image_pixels,
                                          settings.accepted_modalities)
-                response = service.search_image(session, query, k, metric, filters, image.name)
+                response = service.search_image(
+                    session, query, k, metric, filters, image.name, request.ranking
+                )
             else:
                 response = service.search_image_id(
-                    session, image_id, k, metric, filters, exclude_same_patient
+                    session, image_id, k, metric, filters, exclude_same_patient, request.ranking
                 )
         except (SearchError, ImageRejected) as exc:
             raise click.ClickException(str(exc)) from exc
@@ -95,7 +104,10 @@ def search(
         return
     space = response.embedding_space
     trained = "pretrained" if space["pretrained"] else "UNTRAINED"
-    click.echo(f"space {space['id']}: {space['backbone']} ({trained}), metric {metric}")
+    click.echo(
+        f"space {space['id']}: {space['backbone']} ({trained}), metric {metric}, "
+        f"{response.ranking} order"
+    )
     click.echo(f"{'rank':>4} {'image':>6} {'patient':>8} {'side':>4} {'view':>4} "
                f"{'BIRADS':>6} {'pathology':>10} {'similarity':>10}")
     for hit in response.results:

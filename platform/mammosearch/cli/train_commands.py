@@ -175,8 +175,9 @@ def format_cv_table(cv: dict) -> str:
         lines.append("")
         lines.append(f"{cv['archive_protocol']}:")
         lines.append(f"{'metric':<24}{'trained':>9}{'base':>9}")
-        for key in ("precision@5", "ndcg@5", "vote_accuracy"):
-            lines.append(f"{key:<24}{archive[key]:>9.3f}{base_archive[key]:>9.3f}")
+        for key in ("precision@5", "consensus_precision@5", "ndcg@5", "vote_accuracy"):
+            if key in archive:
+                lines.append(f"{key:<24}{archive[key]:>9.3f}{base_archive[key]:>9.3f}")
     recall = cv["trained"].get("vote_per_class_recall", {})
     base_recall = cv["base"].get("vote_per_class_recall", {})
     lines.append("")
@@ -187,6 +188,15 @@ def format_cv_table(cv: dict) -> str:
             for label, value in recall.items()
         )
     )
+    per_class = cv["trained"].get("per_class_precision@5", {})
+    if "consensus" in per_class:
+        lines.append(
+            "P@5 per class, similarity -> consensus order: "
+            + ", ".join(
+                f"{label} {_cell(value)} -> {_cell(per_class['consensus'].get(label))}"
+                for label, value in per_class.get("similarity", {}).items()
+            )
+        )
     return "\n".join(lines)
 
 

@@ -230,19 +230,30 @@ def bf16_embedder(fp32: TorchEmbedder) -> TorchEmbedder:
 
 
 def _timed_vectors(
-    embedder: Embedder, images: Sequence[Image.Image], label: str, progress: bool
+    embedder: Embedder,
+    images: Sequence[Image.Image],
+    label: str,
+    progress: bool,
+    give_up_after_s: float | None = None,
 ) -> tuple[np.ndarray, float]:
+    """Vectors and images/s; with `give_up_after_s`, stops after the batch that passes it
+    (the rate is then of the images done: a variant already slower than fp32's whole
+    sample need not finish it)."""
     embedder.embed_pil(images[: embedder.batch_size])  # warm-up: first-run allocations
-    step = embedder.batch_size * 4
+    step = embedder.batch_size * (4 if give_up_after_s is None else 1)
     chunks = []
+    done = 0
     started = time.perf_counter()
     bar = tqdm(total=len(images), desc=f"embedding ({label})", unit="img", disable=not progress)
     with bar:
         for start in range(0, len(images), step):
             chunks.append(embedder.embed_pil(images[start : start + step]))
+            done += len(chunks[-1])
             bar.update(len(chunks[-1]))
+            if give_up_after_s is not None and time.perf_counter() - started > give_up_after_s:
+                break
     elapsed = time.perf_counter() - started
-    return np.concatenate(chunks), len(images) / max(elapsed, 1e-9)
+    return np.concatenate(chunks), done / max(elapsed, 1e-9)
 
 
 def check_variant(
@@ -275,7 +286,10 @@ def check_variant(
     )
     sample = images[:SPEED_SAMPLE_IMAGES]
     _, fp32_rate = _timed_vectors(fp32, sample, "fp32 speed", progress)
-    _, variant_rate = _timed_vectors(variant, sample, f"{precision} speed", progress)
+    fp32_sample_s = len(sample) / max(fp32_rate, 1e-9)
+    _, variant_rate = _timed_vectors(
+        variant, sample, f"{precision} speed", progress, give_up_after_s=fp32_sample_s
+    )
     record = replace(
         record, fp32_images_per_s=round(fp32_rate, 2), variant_images_per_s=round(variant_rate, 2)
     )

@@ -30,8 +30,10 @@ import numpy as np
 from mammosearch.distances import DISTANCE_METRICS
 from mammosearch.evaluate.labels import LABELS
 from mammosearch.evaluate.metrics import METRICS
+from mammosearch.evaluate.neighbour_vote import DEFAULT_VOTE_K, prior_correction
 from mammosearch.evaluate.protocols import candidate_mask, get_protocol, query_rows
 from mammosearch.evaluate.result import EvaluationError, EvaluationResult
+from mammosearch.ranking import RankingError, check_ranking, consensus_ranking
 
 DEFAULT_KS = (1, 5, 10, 20, 50, 100)
 WARMUP_SEARCHES = 3
@@ -79,6 +81,11 @@ def _searchable(vectors: np.ndarray, metric: str) -> tuple[np.ndarray, faiss.Ind
 
 def _as_distance(raw: np.ndarray, metric: str) -> np.ndarray:
     return 1.0 - raw if metric == "cosine" else raw
+
+
+def _as_similarity(raw: np.ndarray, metric: str) -> np.ndarray:
+    """What the search service shows (search.distance_and_similarity), for the vote."""
+    return raw if metric == "cosine" else 1.0 / (1.0 + np.maximum(raw, 0.0))
 
 
 def _metric_columns(
@@ -133,8 +140,12 @@ def evaluate_vectors(
     searcher: RankedSearch | None = None,
     search_depth: int | None = None,
     query_mask: np.ndarray | None = None,
+    ranking: str = "similarity",
 ) -> EvaluationResult:
     """Leave-one-out over every labelled image; None labels are neither queries nor candidates.
+
+    `ranking` "consensus" orders each query's ten nearest as the search service does
+    (mammosearch.ranking): those agreeing with their class-prior-corrected vote first.
 
     `query_mask` (default: every image) limits the queries; every labelled image stays a
     candidate, e.g. new patients' images querying an archive that trained the model.
@@ -152,6 +163,10 @@ def evaluate_vectors(
     ks = _checked_ks(ks)
     if metric not in DISTANCE_METRICS:
         raise EvaluationError(f"metric {metric!r}: unknown; choose one of {DISTANCE_METRICS}")
+    try:
+        check_ranking(ranking)
+    except RankingError as exc:
+        raise EvaluationError(str(exc)) from None
     if map_cutoff is not None and map_cutoff < 1:
         raise EvaluationError(f"map cut-off {map_cutoff}: must be >= 1 (or None: full ranking)")
     vectors = np.asarray(vectors)
@@ -198,6 +213,7 @@ def evaluate_vectors(
             f"{label_name!r} label and none has a relevant candidate under {protocol!r}"
         )
 
+    correction = prior_correction(np.bincount(label_codes[eligible], minlength=len(classes)))
     matrix, index = _searchable(vectors, metric)
     search: RankedSearch = searcher or index.search
     depth = n_images if searcher is None else min(n_images, search_depth or n_images)
@@ -226,19 +242,28 @@ def evaluate_vectors(
                 returned = ranked_ids[offset] >= 0
                 order = ranked_ids[offset][returned]
                 keep = masks[query][order]
-                ranking = order[keep]
-                relevance = label_codes[ranking] == label_codes[query]
+                ranked = order[keep]
+                raw_kept = raw_distances[offset][returned][keep]
+                if ranking == "consensus":
+                    reordered = consensus_ranking(
+                        _as_similarity(raw_kept, metric),
+                        label_codes[ranked],
+                        correction,
+                        DEFAULT_VOTE_K,
+                    )
+                    ranked, raw_kept = ranked[reordered], raw_kept[reordered]
+                relevance = label_codes[ranked] == label_codes[query]
                 for key, ranking_metric, k in columns:
                     values[key][position] = ranking_metric.value(relevance, n_relevant[query], k)
                     chance[key][position] = ranking_metric.chance(
                         n_candidates[query], n_relevant[query], k
                     )
                 if position < keep_rows:
-                    distances = _as_distance(raw_distances[offset][returned][keep], metric)
+                    distances = _as_distance(raw_kept, metric)
                     per_query.append(
                         _query_row(
                             query,
-                            ranking,
+                            ranked,
                             distances,
                             relevance,
                             per_query_k,
@@ -295,7 +320,13 @@ def evaluate_vectors(
         config={
             "index": "IndexFlatIP (L2-normalised)" if metric == "cosine" else "IndexFlatL2",
             "distance": "1 - cosine similarity" if metric == "cosine" else "squared L2",
-            "ranking": "full ranking of eligible candidates (batched exact search, masked)",
+            "ranking": "full ranking of eligible candidates (batched exact search, masked)"
+            + (
+                f"; consensus order of the {DEFAULT_VOTE_K} nearest (mammosearch.ranking)"
+                if ranking == "consensus"
+                else ""
+            ),
+            "order": ranking,
             "map": "full ranking" if map_cutoff is None else f"AP@{map_cutoff}",
             "timing": f"single-query exact search, k={k_timed}, over all {n_images} vectors",
             "faiss_threads": faiss.omp_get_max_threads(),

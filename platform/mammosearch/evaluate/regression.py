@@ -26,11 +26,19 @@ WATCHED_METRICS = ("precision@10", "ndcg@10", "map")
 WEBHOOK_TIMEOUT_S = 5.0
 ACKNOWLEDGE_ACTION = "acknowledge_regression"
 FLAGGED_LOOKBACK = 200
+PREVIOUS_LOOKBACK = 50
+"""Earlier runs searched for one of the same result order (the order lives in the config)."""
+
+
+def run_ranking(run: EvaluationRun) -> str:
+    """The result order a run scored (runs before the option existed: similarity)."""
+    return str((run.config or {}).get("ranking") or "similarity")
 
 
 def previous_run(session: Session, run: EvaluationRun) -> EvaluationRun | None:
-    """The newest finished run before `run` with the same space, label, protocol and metric."""
-    return session.scalars(
+    """The newest finished run before `run` with the same space, label, protocol, metric
+    and result order (`run_ranking`)."""
+    earlier = session.scalars(
         select(EvaluationRun)
         .where(
             EvaluationRun.id < run.id,
@@ -41,8 +49,9 @@ def previous_run(session: Session, run: EvaluationRun) -> EvaluationRun | None:
             EvaluationRun.metric == run.metric,
         )
         .order_by(EvaluationRun.id.desc())
-        .limit(1)
-    ).first()
+        .limit(PREVIOUS_LOOKBACK)
+    )
+    return next((old for old in earlier if run_ranking(old) == run_ranking(run)), None)
 
 
 def compare_runs(

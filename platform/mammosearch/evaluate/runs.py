@@ -139,8 +139,11 @@ def evaluate_space(
     trigger: str = "cli",
     progress: Progress = False,
     through_index: bool = False,
+    ranking: str = "similarity",
 ) -> EvaluationResult:
     """Leave-one-out over the space's vectors; records an EvaluationRun ("done" or "failed").
+
+    `ranking` "consensus" scores the order search serves by default (mammosearch.ranking).
 
     `through_index`: candidates come from the served index (evaluate/served_search.py), to
     the depth max(ks) + a margin; mAP is then AP@max(ks) unless `map_cutoff` says otherwise.
@@ -161,6 +164,7 @@ def evaluate_space(
         "map_cutoff": map_cutoff,
         "embedding_space": space.describe(),
         "through_index": through_index,
+        "ranking": ranking,
     }
     run = EvaluationRun(
         space_id=space.id,
@@ -205,6 +209,7 @@ def evaluate_space(
             progress=progress,
             searcher=searcher,
             search_depth=depth,
+            ranking=ranking,
         )
     except Exception as exc:
         session.rollback()

@@ -32,7 +32,8 @@ def format_summary(result: EvaluationResult) -> str:
         f"embedding space {space.get('id')}: {space.get('backbone')}, {weights}, "
         f"weights {str(space.get('weights_sha256', ''))[:12]} ({space.get('weights_source')}), "
         f"dim {space.get('dim')}",
-        f"protocol {result.protocol}, label {result.label}, metric {result.metric}; "
+        f"protocol {result.protocol}, label {result.label}, metric {result.metric}, "
+        f"{result.config.get('order', 'similarity')} order; "
         f"{result.queries} queries over {result.archive_size} images "
         f"(excluded: {result.excluded.get('no_label', 0)} without label, "
         f"{result.excluded.get('no_relevant_candidate', 0)} without a relevant candidate)",

@@ -10,6 +10,10 @@ patients' images query the fold's whole archive, whose training images were embe
 model that learned from them (`ARCHIVE_PROTOCOL`). The query is never seen in training and
 its own patient is excluded, but the candidates were: this is not the out-of-fold figure of
 a new archive, and it is reported beside it, never instead of it.
+
+Every figure is scored twice: in similarity order (the embedding's own figure, the
+headline), and in the consensus order the search service serves by default
+(mammosearch.ranking), as `consensus_<metric>`; per-class P@5 of both shows who gains.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import numpy as np
 
 from mammosearch.evaluate.evaluator import evaluate_vectors
 from mammosearch.evaluate.neighbour_vote import neighbour_vote_confusion
+from mammosearch.ranking import RANKINGS
 
 CV_KS = (1, 5, 10)
 VOTE_K = 10
@@ -30,6 +35,12 @@ ARCHIVE_PROTOCOL = (
     "its training images included, cosine"
 )
 HEADLINE_KEYS = ("precision@1", "precision@5", "precision@10", "ndcg@5", "ndcg@10", "map")
+CONSENSUS_PREFIX = "consensus_"
+PER_CLASS_KEY = "precision@5"
+
+
+def _ranked_key(ranking: str, key: str) -> str:
+    return key if ranking == "similarity" else f"{CONSENSUS_PREFIX}{key}"
 
 
 @dataclass
@@ -41,6 +52,7 @@ class FoldFigures:
     chance_sums: dict[str, float] = field(default_factory=dict)
     queries: int = 0
     confusion: np.ndarray | None = None
+    per_class_sums: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
     def add_fold(
         self,
@@ -51,23 +63,34 @@ class FoldFigures:
         query_mask: np.ndarray | None = None,
     ) -> dict[str, float]:
         """Score one fold's vectors (queries: `query_mask`, default all); that fold's metrics."""
-        result = evaluate_vectors(
-            vectors,
-            list(range(len(labels))),
-            labels,
-            patient_ids,
-            metric="cosine",
-            ks=CV_KS,
-            label_name=name,
-            query_mask=query_mask,
-        )
-        for key in HEADLINE_KEYS:
-            self.weighted_sums[key] = self.weighted_sums.get(key, 0.0) + (
-                result.metrics[key] * result.queries
+        fold: dict[str, float] = {}
+        for ranking in RANKINGS:
+            result = evaluate_vectors(
+                vectors,
+                list(range(len(labels))),
+                labels,
+                patient_ids,
+                metric="cosine",
+                ks=CV_KS,
+                label_name=name,
+                query_mask=query_mask,
+                ranking=ranking,
             )
-            self.chance_sums[key] = self.chance_sums.get(key, 0.0) + (
-                result.chance[key] * result.queries
-            )
+            for key in HEADLINE_KEYS:
+                ranked = _ranked_key(ranking, key)
+                fold[ranked] = result.metrics[key]
+                self.weighted_sums[ranked] = self.weighted_sums.get(ranked, 0.0) + (
+                    result.metrics[key] * result.queries
+                )
+                self.chance_sums[ranked] = self.chance_sums.get(ranked, 0.0) + (
+                    result.chance[key] * result.queries
+                )
+            by_class = self.per_class_sums.setdefault(ranking, {})
+            for label, row in result.per_class.items():
+                if row[PER_CLASS_KEY] is not None:
+                    sums = by_class.setdefault(label, [0.0, 0.0])
+                    sums[0] += row[PER_CLASS_KEY] * row["queries"]
+                    sums[1] += row["queries"]
         self.queries += result.queries
         confusion = neighbour_vote_confusion(
             vectors,
@@ -81,7 +104,7 @@ class FoldFigures:
         self.confusion = (
             confusion.matrix if self.confusion is None else self.confusion + confusion.matrix
         )
-        return {key: result.metrics[key] for key in HEADLINE_KEYS}
+        return fold
 
     def summary(self) -> dict[str, Any]:
         """Pooled metrics, chance levels, vote accuracy, balanced accuracy, per-class recall."""
@@ -101,6 +124,10 @@ class FoldFigures:
             "metrics": metrics,
             "chance": {key: value / self.queries for key, value in self.chance_sums.items()},
             "vote_per_class_recall": recall,
+            f"per_class_{PER_CLASS_KEY}": {
+                ranking: {label: total / count for label, (total, count) in by_class.items()}
+                for ranking, by_class in self.per_class_sums.items()
+            },
             "vote_confusion": {
                 "classes": [str(c) for c in self.classes],
                 "matrix": self.confusion.astype(int).tolist(),
