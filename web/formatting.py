@@ -1,5 +1,6 @@
-"""Numbers as people read them: bytes in KiB/MiB/GiB, seconds as minutes and hours, metric
-values to a fixed number of decimals. Template filters `bytes`, `duration` and `metric`."""
+"""Values as people read them: bytes in KiB/MiB/GiB, seconds as minutes and hours, metric
+values to a fixed number of decimals, a sheet's several values as a list. Template filters
+`bytes`, `duration`, `metric` and `sheet_values`."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import math
 from typing import Any
 
 from flask import Flask
+
+from mammosearch.ingest.sheet import MULTI_VALUE_SEPARATOR
 
 BYTE_UNITS = ("bytes", "KiB", "MiB", "GiB", "TiB")
 
@@ -46,7 +49,16 @@ def metric_value(value: Any, decimals: int = 3) -> str:
     return f"{value:.{decimals}f}"
 
 
+def sheet_values(text: str | None) -> str:
+    """A sheet cell's several values ("a$b", as CDD-CESM joins them) as "a; b"."""
+    if not text:
+        return ""
+    parts = [part.strip() for part in text.split(MULTI_VALUE_SEPARATOR)]
+    return "; ".join(part for part in parts if part)
+
+
 def init_app(app: Flask) -> None:
     app.add_template_filter(human_bytes, "bytes")
     app.add_template_filter(human_duration, "duration")
     app.add_template_filter(metric_value, "metric")
+    app.add_template_filter(sheet_values, "sheet_values")

@@ -16,7 +16,7 @@ def test_case_page_shows_image_report_outline_and_other_images(
 ) -> None:
     """The full image, an SVG outline in image pixels, the report, the patient's other views."""
     patient = make_patient(db, "P7")
-    image = make_image(db, web_settings, patient, seed=1, findings="irregular mass")
+    image = make_image(db, web_settings, patient, seed=1, findings="irregular mass$ foci ")
     other = make_image(db, web_settings, patient, seed=2, view="MLO")
     add_report(db, patient, "Left breast: irregular mass, BIRADS 4.")
     add_polygon(db, image, [10, 40, 30], [12, 20, 60])
@@ -25,6 +25,7 @@ def test_case_page_shows_image_report_outline_and_other_images(
     assert f'viewBox="0 0 {image.width} {image.height}"' in page
     assert 'points="10.0,12.0 40.0,20.0 30.0,60.0"' in page
     assert "irregular mass, BIRADS 4." in page
+    assert 'id="findings">irregular mass; foci<' in page  # the sheet's "$" list, as a list
     assert f'href="/cases/{other.id}"' in page
 
 
