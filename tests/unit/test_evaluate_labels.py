@@ -48,14 +48,38 @@ def test_pathology_reads_orm_rows_and_dicts_alike(pathology: str | None, expecte
     assert LABELS["pathology"].of_image(SimpleNamespace(pathology=pathology)) == expected
 
 
-def test_the_registry_holds_the_three_labels_with_their_classes() -> None:
+def test_the_registry_holds_the_four_labels_with_their_classes() -> None:
     """One place lists the labels and their class order."""
-    assert list(LABELS) == ["birads", "birads-coarse", "pathology"]
+    assert list(LABELS) == ["birads", "birads-coarse", "pathology", "finding"]
     assert LABELS["birads"].classes == (1, 2, 3, 4, 5, 6)
     assert LABELS["birads-coarse"].classes == ("1", "2-3", "4-6")
     assert LABELS["pathology"].classes == ("normal", "benign", "malignant")
+    assert LABELS["finding"].classes[:3] == ("none", "mass", "non-mass")
 
 
 def test_unknown_label_names_the_choices() -> None:
-    with pytest.raises(ValueError, match="density.*birads, birads-coarse, pathology"):
+    with pytest.raises(ValueError, match="density.*birads, birads-coarse, pathology, finding"):
         get_label("density")
+
+
+@pytest.mark.parametrize(
+    ("findings", "expected"),
+    [
+        ("No mass or non mass enhancement", "none"),
+        ("non enhancement", "none"),
+        ("Segmental non mass enhancement", "non-mass"),
+        ("Ductal non mass enhancement$Homogenously enhancing mass", "non-mass"),
+        ("Irregular heterogenously enhancing mass", "mass"),
+        ("Stippled enhancement", "foci"),
+        ("IMLN", "lymph node"),
+        ("dilated retroareolar duct", "other"),
+        ("  ", None),
+        (None, None),
+    ],
+)
+def test_the_finding_is_the_kind_of_enhancement_the_report_names(
+    findings: str | None, expected: str | None
+) -> None:
+    """CDD-CESM's own Findings texts; "no mass or non mass enhancement" is no finding."""
+    assert LABELS["finding"].of_image({"findings": findings}) == expected
+    assert LABELS["finding"].of_image(SimpleNamespace(findings=findings)) == expected

@@ -200,3 +200,23 @@ def test_evaluation_through_the_served_index_ranks_with_that_index(
             assert abs(served.metrics[key] - exact.metrics[key]) <= 0.05, key
     run = session.get(EvaluationRun, served.run_id)
     assert run.config["through_index"] is True and run.config["served_index"]["factory"] == factory
+
+
+def test_a_consensus_run_is_recorded_as_such_and_compared_only_with_its_kind(
+    session: Session, settings: Settings
+) -> None:
+    """The order is part of a run's config; a regression check never pairs the two orders,
+    and consensus is refused for a label search does not vote by."""
+    from mammosearch.evaluate.regression import previous_run
+
+    space = seed_archive(session)
+    first = evaluate_space(session, settings, space, ks=(1, 5))
+    voted = evaluate_space(session, settings, space, ks=(1, 5), ranking="consensus")
+    again = evaluate_space(session, settings, space, ks=(1, 5))
+    runs = {run.id: run for run in session.scalars(select(EvaluationRun))}
+    assert runs[voted.run_id].config["order"] == "consensus"
+    assert voted.config["order"] == "consensus" and first.config["order"] == "similarity"
+    assert previous_run(session, runs[again.run_id]).id == first.run_id
+    assert previous_run(session, runs[voted.run_id]) is None
+    with pytest.raises(EvaluationError, match="--label birads"):
+        evaluate_space(session, settings, space, label="pathology", ranking="consensus")

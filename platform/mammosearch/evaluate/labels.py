@@ -9,6 +9,20 @@ from typing import Any
 from mammosearch.birads import COARSE_GROUPS, RETRIEVAL_CLASSES
 
 PATHOLOGY_CLASSES = ("normal", "benign", "malignant")
+FINDING_CLASSES = ("none", "mass", "non-mass", "foci", "lymph node", "other")
+FINDING_KEYWORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("none", ("no mass", "non enhancement", "no enhancement", "normal")),
+    ("non-mass", ("non mass", "non-mass", "nonmass")),
+    ("mass", ("mass",)),
+    ("foci", ("foci", "focus", "stippled", "focal", "nodule")),
+    ("lymph node", ("imln", "lymph")),
+)
+"""The first class whose keyword the findings text holds (lower case); else "other".
+
+CESM findings name the enhancement's kind (BI-RADS lexicon): none, a mass, non-mass
+enhancement, foci/stippled enhancement, an intramammary lymph node. The order matters:
+"no mass or non mass enhancement" is none, "non mass enhancement" is non-mass.
+"""
 
 
 @dataclass(frozen=True)
@@ -50,6 +64,17 @@ def pathology_of(image_row: Any) -> str | None:
     return pathology if pathology in PATHOLOGY_CLASSES else None
 
 
+def finding_of(image_row: Any) -> str | None:
+    value = _field(image_row, "findings")
+    text = str(value).strip().lower() if value is not None else ""
+    if not text:
+        return None
+    for finding, keywords in FINDING_KEYWORDS:
+        if any(keyword in text for keyword in keywords):
+            return finding
+    return "other"
+
+
 LABELS: dict[str, LabelSpec] = {
     "birads": LabelSpec(
         "birads", RETRIEVAL_CLASSES, birads_of, "BI-RADS category 1..6 (6 classes)"
@@ -62,6 +87,13 @@ LABELS: dict[str, LabelSpec] = {
     ),
     "pathology": LabelSpec(
         "pathology", PATHOLOGY_CLASSES, pathology_of, "pathology: normal / benign / malignant"
+    ),
+    "finding": LabelSpec(
+        "finding",
+        FINDING_CLASSES,
+        finding_of,
+        "the enhancement the findings describe: none / mass / non-mass / foci / lymph node "
+        "/ other",
     ),
 }
 

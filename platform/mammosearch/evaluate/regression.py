@@ -32,7 +32,7 @@ PREVIOUS_LOOKBACK = 50
 
 def run_ranking(run: EvaluationRun) -> str:
     """The result order a run scored (runs before the option existed: similarity)."""
-    return str((run.config or {}).get("ranking") or "similarity")
+    return str((run.config or {}).get("order") or "similarity")
 
 
 def previous_run(session: Session, run: EvaluationRun) -> EvaluationRun | None:

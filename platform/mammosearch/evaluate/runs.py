@@ -29,7 +29,7 @@ class SpaceVectors:
     image_ids: list[int]
     image_names: list[str]
     patient_ids: list[int]
-    image_rows: list[dict[str, Any]]  # {"birads", "pathology"}: the label functions' input
+    image_rows: list[dict[str, Any]]  # {"birads", "pathology", "findings"}: labels' input
     image_sha256s: list[str]  # content hashes: which images trained a trained space
 
 
@@ -43,6 +43,7 @@ def load_space_vectors(session: Session, space: EmbeddingSpace) -> SpaceVectors:
             Image.patient_id,
             Image.birads,
             Image.pathology,
+            Image.findings,
             Image.sha256,
         )
         .join(Image, Image.id == ImageEmbedding.image_id)
@@ -63,7 +64,10 @@ def load_space_vectors(session: Session, space: EmbeddingSpace) -> SpaceVectors:
         image_ids=[row.image_id for row in rows],
         image_names=[row.source_file_name for row in rows],
         patient_ids=[row.patient_id for row in rows],
-        image_rows=[{"birads": row.birads, "pathology": row.pathology} for row in rows],
+        image_rows=[
+            {"birads": row.birads, "pathology": row.pathology, "findings": row.findings}
+            for row in rows
+        ],
         image_sha256s=[row.sha256 for row in rows],
     )
 
@@ -154,6 +158,11 @@ def evaluate_space(
     """
     label_spec = get_label(label)
     get_protocol(protocol)
+    if ranking == "consensus" and label != "birads":
+        raise EvaluationError(
+            f"--ranking consensus orders by the neighbours' BIRADS vote, as search does; "
+            f"score it with --label birads (not {label!r})"
+        )
     if through_index and map_cutoff is None:
         map_cutoff = max(ks)  # the served ranking stops at its depth
     config = {
@@ -164,7 +173,7 @@ def evaluate_space(
         "map_cutoff": map_cutoff,
         "embedding_space": space.describe(),
         "through_index": through_index,
-        "ranking": ranking,
+        "order": ranking,  # the evaluator's config keeps "ranking" for how it searched
     }
     run = EvaluationRun(
         space_id=space.id,
