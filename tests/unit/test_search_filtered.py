@@ -157,6 +157,25 @@ def test_filtered_search_returns_min_k_matches_close_to_exact(archive, filters):
     assert found / expected >= 0.95
 
 
+@pytest.mark.parametrize("ranking", ["similarity", "consensus"])
+def test_a_short_list_is_full_in_either_order(archive, ranking):
+    """k below the vote's ten: both orders fill k from the allowed images, consensus from
+    the ten nearest allowed ones, whatever the index."""
+    settings, session, space, vectors = archive
+    service = FixedSpaceService(settings, space)
+    for filters in FILTERS:
+        allowed = sql_allowed(session, filters, {700})
+        response = service.search_image_id(
+            session, 700, k=3, metric="l2", filters=filters, ranking=ranking
+        )
+        result_ids = [hit.image_id for hit in response.results]
+        assert len(result_ids) == min(3, len(allowed)), filters
+        assert set(result_ids) <= set(allowed.tolist())
+        nearest = exact_ids(vectors, vectors[699], allowed, 10)
+        assert len(set(result_ids) & nearest) >= len(result_ids) - 1, filters  # ANN: one miss
+        assert response.ranking == ranking
+
+
 def test_the_filter_table_agrees_with_the_sql_filters(archive):
     """The numpy table allows exactly the ids the SQL filters select, for every filter."""
     settings, session, space, _ = archive
