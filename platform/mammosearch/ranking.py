@@ -7,7 +7,7 @@
   Candidates beyond them keep their place. Only archive labels are used, never the query's.
 
 Out of fold on the dev archive, consensus lifts same-BIRADS P@5 by +0.07 over similarity
-order (BIRADS 1, 4 and 5 queries gain, BIRADS 2 loses; docs/learned-embeddings.md), at no
+order (BIRADS 1 and 5 queries gain, 4 holds, 2 loses; docs/learned-embeddings.md), at no
 cost: the ten neighbours are fetched for the vote anyway.
 """
 
@@ -19,7 +19,7 @@ import numpy as np
 
 RANKINGS = ("similarity", "consensus")
 CONSENSUS_WEIGHT = 0.5
-"""Share-of-the-vote bonus; 0.3-1 give the same P@5 out of fold (0.476-0.484, seed 0)."""
+"""Share-of-the-vote bonus; 0.3-1 give the same P@5 out of fold (0.476-0.484, seeds 0, 1)."""
 MIN_VOTE_WEIGHT = 1e-9
 """A neighbour at similarity <= 0 still votes, with the least weight."""
 
