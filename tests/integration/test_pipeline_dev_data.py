@@ -39,7 +39,11 @@ def test_search_by_archived_image_excludes_itself_and_joins_metadata(
 ) -> None:
     service = SearchService(dev_archive)
     with session_scope(dev_archive.database_url) as session:
-        response = service.search_image_id(session, 1, k=10, metric="cosine")
+        response = service.search_image_id(session, 1, k=10, metric="cosine", ranking="similarity")
+        voted = service.search_image_id(session, 1, k=10, metric="cosine", ranking="consensus")
+    # The served default order shows the same ten, those agreeing with the vote first.
+    assert {h.image_id for h in voted.results} == {h.image_id for h in response.results}
+    assert voted.suggested_birads == response.suggested_birads
     assert len(response.results) == 10
     assert all(hit.image_id != 1 for hit in response.results)
     assert all(hit.patient_id and hit.modality == "subtracted" for hit in response.results)
@@ -58,8 +62,13 @@ def test_filters_do_not_shorten_the_result_list(dev_archive: Settings) -> None:
             side="R", view="MLO", birads_min=4, birads_max=6,
             exclude_patient_id=query.patient_id,
         )
-        response = service.search_image_id(session, 1, k=20, metric="l2", filters=filters)
+        response = service.search_image_id(
+            session, 1, k=20, metric="l2", filters=filters, ranking="similarity"
+        )
         hits = response.results
+        voted = service.search_image_id(session, 1, k=20, metric="l2", filters=filters).results
+        assert {h.image_id for h in voted} == {h.image_id for h in hits}
+        assert [h.image_id for h in voted[10:]] == [h.image_id for h in hits[10:]]
         assert len(hits) == 20
         rows = {i.id: i for i in session.scalars(select(Image).where(
             Image.id.in_([h.image_id for h in hits])))}
