@@ -21,6 +21,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from mammosearch.birads import ASSESSMENT_CATEGORIES
+from mammosearch.ranking import RANKINGS
 
 MAX_K = 100  # the most neighbours one request may ask for, everywhere
 DEFAULT_K = 10
@@ -98,7 +99,7 @@ class SearchRequest(BaseModel):
     image_id: int | None = Field(
         None, ge=1, le=MAX_IMAGE_ID, description="Search with an archived image."
     )
-    ranking: Literal["similarity", "consensus"] | None = Field(
+    ranking: Literal[RANKINGS] | None = Field(  # type: ignore[valid-type]
         None,
         description="Result order: similarity (nearest first) or consensus (the ten nearest "
         "that agree with their BIRADS vote first); default: the server's MAMMOSEARCH_RANKING.",
@@ -139,8 +140,6 @@ class SearchRequest(BaseModel):
     @field_validator("ranking", mode="before")
     @classmethod
     def _ranking(cls, value: Any) -> str | None:
-        from mammosearch.ranking import RANKINGS
-
         text = _text(value)
         if text is not None and text.lower() not in RANKINGS:
             raise _bad(f"{text!r} is not one of {', '.join(RANKINGS)}")

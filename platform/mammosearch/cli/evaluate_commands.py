@@ -22,6 +22,7 @@ from mammosearch.evaluate import (
     parse_ks,
     resolve_space,
 )
+from mammosearch.ranking import RANKINGS
 
 
 @click.command("evaluate")
@@ -67,7 +68,7 @@ from mammosearch.evaluate import (
 )
 @click.option(
     "--ranking",
-    type=click.Choice(["similarity", "consensus"]),
+    type=click.Choice(RANKINGS),
     default="similarity",
     show_default=True,
     help="similarity: the space's own ranking; consensus: the ten nearest that agree with "

@@ -9,6 +9,7 @@ import click
 
 from mammosearch.cli.space_option import backbone_option, resolve_space, settings_for
 from mammosearch.db.session import session_scope
+from mammosearch.ranking import RANKINGS
 from mammosearch.search_request import BIRADS_HIGH, BIRADS_LOW, DEFAULT_K, MAX_K
 
 
@@ -40,7 +41,7 @@ def load_query_image(path: Path, max_pixels: int, modalities=None):  # type: ign
 @click.option("--pathology", default=None, help="normal, benign, malignant")
 @click.option("--exclude-same-patient", is_flag=True, help="With --image-id: skip its patient.")
 @click.option(
-    "--ranking", type=click.Choice(["similarity", "consensus"]), default=None,
+    "--ranking", type=click.Choice(RANKINGS), default=None,
     help="Result order (default: MAMMOSEARCH_RANKING): nearest first, or the ten nearest "
     "that agree with their BIRADS vote first.",
 )

@@ -30,7 +30,11 @@ import numpy as np
 from mammosearch.distances import DISTANCE_METRICS
 from mammosearch.evaluate.labels import LABELS
 from mammosearch.evaluate.metrics import METRICS
-from mammosearch.evaluate.neighbour_vote import DEFAULT_VOTE_K, prior_correction
+from mammosearch.evaluate.neighbour_vote import (
+    DEFAULT_VOTE_K,
+    prior_correction,
+    similarity_of_scores,
+)
 from mammosearch.evaluate.protocols import candidate_mask, get_protocol, query_rows
 from mammosearch.evaluate.result import EvaluationError, EvaluationResult
 from mammosearch.ranking import RankingError, check_ranking, consensus_ranking
@@ -81,11 +85,6 @@ def _searchable(vectors: np.ndarray, metric: str) -> tuple[np.ndarray, faiss.Ind
 
 def _as_distance(raw: np.ndarray, metric: str) -> np.ndarray:
     return 1.0 - raw if metric == "cosine" else raw
-
-
-def _as_similarity(raw: np.ndarray, metric: str) -> np.ndarray:
-    """What the search service shows (search.distance_and_similarity), for the vote."""
-    return raw if metric == "cosine" else 1.0 / (1.0 + np.maximum(raw, 0.0))
 
 
 def _metric_columns(
@@ -246,7 +245,7 @@ def evaluate_vectors(
                 raw_kept = raw_distances[offset][returned][keep]
                 if ranking == "consensus":
                     reordered = consensus_ranking(
-                        _as_similarity(raw_kept, metric),
+                        similarity_of_scores(raw_kept, metric),
                         label_codes[ranked],
                         correction,
                         DEFAULT_VOTE_K,

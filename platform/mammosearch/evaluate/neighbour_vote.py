@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from mammosearch.evaluate.protocols import candidate_mask, get_protocol, query_rows
+from mammosearch.ranking import MIN_VOTE_WEIGHT
 
 DEFAULT_VOTE_K = 10
-MIN_WEIGHT = 1e-9
 QUERY_CHUNK = 512
 
 
@@ -88,6 +88,12 @@ def prior_correction(class_counts: np.ndarray, strength: float = PRIOR_STRENGTH)
     return np.where(present, (share * n_present) ** -strength, 0.0)
 
 
+def similarity_of_scores(scores: np.ndarray, metric: str) -> np.ndarray:
+    """Index scores -> what search shows (search.distance_and_similarity, vectorised):
+    cosine -> the cosine itself, l2 (squared distance) -> 1 / (1 + distance)."""
+    return scores if metric == "cosine" else 1.0 / (1.0 + np.maximum(scores, 0.0))
+
+
 def _similarities(queries: np.ndarray, matrix: np.ndarray, metric: str) -> np.ndarray:
     if metric == "cosine":
         return queries @ matrix.T
@@ -96,7 +102,7 @@ def _similarities(queries: np.ndarray, matrix: np.ndarray, metric: str) -> np.nd
         - 2.0 * queries @ matrix.T
         + np.einsum("ij,ij->i", matrix, matrix)[None, :]
     )
-    return 1.0 / (1.0 + np.maximum(squared, 0.0))
+    return similarity_of_scores(squared, metric)
 
 
 def _winners(weights: np.ndarray, votes: np.ndarray) -> np.ndarray:
@@ -150,7 +156,7 @@ def neighbour_votes(
         top_similarity = np.take_along_axis(similarity, top, axis=1)
         counted = np.isfinite(top_similarity)
         weight = np.where(counted, np.maximum(top_similarity, 0.0), 0.0)
-        weight = np.where(counted & (weight == 0.0), MIN_WEIGHT, weight)
+        weight = np.where(counted & (weight == 0.0), MIN_VOTE_WEIGHT, weight)
         rows = np.repeat(np.arange(chunk.size), depth)
         class_weights = np.zeros((chunk.size, len(classes)))
         class_votes = np.zeros((chunk.size, len(classes)), dtype=np.int64)

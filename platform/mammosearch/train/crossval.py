@@ -25,11 +25,10 @@ from typing import Any
 import numpy as np
 
 from mammosearch.evaluate.evaluator import evaluate_vectors
-from mammosearch.evaluate.neighbour_vote import neighbour_vote_confusion
+from mammosearch.evaluate.neighbour_vote import DEFAULT_VOTE_K, neighbour_vote_confusion
 from mammosearch.ranking import RANKINGS
 
 CV_KS = (1, 5, 10)
-VOTE_K = 10
 ARCHIVE_PROTOCOL = (
     "new patients' images (unseen, own patient excluded) against the fold's whole archive, "
     "its training images included, cosine"
@@ -98,7 +97,7 @@ class FoldFigures:
             patient_ids,
             self.classes,
             metric="cosine",
-            k=VOTE_K,
+            k=DEFAULT_VOTE_K,
             query_mask=query_mask,
         )
         self.confusion = (
@@ -131,6 +130,6 @@ class FoldFigures:
             "vote_confusion": {
                 "classes": [str(c) for c in self.classes],
                 "matrix": self.confusion.astype(int).tolist(),
-                "k": VOTE_K,
+                "k": DEFAULT_VOTE_K,
             },
         }
