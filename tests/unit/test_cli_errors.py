@@ -21,6 +21,16 @@ def _run(monkeypatch: pytest.MonkeyPatch, url: str, *args: str):  # type: ignore
         get_settings.cache_clear()
 
 
+def _migrated_archive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sqlite_template: Path
+) -> str:
+    """An empty, migrated SQLite archive with its own data directory; its URL."""
+    database = tmp_path / "db.sqlite3"
+    database.write_bytes(sqlite_template.read_bytes())
+    monkeypatch.setenv("MAMMOSEARCH_DATA_DIR", str(tmp_path / "data"))
+    return f"sqlite:///{database}"
+
+
 def test_unmigrated_database_says_to_run_db_upgrade(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -41,14 +51,28 @@ def test_an_unchecked_int8_backbone_says_what_to_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sqlite_template: Path
 ) -> None:
     """Not a traceback: the variant was never checked on this archive, and how to check it."""
-    database = tmp_path / "db.sqlite3"
-    database.write_bytes(sqlite_template.read_bytes())
-    monkeypatch.setenv("MAMMOSEARCH_DATA_DIR", str(tmp_path / "data"))
+    url = _migrated_archive(tmp_path, monkeypatch, sqlite_template)
     monkeypatch.setenv("MAMMOSEARCH_BACKBONE", "efficientnet-lite0:int8")
-    result = _run(monkeypatch, f"sqlite:///{database}", "index", "stats")
+    result = _run(monkeypatch, url, "index", "stats")
     assert result.exit_code == 1, result.output
     assert "Error: no int8 model at" in result.output
     assert "mammosearch models quantize" in result.output and "Traceback" not in result.output
+
+
+def test_a_loss_without_pairs_refuses_other_patients_positives_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sqlite_template: Path
+) -> None:
+    """Refused in the first second, naming the choices, not after minutes of trunk caching."""
+    url = _migrated_archive(tmp_path, monkeypatch, sqlite_template)
+    out = tmp_path / "model"
+    result = _run(
+        monkeypatch, url, "train", "--label", "birads", "--out", str(out),
+        "--loss", "ce", "--positives", "other-patients",
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "--positives other-patients: not with --loss ce" in result.output
+    assert "supcon, ms, ce+supcon" in result.output and "Traceback" not in result.output
+    assert not out.exists() and not (tmp_path / "model.work").exists()
 
 
 def _command_paths(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

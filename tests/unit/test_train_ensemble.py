@@ -15,7 +15,7 @@ from mammosearch.train.dataset import LabelledImages
 from mammosearch.train.fit import embed_cached
 from mammosearch.train.model_dir import export_onnx_model
 from mammosearch.train.network import EmbeddingModel, TopEnsemble, build_networks
-from mammosearch.train.runner import Prepared, _train
+from mammosearch.train.runner import Prepared, train_top
 from mammosearch.train.trunk_cache import trunk_views
 
 CPU = torch.device("cpu")
@@ -52,7 +52,7 @@ def test_an_ensemble_averages_members_trained_from_different_seeds(tmp_path: Pat
     prepared = _prepared(config)
     everyone = np.arange(12)
     checkpoint = tmp_path / "fold-1.pt"
-    ensemble = _train(prepared, config, everyone, CPU, checkpoint, "test", quiet=True)
+    ensemble = train_top(prepared, config, everyone, CPU, checkpoint, "test", quiet=True)
 
     assert isinstance(ensemble, TopEnsemble) and len(ensemble.members) == 2
     assert checkpoint.is_file() and (tmp_path / "fold-1-member2.pt").is_file()
@@ -70,7 +70,7 @@ def test_an_ensemble_averages_members_trained_from_different_seeds(tmp_path: Pat
     served = session.run(None, {"images": normalise(to_unit(prepared.pixels)).numpy()})[0]
     assert np.allclose(served, embed_cached(ensemble, prepared.cache, everyone, 2, CPU), atol=2e-3)
 
-    resumed = _train(prepared, config, everyone, CPU, checkpoint, "test", quiet=True)
+    resumed = train_top(prepared, config, everyone, CPU, checkpoint, "test", quiet=True)
     for kept, again in zip(
         ensemble.state_dict().values(), resumed.state_dict().values(), strict=True
     ):

@@ -13,6 +13,7 @@ import click
 from mammosearch.cli.space_option import backbone_option, settings_for
 from mammosearch.evaluate.labels import LABELS
 from mammosearch.train.bases import BASE_BACKBONES, DEFAULT_BASE
+from mammosearch.train.positives import POSITIVES
 
 
 def _defaults():  # noqa: ANN202 - imported late: torch is slow to import
@@ -67,6 +68,13 @@ def _defaults():  # noqa: ANN202 - imported late: torch is slow to import
     help="Projection dimension (0: the pooled 1280-d features).",
 )
 @click.option(
+    "--positives",
+    type=click.Choice(POSITIVES),
+    default=None,
+    help="Same-class pairs the metric loss pulls together: any-patient, or other-patients "
+    "(not one patient's own images, which search never returns for its query).",
+)
+@click.option(
     "--pooling",
     default=None,
     help="Pooling of the final feature map: avg (default) or gem (a learned power).",
@@ -109,6 +117,7 @@ def train(
     folds: int | None,
     loss: str | None,
     dim: int | None,
+    positives: str | None,
     pooling: str | None,
     trained_blocks: int | None,
     n_views: int | None,
@@ -135,6 +144,7 @@ def train(
         "folds": folds,
         "loss": loss,
         "dim": dim,
+        "positives": positives,
         "pooling": pooling,
         "trained_blocks": trained_blocks,
         "n_views": n_views,

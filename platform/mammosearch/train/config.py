@@ -20,6 +20,7 @@ class TrainConfig:
     image_size_px: int = 224
     loss: str = "supcon"
     temperature: float = 0.1  # supervised contrastive loss's
+    positives: str = "any-patient"  # same-class pairs pulled together (positives.py)
     dim: int = 256
     pooling: str = "avg"  # of the final feature map: "avg" or "gem" (learned power)
     trained_blocks: int = 5

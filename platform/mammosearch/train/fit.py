@@ -27,6 +27,7 @@ class FitConfig:
     backbone_lr: float = 1e-3
     weight_decay: float = 1e-4
     balanced: bool = False  # draw each epoch's images class-balanced (with replacement)
+    averaged_epochs: int = 0  # weights averaged over the last N epochs (0: the last epoch's)
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -55,10 +56,14 @@ def fit_top(
     loss_fn: LossFn,
     config: FitConfig,
     device: torch.device,
+    patient_ids: np.ndarray,
     checkpoint: Path | None = None,
     on_epoch: EpochCallback | None = None,
 ) -> Top:
-    """Train `top` on the cached views of `positions`; resumes from `checkpoint` if present."""
+    """Train `top` on the cached views of `positions`; resumes from `checkpoint` if present.
+
+    `patient_ids` (one per cached image) let the loss tell one patient's pairs apart.
+    """
     top = top.to(device, memory_format=torch.channels_last)
     head_parameters = [*top.projection.parameters(), *top.classifiers.parameters()]
     head_ids = {id(p) for p in head_parameters}
@@ -79,15 +84,23 @@ def fit_top(
     )
     start_epoch = 0
     generator = np.random.default_rng(config.seed)
+    averaged = (
+        torch.optim.swa_utils.AveragedModel(top, use_buffers=True)
+        if config.averaged_epochs
+        else None
+    )
     if checkpoint is not None and checkpoint.is_file():
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)
         top.load_state_dict(state["top"])
+        if averaged is not None:
+            averaged.load_state_dict(state["averaged"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         generator.bit_generator.state = state["generator"]
         torch.set_rng_state(state["torch_rng"])
         start_epoch = state["epoch"]
     label_targets = {label: torch.from_numpy(values) for label, values in targets.items()}
+    patients = torch.from_numpy(np.asarray(patient_ids, dtype=np.int64))
     primary_targets = next(iter(targets.values()))
     n_views = cache.shape[1]
     for epoch in range(start_epoch, config.epochs):
@@ -105,16 +118,20 @@ def fit_top(
                 label: values[torch.from_numpy(batch)].to(device)
                 for label, values in label_targets.items()
             }
-            loss = loss_fn(embedding, top.logits(embedding), batch_targets)
+            batch_patients = patients[torch.from_numpy(batch)].to(device)
+            loss = loss_fn(embedding, top.logits(embedding), batch_targets, batch_patients)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
             losses.append(float(loss.detach()))
+        if averaged is not None and epoch >= config.epochs - config.averaged_epochs:
+            averaged.update_parameters(top)
         if checkpoint is not None:
             _save_atomically(
                 {
                     "top": top.state_dict(),
+                    "averaged": None if averaged is None else averaged.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "schedule": schedule.state_dict(),
                     "generator": copy.deepcopy(generator.bit_generator.state),
@@ -125,6 +142,8 @@ def fit_top(
             )
         if on_epoch is not None:
             on_epoch(epoch + 1, float(np.mean(losses)) if losses else float("nan"), top)
+    if averaged is not None and config.epochs > 0:
+        return averaged.module.eval()  # the running mean of the last epochs' weights
     return top.eval()
 
 

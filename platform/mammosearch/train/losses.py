@@ -9,6 +9,7 @@
   `XBM_BATCHES` batches' embeddings (pytorch-metric-learning's CrossBatchMemory): more
   pairs per step than one batch of a few hundred images holds.
 Every label after the first adds its own class-weighted cross-entropy head (multi-task).
+Which same-class pairs the metric loss pulls together is `train/positives.py`'s choice.
 """
 
 from __future__ import annotations
@@ -20,12 +21,16 @@ import torch
 import torch.nn.functional as F
 
 from mammosearch.train.dataset import IGNORE_INDEX
+from mammosearch.train.positives import POSITIVES, other_patient_pairs
 
 LOSSES = ("ce", "supcon", "ms", "ce+supcon", "supcon+xbm")
 SECONDARY_WEIGHT = 0.5
 XBM_BATCHES = 4
+PAIR_LOSSES = ("supcon", "ms", "ce+supcon")  # metric losses over one batch's own pairs
 
-LossFn = Callable[[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]], torch.Tensor]
+LossFn = Callable[
+    [torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor], torch.Tensor
+]
 
 
 def class_weights(targets: np.ndarray, n_classes: int) -> torch.Tensor:
@@ -35,6 +40,19 @@ def class_weights(targets: np.ndarray, n_classes: int) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float32)
 
 
+def check_loss(name: str, positives: str = "any-patient") -> None:
+    """Refuse an unknown loss or a pair rule it cannot apply, naming the choices."""
+    if name not in LOSSES:
+        raise ValueError(f"--loss {name!r}: choose one of {', '.join(LOSSES)}")
+    if positives not in POSITIVES:
+        raise ValueError(f"--positives {positives!r}: choose one of {', '.join(POSITIVES)}")
+    if positives == "other-patients" and name not in PAIR_LOSSES:
+        raise ValueError(
+            f"--positives other-patients: not with --loss {name} (it has no pairs of "
+            f"patients to leave out); choose one of {', '.join(PAIR_LOSSES)}"
+        )
+
+
 def make_loss(
     name: str,
     primary: str,
@@ -42,14 +60,16 @@ def make_loss(
     temperature: float,
     embedding_size: int,
     batch_size: int,
+    positives: str = "any-patient",
 ) -> LossFn:
-    """The loss `name` over (embedding, logits per label, targets per label).
+    """The loss `name` over (embedding, logits per label, targets per label, patient ids).
 
     `temperature` is SupConLoss's (TrainConfig's default, chosen by cross-validation);
-    `embedding_size` and `batch_size` size the cross-batch memory of `supcon+xbm`.
+    `embedding_size` and `batch_size` size the cross-batch memory of `supcon+xbm`;
+    `positives` says which same-class pairs the metric loss pulls together.
     """
-    if name not in LOSSES:
-        raise ValueError(f"--loss {name!r}: choose one of {', '.join(LOSSES)}")
+    check_loss(name, positives)
+    other_patients = positives == "other-patients"
     metric_loss = None
     miner = None
     if name in ("supcon", "ce+supcon"):
@@ -79,13 +99,17 @@ def make_loss(
         embedding: torch.Tensor,
         logits: dict[str, torch.Tensor],
         targets: dict[str, torch.Tensor],
+        patients: torch.Tensor,
     ) -> torch.Tensor:
         total = embedding.sum() * 0.0
         if name in ("ce", "ce+supcon"):
             total = total + cross_entropy(primary, logits[primary], targets[primary])
         if metric_loss is not None:
-            pairs = miner(embedding, targets[primary]) if miner is not None else None
-            total = total + metric_loss(embedding, targets[primary], pairs)
+            labels = targets[primary]
+            pairs = miner(embedding, labels) if miner is not None else None
+            if other_patients:
+                pairs = other_patient_pairs(labels, patients, pairs)
+            total = total + metric_loss(embedding, labels, pairs)
         for label in logits:
             if label != primary:
                 total = total + SECONDARY_WEIGHT * cross_entropy(

@@ -108,7 +108,7 @@ def _member_checkpoint(checkpoint: Path, member: int) -> Path:
     return checkpoint.with_name(f"{checkpoint.stem}-member{member + 1}{checkpoint.suffix}")
 
 
-def _train(
+def train_top(
     prepared: Prepared,
     config: TrainConfig,
     positions: np.ndarray,
@@ -165,6 +165,7 @@ def _train_member(
         config.temperature,
         top.dim,
         config.fit.batch_size,
+        config.positives,
     )
     bar = tqdm(total=config.fit.epochs, desc=description, unit="epoch", disable=quiet)
 
@@ -192,6 +193,7 @@ def _train_member(
             loss_fn,
             config.fit,
             device,
+            data.patient_ids,
             checkpoint,
             on_epoch,
         )
@@ -234,7 +236,7 @@ def cross_validate(
         if done is not None:
             vectors, training_vectors = done
         else:
-            top = _train(
+            top = train_top(
                 prepared,
                 config,
                 train_positions,
@@ -334,7 +336,7 @@ def train_final(
 ) -> EmbeddingModel:
     """The served model: trained on every labelled image, trunk + top, over the test views."""
     everyone = np.arange(len(prepared.data))
-    top = _train(
+    top = train_top(
         prepared,
         config,
         everyone,

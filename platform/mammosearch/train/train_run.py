@@ -14,6 +14,7 @@ from mammosearch.embed.weights import file_sha256
 from mammosearch.evaluate.provenance import software_versions
 from mammosearch.train.config import TrainConfig
 from mammosearch.train.dataset import load_labelled_images
+from mammosearch.train.losses import check_loss
 from mammosearch.train.model_dir import model_record, write_model_dir
 from mammosearch.train.runner import (
     Status,
@@ -58,6 +59,7 @@ def run_training(
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir.name}: already exists (pass --overwrite to replace it)")
     views_for(config.test_views)  # an impossible count fails before any work
+    check_loss(config.loss, config.positives)
     started = time.perf_counter()
     device = pick_device()
     data = load_labelled_images(session, config.labels)
