@@ -9,6 +9,7 @@ from typing import Any
 
 from mammosearch.train.bases import DEFAULT_BASE
 from mammosearch.train.fit import FitConfig
+from mammosearch.train.positives import ANY_PATIENT
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,7 @@ class TrainConfig:
     image_size_px: int = 224
     loss: str = "supcon"
     temperature: float = 0.1  # supervised contrastive loss's
-    positives: str = "any-patient"  # same-class pairs pulled together (positives.py)
+    positives: str = ANY_PATIENT  # same-class pairs the metric loss pulls together
     dim: int = 256
     pooling: str = "avg"  # of the final feature map: "avg" or "gem" (learned power)
     trained_blocks: int = 5

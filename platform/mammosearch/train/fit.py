@@ -142,7 +142,7 @@ def fit_top(
             )
         if on_epoch is not None:
             on_epoch(epoch + 1, float(np.mean(losses)) if losses else float("nan"), top)
-    if averaged is not None and config.epochs > 0:
+    if averaged is not None:
         return averaged.module.eval()  # the running mean of the last epochs' weights
     return top.eval()
 

@@ -21,7 +21,12 @@ import torch
 import torch.nn.functional as F
 
 from mammosearch.train.dataset import IGNORE_INDEX
-from mammosearch.train.positives import POSITIVES, other_patient_pairs
+from mammosearch.train.positives import (
+    ANY_PATIENT,
+    OTHER_PATIENTS,
+    POSITIVES,
+    other_patient_pairs,
+)
 
 LOSSES = ("ce", "supcon", "ms", "ce+supcon", "supcon+xbm")
 SECONDARY_WEIGHT = 0.5
@@ -40,15 +45,15 @@ def class_weights(targets: np.ndarray, n_classes: int) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def check_loss(name: str, positives: str = "any-patient") -> None:
+def check_loss(name: str, positives: str = ANY_PATIENT) -> None:
     """Refuse an unknown loss or a pair rule it cannot apply, naming the choices."""
     if name not in LOSSES:
         raise ValueError(f"--loss {name!r}: choose one of {', '.join(LOSSES)}")
     if positives not in POSITIVES:
         raise ValueError(f"--positives {positives!r}: choose one of {', '.join(POSITIVES)}")
-    if positives == "other-patients" and name not in PAIR_LOSSES:
+    if positives == OTHER_PATIENTS and name not in PAIR_LOSSES:
         raise ValueError(
-            f"--positives other-patients: not with --loss {name} (it has no pairs of "
+            f"--positives {OTHER_PATIENTS}: not with --loss {name} (it has no pairs of "
             f"patients to leave out); choose one of {', '.join(PAIR_LOSSES)}"
         )
 
@@ -60,7 +65,7 @@ def make_loss(
     temperature: float,
     embedding_size: int,
     batch_size: int,
-    positives: str = "any-patient",
+    positives: str = ANY_PATIENT,
 ) -> LossFn:
     """The loss `name` over (embedding, logits per label, targets per label, patient ids).
 
@@ -69,7 +74,7 @@ def make_loss(
     `positives` says which same-class pairs the metric loss pulls together.
     """
     check_loss(name, positives)
-    other_patients = positives == "other-patients"
+    other_patients = positives == OTHER_PATIENTS
     metric_loss = None
     miner = None
     if name in ("supcon", "ce+supcon"):

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-POSITIVES = ("any-patient", "other-patients")
+ANY_PATIENT, OTHER_PATIENTS = "any-patient", "other-patients"
+POSITIVES = (ANY_PATIENT, OTHER_PATIENTS)
 
 Pairs = tuple["torch.Tensor", "torch.Tensor", "torch.Tensor", "torch.Tensor"]
 """pytorch-metric-learning's pair tuple: (anchor, positive, anchor, negative) indices."""
