@@ -25,10 +25,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from mammosearch.config import get_settings
 from mammosearch.db.session import make_session_factory
+from mammosearch.evaluate.plots import save_png
 from mammosearch.train.config import TrainConfig
 from mammosearch.train.crossval import FoldFigures
 from mammosearch.train.dataset import load_labelled_images
@@ -97,12 +99,8 @@ def summarise(records: list[dict], plot: Path | None) -> None:
 def draw_curve(
     records: list[dict], intercept: float, slope: float, needed: float, plot: Path
 ) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    figure = Figure(figsize=(6.4, 4.2), layout="tight")
+    axes = figure.add_subplot()
     patients = [r["training_patients_per_fold"] for r in records]
     axes.scatter(patients, [r["precision@5"] for r in records], label="P@5, each draw")
     axes.scatter(
@@ -122,9 +120,7 @@ def draw_curve(
     axes.set_ylabel("out-of-fold, patient-excluded P@5")
     axes.set_title("What more labelled patients buy (dev archive, 5 folds)")
     axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(plot, dpi=120)
-    plt.close(figure)
+    save_png(figure, plot)
 
 
 def main() -> None:

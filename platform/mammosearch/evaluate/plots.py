@@ -38,7 +38,8 @@ class CurveSeries:
         return f"{self.backbone} / {self.metric}" + (" (UNTRAINED)" if self.untrained else "")
 
 
-def _save(figure: Figure, path: Path) -> Path:
+def save_png(figure: Figure, path: Path) -> Path:
+    """Write `figure` to `path` as PNG, atomically, on the Agg canvas (no pyplot)."""
     FigureCanvasAgg(figure)
     with atomic_path(path, SHARED, suffix=".png.tmp") as temp_path:  # the web service reads it
         figure.savefig(temp_path, format="png", dpi=DPI, bbox_inches="tight")
@@ -91,7 +92,7 @@ def plot_curves(
     figure.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), frameon=False)
     figure.suptitle(title)
     figure.subplots_adjust(bottom=0.13, hspace=0.32, wspace=0.18, top=0.92)
-    return _save(figure, path)
+    return save_png(figure, path)
 
 
 def _scatter(
@@ -147,7 +148,7 @@ def plot_projection(
     figure.legend(handles, legend_labels, loc="center right", frameon=False)
     figure.suptitle(title)
     figure.subplots_adjust(right=0.84, wspace=0.15)
-    return _save(figure, path)
+    return save_png(figure, path)
 
 
 def plot_confusion(confusion: VoteConfusion, class_name: str, path: Path, title: str) -> Path:
@@ -175,4 +176,4 @@ def plot_confusion(confusion: VoteConfusion, class_name: str, path: Path, title:
     subtitle = f"accuracy {100 * accuracy:.1f}%" if accuracy is not None else "no votes"
     axis.set_title(f"{title}\n{subtitle}", fontsize=10)
     figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04, label="share of true class")
-    return _save(figure, path)
+    return save_png(figure, path)
