@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from mammosearch.cli.db_commands import migrate_embedded_database
+from mammosearch.cli.lazy_group import LazyGroup
 from mammosearch.config import Settings, get_settings
 from mammosearch.db import session_scope
 from mammosearch.import_record import record_import
@@ -17,7 +18,11 @@ from mammosearch.ingest.sheet import BIRADS_RULES, SheetError, SheetRow
 NAMES_SHOWN = 5  # long lists (e.g. 500 missing DM images) are summarised; --json has them all
 
 
-@click.group("ingest")
+@click.group(
+    "ingest",
+    cls=LazyGroup,
+    lazy_subcommands={"dicom": "mammosearch.cli.source_commands:ingest_dicom"},
+)
 def ingest() -> None:
     """Register images from a source; they are then embedded and indexed."""
 
