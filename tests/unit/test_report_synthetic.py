@@ -19,14 +19,17 @@ from mammosearch.config import Settings, get_settings
 from mammosearch.db.models import EmbeddingSpace, EvaluationRun, Image, ImageEmbedding, Patient
 from mammosearch.db.session import make_session_factory
 from mammosearch.evaluate.regression import run_figures
-from mammosearch.evaluate.report import prepare_backbone
+from mammosearch.evaluate.report import archived_backbones, prepare_backbone
 from mammosearch.ingest.storage import check_image, store_image
 from mammosearch.pipeline import process_pending
 from tests.unit.web_support import synthetic_image_bytes
 
 PATIENTS = 10
 BIRADS_BY_PATIENT = (1, 2, 4, 5)  # each class held by at least two patients
-ARGS = ["--backbones", "efficientnet-lite0,resnet50", "--allow-random", "--k", "1,5,10"]
+ARGS = [
+    "--backbones", "efficientnet-lite0,resnet50", "--embed-missing", "--allow-random",
+    "--k", "1,5,10",
+]  # fmt: skip
 
 
 @pytest.fixture
@@ -127,12 +130,39 @@ def test_report_covers_every_backbone_and_metric_and_a_second_run_embeds_nothing
 def test_a_backbone_without_weights_is_skipped_with_the_reason(
     pg_settings: Settings,
 ) -> None:
-    """Without --allow-random, vgg16 (no weights here) is listed as skipped, not embedded."""
+    """Without --allow-random, vgg16 (no weights here) is listed as skipped in one line."""
     session = make_session_factory(pg_settings.database_url)()
-    section = prepare_backbone(session, pg_settings, "vgg16", [], allow_random=False)
+    section = prepare_backbone(session, pg_settings, "vgg16", [], allow_random=False, embed=True)
     session.close()
     assert section.space is None
-    assert "vgg16" in section.skipped and "weights not found" in section.skipped
+    assert section.skipped.startswith("vgg16: no ImageNet weights") and "\n" not in section.skipped
+
+
+def test_a_report_reads_the_archive_and_embeds_nothing_unless_asked(
+    archive: Settings, tmp_path: Path
+) -> None:
+    """lite1 (weights installed, no space in the archive) is skipped in one line; no new
+    space, vector or embedder appears, and the default covers the archive's spaces only."""
+    session = make_session_factory(archive.database_url)()
+    assert archived_backbones(session, archive, ["efficientnet-lite0", "resnet50"]) == [
+        "efficientnet-lite0"
+    ]
+    session.close()
+    out_dir = tmp_path / "archive-only"
+    result = CliRunner().invoke(main, [
+        "report", "--out", str(out_dir), "--backbones", "efficientnet-lite0,efficientnet-lite1",
+        "--k", "1,5", "--no-tsne", "--no-progress",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    skipped = [line for line in result.output.splitlines() if "SKIPPED" in line]
+    assert skipped == [
+        "efficientnet-lite1: SKIPPED (no embedding space with vectors in the archive "
+        "(--embed-missing embeds it for this report))"
+    ]
+    session = make_session_factory(archive.database_url)()
+    assert session.scalars(select(EmbeddingSpace.backbone)).all() == ["efficientnet-lite0"]
+    assert session.scalar(select(func.count()).select_from(ImageEmbedding)) == PATIENTS * 2
+    session.close()
 
 
 def test_report_refuses_unknown_backbones_and_an_empty_archive(pg_settings: Settings) -> None:
