@@ -79,7 +79,19 @@ def _report(tmp_path: Path, name: str) -> tuple[Path, dict]:
 def test_report_covers_every_backbone_and_metric_and_a_second_run_embeds_nothing(
     archive: Settings, tmp_path: Path
 ) -> None:
-    """Numbers with chance levels, every figure, runs linked to the report, statuses untouched."""
+    """Numbers with chance levels, every figure, runs linked to the report, statuses untouched;
+    unasked, a backbone the archive holds no vectors of is skipped in one line, not embedded."""
+    session: Session = make_session_factory(archive.database_url)()
+    names = ["efficientnet-lite0", "efficientnet-lite1", "resnet50"]
+    assert archived_backbones(session, archive, names) == ["efficientnet-lite0"]
+    section = prepare_backbone(session, archive, "efficientnet-lite1", [1, 2])  # weights here
+    assert section.space is None and section.skipped == (
+        "no embedding space with vectors in the archive (--embed-missing embeds it for this "
+        "report)"
+    )
+    assert session.scalars(select(EmbeddingSpace.backbone)).all() == ["efficientnet-lite0"]
+    session.close()
+
     out_dir, document = _report(tmp_path, "first")
     entries = {entry["backbone"]: entry for entry in document["backbones"]}
     assert entries["efficientnet-lite0"]["embedded_now"] == 0  # the pipeline's vectors
@@ -111,7 +123,7 @@ def test_report_covers_every_backbone_and_metric_and_a_second_run_embeds_nothing
         assert heading in html
     assert "UNTRAINED" in html and "figures/curves.png" in html and "thumbs/" in html
 
-    session: Session = make_session_factory(archive.database_url)()
+    session = make_session_factory(archive.database_url)()
     runs = session.scalars(select(EvaluationRun).order_by(EvaluationRun.id)).all()
     assert len(runs) == 4 and all(run.report_path == str(out_dir) for run in runs)
     assert all(len(run_figures(run)) == 3 for run in runs)
@@ -136,33 +148,6 @@ def test_a_backbone_without_weights_is_skipped_with_the_reason(
     session.close()
     assert section.space is None
     assert section.skipped.startswith("vgg16: no ImageNet weights") and "\n" not in section.skipped
-
-
-def test_a_report_reads_the_archive_and_embeds_nothing_unless_asked(
-    archive: Settings, tmp_path: Path
-) -> None:
-    """lite1 (weights installed, no space in the archive) is skipped in one line; no new
-    space, vector or embedder appears, and the default covers the archive's spaces only."""
-    session = make_session_factory(archive.database_url)()
-    assert archived_backbones(session, archive, ["efficientnet-lite0", "resnet50"]) == [
-        "efficientnet-lite0"
-    ]
-    session.close()
-    out_dir = tmp_path / "archive-only"
-    result = CliRunner().invoke(main, [
-        "report", "--out", str(out_dir), "--backbones", "efficientnet-lite0,efficientnet-lite1",
-        "--k", "1,5", "--no-tsne", "--no-progress",
-    ])  # fmt: skip
-    assert result.exit_code == 0, result.output
-    skipped = [line for line in result.output.splitlines() if "SKIPPED" in line]
-    assert skipped == [
-        "efficientnet-lite1: SKIPPED (no embedding space with vectors in the archive "
-        "(--embed-missing embeds it for this report))"
-    ]
-    session = make_session_factory(archive.database_url)()
-    assert session.scalars(select(EmbeddingSpace.backbone)).all() == ["efficientnet-lite0"]
-    assert session.scalar(select(func.count()).select_from(ImageEmbedding)) == PATIENTS * 2
-    session.close()
 
 
 def test_report_refuses_unknown_backbones_and_an_empty_archive(pg_settings: Settings) -> None:
