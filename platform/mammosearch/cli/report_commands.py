@@ -8,14 +8,9 @@ import click
 
 from mammosearch.config import get_settings
 from mammosearch.db.session import session_scope
-from mammosearch.evaluate import (
-    DEFAULT_PROTOCOL,
-    DISTANCE_METRICS,
-    LABELS,
-    PROTOCOLS,
-    EvaluationError,
-    parse_ks,
-)
+from mammosearch.distances import DISTANCE_METRICS
+from mammosearch.evaluate.labels import LABELS
+from mammosearch.evaluate.protocols import DEFAULT_PROTOCOL, PROTOCOLS
 
 
 def serving_trained_model(settings) -> str | None:  # noqa: ANN001
@@ -107,6 +102,7 @@ def report_command(
     embedding, without weights) is listed as skipped, with the reason in one line.
     """
     from mammosearch.embed.backbones import BACKBONES
+    from mammosearch.evaluate import EvaluationError, parse_ks
     from mammosearch.evaluate.report import ReportOptions, archived_backbones, write_report
     from mammosearch.evaluate.tables import format_summary_rows
 
