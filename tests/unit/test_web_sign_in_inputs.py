@@ -1,0 +1,106 @@
+"""Sign-in's inputs from a hostile tester: `next`, the scheme behind a proxy, CSV cells."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime
+from urllib.parse import urlsplit
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy.orm import Session
+
+from mammosearch.db.models import AuditEvent, User
+from tests.unit.web_support import TEST_PASSWORD, app_config, make_patient
+from web import create_app
+
+OFF_SITE_NEXTS = [
+    "//evil.example/x",
+    "////evil.example/x",
+    "///evil.example/x",
+    "/\\evil.example/x",
+    "\\\\evil.example/x",
+    "/\\/evil.example/x",
+    "\\/evil.example/x",
+    "/%2F%2Fevil.example/x",
+    "%2F%2Fevil.example/x",
+    "/%5Cevil.example/x",
+    "/%252F%252Fevil.example/x",
+    "/\t/evil.example/x",
+    "/\n/evil.example/x",
+    " //evil.example/x",
+    "https://evil.example/x",
+    "https:evil.example/x",
+    "https:/evil.example/x",
+    "HTTPS://evil.example",
+    "javascript:alert(1)",
+    "evil.example/x",
+]
+
+
+def _stays_on_site(location: str) -> bool:
+    """Whether a browser following `location` from this site stays on it."""
+    browser_view = location.replace("\\", "/").replace("\t", "").replace("\n", "")
+    parts = urlsplit(browser_view.strip())
+    return not parts.scheme and not parts.netloc and browser_view.startswith("/") and (
+        not browser_view.startswith("//")
+    )
+
+
+def test_sign_in_never_redirects_off_site(web_settings, radiologist: User) -> None:  # type: ignore[no-untyped-def]
+    """POST /login with a `next` that a browser would read as another host goes to /search."""
+    client = create_app(app_config(web_settings, LOGIN_RATE_LIMIT="1000 per minute")).test_client()
+    for target in OFF_SITE_NEXTS:
+        response = client.post(
+            "/login", data={"username": "rad", "password": TEST_PASSWORD, "next": target}
+        )
+        assert response.status_code == 302
+        assert response.headers["Location"] == "/search", target
+
+
+def test_signed_in_login_page_never_redirects_off_site(radiologist_client: FlaskClient) -> None:
+    """GET /login when already signed in follows `next` only to a path on this site."""
+    for target in OFF_SITE_NEXTS:
+        response = radiologist_client.get("/login", query_string={"next": target})
+        assert response.status_code == 302
+        assert response.headers["Location"] == "/search", target
+    response = radiologist_client.get("/login", query_string={"next": "/cases/3?tab=report"})
+    assert response.headers["Location"] == "/cases/3?tab=report"
+
+
+@pytest.mark.parametrize("target", ["/cases/3", "/search?birads=4", "/admin/audit?page=2"])
+def test_sign_in_keeps_a_same_site_next(
+    client: FlaskClient, radiologist: User, target: str
+) -> None:
+    """A same-site path survives sign-in as it was."""
+    response = client.post(
+        "/login", data={"username": "rad", "password": TEST_PASSWORD, "next": target}
+    )
+    assert response.headers["Location"] == target
+    assert _stays_on_site(response.headers["Location"])
+
+
+def test_audit_export_neutralises_every_cell_a_spreadsheet_would_run(
+    admin_client: FlaskClient, db: Session
+) -> None:
+    """Usernames, patient ids, actions and details starting with = + - @ tab or CR get a
+    leading quote (OWASP's CSV injection rule); other cells stay as they were."""
+    triggers = ["=HYPERLINK(\"http://evil.example\")", "+1+cmd|' /C calc'!A0", "-2+3",
+                "@SUM(A1)", "\tTAB", "\rCR"]
+    for number, trigger in enumerate(triggers):
+        patient = make_patient(db, trigger)
+        db.add(AuditEvent(
+            username=trigger, action=trigger, patient_id=patient.id, remote_addr="10.0.0.1",
+            created_at=datetime(2026, 4, 1, 10, number),
+        ))  # fmt: skip
+    db.commit()
+    response = admin_client.get("/admin/audit.csv")
+    rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True), newline="")))
+    written = [row for row in rows if row["remote_addr"] == "10.0.0.1"]
+    assert len(written) == len(triggers)
+    for row in written:
+        for column in ("username", "action", "patient"):
+            assert row[column][0] == "'", (column, row[column])
+            assert row[column][1:] in triggers
+        assert row["when_utc"].startswith("2026-04-01")
