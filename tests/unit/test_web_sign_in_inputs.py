@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from flask.testing import FlaskClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mammosearch.db.models import AuditEvent, User
@@ -104,3 +105,41 @@ def test_audit_export_neutralises_every_cell_a_spreadsheet_would_run(
             assert row[column][0] == "'", (column, row[column])
             assert row[column][1:] in triggers
         assert row["when_utc"].startswith("2026-04-01")
+
+
+def _session_cookie(response) -> str:  # type: ignore[no-untyped-def]
+    cookies = [value for value in response.headers.getlist("Set-Cookie")
+               if value.startswith("session=")]  # fmt: skip
+    assert cookies, response.headers
+    return cookies[0]
+
+
+def test_session_cookie_is_secure_behind_a_trusted_https_proxy(
+    web_settings, radiologist: User, db: Session  # type: ignore[no-untyped-def]
+) -> None:
+    """With one trusted proxy (MAMMOSEARCH_FLASK_PROXY_FIX_HOPS=1) saying https, the session
+    cookie is Secure and the audit records the client's address; over plain HTTP it is not."""
+    client = create_app(app_config(web_settings, PROXY_FIX_HOPS=1)).test_client()
+    form = {"username": "rad", "password": TEST_PASSWORD}
+    behind_tls = client.post("/login", data=form, headers={
+        "X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7",
+    })  # fmt: skip
+    assert behind_tls.status_code == 302
+    assert "; Secure" in _session_cookie(behind_tls)
+    login_event = db.scalars(select(AuditEvent).where(AuditEvent.action == "login")).one()
+    assert login_event.remote_addr == "203.0.113.7"
+    plain = create_app(app_config(web_settings, PROXY_FIX_HOPS=1)).test_client()
+    assert "Secure" not in _session_cookie(plain.post("/login", data=form))
+
+
+def test_session_cookie_ignores_an_untrusted_forwarded_proto(
+    web_settings, radiologist: User  # type: ignore[no-untyped-def]
+) -> None:
+    """Without a trusted proxy X-Forwarded-Proto is anyone's header: the scheme the server
+    itself saw decides (https served directly is Secure)."""
+    app = create_app(app_config(web_settings))
+    form = {"username": "rad", "password": TEST_PASSWORD}
+    spoofed = app.test_client().post("/login", data=form, headers={"X-Forwarded-Proto": "https"})
+    assert "Secure" not in _session_cookie(spoofed)
+    direct = app.test_client().post("/login", data=form, base_url="https://localhost")
+    assert "; Secure" in _session_cookie(direct)
