@@ -61,6 +61,9 @@ class MammosearchGroup(click.Group):
             weights = sys.modules.get("mammosearch.embed.weights")
             if weights is not None and isinstance(exc, weights.WeightsUnavailable):
                 raise click.ClickException(str(exc)) from exc
+            migrate = sys.modules.get("mammosearch.db.migrate")  # refused: rows to fix first
+            if migrate is not None and isinstance(exc, migrate.MigrationRefused):
+                raise click.ClickException(str(exc)) from exc
             raise
 
 
