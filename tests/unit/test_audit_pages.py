@@ -68,7 +68,7 @@ def test_a_patient_filter_finds_the_pages_that_showed_the_patients_images(
     first, second = make_patient(session, "P1"), make_patient(session, "P2")
     (p1_image,) = _bare_images(session, first, 1)
     p2_image, p2_other = _bare_images(session, second, 2)
-    user = User(username="rad", password_hash="x", role="radiologist")
+    user = User(username="rad", username_key="rad", password_hash="x", role="radiologist")
     session.add(user)
     session.commit()
     record_access(session, user, "search", first.id, p1_image,
