@@ -30,11 +30,7 @@ import numpy as np
 from mammosearch.distances import DISTANCE_METRICS
 from mammosearch.evaluate.labels import LABELS
 from mammosearch.evaluate.metrics import METRICS
-from mammosearch.evaluate.neighbour_vote import (
-    DEFAULT_VOTE_K,
-    prior_correction,
-    similarity_of_scores,
-)
+from mammosearch.evaluate.neighbour_vote import DEFAULT_VOTE_K, similarity_of_scores
 from mammosearch.evaluate.protocols import candidate_mask, get_protocol, query_rows
 from mammosearch.evaluate.result import EvaluationError, EvaluationResult
 from mammosearch.ranking import RankingError, check_ranking, consensus_ranking
@@ -144,7 +140,7 @@ def evaluate_vectors(
     """Leave-one-out over every labelled image; None labels are neither queries nor candidates.
 
     `ranking` "consensus" orders each query's ten nearest as the search service does
-    (mammosearch.ranking): those agreeing with their class-prior-corrected vote first.
+    (mammosearch.ranking): those agreeing with their vote (mammosearch.vote) first.
 
     `query_mask` (default: every image) limits the queries; every labelled image stays a
     candidate, e.g. new patients' images querying an archive that trained the model.
@@ -212,7 +208,7 @@ def evaluate_vectors(
             f"{label_name!r} label and none has a relevant candidate under {protocol!r}"
         )
 
-    correction = prior_correction(np.bincount(label_codes[eligible], minlength=len(classes)))
+    class_counts = np.bincount(label_codes[eligible], minlength=len(classes))
     matrix, index = _searchable(vectors, metric)
     search: RankedSearch = searcher or index.search
     depth = n_images if searcher is None else min(n_images, search_depth or n_images)
@@ -247,8 +243,8 @@ def evaluate_vectors(
                     reordered = consensus_ranking(
                         similarity_of_scores(raw_kept, metric),
                         label_codes[ranked],
-                        correction,
-                        DEFAULT_VOTE_K,
+                        len(classes),
+                        class_counts,
                     )
                     ranked, raw_kept = ranked[reordered], raw_kept[reordered]
                 relevance = label_codes[ranked] == label_codes[query]
