@@ -133,3 +133,28 @@ def test_consensus_order_shows_the_same_cases_agreeing_ones_first(
     assert voted.to_dict()["ranking"] == "consensus"
     with pytest.raises(SearchError, match="ranking 'best'"):
         service.search_image_id(session, ids[0], k=3, ranking="best")
+
+
+def test_the_suggestion_waits_for_the_spaces_vote_to_be_measured(
+    session: Session, archive  # type: ignore[no-untyped-def]
+) -> None:
+    """Unmeasured: the neighbours' labels are listed, no class is put forward. After the
+    archive's patient-excluded evaluation, the same search says how sure it is."""
+    from mammosearch.evaluate.runs import evaluate_space
+    from mammosearch.search import VOTE_MEASURE_TTL_S
+
+    settings, ids = archive
+    service = SearchService(settings)
+    before = service.search_image_id(session, ids[0], k=3, exclude_same_patient=True)
+    assert before.suggested_birads["status"] == "unmeasured"
+    assert before.suggested_birads["birads"] is None
+    assert sum(before.suggested_birads["votes"].values()) == 6
+    evaluate_space(session, settings, service.space(session), ks=(1, 5))
+    fresh = SearchService(settings)  # a new process, or VOTE_MEASURE_TTL_S later
+    assert VOTE_MEASURE_TTL_S <= 60
+    after = fresh.search_image_id(session, ids[0], k=3, exclude_same_patient=True)
+    shown = after.suggested_birads
+    assert shown["status"] in ("suggested", "uncertain")
+    assert shown["precision"] is not None and shown["floor"] >= 0.5
+    assert "patient-excluded evaluation of space" in shown["measured"]["source"]
+    assert (shown["birads"] is None) == (shown["status"] == "uncertain")
