@@ -379,7 +379,37 @@ def suggest(
     return {
         "birads": birads_vote["suggested"],
         **birads_vote,
-        "rule": f"{RULE.description}, the {VOTE_K} nearest labelled neighbours",
+        "rule": f"the {VOTE_K} nearest labelled neighbours; {RULE.description}",
         "note": DECISION_SUPPORT_NOTE,
         "pathology": label_suggestion(pathology, measured.get("pathology"), pathology_classes),
     }
+
+
+def suggestion_lines(panel: Mapping[str, Any]) -> list[str]:
+    """The suggestion panel as text (the CLI's): one line per label, then the note."""
+    lines = []
+    for title, shown in (("BIRADS", panel), ("pathology", panel.get("pathology") or {})):
+        if not shown:
+            continue
+        counts = ", ".join(f"{label}: {n}" for label, n in shown.get("votes", {}).items())
+        status = shown.get("status")
+        if status == SUGGESTED:
+            verdict = (
+                f"suggested {shown['suggested']} (suggestions at {shown['share']:.0%} of the "
+                f"vote were right for {shown['precision']:.0%})"
+            )
+        elif status == UNCERTAIN:
+            verdict = "uncertain (" + (
+                "split vote)" if shown.get("split") else
+                f"suggestions at {shown['share']:.0%} of the vote were right for only "
+                f"{shown['precision']:.0%}, under the {shown['floor']:.0%} needed)"
+            )  # fmt: skip
+        elif status == UNMEASURED:
+            verdict = "no suggestion: this space's vote has not been measured"
+        else:
+            verdict = "no labelled neighbour"
+        voters = shown.get("neighbours", 0)
+        lines.append(f"{title} of the {voters} neighbours ({counts}): {verdict}")
+    if panel.get("note"):
+        lines.append(str(panel["note"]))
+    return lines
