@@ -413,3 +413,26 @@ def suggestion_lines(panel: Mapping[str, Any]) -> list[str]:
     if panel.get("note"):
         lines.append(str(panel["note"]))
     return lines
+
+
+def reliability_lines(label: str, reliability: Mapping[str, Any]) -> list[str]:
+    """A measured vote as text (`mammosearch evaluate`): its figures, then precision by share."""
+    table = Reliability.from_dict(reliability)
+    recall = ", ".join(
+        f"{name} {value:.2f}" if value is not None else f"{name} -"
+        for name, value in (reliability.get("per_class_recall") or {}).items()
+    )
+    lines = [
+        f"{label} vote ({reliability.get('rule')}, {reliability.get('k')} nearest): accuracy "
+        f"{table.accuracy:.3f}, balanced {reliability.get('balanced_accuracy') or 0:.3f}, "
+        f"ECE {reliability.get('ece') or 0:.3f}; recall {recall}",
+        f"  suggested when suggestions at its share were right >= {table.floor:.2f} "
+        f"(commonest class {table.majority_rate:.2f}):",
+    ]
+    for row in table.bins:
+        verdict = "suggested" if row["precision"] >= table.floor else "uncertain"
+        lines.append(
+            f"  share {row['low']:.2f}-{row['high']:.2f}: {row['correct']}/{row['suggestions']}"
+            f" right = {row['precision']:.2f}  {verdict}"
+        )
+    return lines

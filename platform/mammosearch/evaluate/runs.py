@@ -244,6 +244,8 @@ def evaluate_space(
     )
     if through_index:
         result.config.update(through_index=True, served_index=config["served_index"])
+    if config.get("vote"):
+        result.config["vote"] = config["vote"]
     result.duration_s = time.perf_counter() - started
     result.run_id = run.id
     run.status = "done"
