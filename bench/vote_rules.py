@@ -21,7 +21,7 @@ import numpy as np
 
 from mammosearch.config import get_settings
 from mammosearch.db.session import session_scope
-from mammosearch.evaluate.evaluator import class_order
+from mammosearch.evaluate.evaluator import class_order, evaluate_vectors
 from mammosearch.evaluate.labels import get_label
 from mammosearch.evaluate.neighbour_vote import measure_vote, neighbour_vote_shares
 from mammosearch.evaluate.runs import load_space_vectors, resolve_space
@@ -81,6 +81,23 @@ def score_rule(
     }
 
 
+def consensus_p5(
+    vectors: np.ndarray, labels: list, fold_of: np.ndarray, rule_name: str | None
+) -> dict:
+    """Out-of-fold P@5 in the consensus order this rule would drive (None: similarity
+    order), overall, mean over classes and per class (the order search serves by default
+    re-ranks the vote's neighbours by their class's share)."""
+    result = evaluate_vectors(
+        vectors, list(range(len(labels))), labels, fold_of.tolist(), ks=(5,),
+        label_name="birads", ranking="similarity" if rule_name is None else "consensus",
+        vote_rule=VOTE_RULES[rule_name or "similarity"],
+    )  # fmt: skip
+    per_class = {c: row["precision@5"] for c, row in result.per_class.items()}
+    present = [value for value in per_class.values() if value is not None]
+    return {"p5": result.metrics["precision@5"], "class_mean": float(np.mean(present)),
+            "per_class": per_class}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--space-id", type=int)
@@ -122,6 +139,17 @@ def main() -> None:
             f"{row['ece']:.3f} |"
         )
     print("predicted per class: " + "; ".join(f"{r['rule']} {r['predicted']}" for r in rows))
+    if args.label == "birads":
+        print("\nout-of-fold P@5 in the consensus order each rule drives: | order | P@5 | "
+              "mean of classes | per class |")  # fmt: skip
+        for row, name in [({}, None), *((r, r["rule"]) for r in rows)]:
+            scored = consensus_p5(loaded.vectors, labels, fold_of, name)
+            row["consensus"] = scored
+            per_class = " / ".join(
+                "-" if value is None else f"{value:.3f}" for value in scored["per_class"].values()
+            )
+            print(f"| {name or 'similarity order'} | {scored['p5']:.3f} | "
+                  f"{scored['class_mean']:.3f} | {per_class} |")  # fmt: skip
     tables = {}
     for name, rule in VOTE_RULES.items():
         table = measure_vote(loaded.vectors, labels, loaded.patient_ids, classes, rule=rule)

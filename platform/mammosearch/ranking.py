@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mammosearch.vote import VOTE_K, class_shares
+from mammosearch.vote import RULE, VOTE_K, VoteRule, class_shares
 
 RANKINGS = ("similarity", "consensus")
 CONSENSUS_WEIGHT = 0.5
@@ -52,6 +52,7 @@ def consensus_ranking(
     class_codes: np.ndarray,
     n_classes: int,
     class_counts: np.ndarray | None = None,
+    rule: VoteRule = RULE,
 ) -> np.ndarray:
     """A whole ranking (nearest first; codes < 0 unlabelled) in consensus order.
 
@@ -63,7 +64,9 @@ def consensus_ranking(
     if voters.size == 0:
         return np.arange(codes.size)
     pool = int(voters[-1]) + 1
-    shares, _ = class_shares(codes[:pool], np.asarray(similarities)[:pool], n_classes, class_counts)
+    shares, _ = class_shares(
+        codes[:pool], np.asarray(similarities)[:pool], n_classes, class_counts, rule
+    )
     bonus = np.where(codes[:pool] >= 0, shares[0][np.maximum(codes[:pool], 0)], 0.0)
     reordered = consensus_order(np.asarray(similarities)[:pool], bonus)
     return np.concatenate([reordered, np.arange(pool, codes.size)])

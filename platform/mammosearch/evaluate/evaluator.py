@@ -34,6 +34,7 @@ from mammosearch.evaluate.neighbour_vote import DEFAULT_VOTE_K, similarity_of_sc
 from mammosearch.evaluate.protocols import candidate_mask, get_protocol, query_rows
 from mammosearch.evaluate.result import EvaluationError, EvaluationResult
 from mammosearch.ranking import RankingError, check_ranking, consensus_ranking
+from mammosearch.vote import RULE, VoteRule
 
 DEFAULT_KS = (1, 5, 10, 20, 50, 100)
 WARMUP_SEARCHES = 3
@@ -136,11 +137,15 @@ def evaluate_vectors(
     search_depth: int | None = None,
     query_mask: np.ndarray | None = None,
     ranking: str = "similarity",
+    vote_rule: VoteRule = RULE,
 ) -> EvaluationResult:
     """Leave-one-out over every labelled image; None labels are neither queries nor candidates.
 
     `ranking` "consensus" orders each query's ten nearest as the search service does
     (mammosearch.ranking): those agreeing with their vote (mammosearch.vote) first.
+
+    `vote_rule` is the vote the consensus order follows (the served one; bench/vote_rules.py
+    scores the others).
 
     `query_mask` (default: every image) limits the queries; every labelled image stays a
     candidate, e.g. new patients' images querying an archive that trained the model.
@@ -245,6 +250,7 @@ def evaluate_vectors(
                         label_codes[ranked],
                         len(classes),
                         class_counts,
+                        vote_rule,
                     )
                     ranked, raw_kept = ranked[reordered], raw_kept[reordered]
                 relevance = label_codes[ranked] == label_codes[query]
