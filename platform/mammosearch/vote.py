@@ -8,12 +8,13 @@ cross-validation (evaluate.neighbour_vote), and case-level search. Its parts:
   the label neither votes nor takes a voter's place, so the vote search shows is the vote
   every evaluation measured (their candidates are labelled images only).
 - Weight: each voter its similarity (RULE = "similarity"), no class prior. Decided by
-  patient-grouped cross-validation on the dev archive (bench/vote_rules.py, the table in
-  docs/learned-embeddings.md "The suggestion"): as accurate as one vote per neighbour and a
-  little better balanced and calibrated, best for pathology; the class-prior correction
-  served before bought BIRADS 3/4 recall with 0.04 of accuracy, a less monotone reliability
-  table, and suggestions that contradict the counts shown (a BIRADS 1 image whose ten nearest
-  held four BIRADS 1 got "BIRADS 5"). The other rules stay here to be measured again.
+  patient-grouped cross-validation on the dev archive (bench/vote_rules.py, the tables in
+  docs/learned-embeddings.md "The suggestion"): as accurate as one vote per neighbour, a
+  little better balanced, as well calibrated, among the best for pathology. The class-prior
+  correction served before bought BIRADS 3/4 recall with 0.03-0.04 of accuracy, a reliability
+  table that is not monotone, and suggestions that contradict the counts shown (a BIRADS 1
+  image whose ten nearest held four BIRADS 1 got "BIRADS 5"). The other rules stay in
+  VOTE_RULES to be measured again.
 - Winner: the largest share; ties go to more votes, then to the class listed first. A vote
   whose leader does not hold strictly more voters than every other class is split: no class
   is put forward (`Vote.split`).
