@@ -71,7 +71,8 @@ def score_rule(
         "balanced_accuracy_sd": float(np.std([balanced(m) for m in per_fold])),
         "per_class_recall": {
             str(label): float(right[codes[asked] == c].mean())
-            for c, label in enumerate(classes) if (codes[asked] == c).any()
+            for c, label in enumerate(classes)
+            if (codes[asked] == c).any()
         },  # fmt: skip
         "predicted": {
             str(label): int((predicted[asked] == c).sum()) for c, label in enumerate(classes)

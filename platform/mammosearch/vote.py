@@ -323,6 +323,18 @@ a space whose vote was never measured (labels listed, nothing suggested); no lab
 neighbour."""
 
 
+MEASURED_KEYS = (
+    "accuracy",
+    "balanced_accuracy",
+    "per_class_recall",
+    "ece",
+    "source",
+    "rule",
+    "suggestions",
+)
+"""What the panel shows of a measurement beside each vote."""
+
+
 def label_suggestion(
     neighbours: Sequence[tuple[Hashable | None, float]],
     reliability: Mapping[str, Any] | None,
@@ -353,13 +365,7 @@ def label_suggestion(
         "suggested": result.leader if sure else None,
         "precision": table.precision_at(result.share),
         "floor": table.floor,
-        "measured": {
-            key: reliability.get(key)
-            for key in (
-                "accuracy", "balanced_accuracy", "per_class_recall", "ece", "source", "rule",
-                "suggestions",
-            )
-        },  # fmt: skip
+        "measured": {key: reliability.get(key) for key in MEASURED_KEYS},
     }
 
 

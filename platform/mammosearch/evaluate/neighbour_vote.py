@@ -206,7 +206,6 @@ def measure_vote(
     return table
 
 
-
 VOTED_LABELS = ("birads", "pathology")
 """What the suggestion panel votes on: the suggested BIRADS, and pathology beside it."""
 
