@@ -193,6 +193,10 @@ MIN_FLOOR = 0.5
 (and more often than always naming the most common class would be)."""
 
 
+class NoSuggestion(ValueError):
+    """Nothing to measure: no query had a neighbour to vote."""
+
+
 @dataclass(frozen=True)
 class Reliability:
     """How often suggestions were right, by the leader's share, and the floor below which
@@ -258,7 +262,7 @@ def reliability_table(
     shares = np.asarray(leader_shares, dtype=np.float64)
     right = np.asarray(correct, dtype=bool)
     if shares.size == 0:
-        raise ValueError("no suggestion to measure: the reliability table needs votes")
+        raise NoSuggestion("no suggestion to measure: the reliability table needs votes")
     position = np.clip(np.searchsorted(edges, shares, side="right") - 1, 0, len(edges) - 2)
     groups: list[list[int]] = []
     for index in range(len(edges) - 1):

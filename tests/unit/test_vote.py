@@ -112,3 +112,11 @@ def test_measured_figures_come_out_of_fold_with_per_class_recall_and_calibration
     folds.add_fold(vectors, labels, patients, "birads")
     reliability = folds.summary()["vote_reliability"]
     assert reliability["suggestions"] == 20 and reliability["accuracy"] == 1.0
+
+
+def test_an_archive_of_one_patient_leaves_the_vote_unmeasured_without_failing() -> None:
+    """No query has another patient's image to ask: nothing is measured, nothing raised."""
+    from mammosearch.evaluate.neighbour_vote import measure_space_votes
+
+    rows = [{"birads": 1 + i % 2, "pathology": "benign"} for i in range(4)]
+    assert measure_space_votes(np.eye(4), rows, [7, 7, 7, 7]) == {}

@@ -19,6 +19,7 @@ from mammosearch.evaluate.protocols import candidate_mask, get_protocol, query_r
 from mammosearch.vote import (
     RULE,
     VOTE_K,
+    NoSuggestion,
     Reliability,
     VoteRule,
     class_shares,
@@ -218,7 +219,8 @@ def measure_space_votes(
     source: str = "",
 ) -> dict[str, Any]:
     """The vote's reliability per VOTED_LABELS over an archive, patient-excluded: what an
-    evaluation run stores for search to read (empty for a label with under two classes)."""
+    evaluation run stores for search to read. A label with under two classes, or whose
+    images have no candidate to vote (one patient), is left out: unmeasured, not an error."""
     from mammosearch.evaluate.labels import get_label
 
     measured: dict[str, Any] = {}
@@ -228,7 +230,10 @@ def measure_space_votes(
         classes = [c for c in spec.classes if c in set(labels)]
         if len(classes) < 2:
             continue
-        table = measure_vote(vectors, labels, patient_ids, classes, metric, source=source)
+        try:
+            table = measure_vote(vectors, labels, patient_ids, classes, metric, source=source)
+        except NoSuggestion:
+            continue
         measured[name] = table.to_dict()
     return measured
 
