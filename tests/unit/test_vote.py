@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sqlalchemy.orm import Session
 
+from mammosearch.config import Settings
 from mammosearch.evaluate.neighbour_vote import measure_vote
 from mammosearch.train.crossval import FoldFigures
 from mammosearch.vote import (
@@ -120,3 +122,46 @@ def test_an_archive_of_one_patient_leaves_the_vote_unmeasured_without_failing() 
 
     rows = [{"birads": 1 + i % 2, "pathology": "benign"} for i in range(4)]
     assert measure_space_votes(np.eye(4), rows, [7, 7, 7, 7]) == {}
+
+
+def test_a_trained_space_is_measured_by_its_models_out_of_fold_suggestions(
+    session: Session, settings: Settings
+) -> None:
+    """model.json's archive-protocol vote_reliability (train's CV) is what search reads for
+    the model's space; a trained space whose model has none is unmeasured."""
+    import hashlib
+    import json
+
+    from mammosearch.db.models import EmbeddingSpace
+    from mammosearch.embed.loader import registry_dir
+    from mammosearch.evaluate.runs import measured_vote
+
+    def register(name: str, cross_validation: dict) -> EmbeddingSpace:
+        folder = registry_dir(settings) / name
+        folder.mkdir(parents=True)
+        (folder / "model.onnx").write_bytes(name.encode())
+        sha = hashlib.sha256(name.encode()).hexdigest()
+        (folder / "model.json").write_text(json.dumps({
+            "format": 1, "name": name, "model_sha256": sha, "input": {"image_size_px": 224},
+            "output": {"dim": 4}, "base": {}, "labels": {"birads": [1, 4]},
+            "training_images": {"count": 20}, "created_at": "2026-12-07T12:00:00Z",
+            "cross_validation": cross_validation,
+        }))  # fmt: skip
+        space = EmbeddingSpace(
+            backbone=f"trained:{name}", weights_sha256=sha, weights_source="test",
+            pretrained=True, preprocessing_version=1, dim=4, active=False,
+        )  # fmt: skip
+        session.add(space)
+        session.commit()
+        return space
+
+    within, archive = {**MEASURED, "accuracy": 0.4}, {**MEASURED, "accuracy": 0.6}
+    measured = register("site-v2", {
+        "label": "birads", "folds": 5,
+        "trained": {"vote_reliability": within}, "trained_archive": {"vote_reliability": archive},
+    })  # fmt: skip
+    old = register("site-v1", {"label": "birads", "folds": 5, "trained": {"metrics": {}}})
+    read = measured_vote(session, settings, measured)
+    assert read["birads"]["accuracy"] == 0.6
+    assert "out of fold against the fold archive (model site-v2)" in read["birads"]["source"]
+    assert measured_vote(session, settings, old) == {}
