@@ -195,11 +195,16 @@ def reconcile() -> dict[str, Any]:
 
 @shared_task(bind=True, name="mammosearch.evaluate_active_space", **RETRY_TRANSIENT)
 def evaluate_active_space(
-    self: Any, label: str = "birads", metric: str | None = None, trigger: str = "schedule"
+    self: Any,
+    label: str = "birads",
+    metric: str | None = None,
+    trigger: str = "schedule",
+    unmeasured_only: bool = False,
 ) -> dict[str, Any]:
     """Re-evaluation of every active space (mammosearch.evaluate does the work): runs stored
     with `trigger` ("schedule" from beat, "web" from the evaluations page), regressions
-    flagged, progress in the task state."""
+    flagged, progress in the task state; `unmeasured_only`: the spaces whose neighbour vote
+    was never measured."""
     from mammosearch.evaluate.scheduled import run_scheduled_evaluations
 
     settings = get_settings()
@@ -213,6 +218,7 @@ def evaluate_active_space(
                 metrics=[metric] if metric else None,
                 task_id=self.request.id,
                 trigger=trigger,
+                unmeasured_only=unmeasured_only,
             )
     except LockBusy:
         return {"run_ids": [], "reason": "busy: a scheduled evaluation is running"}

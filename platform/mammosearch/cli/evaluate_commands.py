@@ -14,6 +14,7 @@ from mammosearch.distances import DISTANCE_METRICS
 from mammosearch.evaluate.labels import LABELS
 from mammosearch.evaluate.protocols import DEFAULT_PROTOCOL, PROTOCOLS
 from mammosearch.ranking import RANKINGS
+from mammosearch.vote import reliability_lines
 
 
 @click.command("evaluate")
@@ -124,6 +125,9 @@ def evaluate_command(
     if per_class:
         click.echo("")
         click.echo(format_per_class(result))
+    for label, reliability in (result.config.get("vote") or {}).items():
+        click.echo("")
+        click.echo("\n".join(reliability_lines(label, reliability)))
     if json_path is not None:
         atomic_write_text(json_path, json.dumps(result.to_dict(), indent=2))
         click.echo(f"wrote {json_path}", err=True)

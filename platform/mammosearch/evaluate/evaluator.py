@@ -29,14 +29,11 @@ import numpy as np
 from mammosearch.distances import DISTANCE_METRICS
 from mammosearch.evaluate.labels import LABELS
 from mammosearch.evaluate.metrics import METRICS
-from mammosearch.evaluate.neighbour_vote import (
-    DEFAULT_VOTE_K,
-    prior_correction,
-    similarity_of_scores,
-)
+from mammosearch.evaluate.neighbour_vote import DEFAULT_VOTE_K, similarity_of_scores
 from mammosearch.evaluate.protocols import candidate_mask, get_protocol, query_rows
 from mammosearch.evaluate.result import EvaluationError, EvaluationResult
 from mammosearch.ranking import RankingError, check_ranking, consensus_ranking
+from mammosearch.vote import RULE, VoteRule
 
 if TYPE_CHECKING:
     import faiss
@@ -150,11 +147,15 @@ def evaluate_vectors(
     search_depth: int | None = None,
     query_mask: np.ndarray | None = None,
     ranking: str = "similarity",
+    vote_rule: VoteRule = RULE,
 ) -> EvaluationResult:
     """Leave-one-out over every labelled image; None labels are neither queries nor candidates.
 
     `ranking` "consensus" orders each query's ten nearest as the search service does
-    (mammosearch.ranking): those agreeing with their class-prior-corrected vote first.
+    (mammosearch.ranking): those agreeing with their vote (mammosearch.vote) first.
+
+    `vote_rule` is the vote the consensus order follows (the served one; bench/vote_rules.py
+    scores the others).
 
     `query_mask` (default: every image) limits the queries; every labelled image stays a
     candidate, e.g. new patients' images querying an archive that trained the model.
@@ -222,7 +223,7 @@ def evaluate_vectors(
             f"{label_name!r} label and none has a relevant candidate under {protocol!r}"
         )
 
-    correction = prior_correction(np.bincount(label_codes[eligible], minlength=len(classes)))
+    class_counts = np.bincount(label_codes[eligible], minlength=len(classes))
     matrix, index = _searchable(vectors, metric)
     search: RankedSearch = searcher or index.search
     depth = n_images if searcher is None else min(n_images, search_depth or n_images)
@@ -257,8 +258,9 @@ def evaluate_vectors(
                     reordered = consensus_ranking(
                         similarity_of_scores(raw_kept, metric),
                         label_codes[ranked],
-                        correction,
-                        DEFAULT_VOTE_K,
+                        len(classes),
+                        class_counts,
+                        vote_rule,
                     )
                     ranked, raw_kept = ranked[reordered], raw_kept[reordered]
                 relevance = label_codes[ranked] == label_codes[query]
