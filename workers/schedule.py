@@ -26,6 +26,8 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "mammosearch.evaluate_active_space", settings.evaluation_schedule_s
         ),
     }
+    if settings.auto_train:
+        schedule["auto-train"] = _every("mammosearch.auto_train", settings.auto_train_check_s)
     if settings.watch_dirs:
         schedule["scan-watch-dirs"] = _every(
             "mammosearch.scan_watch_dirs", settings.watch_schedule_s

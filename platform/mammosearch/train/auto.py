@@ -93,6 +93,29 @@ def is_running(record: dict[str, Any]) -> bool:
     return record.get("state") in ACTIVE_STATES
 
 
+def summary_line(record: dict[str, Any]) -> str:
+    """One line for the banner, the page and the CLI: what the run does now, or why not."""
+    progress = record.get("progress") or {}
+    if record.get("state") == "training":
+        where = (
+            f"fold {progress['fold']}/{progress['folds']}" if progress.get("fold")
+            else "final model" if "epoch" in progress else progress.get("stage", "starting")
+        )  # fmt: skip
+        text = f"training {(record.get('run') or {}).get('model', '')}: {where}"
+        if "epoch" in progress:
+            text += f", epoch {progress['epoch']}/{progress['epochs']}"
+        if progress.get("eta_s") is not None:
+            text += f", about {max(1, round(progress['eta_s'] / 60))} min left"
+        return text
+    if record.get("state") == "re-embedding":
+        done = f" {progress['done']}/{progress['total']} images" if "total" in progress else ""
+        return f"re-embedding the archive into the new space{done}"
+    if record.get("busy"):
+        return str(record["busy"])
+    reasons = [record.get("error"), record.get("reason"), (record.get("check") or {}).get("reason")]
+    return "; ".join(str(reason) for reason in reasons if reason) or "not checked yet"
+
+
 # --- The decision ----------------------------------------------------------------------
 
 
@@ -269,10 +292,23 @@ def default_config() -> Any:
 
 
 def lower_priority() -> None:
-    """Training yields the CPU to search (called in the process or thread that trains)."""
+    """Training yields the CPU to search: every thread of this process, NICE_INCREMENT lower.
+
+    Called by the entry points that train (`auto-train`, the Celery task), not by
+    `run_auto_train`. On Linux a nice value is per thread, so threads that torch or a
+    worker started before this are lowered one by one; new threads inherit it.
+    """
     try:
-        os.nice(NICE_INCREMENT)
-    except OSError:  # already at the lowest priority, or not allowed: train anyway
+        threads = [int(tid) for tid in os.listdir("/proc/self/task")]
+    except OSError:  # not Linux: the process's own value
+        threads = []
+    try:
+        for tid in threads:
+            current = os.getpriority(os.PRIO_PROCESS, tid)
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, current + NICE_INCREMENT))
+        if not threads:
+            os.nice(NICE_INCREMENT)
+    except OSError:  # a thread that ended meanwhile, or not allowed: train anyway
         pass
 
 
@@ -347,7 +383,6 @@ def _train(settings: Settings, record: dict[str, Any], decision: Decision, train
                   check={"at": _now(), "reason": decision.reason})  # fmt: skip
     record.pop("error", None)
     record = write_state(settings, record)
-    lower_priority()
     progress = Progress(settings, record, config.folds, config.fit.epochs, config.ensemble)
     out_dir = work_out_dir(settings)
     try:
