@@ -28,6 +28,7 @@ import logging
 import os
 import re
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -37,7 +38,7 @@ from typing import Any, Protocol
 
 from mammosearch.atomic_files import atomic_write_bytes
 from mammosearch.config import Settings
-from mammosearch.file_lock import LockHeld, exclusive_file_lock
+from mammosearch.file_lock import LockHeld, exclusive_file_lock, is_held
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +89,25 @@ def write_state(settings: Settings, record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+def lock_path(settings: Settings) -> Path:
+    return settings.data_dir / "models" / LOCK_FILE
+
+
 def is_running(record: dict[str, Any]) -> bool:
-    """A run under way (what the banner shows); stale after a crash until the next check."""
+    """The record says a run is under way (or was, when its process died)."""
     return record.get("state") in ACTIVE_STATES
+
+
+def under_way(settings: Settings) -> dict[str, Any] | None:
+    """The record of a run that is going on now (its lock held), else None: the banner's.
+
+    A record left at "training" by a process that died is not shown as running: it
+    resumes at the next check.
+    """
+    record = read_state(settings)
+    if is_running(record) and is_held(lock_path(settings)):
+        return record
+    return None
 
 
 def summary_line(record: dict[str, Any]) -> str:
@@ -291,15 +308,20 @@ def default_config() -> Any:
     return TrainConfig()
 
 
-def lower_priority() -> None:
+def lower_priority(whole_process: bool = True) -> None:
     """Training yields the CPU to search: every thread of this process, NICE_INCREMENT lower.
 
     Called by the entry points that train (`auto-train`, the Celery task), not by
     `run_auto_train`. On Linux a nice value is per thread, so threads that torch or a
     worker started before this are lowered one by one; new threads inherit it.
+    `whole_process=False` (a thread of the web service): only the calling thread.
     """
     try:
-        threads = [int(tid) for tid in os.listdir("/proc/self/task")]
+        threads = (
+            [int(tid) for tid in os.listdir("/proc/self/task")]
+            if whole_process
+            else [threading.get_native_id()]
+        )
     except OSError:  # not Linux: the process's own value
         threads = []
     try:
@@ -333,7 +355,7 @@ def run_auto_train(
     """
     try:
         with exclusive_file_lock(
-            settings.data_dir / "models" / LOCK_FILE, "automatic training", wait_s
+            lock_path(settings), "automatic training", wait_s
         ):
             return _run_locked(settings, trainer, config)
     except LockHeld as held:
@@ -472,7 +494,7 @@ def switch_space(settings: Settings, backbone: str, record: dict[str, Any] | Non
 
 def rollback(settings: Settings) -> dict[str, Any]:
     """Serve the space that served before the last switch again (its vectors were kept)."""
-    with exclusive_file_lock(settings.data_dir / "models" / LOCK_FILE, "rollback", 0.0):
+    with exclusive_file_lock(lock_path(settings), "rollback", 0.0):
         record = read_state(settings)
         previous = record.get("previous_backbone")
         if not previous:
@@ -485,7 +507,7 @@ def rollback(settings: Settings) -> dict[str, Any]:
 
 def activate_model(settings: Settings, backbone: str) -> dict[str, Any]:
     """An admin's switch to `backbone` (a model or base name), one at a time with training."""
-    with exclusive_file_lock(settings.data_dir / "models" / LOCK_FILE, "activation", 0.0):
+    with exclusive_file_lock(lock_path(settings), "activation", 0.0):
         record = read_state(settings)
         record.update(state="re-embedding", progress={"stage": "re-embedding"})
         record = write_state(settings, record)
