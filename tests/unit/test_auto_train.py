@@ -57,7 +57,12 @@ def _cv(trained: list[float], base: list[float]) -> dict[str, Any]:
     """Cross-validation figures as `train` records them: pooled, and per fold."""
 
     def pooled(values: list[float]) -> dict[str, Any]:
-        return {"metrics": {"precision@5": sum(values) / len(values)}}
+        mean = sum(values) / len(values)
+        return {
+            "metrics": {"precision@5": mean, "ndcg@5": mean, "vote_accuracy": mean},
+            "vote_per_class_recall": {"1": mean, "2": mean},
+            "per_class_precision@5": {"similarity": {"1": mean, "2": mean}},
+        }
 
     return {
         "trained": pooled(trained), "base": pooled(base),

@@ -199,12 +199,18 @@ def _refuse_while_busy() -> Response | None:
 @bp.post("/activate")
 def activate_space() -> Response:
     """Re-embed the archive into a space and make it serve (search stays where it is until then)."""
+    from mammosearch.embed.loader import registry_dir
+    from mammosearch.embed.registry import registered_models
     from mammosearch.train import auto
 
     backbone = (request.form.get("backbone") or "").strip()
-    known = {row["activate_as"] for row in _spaces() if row["activate_as"]}
+    known = {row["activate_as"] for row in _spaces() if row["activate_as"]} | {
+        model.directory.name for model in registered_models(registry_dir(app_settings()))
+    }
     if backbone not in known:
-        flash(f"Not activated: {backbone or '(none)'} is not a space on this page.", "error")
+        flash(
+            f"Not activated: {backbone or '(none)'} is not a space or model on this page.", "error"
+        )
         return redirect(url_for("models.overview"))
     busy = _refuse_while_busy()
     if busy is not None:
