@@ -263,3 +263,43 @@ def test_progress_names_the_fold_the_epoch_and_the_time_left(tmp_path: Path) -> 
     shown = auto.read_state(settings)["progress"]
     assert shown["fold"] == 1 and shown["epochs_done"] == 2
     assert shown["eta_s"] == pytest.approx(880, abs=5)  # 88 epochs left at 10 s each
+
+
+def test_serve_starts_the_watcher_beside_itself_only_without_a_broker_and_when_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The embedded default trains in a child process (its own CPU priority); a stack's beat
+    does it instead, and MAMMOSEARCH_AUTO_TRAIN=0 starts nothing."""
+    import subprocess
+
+    from mammosearch.cli import serve_commands
+    from mammosearch.config import get_settings
+
+    started: list[list[str]] = []
+    monkeypatch.setattr(subprocess, "Popen", lambda command, **_: started.append(command))
+    for broker, flag, expected in (("", "1", 1), ("redis://x:6379/0", "1", 0), ("", "0", 0)):
+        monkeypatch.setenv("CELERY_BROKER_URL", broker)
+        monkeypatch.setenv("MAMMOSEARCH_AUTO_TRAIN", flag)
+        get_settings.cache_clear()
+        before = len(started)
+        serve_commands._start_auto_training()
+        assert len(started) - before == expected, (broker, flag)
+    get_settings.cache_clear()
+    assert started[0][-2:] == ["auto-train", "--watch"]
+
+
+def test_the_command_checks_at_low_priority_and_says_why_it_waits(
+    labelled: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from mammosearch.cli import main
+
+    lowered: list[bool] = []
+    monkeypatch.setattr(auto, "lower_priority", lambda *args: lowered.append(True))
+    result = CliRunner().invoke(main, ["auto-train"])  # the environment's minimum: 200
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("waiting: 16 BIRADS-labelled images in 2 classes")
+    assert lowered == [True]
+    rollback = CliRunner().invoke(main, ["auto-train", "--rollback"])
+    assert rollback.exit_code == 1 and "nothing to roll back to" in rollback.output
