@@ -127,6 +127,9 @@ def test_the_banner_shows_a_run_while_it_holds_its_lock(
         text = boss.get("/search").get_data(as_text=True)
         assert "training-banner" in text
         assert "training auto-8: fold 2/5, epoch 3/15, about 12 min left" in text
+        followed = boss.get("/admin/models/auto-train").get_json()
+        assert followed["under_way"] and followed["progress"]["eta_s"] == 720
+        assert followed["summary"] == "training auto-8: fold 2/5, epoch 3/15, about 12 min left"
         busy = boss.post("/admin/models/rollback", follow_redirects=True)
     assert "A training or a switch is under way" in busy.get_data(as_text=True)
     assert _serving(auto_settings) is None

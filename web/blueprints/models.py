@@ -245,6 +245,20 @@ def _rollback(settings: Any) -> None:
     auto.rollback(settings)
 
 
+@bp.get("/auto-train")
+def auto_training_status() -> Response:
+    """The automatic run's record and its one-line summary (the page follows a run with it)."""
+    from mammosearch.train import auto
+
+    record = auto.read_state(app_settings())
+    return jsonify(
+        state=record.get("state"),
+        summary=auto.summary_line(record),
+        under_way=auto.under_way(app_settings()) is not None,
+        progress=record.get("progress") or {},
+    )
+
+
 @bp.post("/auto-train")
 def check_auto_training() -> Response:
     """Check now whether a training is due (as the periodic check does), and start it if so."""
