@@ -301,5 +301,7 @@ def test_the_command_checks_at_low_priority_and_says_why_it_waits(
     assert result.exit_code == 0, result.output
     assert result.output.startswith("waiting: 16 BIRADS-labelled images in 2 classes")
     assert lowered == [True]
+    status = CliRunner().invoke(main, ["status"])
+    assert "archive's own model: waiting: 16 BIRADS-labelled images" in status.output
     rollback = CliRunner().invoke(main, ["auto-train", "--rollback"])
     assert rollback.exit_code == 1 and "nothing to roll back to" in rollback.output
