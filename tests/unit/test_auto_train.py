@@ -239,6 +239,49 @@ def test_an_interrupted_switch_resumes_without_training_again(
     assert _serving(archive) == "auto-16" and "resumed" in record["reason"]
 
 
+def test_a_failed_switch_is_retried_at_the_next_check_without_training(
+    labelled: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive = labelled  # not embedded: the switch's flow, not its vectors
+    from mammosearch import space_switch
+
+    real_activate = space_switch.activate
+
+    def refused(*args: Any, **kwargs: Any) -> None:
+        raise space_switch.SpaceSwitchError("its indexes do not match the database")
+
+    monkeypatch.setattr(space_switch, "activate", refused)
+    failed = auto.run_auto_train(archive, StandInTrainer(WINS))
+    assert failed["state"] == "failed" and "do not match" in failed["error"]
+    assert failed["switch_pending"] == "auto-16" and _serving(archive) is None
+    monkeypatch.setattr(space_switch, "activate", real_activate)
+    untouched = StandInTrainer(LOSES)
+    record = auto.run_auto_train(archive, untouched)
+    assert untouched.calls == [] and record["state"] == "activated"
+    assert "error" not in record and "switch_pending" not in record
+
+
+def test_a_run_killed_after_registering_its_model_does_not_train_again(
+    labelled: Settings,
+) -> None:
+    archive = labelled  # not embedded: the switch's flow, not its vectors
+    from mammosearch.embed.loader import registry_dir
+    from mammosearch.embed.registry import register_model
+
+    def killed(out_dir: Path) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        auto.run_auto_train(archive, StandInTrainer(WINS, before=killed))
+    written = StandInTrainer(WINS)(None, None, archive.data_dir / "elsewhere", "test",
+                                   name="auto-16", status=lambda *_: None)  # fmt: skip
+    register_model(written, registry_dir(archive), "auto-16")  # then the process died
+    untouched = StandInTrainer(LOSES)
+    record = auto.run_auto_train(archive, untouched)
+    assert untouched.calls == [] and record["state"] == "activated"
+    assert _serving(archive) == "auto-16"
+
+
 def test_one_run_at_a_time(labelled: Settings) -> None:
     from mammosearch.file_lock import exclusive_file_lock
 

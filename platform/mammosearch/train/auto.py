@@ -48,7 +48,7 @@ MODEL_PREFIX = "auto-"
 COMPARED_METRIC = "precision@5"
 NICE_INCREMENT = 10
 """Training's CPU priority below search's (os.nice): search stays responsive while it runs."""
-ACTIVE_STATES = ("training", "re-embedding")
+ACTIVE_STATES = ("training", "re-embedding", "switching")
 """States in which a run is under way (or was, when its process died: it resumes)."""
 
 
@@ -124,9 +124,10 @@ def summary_line(record: dict[str, Any]) -> str:
         if progress.get("eta_s") is not None:
             text += f", about {max(1, round(progress['eta_s'] / 60))} min left"
         return text
-    if record.get("state") == "re-embedding":
-        done = f" {progress['done']}/{progress['total']} images" if "total" in progress else ""
-        return f"re-embedding the archive into the new space{done}"
+    if record.get("state") in ("re-embedding", "switching"):
+        done = f" ({progress['done']}/{progress['total']} images)" if "total" in progress else ""
+        target = record.get("switching_to") or (record.get("run") or {}).get("model", "")
+        return f"re-embedding the archive into {target}'s space, then switching search to it{done}"
     if record.get("busy"):
         return str(record["busy"])
     reasons = [record.get("error"), record.get("reason"), (record.get("check") or {}).get("reason")]
@@ -354,9 +355,7 @@ def run_auto_train(
     Another process's run holding the lock: returns at once with `busy` (nothing changed).
     """
     try:
-        with exclusive_file_lock(
-            lock_path(settings), "automatic training", wait_s
-        ):
+        with exclusive_file_lock(lock_path(settings), "automatic training", wait_s):
             return _run_locked(settings, trainer, config)
     except LockHeld as held:
         return {**read_state(settings), "busy": f"a run is under way ({held.holder})"}
@@ -366,8 +365,11 @@ def _run_locked(settings: Settings, trainer: Trainer | None, config: Any) -> dic
     from mammosearch.db.session import session_scope
 
     record = read_state(settings)
-    if record.get("state") == "re-embedding" and (record.get("run") or {}).get("model"):
-        return _switch(settings, record, record["run"]["model"], resumed=True)
+    pending = record.get("switch_pending") or (
+        record.get("state") == "re-embedding" and (record.get("run") or {}).get("model")
+    )
+    if pending:  # a winner whose switch was interrupted or failed: finish it, no new training
+        return _switch(settings, record, str(pending), resumed=True)
     with session_scope(settings.database_url) as session:
         decision = decide(settings, session, record)
     if not decision.train:
@@ -381,6 +383,21 @@ def _run_locked(settings: Settings, trainer: Trainer | None, config: Any) -> dic
         return write_state(settings, record)
     return _train(settings, record, decision, trainer or default_trainer(),
                   config or default_config())  # fmt: skip
+
+
+def _finished_model(registry: Path, out_dir: Path, name: str) -> Any:
+    """The model a killed run had finished (registered, or written but not yet registered)."""
+    from mammosearch.embed.registry import register_model
+    from mammosearch.embed.trained import ModelDirError, read_trained_model
+
+    for written, registered in ((registry / name, True), (out_dir, False)):
+        try:
+            model = read_trained_model(written)
+        except ModelDirError:
+            continue
+        if model.name == name:
+            return model if registered else register_model(written, registry, name)
+    return None
 
 
 def _train(settings: Settings, record: dict[str, Any], decision: Decision, trainer: Trainer,
@@ -408,13 +425,15 @@ def _train(settings: Settings, record: dict[str, Any], decision: Decision, train
     progress = Progress(settings, record, config.folds, config.fit.epochs, config.ensemble)
     out_dir = work_out_dir(settings)
     try:
-        with session_scope(settings.database_url) as session:
-            written = trainer(
-                session, config, out_dir,
-                f"automatic training ({decision.reason})",
-                name=run["model"], overwrite=True, quiet=True, status=progress,
-            )  # fmt: skip
-        model = register_model(written, registry, run["model"])
+        model = _finished_model(registry, out_dir, run["model"]) if resumed else None
+        if model is None:
+            with session_scope(settings.database_url) as session:
+                written = trainer(
+                    session, config, out_dir,
+                    f"automatic training ({decision.reason})",
+                    name=run["model"], overwrite=True, quiet=True, status=progress,
+                )  # fmt: skip
+            model = register_model(written, registry, run["model"])
     except Exception as error:
         log.exception("automatic training failed")
         record.update(state="failed", error=str(error), finished_at=_now())
@@ -441,12 +460,16 @@ def _train(settings: Settings, record: dict[str, Any], decision: Decision, train
 def _switch(settings: Settings, record: dict[str, Any], backbone: str,
             resumed: bool) -> dict[str, Any]:  # fmt: skip
     """Re-embed the archive into `backbone`'s space and activate it; the old one kept."""
+    record["switching_to"] = backbone
     try:
         activated = switch_space(settings, backbone, record)
     except Exception as error:
         log.exception("switching to %s failed", backbone)
-        record.update(state="failed", error=f"switching to {backbone}: {error}")
+        record.update(state="failed", error=f"switching to {backbone}: {error}",
+                      switch_pending=backbone)  # fmt: skip
         return write_state(settings, record)
+    record.pop("switch_pending", None)
+    record.pop("error", None)
     record.update(state="activated", progress={}, activated_at=activated["activated_at"])
     if resumed:
         record["reason"] = f"{record.get('reason', '')} (switch resumed after an interruption)"
@@ -499,21 +522,35 @@ def rollback(settings: Settings) -> dict[str, Any]:
         previous = record.get("previous_backbone")
         if not previous:
             raise ValueError("nothing to roll back to: no space was switched from")
-        switch_space(settings, previous, record)
-        record.update(state="rolled-back", reason=f"rolled back to {previous} by an admin",
-                      progress={})  # fmt: skip
-        return write_state(settings, record)
+        return _admin_switch(
+            settings, record, previous, "rolled-back", f"rolled back to {previous} by an admin"
+        )
 
 
 def activate_model(settings: Settings, backbone: str) -> dict[str, Any]:
     """An admin's switch to `backbone` (a model or base name), one at a time with training."""
     with exclusive_file_lock(lock_path(settings), "activation", 0.0):
-        record = read_state(settings)
-        record.update(state="re-embedding", progress={"stage": "re-embedding"})
-        record = write_state(settings, record)
+        return _admin_switch(
+            settings, read_state(settings), backbone, "activated",
+            f"{backbone} activated by an admin",
+        )  # fmt: skip
+
+
+def _admin_switch(settings: Settings, record: dict[str, Any], backbone: str, state: str,
+                  reason: str) -> dict[str, Any]:  # fmt: skip
+    """A person's switch: it replaces any automatic one still pending, and is not resumed."""
+    record.pop("switch_pending", None)
+    record.update(state="switching", switching_to=backbone, progress={"stage": "re-embedding"})
+    record = write_state(settings, record)
+    try:
         switch_space(settings, backbone, record)
-        record.update(state="activated", reason=f"{backbone} activated by an admin", progress={})
-        return write_state(settings, record)
+    except Exception as error:
+        record.update(state="failed", error=f"switching to {backbone}: {error}", progress={})
+        write_state(settings, record)
+        raise
+    record.pop("error", None)
+    record.update(state=state, reason=reason, progress={})
+    return write_state(settings, record)
 
 
 def watch(settings: Settings, stop: Callable[[], bool], trainer: Trainer | None = None) -> None:
