@@ -62,6 +62,8 @@ def overview() -> str:
     from mammosearch.train import auto
     from mammosearch.train.config import TrainConfig
     from mammosearch.train.jobs import last_finished_run, list_jobs
+    from mammosearch.train.losses import LOSSES
+    from mammosearch.train.network import POOLINGS
 
     models = registered_models(registry_dir(app_settings()))
     jobs = list_jobs(app_settings())
@@ -83,6 +85,9 @@ def overview() -> str:
         bases=BASE_BACKBONES,
         default_base=DEFAULT_BASE,
         default_epochs=TrainConfig().fit.epochs,
+        defaults=TrainConfig(),
+        losses=LOSSES,
+        poolings=POOLINGS,
     )
 
 
@@ -106,8 +111,11 @@ def start_training() -> Response:
         problems.append(f"image size: one of {', '.join(map(str, IMAGE_SIZES))}")
     if base is not None and base not in BASE_BACKBONES:
         problems.append(f"base: one of {', '.join(BASE_BACKBONES)}")
+    more, more_problems = _more_options()
+    problems += more_problems
     options = {
         "labels": list(labels or ()), "epochs": epochs, "image_size_px": image_size, "base": base,
+        **more,
     }  # fmt: skip
     try:
         job = None if problems else create_job(settings, name, options, current_user.username)
@@ -132,6 +140,34 @@ def start_training() -> Response:
     session.commit()
     flash(f"Training job for model {name} queued; progress below.", "info")
     return redirect(url_for("models.overview"))
+
+
+def _more_options() -> tuple[dict[str, Any], list[str]]:
+    """The form's further TrainConfig fields (`mammosearch train`'s options); empty: default."""
+    from mammosearch.train.losses import LOSSES
+    from mammosearch.train.network import POOLINGS
+    from mammosearch.train.test_views import FIXED_VIEWS
+
+    ranges = {"folds": (2, 10), "dim": (0, 2048), "test_views": (1, len(FIXED_VIEWS)),
+              "ensemble": (1, 5), "seed": (0, 2**31 - 1)}  # fmt: skip
+    choices = {"loss": LOSSES, "pooling": POOLINGS}
+    options: dict[str, Any] = {}
+    problems = []
+    for key, (low, high) in ranges.items():
+        raw = (request.form.get(key) or "").strip()
+        if not raw:
+            continue
+        if not raw.isdigit() or not low <= int(raw) <= high:
+            problems.append(f"{key.replace('_', ' ')}: a whole number from {low} to {high}")
+        else:
+            options[key] = int(raw)
+    for key, allowed in choices.items():
+        value = (request.form.get(key) or "").strip()
+        if value and value not in allowed:
+            problems.append(f"{key}: one of {', '.join(allowed)}")
+        elif value:
+            options[key] = value
+    return options, problems
 
 
 _one_job = threading.Lock()
