@@ -200,7 +200,7 @@ def decide(settings: Settings, session: Any, record: dict[str, Any]) -> Decision
         what = f"the serving model {serving.name} was trained on {trained_on} labelled images"
     else:
         trained_on = int(record.get("trained_on_images") or 0)
-        what = f"the last run was on {trained_on} labelled images ({record.get('reason', '')})"
+        what = f"the last run was on {trained_on} labelled images"
         if not trained_on:
             return Decision(True, f"{images} labelled images and no trained model", images, classes)
     grown_at = int(trained_on * (1 + settings.auto_train_growth)) + 1
