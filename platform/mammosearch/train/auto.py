@@ -443,6 +443,7 @@ def _train(settings: Settings, record: dict[str, Any], decision: Decision, train
 
     shutil.rmtree(out_dir, ignore_errors=True)  # registered: the copy in the registry serves
     verdict = judge(model.cross_validation(), settings.auto_train_min_gain)
+    record.pop("check", None)  # why it started; the verdict says how it ended
     record.update(
         verdict=verdict.to_dict(), trained_on_images=decision.labelled_images,
         progress={}, finished_at=_now(),
