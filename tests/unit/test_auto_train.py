@@ -158,7 +158,8 @@ def test_a_model_that_wins_is_activated_and_can_be_rolled_back(archive: Settings
         assert serving_space(session, archive).backbone == "efficientnet-lite0"
 
 
-def test_a_model_within_the_noise_is_kept_out_and_the_page_says_why(archive: Settings) -> None:
+def test_a_model_within_the_noise_is_kept_out_and_the_page_says_why(labelled: Settings) -> None:
+    archive = labelled  # not embedded: the decision's flow, not the vectors
     trainer = StandInTrainer(LOSES)
     record = auto.run_auto_train(archive, trainer)
     assert record["state"] == "kept-base" and _serving(archive) is None
@@ -195,7 +196,9 @@ def test_automatic_training_off_or_too_few_labels_trains_nothing(labelled: Setti
     assert trainer.calls == [] and _serving(archive) is None
 
 
-def test_an_interrupted_run_resumes_from_its_work_folder(archive: Settings) -> None:
+def test_an_interrupted_run_resumes_from_its_work_folder(labelled: Settings) -> None:
+    archive = labelled  # not embedded: the decision's flow, not the vectors
+
     def killed(out_dir: Path) -> None:
         work = out_dir.with_name(out_dir.name + ".work")
         work.mkdir(parents=True)
@@ -219,8 +222,9 @@ def test_an_interrupted_run_resumes_from_its_work_folder(archive: Settings) -> N
 
 
 def test_an_interrupted_switch_resumes_without_training_again(
-    archive: Settings, monkeypatch: pytest.MonkeyPatch
+    labelled: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    archive = labelled  # not embedded: the decision's flow, not the vectors
     from mammosearch import space_switch
 
     real_activate = space_switch.activate
