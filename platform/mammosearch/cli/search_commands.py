@@ -73,7 +73,9 @@ def search(
     settings = settings_for(backbone)
     service = get_search_service(settings)
     with session_scope(settings.database_url) as session:
-        resolve_space(session, settings, echo=not as_json)
+        # Which backbone `auto` chose matters where vectors are written (embed, index); the
+        # answer below names the space searched, so it is not repeated on every search.
+        resolve_space(session, settings, echo=False)
         try:
             request = parse_search_request(
                 {

@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import faiss
 import numpy as np
 
 from mammosearch.distances import DISTANCE_METRICS
@@ -38,6 +37,9 @@ from mammosearch.evaluate.neighbour_vote import (
 from mammosearch.evaluate.protocols import candidate_mask, get_protocol, query_rows
 from mammosearch.evaluate.result import EvaluationError, EvaluationResult
 from mammosearch.ranking import RankingError, check_ranking, consensus_ranking
+
+if TYPE_CHECKING:
+    import faiss
 
 DEFAULT_KS = (1, 5, 10, 20, 50, 100)
 WARMUP_SEARCHES = 3
@@ -72,7 +74,15 @@ class RankedSearch(Protocol):
     def __call__(self, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]: ...
 
 
+def _faiss_threads() -> int:
+    import faiss
+
+    return int(faiss.omp_get_max_threads())
+
+
 def _searchable(vectors: np.ndarray, metric: str) -> tuple[np.ndarray, faiss.Index]:
+    import faiss  # here: the CLI reads this module's constants for its options
+
     matrix = np.array(vectors, dtype=np.float32, order="C", copy=True)
     if metric == "cosine":
         faiss.normalize_L2(matrix)
@@ -328,7 +338,7 @@ def evaluate_vectors(
             "order": ranking,
             "map": "full ranking" if map_cutoff is None else f"AP@{map_cutoff}",
             "timing": f"single-query exact search, k={k_timed}, over all {n_images} vectors",
-            "faiss_threads": faiss.omp_get_max_threads(),
+            "faiss_threads": _faiss_threads(),
             "chance": "exact expectation under a uniformly random ranking, mean over queries",
             "per_query_k": per_query_k,
         },
