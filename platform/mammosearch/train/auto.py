@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import statistics
 import threading
 import time
@@ -420,7 +421,8 @@ def _train(settings: Settings, record: dict[str, Any], decision: Decision, train
     }
     record.update(state="training", run=run, progress={"stage": "loading images"},
                   check={"at": _now(), "reason": decision.reason})  # fmt: skip
-    record.pop("error", None)
+    for outcome in ("error", "reason"):  # the last run's: this one will say how it ended
+        record.pop(outcome, None)
     record = write_state(settings, record)
     progress = Progress(settings, record, config.folds, config.fit.epochs, config.ensemble)
     out_dir = work_out_dir(settings)
@@ -439,8 +441,6 @@ def _train(settings: Settings, record: dict[str, Any], decision: Decision, train
         record.update(state="failed", error=str(error), finished_at=_now())
         record["trained_on_images"] = decision.labelled_images  # retried when the archive grows
         return write_state(settings, record)
-    import shutil
-
     shutil.rmtree(out_dir, ignore_errors=True)  # registered: the copy in the registry serves
     verdict = judge(model.cross_validation(), settings.auto_train_min_gain)
     record.pop("check", None)  # why it started; the verdict says how it ended
