@@ -33,6 +33,8 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "mammosearch.evaluate_active_space", NEW_SPACE_CHECK_S, unmeasured_only=True
         ),
     }
+    if settings.auto_train:
+        schedule["auto-train"] = _every("mammosearch.auto_train", settings.auto_train_check_s)
     if settings.watch_dirs:
         schedule["scan-watch-dirs"] = _every(
             "mammosearch.scan_watch_dirs", settings.watch_schedule_s

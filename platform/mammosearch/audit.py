@@ -34,6 +34,12 @@ ACTIONS = (
     "revoke_token",
     "acknowledge_regression",
     "export_audit",
+    "start_training",
+    "check_auto_training",
+    "activate_space",
+    "rollback_space",
+    "delete_space",
+    "delete_model",
 )
 """The actions recorded; one place, so the audit page can offer them as a filter."""
 

@@ -30,6 +30,7 @@ COMMANDS = {
     "reconcile": "mammosearch.cli.worker_commands:reconcile",
     "train": "mammosearch.cli.train_commands:train",
     "models": "mammosearch.cli.train_commands:models",
+    "auto-train": "mammosearch.cli.train_commands:auto_train",
     "spaces": "mammosearch.cli.spaces_commands:spaces",
 }
 
