@@ -32,6 +32,7 @@ from mammosearch.cases import CASE_FUSIONS
 from mammosearch.evaluate.case_units import evaluate_cases
 from mammosearch.evaluate.evaluator import evaluate_vectors
 from mammosearch.evaluate.neighbour_vote import DEFAULT_VOTE_K, neighbour_vote_shares
+from mammosearch.evaluate.result import EvaluationError
 from mammosearch.ranking import RANKINGS
 from mammosearch.vote import RULE, expected_calibration_error, reliability_table, winners
 
@@ -193,19 +194,24 @@ class CaseFoldFigures:
     weighted_sums: dict[str, dict[str, float]] = field(default_factory=dict)
     chance_sums: dict[str, dict[str, float]] = field(default_factory=dict)
     queries: dict[str, int] = field(default_factory=dict)
+    unscored_folds: dict[str, int] = field(default_factory=dict)
 
     def add_fold(self, vectors: np.ndarray, case_rows: Sequence[dict[str, Any]]) -> None:
         """Score one fold's images grouped into cases, by every fusion rule."""
         for fusion in CASE_FUSIONS:
-            result = evaluate_cases(
-                vectors,
-                list(range(len(case_rows))),
-                case_rows,
-                label=self.label,
-                fusion=fusion,
-                metric="cosine",
-                ks=CV_KS,
-            )
+            try:
+                result = evaluate_cases(
+                    vectors,
+                    list(range(len(case_rows))),
+                    case_rows,
+                    label=self.label,
+                    fusion=fusion,
+                    metric="cosine",
+                    ks=CV_KS,
+                )
+            except EvaluationError:  # no case of this fold has a relevant other case
+                self.unscored_folds[fusion] = self.unscored_folds.get(fusion, 0) + 1
+                continue
             sums = self.weighted_sums.setdefault(fusion, {})
             chance = self.chance_sums.setdefault(fusion, {})
             for key in HEADLINE_KEYS:
@@ -222,6 +228,7 @@ class CaseFoldFigures:
                 "chance": {
                     k: v / self.queries[fusion] for k, v in self.chance_sums[fusion].items()
                 },
+                "unscored_folds": self.unscored_folds.get(fusion, 0),
             }
             for fusion, sums in self.weighted_sums.items()
             if self.queries.get(fusion)
