@@ -11,8 +11,9 @@ from sqlalchemy import text
 from werkzeug.wrappers import Response
 
 from web.access import public
-from web.configuration import settings
+from web.configuration import settings, work_queue
 from web.db import get_session
+from web.index_repair import request_repair
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,35 @@ def _check_index_dir() -> dict[str, Any]:
     return {"ok": True}
 
 
+def _check_indexes() -> dict[str, Any]:
+    """Every active space's index serves all the database lists as indexed; one that does
+    not is named (space and metric, no path: /readyz is public) and its repair requested."""
+    from mammosearch.index_health import serving_health
+
+    try:
+        unwhole = [h for h in serving_health(get_session(), settings()) if not h.whole]
+    except Exception:  # noqa: BLE001 - the database check reports a database failure
+        log.warning("readyz: index check failed", exc_info=True)
+        return {"ok": False, "error": "indexes: could not be checked (the server log has why)"}
+    if not unwhole:
+        return {"ok": True}
+    for health in unwhole:
+        log.error("readyz: %s", health.message())
+    for space_id in sorted({health.space_id for health in unwhole}):
+        request_repair(work_queue(), space_id)
+    return {
+        "ok": False,
+        "error": "; ".join(health.summary() for health in unwhole),
+        "spaces": sorted({health.space_id for health in unwhole}),
+    }
+
+
 @bp.get("/readyz")
 @public
 def readyz() -> tuple[Response, int]:
     checks = {"database": _check_database(), "index_dir": _check_index_dir()}
+    if checks["database"]["ok"]:
+        checks["indexes"] = _check_indexes()
     broker_url = current_app.config.get("CELERY_BROKER_URL")
     if broker_url:
         checks["broker"] = _check_broker(broker_url)
