@@ -6,9 +6,8 @@ The request itself is mammosearch.search_request.SearchRequest (shared with the 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NoReturn
 
-from flask import abort
 from PIL import Image as PILImage
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import ServiceUnavailable
@@ -45,11 +44,11 @@ def repairing_message(error: IndexRepairing) -> str:
     )
 
 
-def refuse_while_repairing(error: IndexRepairing) -> None:
+def refuse_while_repairing(error: IndexRepairing) -> NoReturn:
     """Answer 503 with the repair message and a Retry-After."""
-    unavailable = ServiceUnavailable(description=repairing_message(error))
-    unavailable.retry_after = RETRY_AFTER_S
-    abort(unavailable)
+    raise ServiceUnavailable(
+        description=repairing_message(error), retry_after=RETRY_AFTER_S
+    ) from None
 
 
 def run_search(

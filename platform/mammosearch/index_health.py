@@ -88,13 +88,19 @@ def check_index(
     metric: str,
     index: ShardedIndex | None = None,
 ) -> IndexHealth:
-    """The health of `space`'s `metric` index as this process's reader serves it."""
+    """The health of `space`'s `metric` index as this process's reader serves it.
+
+    A shortfall is confirmed with a reload first: readers reload at most once a second,
+    and an index run commits its manifest a moment before the rows it marks indexed.
+    """
     from mammosearch.index import IndexCorruptError, IndexMismatchError, get_reader  # FAISS
 
     expected = indexed_count(session, space.id)
     known = {"space_id": space.id, "backbone": space.backbone, "metric": metric}
     try:
         index = index if index is not None else get_reader(settings, space, metric)
+        if index.damage or index.ntotal < expected:
+            index.reload_if_changed()
     except (IndexCorruptError, IndexMismatchError, OSError) as error:
         return IndexHealth(**known, expected=expected, served=0, problems=(str(error),))
     return IndexHealth(**known, expected=expected, served=index.ntotal, problems=index.damage)

@@ -301,12 +301,6 @@ class SearchService:
         now = time.monotonic()
         read_at, expected = self._indexed_counts.get(space.id, (0.0, -1))
         if index.damage or now - read_at > INDEXED_RECHECK_S or index.ntotal < expected:
-            if index.damage or index.ntotal < expected:
-                try:
-                    index.reload_if_changed()
-                except (IndexCorruptError, IndexMismatchError, OSError) as error:
-                    health = check_index(session, self.settings, space, metric, index)
-                    raise IndexRepairing(replace(health, problems=(str(error),))) from None
             health: IndexHealth = check_index(session, self.settings, space, metric, index)
             self._indexed_counts[space.id] = (now, health.expected)
             if not health.whole:

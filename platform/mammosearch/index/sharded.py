@@ -289,6 +289,12 @@ class ShardedIndex:
                 if signature == self._manifest_signature and not force:
                     return False
                 manifest = read_manifest(self.manifest_path)
+                if manifest is None and self._view.manifest is not None:
+                    # Lost (deleted, the directory removed): what is served must say so, not
+                    # go on from memory; the count against the database shows what is missing.
+                    log.error("index %s: %s is gone; nothing served", self.root, MANIFEST_NAME)
+                    self._install(_View(), signature)
+                    return True
                 if manifest is None or (
                     not force
                     and manifest["version"] == self._view.version
