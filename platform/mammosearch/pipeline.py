@@ -317,7 +317,10 @@ def process_pending(
 ) -> PipelineSummary:
     """The in-process pipeline: embed every pending image (or those of `image_ids` still
     pending) in batches, then index them."""
+    from mammosearch.reconcile import release_interrupted_work
+
     settings = settings or get_settings()
+    release_interrupted_work(settings)  # no sweep in the embedded default: a killed run's claims
     embedder = active_embedder(settings)
     session = make_session_factory(settings.database_url)()
     try:
@@ -415,8 +418,12 @@ def _verify_locked(
             index.discard_strays()
             _remove_legacy_rebuild_dirs(index.root)
         missing_anywhere.update(missing)
+    abandoned = claims.abandoned(session, settings.claim_lease_s)
+    report["abandoned_claims"] = len(abandoned)
+    if repair and abandoned:
+        report["released_claims"] = len(claims.release_abandoned(session, settings.claim_lease_s))
     report["unindexed_rows"] = unindexed is not None
-    report["clean"] = all(
+    report["clean"] = not abandoned and all(
         not m["vectors_without_row"]
         and not m["rows_without_vector"]
         and not m["stray_files"]

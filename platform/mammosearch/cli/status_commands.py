@@ -17,7 +17,8 @@ from workers.work_queue import work_queue_for
 def status(as_json: bool) -> None:
     """Count images by pipeline status (pending, embedded, indexed, failed)."""
     with session_scope() as session:
-        report = collect_status(session, work_queue_for(get_settings()))
+        settings = get_settings()
+        report = collect_status(session, work_queue_for(settings), settings.claim_lease_s)
     if as_json:
         click.echo(json.dumps(report, indent=2, sort_keys=True))
         return
@@ -36,6 +37,11 @@ def _echo_pipeline(report: dict) -> None:
         click.echo(
             f"ingestion lag: oldest pending image {lag['oldest_pending_image_id']} has waited "
             f"{lag['oldest_pending_age_s']:.0f} s"
+        )
+    if report.get("abandoned_claims"):
+        click.echo(
+            f"claimed but held by nobody: {report['abandoned_claims']} (a killed process's;"
+            " the next ingest, embed or serve releases them, or `mammosearch reconcile`)"
         )
     failures = report.get("failures") or []
     if failures:
