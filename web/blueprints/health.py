@@ -31,10 +31,26 @@ def _check_database() -> dict[str, Any]:
     try:
         get_session().execute(text("SELECT 1"))
         return {"ok": True}
-    except Exception:  # noqa: BLE001 - any failure means not ready
+    except Exception as error:  # noqa: BLE001 - any failure means not ready
+        damaged = _damaged_database(error)
+        if damaged is not None:
+            return damaged
         # /readyz is public: the driver's text names hosts and ports; it goes to the log only.
         log.warning("readyz: database check failed", exc_info=True)
         return {"ok": False, "error": "database: not reachable (the server log has why)"}
+
+
+def _damaged_database(error: Exception) -> dict[str, Any] | None:
+    """The check's answer when `error` says the embedded database file is damaged (its name
+    only: /readyz is public; the log has the path)."""
+    from mammosearch.db.session import damaged_database_message
+
+    url = settings().database_url
+    damaged = damaged_database_message(url, error, full_path=False)
+    if damaged is None:
+        return None
+    log.error("readyz: %s", damaged_database_message(url, error))
+    return {"ok": False, "error": f"database: {damaged}"}
 
 
 def _check_broker(url: str) -> dict[str, Any]:
@@ -70,7 +86,10 @@ def _check_indexes() -> dict[str, Any]:
 
     try:
         unwhole = [h for h in serving_health(get_session(), settings()) if not h.whole]
-    except Exception:  # noqa: BLE001 - the database check reports a database failure
+    except Exception as error:  # noqa: BLE001 - any failure means not ready
+        damaged = _damaged_database(error)
+        if damaged is not None:
+            return damaged
         log.warning("readyz: index check failed", exc_info=True)
         return {"ok": False, "error": "indexes: could not be checked (the server log has why)"}
     if not unwhole:

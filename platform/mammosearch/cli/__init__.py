@@ -31,7 +31,7 @@ class MammosearchGroup(click.Group):
     """Turns set-up problems (a bad setting, the database) into one actionable line."""
 
     def invoke(self, ctx: click.Context) -> object:
-        from sqlalchemy.exc import OperationalError, ProgrammingError
+        from sqlalchemy.exc import DatabaseError, OperationalError, ProgrammingError
 
         from mammosearch.config import SettingError
 
@@ -54,6 +54,14 @@ class MammosearchGroup(click.Group):
                 f"cannot use the database at {url}: {text.splitlines()[0]} "
                 "(check DATABASE_URL and that the server is running)"
             ) from exc
+        except DatabaseError as exc:
+            from mammosearch.config import get_settings
+            from mammosearch.db.session import damaged_database_message
+
+            message = damaged_database_message(get_settings().database_url, exc)
+            if message is None:
+                raise
+            raise click.ClickException(message) from exc
         except RuntimeError as exc:
             # No weights, or an unchecked / refused NAME:int8 or NAME:bf16. Only raised once
             # the embedding package is loaded; importing it here would load torch for every
