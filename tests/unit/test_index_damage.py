@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 from flask.testing import FlaskClient
@@ -22,7 +23,7 @@ from mammosearch.cli import main
 from mammosearch.config import Settings, get_settings
 from mammosearch.db.models import EmbeddingSpace, Image
 from mammosearch.db.session import clear_engines, make_session_factory
-from mammosearch.index import clear_readers, space_writer_lock
+from mammosearch.index import ShardedIndex, clear_readers, space_writer_lock
 from mammosearch.pipeline import index_space, process_pending
 from mammosearch.users import create_api_token
 from tests.unit.web_support import (
@@ -282,3 +283,41 @@ def test_a_running_server_answers_503_until_it_has_repaired_itself(
     assert api.status_code == 200, api.json
     assert len(api.json["results"]) == IMAGES - 1
     assert client.get("/readyz").status_code == 200
+
+
+def test_a_segment_changed_in_place_under_a_live_reader_is_dropped_by_verify(
+    tmp_path: Path,
+) -> None:
+    """A reader maps its segments: a file changed in place after loading changes what it
+    serves. verify (the sweep's, every 30 s) re-hashes it, quarantines it and publishes a
+    manifest without it, so the reader stops serving it at its next reload."""
+    root = tmp_path / "idx"
+    writer = ShardedIndex(root, 8, "cosine")
+    writer.add(np.arange(6), np.random.default_rng(0).standard_normal((6, 8)).astype(np.float32))
+    reader = ShardedIndex(root, 8, "cosine")
+    assert reader.ntotal == 6
+    segment = root / writer._view.manifest["segments"][0]["file"]
+    with open(segment, "r+b") as handle:
+        handle.seek(segment.stat().st_size // 2)
+        handle.write(b"\xff" * 16)
+    problems = writer.verify()
+    assert len(problems) == 1 and "sha256 differs" in problems[0], problems
+    assert reader.reload_if_changed() and reader.ntotal == 0 and writer.ntotal == 0
+
+
+def test_verify_hashes_only_files_touched_since_their_last_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep verifies often: an untouched segment is not read whole again."""
+    import mammosearch.index.sharded as sharded
+
+    index = ShardedIndex(tmp_path / "idx", 8, "l2")
+    index.add(np.arange(6), np.zeros((6, 8), dtype=np.float32))
+    hashed: list[Path] = []
+    real_sha256_of = sharded.sha256_of
+    monkeypatch.setattr(
+        sharded, "sha256_of", lambda path: hashed.append(path) or real_sha256_of(path)
+    )
+    assert index.verify() == [] and hashed == []
+    fresh = ShardedIndex(tmp_path / "idx", 8, "l2")  # another process: hashes on load
+    assert len(hashed) == 1 and fresh.verify() == [] and len(hashed) == 1

@@ -18,8 +18,10 @@ EMBEDDED_SWEEP_INTERVAL_S = 60.0
 
 def _start_embedded_sweep(app: Any) -> None:
     """No broker, no sweep: the server itself releases claims a killed `ingest` or `embed`
-    left, removes its temp files, and finishes lost work (embedding, indexing, repairing a
-    damaged index), at start and then every EMBEDDED_SWEEP_INTERVAL_S, in one thread."""
+    left, removes its temp files, and finishes lost work (embedding, indexing, verifying
+    the indexes against the database and repairing them: a segment changed on disk after
+    it was loaded is found here), at start and then every EMBEDDED_SWEEP_INTERVAL_S, in one
+    thread."""
     import threading
 
     from mammosearch.reconcile import reconcile
@@ -34,7 +36,7 @@ def _start_embedded_sweep(app: Any) -> None:
         stop = threading.Event()
         while True:
             try:
-                summary = reconcile(settings, queue, verify=False)
+                summary = reconcile(settings, queue)
                 if summary.expired_claims:
                     log.warning("released %d abandoned claims", len(summary.expired_claims))
             except Exception:  # noqa: BLE001 - the next round tries again

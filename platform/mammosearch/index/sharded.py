@@ -173,15 +173,25 @@ def _without(bits: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return cleared
 
 
-def _file_problem(path: Path, entry: dict[str, Any]) -> str | None:
+def _file_problem(
+    path: Path, entry: dict[str, Any], hashed: dict[str, tuple[int, int, int]]
+) -> str | None:
     """What is wrong with a segment file against its manifest entry: "missing", a size or
-    sha256 mismatch, or None when it is what the manifest says."""
+    sha256 mismatch, or None when it is what the manifest says.
+
+    `hashed` remembers each file's (inode, size, mtime) when its sha256 last matched: a file
+    not touched since is not hashed again (the sweep verifies every 30 s; a 5 GB main index
+    would be read whole each time). A new process hashes every file once.
+    """
     try:
-        size_bytes = path.stat().st_size
-        if size_bytes != entry["bytes"]:
-            return f"{size_bytes} bytes, manifest says {entry['bytes']}"
-        if entry.get("sha256") and sha256_of(path) != entry["sha256"]:
-            return "sha256 differs from the manifest"
+        stat = path.stat()
+        if stat.st_size != entry["bytes"]:
+            return f"{stat.st_size} bytes, manifest says {entry['bytes']}"
+        identity = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        if entry.get("sha256") and hashed.get(entry["file"]) != identity:
+            if sha256_of(path) != entry["sha256"]:
+                return "sha256 differs from the manifest"
+            hashed[entry["file"]] = identity
     except FileNotFoundError:
         return "missing"
     except OSError as error:  # unreadable: as good as damaged
@@ -239,6 +249,7 @@ class ShardedIndex:
         self._view = _View()
         self._manifest_signature: tuple[int, int, int] | None = None
         self._segment_cache: dict[str, Segment] = {}
+        self._hashed: dict[str, tuple[int, int, int]] = {}  # see _file_problem
         self._lock = threading.RLock()
         self._merge_lock = threading.Lock()
         self.reload_if_changed()
@@ -486,12 +497,13 @@ class ShardedIndex:
             problems = []
             for entry in manifest["segments"]:
                 path = self.root / entry["file"]
-                problem = _file_problem(path, entry)
+                problem = _file_problem(path, entry, self._hashed)
                 if problem is None:
                     continue
                 if problem != "missing":
                     problem = f"{problem}; {self._quarantine(path)}"
                 self._segment_cache.pop(entry["file"], None)
+                self._hashed.pop(entry["file"], None)
                 problems.append(f"{path}: {problem}")
             if problems:
                 self.reload_if_changed(force=True)
@@ -529,7 +541,7 @@ class ShardedIndex:
         """Load a segment after checking its size and sha256 against the manifest; one that
         differs or that FAISS cannot read is quarantined (SegmentDamaged)."""
         path = self.root / entry["file"]
-        problem = _file_problem(path, entry)
+        problem = _file_problem(path, entry, self._hashed)
         if problem == "missing":
             raise FileNotFoundError(f"{path}: no such segment file")
         segment = None
@@ -875,6 +887,8 @@ class ShardedIndex:
     ) -> tuple[dict[str, Any], Segment]:
         file_name = f"{kind}-{version:08d}-{uuid.uuid4().hex[:12]}{SEGMENT_SUFFIX}"
         size_bytes, sha256 = write_segment_file(self.root / file_name, index)
+        written = (self.root / file_name).stat()
+        self._hashed[file_name] = (written.st_ino, written.st_size, written.st_mtime_ns)
         fault_point("index:segment-written")
         entry = {
             "file": file_name,
@@ -1035,6 +1049,9 @@ class ShardedIndex:
         for file_name in list(self._segment_cache):
             if file_name not in in_use:
                 del self._segment_cache[file_name]
+        for file_name in list(self._hashed):
+            if file_name not in in_use:
+                del self._hashed[file_name]
         for segment in view.segments:
             self._segment_cache[segment.file] = segment
 
