@@ -13,7 +13,9 @@ from werkzeug.exceptions import (
 )
 from werkzeug.wrappers import Response
 
+from mammosearch.disk_full import full_disk_message
 from web.auth import is_api_request
+from web.configuration import settings
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +50,21 @@ def _respond(error: HTTPException) -> Response | HTTPException:
     return response
 
 
+class InsufficientStorage(HTTPException):
+    code = 507
+    description = "the server's disk is full"
+
+
 def _unexpected(error: Exception) -> Response | HTTPException:
     if isinstance(error, HTTPException):
         return _respond(error)
     damaged = _damaged_database(error)
     if damaged is not None:
         return _respond(ServiceUnavailable(damaged))
+    full = full_disk_message(error, settings())
+    if full:  # the operator's to fix: say what is full and where, not "internal error"
+        log.error("disk full: %s", full)
+        return _respond(InsufficientStorage(full))
     log.exception("unhandled error", exc_info=error)
     return _respond(InternalServerError("internal error; the server log has the details"))
 
@@ -66,7 +77,7 @@ def _damaged_database(error: Exception) -> str | None:
 
     if not isinstance(error, DatabaseError):
         return None
-    url = current_app.extensions["mammosearch_settings"].database_url
+    url = settings().database_url
     logged = damaged_database_message(url, error)
     if logged is None:
         return None

@@ -45,6 +45,7 @@ from mammosearch.index import (
     open_index,
     space_writer_lock,
 )
+from mammosearch.ingest.storage import open_upright
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +109,7 @@ def pending_image_ids(session: Session, limit: int | None = None) -> list[int]:
 def _open_stored(image: Image) -> PILImage.Image:
     path = Path(image.stored_path)
     try:
-        with PILImage.open(path) as opened:
-            opened.load()
-            return opened.copy()
+        return open_upright(path)
     except FileNotFoundError as exc:
         raise ValueError(f"{image.source_file_name}: stored file {path} is missing") from exc
     except OSError as exc:

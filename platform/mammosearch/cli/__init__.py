@@ -39,10 +39,18 @@ class MammosearchGroup(click.Group):
             return super().invoke(ctx)
         except SettingError as exc:
             raise click.ClickException(str(exc)) from exc
+        except OSError as exc:
+            full = _full_disk(exc)
+            if full:
+                raise click.ClickException(full) from exc
+            raise
         except (OperationalError, ProgrammingError) as exc:
             from mammosearch.config import get_settings
             from mammosearch.db.session import redact_url
 
+            full = _full_disk(exc)
+            if full:
+                raise click.ClickException(full) from exc
             url = redact_url(get_settings().database_url)
             text = str(exc.orig)
             if "no such table" in text or "does not exist" in text:
@@ -69,7 +77,17 @@ class MammosearchGroup(click.Group):
             weights = sys.modules.get("mammosearch.embed.weights")
             if weights is not None and isinstance(exc, weights.WeightsUnavailable):
                 raise click.ClickException(str(exc)) from exc
+            migrate = sys.modules.get("mammosearch.db.migrate")  # refused: rows to fix first
+            if migrate is not None and isinstance(exc, migrate.MigrationRefused):
+                raise click.ClickException(str(exc)) from exc
             raise
+
+
+def _full_disk(error: BaseException) -> str | None:
+    from mammosearch.config import get_settings
+    from mammosearch.disk_full import full_disk_message
+
+    return full_disk_message(error, get_settings())
 
 
 @click.group(cls=MammosearchGroup, context_settings={"help_option_names": ["-h", "--help"]})

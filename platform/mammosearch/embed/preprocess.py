@@ -21,17 +21,36 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 _HIGH_BIT_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+DETECTOR_BIT_DEPTHS = (10, 12, 14, 16)
+"""Depths a mammography detector stores; a 16-bit file whose values never pass 4095 holds
+12-bit data (DICOM's BitsStored), and its full range is 4095, not 65535."""
+
+
+def full_range(pixels: np.ndarray) -> float:
+    """The brightest value the data's bit depth can hold: 65535 for 16-bit data (so a
+    16-bit twin of an 8-bit image, value * 257, maps back to the same 8 bits), 4095 for
+    12-bit data in a 16-bit file. Never the image's own maximum: a stretch per image would
+    brighten a dark image and rank a twin differently (the issue this replaced)."""
+    brightest = int(np.ceil(max(float(pixels.max(initial=0)), 0.0)))
+    bits = brightest.bit_length()
+    depth = next((depth for depth in DETECTOR_BIT_DEPTHS if bits <= depth), bits)
+    return float(2**depth - 1)
 
 
 def to_grayscale_8bit(img: Image.Image) -> Image.Image:
-    """An 8-bit grayscale ('L') copy; 16-bit/float images are stretched min..max to 0..255."""
+    """An 8-bit grayscale ('L') copy, one intensity rule for every depth: value / full
+    range of its bit depth * 255 (see `full_range`); float images in 0..1 are that range.
+
+    DICOM never gets here above 8 bits: `ingest.dicom` applies its window first.
+    """
     if img.mode == "L":
         return img
     if img.mode in _HIGH_BIT_DEPTH_MODES:
         # PIL's convert("L") clips values above 255, which would whiten a 12/16-bit mammogram.
         pixels = np.asarray(img, dtype=np.float64)
-        low, high = float(pixels.min()), float(pixels.max())
-        scaled = (pixels - low) * (255.0 / (high - low)) if high > low else pixels * 0.0
+        is_unit_float = img.mode == "F" and float(pixels.max(initial=0)) <= 1.0
+        brightest = 1.0 if is_unit_float else full_range(pixels)
+        scaled = np.clip(pixels, 0.0, brightest) * (255.0 / brightest)
         return Image.fromarray(np.rint(scaled).astype(np.uint8), mode="L")
     return img.convert("L")
 

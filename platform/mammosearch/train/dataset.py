@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from mammosearch.db.models import Image
 from mammosearch.embed.preprocess import to_grayscale_8bit
 from mammosearch.evaluate.labels import get_label
+from mammosearch.ingest.storage import open_upright
 
 IGNORE_INDEX = -100
 """Class index of an image that lacks a secondary label: the loss skips it."""
@@ -100,9 +101,8 @@ def load_pixels(paths: Sequence[Path], names: Sequence[str], size_px: int) -> np
     pixels = np.empty((len(paths), size_px, size_px), dtype=np.uint8)
     for position, (path, name) in enumerate(zip(paths, names, strict=True)):
         try:
-            with PILImage.open(path) as opened:
-                gray = to_grayscale_8bit(opened)
-                resized = gray.resize((size_px, size_px), PILImage.Resampling.BILINEAR)
+            gray = to_grayscale_8bit(open_upright(path))
+            resized = gray.resize((size_px, size_px), PILImage.Resampling.BILINEAR)
         except OSError as error:
             raise TrainingDataError(
                 f"{name}: stored file {path.name} unreadable ({error})"

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image as PILImage
 from tqdm import tqdm
 
 from mammosearch.atomic_files import atomic_write_bytes
+from mammosearch.ingest.storage import open_upright
 from mammosearch.train.config import TrainConfig
 from mammosearch.train.crossval import ARCHIVE_PROTOCOL, FoldFigures
 from mammosearch.train.dataset import LabelledImages, load_pixels
@@ -68,9 +68,7 @@ def base_space_vectors(data: LabelledImages) -> np.ndarray:
     for start in range(0, len(data), 32):
         images = []
         for path in data.paths[start : start + 32]:
-            with PILImage.open(path) as opened:
-                opened.load()
-                images.append(opened.copy())
+            images.append(open_upright(path))
         vectors.append(embedder.embed_pil(images))
     return np.concatenate(vectors)
 
