@@ -14,6 +14,7 @@ from werkzeug.exceptions import (
 from werkzeug.wrappers import Response
 
 from mammosearch.disk_full import full_disk_message
+from mammosearch.index_health import IndexRepairing
 from web.auth import is_api_request
 from web.configuration import settings
 
@@ -61,6 +62,9 @@ def _unexpected(error: Exception) -> Response | HTTPException:
     damaged = _damaged_database(error)
     if damaged is not None:
         return _respond(ServiceUnavailable(damaged))
+    if isinstance(error, IndexRepairing):  # any page that searches: never a 500 for it
+        log.error("%s", error)
+        return _respond(ServiceUnavailable(error.health.summary()))
     full = full_disk_message(error, settings())
     if full:  # the operator's to fix: say what is full and where, not "internal error"
         log.error("disk full: %s", full)
