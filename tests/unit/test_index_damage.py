@@ -321,3 +321,20 @@ def test_verify_hashes_only_files_touched_since_their_last_check(
     assert index.verify() == [] and hashed == []
     fresh = ShardedIndex(tmp_path / "idx", 8, "l2")  # another process: hashes on load
     assert len(hashed) == 1 and fresh.verify() == [] and len(hashed) == 1
+
+
+def test_any_page_that_meets_an_index_being_repaired_answers_503(web_settings: Settings) -> None:
+    """The error handler's net: IndexRepairing from a view that forgot it is a 503, not a 500."""
+    from mammosearch.index_health import IndexHealth, IndexRepairing
+    from web.access import public
+
+    app = create_app(app_config(web_settings))
+
+    @public
+    def searches_somewhere() -> str:
+        raise IndexRepairing(IndexHealth(7, "fake", "cosine", expected=6, served=2))
+
+    app.add_url_rule("/api/v1/elsewhere", view_func=searches_somewhere)
+    answer = app.test_client().get("/api/v1/elsewhere")
+    assert answer.status_code == 503
+    assert "space 7 (fake, cosine) is being repaired: it serves 2 of the 6" in answer.json["error"]
