@@ -338,3 +338,15 @@ def test_any_page_that_meets_an_index_being_repaired_answers_503(web_settings: S
     answer = app.test_client().get("/api/v1/elsewhere")
     assert answer.status_code == 503
     assert "space 7 (fake, cosine) is being repaired: it serves 2 of the 6" in answer.json["error"]
+
+
+@pytest.mark.parametrize("command", [["index", "stats"], ["index", "merge"], ["index", "compact"]])
+def test_other_index_commands_name_an_unreadable_manifest(
+    copy: Settings, command: list[str]
+) -> None:
+    """No traceback from any index command: the problem in one line and the way back."""
+    _invalid_manifest(copy)
+    result = _cli(*command)
+    assert result.exit_code == 1, result.output
+    assert "manifest.json: not valid JSON" in result.output
+    assert "mammosearch index verify --repair" in result.output

@@ -80,7 +80,24 @@ class MammosearchGroup(click.Group):
             migrate = sys.modules.get("mammosearch.db.migrate")  # refused: rows to fix first
             if migrate is not None and isinstance(exc, migrate.MigrationRefused):
                 raise click.ClickException(str(exc)) from exc
+            _raise_index_problem(exc)
             raise
+        except ValueError as exc:
+            _raise_index_problem(exc)
+            raise
+
+
+def _raise_index_problem(error: Exception) -> None:
+    """An index that cannot be opened (an unreadable manifest, another space's or metric's
+    files) is one line and the way back, not a traceback; other errors pass."""
+    sharded = sys.modules.get("mammosearch.index.sharded")  # loaded only by index commands
+    if sharded is not None and isinstance(
+        error, sharded.IndexCorruptError | sharded.IndexMismatchError
+    ):
+        raise click.ClickException(
+            f"{error} (repair it from the database: `mammosearch index verify --repair`,"
+            " or `mammosearch index rebuild --yes`)"
+        ) from error
 
 
 def _full_disk(error: BaseException) -> str | None:
