@@ -479,13 +479,15 @@ class ShardedIndex:
         }
 
     def verify(self) -> list[str]:
-        """Re-hash every segment file the manifest names; [] when sound.
+        """Check every segment file the manifest names against its size and sha256; [] when
+        sound.
 
         A loaded segment can be damaged on disk afterwards (a memory-mapped file changed in
-        place changes what is served): every file is hashed again, and one that is missing
-        or differs is quarantined and dropped from the view, and from the manifest (under
-        the writer lock), so no reader keeps serving it. Its vectors come back from the
-        database (pipeline.verify_index with repair, or the next index run).
+        place changes what is served): each file touched since its last matching hash is
+        hashed again (_file_problem), and one that is missing or differs is quarantined and
+        dropped from the view, and from the manifest (under the writer lock), so no reader
+        keeps serving it. Its vectors come back from the database (pipeline.verify_index
+        with repair, or the next index run).
         """
         with self._lock:
             try:
