@@ -32,6 +32,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.wrappers import Response
 
+from mammosearch import claims
 from mammosearch.config import Settings
 from mammosearch.db.models import EmbeddingSpace, ImageEmbedding
 from mammosearch.status import image_status_counts, ingestion_lag
@@ -102,7 +103,15 @@ class IngestionCollector(Collector):
             for space_id, backbone, count in per_space:
                 vectors.add_metric([str(space_id), backbone], count)
             repairing, missing = self._index_health(session)
+            abandoned = GaugeMetricFamily(
+                "mammosearch_claims_abandoned",
+                "Claimed images nobody holds (their process died); the sweep, or the next"
+                " ingest, embed or serve without a broker, hands them out again.",
+            )
+            lease_s = self.settings.claim_lease_s if self.settings else claims.DEFAULT_LEASE_S
+            abandoned.add_metric([], len(claims.abandoned(session, lease_s)))
         yield images
+        yield abandoned
         yield lag
         yield vectors
         yield repairing

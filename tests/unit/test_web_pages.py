@@ -111,6 +111,7 @@ def test_ingestion_page_counts_claims_nobody_holds(
                error="claimed by gone-host#r1/99", updated_at=utcnow() - timedelta(hours=1))
     page = admin_client.get("/admin/ingestion").get_data(as_text=True)
     assert "1 claimed image held by nobody" in page
+    assert "mammosearch_claims_abandoned 1.0" in admin_client.get("/metrics").get_data(as_text=True)
 
 
 def test_admin_creates_a_user_who_can_sign_in(admin_client: FlaskClient, db) -> None:  # type: ignore[no-untyped-def]
