@@ -35,6 +35,7 @@ from mammosearch.config import Settings, get_settings
 from mammosearch.db.models import EmbeddingSpace, Image, ImageEmbedding, ImageStatus, utcnow
 from mammosearch.db.session import make_session_factory
 from mammosearch.embed import Embedder, load_embedder_from_settings
+from mammosearch.embed.serving import serving_space
 from mammosearch.embed.spaces import get_or_create_space
 from mammosearch.faults import fault_point
 from mammosearch.index import (
@@ -474,8 +475,6 @@ def _index_to_verify(
 
 def _is_serving(session: Session, settings: Settings, space: EmbeddingSpace) -> bool:
     """Image status follows the serving space only (a re-embedding space does not)."""
-    from mammosearch.space_switch import serving_space
-
     serving = serving_space(session, settings)
     return serving is None or serving.id == space.id
 

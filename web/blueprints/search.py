@@ -8,6 +8,7 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
+from mammosearch.audit import record_access
 from mammosearch.db.models import Image
 from mammosearch.ingest.storage import ImageRejected
 from mammosearch.search_request import BadSearchRequest, parse_search_request
@@ -63,7 +64,16 @@ def _render(status: int = 200, **context: Any) -> tuple[str, int]:
 @bp.get("/search")
 def search_page() -> tuple[str, int]:
     """The search form, and the newest searchable cases to start from (one click each)."""
-    return _render(form=request.args)
+    recent = _recent_cases()
+    if recent:  # one event for the page's thumbnails (mammosearch.audit.SHOWN_IMAGE_KEYS)
+        session = get_session()
+        record_access(
+            session, current_user.row, "view_recent_cases",
+            detail={"shown_image_ids": [image.id for image in recent]},
+            remote_addr=request.remote_addr,
+        )  # fmt: skip
+        session.commit()
+    return _render(form=request.args, recent=recent)
 
 
 @bp.post("/search")

@@ -14,8 +14,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from openpyxl import load_workbook
-
 from mammosearch.birads import ASSESSMENT_CATEGORIES
 from mammosearch.ingest.cdd_names import parse_cdd_name
 from mammosearch.pathology import PATHOLOGY_CLASSES
@@ -296,6 +294,8 @@ def parse_annotation_sheet(path: Path) -> SheetParseResult:
     path = Path(path)
     if not path.is_file():
         raise SheetError(f"{path}: annotation sheet not found")
+    from openpyxl import load_workbook  # here: reading a cell's rules needs no workbook
+
     try:
         workbook = load_workbook(path, read_only=True, data_only=True)
     except Exception as exc:  # openpyxl raises many types for a non-xlsx file
