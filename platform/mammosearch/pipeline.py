@@ -317,7 +317,7 @@ def process_pending(
 ) -> PipelineSummary:
     """The in-process pipeline: embed every pending image (or those of `image_ids` still
     pending) in batches, then index them."""
-    from mammosearch.reconcile import release_interrupted_work
+    from mammosearch.interrupted import release_interrupted_work
 
     settings = settings or get_settings()
     release_interrupted_work(settings)  # no sweep in the embedded default: a killed run's claims

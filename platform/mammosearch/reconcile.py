@@ -11,23 +11,18 @@ verified against the database and repaired (on the index writer, under its lock)
 
 from __future__ import annotations
 
-import logging
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mammosearch import claims
 from mammosearch.config import Settings
 from mammosearch.db.models import Image, ImageEmbedding, ImageStatus
 from mammosearch.db.session import session_scope
+from mammosearch.interrupted import release_interrupted_work
 from mammosearch.work_queue import WorkQueue
-
-log = logging.getLogger(__name__)
 
 DEFAULT_GRACE_S = 15.0
 """Work younger than this is assumed to be still on its way, not lost. Short: the queue's
@@ -36,12 +31,6 @@ work lost with the broker's data (Redis restarted without persistence) is sent a
 
 MAX_IMAGES_PER_SWEEP = 100_000
 """One sweep re-enqueues at most this many images; the next sweep takes the rest."""
-
-STRAY_TEMP_MIN_AGE_S = 900.0
-"""A temp file (`*.tmp`) under images/ or indexes/ untouched this long belongs to a killed
-writer: every writer there writes its temp file in one go, in well under a minute, and
-renames or removes it at once."""
-
 
 @dataclass(frozen=True)
 class StaleWork:
@@ -59,46 +48,6 @@ class ReconcileSummary:
     detail: dict[str, Any] = field(default_factory=dict)
     expired_claims: list[int] = field(default_factory=list)
     verified_spaces: list[int] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class InterruptedWork:
-    """What a killed process left behind and was cleared up."""
-
-    released_claims: list[int] = field(default_factory=list)
-    removed_temp_files: list[str] = field(default_factory=list)
-
-
-def stray_temp_files(settings: Settings, min_age_s: float = STRAY_TEMP_MIN_AGE_S) -> list[Path]:
-    """Temp files under images/ and indexes/ older than `min_age_s`: a killed writer's."""
-    cutoff = time.time() - min_age_s
-    found = []
-    for directory in (settings.images_dir, settings.index_dir):
-        if not directory.is_dir():
-            continue
-        for path in directory.rglob("*.tmp"):
-            try:
-                if path.is_file() and path.stat().st_mtime < cutoff:
-                    found.append(path)
-            except FileNotFoundError:
-                continue  # its writer finished meanwhile
-    return sorted(found)
-
-
-def release_interrupted_work(settings: Settings) -> InterruptedWork:
-    """Claims nobody holds go back to pending, a killed writer's temp files are removed.
-
-    The embedded default has no sweep: `ingest`, `embed` and `serve` call this first.
-    """
-    with session_scope(settings.database_url) as session:
-        released = claims.release_abandoned(session, settings.claim_lease_s)
-    removed = []
-    for path in stray_temp_files(settings):
-        path.unlink(missing_ok=True)
-        removed.append(str(path))
-    if removed:
-        log.warning("removed %d temp files left by a killed process: %s", len(removed), removed[:5])
-    return InterruptedWork(released_claims=released, removed_temp_files=removed)
 
 
 def find_stale_work(

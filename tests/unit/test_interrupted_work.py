@@ -17,7 +17,7 @@ from mammosearch.cli.serve_commands import _start_embedded_sweep
 from mammosearch.config import Settings
 from mammosearch.db.models import Image, ImageStatus
 from mammosearch.db.session import make_session_factory
-from mammosearch.reconcile import STRAY_TEMP_MIN_AGE_S
+from mammosearch.interrupted import STRAY_TEMP_MIN_AGE_S
 from tests.unit.test_index_damage import _cli, archive, copy  # noqa: F401 - fixtures
 from tests.unit.web_support import app_config
 from web import create_app
