@@ -65,6 +65,7 @@ def search(
     as_json: bool,
 ) -> None:
     """Find the K most similar archived cases to IMAGE (JPEG, PNG, DICOM) or --image-id."""
+    from mammosearch.index_health import IndexRepairing
     from mammosearch.ingest.storage import ImageRejected
     from mammosearch.search import SearchError, get_search_service
     from mammosearch.search_request import BadSearchRequest, parse_search_request
@@ -101,7 +102,7 @@ def search(
                 response = service.search_image_id(
                     session, image_id, k, metric, filters, exclude_same_patient, request.ranking
                 )
-        except (SearchError, ImageRejected) as exc:
+        except (SearchError, ImageRejected, IndexRepairing) as exc:
             raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(response.to_dict(), indent=2, default=str))
