@@ -28,6 +28,7 @@ from mammosearch.db.models import (
     User,
 )
 from mammosearch.ingest.storage import check_image, store_image
+from mammosearch.pipeline import vector_to_bytes
 from mammosearch.users import create_user
 
 TEST_PASSWORD = "correct horse battery"
@@ -141,7 +142,7 @@ def make_vector(
 ) -> ImageEmbedding:  # fmt: skip
     """The image's stored vector in the space (float32, little-endian, as the pipeline writes)."""
     embedding = ImageEmbedding(
-        image_id=image.id, space_id=space.id, vector=np.asarray(vector, "<f4").tobytes(),
+        image_id=image.id, space_id=space.id, vector=vector_to_bytes(vector),
         **columns,
     )  # fmt: skip
     return _saved(session, embedding, commit)
