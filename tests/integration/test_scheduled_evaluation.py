@@ -18,6 +18,15 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
+from bench.processes import (
+    MAMMOSEARCH,
+    REPO_ROOT,
+    flush_redis,
+    start_worker,
+    stop_worker,
+    wait_until,
+    worker_env,
+)
 from mammosearch.config import Settings
 from mammosearch.db import migrate
 from mammosearch.db.models import EvaluationRun
@@ -27,15 +36,6 @@ from mammosearch.embed.spaces import get_or_create_space
 from mammosearch.users import create_user
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.factories import make_class_archive
-from tests.integration.worker_process import (
-    MAMMOSEARCH,
-    REPO_ROOT,
-    flush_redis,
-    start_worker,
-    stop_worker,
-    wait_until,
-    worker_env,
-)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
