@@ -11,7 +11,7 @@ import io
 import itertools
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image as PILImage
@@ -34,9 +34,10 @@ from mammosearch.users import create_user
 TEST_PASSWORD = "correct horse battery"
 
 _image_numbers = itertools.count()
+Row = TypeVar("Row")
 
 
-def _saved(session: Session, row: Any, commit: bool) -> Any:
+def _saved(session: Session, row: Row, commit: bool) -> Row:
     session.add(row)
     session.flush()
     if commit:

@@ -30,7 +30,7 @@ from mammosearch.pipeline import (
 )
 from mammosearch.reconcile import reconcile
 from mammosearch.work_queue import InProcessQueue
-from tests.factories import make_bare_image, make_patient, make_vector
+from tests.factories import make_bare_image, make_patient, make_space, make_vector
 
 DIM = 8
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -53,13 +53,7 @@ def small_settings(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Setti
 
 
 def _space(session: Session) -> EmbeddingSpace:
-    space = EmbeddingSpace(
-        backbone="fake", weights_sha256="0" * 64, weights_source="test", pretrained=False,
-        preprocessing_version=1, dim=DIM,
-    )
-    session.add(space)
-    session.commit()
-    return space
+    return make_space(session, "fake", DIM, weights_sha256="0" * 64, weights_source="test")
 
 
 def _embedded(database_url: str, space_id: int, count: int, seed: int) -> list[int]:
