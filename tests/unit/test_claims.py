@@ -10,24 +10,13 @@ from sqlalchemy.orm import Session
 
 from mammosearch import claims
 from mammosearch.config import Settings
-from mammosearch.db.models import Image, ImageStatus, Patient, utcnow
+from mammosearch.db.models import Image, ImageStatus, utcnow
+from tests.factories import make_bare_images, make_patient
 
 
 def _pending(session: Session, count: int) -> list[int]:
-    patient = Patient(source="test", source_patient_id=f"c{time.monotonic_ns()}")
-    session.add(patient)
-    session.flush()
-    images = [
-        Image(
-            patient_id=patient.id, source="test", source_file_name=f"{n}.png",
-            sha256=f"{time.monotonic_ns():032x}{n:032x}", stored_path=f"/nowhere/{n}.png",
-            modality="test", width=8, height=8,
-        )
-        for n in range(count)
-    ]
-    session.add_all(images)
-    session.commit()
-    return [image.id for image in images]
+    patient = make_patient(session, f"c{time.monotonic_ns()}", commit=False)
+    return make_bare_images(session, patient, count)
 
 
 def _age_claims(session: Session, ids: list[int], seconds: float) -> None:
