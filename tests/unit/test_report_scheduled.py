@@ -122,3 +122,26 @@ def test_a_new_space_has_its_vote_measured_once_and_only_while_unmeasured(
     )
     assert again == []
     session.close()
+
+
+def test_the_embedded_server_measures_a_new_space_without_beat(web_settings: Settings) -> None:
+    """No broker, no beat: `serve`'s own sweep measures an unmeasured active space's vote, so
+    a first run's suggestion does not wait for someone to run `mammosearch evaluate`."""
+    import time
+
+    from mammosearch.cli.serve_commands import _start_embedded_sweep
+    from mammosearch.evaluate.runs import measured_vote
+    from tests.unit.web_support import app_config
+    from web import create_app
+
+    session = make_session_factory(web_settings.database_url)()
+    space = seed_space(session, "efficientnet-lite0")
+    session.commit()
+    assert measured_vote(session, web_settings, space) == {}
+    _start_embedded_sweep(create_app(app_config(web_settings)))
+    deadline = time.monotonic() + 120
+    while not measured_vote(session, web_settings, space) and time.monotonic() < deadline:
+        session.expire_all()
+        time.sleep(0.2)
+    assert measured_vote(session, web_settings, space)["birads"]["bins"]
+    session.close()

@@ -21,9 +21,12 @@ def _start_embedded_sweep(app: Any) -> None:
     left, removes its temp files, and finishes lost work (embedding, indexing, verifying
     the indexes against the database and repairing them: a segment changed on disk after
     it was loaded is found here), at start and then every EMBEDDED_SWEEP_INTERVAL_S, in one
-    thread."""
+    thread. It also measures the neighbour vote of an active space that was never measured
+    (beat's "measure-new-space" where there is a broker): search shows no suggestion until
+    then, so a first run's base space and a newly activated one are measured at once."""
     import threading
 
+    from mammosearch.evaluate.scheduled import run_scheduled_evaluations
     from mammosearch.reconcile import reconcile
 
     queue = app.extensions["mammosearch_work_queue"]
@@ -41,6 +44,14 @@ def _start_embedded_sweep(app: Any) -> None:
                     log.warning("released %d abandoned claims", len(summary.expired_claims))
             except Exception:  # noqa: BLE001 - the next round tries again
                 log.exception("the embedded sweep failed")
+            try:
+                measured = run_scheduled_evaluations(
+                    settings, write_report=False, trigger="schedule", unmeasured_only=True
+                )
+                if measured:
+                    log.info("measured a new space's neighbour vote (runs %s)", measured)
+            except Exception:  # noqa: BLE001 - a failed run is stored; the next round skips it
+                log.exception("measuring a new space's vote failed")
             stop.wait(EMBEDDED_SWEEP_INTERVAL_S)
 
     threading.Thread(target=_sweep, name="embedded sweep", daemon=True).start()
