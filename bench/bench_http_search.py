@@ -320,7 +320,7 @@ def built_archive(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 @contextmanager
 def gunicorn_server(env: dict[str, str], code: Path, log):  # type: ignore[no-untyped-def]
     """gunicorn with deploy/gunicorn.conf.py over the code at `code`; yields (url, pid)."""
-    from tests.e2e.serving import free_port, wait_until_live
+    from bench.processes import free_port, wait_until_live
 
     port = free_port()
     env = {**env, "GUNICORN_BIND": f"127.0.0.1:{port}",

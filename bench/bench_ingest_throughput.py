@@ -32,16 +32,11 @@ import redis
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO_ROOT / "platform"), str(REPO_ROOT)]
 
+from bench.processes import start_worker, stop_worker, wait_until, worker_env  # noqa: E402
 from mammosearch.config import settings_from_env  # noqa: E402
 from mammosearch.db import migrate  # noqa: E402
 from mammosearch.db.models import Image, ImageStatus  # noqa: E402
 from mammosearch.db.session import clear_engines, session_scope  # noqa: E402
-from tests.integration.worker_process import (  # noqa: E402
-    start_worker,
-    stop_worker,
-    wait_until,
-    worker_env,
-)
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "cdd-cesm-dev"
 

@@ -37,7 +37,7 @@ import requests
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO_ROOT / "platform"), str(REPO_ROOT)]
-from tests.e2e.serving import free_port, wait_until_live  # noqa: E402  (one server helper)
+from bench.processes import free_port, wait_until_live  # noqa: E402
 
 DEV_DATA = REPO_ROOT.parent / "shared" / "data" / "cdd-cesm-dev"
 SHEET = "Radiology manual annotations.xlsx"

@@ -5,10 +5,16 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, current_app, jsonify, render_template
-from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
+from werkzeug.exceptions import (
+    HTTPException,
+    InternalServerError,
+    RequestEntityTooLarge,
+    ServiceUnavailable,
+)
 from werkzeug.wrappers import Response
 
 from mammosearch.disk_full import full_disk_message
+from mammosearch.index_health import IndexRepairing
 from web.auth import is_api_request
 from web.configuration import settings
 
@@ -53,12 +59,34 @@ class InsufficientStorage(HTTPException):
 def _unexpected(error: Exception) -> Response | HTTPException:
     if isinstance(error, HTTPException):
         return _respond(error)
+    damaged = _damaged_database(error)
+    if damaged is not None:
+        return _respond(ServiceUnavailable(damaged))
+    if isinstance(error, IndexRepairing):  # any page that searches: never a 500 for it
+        log.error("%s", error)
+        return _respond(ServiceUnavailable(error.health.summary()))
     full = full_disk_message(error, settings())
     if full:  # the operator's to fix: say what is full and where, not "internal error"
         log.error("disk full: %s", full)
         return _respond(InsufficientStorage(full))
     log.exception("unhandled error", exc_info=error)
     return _respond(InternalServerError("internal error; the server log has the details"))
+
+
+def _damaged_database(error: Exception) -> str | None:
+    """The public message for a damaged embedded database file (the log has its path)."""
+    from sqlalchemy.exc import DatabaseError
+
+    from mammosearch.db.session import damaged_database_message
+
+    if not isinstance(error, DatabaseError):
+        return None
+    url = settings().database_url
+    logged = damaged_database_message(url, error)
+    if logged is None:
+        return None
+    log.error("%s", logged)
+    return damaged_database_message(url, error, full_path=False)
 
 
 def init_app(app: Flask) -> None:

@@ -32,6 +32,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.wrappers import Response
 
+from mammosearch import claims
+from mammosearch.config import Settings
 from mammosearch.db.models import EmbeddingSpace, ImageEmbedding
 from mammosearch.status import image_status_counts, ingestion_lag
 from mammosearch.work_queue import WorkQueue
@@ -67,9 +69,12 @@ def observe_search_timing(timing_ms: Mapping[str, float]) -> None:
 class IngestionCollector(Collector):
     """Read on every scrape: images per status, ingestion lag, vectors per space, index bytes."""
 
-    def __init__(self, sessions: sessionmaker[Session], index_dir: Path) -> None:
+    def __init__(
+        self, sessions: sessionmaker[Session], index_dir: Path, settings: Settings | None = None
+    ) -> None:
         self.sessions = sessions
         self.index_dir = index_dir
+        self.settings = settings  # for the indexes' health (none: not exported)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         images = GaugeMetricFamily(
@@ -97,11 +102,45 @@ class IngestionCollector(Collector):
             ).all()
             for space_id, backbone, count in per_space:
                 vectors.add_metric([str(space_id), backbone], count)
+            repairing, missing = self._index_health(session)
+            abandoned = GaugeMetricFamily(
+                "mammosearch_claims_abandoned",
+                "Claimed images nobody holds (their process died); the sweep, or the next"
+                " ingest, embed or serve without a broker, hands them out again.",
+            )
+            lease_s = self.settings.claim_lease_s if self.settings else claims.DEFAULT_LEASE_S
+            abandoned.add_metric([], len(claims.abandoned(session, lease_s)))
         yield images
+        yield abandoned
         yield lag
         yield vectors
+        yield repairing
+        yield missing
         yield self._index_bytes()
         yield from self._tuned_search()
+
+    def _index_health(self, session: Session) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        """Per active space and metric: 1 while its index cannot serve all the database lists
+        (search answers 503), and how many indexed images it is short of."""
+        from mammosearch.index_health import serving_health
+
+        labels = ["space_id", "backbone", "metric"]
+        repairing = GaugeMetricFamily(
+            "mammosearch_index_repairing",
+            "1 while the index cannot serve every image the database lists as indexed"
+            " (searches answer 503 until it is rebuilt from the database).",
+            labels=labels,
+        )
+        missing = GaugeMetricFamily(
+            "mammosearch_index_missing_vectors",
+            "Images the database lists as indexed that the index does not serve.",
+            labels=labels,
+        )
+        for health in serving_health(session, self.settings) if self.settings else ():
+            keys = [str(health.space_id), health.backbone, health.metric]
+            repairing.add_metric(keys, 0 if health.whole else 1)
+            missing.add_metric(keys, health.missing)
+        return repairing, missing
 
     def _index_bytes(self) -> GaugeMetricFamily:
         index_bytes = GaugeMetricFamily(
@@ -202,7 +241,9 @@ def scrape() -> Response:
         process_registry = REGISTRY
     database_registry = CollectorRegistry(auto_describe=False)
     database_registry.register(
-        IngestionCollector(current_app.extensions["mammosearch_sessions"], settings().index_dir)
+        IngestionCollector(
+            current_app.extensions["mammosearch_sessions"], settings().index_dir, settings()
+        )
     )
     database_registry.register(QueueDepthCollector(work_queue()))
     body = generate_latest(process_registry) + generate_latest(database_registry)

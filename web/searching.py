@@ -5,19 +5,26 @@ The request itself is mammosearch.search_request.SearchRequest (shared with the 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from PIL import Image as PILImage
 from sqlalchemy.orm import Session
+from werkzeug.exceptions import ServiceUnavailable
 
 from mammosearch.audit import Actor, record_access
 from mammosearch.case_search import QueryUpload
 from mammosearch.case_search import run_search as run_case_or_image_search
 from mammosearch.config import Settings
+from mammosearch.index_health import IndexRepairing
 from mammosearch.search_request import BadSearchRequest, SearchRequest
+from web.configuration import work_queue
 from web.db import commit_request
+from web.index_repair import RETRY_AFTER_S, request_repair
 from web.metrics import observe_search_timing
+
+log = logging.getLogger(__name__)
 
 
 def check_one_query(params: SearchRequest, upload_name: str | None) -> None:
@@ -32,6 +39,24 @@ def check_one_query(params: SearchRequest, upload_name: str | None) -> None:
             f"give one query, not both: the uploaded file {upload_name!r} or {asked}; "
             "clear one and search again"
         )
+
+
+def repairing_message(error: IndexRepairing) -> str:
+    """What a user is told while the index is being repaired (no server paths; the log has
+    them), after asking for the repair."""
+    log.error("search refused: %s", error)
+    request_repair(work_queue(), error.health.space_id)
+    return (
+        f"{error.health.summary()}. No answer is given until it is whole again, rather than"
+        f" a list with holes; try again in a minute."
+    )
+
+
+def refuse_while_repairing(error: IndexRepairing) -> NoReturn:
+    """Answer 503 with the repair message and a Retry-After."""
+    raise ServiceUnavailable(
+        description=repairing_message(error), retry_after=RETRY_AFTER_S
+    ) from None
 
 
 def run_search(

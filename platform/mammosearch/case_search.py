@@ -55,7 +55,6 @@ from mammosearch.cases import (
     view_tag,
 )
 from mammosearch.db.models import Image, ImageEmbedding, ImageStatus, Patient, Report
-from mammosearch.index import get_reader
 from mammosearch.search import (
     REPORT_EXCERPT_CHARS,
     ImageNotFound,
@@ -206,7 +205,8 @@ def run_search(
 
     Errors: BadSearchRequest (what is asked is inconsistent), SearchError (cannot be
     answered; MixedSides is one), ImageNotFound (an archived query that is not there, a 404),
-    ImageRejected (a file that is not an image).
+    ImageRejected (a file that is not an image), IndexRepairing (the index cannot serve all
+    it should: a 503).
     """
     if uploads and request.archived_query:
         raise BadSearchRequest(
@@ -269,7 +269,7 @@ def search_cases(
     fusion = request.fusion or DEFAULT_FUSION
     space = service.space(session)  # loads the backbone once per process: not a query's time
     started = time.perf_counter()
-    index = get_reader(service.settings, space, metric)
+    index = service.whole_index(session, space, metric)  # IndexRepairing, never holes
     if uploads:
         views, query = _uploaded_views(service, session, space.id, index, uploads)
     else:

@@ -9,7 +9,9 @@ claims of its previous run at once. Neither waits for the broker's visibility ti
 a late redelivery of the original task finds nothing left to claim.
 
 Holders are named `<node>#<run>/<pid>`: the node (a Celery node name, or the host), a run
-id drawn once per process tree (prefork children inherit it) and the process id.
+id drawn once per process tree (prefork children inherit it) and the process id. A holder
+on this host (the embedded default: `ingest`, `embed`, `serve`) whose process is gone is
+known dead at once, without waiting for its lease: `release_abandoned` gives its claims back.
 """
 
 from __future__ import annotations
@@ -127,6 +129,57 @@ def release(session: Session, image_ids: Sequence[int], holder: str) -> list[int
 def release_expired(session: Session, lease_s: float = DEFAULT_LEASE_S) -> list[int]:
     """Claims whose lease ran out go back to pending (their holder died); commits."""
     return _release(session, (Image.updated_at < _cutoff(lease_s),), "lease expired")
+
+
+def _dead_here(note: str) -> bool:
+    """Whether a claim note names a holder on this host whose process no longer runs (or is
+    this very process, under an earlier run id: the pid was reused)."""
+    holder = note.removeprefix(CLAIM_NOTE)
+    node, _, rest = holder.partition("#")
+    run, _, pid_text = rest.partition("/")
+    if node != socket.gethostname() or not pid_text.isdigit():
+        return False  # another host's, or a Celery node's: its lease decides
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return run != RUN_ID
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def abandoned(session: Session, lease_s: float = DEFAULT_LEASE_S) -> list[int]:
+    """Claimed images nobody holds: the lease ran out, or the holder's process on this host
+    is gone (a killed `ingest` or `embed`). What `status` and `index verify` count."""
+    rows = session.execute(
+        select(Image.id, Image.error, Image.updated_at).where(Image.status == ImageStatus.CLAIMED)
+    ).all()
+    cutoff = _cutoff(lease_s)
+    return sorted(
+        row.id
+        for row in rows
+        if _as_utc(row.updated_at) < cutoff or _dead_here(row.error or "")
+    )
+
+
+def release_abandoned(session: Session, lease_s: float = DEFAULT_LEASE_S) -> list[int]:
+    """Give back every claim nobody holds (`abandoned`); commits. What the embedded default
+    (no sweep) runs at the start of `ingest`, `embed` and `serve`, and the sweep too."""
+    released = release_expired(session, lease_s)
+    notes = session.scalars(
+        select(Image.error).where(Image.status == ImageStatus.CLAIMED).distinct()
+    ).all()
+    dead = [note for note in notes if note and _dead_here(note)]
+    if dead:
+        released += _release(session, (Image.error.in_(dead),), "its holder process is gone")
+    return sorted(released)
+
+
+def _as_utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # SQLite: naive UTC
 
 
 def release_previous_runs(session: Session, holder: str) -> list[int]:

@@ -241,7 +241,38 @@ def index_space(
     many rows became indexed.
     """
     with space_writer_lock(settings.index_dir, space.id, "append", lock_wait_s):
-        return _append_unindexed(session, settings, space, update_status)
+        healed = _heal(session, settings, space, update_status)
+        return healed + _append_unindexed(session, settings, space, update_status)
+
+
+def _heal(session: Session, settings: Settings, space: EmbeddingSpace, update_status: bool) -> int:
+    """Rebuild from the database what an index lost (quarantined segments, a lost or
+    unreadable manifest, a deleted directory) before appending; returns the rows re-appended.
+
+    A sound index costs one count: the full comparison (verify with repair) runs only when
+    an index cannot be opened, has damage, or serves fewer vectors than the rows marked
+    indexed. Called under the space's writer lock.
+    """
+    from mammosearch.index_health import indexed_count
+
+    expected = indexed_count(session, space.id)
+    for metric in settings.index_metrics:
+        try:
+            index = open_index(settings, space, metric)
+        except (IndexCorruptError, IndexMismatchError) as error:
+            log.error("index of space %s (%s) cannot be opened: %s", space.id, metric, error)
+            break
+        if index.damage or index.ntotal < expected:
+            log.error(
+                "index of space %s (%s) serves %d of %d indexed rows%s; rebuilding the rest"
+                " from the database", space.id, metric, index.ntotal, expected,
+                f" ({'; '.join(index.damage)})" if index.damage else "",
+            )  # fmt: skip
+            break
+    else:
+        return 0
+    report = _verify_locked(session, settings, space, True, update_status)
+    return int(report.get("repaired_rows", 0))
 
 
 def _append_unindexed(
@@ -286,7 +317,10 @@ def process_pending(
 ) -> PipelineSummary:
     """The in-process pipeline: embed every pending image (or those of `image_ids` still
     pending) in batches, then index them."""
+    from mammosearch.interrupted import release_interrupted_work
+
     settings = settings or get_settings()
+    release_interrupted_work(settings)  # no sweep in the embedded default: a killed run's claims
     embedder = active_embedder(settings)
     session = make_session_factory(settings.database_url)()
     try:
@@ -363,27 +397,37 @@ def _verify_locked(
     report: dict[str, Any] = {"embedding_space": space.describe(), "metrics": {}}
     missing_anywhere: set[int] = set()
     for metric in settings.index_metrics:
-        index = open_index(settings, space, metric)
-        present = set(index.ids().tolist())
+        index, damaged = _index_to_verify(settings, space, metric, repair)
+        if index is not None:
+            damaged += index.verify()  # re-hashed; damage quarantined, never served
+        present = set(index.ids().tolist()) if index is not None else set()
         orphans = sorted(present - expected)
         missing = sorted(expected - present)
-        strays = index.stray_files() + _legacy_rebuild_dirs(index.root)
+        strays = [] if index is None else index.stray_files() + _legacy_rebuild_dirs(index.root)
         report["metrics"][metric] = {
             "vectors": len(present),
             "rows": len(expected),
             "vectors_without_row": orphans,
             "rows_without_vector": missing,
             "stray_files": strays,
+            "damaged": damaged,
         }
-        if repair and orphans:
+        if repair and orphans and index is not None:
             index.remove(np.array(orphans, dtype=np.int64))
-        if repair and strays:
+        if repair and strays and index is not None:
             index.discard_strays()
             _remove_legacy_rebuild_dirs(index.root)
         missing_anywhere.update(missing)
+    abandoned = claims.abandoned(session, settings.claim_lease_s)
+    report["abandoned_claims"] = len(abandoned)
+    if repair and abandoned:
+        report["released_claims"] = len(claims.release_abandoned(session, settings.claim_lease_s))
     report["unindexed_rows"] = unindexed is not None
-    report["clean"] = all(
-        not m["vectors_without_row"] and not m["rows_without_vector"] and not m["stray_files"]
+    report["clean"] = not abandoned and all(
+        not m["vectors_without_row"]
+        and not m["rows_without_vector"]
+        and not m["stray_files"]
+        and not m["damaged"]
         for m in report["metrics"].values()
     )
     if repair and (missing_anywhere or unindexed is not None):
@@ -410,6 +454,23 @@ def _verify_locked(
              for m, found in report["metrics"].items()},
         )
     return report
+
+
+def _index_to_verify(
+    settings: Settings, space: EmbeddingSpace, metric: str, repair: bool
+) -> tuple[ShardedIndex | None, list[str]]:
+    """The index to compare with the database, and why it could not be opened as it was.
+
+    A manifest that cannot be read (or is another space's): with `repair` its directory is
+    set aside and the comparison starts from an empty index (every row re-appended);
+    without, None: nothing is served, so the report shows every row missing.
+    """
+    try:
+        return open_index(settings, space, metric), []
+    except (IndexMismatchError, IndexCorruptError) as error:
+        if repair:
+            return _index_for_rebuild(settings, space, metric), [str(error)]
+        return None, [str(error)]
 
 
 def _is_serving(session: Session, settings: Settings, space: EmbeddingSpace) -> bool:
@@ -533,7 +594,7 @@ def _index_for_rebuild(settings: Settings, space: EmbeddingSpace, metric: str) -
         return open_index(settings, space, metric)
     except (IndexMismatchError, IndexCorruptError) as error:
         root = settings.index_dir / f"space-{space.id}" / metric
-        aside = root.with_name(f"{metric}.broken-{int(time.time())}")
+        aside = root.with_name(f"{metric}.broken-{time.time_ns()}")
         log.warning("%s cannot be opened (%s); set aside as %s, rebuilding", root, error, aside)
         root.rename(aside)
         clear_readers()

@@ -18,10 +18,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mammosearch import claims
 from mammosearch.config import Settings
 from mammosearch.db.models import Image, ImageEmbedding, ImageStatus
 from mammosearch.db.session import session_scope
+from mammosearch.interrupted import release_interrupted_work
 from mammosearch.work_queue import WorkQueue
 
 DEFAULT_GRACE_S = 15.0
@@ -31,7 +31,6 @@ work lost with the broker's data (Redis restarted without persistence) is sent a
 
 MAX_IMAGES_PER_SWEEP = 100_000
 """One sweep re-enqueues at most this many images; the next sweep takes the rest."""
-
 
 @dataclass(frozen=True)
 class StaleWork:
@@ -89,8 +88,8 @@ def reconcile(
     """Hand stale work to `queue` again: the images of expired claims and old pending ones
     to embed, index runs of spaces with old unindexed vectors, and (`verify`) a verify and
     repair of every space's indexes (in-process: the pipeline runs over them here)."""
+    expired = release_interrupted_work(settings).released_claims
     with session_scope(settings.database_url) as session:
-        expired = claims.release_expired(session, settings.claim_lease_s)
         stale = find_stale_work(session, grace_s)
         spaces = indexed_space_ids(session) if verify else []
     released = queue.enqueue_embedding(expired, force=True) if expired else None

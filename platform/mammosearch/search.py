@@ -32,7 +32,8 @@ from mammosearch.evaluate.labels import PATHOLOGY_CLASSES, birads_of, pathology_
 from mammosearch.evaluate.runs import measured_vote
 from mammosearch.filter_table import FilterTable
 from mammosearch.filter_values import FilterValues, FilterValuesCache, UnknownFilterValue
-from mammosearch.index import get_reader
+from mammosearch.index import IndexCorruptError, IndexMismatchError, ShardedIndex, get_reader
+from mammosearch.index_health import IndexHealth, IndexRepairing, check_index
 from mammosearch.ranking import RankingError, check_ranking, consensus_ranking
 from mammosearch.search_request import MAX_K
 from mammosearch.vote import VOTE_K, suggest
@@ -40,6 +41,8 @@ from mammosearch.vote import VOTE_K, suggest
 METRICS = DISTANCE_METRICS
 REPORT_EXCERPT_CHARS = 300
 SPACE_RECHECK_S = 5.0
+INDEXED_RECHECK_S = 5.0
+"""How long a search trusts the database's count of indexed rows (what the index must hold)."""
 VOTE_MEASURE_TTL_S = 60.0
 
 
@@ -215,6 +218,7 @@ class SearchService:
         self._space: EmbeddingSpace | None = None
         self._space_read_at = 0.0
         self._reliability: dict[tuple[int, str], tuple[float, dict[str, Any]]] = {}
+        self._indexed_counts: dict[int, tuple[float, int]] = {}
         self._filter_values = FilterValuesCache()
         self.filter_table = FilterTable()
 
@@ -248,6 +252,27 @@ class SearchService:
         self._space = EmbeddingSpace(**{key: getattr(space, key) for key in keys})
         self._space_id, self._space_key, self._space_read_at = space.id, embedder.identity, now
         return self._space
+
+    def whole_index(self, session: Session, space: EmbeddingSpace, metric: str) -> ShardedIndex:
+        """The reader of `space`'s `metric` index, when it serves every row the database
+        lists as indexed; else IndexRepairing (never an answer with holes).
+
+        The count is re-read at most every INDEXED_RECHECK_S; a shortfall is confirmed
+        with a fresh reload and count before a search is refused (an index run commits the
+        manifest a moment before the rows, and readers reload at most once a second).
+        """
+        try:
+            index = get_reader(self.settings, space, metric)
+        except (IndexCorruptError, IndexMismatchError, OSError):
+            raise IndexRepairing(check_index(session, self.settings, space, metric)) from None
+        now = time.monotonic()
+        read_at, expected = self._indexed_counts.get(space.id, (0.0, -1))
+        if index.damage or now - read_at > INDEXED_RECHECK_S or index.ntotal < expected:
+            health: IndexHealth = check_index(session, self.settings, space, metric, index)
+            self._indexed_counts[space.id] = (now, health.expected)
+            if not health.whole:
+                raise IndexRepairing(health)
+        return index
 
     def vote_reliability(
         self, session: Session, space: EmbeddingSpace, metric: str = "cosine"
@@ -340,7 +365,7 @@ class SearchService:
             filters = replace(filters or SearchFilters(), exclude_patient_id=query_row.patient_id)
         # The index holds the vector it would be compared as (no database read); an image
         # embedded but not yet indexed is read from image_embeddings.
-        vector = get_reader(self.settings, space, metric).stored_vector(image_id)
+        vector = self.whole_index(session, space, metric).stored_vector(image_id)
         if vector is None:
             blob = session.scalar(
                 select(ImageEmbedding.vector).where(
@@ -390,7 +415,7 @@ class SearchService:
         self._check_filters(session, filters)
         started = time.perf_counter()
         space = self.space(session)
-        index = get_reader(self.settings, space, metric)
+        index = self.whole_index(session, space, metric)
         filters = filters or SearchFilters()
         exclude = exclude or set()
         queries = np.asarray(vector, dtype=np.float32).reshape(1, -1)

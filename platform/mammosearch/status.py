@@ -60,17 +60,25 @@ def recent_failures(session: Session, limit: int = RECENT_FAILURES) -> list[dict
     ]
 
 
-def collect_status(session: Session, queue: WorkQueue | None = None) -> dict[str, Any]:
+def collect_status(
+    session: Session, queue: WorkQueue | None = None, lease_s: float | None = None
+) -> dict[str, Any]:
     """`{"images": {...}, "lag": {...}, "failures": [...], "tasks": {...}}`; extend per section.
 
     images: counts per status; lag: age of the oldest pending image; failures: the last
-    failed images with reasons; tasks: waiting tasks per queue, as `queue.depths()` reports
-    them (only when the caller passes the queue its entry point chose).
+    failed images with reasons; abandoned_claims: claimed images nobody holds (a killed
+    process's; `lease_s`: the claim lease setting); tasks: waiting tasks per queue, as
+    `queue.depths()` reports them (only when the caller passes the queue its entry point chose).
     """
+    from mammosearch import claims
+
     report: dict[str, Any] = {
         "images": image_status_counts(session),
         "lag": ingestion_lag(session),
         "failures": recent_failures(session),
+        "abandoned_claims": len(
+            claims.abandoned(session, claims.DEFAULT_LEASE_S if lease_s is None else lease_s)
+        ),
     }
     if queue is not None:
         report["tasks"] = queue.depths()

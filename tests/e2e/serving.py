@@ -5,32 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bench.processes import free_port, wait_until_live
 from mammosearch.config import Settings
-from tests.integration.conftest import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LIVE_TIMEOUT_S = 60
-
-
-def wait_until_live(base_url: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
-    """Poll /healthz until it answers 200 (retrying until the deadline) or the server exits."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"mammosearch serve exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"{base_url}/healthz", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"{base_url}/healthz did not answer within {timeout_s} s")
 
 
 def server_environment(settings: Settings) -> dict[str, str]:

@@ -24,6 +24,7 @@ from pynetdicom.sop_class import (
 )
 from sqlalchemy import select
 
+from bench.processes import free_port
 from mammosearch.cli import main
 from mammosearch.config import Settings
 from mammosearch.db.models import Image, ImageStatus
@@ -31,7 +32,6 @@ from mammosearch.db.session import session_scope
 from mammosearch.ingest.dicom import read_dicom
 from mammosearch.search import SearchService
 from tests.dicom_samples import real_mammograms
-from tests.integration.conftest import free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 MAMMOSEARCH = str(Path(sys.executable).with_name("mammosearch"))

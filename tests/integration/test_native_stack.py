@@ -15,7 +15,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,10 +29,10 @@ import requests
 import yaml
 from sqlalchemy import select
 
+from bench.processes import REPO_ROOT, flush_redis, free_port, run_cli, worker_env
 from mammosearch.db.models import Image
 from mammosearch.db.session import session_scope
 from tests.conftest import DEV_DATA, create_pg_database, drop_pg_database, needs_dev_data
-from tests.integration.worker_process import REPO_ROOT, flush_redis, run_cli, worker_env
 
 pytestmark = [
     pytest.mark.postgres,
@@ -155,12 +154,6 @@ def native_environment(
             )
             environment[name] = local_values[name]
     return environment
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def copy_dev_subset(target: Path) -> DevSubset:

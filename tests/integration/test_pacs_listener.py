@@ -4,7 +4,6 @@ pynetdicom's SCU (sends the RLE originals) and dcmtk's storescu (a third-party c
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from pynetdicom.sop_class import (
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from bench.processes import free_port
 from mammosearch.db.models import Image
 from mammosearch.ingest.dicom_listener import start_listener
 from tests.dicom_samples import (
@@ -34,19 +34,13 @@ from tests.dicom_samples import (
 AE_TITLE = "MAMMOSEARCH"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def listener(tmp_path: Path) -> Iterator[tuple[int, sessionmaker[Session], list[int]]]:
     """A running listener on a free loopback port: (port, session factory, hooked image ids)."""
     session_factory = sqlite_session_factory(tmp_path)
     settings = settings_for(tmp_path, str(session_factory.kw["bind"].url))
     hooked: list[int] = []
-    port = _free_port()
+    port = free_port()
     server = start_listener(
         session_factory,
         settings,

@@ -16,18 +16,18 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from mammosearch.config import settings_from_env
-from mammosearch.db.models import Image, ImageStatus
-from mammosearch.db.session import session_scope
-from tests.integration.conftest import free_port
-from tests.integration.test_workers_kill import DEV_IMAGES
-from tests.integration.worker_process import (
+from bench.processes import (
+    free_port,
     start_beat,
     start_worker,
     stop_worker,
     wait_until,
     worker_env,
 )
+from mammosearch.config import settings_from_env
+from mammosearch.db.models import Image, ImageStatus
+from mammosearch.db.session import session_scope
+from tests.integration.test_workers_kill import DEV_IMAGES
 
 pytestmark = [pytest.mark.postgres, pytest.mark.dataset, pytest.mark.slow]
 

@@ -18,15 +18,7 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from mammosearch.config import Settings
-from mammosearch.db import migrate
-from mammosearch.db.models import EvaluationRun, Image, ImageEmbedding, Patient
-from mammosearch.db.session import session_scope
-from mammosearch.embed import load_embedder
-from mammosearch.embed.spaces import get_or_create_space
-from mammosearch.users import create_user
-from tests.conftest import create_pg_database, drop_pg_database
-from tests.integration.worker_process import (
+from bench.processes import (
     MAMMOSEARCH,
     REPO_ROOT,
     flush_redis,
@@ -35,6 +27,15 @@ from tests.integration.worker_process import (
     wait_until,
     worker_env,
 )
+from mammosearch.config import Settings
+from mammosearch.db import migrate
+from mammosearch.db.models import EvaluationRun
+from mammosearch.db.session import session_scope
+from mammosearch.embed import load_embedder
+from mammosearch.embed.spaces import get_or_create_space
+from mammosearch.users import create_user
+from tests.conftest import create_pg_database, drop_pg_database
+from tests.factories import make_class_archive
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
@@ -59,24 +60,7 @@ def seed_archive(url: str) -> int:
     with session_scope(url) as session:
         space = get_or_create_space(session, embedder)
         session.flush()
-        for number in range(12):
-            birads = CLASSES[number % len(CLASSES)]
-            patient = Patient(source="test", source_patient_id=f"P{number}")
-            session.add(patient)
-            session.flush()
-            for view in range(2):
-                image = Image(
-                    patient_id=patient.id, source="test", source_file_name=f"P{number}_{view}.png",
-                    sha256=f"{number:04d}{view}".ljust(64, "0"), stored_path="/nowhere.png",
-                    modality="subtracted", width=8, height=8, birads=birads, status="indexed",
-                )  # fmt: skip
-                session.add(image)
-                session.flush()
-                vector = rng.normal(scale=0.05, size=space.dim).astype(np.float32)
-                vector[CLASSES.index(birads)] += 1.0
-                session.add(
-                    ImageEmbedding(image_id=image.id, space_id=space.id, vector=vector.tobytes())
-                )
+        make_class_archive(session, space, CLASSES, 12, rng)
         create_user(session, "boss", PASSWORD, "admin")
         return space.id
 

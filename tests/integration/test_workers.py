@@ -18,7 +18,6 @@ from mammosearch.db.models import (
     Image,
     ImageEmbedding,
     ImageStatus,
-    Patient,
     utcnow,
 )
 from mammosearch.db.session import session_scope
@@ -27,6 +26,7 @@ from mammosearch.reconcile import reconcile
 from mammosearch.status import collect_status
 from mammosearch.work_queue import InProcessQueue
 from tests.conftest import REDIS_TEST_URL
+from tests.factories import make_bare_images, make_patient
 
 if TYPE_CHECKING:  # imported in the fixture: workers.app reads the environment on import
     from workers.enqueue import CeleryWorkQueue
@@ -62,20 +62,8 @@ def broker() -> redis.Redis:
 def _add_images(settings: Settings, count: int, status: str = ImageStatus.PENDING) -> list[int]:
     """`count` image rows (no files: nothing here embeds them)."""
     with session_scope(settings.database_url) as session:
-        patient = Patient(source="test", source_patient_id=f"p{time.monotonic_ns()}")
-        session.add(patient)
-        session.flush()
-        images = [
-            Image(
-                patient_id=patient.id, source="test", source_file_name=f"{n}.png",
-                sha256=f"{time.monotonic_ns():032x}{n:032x}", stored_path=f"/nowhere/{n}.png",
-                modality="test", width=64, height=64, status=status,
-            )
-            for n in range(count)
-        ]
-        session.add_all(images)
-        session.flush()
-        return [image.id for image in images]
+        patient = make_patient(session, f"p{time.monotonic_ns()}", commit=False)
+        return make_bare_images(session, patient, count, width=64, height=64, status=status)
 
 
 def _age(settings: Settings, image_ids: list[int], seconds: float) -> None:

@@ -18,12 +18,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from mammosearch.config import Settings, settings_from_env
-from mammosearch.db.models import Image, ImageEmbedding, ImageStatus
-from mammosearch.db.session import session_scope
-from mammosearch.index import open_index
-from tests.conftest import REDIS_TEST_URL
-from tests.integration.worker_process import (
+from bench.processes import (
     flush_redis,
     run_cli,
     start_beat,
@@ -32,6 +27,11 @@ from tests.integration.worker_process import (
     wait_until,
     worker_env,
 )
+from mammosearch.config import Settings, settings_from_env
+from mammosearch.db.models import Image, ImageEmbedding, ImageStatus
+from mammosearch.db.session import session_scope
+from mammosearch.index import open_index
+from tests.conftest import REDIS_TEST_URL
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.dataset, pytest.mark.slow]
 

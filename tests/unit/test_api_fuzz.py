@@ -1,7 +1,7 @@
 """The API fuzzed from its own OpenAPI document (schemathesis, in-process over WSGI).
 
 Every generated request, valid or not, gets an answer that is not a 5xx and that matches
-the document's schema for its status. A small, fixed budget here; bench/bench_fuzz.py runs
+the document's schema for its status. A small, fixed budget here; tests/fuzz_long.py runs
 the same with a large one.
 """
 
@@ -36,7 +36,7 @@ from tests.unit.web_support import app_config, make_user, synthetic_image_bytes
 from web import create_app
 from web.api.openapi import openapi_document
 
-MAX_EXAMPLES = 25  # per operation; bench_fuzz takes thousands
+MAX_EXAMPLES = 25  # per operation; tests/fuzz_long.py takes thousands
 ARCHIVED_IDS = list(range(1, 7))  # the archive fixture's six images
 FUZZ_CHECKS = [not_a_server_error, response_schema_conformance]
 

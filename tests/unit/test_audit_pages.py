@@ -10,9 +10,9 @@ from sqlalchemy.orm import Session
 
 from mammosearch.audit import AuditFilter, count_found, find_events, record_access
 from mammosearch.config import Settings
-from mammosearch.db.models import AuditEvent, ImageStatus, Patient, User
+from mammosearch.db.models import AuditEvent, ImageStatus, User
 from mammosearch.db.session import make_session_factory
-from tests.unit.web_support import make_image, make_patient
+from tests.factories import make_bare_images, make_image, make_patient
 
 
 def _events(db: Session) -> list[tuple[str, int | None]]:
@@ -66,8 +66,8 @@ def test_a_patient_filter_finds_the_pages_that_showed_the_patients_images(
     found for P2, as are the case and recent-cases pages that listed it; nothing else is."""
     session = make_session_factory(settings.database_url)()
     first, second = make_patient(session, "P1"), make_patient(session, "P2")
-    (p1_image,) = _bare_images(session, first, 1)
-    p2_image, p2_other = _bare_images(session, second, 2)
+    (p1_image,) = make_bare_images(session, first, 1)
+    p2_image, p2_other = make_bare_images(session, second, 2)
     user = User(username="rad", username_key="rad", password_hash="x", role="radiologist")
     session.add(user)
     session.commit()
@@ -83,17 +83,3 @@ def test_a_patient_filter_finds_the_pages_that_showed_the_patients_images(
     assert count_found(session, AuditFilter(patient="P2")) == 2
     assert count_found(session, AuditFilter(patient="P1")) == 3
     session.close()
-
-
-def _bare_images(session: Session, patient: Patient, count: int) -> list[int]:
-    from mammosearch.db.models import Image
-
-    rows = [
-        Image(patient_id=patient.id, source="test", source_file_name=f"{patient.id}-{n}.png",
-              sha256=f"{patient.id:032d}{n:032d}", stored_path="/nowhere", width=1, height=1,
-              modality="subtracted")
-        for n in range(count)
-    ]  # fmt: skip
-    session.add_all(rows)
-    session.commit()
-    return [row.id for row in rows]

@@ -10,24 +10,13 @@ from sqlalchemy.orm import Session
 
 from mammosearch import claims
 from mammosearch.config import Settings
-from mammosearch.db.models import Image, ImageStatus, Patient, utcnow
+from mammosearch.db.models import Image, ImageStatus, utcnow
+from tests.factories import make_bare_images, make_patient
 
 
 def _pending(session: Session, count: int) -> list[int]:
-    patient = Patient(source="test", source_patient_id=f"c{time.monotonic_ns()}")
-    session.add(patient)
-    session.flush()
-    images = [
-        Image(
-            patient_id=patient.id, source="test", source_file_name=f"{n}.png",
-            sha256=f"{time.monotonic_ns():032x}{n:032x}", stored_path=f"/nowhere/{n}.png",
-            modality="test", width=8, height=8,
-        )
-        for n in range(count)
-    ]
-    session.add_all(images)
-    session.commit()
-    return [image.id for image in images]
+    patient = make_patient(session, f"c{time.monotonic_ns()}", commit=False)
+    return make_bare_images(session, patient, count)
 
 
 def _age_claims(session: Session, ids: list[int], seconds: float) -> None:
@@ -119,3 +108,32 @@ def test_the_holders_own_retry_reclaims_and_counts_until_it_gives_up(session: Se
         assert claims.claim(session, ids, "node-a#r1/1", max_attempts=3) == ids
     assert claims.claim(session, ids, "node-a#r1/1", max_attempts=3) == []
     assert _statuses(session, ids) == {ids[0]: ImageStatus.FAILED}
+
+
+def test_a_claim_whose_holder_on_this_host_is_gone_is_abandoned_at_once(session: Session) -> None:
+    """Not after the lease: the holder's pid on this host no longer runs. A live holder's
+    claim (this process), another host's, and a Celery node's wait for their lease."""
+    import socket
+
+    gone_pid = _a_free_pid()
+    host = socket.gethostname()
+    dead, alive, elsewhere, node = (_pending(session, 1) for _ in range(4))
+    claims.claim(session, dead, f"{host}#r0/{gone_pid}")
+    claims.claim(session, alive, claims.holder_name())
+    claims.claim(session, elsewhere, f"other-host#r1/{gone_pid}")
+    claims.claim(session, node, f"celery@{host}#r2/{gone_pid}")
+    assert claims.abandoned(session) == dead
+    assert claims.release_abandoned(session) == dead
+    assert "its holder process is gone" in session.get(Image, dead[0]).error
+    _age_claims(session, elsewhere + node, claims.DEFAULT_LEASE_S + 1)
+    assert claims.release_abandoned(session) == sorted(elsewhere + node)
+    assert _statuses(session, alive) == {alive[0]: ImageStatus.CLAIMED}
+
+
+def _a_free_pid() -> int:
+    """The pid of a child that has exited and been reaped (free until the kernel reuses it)."""
+    import subprocess
+
+    child = subprocess.Popen(["true"])  # noqa: S607
+    child.wait()
+    return child.pid

@@ -13,8 +13,9 @@ from sqlalchemy.orm import Session
 
 from mammosearch.cli.evaluate_commands import evaluate_command
 from mammosearch.config import Settings
-from mammosearch.db.models import EmbeddingSpace, EvaluationRun, Image, ImageEmbedding, Patient
+from mammosearch.db.models import EmbeddingSpace, EvaluationRun, ImageEmbedding
 from mammosearch.evaluate import EvaluationError, evaluate_space, resolve_space
+from tests.factories import make_bare_image, make_patient, make_space, make_vector
 
 DIM = 8
 BIRADS = [1, 1, 2, 3, 4, 5, 5, None]  # two images per patient; the last has no BI-RADS
@@ -22,37 +23,21 @@ COARSE_DIRECTION = {None: 0, 1: 1, 2: 2, 3: 2, 4: 3, 5: 3, 6: 3}
 PATHOLOGY = ["Normal", "Normal", "Benign", "Benign", "Malignant", "Malignant", None, None]
 
 
-def make_space(session: Session, backbone: str = "densenet121", dim: int = DIM) -> EmbeddingSpace:
-    space = EmbeddingSpace(
-        backbone=backbone, weights_sha256=f"{backbone}-{dim}".ljust(64, "0"),
-        weights_source="random (test)", pretrained=False, preprocessing_version=1, dim=dim,
-    )  # fmt: skip
-    session.add(space)
-    session.flush()
-    return space
-
-
 def seed_archive(session: Session) -> EmbeddingSpace:
     """Four patients x two images, each vector = its coarse BI-RADS direction + small noise."""
-    space = make_space(session)
+    space = make_space(session, dim=DIM, commit=False)
     rng = np.random.default_rng(5)
     for position, (birads, pathology) in enumerate(zip(BIRADS, PATHOLOGY, strict=True)):
         if position % 2 == 0:
-            patient = Patient(source="test", source_patient_id=f"P{position // 2}")
-            session.add(patient)
-            session.flush()
-        image = Image(
-            patient_id=patient.id, source="test",
-            source_file_name=f"P{position // 2}_{position}.jpg",
-            sha256=f"{position:064d}", stored_path=f"/nowhere/{position}.jpg",
-            modality="subtracted", width=8, height=8, birads=birads, pathology=pathology,
+            patient = make_patient(session, f"P{position // 2}", None, commit=False)
+        image = make_bare_image(
+            session, patient, commit=False, source_file_name=f"P{position // 2}_{position}.jpg",
+            birads=birads, pathology=pathology,
         )  # fmt: skip
-        session.add(image)
-        session.flush()
         vector = np.zeros(DIM, dtype=np.float32)
         vector[COARSE_DIRECTION[birads]] = 1.0
         vector += rng.normal(scale=0.05, size=DIM).astype(np.float32)
-        session.add(ImageEmbedding(image_id=image.id, space_id=space.id, vector=vector.tobytes()))
+        make_vector(session, image, space, vector, commit=False)
     session.commit()
     return space
 
@@ -154,24 +139,18 @@ def test_cli_reports_an_unknown_backbone_as_a_usage_error(
 
 def _seed_wide_archive(session: Session, dim: int = 32) -> EmbeddingSpace:
     """240 images of 60 patients in 4 BIRADS classes, class direction + wide noise."""
-    space = make_space(session, backbone="efficientnet-lite0", dim=dim)
+    space = make_space(session, backbone="efficientnet-lite0", dim=dim, commit=False)
     rng = np.random.default_rng(11)
     directions = rng.normal(size=(4, dim)).astype(np.float32)
     for position in range(240):
         if position % 4 == 0:
-            patient = Patient(source="test", source_patient_id=f"W{position // 4}")
-            session.add(patient)
-            session.flush()
+            patient = make_patient(session, f"W{position // 4}", None, commit=False)
         birads = 1 + (position // 4) % 4
-        image = Image(
-            patient_id=patient.id, source="test", source_file_name=f"W{position}.jpg",
-            sha256=f"w{position:063d}", stored_path=f"/nowhere/w{position}.jpg",
-            modality="subtracted", width=8, height=8, birads=birads,
-        )  # fmt: skip
-        session.add(image)
-        session.flush()
+        image = make_bare_image(
+            session, patient, commit=False, source_file_name=f"W{position}.jpg", birads=birads
+        )
         vector = directions[birads - 1] + rng.normal(scale=1.5, size=dim).astype(np.float32)
-        session.add(ImageEmbedding(image_id=image.id, space_id=space.id, vector=vector.tobytes()))
+        make_vector(session, image, space, vector, commit=False)
     session.commit()
     return space
 

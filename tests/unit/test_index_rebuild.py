@@ -20,17 +20,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mammosearch.config import Settings
-from mammosearch.db.models import EmbeddingSpace, Image, ImageEmbedding, ImageStatus, Patient
+from mammosearch.db.models import EmbeddingSpace, Image, ImageEmbedding, ImageStatus
 from mammosearch.db.session import session_scope
 from mammosearch.index import IndexBusy, open_index, space_writer_lock
 from mammosearch.pipeline import (
     index_space,
     rebuild_indexes,
-    vector_to_bytes,
     verify_index,
 )
 from mammosearch.reconcile import reconcile
 from mammosearch.work_queue import InProcessQueue
+from tests.factories import make_bare_image, make_patient, make_space, make_vector
 
 DIM = 8
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -53,40 +53,21 @@ def small_settings(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Setti
 
 
 def _space(session: Session) -> EmbeddingSpace:
-    space = EmbeddingSpace(
-        backbone="fake", weights_sha256="0" * 64, weights_source="test", pretrained=False,
-        preprocessing_version=1, dim=DIM,
-    )
-    session.add(space)
-    session.commit()
-    return space
+    return make_space(session, "fake", DIM, weights_sha256="0" * 64, weights_source="test")
 
 
 def _embedded(database_url: str, space_id: int, count: int, seed: int) -> list[int]:
     """`count` images with a stored (not yet indexed) vector in the space."""
     rng = np.random.default_rng(seed)
     with session_scope(database_url) as session:
-        patient = Patient(source="test", source_patient_id=f"r{seed}-{time.monotonic_ns()}")
-        session.add(patient)
-        session.flush()
+        patient = make_patient(session, f"r{seed}-{time.monotonic_ns()}", commit=False)
+        space = session.get_one(EmbeddingSpace, space_id)
         images = [
-            Image(
-                patient_id=patient.id, source="test", source_file_name=f"{seed}-{n}.png",
-                sha256=f"{seed:016x}{time.monotonic_ns():032x}{n:016x}",
-                stored_path="/nowhere", modality="test", width=8, height=8,
-                status=ImageStatus.EMBEDDED,
-            )
-            for n in range(count)
+            make_bare_image(session, patient, commit=False, status=ImageStatus.EMBEDDED)
+            for _ in range(count)
         ]
-        session.add_all(images)
-        session.flush()
-        session.add_all(
-            ImageEmbedding(
-                image_id=image.id, space_id=space_id,
-                vector=vector_to_bytes(rng.standard_normal(DIM).astype(np.float32)),
-            )
-            for image in images
-        )
+        for image in images:
+            make_vector(session, image, space, rng.standard_normal(DIM), commit=False)
         return [image.id for image in images]
 
 

@@ -10,9 +10,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mammosearch.config import get_settings
-from mammosearch.db.models import Image, LabelEvent, Patient
+from mammosearch.db.models import Image, LabelEvent
 from mammosearch.ingest.labels import LabelFileError, import_labels
 from tests.dicom_samples import sqlite_session_factory
+from tests.factories import make_bare_image, make_patient
 
 
 @pytest.fixture
@@ -20,26 +21,15 @@ def session_factory(tmp_path: Path) -> sessionmaker[Session]:
     """A SQLite database holding patient P1 with two images and patient P2 with one."""
     factory = sqlite_session_factory(tmp_path)
     with factory() as session:
-        p1 = Patient(source="dicom", source_patient_id="P1")
-        p2 = Patient(source="dicom", source_patient_id="P2")
-        session.add_all([p1, p2])
-        session.flush()
+        p1 = make_patient(session, "P1", None, source="dicom", commit=False)
+        p2 = make_patient(session, "P2", None, source="dicom", commit=False)
         for number, (patient, uid) in enumerate([(p1, "1.2.1"), (p1, "1.2.2"), (p2, "1.2.3")]):
-            session.add(
-                Image(
-                    patient_id=patient.id,
-                    source="dicom",
-                    source_file_name=f"file{number}.dcm",
-                    sha256=f"{number:064d}",
-                    stored_path=f"/nowhere/{number}.png",
-                    modality="MG",
-                    width=64,
-                    height=64,
-                    sop_instance_uid=uid,
-                    birads=2 if number == 2 else None,
-                    birads_raw="2" if number == 2 else None,
-                )
-            )
+            make_bare_image(
+                session, patient, commit=False, source="dicom",
+                source_file_name=f"file{number}.dcm", modality="MG", width=64, height=64,
+                sop_instance_uid=uid, birads=2 if number == 2 else None,
+                birads_raw="2" if number == 2 else None,
+            )  # fmt: skip
         session.commit()
     return factory
 

@@ -12,9 +12,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mammosearch.config import Settings
-from mammosearch.db.models import Image, ImageEmbedding, ImageStatus, Patient
+from mammosearch.db.models import Image, ImageEmbedding, ImageStatus
 from mammosearch.index import open_index
-from mammosearch.ingest.storage import check_image, store_image
 from mammosearch.pipeline import (
     active_embedder,
     active_space,
@@ -25,6 +24,7 @@ from mammosearch.pipeline import (
     remove_images,
     verify_index,
 )
+from tests.factories import make_image, make_patient
 
 
 @pytest.fixture
@@ -34,23 +34,19 @@ def lite_settings(settings: Settings) -> Settings:
 
 
 def _add_images(session: Session, settings: Settings, count: int, seed: int = 0) -> list[int]:
+    """`count` stored noise PNGs (64x48) of one patient, pending; returns their ids."""
     rng = np.random.default_rng(seed)
-    patient = Patient(source="test", source_patient_id=f"T{seed}")
-    session.add(patient)
+    patient = make_patient(session, f"T{seed}", None, commit=False)
     ids = []
     for number in range(count):
         pixels = (rng.random((64, 48)) * 255).astype(np.uint8)
         buffer = io.BytesIO()
         PILImage.fromarray(pixels).save(buffer, format="PNG")
-        checked = check_image(buffer.getvalue(), f"synthetic-{number}.png")
-        path = store_image(settings.images_dir, checked)
-        image = Image(
-            patient=patient, source="test", source_file_name=f"synthetic-{number}.png",
-            sha256=checked.sha256, stored_path=str(path), side="L", view="CC",
-            modality="subtracted", width=48, height=64, birads=1 + number % 5,
-        )
-        session.add(image)
-        session.flush()
+        image = make_image(
+            session, settings, patient, content=buffer.getvalue(), commit=False,
+            file_name=f"synthetic-{number}.png", birads=1 + number % 5, pathology=None,
+            findings=None,
+        )  # fmt: skip
         ids.append(image.id)
     session.commit()
     return ids

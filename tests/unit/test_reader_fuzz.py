@@ -1,7 +1,7 @@
 """The readers fuzzed (hypothesis, small fixed budgets): arbitrary and mutated JPEG, PNG and
 DICOM bytes are read or refused with ImageRejected naming the input, never another
 exception; a sheet of fuzzed cells is read with its problems reported, never a crash.
-bench/bench_fuzz.py runs the same with large budgets."""
+tests/fuzz_long.py runs the same with large budgets."""
 
 from __future__ import annotations
 
@@ -62,8 +62,9 @@ def test_a_damaged_file_meta_length_is_a_rejection_not_a_crash() -> None:
 
 
 def test_a_corrupt_rle_frame_is_a_rejection_not_a_decoder_panic() -> None:
-    """Found by bench_fuzz: pylibjpeg-rle panics on a run past the frame's end, and pyo3's
-    PanicException is a BaseException (it went through `except Exception` to the server)."""
+    """Found by the long fuzz run: pylibjpeg-rle panics on a run past the frame's end, and
+    pyo3's PanicException is a BaseException (it went through `except Exception` to the
+    server)."""
     content = bytearray((PYDICOM_DATA / "MR_small_RLE.dcm").read_bytes())
     frame = content.rindex(b"\xfe\xff\x00\xe0") + 8  # the last item: the one frame
     assert int.from_bytes(content[frame:frame + 4], "little") == 2  # an RLE header, 2 segments

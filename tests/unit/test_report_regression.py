@@ -22,6 +22,7 @@ from mammosearch.evaluate.regression import (
     run_figures,
     unacknowledged_flagged_runs,
 )
+from tests.factories import make_space
 
 
 class WebhookServer:
@@ -62,14 +63,12 @@ def webhook() -> Iterator[WebhookServer]:
     server.close()
 
 
-def make_space(session: Session, backbone: str = "efficientnet-lite0") -> EmbeddingSpace:
-    space = EmbeddingSpace(
-        backbone=backbone, weights_sha256=backbone.ljust(64, "0"), weights_source="test",
-        pretrained=True, preprocessing_version=1, dim=4,
+def pretrained_space(session: Session, backbone: str = "efficientnet-lite0") -> EmbeddingSpace:
+    """A pretrained 4-d space of `backbone` (no vectors: the runs carry the figures)."""
+    return make_space(
+        session, backbone, 4, weights_sha256=backbone.ljust(64, "0"), weights_source="test",
+        pretrained=True,
     )  # fmt: skip
-    session.add(space)
-    session.commit()
-    return space
 
 
 def make_run(
@@ -91,7 +90,7 @@ def test_previous_run_is_the_newest_earlier_finished_run_of_the_same_setup(
     session: Session,
 ) -> None:
     """Other metrics, spaces, failed runs and later runs are never 'the previous run'."""
-    space, other_space = make_space(session), make_space(session, "resnet50")
+    space, other_space = pretrained_space(session), pretrained_space(session, "resnet50")
     first = make_run(session, space, 0.5)
     make_run(session, space, 0.6, metric="l2")
     make_run(session, other_space, 0.6)
@@ -106,7 +105,7 @@ def test_compare_runs_flags_only_watched_metrics_that_dropped_beyond_the_thresho
     session: Session,
 ) -> None:
     """A drop of 0.1 in precision@10 regresses at 0.05; timing never does."""
-    space = make_space(session)
+    space = pretrained_space(session)
     before = make_run(session, space, 0.6)
     after = make_run(session, space, 0.5)
     after.metrics = {**after.metrics, "ndcg@10": 0.47, "search_ms_median": 9.0}
@@ -123,7 +122,7 @@ def test_a_regression_flags_the_run_and_posts_the_webhook(
 ) -> None:
     """The run gets flagged with a reason naming the metric; the webhook gets the details."""
     settings = settings.with_overrides(regression_webhook_url=webhook.url)
-    space = make_space(session)
+    space = pretrained_space(session)
     before = make_run(session, space, 0.6)
     after = make_run(session, space, 0.45)
     check_regression(session, settings, after)
@@ -144,7 +143,7 @@ def test_no_drop_no_flag_and_a_failing_webhook_is_only_logged(
     server = WebhookServer(status=500)
     settings = settings.with_overrides(regression_webhook_url=server.url)
     try:
-        space = make_space(session)
+        space = pretrained_space(session)
         make_run(session, space, 0.6)
         stable = make_run(session, space, 0.58)
         check_regression(session, settings, stable)
@@ -159,7 +158,7 @@ def test_no_drop_no_flag_and_a_failing_webhook_is_only_logged(
 
 def test_flagged_runs_stay_on_the_banner_until_acknowledged(session: Session) -> None:
     """Acknowledging one flagged run (an audit event) removes it from the banner list only."""
-    space = make_space(session)
+    space = pretrained_space(session)
     first = make_run(session, space, 0.3, flagged=True, flag_reason="drop")
     second = make_run(session, space, 0.2, flagged=True, flag_reason="drop")
     make_run(session, space, 0.9)
@@ -177,7 +176,7 @@ def test_run_figures_lists_the_runs_own_pngs_inside_its_report_dir(
     (figures / "curves.png").write_bytes(b"png")
     (figures / "other.png").write_bytes(b"png")
     (tmp_path / "secret.png").write_bytes(b"png")
-    space = make_space(session)
+    space = pretrained_space(session)
     run = make_run(
         session, space, 0.5, report_path=str(tmp_path / "report"),
         config={"report_figures": ["figures/curves.png", "figures/gone.png", "../secret.png"]},

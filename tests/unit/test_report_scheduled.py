@@ -9,10 +9,11 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from mammosearch.config import Settings
-from mammosearch.db.models import EmbeddingSpace, EvaluationRun, Image, ImageEmbedding, Patient
+from mammosearch.db.models import EmbeddingSpace, EvaluationRun, ImageEmbedding
 from mammosearch.db.session import make_session_factory
 from mammosearch.evaluate.regression import run_figures
 from mammosearch.evaluate.scheduled import run_scheduled_evaluations
+from tests.factories import make_class_archive, make_space
 from tests.unit.test_report_regression import WebhookServer
 
 DIM = 8
@@ -21,32 +22,13 @@ CLASSES = (1, 2, 4, 5)
 
 def seed_space(session: Session, name: str, active: bool = True) -> EmbeddingSpace:
     """Three patients per class, two images each; a vector points along its class' axis."""
-    space = EmbeddingSpace(
-        backbone=name, weights_sha256=name.ljust(64, "0"), weights_source="test",
-        pretrained=True, preprocessing_version=1, dim=DIM, active=active,
+    space = make_space(
+        session, name, DIM, commit=False, weights_sha256=name.ljust(64, "0"),
+        weights_source="test", pretrained=True, active=active,
     )  # fmt: skip
-    session.add(space)
-    session.flush()
-    rng = np.random.default_rng(1)
-    for number in range(len(CLASSES) * 3):
-        birads = CLASSES[number % len(CLASSES)]
-        patient = Patient(source="test", source_patient_id=f"{name}-P{number}")
-        session.add(patient)
-        session.flush()
-        for view in range(2):
-            image = Image(
-                patient_id=patient.id, source="test", source_file_name=f"P{number}_{view}.png",
-                sha256=f"{name}{number:04d}{view}".ljust(64, "0"), stored_path="/nowhere.png",
-                modality="subtracted", width=8, height=8, birads=birads, status="indexed",
-            )  # fmt: skip
-            session.add(image)
-            session.flush()
-            vector = rng.normal(scale=0.05, size=DIM).astype(np.float32)
-            vector[CLASSES.index(birads)] += 1.0
-            session.add(
-                ImageEmbedding(image_id=image.id, space_id=space.id, vector=vector.tobytes())
-            )
-    session.commit()
+    make_class_archive(
+        session, space, CLASSES, len(CLASSES) * 3, np.random.default_rng(1), prefix=f"{name}-P"
+    )
     return space
 
 
@@ -139,4 +121,27 @@ def test_a_new_space_has_its_vote_measured_once_and_only_while_unmeasured(
         pg_settings, metrics=["cosine"], ks=(1, 5), write_report=False, unmeasured_only=True
     )
     assert again == []
+    session.close()
+
+
+def test_the_embedded_server_measures_a_new_space_without_beat(web_settings: Settings) -> None:
+    """No broker, no beat: `serve`'s own sweep measures an unmeasured active space's vote, so
+    a first run's suggestion does not wait for someone to run `mammosearch evaluate`."""
+    import time
+
+    from mammosearch.cli.serve_commands import _start_embedded_sweep
+    from mammosearch.evaluate.runs import measured_vote
+    from tests.unit.web_support import app_config
+    from web import create_app
+
+    session = make_session_factory(web_settings.database_url)()
+    space = seed_space(session, "efficientnet-lite0")
+    session.commit()
+    assert measured_vote(session, web_settings, space) == {}
+    _start_embedded_sweep(create_app(app_config(web_settings)))
+    deadline = time.monotonic() + 120
+    while not measured_vote(session, web_settings, space) and time.monotonic() < deadline:
+        session.expire_all()
+        time.sleep(0.2)
+    assert measured_vote(session, web_settings, space)["birads"]["bins"]
     session.close()

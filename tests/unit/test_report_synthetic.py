@@ -16,13 +16,12 @@ from sqlalchemy.orm import Session
 
 from mammosearch.cli import main
 from mammosearch.config import Settings, get_settings
-from mammosearch.db.models import EmbeddingSpace, EvaluationRun, Image, ImageEmbedding, Patient
+from mammosearch.db.models import EmbeddingSpace, EvaluationRun, Image, ImageEmbedding
 from mammosearch.db.session import make_session_factory
 from mammosearch.evaluate.regression import run_figures
 from mammosearch.evaluate.report import archived_backbones, prepare_backbone
-from mammosearch.ingest.storage import check_image, store_image
 from mammosearch.pipeline import process_pending
-from tests.unit.web_support import synthetic_image_bytes
+from tests.factories import make_image, make_patient, synthetic_image_bytes
 
 PATIENTS = 10
 BIRADS_BY_PATIENT = (1, 2, 4, 5)  # each class held by at least two patients
@@ -40,29 +39,15 @@ def archive(pg_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
     get_settings.cache_clear()
     session = make_session_factory(settings.database_url)()
     for number in range(PATIENTS):
-        patient = Patient(source="test", source_patient_id=f"P{number}")
-        session.add(patient)
-        session.flush()
+        patient = make_patient(session, f"P{number}", None, commit=False)
         for view in ("CC", "MLO"):
             seed = number * 2 + (view == "MLO")
-            checked = check_image(
-                synthetic_image_bytes(seed, size=(64, 80)), f"P{number}_{view}.png"
-            )
-            session.add(
-                Image(
-                    patient_id=patient.id,
-                    source="test",
-                    source_file_name=f"P{number}_{view}.png",
-                    sha256=checked.sha256,
-                    stored_path=str(store_image(settings.images_dir, checked)),
-                    side="L",
-                    view=view,
-                    modality="subtracted",
-                    width=checked.width,
-                    height=checked.height,
-                    birads=BIRADS_BY_PATIENT[number % 4],
-                )  # fmt: skip
-            )
+            make_image(
+                session, settings, patient, seed, commit=False,
+                content=synthetic_image_bytes(seed, size=(64, 80)),
+                file_name=f"P{number}_{view}.png", view=view,
+                birads=BIRADS_BY_PATIENT[number % 4], pathology=None, findings=None,
+            )  # fmt: skip
     session.commit()
     session.close()
     assert process_pending(settings).indexed == PATIENTS * 2

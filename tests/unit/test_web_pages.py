@@ -97,6 +97,23 @@ def test_ingestion_page_shows_status_counts(admin_client: FlaskClient, db, web_s
     assert "x.png: truncated" in page
 
 
+def test_ingestion_page_counts_claims_nobody_holds(
+    admin_client: FlaskClient, db, web_settings  # type: ignore[no-untyped-def]
+) -> None:
+    """A claim whose lease ran out long ago (its process was killed) is flagged, with what
+    hands it out again."""
+    from datetime import timedelta
+
+    from mammosearch.db.models import utcnow
+
+    patient = make_patient(db)
+    make_image(db, web_settings, patient, seed=7, status="claimed",
+               error="claimed by gone-host#r1/99", updated_at=utcnow() - timedelta(hours=1))
+    page = admin_client.get("/admin/ingestion").get_data(as_text=True)
+    assert "1 claimed image held by nobody" in page
+    assert "mammosearch_claims_abandoned 1.0" in admin_client.get("/metrics").get_data(as_text=True)
+
+
 def test_admin_creates_a_user_who_can_sign_in(admin_client: FlaskClient, db) -> None:  # type: ignore[no-untyped-def]
     """The users page lists users and adds one; a bad role or short password is a 400 message."""
     new_user = {"username": "newrad", "password": "long-enough-words-1", "role": "radiologist"}

@@ -320,21 +320,15 @@ def test_an_evaluation_whose_runs_all_fail_is_reported_failed_with_the_reason(
     """One patient per class: leave-patient-out finds no relevant candidate for anyone."""
     import numpy as np
 
-    from mammosearch.db.models import Image, ImageEmbedding, Patient
-    from tests.unit.test_evaluate_space import make_space
+    from tests.factories import make_bare_image, make_space, make_vector
 
     space = make_space(db)
     for number in range(3):
-        patient = Patient(source="test", source_patient_id=f"F{number}")
-        db.add(patient)
-        db.flush()
-        image = Image(patient_id=patient.id, source="test", source_file_name=f"F{number}.jpg",
-                      sha256=f"f{number:063d}", stored_path="/nowhere.jpg", modality="subtracted",
-                      width=8, height=8, birads=1 + number)  # fmt: skip
-        db.add(image)
-        db.flush()
-        vector = np.ones(8, dtype=np.float32) * (number + 1)
-        db.add(ImageEmbedding(image_id=image.id, space_id=space.id, vector=vector.tobytes()))
+        patient = make_patient(db, f"F{number}", None, commit=False)
+        image = make_bare_image(
+            db, patient, commit=False, source_file_name=f"F{number}.jpg", birads=1 + number
+        )
+        make_vector(db, image, space, np.ones(8, dtype=np.float32) * (number + 1), commit=False)
     db.commit()
     job_id = admin_client.post("/evaluations/start").headers["Location"].split("job=")[1]
     job = _wait_for(admin_client, f"/evaluations/jobs/{job_id}")

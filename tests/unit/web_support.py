@@ -1,28 +1,30 @@
-"""Fixtures and row factories for the web tests (registered in tests/conftest.py)."""
+"""Fixtures for the web tests (registered in tests/conftest.py); rows come from tests/factories."""
 
 from __future__ import annotations
 
-import io
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
-from PIL import Image as PILImage
 from sqlalchemy.orm import Session
 
 from mammosearch.config import Settings
-from mammosearch.db.models import Image, Patient, Report, Segmentation, User
+from mammosearch.db.models import User
 from mammosearch.db.session import make_session_factory
-from mammosearch.ingest.storage import check_image, store_image
-from mammosearch.users import create_user
+from tests.factories import (  # noqa: F401  (re-exported: the web tests import them from here)
+    TEST_PASSWORD,
+    add_polygon,
+    add_report,
+    make_image,
+    make_patient,
+    make_user,
+    synthetic_image_bytes,
+)
 from web import create_app
-
-TEST_PASSWORD = "correct horse battery"
 
 
 def make_settings(data_dir: Path, database_url: str, **changes: Any) -> Settings:
@@ -54,73 +56,6 @@ def app_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         "RATELIMIT_STORAGE_URI": "memory://",
         **extra,
     }
-
-
-def synthetic_image_bytes(seed: int, size: tuple[int, int] = (96, 128), fmt: str = "PNG") -> bytes:
-    """A grey image with a few bright blobs: distinct per seed, stable across runs."""
-    rng = np.random.default_rng(seed)
-    width, height = size
-    yy, xx = np.mgrid[0:height, 0:width]
-    pixels = rng.normal(40, 10, (height, width))
-    for _ in range(3):
-        cx, cy, r = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(6, 24)
-        pixels += 180 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r))
-    buffer = io.BytesIO()
-    PILImage.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, format=fmt)
-    return buffer.getvalue()
-
-
-def make_user(
-    session: Session, username: str = "rad", role: str = "radiologist",
-    password: str = TEST_PASSWORD,
-) -> User:
-    user = create_user(session, username, password, role)
-    session.commit()
-    return user
-
-
-def make_patient(session: Session, source_patient_id: str = "P1", age: int | None = 50) -> Patient:
-    patient = Patient(source="test", source_patient_id=source_patient_id, age=age)
-    session.add(patient)
-    session.commit()
-    return patient
-
-
-def make_image(
-    session: Session, settings: Settings, patient: Patient, seed: int = 0, **labels: Any
-) -> Image:
-    """A stored synthetic PNG and its row (status pending unless `labels` says otherwise)."""
-    name = f"{patient.source_patient_id}_{seed}.png"
-    checked = check_image(synthetic_image_bytes(seed), name)
-    path = store_image(settings.images_dir, checked)
-    values: dict[str, Any] = {
-        "side": "L", "view": "CC", "modality": "subtracted", "birads": 2,
-        "pathology": "Benign", "findings": f"finding {seed}", **labels,
-    }
-    image = Image(
-        patient_id=patient.id, source="test", source_file_name=name, sha256=checked.sha256,
-        stored_path=str(path), width=checked.width, height=checked.height, **values,
-    )
-    session.add(image)
-    session.commit()
-    return image
-
-
-def add_report(session: Session, patient: Patient, text: str) -> Report:
-    report = Report(patient_id=patient.id, source_file="report.docx", sha256="ab" * 32, text=text)
-    session.add(report)
-    session.commit()
-    return report
-
-
-def add_polygon(session: Session, image: Image, xs: list[int], ys: list[int]) -> Segmentation:
-    region = Segmentation(
-        image_id=image.id, region_index=0,
-        shape={"name": "polygon", "all_points_x": xs, "all_points_y": ys},
-    )
-    session.add(region)
-    session.commit()
-    return region
 
 
 def login(client: FlaskClient, username: str, password: str = TEST_PASSWORD) -> Any:

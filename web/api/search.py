@@ -16,7 +16,7 @@ from web.api import bp
 from web.configuration import settings
 from web.db import get_session
 from web.public_names import public_space
-from web.searching import check_one_query, run_search
+from web.searching import check_one_query, refuse_while_repairing, run_search
 from web.uploads import has_upload, read_query_uploads
 
 
@@ -31,6 +31,7 @@ def _request_values() -> dict[str, Any]:
 
 @bp.post("/search")
 def search() -> Response:
+    from mammosearch.index_health import IndexRepairing
     from mammosearch.search import SearchError
 
     current = settings()
@@ -52,6 +53,8 @@ def search() -> Response:
         response = run_search(
             get_session(), current, params, None, current_user, request.remote_addr, uploads
         )
+    except IndexRepairing as exc:
+        refuse_while_repairing(exc)
     except LookupError as exc:  # an image id not in the archive (ImageNotFound)
         abort(404, description=str(exc))
     except (BadSearchRequest, ImageRejected, SearchError) as exc:

@@ -48,7 +48,10 @@ def queue_rows(depths: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None
 @bp.get("/ingestion")
 def ingestion() -> str:
     session = get_session()
-    status = public_json(collect_status(session, work_queue()))  # no server paths
+    current = settings()
+    status = public_json(  # no server paths
+        collect_status(session, work_queue(), current.claim_lease_s)
+    )
     queues, queue_reason = queue_rows(status.get("tasks") or {})
     return render_template(
         "admin/ingestion.html",
@@ -56,9 +59,10 @@ def ingestion() -> str:
         status_labels=STATUS_LABELS,
         lag=status["lag"],
         failures=status["failures"],
+        abandoned_claims=status["abandoned_claims"],
         queue_mode=(status.get("tasks") or {}).get("mode"),
         queues=queues,
         queue_reason=queue_reason,
-        spaces=public_json(index_sizes(session, settings())),
+        spaces=public_json(index_sizes(session, current)),
         last_import=public_json(last_import(session)),
     )

@@ -11,8 +11,9 @@ from sqlalchemy import text
 from werkzeug.wrappers import Response
 
 from web.access import public
-from web.configuration import settings
+from web.configuration import settings, work_queue
 from web.db import get_session
+from web.index_repair import request_repair
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +31,26 @@ def _check_database() -> dict[str, Any]:
     try:
         get_session().execute(text("SELECT 1"))
         return {"ok": True}
-    except Exception:  # noqa: BLE001 - any failure means not ready
+    except Exception as error:  # noqa: BLE001 - any failure means not ready
+        damaged = _damaged_database(error)
+        if damaged is not None:
+            return damaged
         # /readyz is public: the driver's text names hosts and ports; it goes to the log only.
         log.warning("readyz: database check failed", exc_info=True)
         return {"ok": False, "error": "database: not reachable (the server log has why)"}
+
+
+def _damaged_database(error: Exception) -> dict[str, Any] | None:
+    """The check's answer when `error` says the embedded database file is damaged (its name
+    only: /readyz is public; the log has the path)."""
+    from mammosearch.db.session import damaged_database_message
+
+    url = settings().database_url
+    damaged = damaged_database_message(url, error, full_path=False)
+    if damaged is None:
+        return None
+    log.error("readyz: %s", damaged_database_message(url, error))
+    return {"ok": False, "error": f"database: {damaged}"}
 
 
 def _check_broker(url: str) -> dict[str, Any]:
@@ -62,10 +79,38 @@ def _check_index_dir() -> dict[str, Any]:
     return {"ok": True}
 
 
+def _check_indexes() -> dict[str, Any]:
+    """Every active space's index serves all the database lists as indexed; one that does
+    not is named (space and metric, no path: /readyz is public) and its repair requested."""
+    from mammosearch.index_health import serving_health
+
+    try:
+        unwhole = [h for h in serving_health(get_session(), settings()) if not h.whole]
+    except Exception as error:  # noqa: BLE001 - any failure means not ready
+        damaged = _damaged_database(error)
+        if damaged is not None:
+            return damaged
+        log.warning("readyz: index check failed", exc_info=True)
+        return {"ok": False, "error": "indexes: could not be checked (the server log has why)"}
+    if not unwhole:
+        return {"ok": True}
+    for health in unwhole:
+        log.error("readyz: %s", health.message())
+    for space_id in sorted({health.space_id for health in unwhole}):
+        request_repair(work_queue(), space_id)
+    return {
+        "ok": False,
+        "error": "; ".join(health.summary() for health in unwhole),
+        "spaces": sorted({health.space_id for health in unwhole}),
+    }
+
+
 @bp.get("/readyz")
 @public
 def readyz() -> tuple[Response, int]:
     checks = {"database": _check_database(), "index_dir": _check_index_dir()}
+    if checks["database"]["ok"]:
+        checks["indexes"] = _check_indexes()
     broker_url = current_app.config.get("CELERY_BROKER_URL")
     if broker_url:
         checks["broker"] = _check_broker(broker_url)

@@ -16,7 +16,7 @@ from web.access import RADIOLOGY, restrict_blueprint
 from web.configuration import settings
 from web.db import get_session
 from web.imagefiles import viewer_data_url
-from web.searching import check_one_query, run_search
+from web.searching import check_one_query, repairing_message, run_search
 from web.uploads import has_upload, preview_data_url, read_upload
 
 bp = restrict_blueprint(Blueprint("search", __name__), RADIOLOGY)
@@ -78,6 +78,7 @@ def search_page() -> tuple[str, int]:
 
 @bp.post("/search")
 def search_submit() -> tuple[str, int]:
+    from mammosearch.index_health import IndexRepairing
     from mammosearch.search import SearchError
 
     current = settings()
@@ -94,6 +95,9 @@ def search_submit() -> tuple[str, int]:
         response = run_search(
             session, current, params, query_image, current_user, request.remote_addr
         )
+    except IndexRepairing as exc:
+        flash(repairing_message(exc), "error")
+        return _render(503, form=form)
     except LookupError as exc:  # an image id not in the archive (ImageNotFound)
         flash(str(exc), "error")
         return _render(404, form=form)

@@ -39,7 +39,7 @@ class MammosearchGroup(LazyGroup):
     """Turns set-up problems (a bad setting, the database) into one actionable line."""
 
     def invoke(self, ctx: click.Context) -> object:
-        from sqlalchemy.exc import OperationalError, ProgrammingError
+        from sqlalchemy.exc import DatabaseError, OperationalError, ProgrammingError
 
         from mammosearch.config import SettingError
 
@@ -70,6 +70,14 @@ class MammosearchGroup(LazyGroup):
                 f"cannot use the database at {url}: {text.splitlines()[0]} "
                 "(check DATABASE_URL and that the server is running)"
             ) from exc
+        except DatabaseError as exc:
+            from mammosearch.config import get_settings
+            from mammosearch.db.session import damaged_database_message
+
+            message = damaged_database_message(get_settings().database_url, exc)
+            if message is None:
+                raise
+            raise click.ClickException(message) from exc
         except RuntimeError as exc:
             # No weights, or an unchecked / refused NAME:int8 or NAME:bf16. Only raised once
             # the embedding package is loaded; importing it here would load torch for every
@@ -80,7 +88,24 @@ class MammosearchGroup(LazyGroup):
             migrate = sys.modules.get("mammosearch.db.migrate")  # refused: rows to fix first
             if migrate is not None and isinstance(exc, migrate.MigrationRefused):
                 raise click.ClickException(str(exc)) from exc
+            _raise_index_problem(exc)
             raise
+        except ValueError as exc:
+            _raise_index_problem(exc)
+            raise
+
+
+def _raise_index_problem(error: Exception) -> None:
+    """An index that cannot be opened (an unreadable manifest, another space's or metric's
+    files) is one line and the way back, not a traceback; other errors pass."""
+    sharded = sys.modules.get("mammosearch.index.sharded")  # loaded only by index commands
+    if sharded is not None and isinstance(
+        error, sharded.IndexCorruptError | sharded.IndexMismatchError
+    ):
+        raise click.ClickException(
+            f"{error} (repair it from the database: `mammosearch index verify --repair`,"
+            " or `mammosearch index rebuild --yes`)"
+        ) from error
 
 
 def _full_disk(error: BaseException) -> str | None:

@@ -95,6 +95,16 @@ def verify(backbone: str | None, repair: bool, as_json: bool) -> None:
                 f"{len(found['vectors_without_row'])} vectors without row, "
                 f"{len(found['rows_without_vector'])} rows without vector"
             )
+            for problem in found["damaged"]:
+                click.echo(f"  damaged: {problem}")
+            if found["stray_files"]:
+                click.echo(f"  stray files: {len(found['stray_files'])}")
+        if report["abandoned_claims"]:
+            click.echo(
+                f"claimed but held by nobody: {report['abandoned_claims']} images"
+                + (" (released: pending again, the next ingest or embed embeds them)"
+                   if repair else "")
+            )  # fmt: skip
         click.echo("clean" if report["clean"] else ("repaired" if repair else "NOT clean"))
     if not report["clean"] and not repair:
         raise SystemExit(1)

@@ -86,6 +86,7 @@ def search(
     """Find the K most similar archived images (or cases, --unit case) to IMAGES (JPEG, PNG,
     DICOM; several: the views of one breast) or to an archived image or case."""
     from mammosearch.case_search import QueryUpload, run_search
+    from mammosearch.index_health import IndexRepairing
     from mammosearch.ingest.storage import ImageRejected
     from mammosearch.search import SearchError, get_search_service
     from mammosearch.search_request import BadSearchRequest, parse_search_request
@@ -121,7 +122,7 @@ def search(
             response = run_search(service, session, request, uploads)
         except BadSearchRequest as exc:
             raise click.UsageError(str(exc)) from exc
-        except (SearchError, ImageRejected, LookupError) as exc:
+        except (SearchError, ImageRejected, LookupError, IndexRepairing) as exc:
             raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(response.to_dict(), indent=2, default=str))

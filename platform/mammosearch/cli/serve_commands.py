@@ -12,6 +12,51 @@ import click
 ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
 
 
+EMBEDDED_SWEEP_INTERVAL_S = 60.0
+"""How often `serve` without a broker does what the sweep does for the workers."""
+
+
+def _start_embedded_sweep(app: Any) -> None:
+    """No broker, no sweep: the server itself releases claims a killed `ingest` or `embed`
+    left, removes its temp files, and finishes lost work (embedding, indexing, verifying
+    the indexes against the database and repairing them: a segment changed on disk after
+    it was loaded is found here), at start and then every EMBEDDED_SWEEP_INTERVAL_S, in one
+    thread. It also measures the neighbour vote of an active space that was never measured
+    (beat's "measure-new-space" where there is a broker): search shows no suggestion until
+    then, so a first run's base space and a newly activated one are measured at once."""
+    import threading
+
+    from mammosearch.evaluate.scheduled import run_scheduled_evaluations
+    from mammosearch.reconcile import reconcile
+
+    queue = app.extensions["mammosearch_work_queue"]
+    if queue.mode != "in-process":
+        return
+    settings = app.extensions["mammosearch_settings"]
+    log = logging.getLogger("mammosearch.serve")
+
+    def _sweep() -> None:
+        stop = threading.Event()
+        while True:
+            try:
+                summary = reconcile(settings, queue)
+                if summary.expired_claims:
+                    log.warning("released %d abandoned claims", len(summary.expired_claims))
+            except Exception:  # noqa: BLE001 - the next round tries again
+                log.exception("the embedded sweep failed")
+            try:
+                measured = run_scheduled_evaluations(
+                    settings, write_report=False, trigger="schedule", unmeasured_only=True
+                )
+                if measured:
+                    log.info("measured a new space's neighbour vote (runs %s)", measured)
+            except Exception:  # noqa: BLE001 - a failed run is stored; the next round skips it
+                log.exception("measuring a new space's vote failed")
+            stop.wait(EMBEDDED_SWEEP_INTERVAL_S)
+
+    threading.Thread(target=_sweep, name="embedded sweep", daemon=True).start()
+
+
 def _run_gunicorn(app: Any, host: str, port: int, threads: int) -> None:
     from gunicorn.app.base import BaseApplication
     from gunicorn.glogging import Logger
@@ -84,6 +129,7 @@ def serve(host: str, port: int, threads: int, dev: bool) -> None:
     from web import create_app
 
     app = create_app()
+    _start_embedded_sweep(app)
     _start_auto_training()
     try:
         import gunicorn  # noqa: F401

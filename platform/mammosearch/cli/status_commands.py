@@ -20,7 +20,7 @@ def status(as_json: bool) -> None:
 
     settings = get_settings()
     with session_scope() as session:
-        report = collect_status(session, work_queue_for(settings))
+        report = collect_status(session, work_queue_for(settings), settings.claim_lease_s)
     record = auto.read_state(settings)
     report["auto_train"] = {
         "enabled": settings.auto_train,
@@ -45,6 +45,11 @@ def _echo_pipeline(report: dict) -> None:
         click.echo(
             f"ingestion lag: oldest pending image {lag['oldest_pending_image_id']} has waited "
             f"{lag['oldest_pending_age_s']:.0f} s"
+        )
+    if report.get("abandoned_claims"):
+        click.echo(
+            f"claimed but held by nobody: {report['abandoned_claims']} (a killed process's;"
+            " the next ingest, embed or serve releases them, or `mammosearch reconcile`)"
         )
     failures = report.get("failures") or []
     if failures:

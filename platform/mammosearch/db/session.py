@@ -128,3 +128,34 @@ def redact_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
+
+
+DAMAGE_MARKERS = ("file is not a database", "database disk image is malformed")
+"""SQLite's words for a database file that is not (or no longer) one: garbage, truncated."""
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL (None for another database or an in-memory one)."""
+    if not url.startswith("sqlite"):
+        return None
+    db_path = url.split("///", 1)[-1]
+    if not db_path or db_path == ":memory:" or db_path.startswith("file:"):
+        return None
+    return Path(db_path)
+
+
+def damaged_database_message(url: str, error: BaseException, full_path: bool = True) -> str | None:
+    """What to tell the operator when the embedded default's SQLite file is damaged (None when
+    `error` is not that): the file, SQLite's words, and the way back. `full_path=False` for
+    answers that leave the machine (the file's name only)."""
+    path = sqlite_file(url)
+    reason = str(getattr(error, "orig", error)).splitlines()[0] if str(error) else ""
+    if path is None or not any(marker in reason for marker in DAMAGE_MARKERS):
+        return None
+    named = str(path) if full_path else f"{path.name} (in MAMMOSEARCH_DATA_DIR)"
+    return (
+        f"the database file {named} is damaged ({reason}): stop every mammosearch process, then"
+        " restore it from a backup, or move it aside and run `mammosearch db upgrade` to start"
+        " an empty archive (docs/operations.md, fault table)"
+    )
+

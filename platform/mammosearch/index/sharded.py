@@ -46,6 +46,14 @@ vectors, a widened selector search over many).
 
 Sealed segments are memory-mapped read-only where FAISS allows (segments.py), so a
 process's readers cost little memory beyond the page cache they share.
+
+Nothing read back from disk is trusted without its checksum: a segment is re-hashed against
+the manifest's sha256 before it is loaded (and by `verify`). One that is missing, differs,
+or that FAISS cannot read is quarantined (moved to `quarantine/`, never served) and listed
+in `damage`; the view holds the sound segments only, and the next write publishes a
+manifest without the damaged ones. Their vectors come back from the database, the truth
+(pipeline.verify_index); until then the index holds fewer vectors than the database lists,
+which search refuses to pass off as an answer (mammosearch.index_health).
 """
 
 from __future__ import annotations
@@ -106,11 +114,16 @@ IDENTITY_KEYS = ("backbone", "weights_sha256", "pretrained", "preprocessing_vers
 """The parts of an embedding space's describe() that make two vectors comparable."""
 
 SEALED, DELTA = "sealed", "delta"
+QUARANTINE_DIR = "quarantine"
 _LOAD_ATTEMPTS = 3
 
 
 class IndexMismatchError(ValueError):
     """An existing index was built for another dim, metric or embedding space."""
+
+
+class SegmentDamaged(IndexCorruptError):
+    """A segment named by the manifest is missing, differs from its sha256 or cannot be read."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +146,8 @@ class _View:
     tuned: tuple[dict[str, Any], ...] = ()
     # per segment: the parameters of an unfiltered search, built once per view
     params: tuple[Any, ...] = ()
+    # segments the manifest names that are not served (missing, damaged: quarantined)
+    damage: tuple[str, ...] = ()
 
 
 def _as_ids(ids: Iterable[int] | np.ndarray, name: str = "ids") -> np.ndarray:
@@ -156,6 +171,32 @@ def _without(bits: np.ndarray, ids: np.ndarray) -> np.ndarray:
     cleared = bits.copy()
     np.bitwise_and.at(cleared, ids >> 3, ~(np.uint8(1) << (ids & 7).astype(np.uint8)))
     return cleared
+
+
+def _file_problem(
+    path: Path, entry: dict[str, Any], hashed: dict[str, tuple[int, int, int]]
+) -> str | None:
+    """What is wrong with a segment file against its manifest entry: "missing", a size or
+    sha256 mismatch, or None when it is what the manifest says.
+
+    `hashed` remembers each file's (inode, size, mtime) when its sha256 last matched: a file
+    not touched since is not hashed again (the sweep verifies every 30 s; a 5 GB main index
+    would be read whole each time). A new process hashes every file once.
+    """
+    try:
+        stat = path.stat()
+        if stat.st_size != entry["bytes"]:
+            return f"{stat.st_size} bytes, manifest says {entry['bytes']}"
+        identity = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        if entry.get("sha256") and hashed.get(entry["file"]) != identity:
+            if sha256_of(path) != entry["sha256"]:
+                return "sha256 differs from the manifest"
+            hashed[entry["file"]] = identity
+    except FileNotFoundError:
+        return "missing"
+    except OSError as error:  # unreadable: as good as damaged
+        return f"cannot be read ({error.strerror or error})"
+    return None
 
 
 def _index_uid(manifest: dict[str, Any] | None) -> str | None:
@@ -208,6 +249,7 @@ class ShardedIndex:
         self._view = _View()
         self._manifest_signature: tuple[int, int, int] | None = None
         self._segment_cache: dict[str, Segment] = {}
+        self._hashed: dict[str, tuple[int, int, int]] = {}  # see _file_problem
         self._lock = threading.RLock()
         self._merge_lock = threading.Lock()
         self.reload_if_changed()
@@ -229,6 +271,11 @@ class ShardedIndex:
     def __len__(self) -> int:
         return self.ntotal
 
+    @property
+    def damage(self) -> tuple[str, ...]:
+        """Why segments the manifest names are not served (empty when the index is whole)."""
+        return self._view.damage
+
     def ids(self) -> np.ndarray:
         """Live ids, sorted."""
         return self._view.live_ids.copy()
@@ -238,32 +285,40 @@ class ShardedIndex:
         position = np.searchsorted(live_ids, image_id)
         return bool(position < len(live_ids) and live_ids[position] == image_id)
 
-    def reload_if_changed(self) -> bool:
+    def reload_if_changed(self, force: bool = False) -> bool:
         """Pick up a newer manifest written by another process; True when the view changed.
 
         Cheap when nothing changed: one stat() of the manifest. Segments already loaded are
-        reused by file name, so a reload reads only the new files.
+        reused by file name, so a reload reads only the new files. `force` re-reads the
+        manifest and reloads segments not in the cache even at the same version (after
+        `verify` dropped damaged ones from it).
         """
         with self._lock:
             for attempt in range(_LOAD_ATTEMPTS):
+                last = attempt == _LOAD_ATTEMPTS - 1
                 signature = self._stat_manifest()
-                if signature == self._manifest_signature:
+                if signature == self._manifest_signature and not force:
                     return False
                 manifest = read_manifest(self.manifest_path)
+                if manifest is None and self._view.manifest is not None:
+                    # Lost (deleted, the directory removed): what is served must say so, not
+                    # go on from memory; the count against the database shows what is missing.
+                    log.error("index %s: %s is gone; nothing served", self.root, MANIFEST_NAME)
+                    self._install(_View(), signature)
+                    return True
                 if manifest is None or (
-                    manifest["version"] == self._view.version
+                    not force
+                    and manifest["version"] == self._view.version
                     and _index_uid(manifest) == _index_uid(self._view.manifest)
                 ):
                     self._manifest_signature = signature
                     return False
                 self._check_compatible(manifest)
-                try:
-                    view = self._load_view(manifest)
-                except FileNotFoundError as error:
-                    # A writer replaced the manifest and collected this file meanwhile.
-                    if attempt == _LOAD_ATTEMPTS - 1:
-                        raise IndexCorruptError(f"{self.manifest_path}: {error}") from error
-                    continue
+                view = self._load_view(manifest, missing_is_damage=last)
+                if view is None:
+                    continue  # a writer replaced the manifest and collected a file meanwhile
+                if view.damage and not last and self._stat_manifest() != signature:
+                    continue  # the manifest changed while loading: judge the new one
                 self._install(view, signature)
                 return True
             return False
@@ -424,21 +479,93 @@ class ShardedIndex:
         }
 
     def verify(self) -> list[str]:
-        """Problems found by re-hashing every segment file against the manifest; [] when sound."""
-        manifest = read_manifest(self.manifest_path)
-        if manifest is None:
-            return []
-        problems = []
-        for entry in manifest["segments"]:
-            path = self.root / entry["file"]
-            if not path.exists():
-                problems.append(f"{path}: missing")
-            elif path.stat().st_size != entry["bytes"]:
-                size_bytes = path.stat().st_size
-                problems.append(f"{path}: {size_bytes} bytes, manifest says {entry['bytes']}")
-            elif sha256_of(path) != entry["sha256"]:
-                problems.append(f"{path}: sha256 differs from the manifest")
-        return problems
+        """Check every segment file the manifest names against its size and sha256; [] when
+        sound.
+
+        A loaded segment can be damaged on disk afterwards (a memory-mapped file changed in
+        place changes what is served): each file touched since its last matching hash is
+        hashed again (_file_problem), and one that is missing or differs is quarantined and
+        dropped from the view, and from the manifest (under the writer lock), so no reader
+        keeps serving it. Its vectors come back from the database (pipeline.verify_index
+        with repair, or the next index run).
+        """
+        with self._lock:
+            try:
+                manifest = read_manifest(self.manifest_path)
+            except IndexCorruptError as error:
+                return [str(error)]
+            if manifest is None:
+                return []
+            problems = []
+            for entry in manifest["segments"]:
+                path = self.root / entry["file"]
+                problem = _file_problem(path, entry, self._hashed)
+                if problem is None:
+                    continue
+                if problem != "missing":
+                    problem = f"{problem}; {self._quarantine(path)}"
+                self._segment_cache.pop(entry["file"], None)
+                self._hashed.pop(entry["file"], None)
+                problems.append(f"{path}: {problem}")
+            if problems:
+                self.reload_if_changed(force=True)
+                self.drop_damaged()
+            return problems
+
+    def drop_damaged(self) -> bool:
+        """Publish a manifest without the segments this view could not serve (their files
+        are missing or quarantined); True when one was written."""
+        with self._writing():
+            view = self._view
+            if not view.damage:
+                return False
+            self._commit(view, self._entries(view), new_segments=[], retired=[])
+            return True
+
+    def _quarantine(self, path: Path) -> str:
+        """Move a damaged segment aside (one rename: atomic), so it is never served again;
+        returns where it went, for the report."""
+        aside_dir = self.root / QUARANTINE_DIR
+        aside = aside_dir / f"{path.name}.{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
+        try:
+            aside_dir.mkdir(exist_ok=True)
+            os.rename(path, aside)
+            fsync_dir(self.root)
+        except FileNotFoundError:
+            return "already moved aside"
+        except OSError as error:  # e.g. a read-only mount: still never served from here
+            log.error("index %s: cannot quarantine %s (%s)", self.root, path.name, error)
+            return f"not served (could not be moved aside: {error.strerror or error})"
+        log.error("index %s: damaged segment %s quarantined as %s", self.root, path.name, aside)
+        return f"quarantined as {aside}"
+
+    def _load_checked(self, entry: dict[str, Any]) -> Segment:
+        """Load a segment after checking its size and sha256 against the manifest; one that
+        differs or that FAISS cannot read is quarantined (SegmentDamaged)."""
+        path = self.root / entry["file"]
+        problem = _file_problem(path, entry, self._hashed)
+        if problem == "missing":
+            raise FileNotFoundError(f"{path}: no such segment file")
+        segment = None
+        if problem is None:
+            try:
+                segment = load_segment(path, entry["factory"])
+            except (RuntimeError, AttributeError, ValueError) as error:
+                problem = f"FAISS cannot read it ({str(error).strip().splitlines()[0][:200]})"
+            else:
+                problem = self._segment_problem(segment, entry)
+        if problem is None and segment is not None:
+            return segment
+        raise SegmentDamaged(f"{path}: {problem}; {self._quarantine(path)}")
+
+    def _segment_problem(self, segment: Segment, entry: dict[str, Any]) -> str | None:
+        if len(segment.ids) != entry["count"]:
+            return f"holds {len(segment.ids)} vectors, manifest says {entry['count']}"
+        if segment.index.d != self.dim:
+            return f"holds {segment.index.d}-d vectors, the index is {self.dim}-d"
+        if segment.index.metric_type != faiss_metric(self.metric):
+            return f"built for another metric than {self.metric!r}"
+        return None
 
     # ---- writing -----------------------------------------------------------------------
 
@@ -762,6 +889,8 @@ class ShardedIndex:
     ) -> tuple[dict[str, Any], Segment]:
         file_name = f"{kind}-{version:08d}-{uuid.uuid4().hex[:12]}{SEGMENT_SUFFIX}"
         size_bytes, sha256 = write_segment_file(self.root / file_name, index)
+        written = (self.root / file_name).stat()
+        self._hashed[file_name] = (written.st_ino, written.st_size, written.st_mtime_ns)
         fault_point("index:segment-written")
         entry = {
             "file": file_name,
@@ -801,7 +930,9 @@ class ShardedIndex:
         write_manifest(self.manifest_path, manifest)
         for segment in new_segments:
             self._segment_cache[segment.file] = segment
-        self._install(self._load_view(manifest), self._stat_manifest())
+        view = self._load_view(manifest)
+        assert view is not None  # missing files are damage here
+        self._install(view, self._stat_manifest())
         self._collect_garbage(manifest, include_retired=False)
 
     def _collect_garbage(self, manifest: dict[str, Any], include_retired: bool) -> list[str]:
@@ -853,24 +984,38 @@ class ShardedIndex:
             parts.append(ids if live is None else ids[live])
         return np.concatenate(parts)
 
-    def _load_view(self, manifest: dict[str, Any]) -> _View:
+    def _load_view(
+        self, manifest: dict[str, Any], missing_is_damage: bool = True
+    ) -> _View | None:
+        """The view of `manifest`: its sound segments, the others in `damage`. None when a
+        file is missing and not `missing_is_damage` (a writer may have just collected it)."""
         segments, deleted_parts, live_parts = [], [], [np.empty(0, dtype=np.int64)]
         live_row_parts: list[np.ndarray | None] = []
+        sound_entries, damage = [], []
         for entry in manifest["segments"]:
             segment = self._segment_cache.get(entry["file"])
             if segment is None:
-                segment = load_segment(self.root / entry["file"], entry["factory"])
-            if len(segment.ids) != entry["count"]:
-                raise IndexCorruptError(
-                    f"{self.root / entry['file']}: holds {len(segment.ids)} vectors,"
-                    f" manifest says {entry['count']}"
-                )
+                try:
+                    segment = self._load_checked(entry)
+                except FileNotFoundError as error:
+                    if not missing_is_damage:
+                        return None
+                    damage.append(f"{error.args[0]}; its vectors are not served")
+                    continue
+                except SegmentDamaged as error:
+                    damage.append(str(error))
+                    continue
             deleted = np.array(sorted(entry["deleted"]), dtype=np.int64)
             live_rows = ~np.isin(segment.ids, deleted)
             segments.append(segment)
+            sound_entries.append(entry)
             deleted_parts.append(deleted)
             live_row_parts.append(live_rows if len(deleted) else None)
             live_parts.append(segment.ids[live_rows])
+        if damage:
+            # Positions in view.manifest["segments"] match view.segments: the next write
+            # publishes the sound segments only.
+            manifest = {**manifest, "segments": sound_entries}
         view = _View(
             version=manifest["version"],
             manifest=manifest,
@@ -884,6 +1029,7 @@ class ShardedIndex:
             ),
             live_ids=np.sort(np.concatenate(live_parts)),
             tuned=tuple(dict(entry.get("search") or {}) for entry in manifest["segments"]),
+            damage=tuple(damage),
         )
         params = tuple(
             search_parameters(
@@ -905,6 +1051,9 @@ class ShardedIndex:
         for file_name in list(self._segment_cache):
             if file_name not in in_use:
                 del self._segment_cache[file_name]
+        for file_name in list(self._hashed):
+            if file_name not in in_use:
+                del self._hashed[file_name]
         for segment in view.segments:
             self._segment_cache[segment.file] = segment
 

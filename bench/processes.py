@@ -1,19 +1,47 @@
-"""Real Celery worker processes for the integration tests and the throughput bench."""
+"""The product's own processes (server, workers, beat, CLI): started, waited for, stopped.
+
+The benches drive them under load and the integration and browser tests check them; the
+helpers live here, not in tests/, so that every bench runs without the tests package.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import redis
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 MAMMOSEARCH = Path(sys.executable).parent / "mammosearch"
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (the OS picks it)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until_live(base_url: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """Poll /healthz until it answers 200 (retrying until the deadline) or the server exits."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"mammosearch serve exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{base_url}/healthz", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"{base_url}/healthz did not answer within {timeout_s} s")
 
 
 def worker_env(database_url: str, data_dir: Path, broker_url: str, **extra: str) -> dict[str, str]:
