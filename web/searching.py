@@ -6,6 +6,7 @@ The request itself is mammosearch.search_request.SearchRequest (shared with the 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from PIL import Image as PILImage
@@ -13,6 +14,8 @@ from sqlalchemy.orm import Session
 from werkzeug.exceptions import ServiceUnavailable
 
 from mammosearch.audit import Actor, record_access
+from mammosearch.case_search import QueryUpload
+from mammosearch.case_search import run_search as run_case_or_image_search
 from mammosearch.config import Settings
 from mammosearch.index_health import IndexRepairing
 from mammosearch.search_request import BadSearchRequest, SearchRequest
@@ -25,11 +28,16 @@ log = logging.getLogger(__name__)
 
 
 def check_one_query(params: SearchRequest, upload_name: str | None) -> None:
-    """A search has one query: an uploaded file or an archived image id, never both."""
-    if params.image_id is not None and upload_name:
+    """A search has one query: uploaded files or an archived image/case, never both."""
+    if params.archived_query and upload_name:
+        asked = (
+            f"archived image_id {params.image_id}"
+            if params.image_id is not None
+            else "an archived case"
+        )
         raise BadSearchRequest(
-            f"give one query, not both: the uploaded file {upload_name!r} or archived "
-            f"image_id {params.image_id}; clear one and search again"
+            f"give one query, not both: the uploaded file {upload_name!r} or {asked}; "
+            "clear one and search again"
         )
 
 
@@ -58,52 +66,51 @@ def run_search(
     query_image: PILImage.Image | None,
     user: Actor | None,
     remote_addr: str | None,
+    uploads: Sequence[QueryUpload] = (),
 ) -> Any:
-    """Search by archived image id or by an uploaded image; record it in the audit log."""
+    """Any search (mammosearch.case_search.run_search: image or case unit, archived or uploaded
+    query); record it in the audit log with what it showed.
+
+    `uploads`: the query files with their bytes (web.uploads.read_query_uploads), so an
+    archived file is recognised; `query_image` alone (no bytes) is an older caller's upload.
+    """
     from mammosearch.search import get_search_service
 
-    if params.image_id is None and query_image is None:
-        raise BadSearchRequest("give an image to upload or an archived image_id")
-    filters = params.search_filters()
     service = get_search_service(settings)
-    if params.image_id is not None:
-        # The query image's row (its patient, for the audit) is read with the result rows;
-        # an id not in the archive raises ImageNotFound, a LookupError (404).
-        response = service.search_image_id(
-            session,
-            params.image_id,
-            params.k,
-            params.metric,
-            filters,
-            params.exclude_same_patient,
-            ranking=params.ranking,
-        )
-    else:
-        response = service.search_image(
-            session,
-            query_image,
-            k=params.k,
-            metric=params.metric,
-            filters=filters,
-            ranking=params.ranking,
-        )
+    if query_image is not None and not uploads:
+        uploads = [QueryUpload("upload", b"", query_image)]
+    # The query's row (its patient, for the audit) is read with the result rows; an id not
+    # in the archive raises ImageNotFound, a LookupError (404).
+    response = run_case_or_image_search(service, session, params, uploads)
     observe_search_timing(response.timing_ms)
+    detail: dict[str, Any] = {
+        "query": "upload" if uploads else _archived_query_name(params),
+        "unit": params.unit,
+        "k": params.k,
+        "metric": params.metric,
+        "filters": params.filters_detail(),
+        "exclude_same_patient": params.exclude_same_patient,
+        "ranking": response.ranking,
+        "result_image_ids": response.shown_image_ids,
+    }
+    if params.unit == "case":
+        detail["fusion"] = response.fusion
+        detail["result_case_ids"] = [hit.case_id for hit in response.results]
     record_access(
         session,
         user,
         "search",
         patient_id=response.query_patient_id,
         image_id=params.image_id,
-        detail={
-            "query": "image_id" if params.image_id is not None else "upload",
-            "k": params.k,
-            "metric": params.metric,
-            "filters": params.filters_detail(),
-            "exclude_same_patient": params.exclude_same_patient,
-            "ranking": response.ranking,
-            "result_image_ids": [hit.image_id for hit in response.results],
-        },
+        detail=detail,
         remote_addr=remote_addr,
     )
     commit_request(session)
     return response
+
+
+def _archived_query_name(params: SearchRequest) -> str:
+    for name in ("image_id", "case_id", "patient_id", "study_uid"):
+        if getattr(params, name) is not None:
+            return name
+    return "none"

@@ -152,8 +152,16 @@ class SearchResponse:
     # the archived query image's patient (patients.id), for the audit; not in to_dict()
     query_patient_id: int | None = None
 
+    unit = "image"
+
+    @property
+    def shown_image_ids(self) -> list[int]:
+        """The images shown, for the audit."""
+        return [hit.image_id for hit in self.results]
+
     def to_dict(self) -> dict[str, Any]:
         return {
+            "unit": self.unit,
             "query": self.query,
             "metric": self.metric,
             "k": self.k,

@@ -140,6 +140,12 @@ def test_model_dir_holds_the_model_and_its_record(trained_model: Path) -> None:
     assert archive["queries"] == cv["base_archive"]["queries"]
     assert 0.0 <= archive["metrics"]["precision@5"] <= 1.0
     assert "training images included" in cv["archive_protocol"]
+    # Case level too: each fold's cases against its other cases, per fusion rule.
+    for space in ("trained_case", "base_case"):
+        for fusion in ("mean", "best-pair", "matched-views"):
+            scored = cv[space].get(fusion)
+            assert scored is None or 0.0 <= scored["metrics"]["precision@5"] <= 1.0
+    assert "unseen patients' cases" in cv["case_protocol"]
     assert record["training"]["command_line"] == "pytest" and record["software"]["torch"]
     leftovers = [p.name for p in trained_model.parent.iterdir() if p.name != "tiny-model"]
     assert leftovers == []  # no staging folder, no work folder

@@ -11,6 +11,10 @@ model that learned from them (`ARCHIVE_PROTOCOL`). The query is never seen in tr
 its own patient is excluded, but the candidates were: this is not the out-of-fold figure of
 a new archive, and it is reported beside it, never instead of it.
 
+Each space is also scored at case level (`trained_case`, `base_case`): each fold's unseen
+patients' images grouped into cases (one breast of one study), every case a query against
+the fold's other cases, by each fusion rule (mammosearch.cases), similarity order.
+
 Every figure is scored twice: in similarity order (the embedding's own figure, the
 headline), and in the consensus order the search service serves by default
 (mammosearch.ranking), as `consensus_<metric>`; per-class P@5 of both shows who gains.
@@ -24,8 +28,11 @@ from typing import Any
 
 import numpy as np
 
+from mammosearch.cases import CASE_FUSIONS
+from mammosearch.evaluate.case_units import evaluate_cases
 from mammosearch.evaluate.evaluator import evaluate_vectors
 from mammosearch.evaluate.neighbour_vote import DEFAULT_VOTE_K, neighbour_vote_shares
+from mammosearch.evaluate.result import EvaluationError
 from mammosearch.ranking import RANKINGS
 from mammosearch.vote import RULE, expected_calibration_error, reliability_table, winners
 
@@ -176,4 +183,53 @@ class FoldFigures:
                 "matrix": self.confusion.astype(int).tolist(),
                 "k": DEFAULT_VOTE_K,
             },
+        }
+
+
+@dataclass
+class CaseFoldFigures:
+    """Pooled case-level figures of one space over the folds, per fusion rule."""
+
+    label: str
+    weighted_sums: dict[str, dict[str, float]] = field(default_factory=dict)
+    chance_sums: dict[str, dict[str, float]] = field(default_factory=dict)
+    queries: dict[str, int] = field(default_factory=dict)
+    unscored_folds: dict[str, int] = field(default_factory=dict)
+
+    def add_fold(self, vectors: np.ndarray, case_rows: Sequence[dict[str, Any]]) -> None:
+        """Score one fold's images grouped into cases, by every fusion rule."""
+        for fusion in CASE_FUSIONS:
+            try:
+                result = evaluate_cases(
+                    vectors,
+                    list(range(len(case_rows))),
+                    case_rows,
+                    label=self.label,
+                    fusion=fusion,
+                    metric="cosine",
+                    ks=CV_KS,
+                )
+            except EvaluationError:  # no case of this fold has a relevant other case
+                self.unscored_folds[fusion] = self.unscored_folds.get(fusion, 0) + 1
+                continue
+            sums = self.weighted_sums.setdefault(fusion, {})
+            chance = self.chance_sums.setdefault(fusion, {})
+            for key in HEADLINE_KEYS:
+                sums[key] = sums.get(key, 0.0) + result.metrics[key] * result.queries
+                chance[key] = chance.get(key, 0.0) + result.chance[key] * result.queries
+            self.queries[fusion] = self.queries.get(fusion, 0) + result.queries
+
+    def summary(self) -> dict[str, Any]:
+        """Per fusion rule: cases scored, pooled metrics and chance."""
+        return {
+            fusion: {
+                "queries": self.queries[fusion],
+                "metrics": {k: v / self.queries[fusion] for k, v in sums.items()},
+                "chance": {
+                    k: v / self.queries[fusion] for k, v in self.chance_sums[fusion].items()
+                },
+                "unscored_folds": self.unscored_folds.get(fusion, 0),
+            }
+            for fusion, sums in self.weighted_sums.items()
+            if self.queries.get(fusion)
         }

@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image as PILImage
@@ -36,6 +37,9 @@ class LabelledImages:
     sha256s: tuple[str, ...]
     classes: dict[str, tuple]
     targets: dict[str, np.ndarray]
+    case_rows: tuple[dict[str, Any], ...] = ()
+    """Per image what a case-level figure needs (evaluate/case_units.py): patient_id,
+    study_instance_uid, side, view, modality, birads, pathology, findings."""
 
     def __len__(self) -> int:
         return int(self.image_ids.size)
@@ -93,6 +97,16 @@ def load_labelled_images(session: Session, label_names: Sequence[str]) -> Labell
         sha256s=tuple(row.sha256 for row in keep),
         classes=classes,
         targets=targets,
+        case_rows=tuple(
+            {
+                name: getattr(row, name)
+                for name in (
+                    "patient_id", "study_instance_uid", "side", "view", "modality", "birads",
+                    "pathology", "findings",
+                )
+            }
+            for row in keep
+        ),
     )
 
 
