@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import url_for
 from PIL import Image as PILImage
 from sqlalchemy.orm import Session
 
@@ -15,6 +16,34 @@ from mammosearch.config import Settings
 from mammosearch.search_request import BadSearchRequest, SearchRequest
 from web.db import commit_request
 from web.metrics import observe_search_timing
+
+ADDRESSABLE_QUERIES = ("image_id",)
+"""The request fields that name an archived query; a search with one of them has an address."""
+
+
+def has_addressable_query(values: Any) -> bool:
+    """The values (a form, URL arguments) name an archived query, so they are a search to run."""
+    return any(str(values.get(name) or "").strip() for name in ADDRESSABLE_QUERIES)
+
+
+def results_url(
+    params: SearchRequest,
+    endpoint: str = "search.search_page",
+    *,
+    external: bool = False,
+    **extra: Any,
+) -> str | None:
+    """The GET address that reproduces this search's results page (bookmark, share, back).
+
+    Every field set away from its default goes in (query, unit, k, metric, filters, order),
+    so a new request field is carried without a change here. An upload has no address
+    (its pixels cannot travel in a URL): None, and the page says so.
+    """
+    if not extra and not any(getattr(params, name, None) for name in ADDRESSABLE_QUERIES):
+        return None
+    fields = params.model_dump(exclude_none=True, exclude_defaults=True)
+    arguments = {name: ("1" if value is True else value) for name, value in fields.items()}
+    return url_for(endpoint, _external=external, **extra, **arguments)
 
 
 def check_one_query(params: SearchRequest, upload_name: str | None) -> None:

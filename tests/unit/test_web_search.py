@@ -103,7 +103,9 @@ def test_upload_search_page_shows_k_results_with_birads(browser: FlaskClient) ->
 
 def test_the_page_orders_results_as_the_form_chose(browser: FlaskClient, archive: Settings) -> None:
     """Order "most similar first" is kept in the form, said above the grid and audited."""
-    response = browser.post("/search", data={"image_id": "1", "k": "5", "ranking": "similarity"})
+    response = browser.get(
+        "/search", query_string={"image_id": "1", "k": "5", "ranking": "similarity"}
+    )
     page = response.get_data(as_text=True)
     assert response.status_code == 200, page
     assert '<option value="similarity" selected>' in page
@@ -119,8 +121,8 @@ def test_search_by_archived_image_can_exclude_its_patient(
     browser: FlaskClient, archive: Settings
 ) -> None:
     """exclude_same_patient leaves only the other patient's images; the search is audited."""
-    response = browser.post(
-        "/search", data={"image_id": "1", "k": "5", "exclude_same_patient": "1"}
+    response = browser.get(
+        "/search", query_string={"image_id": "1", "k": "5", "exclude_same_patient": "1"}
     )
     page = response.get_data(as_text=True)
     assert response.status_code == 200, page
@@ -135,7 +137,7 @@ def test_search_by_archived_image_can_exclude_its_patient(
     assert event.patient_id == query_patient is not None  # whose image was looked at
     assert len(event.detail["result_image_ids"]) == 3 and event.detail["exclude_same_patient"]
 
-    browser.post("/search", data={"image_id": "1", "k": "5"})  # the patient read with the hits
+    browser.get("/search", query_string={"image_id": "1", "k": "5"})  # patient read with the hits
     session = make_session_factory(archive.database_url)()
     event = session.scalars(
         select(AuditEvent).where(AuditEvent.action == "search").order_by(AuditEvent.id.desc())
@@ -239,7 +241,7 @@ def test_search_latency_is_exported_per_stage(
     browser: FlaskClient, search_app: Flask
 ) -> None:
     """After a search /metrics holds the stage histogram; no patient id appears in it."""
-    browser.post("/search", data={"image_id": "2", "k": "2"})
+    browser.get("/search", query_string={"image_id": "2", "k": "2"})
     metrics = search_app.test_client().get("/metrics").get_data(as_text=True)
     assert 'mammosearch_search_stage_seconds_count{stage="index"}' in metrics
     assert 'mammosearch_images{status="indexed"} 6.0' in metrics
@@ -297,7 +299,7 @@ def test_unknown_filter_values_are_refused_naming_the_allowed_ones(
     error = response.get_json()["error"]
     assert response.status_code == 400
     assert f"{name}: {value!r} is not known; choose" in error and allowed in error
-    page = browser.post("/search", data={"image_id": "1", name: value})
+    page = browser.get("/search", query_string={"image_id": "1", name: value})
     assert page.status_code == 400 and allowed in page.get_data(as_text=True)
 
 
@@ -312,7 +314,7 @@ def test_filter_values_match_regardless_of_case(api: tuple[FlaskClient, dict[str
 
 def test_a_search_error_page_does_not_call_the_archive_empty(browser: FlaskClient) -> None:
     """A refused search keeps the form and the recent cases; no 'no searchable case yet'."""
-    page = browser.post("/search", data={"image_id": "1", "k": "many"})
+    page = browser.get("/search", query_string={"image_id": "1", "k": "many"})
     text = page.get_data(as_text=True)
     assert page.status_code == 400 and "k: &#39;many&#39; is not a whole number" in text
     assert "no searchable case yet" not in text and 'id="recent-cases"' in text
@@ -327,8 +329,41 @@ def test_the_form_offers_the_archive_s_filter_values(browser: FlaskClient) -> No
 
 def test_similarity_is_shown_as_a_rank_and_a_readable_figure(browser: FlaskClient) -> None:
     """cosine: a percentage; L2: the rank and the distance, never a 0.0x 'similarity'."""
-    cosine = browser.post("/search", data={"image_id": "1", "k": "3", "metric": "cosine"})
+    cosine = browser.get("/search", query_string={"image_id": "1", "k": "3", "metric": "cosine"})
     assert re.search(r"#1 · \d+% similar", cosine.get_data(as_text=True))
-    l2 = browser.post("/search", data={"image_id": "1", "k": "3", "metric": "l2"})
+    l2 = browser.get("/search", query_string={"image_id": "1", "k": "3", "metric": "l2"})
     text = l2.get_data(as_text=True)
     assert "#1 of 3 · distance" in text and "similarity 0." not in text
+
+
+def test_every_archived_query_has_an_address_that_reproduces_its_results(
+    browser: FlaskClient, api: tuple[FlaskClient, dict[str, str]]
+) -> None:
+    """The form's post goes to the GET address; that address (bookmark, share, back) shows the
+    same results and says it; the API's answer carries it; an upload says it has none."""
+    posted = browser.post(
+        "/search", data={"image_id": "1", "k": "4", "side": "R", "ranking": "similarity",
+                         "exclude_same_patient": "1"})
+    assert posted.status_code == 303
+    address = posted.headers["Location"]
+    assert address.startswith("/search?") and "image_id=1" in address and "k=4" in address
+    assert "side=R" in address and "exclude_same_patient=1" in address
+
+    page = browser.get(address).get_data(as_text=True)
+    assert page.count('class="result"') == 3  # patient B's three right images
+    assert f'id="results-url" href="{address.replace("&", "&amp;")}"' in page
+    assert '<option value="R" selected>' in page and 'value="4"' in page
+
+    client, headers = api
+    body = client.post("/api/v1/search", json={"image_id": 1, "k": 4, "side": "R",
+                       "ranking": "similarity", "exclude_same_patient": True},
+                       headers=headers).get_json()
+    assert body["url"] == f"http://localhost{address}"
+    assert [hit["image_id"] for hit in body["results"]] == [
+        int(i) for i in re.findall(r'data-image-id="(\d+)"', page)]
+
+    upload = browser.post(
+        "/search", content_type="multipart/form-data",
+        data={"image": _upload("q.png", synthetic_image_bytes(40)), "k": "2"})
+    assert upload.status_code == 200
+    assert "An uploaded image has no address" in upload.get_data(as_text=True)

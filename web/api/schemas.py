@@ -74,6 +74,10 @@ class SearchResponse(Body):
     )
     suggested_birads: SuggestedBirads
     timing_ms: dict[str, float] = Field(description="embed, index, join and total.")
+    url: str | None = Field(
+        description="The web page that shows these results (GET: bookmark, share, open from "
+        "another program); null for an uploaded query, whose pixels cannot be in a URL."
+    )
 
 
 class Image(Body):

@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
+from werkzeug.datastructures import FileStorage
 from werkzeug.wrappers import Response
 
 from mammosearch.db.models import Image
@@ -15,7 +16,7 @@ from web.access import RADIOLOGY, restrict_blueprint
 from web.configuration import settings
 from web.db import get_session
 from web.imagefiles import viewer_data_url
-from web.searching import check_one_query, run_search
+from web.searching import check_one_query, has_addressable_query, results_url, run_search
 from web.uploads import has_upload, preview_data_url, read_upload
 
 bp = restrict_blueprint(Blueprint("search", __name__), RADIOLOGY)
@@ -61,19 +62,37 @@ def _render(status: int = 200, **context: Any) -> tuple[str, int]:
 
 
 @bp.get("/search")
-def search_page() -> tuple[str, int]:
-    """The search form, and the newest searchable cases to start from (one click each)."""
+def search_page() -> tuple[str, int] | Response:
+    """The search form; with an archived query in the URL (`?image_id=156&k=5`), its results.
+
+    Every results page has such an address, so back, bookmark and share reproduce it.
+    """
+    if has_addressable_query(request.args):
+        return _search(request.args, upload=None)
     return _render(form=request.args)
 
 
 @bp.post("/search")
-def search_submit() -> tuple[str, int]:
+def search_submit() -> tuple[str, int] | Response:
+    """The form posted: an upload is searched here; an archived query goes to its address."""
+    upload = request.files.get("image")
+    if not has_upload(upload) and has_addressable_query(request.form):
+        try:
+            params = parse_search_request(request.form, settings().index_metrics)
+        except BadSearchRequest as exc:
+            flash(str(exc), "error")
+            return _render(400, form=request.form)
+        address = results_url(params)
+        if address is not None:
+            return redirect(address, code=303)
+    return _search(request.form, upload)
+
+
+def _search(form: Any, upload: FileStorage | None) -> tuple[str, int]:
     from mammosearch.search import SearchError
 
     current = settings()
-    form = request.form
     session = get_session()
-    upload = request.files.get("image")
     upload_name = upload.filename if has_upload(upload) else None
     try:
         params = parse_search_request(form, current.index_metrics)
@@ -94,6 +113,7 @@ def search_submit() -> tuple[str, int]:
     return _render(
         form=form,
         response=response,
+        results_url=results_url(params),
         query_row=query_row,
         # Made after the search, from the image the search embedded.
         query_preview=preview_data_url(query_image) if query_image is not None else None,

@@ -1,6 +1,9 @@
 // Search in place: the form is sent in the background and only the outcome below it is
 // replaced, so the chosen file, k and filters stay; after a first search, changing k, the
 // metric or a filter searches again with the same file. Without JavaScript the form posts.
+// A search of an archived query has an address (the server answers the post with a redirect
+// to /search?image_id=...): the address bar takes it, so back, bookmark and share work; back
+// reloads the page at that address. The viewer is started again on the new results.
 (function () {
   "use strict";
   var form = document.getElementById("search-form");
@@ -40,11 +43,24 @@
       credentials: "same-origin",
       signal: pending ? pending.signal : undefined
     }).then(function (response) {
-      if (response.redirected) { window.location.assign(response.url); return null; }
-      return response.text();
-    }).then(function (html) {
-      if (html === null) { return; }
-      if (!replaceOutcome(html)) { form.submit(); return; }
+      var address = null;
+      if (response.redirected) {
+        var landed = new URL(response.url);
+        if (landed.pathname !== new URL(form.action).pathname) {  // e.g. signed out: sign in
+          window.location.assign(response.url);
+          return null;
+        }
+        address = response.url;
+      }
+      return response.text().then(function (html) { return { html: html, address: address }; });
+    }).then(function (outcome) {
+      if (outcome === null) { return; }
+      if (!replaceOutcome(outcome.html)) { form.submit(); return; }
+      if (outcome.address && outcome.address !== window.location.href) {
+        window.history.pushState({ mammosearch: true }, "", outcome.address);
+      }
+      if (window.mammosearchViewer) { window.mammosearchViewer.start(); }
+      if (window.mammosearchThumbnails) { window.mammosearchThumbnails.start(); }
       searched = true;
       form.removeAttribute("aria-busy");
     }).catch(function (error) {
@@ -52,6 +68,8 @@
       form.submit();  // the server's own page says what went wrong
     });
   }
+
+  window.addEventListener("popstate", function () { window.location.reload(); });
 
   form.addEventListener("submit", function (event) {
     event.preventDefault();
