@@ -43,7 +43,8 @@ def test_zoom_and_pan_move_query_and_result_together(server: str, chrome) -> Non
     wait.until(ready.presence_of_element_located((By.ID, "compare")))
     wait.until(lambda driver: driver.execute_script(
         "return ['compare-query', 'compare-result'].every("
-        "id => document.getElementById(id).dataset.loaded === '1')"))
+        "id => document.getElementById(id).dataset.loaded === '1'"
+        " && document.getElementById(id).dataset.analysed === '1')"))
     compare = chrome.find_element(By.ID, "compare")
     chrome.execute_script("arguments[0].scrollIntoView()", compare)
     ARTIFACTS.mkdir(exist_ok=True)
@@ -68,20 +69,78 @@ def test_zoom_and_pan_move_query_and_result_together(server: str, chrome) -> Non
     assert panned[1][1:] == pytest.approx(panned[0][1:], abs=1e-3), "the result follows the pan"
 
     group = chrome.find_element(By.ID, "viewer-group")
+    auto_window = int(group.get_attribute("data-window"))  # the query pane's own auto window
     body = chrome.find_element(By.TAG_NAME, "body")
     body.send_keys("i")
-    body.send_keys("[", "[", "[", "[")
+    body.send_keys("]", "[", "[", "[", "[")
     assert group.get_attribute("data-invert") == "1"
-    assert int(group.get_attribute("data-window")) == 256 - 4 * 16
+    assert int(group.get_attribute("data-window")) == max(2, min(256, auto_window + 16) - 64)
     assert chrome.save_screenshot(str(ARTIFACTS / "viewer-side-by-side-inverted-window.png"))
 
     body.send_keys("0")
     wait.until(lambda driver: _settled(driver)[0][0] == pytest.approx(home[0][0], rel=1e-3))
     assert group.get_attribute("data-invert") == "0"
-    assert group.get_attribute("data-window") == "256"
+    assert int(group.get_attribute("data-window")) == auto_window
 
     chrome.find_elements(By.CSS_SELECTOR, ".compare-button")[1].click()  # another result
     wait.until(lambda driver: driver.execute_script(
         "return document.getElementById('compare-result').dataset.loaded === '1'"))
     captions = chrome.find_elements(By.CSS_SELECTOR, "#compare [data-caption]")
     assert captions[1].text.startswith("#2 · image ")
+
+
+def test_a_form_search_shows_the_viewer_and_takes_an_address(server: str, chrome) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """The form (search.js swaps results in): the viewer loads both panes, each with its own
+    auto window, overlays and the keys' help; the address bar holds the results' address,
+    which back and reload reproduce. The form fits above the fold at 1600x1000."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+
+    chrome.set_window_size(1600, 1000)
+    wait = page_wait(chrome, 90)
+    chrome.get(f"{server}/login?next=/search")
+    chrome.find_element(By.ID, "username").send_keys("rad")
+    chrome.find_element(By.ID, "password").send_keys(TEST_PASSWORD)
+    chrome.find_element(By.ID, "sign-in").click()
+    wait.until(ready.presence_of_element_located((By.ID, "search-form")))
+    button_bottom = chrome.execute_script(
+        "return document.getElementById('search').getBoundingClientRect().bottom")
+    assert button_bottom < 1000 - 120, "the form and the start of the results fit the screen"
+
+    chrome.find_element(By.ID, "image_id").send_keys("3")
+    chrome.find_element(By.ID, "search").click()
+    wait.until(lambda driver: "image_id=3" in driver.current_url)
+    wait.until(lambda driver: driver.execute_script(
+        "return ['compare-query', 'compare-result'].every(id => {"
+        " const pane = document.getElementById(id);"
+        " return pane.dataset.loaded === '1' && pane.dataset.analysed === '1'; })"))
+    overlay_nodes = chrome.find_elements(By.CSS_SELECTOR, "#compare [data-pane-overlay]")
+    overlays = [node.text for node in overlay_nodes]
+    assert overlays[0].startswith("query ·") and overlays[1].startswith("#1 ·"), overlays
+    assert "BIRADS" in overlays[1]
+    windows = chrome.execute_script(
+        "return ['compare-query', 'compare-result'].map(id =>"
+        " document.getElementById(id).dataset.window)")
+    assert all(2 <= int(width) <= 256 for width in windows)
+    chrome.execute_script("document.getElementById('compare').scrollIntoView()")
+    body = chrome.find_element(By.TAG_NAME, "body")
+    body.send_keys("?")
+    assert chrome.find_element(By.ID, "viewer-help").is_displayed()
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert chrome.save_screenshot(str(ARTIFACTS / "viewer-after-form-search-help.png"))
+    body.send_keys("o")  # Escape would go to chromedriver; "o" hides the overlays
+    body.send_keys("h")
+    assert not chrome.find_element(By.ID, "viewer-help").is_displayed()
+    assert not overlay_nodes[0].is_displayed()
+    address = chrome.current_url
+
+    chrome.find_element(By.ID, "image_id").clear()
+    chrome.find_element(By.ID, "image_id").send_keys("5")
+    chrome.find_element(By.ID, "search").click()
+    wait.until(lambda driver: "image_id=5" in driver.current_url)
+    chrome.back()
+    wait.until(lambda driver: driver.current_url == address)
+    wait.until(lambda driver: driver.execute_script(
+        "return document.getElementById('compare-result')?.dataset.loaded === '1'"))
+    assert chrome.find_element(By.ID, "image_id").get_attribute("value") == "3"
+    assert chrome.save_screenshot(str(ARTIFACTS / "viewer-after-back.png"))

@@ -128,6 +128,7 @@
           setLook(index, looks[index].auto.window, looks[index].auto.level);
         }
         hang(index, leftEdge >= rightEdge ? "left" : "right");
+        panes[index].dataset.analysed = "1";
       };
       picture.src = src;
     }
@@ -247,6 +248,7 @@
         return;
       }
       looks[index].auto = null;
+      pane.dataset.analysed = "0";
       viewers[index].open({ type: "image", url: src, buildPyramid: true });
       analyse(index, src);
     }
