@@ -5,6 +5,7 @@ The request itself is mammosearch.search_request.SearchRequest (shared with the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from flask import url_for
@@ -12,12 +13,13 @@ from PIL import Image as PILImage
 from sqlalchemy.orm import Session
 
 from mammosearch.audit import Actor, record_access
+from mammosearch.case_search import QueryUpload
 from mammosearch.config import Settings
 from mammosearch.search_request import BadSearchRequest, SearchRequest
 from web.db import commit_request
 from web.metrics import observe_search_timing
 
-ADDRESSABLE_QUERIES = ("image_id",)
+ADDRESSABLE_QUERIES = ("image_id", "case_id", "patient_id", "study_uid")
 """The request fields that name an archived query; a search with one of them has an address."""
 
 
@@ -39,19 +41,27 @@ def results_url(
     so a new request field is carried without a change here. An upload has no address
     (its pixels cannot travel in a URL): None, and the page says so.
     """
-    if not extra and not any(getattr(params, name, None) for name in ADDRESSABLE_QUERIES):
+    if not extra and not params.archived_query:
         return None
     fields = params.model_dump(exclude_none=True, exclude_defaults=True)
-    arguments = {name: ("1" if value is True else value) for name, value in fields.items()}
+    flags = {True: "1", False: "0"}
+    arguments = {
+        name: flags[value] if isinstance(value, bool) else value for name, value in fields.items()
+    }
     return url_for(endpoint, _external=external, **extra, **arguments)
 
 
 def check_one_query(params: SearchRequest, upload_name: str | None) -> None:
-    """A search has one query: an uploaded file or an archived image id, never both."""
-    if params.image_id is not None and upload_name:
+    """A search has one query: uploaded files or an archived image/case, never both."""
+    if params.archived_query and upload_name:
+        asked = (
+            f"archived image_id {params.image_id}"
+            if params.image_id is not None
+            else "an archived case"
+        )
         raise BadSearchRequest(
-            f"give one query, not both: the uploaded file {upload_name!r} or archived "
-            f"image_id {params.image_id}; clear one and search again"
+            f"give one query, not both: the uploaded file {upload_name!r} or {asked}; "
+            "clear one and search again"
         )
 
 
@@ -62,52 +72,51 @@ def run_search(
     query_image: PILImage.Image | None,
     user: Actor | None,
     remote_addr: str | None,
+    uploads: Sequence[QueryUpload] = (),
 ) -> Any:
-    """Search by archived image id or by an uploaded image; record it in the audit log."""
+    """Any search (mammosearch SearchService.run: image or case unit, archived or uploaded
+    query); record it in the audit log with what it showed.
+
+    `uploads`: the query files with their bytes (web.uploads.read_query_uploads), so an
+    archived file is recognised; `query_image` alone (no bytes) is an older caller's upload.
+    """
     from mammosearch.search import get_search_service
 
-    if params.image_id is None and query_image is None:
-        raise BadSearchRequest("give an image to upload or an archived image_id")
-    filters = params.search_filters()
     service = get_search_service(settings)
-    if params.image_id is not None:
-        # The query image's row (its patient, for the audit) is read with the result rows;
-        # an id not in the archive raises ImageNotFound, a LookupError (404).
-        response = service.search_image_id(
-            session,
-            params.image_id,
-            params.k,
-            params.metric,
-            filters,
-            params.exclude_same_patient,
-            ranking=params.ranking,
-        )
-    else:
-        response = service.search_image(
-            session,
-            query_image,
-            k=params.k,
-            metric=params.metric,
-            filters=filters,
-            ranking=params.ranking,
-        )
+    if query_image is not None and not uploads:
+        uploads = [QueryUpload("upload", b"", query_image)]
+    # The query's row (its patient, for the audit) is read with the result rows; an id not
+    # in the archive raises ImageNotFound, a LookupError (404).
+    response = service.run(session, params, uploads)
     observe_search_timing(response.timing_ms)
+    detail: dict[str, Any] = {
+        "query": "upload" if uploads else _archived_query_name(params),
+        "unit": params.unit,
+        "k": params.k,
+        "metric": params.metric,
+        "filters": params.filters_detail(),
+        "exclude_same_patient": params.exclude_same_patient,
+        "ranking": response.ranking,
+        "result_image_ids": response.shown_image_ids,
+    }
+    if params.unit == "case":
+        detail["fusion"] = response.fusion
+        detail["result_case_ids"] = [hit.case_id for hit in response.results]
     record_access(
         session,
         user,
         "search",
         patient_id=response.query_patient_id,
         image_id=params.image_id,
-        detail={
-            "query": "image_id" if params.image_id is not None else "upload",
-            "k": params.k,
-            "metric": params.metric,
-            "filters": params.filters_detail(),
-            "exclude_same_patient": params.exclude_same_patient,
-            "ranking": response.ranking,
-            "result_image_ids": [hit.image_id for hit in response.results],
-        },
+        detail=detail,
         remote_addr=remote_addr,
     )
     commit_request(session)
     return response
+
+
+def _archived_query_name(params: SearchRequest) -> str:
+    for name in ("image_id", "case_id", "patient_id", "study_uid"):
+        if getattr(params, name) is not None:
+            return name
+    return "none"

@@ -7,6 +7,7 @@ import base64
 from PIL import Image as PILImage
 from werkzeug.datastructures import FileStorage
 
+from mammosearch.case_search import QueryUpload
 from mammosearch.config import Settings
 from mammosearch.ingest.storage import ImageRejected
 from mammosearch.query_image import pixels_to_decode, read_query_image
@@ -31,6 +32,21 @@ def read_upload(upload: FileStorage | None, current: Settings) -> PILImage.Image
     reserve_decode(name, pixels_to_decode(content, name), current.max_image_pixels)
     return read_query_image(content, name, current.max_image_pixels,
                             current.accepted_modalities)
+
+
+def read_query_uploads(files: list[FileStorage], current: Settings) -> list[QueryUpload]:
+    """Every chosen file of a request's `image` parts, decoded and checked (as read_upload),
+    each with its bytes: the core recognises an archived file by its sha256."""
+    chosen = [upload for upload in files if has_upload(upload)]
+    uploads = []
+    for upload in chosen:
+        content, name = upload.read(), upload.filename or "upload"
+        reserve_decode(name, pixels_to_decode(content, name), current.max_image_pixels)
+        image = read_query_image(
+            content, name, current.max_image_pixels, current.accepted_modalities
+        )
+        uploads.append(QueryUpload(name, content, image))
+    return uploads
 
 
 def preview_data_url(picture: PILImage.Image, size_px: int = 256) -> str:

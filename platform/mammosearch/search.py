@@ -149,8 +149,16 @@ class SearchResponse:
     # the archived query image's patient (patients.id), for the audit; not in to_dict()
     query_patient_id: int | None = None
 
+    unit = "image"
+
+    @property
+    def shown_image_ids(self) -> list[int]:
+        """The images shown, for the audit."""
+        return [hit.image_id for hit in self.results]
+
     def to_dict(self) -> dict[str, Any]:
         return {
+            "unit": self.unit,
             "query": self.query,
             "metric": self.metric,
             "k": self.k,
@@ -325,6 +333,13 @@ class SearchService:
             raise SearchError(f"metric {metric!r} is not indexed (MAMMOSEARCH_INDEX_METRICS)")
         if not 1 <= k <= MAX_K:
             raise SearchError(f"k must be between 1 and {MAX_K}, got {k}")
+
+    def run(self, session: Session, request: Any, uploads: Any = ()) -> Any:
+        """Every search (image or case unit, archived or uploaded query), validated once:
+        mammosearch.case_search.run_search."""
+        from mammosearch.case_search import run_search
+
+        return run_search(self, session, request, uploads)
 
     def search_image(
         self,

@@ -21,6 +21,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from mammosearch.birads import ASSESSMENT_CATEGORIES
+from mammosearch.cases import CASE_FUSIONS, SEARCH_UNITS, parse_case_id
 from mammosearch.ranking import RANKINGS
 
 MAX_K = 100  # the most neighbours one request may ask for, everywhere
@@ -29,6 +30,11 @@ MAX_IMAGE_ID = 2**63 - 1  # the database's BIGINT
 BIRADS_LOW, BIRADS_HIGH = ASSESSMENT_CATEGORIES[0], ASSESSMENT_CATEGORIES[-1]
 FILTER_NAMES = ("side", "view", "modality", "birads_min", "birads_max", "pathology")
 TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off"}
+TRANSPORT_FIELDS = ("csrf_token",)
+"""Fields a transport adds to a form that are not part of the search (dropped before the
+model, which forbids every other unknown field: a typo must not search differently)."""
+CASE_QUERY_FIELDS = ("patient_id", "breast", "study_uid", "case_id")
 
 
 class BadSearchRequest(ValueError):
@@ -66,7 +72,7 @@ def _whole_number(value: Any, low: int, high: int) -> int | None:
 class SearchRequest(BaseModel):
     """k, metric, filters and the query's archived image id (an upload comes as a file)."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     k: int = Field(DEFAULT_K, ge=1, le=MAX_K, description="How many neighbours.")
     metric: str | None = Field(
@@ -93,11 +99,47 @@ class SearchRequest(BaseModel):
         description="Normal, Benign, Malignant or another the archive holds (any case); "
         "another value is a 400 that lists them.",
     )
-    exclude_same_patient: bool = Field(
-        False, description="With image_id: leave out the query patient's own images."
+    exclude_same_patient: bool | None = Field(
+        None,
+        description="Leave out the query patient's own images. Default (unset): yes for "
+        "unit=case and for an upload the archive already holds (sha256), no for an image_id "
+        "of unit=image. true/false, 1/0, yes/no, on/off; anything else is a 400.",
     )
     image_id: int | None = Field(
-        None, ge=1, le=MAX_IMAGE_ID, description="Search with an archived image."
+        None,
+        ge=1,
+        le=MAX_IMAGE_ID,
+        description="Search with an archived image (unit=case: with its case, every view).",
+    )
+    unit: Literal[SEARCH_UNITS] = Field(  # type: ignore[valid-type]
+        "image",
+        description="What a result is: image (one picture) or case (one breast of one study, "
+        "all its views; no two results the same breast).",
+    )
+    fusion: Literal[CASE_FUSIONS] | None = Field(  # type: ignore[valid-type]
+        None,
+        description="unit=case: how two cases' views make one similarity: mean (of the view "
+        "vectors), best-pair, matched-views (CC with CC, MLO with MLO); default: the measured "
+        "winner (mammosearch.cases.DEFAULT_FUSION).",
+    )
+    patient_id: str | None = Field(
+        None,
+        max_length=128,
+        description="unit=case: an archived case by patient (the source's patient id, e.g. "
+        "P12) and `breast`.",
+    )
+    breast: Literal["L", "R"] | None = Field(
+        None, description="unit=case, with patient_id or study_uid: which breast (L or R)."
+    )
+    study_uid: str | None = Field(
+        None,
+        max_length=128,
+        description="unit=case: the StudyInstanceUID of an archived case (with `breast`).",
+    )
+    case_id: str | None = Field(
+        None,
+        max_length=200,
+        description="unit=case: an archived case by its case_id (as results give it).",
     )
     ranking: Literal[RANKINGS] | None = Field(  # type: ignore[valid-type]
         None,
@@ -121,7 +163,7 @@ class SearchRequest(BaseModel):
     def _image_id(cls, value: Any) -> int | None:
         return _whole_number(value, 1, MAX_IMAGE_ID)
 
-    @field_validator("side", mode="before")
+    @field_validator("side", "breast", mode="before")
     @classmethod
     def _side(cls, value: Any) -> str | None:
         text = _text(value)
@@ -145,17 +187,51 @@ class SearchRequest(BaseModel):
             raise _bad(f"{text!r} is not one of {', '.join(RANKINGS)}")
         return text.lower() if text else None
 
-    @field_validator("modality", "pathology", "metric", mode="before")
+    @field_validator("modality", "pathology", "metric", "patient_id", "study_uid", mode="before")
     @classmethod
     def _stripped(cls, value: Any) -> str | None:
-        return _text(value)
+        return _text(value) if value is None or isinstance(value, (str, int)) else value
+
+    @field_validator("unit", "fusion", mode="before")
+    @classmethod
+    def _word(cls, value: Any, info: ValidationInfo) -> Any:
+        """Any case; empty or unset is the default (unit: image; fusion: the winner's)."""
+        text = _text(value) if isinstance(value, str) or value is None else value
+        if text is None:
+            return "image" if info.field_name == "unit" else None
+        return text.lower() if isinstance(text, str) else text
+
+    @field_validator("case_id", mode="before")
+    @classmethod
+    def _case_id(cls, value: Any) -> str | None:
+        text = _text(value) if isinstance(value, str) else value
+        if text is None:
+            return None
+        if not isinstance(text, str):
+            raise _bad(f"{value!r} is not a case id")
+        try:
+            parse_case_id(text)
+        except ValueError as exc:
+            raise _bad(str(exc)) from None
+        return text
 
     @field_validator("exclude_same_patient", mode="before")
     @classmethod
-    def _flag(cls, value: Any) -> bool:
-        if isinstance(value, bool):
+    def _flag(cls, value: Any) -> bool | None:
+        """true/false words only: an unknown value ("junk", []) is an error, never false."""
+        if value is None or isinstance(value, bool):
             return value
-        return str(value or "").strip().lower() in TRUE_WORDS
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str):
+            word = value.strip().lower()
+            if not word:
+                return None
+            if word in TRUE_WORDS:
+                return True
+            if word in FALSE_WORDS:
+                return False
+        raise _bad(f"{value!r} is not true or false (true/false, 1/0, yes/no, on/off)")
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> SearchRequest:
@@ -165,6 +241,7 @@ class SearchRequest(BaseModel):
             and self.birads_min > self.birads_max
         ):
             raise _bad(f"birads_min {self.birads_min} is above birads_max {self.birads_max}")
+        self._check_query()
         metrics: tuple[str, ...] = (info.context or {}).get("metrics", ())
         if metrics and self.metric is None:
             default = "cosine" if "cosine" in metrics else metrics[0]
@@ -172,6 +249,47 @@ class SearchRequest(BaseModel):
         if metrics and self.metric not in metrics:
             raise _bad(f"metric: {self.metric!r} is not indexed; choose {', '.join(metrics)}")
         return self
+
+    def _check_query(self) -> None:
+        """At most one archived query; case queries name a breast and ask for unit=case."""
+        case_fields = [name for name in CASE_QUERY_FIELDS if getattr(self, name) is not None]
+        if case_fields and self.unit != "case":
+            raise _bad(f"{', '.join(case_fields)}: a case query; set unit=case")
+        if self.fusion is not None and self.unit != "case":
+            raise _bad("fusion: only for unit=case")
+        by_patient = self.patient_id is not None or self.study_uid is not None
+        if by_patient and self.breast is None:
+            raise _bad("breast: required with patient_id or study_uid (L or R)")
+        if self.breast is not None and not by_patient:
+            raise _bad("breast: give patient_id or study_uid with it")
+        given = [
+            name
+            for name, present in (
+                ("image_id", self.image_id is not None),
+                ("patient_id/study_uid", by_patient),
+                ("case_id", self.case_id is not None),
+            )
+            if present
+        ]
+        if len(given) > 1:
+            raise _bad(f"give one query, not {' and '.join(given)}")
+
+    @property
+    def archived_query(self) -> bool:
+        """The query is an archived image or case (no file to upload)."""
+        return (
+            self.image_id is not None
+            or self.case_id is not None
+            or self.patient_id is not None
+            or self.study_uid is not None
+        )
+
+    def excludes_query_patient(self, recognised_upload: bool = False) -> bool:
+        """Whether the query's patient is left out: as asked, else yes for unit=case and for
+        an upload the archive already holds, no for an image_id of unit=image."""
+        if self.exclude_same_patient is not None:
+            return self.exclude_same_patient
+        return self.unit == "case" or recognised_upload
 
     def filters_detail(self) -> dict[str, Any]:
         """The filters that are set, as the audit log records them."""
@@ -186,14 +304,26 @@ class SearchRequest(BaseModel):
 def _message(error: Mapping[str, Any]) -> str:
     """One error as `name: problem` (the model-level checks name their fields themselves)."""
     location = ".".join(str(part) for part in error.get("loc", ()))
+    if error.get("type") == "extra_forbidden":
+        known = ", ".join(SearchRequest.model_fields)
+        return f"{location}: unknown field; a search takes {known}"
     return f"{location}: {error['msg']}" if location else str(error["msg"])
 
 
 def parse_search_request(
     values: Mapping[str, Any], metrics: tuple[str, ...] = ()
 ) -> SearchRequest:
-    """Validate a form, a JSON body or CLI options; BadSearchRequest names what is wrong."""
+    """Validate a form, a JSON body or CLI options; BadSearchRequest names what is wrong.
+
+    Unknown fields are errors (a typo must not search differently), except a form's
+    TRANSPORT_FIELDS; None values (the CLI's unset options) count as not given.
+    """
+    fields = {
+        name: value
+        for name, value in dict(values).items()
+        if name not in TRANSPORT_FIELDS and not (value is None and name in CASE_QUERY_FIELDS)
+    }
     try:
-        return SearchRequest.model_validate(dict(values), context={"metrics": tuple(metrics)})
+        return SearchRequest.model_validate(fields, context={"metrics": tuple(metrics)})
     except ValidationError as exc:
         raise BadSearchRequest("; ".join(_message(error) for error in exc.errors())) from None

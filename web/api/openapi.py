@@ -23,8 +23,9 @@ ERROR = {"$ref": "#/components/responses/Error"}
 UPLOAD_FIELD = {
     "type": "string",
     "contentMediaType": "application/octet-stream",
-    "description": "JPEG, PNG or DICOM. With `image_id` as well the request is a 400: one "
-    "query at a time.",
+    "description": "JPEG, PNG or DICOM. With unit=case, 1-4 `image` parts: the views of one "
+    "breast (files of both sides are a 400 that says so). With `image_id` (or a case query) "
+    "as well the request is a 400: one query at a time.",
 }
 
 
@@ -47,17 +48,25 @@ def _path_id(name: str) -> dict[str, Any]:
 def _search_bodies() -> dict[str, Any]:
     """The same request model as JSON (with image_id) and as a form (with the file)."""
     request = _ref(SearchRequest)
+    # The form repeats the model's fields beside the file: the model forbids unknown fields
+    # (additionalProperties false), so an allOf of it could not add `image`.
+    fields = SearchRequest.model_json_schema(ref_template=REF)["properties"]
     return {
         "multipart/form-data": {
             "schema": {
-                "allOf": [request],
                 "type": "object",
                 "required": ["image"],
-                "properties": {"image": UPLOAD_FIELD},
+                "properties": {**fields, "image": UPLOAD_FIELD},
+                "additionalProperties": False,
             }
         },
         "application/json": {
-            "schema": {"allOf": [request], "type": "object", "required": ["image_id"]}
+            "schema": {
+                "allOf": [request],
+                "type": "object",
+                "description": "An archived query: image_id, or with unit=case case_id, or "
+                "patient_id (or study_uid) and breast.",
+            }
         },
     }
 
@@ -66,10 +75,21 @@ def _paths() -> dict[str, Any]:
     return {
         "/search": {"post": {
             "operationId": "search",
-            "summary": "Find the k most similar archived images",
+            "summary": "Find the k most similar archived images (unit=image) or cases "
+            "(unit=case)",
             "requestBody": {"required": True, "content": _search_bodies()},
             "responses": {
-                "200": _json(schemas.SearchResponse, "Results, nearest first"),
+                "200": {
+                    "description": "Results in `ranking` order; the body's `unit` says which",
+                    "content": {"application/json": {"schema": {
+                        "oneOf": [_ref(schemas.SearchResponse),
+                                  _ref(schemas.CaseSearchResponse)],
+                        "discriminator": {"propertyName": "unit", "mapping": {
+                            "image": REF.format(model=schemas.SearchResponse.__name__),
+                            "case": REF.format(model=schemas.CaseSearchResponse.__name__),
+                        }},
+                    }}},
+                },
                 **_errors(400, 401, 403, 404, 413),
             },
         }},

@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from mammosearch.case_search import CaseHit as CoreCaseHit
+from mammosearch.case_search import CaseView as CoreCaseView
 from mammosearch.search import Hit as CoreHit
 
 
@@ -39,6 +41,35 @@ Hit = create_model(
 )
 
 
+def _core_fields(core: type, leave_out: tuple[str, ...] = ()) -> dict[str, Any]:
+    hints = typing.get_type_hints(core)
+    return {
+        core_field.name: (hints[core_field.name], ...)
+        for core_field in dataclasses.fields(core)
+        if core_field.name not in leave_out
+    }
+
+
+CaseView = create_model(
+    "CaseView",
+    __base__=Body,
+    __doc__="One view (image) of a result case; `similarity` to its nearest query view.",
+    **_core_fields(CoreCaseView),
+    image_url=(str, Field(description="The image's pixels (GET, same token).")),
+)
+
+
+CaseHit = create_model(
+    "CaseHit",
+    __base__=Body,
+    __doc__="One similar case (one breast of one study) with every view, in `ranking` order; "
+    "`best_view_image_id` is the view nearest to a query view (`best_query_view`).",
+    **_core_fields(CoreCaseHit, leave_out=("views",)),
+    views=(list[CaseView], ...),  # type: ignore[valid-type]
+    case_url=(str, Field(description="The case page (of its best view) in the web app.")),
+)
+
+
 class SuggestedBirads(BaseModel):
     """The neighbours' vote: decision support, not a diagnosis."""
 
@@ -59,8 +90,28 @@ class SuggestedBirads(BaseModel):
     measured_recall_of_this_class: float | None = None
 
 
+class SuggestedPathology(BaseModel):
+    """The nearest cases' vote on pathology (the same rule as BIRADS's)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    pathology: str | None = None
+    distribution: dict[str, float] = {}
+    votes: dict[str, Any] = {}
+    confidence: float | None = None
+    neighbours: int | None = None
+    rule: str | None = None
+    note: str | None = None
+
+
 class SearchResponse(Body):
-    query: dict[str, Any]
+    """unit=image: the nearest archived images."""
+
+    unit: typing.Literal["image"]
+    query: dict[str, Any] = Field(
+        description="What was searched; an upload the archive holds carries `archived_as` "
+        "({patient_id, image_id}) and `excluded_patient_ids`."
+    )
     metric: str
     k: int
     embedding_space: dict[str, Any] = Field(
@@ -78,6 +129,27 @@ class SearchResponse(Body):
         description="The web page that shows these results (GET: bookmark, share, open from "
         "another program); null for an uploaded query, whose pixels cannot be in a URL."
     )
+
+
+class CaseSearchResponse(Body):
+    """unit=case: the nearest cases, each breast once, with all its views."""
+
+    unit: typing.Literal["case"]
+    query: dict[str, Any] = Field(
+        description="The query case: `case` (archived) or `uploads`; `views` (name, side, "
+        "view, modality, archived_as); `archived_as` (files the archive holds); "
+        "`excluded_patient_ids`."
+    )
+    metric: str
+    k: int
+    fusion: str = Field(description="How views made one similarity: mean, best-pair, "
+                        "matched-views.")
+    embedding_space: dict[str, Any]
+    results: list[CaseHit]  # type: ignore[valid-type]
+    ranking: str
+    suggested_birads: SuggestedBirads
+    suggested_pathology: SuggestedPathology
+    timing_ms: dict[str, float]
 
 
 class Image(Body):
@@ -140,5 +212,6 @@ class Status(BaseModel):
 
 
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
-    Error, Hit, SearchResponse, Image, EvaluationRun, EvaluationList, Status,
+    Error, Hit, SearchResponse, CaseView, CaseHit, CaseSearchResponse, Image, EvaluationRun,
+    EvaluationList, Status,
 )

@@ -1,4 +1,5 @@
-"""POST /api/v1/search: multipart `image` or JSON `image_id`, plus k, metric and filters."""
+"""POST /api/v1/search: multipart `image` part(s) or JSON `image_id` (or a case: `case_id`,
+`patient_id` + `breast`), plus unit, k, metric and filters."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from web.configuration import settings
 from web.db import get_session
 from web.public_names import public_space
 from web.searching import check_one_query, results_url, run_search
-from web.uploads import has_upload, read_upload
+from web.uploads import has_upload, read_query_uploads
 
 
 def _request_values() -> dict[str, Any]:
@@ -36,15 +37,20 @@ def search() -> Response:
     values = _request_values()
     try:
         params = parse_search_request(values, current.index_metrics)
-        upload = request.files.get("image")
-        check_one_query(params, upload.filename if has_upload(upload) else None)
-        query_image = None
-        if params.image_id is None:
+        files = [upload for upload in request.files.getlist("image") if has_upload(upload)]
+        check_one_query(params, files[0].filename if files else None)
+        uploads = []
+        if not params.archived_query:
             if request.is_json:
-                raise BadSearchRequest("image_id: required in a JSON body (or upload `image`)")
-            query_image = read_upload(upload, current)
+                raise BadSearchRequest(
+                    "image_id: required in a JSON body (or case_id, or patient_id and "
+                    "breast with unit=case; or upload `image` as multipart)"
+                )
+            if not files:
+                raise ImageRejected("no image uploaded: choose a JPEG, PNG or DICOM file")
+            uploads = read_query_uploads(files, current)
         response = run_search(
-            get_session(), current, params, query_image, current_user, request.remote_addr
+            get_session(), current, params, None, current_user, request.remote_addr, uploads
         )
     except LookupError as exc:  # an image id not in the archive (ImageNotFound)
         abort(404, description=str(exc))
@@ -56,8 +62,13 @@ def search() -> Response:
     body["url"] = results_url(params, external=True)
     image_url, case_url = _url_for_ids("api.image_file"), _url_for_ids("cases.case_page")
     for result in body.get("results", []):
-        result["image_url"] = image_url(result["image_id"])
-        result["case_url"] = case_url(result["image_id"])
+        if body["unit"] == "case":
+            for view in result["views"]:
+                view["image_url"] = image_url(view["image_id"])
+            result["case_url"] = case_url(result["best_view_image_id"])
+        else:
+            result["image_url"] = image_url(result["image_id"])
+            result["case_url"] = case_url(result["image_id"])
     return jsonify(body)
 
 
