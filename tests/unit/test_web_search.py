@@ -87,7 +87,7 @@ def test_upload_search_page_shows_k_results_with_birads(browser: FlaskClient) ->
     """The grid holds k results with BIRADS, the suggestion, the space and the query preview."""
     response = browser.post(
         "/search",
-        data={"image": _upload("query.png", synthetic_image_bytes(3)), "k": "4", "metric": "l2"},
+        data={"image": _upload("query.png", synthetic_image_bytes(13)), "k": "4", "metric": "l2"},
         content_type="multipart/form-data",
     )
     page = response.get_data(as_text=True)
@@ -367,3 +367,24 @@ def test_every_archived_query_has_an_address_that_reproduces_its_results(
         data={"image": _upload("q.png", synthetic_image_bytes(40)), "k": "2"})
     assert upload.status_code == 200
     assert "An uploaded image has no address" in upload.get_data(as_text=True)
+
+
+def test_a_case_search_page_shows_cases_with_their_views_and_can_bring_the_patient_back(
+    browser: FlaskClient,
+) -> None:
+    """unit=case: one result per breast with every view, the query's patient left out by
+    default with a link that includes them; each result hangs its views beside the query's."""
+    page = browser.get("/search", query_string={"image_id": "1", "unit": "case"})
+    text = page.get_data(as_text=True)
+    assert page.status_code == 200, text
+    assert text.count('class="result case-result"') == 1  # patient B's right breast
+    assert text.count('<figure class="best-view">') == 1 and "3 views" in text
+    assert 'id="excluded-patients"' in text
+    include = re.search(r'id="include-query-patient" href="([^"]+)"', text).group(1)
+    assert "exclude_same_patient=0" in include
+    again = browser.get(include.replace("&amp;", "&")).get_data(as_text=True)
+    assert 'id="excluded-patients"' not in again  # (patient A's only case is the query itself)
+    assert re.search(r'id="exclude_same_patient" value="1"\s*>', again)  # unticked now
+    views = re.search(r'data-compare-views="([^"]+)"', text).group(1).replace("&#34;", '"')
+    assert '"CC": {"src": "/cases/' in views and "#1 · R CC" in views
+    assert 'id="compare-query-cc"' in text and 'data-src="/cases/1/image"' in text

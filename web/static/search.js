@@ -75,6 +75,18 @@
     event.preventDefault();
     search();
   });
+  // A new query replaces the archived case the page was opened with (hidden fields).
+  function dropCaseQuery() {
+    Array.prototype.forEach.call(form.querySelectorAll(
+      'input[type="hidden"][name="case_id"], input[type="hidden"][name="patient_id"],' +
+      ' input[type="hidden"][name="breast"], input[type="hidden"][name="study_uid"]'),
+      function (input) { input.parentNode.removeChild(input); });
+  }
+  form.addEventListener("input", function (event) {
+    var name = event.target && event.target.name;
+    if (name === "image" || name === "image_id") { dropCaseQuery(); }
+  });
+
   form.addEventListener("change", function (event) {
     var name = event.target && event.target.name;
     if (searched && name && name !== "image" && name !== "image_id") { search(); }

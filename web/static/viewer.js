@@ -11,17 +11,30 @@
 //
 // `window.mammosearchViewer.start()` builds the viewers of the page as it is now: search.js
 // calls it after swapping results in, so the viewer works on every path to the results.
+// A page may hold several groups (the launch page: one per breast); each takes its result
+// choices from its [data-viewer-scope], and the keys act on the group last pointed at.
 (function () {
   "use strict";
   var FULL_WINDOW = 256, MID_LEVEL = 128;
-  var current = null;  // the running group: { keys, destroy }
+  var running = [];  // one controller per viewer group: { group, viewers, keys, destroy }
+  var focused = null;  // the controller the keys act on: the group last pointed at
 
   function start() {
-    if (current) { current.destroy(); current = null; }
+    running.forEach(function (controller) { controller.destroy(); });
+    running = [];
+    focused = null;
     var OSD = window.OpenSeadragon;
-    var group = document.querySelector("[data-viewer-group]");
-    if (!OSD || !group) { return; }
+    if (!OSD) { return; }
+    Array.prototype.forEach.call(document.querySelectorAll("[data-viewer-group]"), function (group) {
+      running.push(startGroup(OSD, group));
+    });
+    focused = running[0] || null;
+    window.mammosearchViewers = focused ? focused.viewers : [];  // for the browser tests
+    window.mammosearchViewerGroups = running.map(function (controller) { return controller.viewers; });
+  }
 
+  function startGroup(OSD, group) {
+    var controller = null;
     var panes = Array.prototype.slice.call(group.querySelectorAll("[data-viewer]"));
     var viewers = [];
     var syncing = false;
@@ -34,7 +47,7 @@
     function control(name) { return group.querySelector('[data-control="' + name + '"]'); }
 
     // --- window/level and invert per pane: a linear transfer per channel (DICOM's VOI) ---
-    var template = group.querySelector("#wl-filter");
+    var template = group.querySelector("filter");
     var filters = panes.map(function (pane, index) {
       var copy = template.cloneNode(true);
       copy.id = "wl-filter-" + (pane.id || index);
@@ -304,7 +317,8 @@
     });
 
     // --- choosing the result shown beside the query (search results page) ---
-    var choices = Array.prototype.slice.call(document.querySelectorAll("[data-compare-src], [data-compare-views]"));
+    var scope = group.closest("[data-viewer-scope]") || document;  // a launch page has one per breast
+    var choices = Array.prototype.slice.call(scope.querySelectorAll("[data-compare-src], [data-compare-views]"));
     var resultPanes = panes.filter(function (pane) { return pane.hasAttribute("data-result"); });
     if (!resultPanes.length && panes.length > 1) { resultPanes = [panes[panes.length - 1]]; }
     var chosen = 0;
@@ -387,11 +401,15 @@
     });
 
     showActiveLook();
-    window.mammosearchViewers = viewers;  // for the browser tests and the console
-    current = {
+    group.addEventListener("pointerenter", function () { focused = controller; });
+    group.addEventListener("pointerdown", function () { focused = controller; }, true);
+    controller = {
+      group: group,
+      viewers: viewers,
       keys: keys,
       destroy: function () { viewers.forEach(function (viewer) { viewer.destroy(); }); },
     };
+    return controller;
   }
 
   // --- keyboard (ignored while typing in a form field), one listener for every start() ---
@@ -401,8 +419,8 @@
     return target.tagName === "INPUT" && target.type !== "checkbox";  // a range keeps its arrows
   }
   document.addEventListener("keydown", function (event) {
-    if (!current || event.ctrlKey || event.metaKey || event.altKey || typing(event.target)) { return; }
-    var act = current.keys[event.key];
+    if (!focused || event.ctrlKey || event.metaKey || event.altKey || typing(event.target)) { return; }
+    var act = focused.keys[event.key];
     if (act) { event.preventDefault(); act(); }
   });
 
