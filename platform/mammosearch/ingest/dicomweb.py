@@ -9,6 +9,8 @@ The client is the maintained `dicomweb-client`; Orthanc serves DICOMweb through 
 
 from __future__ import annotations
 
+import copy
+import io
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +47,7 @@ class StudyView:
     sop_instance_uid: str
     series_instance_uid: str | None
     sop_class_uid: str | None
+    header: bytes = field(default=b"", repr=False)  # the instance as DICOM, pixel data left out
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,17 @@ def _view_rank(view: StudyView) -> tuple[int, str]:
     return (VIEW_ORDER.index(code) if code in VIEW_ORDER else len(VIEW_ORDER), code)
 
 
+def _header_bytes(ds: Dataset) -> bytes:
+    """The instance's tags as a DICOM file without its pixels: what a search reads its side,
+    view and modality from (the pixels travel decoded, beside it)."""
+    header = copy.copy(ds)
+    del header.PixelData
+    header.preamble = b"\x00" * 128  # a Part 10 file, recognised as DICOM by its content
+    buffer = io.BytesIO()
+    header.save_as(buffer, enforce_file_format=False)
+    return buffer.getvalue()
+
+
 def cases_by_side(
     datasets: Iterable[Dataset], settings: Settings
 ) -> tuple[tuple[StudyCase, ...], tuple[str, ...]]:
@@ -179,6 +193,7 @@ def cases_by_side(
                 sop_instance_uid=metadata["sop_instance_uid"] or "",
                 series_instance_uid=metadata["series_instance_uid"],
                 sop_class_uid=metadata["sop_class_uid"],
+                header=_header_bytes(ds),
             )
         )
     cases = tuple(
