@@ -24,6 +24,7 @@ from tests.unit.web_support import (
 )
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
+E2E_STUDY_PREFIX = "1.2.826.0.1.3680043.77."  # + the patient's number: one study each
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
@@ -47,7 +48,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> I
         patient = make_patient(session, f"E2E-{number}")
         for view_index, view in enumerate(("CC", "MLO")):
             make_image(session, settings, patient, seed=10 * number + view_index, view=view,
-                       birads=1 + number, side="LR"[number % 2])
+                       birads=1 + number, side="LR"[number % 2],
+                       study_instance_uid=f"{E2E_STUDY_PREFIX}{number}")
     make_user(session, "rad", "radiologist")
     make_user(session, "boss", "admin")
     session.close()
@@ -84,6 +86,7 @@ def test_sign_in_search_by_upload_open_a_case_sign_out(
     """Log in, upload a query, see k results with BIRADS, open a case, log out."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import Select
 
     wait = page_wait(chrome, 90)
     chrome.get(f"{server}/search")
@@ -93,6 +96,7 @@ def test_sign_in_search_by_upload_open_a_case_sign_out(
     chrome.find_element(By.ID, "sign-in").click()
     wait.until(ready.presence_of_element_located((By.ID, "image")))
 
+    Select(chrome.find_element(By.ID, "unit")).select_by_value("image")  # single images
     query = tmp_path / "query.png"
     query.write_bytes(synthetic_image_bytes(21))
     chrome.find_element(By.ID, "image").send_keys(str(query))
