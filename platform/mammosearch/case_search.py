@@ -106,7 +106,11 @@ class QueryView:
 
     def describe(self) -> dict[str, Any]:
         described: dict[str, Any] = {
-            "name": self.name, "side": self.side, "view": self.view, "modality": self.modality
+            "name": self.name,
+            "image_id": self.image_id,
+            "side": self.side,
+            "view": self.view,
+            "modality": self.modality,
         }
         if self.image_id is not None:
             described["archived_as"] = {"patient_id": self.patient_id, "image_id": self.image_id}

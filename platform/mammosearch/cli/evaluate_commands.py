@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from mammosearch.atomic_files import atomic_write_text
+from mammosearch.cases import CASE_FUSIONS, DEFAULT_FUSION, SEARCH_UNITS
 from mammosearch.config import get_settings
 from mammosearch.db.session import session_scope
 from mammosearch.evaluate import (
@@ -74,6 +75,20 @@ from mammosearch.ranking import RANKINGS
     help="similarity: the space's own ranking; consensus: the ten nearest that agree with "
     "their BIRADS vote first, as search orders them by default (MAMMOSEARCH_RANKING).",
 )
+@click.option(
+    "--unit",
+    type=click.Choice(SEARCH_UNITS),
+    default="image",
+    show_default=True,
+    help="image: every image a query; case: every case (one breast of one study, all its "
+    "views) a query against the other cases, as search's unit=case answers.",
+)
+@click.option(
+    "--fusion",
+    type=click.Choice(CASE_FUSIONS),
+    default=None,
+    help=f"With --unit case: how views make one case similarity (default {DEFAULT_FUSION}).",
+)
 def evaluate_command(
     label: str,
     protocol: str,
@@ -87,8 +102,13 @@ def evaluate_command(
     progress: bool,
     through_index: bool,
     ranking: str,
+    unit: str,
+    fusion: str | None,
 ) -> None:
-    """Leave-one-out precision/recall/NDCG@k, mAP and search time over a space's images."""
+    """Leave-one-out precision/recall/NDCG@k, mAP and search time over a space's images
+    (or cases, --unit case)."""
+    if fusion is not None and unit != "case":
+        raise click.UsageError("--fusion is for --unit case")
     settings = get_settings()
     try:
         ks = parse_ks(ks_text)
@@ -113,6 +133,8 @@ def evaluate_command(
                 progress=progress,
                 through_index=through_index,
                 ranking=ranking,
+                unit=unit,
+                fusion=fusion,
             )
     except EvaluationError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -120,6 +142,13 @@ def evaluate_command(
     if through_index and served:
         click.echo(f"ranked through the served index: {served['factory']}, "
                    f"{served['vectors']} vectors, tuned {served['tuned_search'] or 'none'}")
+    if unit == "case":
+        views = result.config.get("views_per_case", {})
+        click.echo(
+            f"unit case, fusion {result.config['fusion']}: {result.config['cases']} cases of "
+            f"{result.config['images']} images (views per case: {views}); "
+            f"{result.queries} cases scored"
+        )
     click.echo(format_summary(result))
     if per_class:
         click.echo("")

@@ -7,39 +7,51 @@ from pathlib import Path
 
 import click
 
+from mammosearch.cases import CASE_FUSIONS, DEFAULT_FUSION, SEARCH_UNITS
 from mammosearch.cli.space_option import backbone_option, resolve_space, settings_for
 from mammosearch.db.session import session_scope
 from mammosearch.ranking import RANKINGS
 from mammosearch.search_request import BIRADS_HIGH, BIRADS_LOW, DEFAULT_K, MAX_K
 
 
-def load_query_image(path: Path, max_pixels: int, modalities=None):  # type: ignore[no-untyped-def]
-    """A query file (JPEG, PNG or DICOM) -> checked PIL image; errors name the file.
-
-    The same reader as the web upload's, so both give the same neighbours.
-    """
-    from mammosearch.query_image import read_query_image
-
-    return read_query_image(path.read_bytes(), path.name, max_pixels, modalities)
-
-
 @click.command("search")
 @click.argument(
-    "image", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+    "images", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
 @click.option("--image-id", type=int, default=None, help="Search with an archived image instead.")
+@click.option(
+    "--unit", type=click.Choice(SEARCH_UNITS), default="image", show_default=True,
+    help="What a result is: one image, or one case (a breast of one study, all its views). "
+    "Several IMAGES are the views of one breast (--unit case).",
+)
+@click.option(
+    "--fusion", type=click.Choice(CASE_FUSIONS), default=None,
+    help=f"--unit case: how views make one similarity (default {DEFAULT_FUSION}).",
+)
+@click.option("--case-id", default=None, help="--unit case: an archived case (e.g. 12-L).")
+@click.option("--patient", "patient_id", default=None,
+              help="--unit case: an archived case by patient id (with --breast).")
+@click.option("--breast", type=click.Choice(["L", "R"]), default=None,
+              help="--unit case, with --patient or --study-uid: which breast.")
+@click.option("--study-uid", default=None, help="--unit case: the case's StudyInstanceUID.")
 @click.option(
     "-k", "k", type=click.IntRange(1, MAX_K), default=DEFAULT_K, show_default=True,
     help="Number of neighbours.",
 )
 @click.option("--metric", default=None, help="An indexed metric (default: cosine when indexed).")
-@click.option("--side", type=click.Choice(["L", "R"]), default=None)
+@click.option("--side", type=click.Choice(["L", "R"]), default=None, help="Results of this side.")
 @click.option("--view", default=None, help="CC, MLO, ...")
 @click.option("--modality", default=None, help="subtracted, low-energy, dicom, ...")
 @click.option("--birads-min", type=click.IntRange(BIRADS_LOW, BIRADS_HIGH), default=None)
 @click.option("--birads-max", type=click.IntRange(BIRADS_LOW, BIRADS_HIGH), default=None)
 @click.option("--pathology", default=None, help="normal, benign, malignant")
-@click.option("--exclude-same-patient", is_flag=True, help="With --image-id: skip its patient.")
+@click.option(
+    "--exclude-same-patient", is_flag=True,
+    help="Leave out the query patient's images (default: yes for --unit case and for a file "
+    "the archive holds; no for --image-id of --unit image).",
+)
+@click.option("--include-same-patient", is_flag=True,
+              help="Keep the query patient's other images (turns the default off).")
 @click.option(
     "--ranking", type=click.Choice(RANKINGS), default=None,
     help="Result order (default: MAMMOSEARCH_RANKING): nearest first, or the ten nearest "
@@ -48,8 +60,14 @@ def load_query_image(path: Path, max_pixels: int, modalities=None):  # type: ign
 @backbone_option
 @click.option("--json", "as_json", is_flag=True, help="Print the response as JSON.")
 def search(
-    image: Path | None,
+    images: tuple[Path, ...],
     image_id: int | None,
+    unit: str,
+    fusion: str | None,
+    case_id: str | None,
+    patient_id: str | None,
+    breast: str | None,
+    study_uid: str | None,
     k: int,
     metric: str | None,
     side: str | None,
@@ -59,17 +77,25 @@ def search(
     birads_max: int | None,
     pathology: str | None,
     exclude_same_patient: bool,
+    include_same_patient: bool,
     ranking: str | None,
     backbone: str | None,
     as_json: bool,
 ) -> None:
-    """Find the K most similar archived cases to IMAGE (JPEG, PNG, DICOM) or --image-id."""
+    """Find the K most similar archived images (or cases, --unit case) to IMAGES (JPEG, PNG,
+    DICOM; several: the views of one breast) or to an archived image or case."""
+    from mammosearch.case_search import QueryUpload
     from mammosearch.ingest.storage import ImageRejected
     from mammosearch.search import SearchError, get_search_service
     from mammosearch.search_request import BadSearchRequest, parse_search_request
 
-    if (image is None) == (image_id is None):
-        raise click.UsageError("give either IMAGE or --image-id")
+    archived = [image_id, case_id, patient_id, study_uid]
+    if bool(images) == any(value is not None for value in archived):
+        raise click.UsageError(
+            "give IMAGES, or one of --image-id, --case-id, --patient/--study-uid with --breast"
+        )
+    if exclude_same_patient and include_same_patient:
+        raise click.UsageError("give --exclude-same-patient or --include-same-patient, not both")
     settings = settings_for(backbone)
     service = get_search_service(settings)
     with session_scope(settings.database_url) as session:
@@ -79,26 +105,20 @@ def search(
                 {
                     "k": k, "metric": metric, "side": side, "view": view, "modality": modality,
                     "birads_min": birads_min, "birads_max": birads_max, "pathology": pathology,
-                    "exclude_same_patient": exclude_same_patient, "image_id": image_id,
-                    "ranking": ranking,
+                    "exclude_same_patient": (
+                        True if exclude_same_patient else False if include_same_patient else None
+                    ),
+                    "image_id": image_id, "ranking": ranking, "unit": unit, "fusion": fusion,
+                    "case_id": case_id, "patient_id": patient_id, "breast": breast,
+                    "study_uid": study_uid,
                 },
                 settings.index_metrics,
             )
+            uploads = [QueryUpload(path.name, path.read_bytes()) for path in images]
+            response = service.run(session, request, uploads)
         except BadSearchRequest as exc:
             raise click.UsageError(str(exc)) from exc
-        k, metric, filters = request.k, request.metric, request.search_filters()
-        try:
-            if image is not None:
-                query = load_query_image(image, settings.max_image_pixels,
-                                         settings.accepted_modalities)
-                response = service.search_image(
-                    session, query, k, metric, filters, image.name, request.ranking
-                )
-            else:
-                response = service.search_image_id(
-                    session, image_id, k, metric, filters, exclude_same_patient, request.ranking
-                )
-        except (SearchError, ImageRejected) as exc:
+        except (SearchError, ImageRejected, LookupError) as exc:
             raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(response.to_dict(), indent=2, default=str))
@@ -106,22 +126,26 @@ def search(
     space = response.embedding_space
     trained = "pretrained" if space["pretrained"] else "UNTRAINED"
     click.echo(
-        f"space {space['id']}: {space['backbone']} ({trained}), metric {metric}, "
+        f"space {space['id']}: {space['backbone']} ({trained}), metric {response.metric}, "
         f"{response.ranking} order"
+        + (f", unit case, fusion {response.fusion}" if response.unit == "case" else "")
     )
-    click.echo(f"{'rank':>4} {'image':>6} {'patient':>8} {'side':>4} {'view':>4} "
-               f"{'BIRADS':>6} {'pathology':>10} {'similarity':>10}")
-    for hit in response.results:
-        click.echo(
-            f"{hit.rank:>4} {hit.image_id:>6} {hit.patient_id:>8} {hit.side or '-':>4} "
-            f"{hit.view or '-':>4} {hit.birads if hit.birads is not None else '-':>6} "
-            f"{hit.pathology or '-':>10} {hit.similarity:>10.4f}"
-        )
+    _echo_archived(response.query)
+    if response.unit == "case":
+        _echo_cases(response)
+    else:
+        _echo_images(response)
     suggestion = response.suggested_birads
     click.echo(
         f"suggested BIRADS: {suggestion.get('birads')} "
         f"(distribution {suggestion.get('distribution')}; {suggestion.get('rule')})"
     )
+    if response.unit == "case":
+        pathology_vote = response.suggested_pathology
+        click.echo(
+            f"suggested pathology: {pathology_vote.get('pathology')} "
+            f"(distribution {pathology_vote.get('distribution')})"
+        )
     measured = suggestion.get("measured") or {}
     if measured:
         recall = suggestion.get("measured_recall_of_this_class")
@@ -132,6 +156,45 @@ def search(
         )
     click.echo(suggestion.get("note", ""))
     click.echo("timing ms: " + ", ".join(f"{k}={v}" for k, v in response.timing_ms.items()))
+
+
+def _echo_archived(query: dict) -> None:  # type: ignore[type-arg]
+    """Say which query files the archive already holds, and whose patient is left out."""
+    archived = query.get("archived_as")
+    if isinstance(archived, dict):
+        archived = [{"file": query.get("upload"), **archived}]
+    for known in archived or []:
+        click.echo(
+            f"{known['file']}: archived as patient {known['patient_id']}, "
+            f"image {known['image_id']}"
+        )
+    excluded = query.get("excluded_patient_ids")
+    if excluded:
+        click.echo(f"left out: patient {', '.join(excluded)} (--include-same-patient keeps it)")
+
+
+def _echo_images(response) -> None:  # type: ignore[no-untyped-def]
+    click.echo(f"{'rank':>4} {'image':>6} {'patient':>8} {'side':>4} {'view':>4} "
+               f"{'BIRADS':>6} {'pathology':>10} {'similarity':>10}")
+    for hit in response.results:
+        click.echo(
+            f"{hit.rank:>4} {hit.image_id:>6} {hit.patient_id:>8} {hit.side or '-':>4} "
+            f"{hit.view or '-':>4} {hit.birads if hit.birads is not None else '-':>6} "
+            f"{hit.pathology or '-':>10} {hit.similarity:>10.4f}"
+        )
+
+
+def _echo_cases(response) -> None:  # type: ignore[no-untyped-def]
+    click.echo(f"{'rank':>4} {'case':>10} {'patient':>8} {'side':>4} {'BIRADS':>6} "
+               f"{'pathology':>10} {'similarity':>10}  views (best first)")
+    for hit in response.results:
+        views = sorted(hit.views, key=lambda view: view.image_id != hit.best_view_image_id)
+        shown = ", ".join(f"{view.view or '?'} #{view.image_id}" for view in views)
+        click.echo(
+            f"{hit.rank:>4} {hit.case_id:>10} {hit.patient_id:>8} {hit.side or '-':>4} "
+            f"{hit.birads if hit.birads is not None else '-':>6} {hit.pathology or '-':>10} "
+            f"{hit.similarity:>10.4f}  {shown}"
+        )
 
 
 commands = [search]

@@ -83,6 +83,22 @@ def _searchable(vectors: np.ndarray, metric: str) -> tuple[np.ndarray, faiss.Ind
     return matrix, index
 
 
+RowSearch = Callable[[Sequence[int], int], tuple[np.ndarray, np.ndarray]]
+"""(query rows, depth) -> (scores, candidate rows), as RankedSearch but by row position."""
+
+
+def _matrix_search(scores: np.ndarray, metric: str) -> RowSearch:
+    """A search over precomputed (n, n) scores, nearest first."""
+
+    def search(rows: Sequence[int], depth: int) -> tuple[np.ndarray, np.ndarray]:
+        chosen = scores[list(rows)]
+        order = np.argsort(-chosen if metric == "cosine" else chosen, axis=1, kind="stable")
+        order = order[:, :depth]
+        return np.take_along_axis(chosen, order, axis=1), order
+
+    return search
+
+
 def _as_distance(raw: np.ndarray, metric: str) -> np.ndarray:
     return 1.0 - raw if metric == "cosine" else raw
 
@@ -140,8 +156,13 @@ def evaluate_vectors(
     search_depth: int | None = None,
     query_mask: np.ndarray | None = None,
     ranking: str = "similarity",
+    score_matrix: np.ndarray | None = None,
 ) -> EvaluationResult:
     """Leave-one-out over every labelled image; None labels are neither queries nor candidates.
+
+    `score_matrix` (n, n), in the metric's convention (cosine: a similarity; l2: a squared
+    distance), ranks the candidates instead of the vectors: a case-level evaluation's fused
+    case-to-case scores (mammosearch.cases), whose rules are not one vector's distance.
 
     `ranking` "consensus" orders each query's ten nearest as the search service does
     (mammosearch.ranking): those agreeing with their class-prior-corrected vote first.
@@ -216,9 +237,20 @@ def evaluate_vectors(
     matrix, index = _searchable(vectors, metric)
     search: RankedSearch = searcher or index.search
     depth = n_images if searcher is None else min(n_images, search_depth or n_images)
+
+    def search_rows(rows: Sequence[int], depth: int) -> tuple[np.ndarray, np.ndarray]:
+        return search(matrix[list(rows)], depth)
+
+    if score_matrix is not None:
+        if np.shape(score_matrix) != (n_images, n_images):
+            raise EvaluationError(
+                f"score matrix of shape {np.shape(score_matrix)}: need ({n_images}, {n_images})"
+            )
+        search_rows = _matrix_search(np.asarray(score_matrix), metric)  # noqa: F811
+        depth = n_images
     k_timed = min(max(ks), n_images)
     for query in scored[:WARMUP_SEARCHES]:
-        search(matrix[query : query + 1], k_timed)
+        search_rows([query], k_timed)
 
     columns = _metric_columns(ks, map_cutoff)
     values = {key: np.empty(len(scored)) for key, _, _ in columns}
@@ -231,11 +263,11 @@ def evaluate_vectors(
     try:
         for start in range(0, len(scored), rows_per_chunk):
             chunk = scored[start : start + rows_per_chunk]
-            raw_distances, ranked_ids = search(matrix[chunk], depth)
+            raw_distances, ranked_ids = search_rows(chunk, depth)
             for offset, query in enumerate(chunk):
                 position = start + offset
                 t0 = time.perf_counter()
-                search(matrix[query : query + 1], k_timed)
+                search_rows([query], k_timed)
                 search_ms[position] = (time.perf_counter() - t0) * 1000.0
 
                 returned = ranked_ids[offset] >= 0

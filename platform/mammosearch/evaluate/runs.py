@@ -11,8 +11,10 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mammosearch.cases import CASE_FUSIONS, DEFAULT_FUSION, SEARCH_UNITS
 from mammosearch.config import Settings
 from mammosearch.db.models import EmbeddingSpace, EvaluationRun, Image, ImageEmbedding, utcnow
+from mammosearch.evaluate.case_units import evaluate_cases
 from mammosearch.evaluate.evaluator import DEFAULT_KS, Progress, evaluate_vectors
 from mammosearch.evaluate.labels import get_label
 from mammosearch.evaluate.leakage import model_of_space, training_overlap
@@ -29,7 +31,8 @@ class SpaceVectors:
     image_ids: list[int]
     image_names: list[str]
     patient_ids: list[int]
-    image_rows: list[dict[str, Any]]  # {"birads", "pathology", "findings"}: labels' input
+    image_rows: list[dict[str, Any]]  # labels' input (birads, pathology, findings) and the
+    # case's (patient_id, study_instance_uid, side, view, modality: evaluate/case_units.py)
     image_sha256s: list[str]  # content hashes: which images trained a trained space
 
 
@@ -45,6 +48,10 @@ def load_space_vectors(session: Session, space: EmbeddingSpace) -> SpaceVectors:
             Image.pathology,
             Image.findings,
             Image.sha256,
+            Image.study_instance_uid,
+            Image.side,
+            Image.view,
+            Image.modality,
         )
         .join(Image, Image.id == ImageEmbedding.image_id)
         .where(ImageEmbedding.space_id == space.id)
@@ -65,7 +72,16 @@ def load_space_vectors(session: Session, space: EmbeddingSpace) -> SpaceVectors:
         image_names=[row.source_file_name for row in rows],
         patient_ids=[row.patient_id for row in rows],
         image_rows=[
-            {"birads": row.birads, "pathology": row.pathology, "findings": row.findings}
+            {
+                "birads": row.birads,
+                "pathology": row.pathology,
+                "findings": row.findings,
+                "patient_id": row.patient_id,
+                "study_instance_uid": row.study_instance_uid,
+                "side": row.side,
+                "view": row.view,
+                "modality": row.modality,
+            }
             for row in rows
         ],
         image_sha256s=[row.sha256 for row in rows],
@@ -144,8 +160,13 @@ def evaluate_space(
     progress: Progress = False,
     through_index: bool = False,
     ranking: str = "similarity",
+    unit: str = "image",
+    fusion: str | None = None,
 ) -> EvaluationResult:
     """Leave-one-out over the space's vectors; records an EvaluationRun ("done" or "failed").
+
+    `unit` "case": the images grouped into cases (one breast of one study), each case a
+    query against the other cases, ranked by `fusion` (evaluate/case_units.py).
 
     `ranking` "consensus" scores the order search serves by default (mammosearch.ranking).
 
@@ -163,6 +184,19 @@ def evaluate_space(
             f"--ranking consensus orders by the neighbours' BIRADS vote, as search does; "
             f"score it with --label birads (not {label!r})"
         )
+    if unit not in SEARCH_UNITS:
+        raise EvaluationError(f"unit {unit!r}: unknown; choose one of {', '.join(SEARCH_UNITS)}")
+    if unit == "case":
+        fusion = fusion or DEFAULT_FUSION
+        if fusion not in CASE_FUSIONS:
+            raise EvaluationError(
+                f"fusion {fusion!r}: unknown; choose one of {', '.join(CASE_FUSIONS)}"
+            )
+        if through_index:
+            raise EvaluationError(
+                "--through-index scores image hits of the served index; with --unit case the "
+                "fused scores are exact (leave --through-index out)"
+            )
     if through_index and map_cutoff is None:
         map_cutoff = max(ks)  # the served ranking stops at its depth
     config = {
@@ -174,6 +208,8 @@ def evaluate_space(
         "embedding_space": space.describe(),
         "through_index": through_index,
         "order": ranking,  # the evaluator's config keeps "ranking" for how it searched
+        "unit": unit,
+        **({"fusion": fusion} if unit == "case" else {}),
     }
     run = EvaluationRun(
         space_id=space.id,
@@ -201,25 +237,43 @@ def evaluate_space(
                 settings, space, metric, loaded.image_ids
             )
             depth = through_index_depth(ks)
-        result = evaluate_vectors(
-            loaded.vectors,
-            loaded.image_ids,
-            [label_spec.of_image(row) for row in loaded.image_rows],
-            loaded.patient_ids,
-            metric=metric,
-            protocol=protocol,
-            ks=ks,
-            label_name=label,
-            map_cutoff=map_cutoff,
-            per_query_limit=per_query_limit,
-            per_query_k=per_query_k,
-            image_names=loaded.image_names,
-            embedding_space=space.describe(),
-            progress=progress,
-            searcher=searcher,
-            search_depth=depth,
-            ranking=ranking,
-        )
+        if unit == "case":
+            result = evaluate_cases(
+                loaded.vectors,
+                loaded.image_ids,
+                loaded.image_rows,
+                label=label,
+                fusion=fusion or DEFAULT_FUSION,
+                metric=metric,
+                protocol=protocol,
+                ks=ks,
+                map_cutoff=map_cutoff,
+                per_query_limit=per_query_limit,
+                per_query_k=per_query_k,
+                embedding_space=space.describe(),
+                progress=progress,
+                ranking=ranking,
+            )
+        else:
+            result = evaluate_vectors(
+                loaded.vectors,
+                loaded.image_ids,
+                [label_spec.of_image(row) for row in loaded.image_rows],
+                loaded.patient_ids,
+                metric=metric,
+                protocol=protocol,
+                ks=ks,
+                label_name=label,
+                map_cutoff=map_cutoff,
+                per_query_limit=per_query_limit,
+                per_query_k=per_query_k,
+                image_names=loaded.image_names,
+                embedding_space=space.describe(),
+                progress=progress,
+                searcher=searcher,
+                search_depth=depth,
+                ranking=ranking,
+            )
     except Exception as exc:
         session.rollback()
         run.status = "failed"
