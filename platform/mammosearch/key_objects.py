@@ -12,11 +12,15 @@ instance to point at: it is named in the description as left out.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 MANUFACTURER = "Mammosearch"
 SERIES_NUMBER = 9901  # a series number far from a modality's, so the KOS series sorts last
@@ -93,6 +97,18 @@ def describe(space_name: str, cases: Sequence[SimilarCase], left_out: Sequence[s
     return text if len(text) <= DESCRIPTION_CHARS else text[: DESCRIPTION_CHARS - 1] + "…"
 
 
+def _document(document_class: Any, evidence: list[Dataset], content: Any) -> Dataset:
+    return document_class(
+        evidence=evidence,
+        content=content,
+        series_instance_uid=generate_uid(),
+        series_number=SERIES_NUMBER,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+    )
+
+
 def similar_cases_document(
     query_headers: Sequence[Dataset],
     cases: Sequence[SimilarCase],
@@ -119,15 +135,9 @@ def similar_cases_document(
         referenced_objects=evidence,
         description=describe(space_name, cases, left_out),
     )
-    document = KeyObjectSelectionDocument(
-        evidence=evidence,
-        content=content,
-        series_instance_uid=generate_uid(),
-        series_number=SERIES_NUMBER,
-        sop_instance_uid=generate_uid(),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
-    )
+    with warnings.catch_warnings():  # the names are copied as the images spell them
+        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person")
+        document = _document(KeyObjectSelectionDocument, evidence, content)
     document.SeriesDescription = f"Mammosearch similar cases ({space_name})"[:64]
     similar = [ref for case in cases for ref in case.instances]
     source = CodedConcept(value="260753009", scheme_designator="SCT", meaning="Source")
@@ -147,4 +157,121 @@ def similar_cases_document(
     document.CurrentRequestedProcedureEvidenceSequence = _reference_sequence(
         query_refs + similar
     )
+    return document
+
+
+SERIES_UID_TAG, SOP_CLASS_TAG, SOP_INSTANCE_TAG = "0020000E", "00080016", "00080018"
+
+
+def _archive_instances(client: Any, study_uid: str) -> dict[str, tuple[str, str]]:
+    """QIDO-RS: SOPInstanceUID -> (SeriesInstanceUID, SOPClassUID) of a study in the archive
+    (our rows keep the study and instance UIDs; the series and class come from the archive,
+    which also proves the instance is there to be opened)."""
+    import requests
+
+    try:
+        found = client.search_for_instances(
+            study_instance_uid=study_uid, fields=["SeriesInstanceUID", "SOPClassUID"]
+        )
+    except requests.RequestException:
+        return {}  # not in this archive (or not readable): the case is named as left out
+
+    def value(item: dict[str, Any], tag: str) -> str | None:
+        values = (item.get(tag) or {}).get("Value") or []
+        return str(values[0]) if values else None
+
+    instances = {}
+    for item in found:
+        sop, series, sop_class = (value(item, tag)
+                                  for tag in (SOP_INSTANCE_TAG, SERIES_UID_TAG, SOP_CLASS_TAG))
+        if sop and series and sop_class:
+            instances[sop] = (series, sop_class)
+    return instances
+
+
+def _similar_cases(
+    session: Session, client: Any, response: Any
+) -> tuple[list[SimilarCase], list[str]]:
+    """A case search's results as references to the archive's instances; a result none of
+    whose views the archive holds (imported from JPEG/PNG, or another archive's) is named."""
+    from mammosearch.db.models import Image
+
+    image_ids = [view.image_id for hit in response.results for view in hit.views]
+    rows = {row.id: row for row in session.scalars(select(Image).where(Image.id.in_(image_ids)))}
+    by_study: dict[str, dict[str, tuple[str, str]]] = {}
+    cases, left_out = [], []
+    for hit in response.results:
+        closeness = (
+            f"{max(hit.similarity, 0) * 100:.0f}% similar"
+            if response.metric == "cosine"
+            else f"distance {hit.distance:.3g}"
+        )
+        label = f"#{hit.rank} patient {hit.patient_id} {hit.side or '?'} breast, {closeness}"
+        refs = []
+        for view in hit.views:
+            row = rows.get(view.image_id)
+            if row is None or not row.study_instance_uid or not row.sop_instance_uid:
+                continue
+            if row.study_instance_uid not in by_study:
+                by_study[row.study_instance_uid] = _archive_instances(
+                    client, row.study_instance_uid)
+            known = by_study[row.study_instance_uid].get(row.sop_instance_uid)
+            if known is not None:
+                refs.append(InstanceRef(row.study_instance_uid, known[0],
+                                        row.sop_instance_uid, known[1]))
+        if refs:
+            cases.append(SimilarCase(label, tuple(refs)))
+        else:
+            left_out.append(label)
+    return cases, left_out
+
+
+def space_name(embedding_space: dict[str, Any]) -> str:
+    """The space a document names: backbone and the first digits of its weights."""
+    weights = (embedding_space.get("weights_sha256") or "")[:12]
+    return " ".join(part for part in (embedding_space.get("backbone"), weights) if part)
+
+
+def keep_with_study(
+    session: Session,
+    base_url: str,
+    study_uid: str,
+    side: str,
+    response: Any,
+    timeout_s: float = 60.0,
+) -> Dataset:
+    """Store a KOS of one breast's case search in the study (STOW-RS); returns the document.
+
+    The query views are the study's accepted mammograms of that breast, read back by
+    WADO-RS metadata (their headers become the document's patient and study).
+    Raises DicomwebError when the archive cannot be read or written.
+    """
+    import requests
+
+    from mammosearch.ingest.dicom import dicom_metadata
+    from mammosearch.ingest.dicomweb import DicomwebError, archive_client
+
+    client = archive_client(base_url, timeout_s)
+    try:
+        metadata = client.retrieve_study_metadata(study_uid)
+    except requests.RequestException as exc:
+        raise DicomwebError(
+            f"{base_url}: WADO-RS metadata of study {study_uid} failed ({exc})"
+        ) from exc
+    headers = [Dataset.from_json(item) for item in metadata]
+    query_headers = [
+        header for header in headers
+        if dicom_metadata(header)["side"] == side and "Rows" in header
+        and str(header.get("Modality", "")).upper() != "KO"
+    ]
+    if not query_headers:
+        raise DicomwebError(f"study {study_uid}: no {side} breast image to keep the cases with")
+    cases, left_out = _similar_cases(session, client, response)
+    document = similar_cases_document(
+        query_headers, cases, space_name(response.embedding_space), left_out
+    )
+    try:
+        client.store_instances([document])
+    except requests.RequestException as exc:
+        raise DicomwebError(f"{base_url}: STOW-RS of the key object failed ({exc})") from exc
     return document

@@ -3,11 +3,13 @@ study, from this archive's rows or fetched from a real Orthanc through DICOMweb.
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
 from pathlib import Path
 from urllib.parse import quote
 
+import pydicom
 import pytest
 import requests
 from flask import Flask
@@ -15,6 +17,7 @@ from flask.testing import FlaskClient
 
 from mammosearch.config import Settings
 from mammosearch.db.session import make_session_factory
+from mammosearch.ingest.dicom_register import register_dicom
 from mammosearch.pipeline import process_pending
 from tests.dicom_samples import dicom_bytes, make_dataset, ramp, real_mammograms
 from tests.integration.test_dicomweb_study import ACCESSION, STUDY_UID, one_study
@@ -35,7 +38,8 @@ ARCHIVED_STUDY = "1.2.826.0.1.3680043.99.1"
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Settings:
-    """One archived study (both breasts, CC and MLO) and three other patients' cases, indexed."""
+    """One archived study (both breasts, CC and MLO), three other patients' cases and the
+    four DICOM views of CBIS-DDSM patient 00820, indexed."""
     root = tmp_path_factory.mktemp("launch")
     settings = make_settings(root / "data", fresh_sqlite(sqlite_template, root / "db"))
     session = make_session_factory(settings.database_url)()
@@ -48,9 +52,13 @@ def archive(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> 
         for view_index, view in enumerate(("CC", "MLO")):
             make_image(session, settings, patient, seed=10 + 2 * number + view_index,
                        side="LR"[number % 2], view=view, birads=2 + number, modality="MG")
+    for path in real_mammograms():  # patient 00820's four views: results that came as DICOM
+        if "1-28" in path.name:
+            register_dicom(session, path.read_bytes(), path.name, settings)
+    session.commit()
     make_user(session, "rad", "radiologist")
     session.close()
-    assert process_pending(settings).indexed == 10
+    assert process_pending(settings).indexed == 14
     return settings
 
 
@@ -107,7 +115,8 @@ def test_launch_fetches_a_study_the_archive_lacks_through_dicomweb(
     paths = [p for p in real_mammograms() if "1-13" in p.name]
     ct = make_dataset(ramp(), laterality="L", view="CC", Modality="CT")
     ct.StudyInstanceUID, ct.AccessionNumber, ct.PatientID = STUDY_UID, ACCESSION, "P-00173"
-    for content in [*one_study(paths), dicom_bytes(ct)]:
+    archived = [p.read_bytes() for p in real_mammograms() if "1-28" in p.name]  # 00820
+    for content in [*one_study(paths), dicom_bytes(ct), *archived]:
         stored = requests.post(f"{orthanc_dicomweb_url}/instances", data=content, timeout=60)
         stored.raise_for_status()
     settings = archive.with_overrides(dicomweb_url=f"{orthanc_dicomweb_url}/dicom-web")
@@ -123,6 +132,33 @@ def test_launch_fetches_a_study_the_archive_lacks_through_dicomweb(
     assert 'id="R-compare-query-cc"' in text and 'data-src="data:image/jpeg;base64,' in text
     assert f'id="R-results-url" href="/launch?accession={ACCESSION}&amp;k=2"' in text
 
+    kept = browser.post(f"/launch/keep?accession={ACCESSION}&k=2")
+    assert kept.status_code == 303 and kept.headers["Location"].startswith("/launch?")
+    documents = _key_objects(orthanc_dicomweb_url)  # one per breast, in the query's study
+    assert len(documents) == 2
+    for document in documents:
+        assert document.Modality == "KO" and document.PatientID == "P-00173"
+        assert document.ContentSequence[0].TextValue.startswith(
+            "Mammosearch similar cases (efficientnet-lite0 ")
+        referenced = {study.StudyInstanceUID
+                      for study in document.CurrentRequestedProcedureEvidenceSequence}
+        assert STUDY_UID in referenced and len(referenced) >= 2  # the query and results
+        assert "#1 patient Mass-Test_P_00820" in document.ContentSequence[0].TextValue
+    assert "Kept with the study" in browser.get(kept.headers["Location"]).get_data(as_text=True)
+
     missing = browser.get("/launch?accession=NOT-THERE")
     assert missing.status_code == 404
     assert "accession number NOT-THERE: not in the archive" in missing.get_data(as_text=True)
+
+
+def _key_objects(orthanc_url: str) -> list[pydicom.Dataset]:
+    """The KO instances Orthanc holds in the test study."""
+    found = requests.post(f"{orthanc_url}/tools/lookup", data=STUDY_UID, timeout=30).json()
+    study_id = next(item["ID"] for item in found if item["Type"] == "Study")
+    series = requests.get(f"{orthanc_url}/studies/{study_id}/series", timeout=30).json()
+    return [
+        pydicom.dcmread(io.BytesIO(
+            requests.get(f"{orthanc_url}/instances/{instance}/file", timeout=30).content))
+        for one in series if one["MainDicomTags"].get("Modality") == "KO"
+        for instance in one["Instances"]
+    ]

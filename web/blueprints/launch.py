@@ -73,7 +73,18 @@ def launch() -> tuple[str, int] | Response:
     return _launch_study(args.get("study_uid"), args.get("accession"))
 
 
-def _launch_study(study_uid: str | None, accession: str | None) -> tuple[str, int]:
+class LaunchFailed(Exception):
+    """The launch cannot show results; `status` and the message say why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _study_searches(
+    study_uid: str | None, accession: str | None
+) -> tuple[dict[str, Any], list[BreastResults]]:
+    """Find the study and run each breast's case search (archived rows, else DICOMweb)."""
     from mammosearch.ingest.dicomweb import (
         DicomwebError,
         StudyNotFound,
@@ -88,12 +99,13 @@ def _launch_study(study_uid: str | None, accession: str | None) -> tuple[str, in
     session = get_session()
     base_url = dicomweb_url(current)
     options = _options()
-    study: dict[str, Any] = {"study_uid": study_uid, "accession": accession, "source": "archive"}
+    study: dict[str, Any] = {"study_uid": study_uid, "accession": accession, "source": "archive",
+                             "skipped": (), "can_keep": base_url is not None}
     try:
         if study_uid is None:
             if base_url is None:
-                return _failed(400, "launch by accession number: no DICOMweb archive is "
-                               "connected (set MAMMOSEARCH_DICOMWEB_URL)")
+                raise LaunchFailed(400, "launch by accession number: no DICOMweb archive is "
+                                   "connected (set MAMMOSEARCH_DICOMWEB_URL)")
             study_uid, _, study["patient_id"] = find_study(base_url, accession=accession)
             study["study_uid"] = study_uid
         searches: list[tuple[str, Any, list[Any]]] = []  # (side, request, uploads)
@@ -102,14 +114,13 @@ def _launch_study(study_uid: str | None, accession: str | None) -> tuple[str, in
                 {**options, "study_uid": study_uid, "breast": side}, current.index_metrics
             )
             searches.append((side, params, []))
-        skipped: tuple[str, ...] = ()
         if not searches:  # not archived here: the connected archive's copy
             if base_url is None:
-                return _failed(404, f"study {study_uid}: not in this archive, and no DICOMweb "
-                               "archive is connected (set MAMMOSEARCH_DICOMWEB_URL)")
+                raise LaunchFailed(404, f"study {study_uid}: not in this archive, and no "
+                                   "DICOMweb archive is connected (set MAMMOSEARCH_DICOMWEB_URL)")
             fetched = fetch_study(base_url, current, study_uid=study_uid)
-            study.update(source="dicomweb", patient_id=fetched.patient_id)
-            skipped = fetched.skipped
+            study.update(source="dicomweb", patient_id=fetched.patient_id,
+                         skipped=fetched.skipped)
             params = parse_search_request(options, current.index_metrics)
             searches = [(case.side, params, case_uploads(case)) for case in fetched.cases]
         breasts = []
@@ -120,16 +131,54 @@ def _launch_study(study_uid: str | None, accession: str | None) -> tuple[str, in
             context = results_context(session, params, response, uploads)
             breasts.append(BreastResults(side, SIDE_NAMES.get(side, side), context))
     except StudyNotFound as exc:
-        return _failed(404, str(exc))
+        raise LaunchFailed(404, str(exc)) from exc
     except DicomwebError as exc:
-        return _failed(502, str(exc))
+        raise LaunchFailed(502, str(exc)) from exc
     except LookupError as exc:  # ImageNotFound
-        return _failed(404, str(exc))
+        raise LaunchFailed(404, str(exc)) from exc
     except (BadSearchRequest, ImageRejected, SearchError) as exc:
-        return _failed(400, str(exc))
-    study["skipped"] = skipped
+        raise LaunchFailed(400, str(exc)) from exc
+    return study, breasts
+
+
+def _launch_study(study_uid: str | None, accession: str | None) -> tuple[str, int]:
+    try:
+        study, breasts = _study_searches(study_uid, accession)
+    except LaunchFailed as exc:
+        return _failed(exc.status, str(exc))
     launch_url = url_for("launch.launch", **request.args)
     for breast in breasts:  # a fetched study's breast has no address but the launch's own
         breast.context["results_url"] = breast.context["results_url"] or launch_url
     return render_template("launch.html", breasts=breasts, study=study,
                            launch_url=launch_url), 200
+
+
+@bp.post("/launch/keep")
+def keep_with_study() -> tuple[str, int] | Response:
+    """Store each breast's similar cases in the study as a Key Object Selection document.
+
+    The search is run again from the launch address's values (the same answer the page
+    showed, and audited again as what was kept); then back to the launch page.
+    """
+    from mammosearch.ingest.dicomweb import DicomwebError, dicomweb_url
+    from mammosearch.key_objects import keep_with_study as store_key_object
+
+    base_url = dicomweb_url(settings())
+    launch_url = url_for("launch.launch", **request.args)
+    if base_url is None:
+        return _failed(400, "keep with the study: no DICOMweb archive is connected "
+                       "(set MAMMOSEARCH_DICOMWEB_URL)")
+    try:
+        study, breasts = _study_searches(request.args.get("study_uid"),
+                                         request.args.get("accession"))
+        kept = []
+        for breast in breasts:
+            document = store_key_object(get_session(), base_url, study["study_uid"],
+                                        breast.side, breast.context["response"])
+            kept.append(f"{breast.title.lower()}: key object {document.SOPInstanceUID}")
+    except LaunchFailed as exc:
+        return _failed(exc.status, str(exc))
+    except DicomwebError as exc:
+        return _failed(502, str(exc))
+    flash(f"Kept with the study in the archive ({'; '.join(kept)}).", "info")
+    return redirect(launch_url, code=303)

@@ -81,7 +81,8 @@ def dicomweb_url(settings: Settings) -> str | None:
     return None
 
 
-def _client(base_url: str, timeout_s: float) -> Any:
+def archive_client(base_url: str, timeout_s: float) -> Any:
+    """A DICOMweb client of the archive that tries once (see below)."""
     from dicomweb_client.api import DICOMwebClient
 
     client = DICOMwebClient(url=base_url.rstrip("/"), timeout=timeout_s)
@@ -123,7 +124,7 @@ def find_study(
         raise ValueError("give a StudyInstanceUID or an accession number")
     wanted = {"StudyInstanceUID": study_uid} if study_uid else {"AccessionNumber": accession}
     shown = f"study {study_uid}" if study_uid else f"accession number {accession}"
-    client = client or _client(base_url, timeout_s)
+    client = client or archive_client(base_url, timeout_s)
     try:
         matches = client.search_for_studies(
             search_filters=wanted, fields=["AccessionNumber", "PatientID"]
@@ -217,7 +218,7 @@ def fetch_study(
     Raises StudyNotFound, or DicomwebError when the server fails or the study holds no
     mammogram a case can be made of (the message lists why each instance was left out).
     """
-    client = _client(base_url, timeout_s)
+    client = archive_client(base_url, timeout_s)
     uid, accession_number, patient_id = find_study(
         base_url, study_uid=study_uid, accession=accession, client=client
     )
