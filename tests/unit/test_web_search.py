@@ -361,6 +361,9 @@ def test_every_archived_query_has_an_address_that_reproduces_its_results(
     assert body["url"] == f"http://localhost{address}"
     assert [hit["image_id"] for hit in body["results"]] == [
         int(i) for i in re.findall(r'data-image-id="(\d+)"', page)]
+    cases = client.post("/api/v1/search", json={"image_id": 1, "unit": "case"},
+                        headers=headers).get_json()
+    assert cases["url"] == "http://localhost/search?metric=cosine&image_id=1&unit=case"
 
     upload = browser.post(
         "/search", content_type="multipart/form-data",

@@ -104,6 +104,12 @@ class SuggestedPathology(BaseModel):
     note: str | None = None
 
 
+RESULTS_URL: Any = Field(
+    description="The web page that shows these results (GET: bookmark, share, open from "
+    "another program); null for an uploaded query, whose pixels cannot be in a URL."
+)
+
+
 class SearchResponse(Body):
     """unit=image: the nearest archived images."""
 
@@ -125,10 +131,7 @@ class SearchResponse(Body):
     )
     suggested_birads: SuggestedBirads
     timing_ms: dict[str, float] = Field(description="embed, index, join and total.")
-    url: str | None = Field(
-        description="The web page that shows these results (GET: bookmark, share, open from "
-        "another program); null for an uploaded query, whose pixels cannot be in a URL."
-    )
+    url: str | None = RESULTS_URL
 
 
 class CaseSearchResponse(Body):
@@ -150,6 +153,7 @@ class CaseSearchResponse(Body):
     suggested_birads: SuggestedBirads
     suggested_pathology: SuggestedPathology
     timing_ms: dict[str, float]
+    url: str | None = RESULTS_URL
 
 
 class Image(Body):
