@@ -226,6 +226,10 @@ def _similar_cases(
     return cases, left_out
 
 
+def _no_bulk_data(tag: str, vr: str, uri: str) -> None:
+    return None
+
+
 def space_name(embedding_space: dict[str, Any]) -> str:
     """The space a document names: backbone and the first digits of its weights."""
     weights = (embedding_space.get("weights_sha256") or "")[:12]
@@ -258,7 +262,8 @@ def keep_with_study(
         raise DicomwebError(
             f"{base_url}: WADO-RS metadata of study {study_uid} failed ({exc})"
         ) from exc
-    headers = [Dataset.from_json(item) for item in metadata]
+    # Bulk data (pixels, large private values) stays in the archive: headers are enough.
+    headers = [Dataset.from_json(item, bulk_data_uri_handler=_no_bulk_data) for item in metadata]
     query_headers = [
         header for header in headers
         if dicom_metadata(header)["side"] == side and "Rows" in header

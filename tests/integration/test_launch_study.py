@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import re
 import shutil
-from pathlib import Path
+from collections.abc import Iterator
 from urllib.parse import quote
 
 import pydicom
@@ -16,15 +16,16 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from mammosearch.config import Settings
+from mammosearch.db import migrate
 from mammosearch.db.session import make_session_factory
 from mammosearch.ingest.dicom_register import register_dicom
 from mammosearch.pipeline import process_pending
+from tests.conftest import create_pg_database, drop_pg_database
 from tests.dicom_samples import dicom_bytes, make_dataset, ramp, real_mammograms
 from tests.integration.test_dicomweb_study import ACCESSION, STUDY_UID, one_study
 from tests.unit.web_support import (
     TEST_PASSWORD,
     app_config,
-    fresh_sqlite,
     login,
     make_image,
     make_patient,
@@ -33,15 +34,24 @@ from tests.unit.web_support import (
 )
 from web import create_app
 
+pytestmark = pytest.mark.postgres
 ARCHIVED_STUDY = "1.2.826.0.1.3680043.99.1"
 
 
 @pytest.fixture(scope="module")
-def archive(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Settings:
-    """One archived study (both breasts, CC and MLO), three other patients' cases and the
-    four DICOM views of CBIS-DDSM patient 00820, indexed."""
+def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """On a PostgreSQL database of its own: one archived study (both breasts, CC and MLO),
+    three other patients' cases and the four DICOM views of CBIS-DDSM patient 00820, indexed."""
     root = tmp_path_factory.mktemp("launch")
-    settings = make_settings(root / "data", fresh_sqlite(sqlite_template, root / "db"))
+    database, url = create_pg_database("mslaunch")
+    migrate.upgrade(url)
+    try:
+        yield _indexed_archive(make_settings(root / "data", url))
+    finally:
+        drop_pg_database(database)
+
+
+def _indexed_archive(settings: Settings) -> Settings:
     session = make_session_factory(settings.database_url)()
     reading = make_patient(session, "READ-1")
     for seed, (side, view) in enumerate([("R", "CC"), ("R", "MLO"), ("L", "CC"), ("L", "MLO")]):
