@@ -44,6 +44,7 @@ def results_url(
     if not extra and not params.archived_query:
         return None
     fields = params.model_dump(exclude_none=True, exclude_defaults=True)
+    fields["unit"] = params.unit  # always: the page's default unit (case) is not the API's
     flags = {True: "1", False: "0"}
     arguments = {
         name: flags[value] if isinstance(value, bool) else value for name, value in fields.items()

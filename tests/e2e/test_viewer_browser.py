@@ -166,6 +166,7 @@ def test_a_form_search_shows_the_viewer_and_takes_an_address(server: str, chrome
     wait.until(lambda driver: driver.execute_script(
         "return document.getElementById('compare-result')?.dataset.loaded === '1'"))
     assert chrome.find_element(By.ID, "image_id").get_attribute("value") == "3"
+    assert Select(chrome.find_element(By.ID, "unit")).first_selected_option.text == "single images"
     assert chrome.save_screenshot(str(ARTIFACTS / "viewer-after-back.png"))
 
 

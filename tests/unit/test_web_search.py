@@ -61,8 +61,8 @@ def api_token(archive: Settings) -> str:
 
 @pytest.fixture(scope="module")
 def search_app(archive: Settings) -> Flask:
-    """The app on the indexed archive."""
-    return create_app(app_config(archive))
+    """The app on the indexed archive (every test signs in: no sign-in rate limit to hit)."""
+    return create_app(app_config(archive, LOGIN_RATE_LIMIT="1000 per minute"))
 
 
 @pytest.fixture
@@ -347,7 +347,7 @@ def test_every_archived_query_has_an_address_that_reproduces_its_results(
     assert posted.status_code == 303
     address = posted.headers["Location"]
     assert address.startswith("/search?") and "image_id=1" in address and "k=4" in address
-    assert "side=R" in address and "exclude_same_patient=1" in address
+    assert "side=R" in address and "exclude_same_patient=1" in address and "unit=image" in address
 
     page = browser.get(address).get_data(as_text=True)
     assert page.count('class="result"') == 3  # patient B's three right images
