@@ -128,6 +128,14 @@ def test_a_form_search_shows_the_viewer_and_takes_an_address(server: str, chrome
     button_bottom = chrome.execute_script(
         "return document.getElementById('search').getBoundingClientRect().bottom")
     assert button_bottom < 1000 - 120, "the form and the start of the results fit the screen"
+    dropped = chrome.execute_script(  # two views dropped on the query box
+        "const box = document.getElementById('image').closest('fieldset');"
+        "const files = new DataTransfer();"
+        "['R_CC.png', 'R_MLO.png'].forEach(n => files.items.add(new File(['x'], n)));"
+        "box.dispatchEvent(new DragEvent('drop', {dataTransfer: files, bubbles: true}));"
+        "const names = [...document.getElementById('image').files].map(f => f.name);"
+        "document.getElementById('image').value = ''; return names;")
+    assert dropped == ["R_CC.png", "R_MLO.png"]
 
     Select(chrome.find_element(By.ID, "unit")).select_by_value("image")
     chrome.find_element(By.ID, "image_id").send_keys("3")

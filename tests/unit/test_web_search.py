@@ -391,3 +391,20 @@ def test_a_case_search_page_shows_cases_with_their_views_and_can_bring_the_patie
     views = re.search(r'data-compare-views="([^"]+)"', text).group(1).replace("&#34;", '"')
     assert '"CC": {"src": "/cases/' in views and "#1 · R CC" in views
     assert 'id="compare-query-cc"' in text and 'data-src="/cases/1/image"' in text
+
+
+def test_an_uploaded_file_the_archive_holds_is_named_and_its_patient_left_out(
+    browser: FlaskClient,
+) -> None:
+    """The same bytes as image 4 (patient B): the page says so, B's cases are left out, and
+    the box that brings them back is ticked (the page's own choice, visible)."""
+    page = browser.post(
+        "/search", content_type="multipart/form-data",
+        data={"image": _upload("again.png", synthetic_image_bytes(3)), "unit": "case",
+              "exclude_same_patient": ["1", "0"]})
+    text = page.get_data(as_text=True)
+    assert page.status_code == 200, text
+    assert re.search(r"again.png: archived as patient B, <a href=\"/cases/4\">image 4</a>", text)
+    assert 'id="excluded-patients">Patient B' in text
+    assert re.findall(r'<p class="patient">Patient (\w+) ·', text) == ["A"]
+    assert "An uploaded image has no address" in text

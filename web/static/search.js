@@ -71,6 +71,29 @@
 
   window.addEventListener("popstate", function () { window.location.reload(); });
 
+  // Drag and drop: 1-4 files (the views of one breast) dropped on the query box become the
+  // file input's files, as if chosen with it.
+  var fileInput = document.getElementById("image");
+  var dropZone = fileInput && fileInput.closest("fieldset");
+  if (dropZone && window.DataTransfer) {
+    ["dragenter", "dragover"].forEach(function (name) {
+      dropZone.addEventListener(name, function (event) {
+        event.preventDefault();
+        dropZone.classList.add("dropping");
+      });
+    });
+    ["dragleave", "drop"].forEach(function (name) {
+      dropZone.addEventListener(name, function () { dropZone.classList.remove("dropping"); });
+    });
+    dropZone.addEventListener("drop", function (event) {
+      event.preventDefault();
+      if (!event.dataTransfer || !event.dataTransfer.files.length) { return; }
+      fileInput.files = event.dataTransfer.files;
+      fileInput.dispatchEvent(new Event("input", { bubbles: true }));
+      fileInput.dispatchEvent(new Event("change", { bubbles: true }));
+    });
+  }
+
   form.addEventListener("submit", function (event) {
     event.preventDefault();
     search();
