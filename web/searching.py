@@ -15,12 +15,13 @@ from sqlalchemy.orm import Session
 from mammosearch.audit import Actor, record_access
 from mammosearch.case_search import QueryUpload
 from mammosearch.config import Settings
-from mammosearch.search_request import BadSearchRequest, SearchRequest
+from mammosearch.search_request import CASE_QUERY_FIELDS, BadSearchRequest, SearchRequest
 from web.db import commit_request
 from web.metrics import observe_search_timing
 
-ADDRESSABLE_QUERIES = ("image_id", "case_id", "patient_id", "study_uid")
-"""The request fields that name an archived query; a search with one of them has an address."""
+ADDRESSABLE_QUERIES = ("image_id", *(name for name in CASE_QUERY_FIELDS if name != "breast"))
+"""The request fields that name an archived query; a search with one of them has an address
+(`breast` only goes with patient_id or study_uid)."""
 
 
 def has_addressable_query(values: Any) -> bool:
