@@ -2,6 +2,8 @@
 # Set up and run Mammosearch on embedded defaults: SQLite in ./var, tasks in-process,
 # indexes in ./var/indexes. Imports a CDD-CESM folder (argument, default
 # ../shared/data/cdd-cesm-dev when present), then serves http://127.0.0.1:${PORT:-5000}.
+# `serve` also trains the archive's own model in the background once it holds enough
+# labelled images, and switches search to it when it wins (MAMMOSEARCH_AUTO_TRAIN=0: off).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-venv.sh

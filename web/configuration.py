@@ -32,6 +32,8 @@ def init_app(app: Flask, overrides: dict[str, Any] | None) -> None:
         CELERY_BROKER_URL=base.celery_broker_url,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
+        # MAMMOSEARCH_FLASK_SESSION_COOKIE_SECURE. False: the cookie is Secure exactly when
+        # the request came over HTTPS (see web.security); True forces it on plain HTTP too.
         SESSION_COOKIE_SECURE=False,
         # Idle sessions end: the cookie's signature is refreshed on each request and refused
         # once older than this (web.auth also checks it, to say why).
@@ -45,6 +47,9 @@ def init_app(app: Flask, overrides: dict[str, Any] | None) -> None:
         RATELIMIT_HEADERS_ENABLED=True,
         LOGIN_RATE_LIMIT="10 per minute",
         THUMBNAIL_SIZE_PX=256,
+        # MAMMOSEARCH_FLASK_PROXY_FIX_HOPS: reverse proxies in front of the app whose
+        # X-Forwarded-For/-Proto/-Host are trusted (werkzeug's ProxyFix): 1 behind one TLS
+        # proxy or ingress; 0 trusts none.
         PROXY_FIX_HOPS=0,
     )
     app.config.from_prefixed_env("MAMMOSEARCH_FLASK")
@@ -60,7 +65,7 @@ def init_app(app: Flask, overrides: dict[str, Any] | None) -> None:
         app.extensions["mammosearch_settings"]
     )
     hops = int(app.config["PROXY_FIX_HOPS"])
-    if hops:  # behind a reverse proxy: trust its X-Forwarded-* for client addresses
+    if hops:  # behind a reverse proxy: trust its X-Forwarded-* for addresses and scheme
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
 
 

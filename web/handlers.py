@@ -8,7 +8,9 @@ from flask import Flask, current_app, jsonify, render_template
 from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
 from werkzeug.wrappers import Response
 
+from mammosearch.disk_full import full_disk_message
 from web.auth import is_api_request
+from web.configuration import settings
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +45,18 @@ def _respond(error: HTTPException) -> Response | HTTPException:
     return response
 
 
+class InsufficientStorage(HTTPException):
+    code = 507
+    description = "the server's disk is full"
+
+
 def _unexpected(error: Exception) -> Response | HTTPException:
     if isinstance(error, HTTPException):
         return _respond(error)
+    full = full_disk_message(error, settings())
+    if full:  # the operator's to fix: say what is full and where, not "internal error"
+        log.error("disk full: %s", full)
+        return _respond(InsufficientStorage(full))
     log.exception("unhandled error", exc_info=error)
     return _respond(InternalServerError("internal error; the server log has the details"))
 

@@ -13,6 +13,8 @@ from werkzeug.exceptions import NotFound
 from mammosearch.atomic_files import atomic_write_bytes
 from mammosearch.config import Settings
 from mammosearch.db.models import Image
+from mammosearch.embed.preprocess import to_grayscale_8bit
+from mammosearch.ingest.storage import open_upright
 
 BROWSER_SUFFIXES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
 
@@ -32,16 +34,16 @@ def _open(path: Path) -> PILImage.Image:
         from mammosearch.ingest.dicom import read_dicom
 
         return read_dicom(path.read_bytes(), path.name).image
-    with PILImage.open(path) as opened:
-        opened.load()
-        return opened.copy()
+    return open_upright(path)
 
 
 def _for_display(picture: PILImage.Image) -> PILImage.Image:
-    """8-bit grey or RGB; 16-bit greys are scaled, not clipped."""
-    if picture.mode in {"I;16", "I;16B", "I;16L", "I"}:
-        picture = picture.point(lambda value: value * (1 / 256)).convert("L")
-    return picture if picture.mode in {"L", "RGB"} else picture.convert("RGB")
+    """8-bit grey or RGB; deeper greys by the rule search uses (scaled, not clipped)."""
+    if picture.mode in {"L", "RGB"}:
+        return picture
+    if picture.mode.startswith("I") or picture.mode == "F":
+        return to_grayscale_8bit(picture)
+    return picture.convert("RGB")
 
 
 def browser_file(settings: Settings, image: Image) -> tuple[Path, str]:

@@ -1,8 +1,10 @@
-"""CSRF tokens on every form and security headers on every response."""
+"""CSRF tokens on every form, security headers on every response, and a session cookie
+that is Secure whenever the request came over HTTPS."""
 
 from __future__ import annotations
 
-from flask import Flask, g, request
+from flask import Flask, g, has_request_context, request
+from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.wrappers import Response
 
@@ -15,8 +17,22 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
+class SchemeSecureSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, with the Secure flag following the request's scheme.
+
+    Behind a TLS proxy the scheme is HTTPS only when the proxy is trusted to say so:
+    MAMMOSEARCH_FLASK_PROXY_FIX_HOPS (werkzeug's ProxyFix) or gunicorn's
+    forwarded_allow_ips. SESSION_COOKIE_SECURE=True still forces the flag on plain HTTP.
+    """
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        forced = bool(app.config["SESSION_COOKIE_SECURE"])
+        return forced or (has_request_context() and request.is_secure)
+
+
 def init_app(app: Flask) -> None:
     csrf.init_app(app)
+    app.session_interface = SchemeSecureSessionInterface()
     app.after_request(_security_headers)
 
 

@@ -27,6 +27,8 @@ TASK_ROUTES = {
     "mammosearch.evaluate_active_space": {"queue": "evaluate"},
     "mammosearch.embed_into_space": {"queue": "embed"},
     "mammosearch.train_model": {"queue": "train"},
+    "mammosearch.auto_train": {"queue": "train"},
+    "mammosearch.switch_space": {"queue": "train"},
 }
 
 def visibility_timeout_s() -> float:

@@ -2,7 +2,8 @@
 
 Routes (workers/app.py): ingest <- import_folder, scan_watch_dirs, follow_orthanc, reconcile;
 embed <- embed_batch; index <- index_space (run that queue with concurrency 1; the Redis lock
-keyed by space id holds even when it is not); evaluate <- evaluate_active_space.
+keyed by space id holds even when it is not); evaluate <- evaluate_active_space; train <-
+train_model, auto_train (beat), switch_space.
 """
 
 from __future__ import annotations
@@ -195,11 +196,16 @@ def reconcile() -> dict[str, Any]:
 
 @shared_task(bind=True, name="mammosearch.evaluate_active_space", **RETRY_TRANSIENT)
 def evaluate_active_space(
-    self: Any, label: str = "birads", metric: str | None = None, trigger: str = "schedule"
+    self: Any,
+    label: str = "birads",
+    metric: str | None = None,
+    trigger: str = "schedule",
+    unmeasured_only: bool = False,
 ) -> dict[str, Any]:
     """Re-evaluation of every active space (mammosearch.evaluate does the work): runs stored
     with `trigger` ("schedule" from beat, "web" from the evaluations page), regressions
-    flagged, progress in the task state."""
+    flagged, progress in the task state; `unmeasured_only`: the spaces whose neighbour vote
+    was never measured."""
     from mammosearch.evaluate.scheduled import run_scheduled_evaluations
 
     settings = get_settings()
@@ -213,6 +219,7 @@ def evaluate_active_space(
                 metrics=[metric] if metric else None,
                 task_id=self.request.id,
                 trigger=trigger,
+                unmeasured_only=unmeasured_only,
             )
     except LockBusy:
         return {"run_ids": [], "reason": "busy: a scheduled evaluation is running"}
@@ -241,3 +248,30 @@ def train_model(self: Any, job_id: str) -> dict[str, Any]:
     from mammosearch.train.jobs import run_job
 
     return run_job(get_settings(), job_id)
+
+
+@shared_task(name="mammosearch.auto_train")
+def auto_train() -> dict[str, Any]:
+    """Beat's periodic check (mammosearch.train.auto): train, judge and switch when due.
+
+    Low CPU priority; one run at a time under the core's lock in the data directory, so a
+    second delivery while one trains returns at once with `busy`.
+    """
+    from mammosearch.train import auto
+
+    auto.lower_priority()
+    record = auto.run_auto_train(get_settings())
+    return {"state": record.get("state"), "summary": auto.summary_line(record)}
+
+
+@shared_task(name="mammosearch.switch_space")
+def switch_space(backbone: str | None = None) -> dict[str, Any]:
+    """An admin's switch from the Models page: re-embed and activate `backbone`, or roll back
+    to the space that served before (None)."""
+    from mammosearch.train import auto
+
+    settings = get_settings()
+    record = auto.rollback(settings) if backbone is None else auto.activate_model(
+        settings, backbone
+    )
+    return {"state": record.get("state"), "summary": auto.summary_line(record)}

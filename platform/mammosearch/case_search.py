@@ -3,8 +3,10 @@
 A case query (an archived case, or 1-4 files: the views of one breast) searches the index
 with each of its views, over-fetching image hits; the hits' cases are read with all their
 views, scored against the query case by a fusion rule (mammosearch.cases), and the nearest
-cases come back, each once. The suggested BIRADS and pathology are the existing neighbour
-vote (search.suggest_birads) over the nearest cases' case-level labels.
+cases come back, each once. The suggested BIRADS and pathology are the neighbour vote
+(search.suggest_from_hits, mammosearch.vote) over the nearest cases' case labels; its
+reliability was measured on images, not cases, so it is shown unmeasured (labels listed,
+nothing put forward) until a case-level measurement exists.
 
 Over-fetching: each query view asks for `CASE_OVERFETCH` image hits per wanted case; when
 fewer distinct cases come back than wanted while the index holds more, it asks again for
@@ -29,7 +31,6 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,7 +41,6 @@ from mammosearch.cases import (
     CASE_FUSIONS,
     DEFAULT_FUSION,
     MAX_CASE_VIEWS,
-    PATHOLOGY_SEVERITY,
     CaseKey,
     best_view_pairs,
     case_birads,
@@ -52,7 +52,6 @@ from mammosearch.cases import (
     view_tag,
 )
 from mammosearch.db.models import Image, ImageEmbedding, ImageStatus, Patient, Report
-from mammosearch.evaluate.neighbour_vote import DEFAULT_VOTE_K
 from mammosearch.index import get_reader
 from mammosearch.search import (
     REPORT_EXCERPT_CHARS,
@@ -62,9 +61,10 @@ from mammosearch.search import (
     SearchResponse,
     distance_and_similarity,
     in_consensus_order,
-    suggest_birads,
+    suggest_from_hits,
 )
 from mammosearch.search_request import BadSearchRequest, SearchRequest
+from mammosearch.vote import VOTE_K
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -74,7 +74,6 @@ if TYPE_CHECKING:
 CASE_OVERFETCH = 6
 """Image hits fetched per query view for each case wanted (a case has 1-4 views)."""
 FETCH_ROUNDS = 4
-CASE_COUNTS_TTL_S = 60.0
 
 
 class MixedSides(SearchError):
@@ -169,7 +168,6 @@ class CaseSearchResponse:
     results: list[CaseHit] = field(default_factory=list)
     ranking: str = "similarity"
     suggested_birads: dict[str, Any] = field(default_factory=dict)
-    suggested_pathology: dict[str, Any] = field(default_factory=dict)
     timing_ms: dict[str, float] = field(default_factory=dict)
     # the query's archived patient (patients.id), for the audit; not in to_dict()
     query_patient_id: int | None = None
@@ -191,7 +189,6 @@ class CaseSearchResponse:
             "ranking": self.ranking,
             "results": [hit.to_dict() for hit in self.results],
             "suggested_birads": self.suggested_birads,
-            "suggested_pathology": self.suggested_pathology,
             "timing_ms": self.timing_ms,
         }
 
@@ -285,7 +282,7 @@ def search_cases(
     own_images = {v.image_id for v in views if v.image_id is not None}
     search_started = time.perf_counter()
     mask = _allowed_mask(service, session, index, filters, excluded_patients, own_images)
-    wanted = max(request.k, DEFAULT_VOTE_K)
+    wanted = max(request.k, VOTE_K)
     query_vectors = np.stack([view.vector for view in views]).astype(np.float32)
     cases = _candidate_cases(session, index, query_vectors, wanted, mask, own_images)
     index_ms = (time.perf_counter() - search_started) * 1000
@@ -294,11 +291,9 @@ def search_cases(
     hits = _scored_hits(session, index, views, cases, fusion, metric)[:wanted]
     hits = _with_reports(session, hits)
     join_ms = (time.perf_counter() - join_started) * 1000
-    counts = _case_class_counts(session)
-    suggestion = suggest_birads(hits[:DEFAULT_VOTE_K], counts["birads"], {})  # type: ignore[arg-type]
-    pathology = _pathology_vote(hits[:DEFAULT_VOTE_K], counts["pathology"])
+    suggestion = suggest_from_hits(hits, {})  # type: ignore[arg-type]
     if ranking == "consensus":
-        hits = in_consensus_order(hits, suggestion)  # type: ignore[arg-type,assignment]
+        hits = in_consensus_order(hits)  # type: ignore[arg-type,assignment]
     query_patient = query_patients[0] if query_patients else None
     return CaseSearchResponse(
         query=query,
@@ -309,7 +304,6 @@ def search_cases(
         results=hits[: request.k],
         ranking=ranking,
         suggested_birads=suggestion,
-        suggested_pathology=pathology,
         timing_ms={
             "embed": round(embed_ms, 3),
             "index": round(index_ms, 3),
@@ -765,74 +759,6 @@ def _with_reports(session: Session, hits: list[CaseHit]) -> list[CaseHit]:
     for hit in hits:
         hit.report_excerpt = excerpts.get(parse_case_id(hit.case_id).patient_id)
     return hits
-
-
-# --- the vote over cases --------------------------------------------------------------------
-
-
-_COUNTS_CACHE: dict[str, tuple[float, dict[str, Any]]] = {}
-
-
-def _case_class_counts(session: Session) -> dict[str, Any]:
-    """Searchable cases per case BIRADS and per case pathology: the vote's class priors."""
-    url = str(session.get_bind().url)
-    now = time.monotonic()
-    cached = _COUNTS_CACHE.get(url)
-    if cached is not None and now - cached[0] < CASE_COUNTS_TTL_S:
-        return cached[1]
-    rows = session.execute(
-        select(
-            Image.patient_id, Image.study_instance_uid, Image.side, Image.birads, Image.pathology
-        ).where(Image.status == ImageStatus.INDEXED)
-    )
-    birads: dict[CaseKey, list[int | None]] = defaultdict(list)
-    pathology: dict[CaseKey, list[str | None]] = defaultdict(list)
-    for patient, study, side, view_birads, view_pathology in rows:
-        key = case_key(patient, study, side)
-        birads[key].append(view_birads)
-        pathology[key].append(view_pathology)
-    birads_counts: dict[int, int] = defaultdict(int)
-    for values in birads.values():
-        label = case_birads(values)
-        if label is not None:
-            birads_counts[label] += 1
-    pathology_counts: dict[str, int] = defaultdict(int)
-    for values in pathology.values():
-        label = case_pathology(values)
-        if label is not None:
-            pathology_counts[label.strip().lower()] += 1
-    counts = {"birads": dict(birads_counts), "pathology": dict(pathology_counts)}
-    _COUNTS_CACHE[url] = (now, counts)
-    return counts
-
-
-def _pathology_vote(hits: Sequence[CaseHit], counts: dict[str, int]) -> dict[str, Any]:
-    """The same vote (search.suggest_birads) over the cases' pathology, lower-cased."""
-    names = sorted(counts, key=lambda name: _severity(name))
-    codes = {name: code for code, name in enumerate(names)}
-    voters = [
-        SimpleNamespace(
-            birads=codes.get((hit.pathology or "").strip().lower()), similarity=hit.similarity
-        )
-        for hit in hits
-    ]
-    vote = suggest_birads(voters, {codes[name]: n for name, n in counts.items()}, {})  # type: ignore[arg-type]
-
-    def named(mapping: dict[str, Any]) -> dict[str, Any]:
-        return {names[int(code)]: value for code, value in mapping.items()}
-
-    suggested = vote.pop("birads")
-    return {
-        **vote,
-        "pathology": None if suggested is None else names[suggested],
-        "distribution": named(vote.get("distribution", {})),
-        "votes": named(vote.get("votes", {})),
-        "measured_recall_of_this_class": None,
-    }
-
-
-def _severity(name: str) -> tuple[int, str]:
-    return (PATHOLOGY_SEVERITY.index(name) if name in PATHOLOGY_SEVERITY else -1, name)
 
 
 __all__ = [

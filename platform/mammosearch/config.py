@@ -140,6 +140,17 @@ class Settings:
     dicomweb_url: str | None = _from("MAMMOSEARCH_DICOMWEB_URL", None)
     # A study's page in the PACS viewer (OHIF, Orthanc).
     archive_viewer_url: str | None = _from("MAMMOSEARCH_ARCHIVE_VIEWER_URL", None)
+    # Train the archive's own model in the background and switch to it when it wins by more
+    # than the fold noise (mammosearch/train/auto.py); 0 turns it off.
+    auto_train: bool = _from("MAMMOSEARCH_AUTO_TRAIN", True, _flag)
+    auto_train_min_images: int = _from("MAMMOSEARCH_AUTO_TRAIN_MIN_IMAGES", 200, _integer)
+    auto_train_min_classes: int = _from("MAMMOSEARCH_AUTO_TRAIN_MIN_CLASSES", 2, _integer)
+    # Retrain once the labelled archive has grown by this fraction since the last training.
+    auto_train_growth: float = _from("MAMMOSEARCH_AUTO_TRAIN_GROWTH", 0.25, _number)
+    # The smallest out-of-fold P@5 gain over the base space that counts as a win (the fold
+    # spread counts instead when it is larger).
+    auto_train_min_gain: float = _from("MAMMOSEARCH_AUTO_TRAIN_MIN_GAIN", 0.015, _number)
+    auto_train_check_s: float = _from("MAMMOSEARCH_AUTO_TRAIN_CHECK_S", 600.0, _number)
     regression_threshold: float = _from("MAMMOSEARCH_REGRESSION_THRESHOLD", 0.05, _number)
     regression_webhook_url: str | None = _from("MAMMOSEARCH_REGRESSION_WEBHOOK_URL", None)
 

@@ -25,6 +25,19 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+@lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The `model name` line of /proc/cpuinfo ("unknown" where it cannot be read)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return "unknown"
+    for line in lines:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
 def vector_extensions() -> str:
     """The extensions that matter for FAISS and int8/bf16 inference, as one line."""
     found = [flag for flag in REPORTED if flag in cpu_flags()]

@@ -35,6 +35,7 @@ from mammosearch.config import Settings, get_settings
 from mammosearch.db.models import EmbeddingSpace, Image, ImageEmbedding, ImageStatus, utcnow
 from mammosearch.db.session import make_session_factory
 from mammosearch.embed import Embedder, load_embedder_from_settings
+from mammosearch.embed.serving import serving_space
 from mammosearch.embed.spaces import get_or_create_space
 from mammosearch.faults import fault_point
 from mammosearch.index import (
@@ -45,6 +46,7 @@ from mammosearch.index import (
     open_index,
     space_writer_lock,
 )
+from mammosearch.ingest.storage import open_upright
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +110,7 @@ def pending_image_ids(session: Session, limit: int | None = None) -> list[int]:
 def _open_stored(image: Image) -> PILImage.Image:
     path = Path(image.stored_path)
     try:
-        with PILImage.open(path) as opened:
-            opened.load()
-            return opened.copy()
+        return open_upright(path)
     except FileNotFoundError as exc:
         raise ValueError(f"{image.source_file_name}: stored file {path} is missing") from exc
     except OSError as exc:
@@ -414,8 +414,6 @@ def _verify_locked(
 
 def _is_serving(session: Session, settings: Settings, space: EmbeddingSpace) -> bool:
     """Image status follows the serving space only (a re-embedding space does not)."""
-    from mammosearch.space_switch import serving_space
-
     serving = serving_space(session, settings)
     return serving is None or serving.id == space.id
 

@@ -28,6 +28,7 @@ from mammosearch.embed.quantize import (
     write_check,
 )
 from mammosearch.embed.serving_record import serving_backbone
+from mammosearch.ingest.storage import open_upright
 from mammosearch.train.dataset import load_labelled_images
 
 SAMPLE_SEED = 0
@@ -39,8 +40,7 @@ def _decoded(paths: list[Path], size_px: int) -> list[Image.Image | None]:
     images: list[Image.Image | None] = []
     for path in paths:
         try:
-            with Image.open(path) as opened:
-                images.append(resized_gray(opened, size_px))
+            images.append(resized_gray(open_upright(path), size_px))
         except OSError:
             images.append(None)
     return images

@@ -12,7 +12,7 @@ from collections.abc import Collection
 from PIL import Image as PILImage
 
 from mammosearch.ingest.dicom import looks_like_dicom, read_dicom, stated_pixels
-from mammosearch.ingest.storage import ImageRejected, check_image
+from mammosearch.ingest.storage import ImageRejected, check_image, open_upright
 
 
 def read_query_image(
@@ -31,9 +31,7 @@ def read_query_image(
     if looks_like_dicom(name, content):
         return read_dicom(content, name, max_pixels=max_pixels, modalities=modalities).image
     checked = check_image(content, name, max_pixels=max_pixels)
-    with PILImage.open(io.BytesIO(checked.content)) as opened:
-        opened.load()
-        return opened.copy()
+    return open_upright(checked.content)
 
 
 def pixels_to_decode(content: bytes, name: str) -> int:

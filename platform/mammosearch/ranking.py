@@ -1,10 +1,10 @@
 """How a query's neighbours are ordered: by similarity, or agreeing with their vote first.
 
 - similarity: nearest first, the index's own order.
-- consensus: the vote's neighbours (the `vote_k` nearest labelled candidates) re-ordered by
-  similarity + `CONSENSUS_WEIGHT` x their class's share of the vote (the suggested BIRADS's
-  vote: similarity-weighted, class-prior-corrected, evaluate.neighbour_vote's rule).
-  Candidates beyond them keep their place. Only archive labels are used, never the query's.
+- consensus: the vote's neighbours (the VOTE_K nearest labelled candidates, mammosearch.vote)
+  re-ordered by similarity + `CONSENSUS_WEIGHT` x their class's share of that vote, with
+  every candidate between them (an unlabelled one gets no bonus). Candidates beyond them keep
+  their place. Only archive labels are used, never the query's.
 
 Out of fold on the dev archive, consensus lifts same-BIRADS P@5 by +0.07 over similarity
 order (BIRADS 1 and 5 queries gain, 4 holds, 2 loses; docs/learned-embeddings.md), at no
@@ -17,11 +17,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mammosearch.vote import RULE, VOTE_K, VoteRule, class_shares
+
 RANKINGS = ("similarity", "consensus")
 CONSENSUS_WEIGHT = 0.5
 """Share-of-the-vote bonus; 0.3-1 give the same P@5 out of fold (0.476-0.484, seeds 0, 1)."""
-MIN_VOTE_WEIGHT = 1e-9
-"""A neighbour at similarity <= 0 still votes, with the least weight."""
 
 
 class RankingError(ValueError):
@@ -32,23 +32,6 @@ def check_ranking(name: str) -> str:
     if name not in RANKINGS:
         raise RankingError(f"ranking {name!r}: unknown; choose one of {', '.join(RANKINGS)}")
     return name
-
-
-def vote_shares(
-    similarities: np.ndarray, class_codes: np.ndarray, correction: np.ndarray
-) -> np.ndarray:
-    """Each class's share of the vote of these neighbours (codes < 0: unlabelled, no vote).
-
-    Weight max(similarity, 0) (or MIN_VOTE_WEIGHT) per neighbour, summed per class, times
-    the class's prior `correction`, normalised to sum 1 (all zeros when nobody votes).
-    """
-    labelled = class_codes >= 0
-    weights = np.maximum(similarities[labelled], 0.0)
-    weights = np.where(weights == 0.0, MIN_VOTE_WEIGHT, weights)
-    per_class = np.bincount(class_codes[labelled], weights=weights, minlength=correction.size)
-    per_class = per_class[: correction.size] * correction
-    total = per_class.sum()
-    return per_class / total if total > 0 else per_class
 
 
 def consensus_order(
@@ -65,19 +48,25 @@ def consensus_order(
 
 
 def consensus_ranking(
-    similarities: np.ndarray, class_codes: np.ndarray, correction: np.ndarray, vote_k: int
+    similarities: np.ndarray,
+    class_codes: np.ndarray,
+    n_classes: int,
+    class_counts: np.ndarray | None = None,
+    rule: VoteRule = RULE,
 ) -> np.ndarray:
     """A whole ranking (nearest first; codes < 0 unlabelled) in consensus order.
 
-    The first `vote_k` labelled candidates vote; every candidate up to the last of them is
-    re-ordered (`consensus_order`); the rest keep their places.
+    The first VOTE_K labelled candidates vote (mammosearch.vote); every candidate up to the
+    last of them is re-ordered (`consensus_order`); the rest keep their places.
     """
     codes = np.asarray(class_codes, dtype=np.int64)
-    voters = np.flatnonzero(codes >= 0)[:vote_k]
+    voters = np.flatnonzero(codes >= 0)[:VOTE_K]
     if voters.size == 0:
         return np.arange(codes.size)
     pool = int(voters[-1]) + 1
-    shares = vote_shares(similarities[:pool], codes[:pool], correction)
-    bonus = np.where(codes[:pool] >= 0, shares[np.maximum(codes[:pool], 0)], 0.0)
-    reordered = consensus_order(similarities[:pool], bonus)
+    shares, _ = class_shares(
+        codes[:pool], np.asarray(similarities)[:pool], n_classes, class_counts, rule
+    )
+    bonus = np.where(codes[:pool] >= 0, shares[0][np.maximum(codes[:pool], 0)], 0.0)
+    reordered = consensus_order(np.asarray(similarities)[:pool], bonus)
     return np.concatenate([reordered, np.arange(pool, codes.size)])

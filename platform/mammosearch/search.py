@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
@@ -29,18 +28,19 @@ from mammosearch.db.models import (
 from mammosearch.distances import DISTANCE_METRICS
 from mammosearch.embed import Embedder, load_embedder_from_settings
 from mammosearch.embed.spaces import get_or_create_space
-from mammosearch.evaluate.leakage import measured_vote
-from mammosearch.evaluate.neighbour_vote import DEFAULT_VOTE_K, prior_correction
+from mammosearch.evaluate.labels import PATHOLOGY_CLASSES, birads_of, pathology_of
+from mammosearch.evaluate.runs import measured_vote
 from mammosearch.filter_table import FilterTable
 from mammosearch.filter_values import FilterValues, FilterValuesCache, UnknownFilterValue
 from mammosearch.index import get_reader
-from mammosearch.ranking import RankingError, check_ranking, consensus_order
+from mammosearch.ranking import RankingError, check_ranking, consensus_ranking
 from mammosearch.search_request import MAX_K
+from mammosearch.vote import VOTE_K, suggest
 
 METRICS = DISTANCE_METRICS
 REPORT_EXCERPT_CHARS = 300
 SPACE_RECHECK_S = 5.0
-CLASS_COUNTS_TTL_S = 60.0
+VOTE_MEASURE_TTL_S = 60.0
 
 
 class SearchError(ValueError):
@@ -183,66 +183,26 @@ def distance_and_similarity(score: float, metric: str) -> tuple[float, float]:
     return float(score), 1.0 / (1.0 + max(float(score), 0.0))
 
 
-DECISION_SUPPORT_NOTE = "Decision support, not a diagnosis."
-VOTE_RULE = "distance-weighted, class-prior-corrected vote of the neighbours"
-
-
-def suggest_birads(
-    hits: list[Hit],
-    class_counts: Mapping[int, int] | None = None,
-    measured: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Vote of the neighbours' BIRADS: similarity-weighted, discounted by each class's share of
-    the archive (`class_counts`; the same rule as evaluate.neighbour_vote), with the space's
-    measured accuracy of this vote beside it (`measured`) and the decision-support note."""
-    weights: dict[int, float] = defaultdict(float)
-    votes: dict[int, int] = defaultdict(int)
-    for hit in hits:
-        if hit.birads is None:
-            continue
-        weights[hit.birads] += max(hit.similarity, 0.0) or 1e-9
-        votes[hit.birads] += 1
-    if class_counts:
-        factor = _prior_factors(tuple(sorted(class_counts.items())))
-        weights = defaultdict(float, {b: w * (factor.get(b) or 1.0) for b, w in weights.items()})
-    total = sum(weights.values())
-    base = {"rule": VOTE_RULE, "note": DECISION_SUPPORT_NOTE, "measured": dict(measured or {})}
-    if not total:
-        return {"birads": None, "distribution": {}, "votes": {}, "neighbours": 0, **base}
-    distribution = {str(b): round(w / total, 4) for b, w in sorted(weights.items())}
-    best = max(weights, key=lambda b: (weights[b], votes[b], -b))
-    measured_recall = (measured or {}).get("per_class_recall", {}).get(str(best))
-    return {
-        "birads": best,
-        "confidence": round(weights[best] / total, 4),
-        "distribution": distribution,
-        "votes": {str(b): n for b, n in sorted(votes.items())},
-        "neighbours": sum(votes.values()),
-        "measured_recall_of_this_class": measured_recall,
-        **base,
-    }
-
-
-def in_consensus_order(hits: list[Hit], suggestion: Mapping[str, Any]) -> list[Hit]:
-    """The vote's neighbours (the first DEFAULT_VOTE_K hits) re-ordered, those whose BIRADS
-    has a larger share of the vote first (mammosearch.ranking); later hits keep their place."""
-    voters = hits[:DEFAULT_VOTE_K]
-    shares = suggestion.get("distribution", {})
-    order = consensus_order(
-        [hit.similarity for hit in voters],
-        [shares.get(str(hit.birads), 0.0) for hit in voters],
+def suggest_from_hits(hits: list[Hit], measured: Mapping[str, Any]) -> dict[str, Any]:
+    """The neighbours' vote on BIRADS and pathology (mammosearch.vote: the VOTE_K nearest
+    labelled hits, the served rule), with how sure `measured` says it is."""
+    return suggest(
+        [(birads_of(vars(hit)), hit.similarity) for hit in hits],
+        [(pathology_of(vars(hit)), hit.similarity) for hit in hits],
+        measured,
+        PATHOLOGY_CLASSES,
     )
-    reordered = [voters[position] for position in order] + hits[DEFAULT_VOTE_K:]
-    return [replace(hit, rank=rank) for rank, hit in enumerate(reordered, start=1)]
 
 
-@lru_cache(maxsize=16)
-def _prior_factors(class_counts: tuple[tuple[int, int], ...]) -> dict[int, float]:
-    """Each class's prior correction for these archive counts ((class, count) pairs), once
-    per counts: the archive's counts change far less often than it is searched."""
-    classes = [birads for birads, _ in class_counts]
-    correction = prior_correction(np.array([count for _, count in class_counts]))
-    return dict(zip(classes, correction.tolist(), strict=True))
+def in_consensus_order(hits: list[Hit]) -> list[Hit]:
+    """The hits in consensus order (mammosearch.ranking, the same function the evaluations
+    score): the vote's neighbours agreeing with it first; later hits keep their place."""
+    labels = [birads_of(vars(hit)) for hit in hits]
+    classes = sorted({label for label in labels if label is not None})
+    codes = np.array([classes.index(label) if label is not None else -1 for label in labels])
+    similarities = np.array([hit.similarity for hit in hits], dtype=np.float64)
+    order = consensus_ranking(similarities, codes, len(classes))
+    return [replace(hits[position], rank=rank) for rank, position in enumerate(order, start=1)]
 
 
 class SearchService:
@@ -254,8 +214,7 @@ class SearchService:
         self._space_key: object = None
         self._space: EmbeddingSpace | None = None
         self._space_read_at = 0.0
-        self._class_counts: tuple[float, dict[int, int]] | None = None
-        self._reliability: dict[int, dict[str, Any]] = {}
+        self._reliability: dict[tuple[int, str], tuple[float, dict[str, Any]]] = {}
         self._filter_values = FilterValuesCache()
         self.filter_table = FilterTable()
 
@@ -290,23 +249,17 @@ class SearchService:
         self._space_id, self._space_key, self._space_read_at = space.id, embedder.identity, now
         return self._space
 
-    def class_counts(self, session: Session) -> dict[int, int]:
-        """Searchable images per BIRADS: the vote's class priors (re-read every minute)."""
+    def vote_reliability(
+        self, session: Session, space: EmbeddingSpace, metric: str = "cosine"
+    ) -> dict[str, Any]:
+        """How sure the vote is in this space (evaluate.runs.measured_vote), re-read every
+        VOTE_MEASURE_TTL_S: the scheduled evaluation measures a new space while it serves."""
         now = time.monotonic()
-        if self._class_counts is None or now - self._class_counts[0] > CLASS_COUNTS_TTL_S:
-            rows = session.execute(
-                select(Image.birads, func.count())
-                .where(Image.status == ImageStatus.INDEXED, Image.birads.is_not(None))
-                .group_by(Image.birads)
-            ).all()
-            self._class_counts = (now, {int(b): int(n) for b, n in rows})
-        return self._class_counts[1]
-
-    def vote_reliability(self, space: EmbeddingSpace) -> dict[str, Any]:
-        """The vote's cross-validated accuracy in this space, when it was measured."""
-        if space.id not in self._reliability:
-            self._reliability[space.id] = measured_vote(self.settings, space)
-        return self._reliability[space.id]
+        cached = self._reliability.get((space.id, metric))
+        if cached is None or now - cached[0] > VOTE_MEASURE_TTL_S:
+            cached = (now, measured_vote(session, self.settings, space, metric))
+            self._reliability[(space.id, metric)] = cached
+        return cached[1]
 
     def filter_values(self, session: Session) -> FilterValues:
         """The values view, pathology and modality may take (what a search form offers)."""
@@ -434,12 +387,13 @@ class SearchService:
     ) -> SearchResponse:
         """k nearest indexed images passing `filters`; filters never shorten the list.
 
-        The suggestion is the vote of the DEFAULT_VOTE_K nearest (the rule its measured
-        accuracy is of), fetched whatever k; `ranking` (default: the setting) orders them.
+        The suggestion is the vote of the VOTE_K nearest labelled hits (the rule its measured
+        reliability is of; at least VOTE_K are fetched whatever k); `ranking` (default: the
+        setting) orders them.
         """
         self._check(k, metric)
         ranking = self._ranking(ranking)
-        fetched = max(k, DEFAULT_VOTE_K)
+        fetched = max(k, VOTE_K)
         self._check_filters(session, filters)
         started = time.perf_counter()
         space = self.space(session)
@@ -472,11 +426,9 @@ class SearchService:
                 break
             # A row changed since the table last read it: read it all again, search again.
             self.filter_table.refresh(session, force=True)
-        suggestion = suggest_birads(
-            hits[:DEFAULT_VOTE_K], self.class_counts(session), self.vote_reliability(space)
-        )
+        suggestion = suggest_from_hits(hits, self.vote_reliability(session, space, metric))
         if ranking == "consensus":
-            hits = in_consensus_order(hits, suggestion)
+            hits = in_consensus_order(hits)
         return SearchResponse(
             query=query or {},
             metric=metric,

@@ -19,10 +19,8 @@ from sqlalchemy.orm import Session
 
 from mammosearch.config import Settings
 from mammosearch.db.models import EmbeddingSpace, Image, ImageEmbedding, ImageStatus
-from mammosearch.embed import load_embedder
-from mammosearch.embed.embedder import Embedder
-from mammosearch.embed.loader import registry_dir
-from mammosearch.embed.serving_record import read_serving, serving_backbone, write_serving
+from mammosearch.embed.serving import embedder_for, serving_space
+from mammosearch.embed.serving_record import read_serving, write_serving
 from mammosearch.embed.spaces import find_space, get_or_create_space
 
 SEARCHABLE = (ImageStatus.INDEXED, ImageStatus.EMBEDDED, ImageStatus.PENDING)
@@ -30,24 +28,6 @@ SEARCHABLE = (ImageStatus.INDEXED, ImageStatus.EMBEDDED, ImageStatus.PENDING)
 
 class SpaceSwitchError(ValueError):
     """A switch that would leave search incomplete; the message says what is missing."""
-
-
-def embedder_for(settings: Settings, backbone: str) -> Embedder:
-    return load_embedder(
-        backbone,
-        settings.weights_path,
-        settings.allow_random_weights,
-        runtime=settings.embed_runtime,
-        onnx_dir=settings.data_dir / "models" / "onnx",
-        batch_size=settings.embed_batch_size,
-        registry=registry_dir(settings),
-    )
-
-
-def serving_space(session: Session, settings: Settings) -> EmbeddingSpace | None:
-    """The space search answers from now (None before anything was embedded)."""
-    identity = embedder_for(settings, serving_backbone(settings.backbone, settings.data_dir))
-    return find_space(session, identity.identity)
 
 
 def missing_image_ids(session: Session, space: EmbeddingSpace) -> list[int]:

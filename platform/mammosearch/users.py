@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -21,7 +22,6 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
-from zxcvbn import zxcvbn
 
 from mammosearch.db.driver_rows import driver_rows
 from mammosearch.db.models import ApiToken, User, utcnow
@@ -72,6 +72,8 @@ def password_problem(username: str, password: str) -> str | None:
         return (
             f"password too short ({len(password)} characters, at least {MIN_PASSWORD_LENGTH})"
         )
+    from zxcvbn import zxcvbn  # here: its dictionaries take a fifth of a second to load
+
     result = zxcvbn(password[:STRENGTH_CHECKED_CHARS], user_inputs=[username])
     if result["score"] < MIN_PASSWORD_SCORE:
         feedback = result["feedback"]
@@ -97,8 +99,24 @@ def temporary_password() -> str:
     return secrets.token_urlsafe(12)
 
 
+MAX_USERNAME_LENGTH = 128
+
+
+def display_username(username: str) -> str:
+    """The name as stored and shown: NFKC-normalised, without surrounding spaces."""
+    return unicodedata.normalize("NFKC", username).strip()
+
+
+def username_key(username: str) -> str:
+    """The name as sign-in compares it: NFKC, then case-folded (Unicode's NFKC_Casefold
+    less its default-ignorable removals). `ADMIN1`, `admin1` and a full-width `ａｄｍｉｎ１`
+    are one user; casefold, unlike lower, also folds `ß` to `ss`."""
+    return unicodedata.normalize("NFKC", display_username(username).casefold())
+
+
 def get_user(session: Session, username: str) -> User | None:
-    return session.scalar(select(User).where(User.username == username))
+    """The user whose name matches `username` whatever its case or Unicode form."""
+    return session.scalar(select(User).where(User.username_key == username_key(username)))
 
 
 def require_user(session: Session, username: str) -> User:
@@ -116,16 +134,27 @@ def create_user(
     session: Session, username: str, password: str, role: str,
     must_change_password: bool = False,
 ) -> User:
-    """Add an active user; the caller commits."""
-    username = username.strip()
+    """Add an active user; the caller commits. A name that differs from an existing one
+    only in case or Unicode form is the existing one (see `username_key`)."""
+    username = display_username(username)
     if not username:
         raise UserError("username must not be empty")
+    if len(username) > MAX_USERNAME_LENGTH:
+        raise UserError(
+            f"{username[:20]}...: username longer than {MAX_USERNAME_LENGTH} characters"
+        )
     _check_role(role)
     _check_new_password(username, password)
-    if get_user(session, username) is not None:
-        raise UserError(f"{username}: user already exists")
+    existing = get_user(session, username)
+    if existing is not None:
+        same = "" if existing.username == username else f" as {existing.username!r}"
+        raise UserError(
+            f"{username}: user already exists{same} (names differing only in case or "
+            "Unicode form are the same user)"
+        )
     user = User(
-        username=username, password_hash=hash_password(password), role=role, active=True,
+        username=username, username_key=username_key(username),
+        password_hash=hash_password(password), role=role, active=True,
         session_version=0, must_change_password=must_change_password, failed_sign_ins=0,
     )
     session.add(user)

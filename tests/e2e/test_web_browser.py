@@ -8,8 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
+from mammosearch.config import Settings
+from mammosearch.db.models import EmbeddingSpace
 from mammosearch.db.session import make_session_factory
+from mammosearch.evaluate.runs import evaluate_space
 from mammosearch.pipeline import process_pending
 from tests.e2e.serving import REPO_ROOT, serving
 from tests.e2e.waiting import page_wait
@@ -39,8 +43,11 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iterator[str]:
-    """`mammosearch serve` on a free port over 8 indexed synthetic images of 4 patients."""
+def served(
+    tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path
+) -> Iterator[tuple[str, Settings]]:
+    """`mammosearch serve` on a free port over 8 indexed synthetic images of 4 patients (two
+    per BIRADS, so a patient-excluded evaluation can score them), and its settings."""
     root = tmp_path_factory.mktemp("e2e")
     settings = make_settings(root / "data", fresh_sqlite(sqlite_template, root / "db"))
     session = make_session_factory(settings.database_url)()
@@ -48,14 +55,25 @@ def server(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> I
         patient = make_patient(session, f"E2E-{number}")
         for view_index, view in enumerate(("CC", "MLO")):
             make_image(session, settings, patient, seed=10 * number + view_index, view=view,
+<<<<<<< HEAD
                        birads=1 + number, side="LR"[number % 2],
                        study_instance_uid=f"{E2E_STUDY_PREFIX}{number}")
+=======
+                       birads=1 + number % 2, side="LR"[number % 2],
+                       pathology=("Benign", "Malignant")[number % 2])
+>>>>>>> case-core
     make_user(session, "rad", "radiologist")
     make_user(session, "boss", "admin")
     session.close()
     assert process_pending(settings).indexed == 8
     with serving(settings, root) as base_url:
-        yield base_url
+        yield base_url, settings
+
+
+@pytest.fixture(scope="module")
+def server(served: tuple[str, Settings]) -> str:
+    """The served base URL."""
+    return served[0]
 
 
 @pytest.fixture
@@ -110,7 +128,14 @@ def test_sign_in_search_by_upload_open_a_case_sign_out(
     assert len(results) == 5
     birads = [r.find_element(By.CSS_SELECTOR, "dd.birads").text for r in results]
     assert all(value in {"1", "2", "3", "4"} for value in birads), birads
-    assert chrome.find_element(By.ID, "suggested-birads").text in {"1", "2", "3", "4"}
+    # Nothing has measured this space's vote: the neighbours' BIRADS are listed, none suggested.
+    assert chrome.find_element(By.ID, "birads-suggested").text == "No suggestion"
+    assert chrome.find_elements(By.CSS_SELECTOR, "#birads-counts tbody tr")
+    assert not chrome.find_elements(By.CSS_SELECTOR, "#suggestion .suggested")
+    ARTIFACTS.mkdir(exist_ok=True)
+    chrome.find_element(By.ID, "suggestion").screenshot(
+        str(ARTIFACTS / "search-suggestion-unmeasured.png")
+    )
     assert "efficientnet-lite0" in chrome.find_element(By.ID, "embedding-space").text
     wait.until(lambda driver: driver.execute_script(
         "return [...document.querySelectorAll('#results img')]"
@@ -182,3 +207,44 @@ def test_admin_checks_ingestion_adds_a_user_and_reads_the_audit(
     assert "403" in chrome.title or "Forbidden" in chrome.page_source or "not allowed" in (
         chrome.page_source.lower()
     )
+
+
+def test_a_measured_space_says_how_sure_its_suggestion_is(
+    served: tuple[str, Settings], chrome  # type: ignore[no-untyped-def]
+) -> None:
+    """After the archive's evaluation (l2, so no earlier search cached it unmeasured), the
+    panel shows the BIRADS and pathology votes with their measured precision: a class in
+    large type only when suggested, "Uncertain" otherwise."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import Select
+
+    server, settings = served
+    session = make_session_factory(settings.database_url)()
+    space = session.scalars(select(EmbeddingSpace)).one()
+    evaluate_space(session, settings, space, metric="l2", ks=(1, 5))
+    session.close()
+    wait = page_wait(chrome, 90)
+    _sign_in(chrome, server, "rad")
+    wait.until(ready.presence_of_element_located((By.ID, "image_id")))
+    chrome.find_element(By.ID, "image_id").send_keys("1")
+    Select(chrome.find_element(By.ID, "metric")).select_by_value("l2")
+    chrome.find_element(By.ID, "search").click()
+    wait.until(ready.presence_of_element_located((By.ID, "suggestion")))
+    panel = chrome.find_element(By.ID, "birads-vote")
+    status = panel.get_attribute("data-status")
+    assert status in ("suggested", "uncertain")
+    sureness = panel.find_element(By.CLASS_NAME, "vote-sureness").text
+    assert "were right for" in sureness or "split" in sureness
+    large = chrome.find_elements(By.CSS_SELECTOR, "#birads-vote .suggested")
+    if status == "suggested":
+        assert [e.text for e in large] in (["1"], ["2"])
+    else:
+        assert not large and chrome.find_element(By.ID, "birads-suggested").text == "Uncertain"
+    assert "patient-excluded evaluation of space" in panel.find_element(
+        By.CLASS_NAME, "measured").text
+    assert chrome.find_element(By.ID, "pathology-vote").get_attribute("data-status")
+    ARTIFACTS.mkdir(exist_ok=True)
+    suggestion = chrome.find_element(By.ID, "suggestion")
+    chrome.execute_script("arguments[0].scrollIntoView()", suggestion)
+    assert suggestion.screenshot(str(ARTIFACTS / "search-suggestion-measured.png"))

@@ -49,7 +49,8 @@ def test_search_by_archived_image_excludes_itself_and_joins_metadata(
     assert all(hit.patient_id and hit.modality == "subtracted" for hit in response.results)
     similarities = [hit.similarity for hit in response.results]
     assert similarities == sorted(similarities, reverse=True)
-    assert response.suggested_birads["birads"] in {1, 2, 3, 4, 5, 6}
+    assert response.suggested_birads["leading"] in {1, 2, 3, 4, 5, 6}
+    assert response.suggested_birads["status"] == "unmeasured"  # no evaluation run yet
     assert abs(sum(response.suggested_birads["distribution"].values()) - 1) < 1e-3
     assert {"index", "join", "total"} <= response.timing_ms.keys()
 

@@ -269,7 +269,16 @@ def test_beat_declares_watch_and_orthanc_jobs_only_when_configured(pg_settings: 
     """One schedule table; optional sources appear when their setting is set."""
     from workers.schedule import beat_schedule
 
-    assert set(beat_schedule(pg_settings)) == {"reconcile", "evaluate-active-space"}
+    assert set(beat_schedule(pg_settings)) == {
+        "reconcile", "evaluate-active-space", "measure-new-space", "auto-train",
+    }  # fmt: skip
+    off = beat_schedule(pg_settings.with_overrides(auto_train=False))
+    assert set(off) == {
+        "reconcile", "evaluate-active-space", "measure-new-space",
+    }  # MAMMOSEARCH_AUTO_TRAIN=0; fmt: skip
+    from workers.app import TASK_ROUTES
+
+    assert TASK_ROUTES["mammosearch.auto_train"] == {"queue": "train"}
     configured = pg_settings.with_overrides(
         watch_dirs=(Path("/inbox"),), orthanc_url="http://orthanc:8042"
     )

@@ -91,6 +91,8 @@ DEPLOYMENT_VARIABLES = {
     "MAMMOSEARCH_IMAGE": "docker-compose.yml", "FLOWER_BASIC_AUTH": "docker-compose.yml",
     "TORCH_VARIANT": "Dockerfile", "GUNICORN_WORKERS": "deploy/gunicorn.conf.py",
     "GUNICORN_FORWARDED_ALLOW_IPS": "deploy/gunicorn.conf.py",
+    "MAMMOSEARCH_FLASK_PROXY_FIX_HOPS": "web/configuration.py",
+    "MAMMOSEARCH_FLASK_SESSION_COOKIE_SECURE": "web/configuration.py",
     "MPLCONFIGDIR": "matplotlib", "TORCH_HOME": "torch", "XDG_CACHE_HOME": "libraries",
 }
 

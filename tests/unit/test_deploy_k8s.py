@@ -129,6 +129,7 @@ def test_the_data_volume_is_shared_read_write_many() -> None:
         "mammosearch-embed-worker",
         "mammosearch-index-writer",
         "mammosearch-evaluate-worker",
+        "mammosearch-train-worker",
         "mammosearch-beat",
         "mammosearch-dicom-listener",
     ],

@@ -164,10 +164,12 @@ def test_weights_of_another_backbone_are_refused_with_the_path(tmp_path: Path) -
 
 
 def test_auto_picks_efficientnet_lite0_here_and_says_why(empty_torch_home: Path) -> None:
-    """No densenet121 weights offline: auto falls back and the reason names the file."""
+    """No densenet121 weights offline: auto falls back and the reason, one short line, names
+    the file (not the download error and the settings paragraph of a real failure)."""
     name, reason = resolve_backbone_name("auto")
     assert name == "efficientnet-lite0"
     assert "densenet121-a639ec97.pth" in reason
+    assert "\n" not in reason and "download" not in reason and len(reason) < 200
     assert load_embedder("auto").backbone == "efficientnet-lite0"
 
 

@@ -64,9 +64,10 @@ def test_postgres_is_not_migrated_by_ingest(monkeypatch: pytest.MonkeyPatch) -> 
     """A shared PostgreSQL database is the operator's to migrate (`mammosearch db upgrade`)."""
     from mammosearch.cli import db_commands
     from mammosearch.config import Settings
+    from mammosearch.db import migrate
 
     called = []
-    monkeypatch.setattr(db_commands.migrate, "upgrade", lambda *a, **k: called.append(a))
+    monkeypatch.setattr(migrate, "upgrade", lambda *a, **k: called.append(a))
     db_commands.migrate_embedded_database(
         Settings(database_url="postgresql+psycopg://nobody@127.0.0.1:1/none")
     )

@@ -7,16 +7,14 @@ import numpy as np
 import pytest
 
 from mammosearch.evaluate.evaluator import evaluate_vectors
-from mammosearch.evaluate.neighbour_vote import prior_correction
 from mammosearch.evaluate.result import EvaluationError
 from mammosearch.ranking import (
     RankingError,
     check_ranking,
     consensus_order,
     consensus_ranking,
-    vote_shares,
 )
-from mammosearch.search import Hit, in_consensus_order, suggest_birads
+from mammosearch.search import Hit, in_consensus_order
 
 
 def _hit(rank: int, birads: int | None, similarity: float) -> Hit:
@@ -27,49 +25,27 @@ def _hit(rank: int, birads: int | None, similarity: float) -> Hit:
 def test_an_outlier_of_another_class_moves_behind_the_agreeing_neighbours() -> None:
     similarities = np.array([0.90, 0.88, 0.87, 0.86])
     codes = np.array([1, 0, 0, 0])
-    order = consensus_ranking(similarities, codes, np.ones(2), vote_k=10)
+    order = consensus_ranking(similarities, codes, 2)
     assert order.tolist() == [1, 2, 3, 0]
     assert consensus_order(similarities, np.zeros(4)).tolist() == [0, 1, 2, 3]
 
 
 def test_only_the_voters_are_reordered_and_the_rest_keep_their_places() -> None:
-    similarities = np.linspace(0.9, 0.5, 8)
-    codes = np.array([1, 0, 0, 1, 1, 0, 1, 1])
-    order = consensus_ranking(similarities, codes, np.ones(2), vote_k=3)
-    assert sorted(order[:3].tolist()) == [0, 1, 2]
-    assert order[3:].tolist() == [3, 4, 5, 6, 7]
-    assert consensus_ranking(similarities, np.full(8, -1), np.ones(2), 3).tolist() == list(
-        range(8)
-    )
-
-
-def test_the_shares_are_the_suggestions_distribution() -> None:
-    """One vote rule: the evaluator's shares equal what search shows as the suggestion."""
-    similarities = np.array([0.9, 0.7, 0.65, 0.4, -0.1])
-    birads = [2, 5, 5, 1, 2]
-    counts = {1: 50, 2: 20, 5: 30}
-    classes = sorted(counts)
-    correction = prior_correction(np.array([counts[c] for c in classes]))
-    shares = vote_shares(similarities, np.array([classes.index(b) for b in birads]), correction)
-    suggestion = suggest_birads(
-        [_hit(i + 1, b, s) for i, (b, s) in enumerate(zip(birads, similarities, strict=True))],
-        counts,
-    )
-    expected = {str(c): round(float(shares[i]), 4) for i, c in enumerate(classes)}
-    assert suggestion["distribution"] == expected
+    similarities = np.linspace(0.9, 0.5, 14)
+    codes = np.array([1, 0, -1, 0, 1, 1, 0, 1, 1, 0, 1, 0, 1, 0])
+    order = consensus_ranking(similarities, codes, 2)
+    # Ten labelled voters reach position 10 (one unlabelled among them): 11 re-ordered.
+    assert sorted(order[:11].tolist()) == list(range(11))
+    assert order[11:].tolist() == [11, 12, 13]
+    assert consensus_ranking(similarities, np.full(14, -1), 2).tolist() == list(range(14))
 
 
 def test_search_reorders_hits_as_the_evaluation_does() -> None:
+    """search.in_consensus_order is ranking.consensus_ranking on the hits' BIRADS."""
     hits = [_hit(1, 4, 0.95), _hit(2, 5, 0.94), _hit(3, 5, 0.93), _hit(4, None, 0.92)]
-    suggestion = suggest_birads(hits)
-    reordered = in_consensus_order(hits, suggestion)
+    reordered = in_consensus_order(hits)
     assert [hit.birads for hit in reordered] == [5, 5, 4, None]
     assert [hit.rank for hit in reordered] == [1, 2, 3, 4]
-    codes = np.array([0, 1, 1, -1])
-    evaluated = consensus_ranking(
-        np.array([hit.similarity for hit in hits]), codes, np.ones(2), vote_k=10
-    )
-    assert [hits[i].image_id for i in evaluated] == [hit.image_id for hit in reordered]
 
 
 def test_consensus_lifts_precision_where_the_vote_is_right_and_uses_no_query_label() -> None:

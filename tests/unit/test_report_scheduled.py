@@ -116,3 +116,27 @@ def test_a_drop_against_the_previous_scheduled_run_is_flagged_and_posted(
         session.close()
     finally:
         server.close()
+
+
+def test_a_new_space_has_its_vote_measured_once_and_only_while_unmeasured(
+    pg_settings: Settings,
+) -> None:
+    """Beat's frequent "measure-new-space" run evaluates an active space whose vote was never
+    measured, stores the reliability table search reads, then has nothing left to do."""
+    from mammosearch.evaluate.runs import measured_vote
+
+    session = make_session_factory(pg_settings.database_url)()
+    space = seed_space(session, "efficientnet-lite0")
+    assert measured_vote(session, pg_settings, space) == {}
+    first = run_scheduled_evaluations(
+        pg_settings, metrics=["cosine"], ks=(1, 5), write_report=False, unmeasured_only=True
+    )
+    assert len(first) == 1
+    measured = measured_vote(session, pg_settings, space)
+    assert measured["birads"]["accuracy"] > 0.9 and measured["run_id"] == first[0]
+    assert measured["birads"]["floor"] >= 0.5 and measured["birads"]["bins"]
+    again = run_scheduled_evaluations(
+        pg_settings, metrics=["cosine"], ks=(1, 5), write_report=False, unmeasured_only=True
+    )
+    assert again == []
+    session.close()

@@ -19,14 +19,17 @@ from mammosearch.config import Settings, get_settings
 from mammosearch.db.models import EmbeddingSpace, EvaluationRun, Image, ImageEmbedding, Patient
 from mammosearch.db.session import make_session_factory
 from mammosearch.evaluate.regression import run_figures
-from mammosearch.evaluate.report import prepare_backbone
+from mammosearch.evaluate.report import archived_backbones, prepare_backbone
 from mammosearch.ingest.storage import check_image, store_image
 from mammosearch.pipeline import process_pending
 from tests.unit.web_support import synthetic_image_bytes
 
 PATIENTS = 10
 BIRADS_BY_PATIENT = (1, 2, 4, 5)  # each class held by at least two patients
-ARGS = ["--backbones", "efficientnet-lite0,resnet50", "--allow-random", "--k", "1,5,10"]
+ARGS = [
+    "--backbones", "efficientnet-lite0,resnet50", "--embed-missing", "--allow-random",
+    "--k", "1,5,10",
+]  # fmt: skip
 
 
 @pytest.fixture
@@ -76,7 +79,19 @@ def _report(tmp_path: Path, name: str) -> tuple[Path, dict]:
 def test_report_covers_every_backbone_and_metric_and_a_second_run_embeds_nothing(
     archive: Settings, tmp_path: Path
 ) -> None:
-    """Numbers with chance levels, every figure, runs linked to the report, statuses untouched."""
+    """Numbers with chance levels, every figure, runs linked to the report, statuses untouched;
+    unasked, a backbone the archive holds no vectors of is skipped in one line, not embedded."""
+    session: Session = make_session_factory(archive.database_url)()
+    names = ["efficientnet-lite0", "efficientnet-lite1", "resnet50"]
+    assert archived_backbones(session, archive, names) == ["efficientnet-lite0"]
+    section = prepare_backbone(session, archive, "efficientnet-lite1", [1, 2])  # weights here
+    assert section.space is None and section.skipped == (
+        "no embedding space with vectors in the archive (--embed-missing embeds it for this "
+        "report)"
+    )
+    assert session.scalars(select(EmbeddingSpace.backbone)).all() == ["efficientnet-lite0"]
+    session.close()
+
     out_dir, document = _report(tmp_path, "first")
     entries = {entry["backbone"]: entry for entry in document["backbones"]}
     assert entries["efficientnet-lite0"]["embedded_now"] == 0  # the pipeline's vectors
@@ -108,7 +123,7 @@ def test_report_covers_every_backbone_and_metric_and_a_second_run_embeds_nothing
         assert heading in html
     assert "UNTRAINED" in html and "figures/curves.png" in html and "thumbs/" in html
 
-    session: Session = make_session_factory(archive.database_url)()
+    session = make_session_factory(archive.database_url)()
     runs = session.scalars(select(EvaluationRun).order_by(EvaluationRun.id)).all()
     assert len(runs) == 4 and all(run.report_path == str(out_dir) for run in runs)
     assert all(len(run_figures(run)) == 3 for run in runs)
@@ -127,12 +142,12 @@ def test_report_covers_every_backbone_and_metric_and_a_second_run_embeds_nothing
 def test_a_backbone_without_weights_is_skipped_with_the_reason(
     pg_settings: Settings,
 ) -> None:
-    """Without --allow-random, vgg16 (no weights here) is listed as skipped, not embedded."""
+    """Without --allow-random, vgg16 (no weights here) is listed as skipped in one line."""
     session = make_session_factory(pg_settings.database_url)()
-    section = prepare_backbone(session, pg_settings, "vgg16", [], allow_random=False)
+    section = prepare_backbone(session, pg_settings, "vgg16", [], allow_random=False, embed=True)
     session.close()
     assert section.space is None
-    assert "vgg16" in section.skipped and "weights not found" in section.skipped
+    assert section.skipped.startswith("vgg16: no ImageNet weights") and "\n" not in section.skipped
 
 
 def test_report_refuses_unknown_backbones_and_an_empty_archive(pg_settings: Settings) -> None:

@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
 import numpy as np
 
 from mammosearch.evaluate.neighbour_vote import neighbour_vote_confusion, neighbour_votes
-from mammosearch.search import Hit, distance_and_similarity, suggest_birads
-
-
-def _hit(rank: int, similarity: float, birads: int | None) -> Hit:
-    return Hit(
-        rank=rank, image_id=rank, patient_id="p", distance=0.0, similarity=similarity,
-        birads=birads, birads_raw=None, pathology=None, side=None, view=None,
-        modality="subtracted", findings=None, report_excerpt=None, source_file_name="x.jpg",
-    )  # fmt: skip
+from mammosearch.search import distance_and_similarity
+from mammosearch.vote import VOTE_RULES, vote
 
 
 def _brute_force_suggestion(
     vectors: np.ndarray, labels: list[int | None], patients: list[int], query: int, k: int,
     metric: str,
 ) -> int | None:  # fmt: skip
-    """Rank the other patients' labelled images, then ask mammosearch.search.suggest_birads."""
+    """Rank the other patients' labelled images, then ask mammosearch.vote.vote."""
     if metric == "cosine":
         unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
         similarity = unit @ unit[query]
@@ -33,13 +24,11 @@ def _brute_force_suggestion(
         i for i in range(len(labels)) if labels[i] is not None and patients[i] != patients[query]
     ]
     ranked = sorted(candidates, key=lambda i: -similarity[i])[:k]
-    hits = [_hit(r, float(similarity[i]), labels[i]) for r, i in enumerate(ranked)]
-    counts = Counter(label for label in labels if label is not None)  # the archive's priors
-    return suggest_birads(hits, dict(counts))["birads"]
+    return vote([(labels[i], float(similarity[i])) for i in ranked]).leader
 
 
 def test_votes_match_the_search_services_suggestion_for_every_query() -> None:
-    """For both metrics, each query's vote equals suggest_birads over its top-k hits."""
+    """For both metrics, each query's vote equals mammosearch.vote over its top-k hits."""
     rng = np.random.default_rng(3)
     vectors = rng.normal(size=(40, 6))
     labels = [int(v) for v in rng.integers(1, 6, size=40)]
@@ -56,13 +45,12 @@ def test_votes_match_the_search_services_suggestion_for_every_query() -> None:
             assert classes[predicted[query]] == expected, (metric, query)
 
 
-def test_a_common_class_does_not_win_by_being_common() -> None:
-    """Equal similarity, 3 neighbours of a class 9x as common as the other's 2: prior wins."""
-    hits = [_hit(r, 0.5, 1) for r in range(3)] + [_hit(3 + r, 0.5, 5) for r in range(2)]
-    assert suggest_birads(hits)["birads"] == 1  # no priors: the majority
-    corrected = suggest_birads(hits, {1: 900, 5: 100})
-    assert corrected["birads"] == 5
-    assert corrected["note"] == "Decision support, not a diagnosis."
+def test_the_prior_rule_measured_beside_the_served_one_discounts_a_common_class() -> None:
+    """Equal similarity, 3 neighbours of a class 9x as common as the other's 2: the served
+    rule names the majority, the prior-corrected one (bench/vote_rules.py) the rare class."""
+    neighbours = [(1, 0.5)] * 3 + [(5, 0.5)] * 2
+    assert vote(neighbours, {1: 900, 5: 100}).leader == 1
+    assert vote(neighbours, {1: 900, 5: 100}, rule=VOTE_RULES["prior"]).leader == 5
 
 
 def test_confusion_counts_each_labelled_query_once_with_per_class_accuracy() -> None:

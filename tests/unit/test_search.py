@@ -15,7 +15,7 @@ from mammosearch.search import (
     SearchFilters,
     SearchService,
     in_consensus_order,
-    suggest_birads,
+    suggest_from_hits,
 )
 from tests.unit.test_pipeline import _add_images
 
@@ -61,15 +61,21 @@ def test_a_side_filter_and_patient_exclusion_still_fill_k(
     assert {hit.image_id for hit in response.results} == set(ids[6:])
 
 
-def test_the_birads_vote_weights_neighbours_by_similarity() -> None:
-    def hit(birads: int, similarity: float) -> Hit:
-        return Hit(1, 1, "p", 1 - similarity, similarity, birads, str(birads), None,
-                   None, None, "x", None, None, "f")
+def test_the_hits_vote_weights_neighbours_by_similarity_and_lists_them_unmeasured() -> None:
+    """An unmeasured space: the shares and counts are listed, no class is put forward."""
 
-    vote = suggest_birads([hit(2, 0.9), hit(5, 0.3), hit(5, 0.3), hit(None, 0.99)])
-    assert vote["birads"] == 2
+    def hit(birads: int | None, similarity: float, pathology: str | None) -> Hit:
+        return Hit(1, 1, "p", 1 - similarity, similarity, birads, str(birads), pathology,
+                   None, None, "x", None, None, "f")  # fmt: skip
+
+    vote = suggest_from_hits(
+        [hit(2, 0.9, "Benign"), hit(5, 0.3, "Malignant"), hit(5, 0.3, None), hit(None, 0.99, None)],
+        {},
+    )
+    assert vote["leading"] == 2 and vote["birads"] is None and vote["status"] == "unmeasured"
     assert vote["distribution"] == {"2": 0.6, "5": 0.4}
     assert vote["votes"] == {"2": 1, "5": 2} and vote["neighbours"] == 3
+    assert vote["pathology"]["votes"] == {"benign": 1, "malignant": 1}
 
 
 def test_excluding_the_query_patient_by_flag_drops_their_other_images(
@@ -118,7 +124,7 @@ def test_consensus_order_shows_the_same_cases_agreeing_ones_first(
     similarities = [hit.similarity for hit in nearest.results]
     assert similarities == sorted(similarities, reverse=True)
     assert {h.image_id for h in voted.results} == {h.image_id for h in nearest.results}
-    expected = in_consensus_order(nearest.results, nearest.suggested_birads)
+    expected = in_consensus_order(nearest.results)
     assert [h.image_id for h in voted.results] == [h.image_id for h in expected]
     assert [h.rank for h in voted.results] == list(range(1, 11))
     assert (voted.ranking, nearest.ranking, default.ranking) == (
@@ -127,3 +133,28 @@ def test_consensus_order_shows_the_same_cases_agreeing_ones_first(
     assert voted.to_dict()["ranking"] == "consensus"
     with pytest.raises(SearchError, match="ranking 'best'"):
         service.search_image_id(session, ids[0], k=3, ranking="best")
+
+
+def test_the_suggestion_waits_for_the_spaces_vote_to_be_measured(
+    session: Session, archive  # type: ignore[no-untyped-def]
+) -> None:
+    """Unmeasured: the neighbours' labels are listed, no class is put forward. After the
+    archive's patient-excluded evaluation, the same search says how sure it is."""
+    from mammosearch.evaluate.runs import evaluate_space
+    from mammosearch.search import VOTE_MEASURE_TTL_S
+
+    settings, ids = archive
+    service = SearchService(settings)
+    before = service.search_image_id(session, ids[0], k=3, exclude_same_patient=True)
+    assert before.suggested_birads["status"] == "unmeasured"
+    assert before.suggested_birads["birads"] is None
+    assert sum(before.suggested_birads["votes"].values()) == 6
+    evaluate_space(session, settings, service.space(session), ks=(1, 5))
+    fresh = SearchService(settings)  # a new process, or VOTE_MEASURE_TTL_S later
+    assert VOTE_MEASURE_TTL_S <= 60
+    after = fresh.search_image_id(session, ids[0], k=3, exclude_same_patient=True)
+    shown = after.suggested_birads
+    assert shown["status"] in ("suggested", "uncertain")
+    assert shown["precision"] is not None and shown["floor"] >= 0.5
+    assert "patient-excluded evaluation of space" in shown["measured"]["source"]
+    assert (shown["birads"] is None) == (shown["status"] == "uncertain")

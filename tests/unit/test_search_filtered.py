@@ -40,7 +40,7 @@ class FixedSpaceService(SearchService):
     def space(self, session: Session) -> EmbeddingSpace:
         return session.get(EmbeddingSpace, self._fixed_space.id)
 
-    def vote_reliability(self, space: EmbeddingSpace) -> dict:
+    def vote_reliability(self, session: Session, space: EmbeddingSpace, metric: str = "") -> dict:
         return {}
 
 

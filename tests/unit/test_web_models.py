@@ -162,3 +162,27 @@ def test_a_job_trains_from_the_base_the_form_chose() -> None:
 
     assert job_config({"base": "efficientnet-lite2"}).base == "efficientnet-lite2"
     assert job_config({"base": None}).base == "efficientnet-lite0"
+
+
+def test_the_form_takes_the_train_commands_options_and_refuses_bad_ones(  # type: ignore[no-untyped-def]
+    admin_client: FlaskClient, app
+) -> None:
+    from mammosearch.train.jobs import job_config
+
+    text = admin_client.get("/admin/models").get_data(as_text=True)
+    assert "More options" in text and 'name="ensemble"' in text
+    token = _csrf(admin_client)
+    refused = admin_client.post(
+        "/admin/models/train",
+        data={"name": "m", "labels": "birads", "folds": "1", "loss": "hinge", "dim": "x",
+              "csrf_token": token},
+        follow_redirects=True,
+    ).get_data(as_text=True)  # fmt: skip
+    assert "folds: a whole number from 2 to 10" in refused
+    assert "loss: one of ce, supcon" in refused and "dim: a whole number" in refused
+    assert list_jobs(app.extensions["mammosearch_settings"]) == []
+
+    config = job_config({"labels": ["birads"], "folds": 3, "pooling": "gem", "ensemble": 2,
+                         "test_views": 4, "seed": 7, "epochs": None})  # fmt: skip
+    assert (config.folds, config.pooling, config.ensemble, config.test_views) == (3, "gem", 2, 4)
+    assert config.seed == 7 and config.fit.epochs == 15 and config.loss == "supcon"

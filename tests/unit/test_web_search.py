@@ -94,7 +94,8 @@ def test_upload_search_page_shows_k_results_with_birads(browser: FlaskClient) ->
     assert response.status_code == 200, page
     assert page.count('class="result"') == 4
     assert page.count('<dd class="birads">') == 4 + 0  # the upload has no labels of its own
-    assert 'id="suggested-birads"' in page and "efficientnet-lite0" in page
+    assert 'id="birads-vote" data-status="unmeasured"' in page and "efficientnet-lite0" in page
+    assert 'id="birads-suggested">No suggestion<' in page  # the space's vote is not measured
     assert 'src="data:image/jpeg;base64,' in page
     assert "UNTRAINED" not in page  # efficientnet-lite0 ships pretrained weights
     assert '<option value="consensus" selected>' in page  # the default order, as set
@@ -162,7 +163,9 @@ def test_api_search_by_upload(api: tuple[FlaskClient, dict[str, str]]) -> None:
         assert key in first
     assert set(body["timing_ms"]) >= {"embed", "index", "join", "total"}
     assert body["embedding_space"]["backbone"] == "efficientnet-lite0"
-    assert body["suggested_birads"]["birads"] in (2, 4)
+    assert body["suggested_birads"]["leading"] in (2, 4)
+    assert body["suggested_birads"]["status"] == "unmeasured"
+    assert body["suggested_birads"]["birads"] is None
 
 
 def test_api_search_by_image_id_with_filters(api: tuple[FlaskClient, dict[str, str]]) -> None:

@@ -70,38 +70,45 @@ CaseHit = create_model(
 )
 
 
-class SuggestedBirads(BaseModel):
-    """The neighbours' vote: decision support, not a diagnosis."""
+class VoteOfLabel(BaseModel):
+    """The neighbours' vote on one label (mammosearch.vote.label_suggestion)."""
 
     model_config = ConfigDict(extra="allow")
 
-    birads: int | None = None
-    distribution: dict[str, float] = {}
-    votes: dict[str, Any] = {}
-    confidence: float | None = None
-    neighbours: int | None = None
-    rule: str | None = None
-    note: str | None = Field(None, description="Decision support, not a diagnosis.")
+    status: str = Field(
+        description="suggested (a class put forward), uncertain (the vote is split, or "
+        "suggestions at this share were right less often than the floor), unmeasured (this "
+        "space's vote was never measured: labels listed, nothing suggested), no-vote."
+    )
+    suggested: Any = Field(None, description="The class put forward; null unless suggested.")
+    leading: Any = Field(None, description="The class with the largest share of the vote.")
+    votes: dict[str, int] = Field({}, description="Neighbours per class (the voters only).")
+    distribution: dict[str, float] = Field({}, description="Share of the vote per class.")
+    neighbours: int = Field(0, description="How many neighbours voted (at most ten).")
+    share: float = Field(0.0, description="The leading class's share of the vote.")
+    split: bool = Field(False, description="No class has more voters than every other.")
+    precision: float | None = Field(
+        None,
+        description="How often suggestions made at this share were right, measured out of "
+        "fold (null when unmeasured).",
+    )
+    floor: float | None = Field(None, description="The precision a suggestion needs.")
     measured: dict[str, Any] = Field(
         {},
-        description="The vote's cross-validated accuracy in this space (accuracy, "
-        "balanced_accuracy, per_class_recall, source); empty when not measured.",
+        description="The measurement: accuracy, balanced_accuracy, per_class_recall, ece, "
+        "source; empty when not measured.",
     )
-    measured_recall_of_this_class: float | None = None
 
 
-class SuggestedPathology(BaseModel):
-    """The nearest cases' vote on pathology (the same rule as BIRADS's)."""
+class SuggestedBirads(VoteOfLabel):
+    """The neighbours' BIRADS vote, pathology beside it: decision support, not a diagnosis."""
 
-    model_config = ConfigDict(extra="allow")
-
-    pathology: str | None = None
-    distribution: dict[str, float] = {}
-    votes: dict[str, Any] = {}
-    confidence: float | None = None
-    neighbours: int | None = None
+    birads: int | None = Field(None, description="The BIRADS put forward (= suggested).")
     rule: str | None = None
-    note: str | None = None
+    note: str | None = Field(None, description="Decision support, not a diagnosis.")
+    pathology: VoteOfLabel | None = Field(
+        None, description="The same neighbours' pathology vote (malignant / benign / normal)."
+    )
 
 
 RESULTS_URL: Any = Field(
@@ -150,8 +157,9 @@ class CaseSearchResponse(Body):
     embedding_space: dict[str, Any]
     results: list[CaseHit]  # type: ignore[valid-type]
     ranking: str
-    suggested_birads: SuggestedBirads
-    suggested_pathology: SuggestedPathology
+    suggested_birads: SuggestedBirads = Field(
+        description="The nearest cases' vote (their case BIRADS, pathology beside it)."
+    )
     timing_ms: dict[str, float]
     url: str | None = RESULTS_URL
 

@@ -24,6 +24,19 @@ AUDIT_CSV_COLUMNS = (
 )  # fmt: skip
 
 
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+"""First characters that make a spreadsheet read a cell as a formula (OWASP, CSV injection)."""
+
+
+def spreadsheet_safe(cell: str) -> str:
+    """`cell` as a spreadsheet shows it, never runs it: a leading quote before a trigger.
+
+    Usernames, patient ids and details come from people and sheets (`=HYPERLINK(...)`);
+    the quote is OWASP's rule and shows in the cell, which is the point.
+    """
+    return "'" + cell if cell.startswith(FORMULA_TRIGGERS) else cell
+
+
 def _page_number() -> int:
     """`page` from the query: a whole number from 1 to AUDIT_MAX_PAGE, else a 400."""
     raw = request.args.get("page", "1").strip() or "1"
@@ -96,12 +109,13 @@ def _csv_lines(selection: audit.AuditFilter) -> Iterator[str]:
     with current_app.extensions["mammosearch_sessions"]() as session:
         for row in audit.iter_found(session, selection):
             event = row.event
-            writer.writerow((
+            cells = (
                 event.created_at.strftime("%Y-%m-%d %H:%M:%S"), event.username or "",
-                event.action, row.source_patient_id or "", event.image_id or "",
+                event.action, row.source_patient_id or "", str(event.image_id or ""),
                 event.remote_addr or "",
                 json.dumps(event.detail, sort_keys=True) if event.detail else "",
-            ))  # fmt: skip
+            )  # fmt: skip
+            writer.writerow([spreadsheet_safe(cell) for cell in cells])
             yield taken()
 
 

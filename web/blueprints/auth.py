@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, logout_user
@@ -24,13 +24,43 @@ REFUSALS = {
 }
 
 
-def _safe_next(target: str | None) -> str:
-    """Only same-site paths: `next` must not send people to another host."""
-    if target:
-        parts = urlsplit(target)
-        if not parts.scheme and not parts.netloc and target.startswith("/") and "\\" not in target:
+MAX_NEXT_UNQUOTING = 3
+"""Percent-decodings tried on `next` before giving up on it (`%252F` is two)."""
+
+
+def same_site_path(target: str | None) -> str | None:
+    """`target` when a browser would read it as a path on this site, else None.
+
+    Checked as browsers read it, not as urlsplit does: they drop tabs and newlines, read a
+    backslash as a slash and any run of leading slashes as a host (`////evil.example/x`),
+    and a server behind us may percent-decode it once more (`/%2F%2Fevil.example`). So every
+    decoded form must be a rooted path with no host, scheme, backslash or control character.
+    """
+    if not target:
+        return None
+    form = target
+    for _ in range(MAX_NEXT_UNQUOTING + 1):
+        if not _plain_path(form):
+            return None
+        decoded = unquote(form)
+        if decoded == form:
             return target
-    return url_for("search.search_page")
+        form = decoded
+    return None  # still encoded after several decodings: nobody types that
+
+
+def _plain_path(form: str) -> bool:
+    if any(ord(char) < 0x20 or ord(char) == 0x7F or char == "\\" for char in form):
+        return False
+    if not form.startswith("/") or form.startswith("//"):
+        return False
+    parts = urlsplit(form)
+    return not parts.scheme and not parts.netloc
+
+
+def _safe_next(target: str | None) -> str:
+    """Where to go after sign-in: `next` when it stays on this site, else the search page."""
+    return same_site_path(target) or url_for("search.search_page")
 
 
 @bp.route("/login", methods=["GET", "POST"])

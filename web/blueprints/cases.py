@@ -10,7 +10,7 @@ from flask_login import current_user
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
-from mammosearch.audit import record_access
+from mammosearch.audit import record_access, record_thumbnail_view
 from mammosearch.db.models import Image, Segmentation
 from web.access import RADIOLOGY, restrict_blueprint
 from web.case_context import archive_viewer_link, found_at, study_groups
@@ -116,9 +116,11 @@ def thumbnail(image_id: int) -> Response:
     image = get_image_or_404(image_id)
     path = thumbnail_file(settings(), image, size_px)
     session = get_session()
-    record_access(  # a thumbnail shows the patient's image too: every disclosure is audited
-        session, current_user.row, "view_thumbnail", patient_id=image.patient_id,
-        image_id=image.id, detail={"size_px": size_px}, remote_addr=request.remote_addr,
+    # A thumbnail shows the patient's image too: audited, unless the page that shows it
+    # already listed it in its own event (mammosearch.audit.record_thumbnail_view).
+    record_thumbnail_view(
+        session, current_user.row, image.patient_id, image.id,
+        detail={"size_px": size_px}, remote_addr=request.remote_addr,
     )
     session.commit()
     return send_file(path, mimetype="image/jpeg", max_age=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -15,6 +16,7 @@ from web.access import ADMIN, restrict_blueprint
 from web.configuration import settings as app_settings
 from web.db import get_session
 
+log = logging.getLogger(__name__)
 bp = restrict_blueprint(Blueprint("models", __name__, url_prefix="/admin/models"), ADMIN)
 
 TRAINING_LABELS = {"birads": ("birads",), "birads+pathology": ("birads", "pathology")}
@@ -41,6 +43,10 @@ def _spaces() -> list[dict[str, Any]]:
         row["serving"] = serving is not None and serving.id == space.id
         model = models_by_sha.get(space.weights_sha256)
         row["model"] = model.directory.name if model else None
+        # The name `activate` takes: the registered model's, or the base backbone's own.
+        row["activate_as"] = row["model"] or (
+            None if space.backbone.startswith("trained:") else space.backbone
+        )
         cv = model.cross_validation() if model else {}
         row["oof"] = (cv.get("trained") or {}).get("metrics")
         row["oof_base"] = (cv.get("base") or {}).get("metrics")
@@ -53,14 +59,24 @@ def _spaces() -> list[dict[str, Any]]:
 def overview() -> str:
     from mammosearch.embed.loader import registry_dir
     from mammosearch.embed.registry import registered_models
+    from mammosearch.train import auto
     from mammosearch.train.config import TrainConfig
     from mammosearch.train.jobs import last_finished_run, list_jobs
+    from mammosearch.train.losses import LOSSES
+    from mammosearch.train.network import POOLINGS
 
     models = registered_models(registry_dir(app_settings()))
     jobs = list_jobs(app_settings())
+    auto_record = auto.read_state(app_settings())
+    spaces = _spaces()
     return render_template(
         "admin/models.html",
-        spaces=_spaces(),
+        auto_train=auto_record,
+        auto_summary=auto.summary_line(auto_record),
+        auto_under_way=auto.under_way(app_settings()) is not None,
+        auto_enabled=app_settings().auto_train,
+        spaces=spaces,
+        serving_models={row["model"] for row in spaces if row["serving"] and row["model"]},
         models=models,
         jobs=jobs,
         last_run=last_finished_run(jobs),
@@ -69,6 +85,9 @@ def overview() -> str:
         bases=BASE_BACKBONES,
         default_base=DEFAULT_BASE,
         default_epochs=TrainConfig().fit.epochs,
+        defaults=TrainConfig(),
+        losses=LOSSES,
+        poolings=POOLINGS,
     )
 
 
@@ -92,8 +111,11 @@ def start_training() -> Response:
         problems.append(f"image size: one of {', '.join(map(str, IMAGE_SIZES))}")
     if base is not None and base not in BASE_BACKBONES:
         problems.append(f"base: one of {', '.join(BASE_BACKBONES)}")
+    more, more_problems = _more_options()
+    problems += more_problems
     options = {
         "labels": list(labels or ()), "epochs": epochs, "image_size_px": image_size, "base": base,
+        **more,
     }  # fmt: skip
     try:
         job = None if problems else create_job(settings, name, options, current_user.username)
@@ -120,15 +142,44 @@ def start_training() -> Response:
     return redirect(url_for("models.overview"))
 
 
+def _more_options() -> tuple[dict[str, Any], list[str]]:
+    """The form's further TrainConfig fields (`mammosearch train`'s options); empty: default."""
+    from mammosearch.train.losses import LOSSES
+    from mammosearch.train.network import POOLINGS
+    from mammosearch.train.test_views import FIXED_VIEWS
+
+    ranges = {"folds": (2, 10), "dim": (0, 2048), "test_views": (1, len(FIXED_VIEWS)),
+              "ensemble": (1, 5), "seed": (0, 2**31 - 1)}  # fmt: skip
+    choices = {"loss": LOSSES, "pooling": POOLINGS}
+    options: dict[str, Any] = {}
+    problems = []
+    for key, (low, high) in ranges.items():
+        raw = (request.form.get(key) or "").strip()
+        if not raw:
+            continue
+        if not raw.isdigit() or not low <= int(raw) <= high:
+            problems.append(f"{key.replace('_', ' ')}: a whole number from {low} to {high}")
+        else:
+            options[key] = int(raw)
+    for key, allowed in choices.items():
+        value = (request.form.get(key) or "").strip()
+        if value and value not in allowed:
+            problems.append(f"{key}: one of {', '.join(allowed)}")
+        elif value:
+            options[key] = value
+    return options, problems
+
+
 _one_job = threading.Lock()
 
 
-def _run_alone(run_job: Any, settings: Any, job_id: str) -> None:
+def _run_alone(function: Any, settings: Any, *args: Any) -> None:
+    """Embedded mode: one training, check or switch at a time in this process."""
     with _one_job:
         try:
-            run_job(settings, job_id)
-        except Exception:  # noqa: BLE001 - the job record says what failed
-            pass
+            function(settings, *args)
+        except Exception:  # noqa: BLE001 - its record (job, auto-train state) says what failed
+            log.exception("background %s failed", getattr(function, "__name__", function))
 
 
 @bp.get("/jobs/<job_id>")
@@ -139,3 +190,187 @@ def job_status(job_id: str) -> Response:
     if record is None:
         abort(404)
     return jsonify(record)
+
+
+@bp.app_context_processor
+def training_banner() -> dict[str, Any]:
+    """`training_banner` on every signed-in page while the archive's model trains or switches."""
+    from mammosearch.train import auto
+
+    if not (current_user and current_user.is_authenticated):
+        return {"training_banner": None}
+    record = auto.under_way(app_settings())
+    return {"training_banner": auto.summary_line(record) if record else None}
+
+
+def _in_background(task: str, function: Any, *args: Any) -> None:
+    """A switch or a check: the `train` queue's worker with a broker, else a thread here."""
+    settings = app_settings()
+    if settings.celery_broker_url:
+        from workers.app import celery_app
+
+        celery_app.send_task(task, args=list(args))
+        return
+    worker = threading.Thread(target=_run_alone, args=(function, settings, *args), daemon=True)
+    worker.start()
+
+
+def _audit(action: str, detail: dict[str, Any]) -> None:
+    session = get_session()
+    audit.record_access(
+        session, current_user.row, action, detail=detail, remote_addr=request.remote_addr
+    )
+    session.commit()
+
+
+def _refuse_while_busy() -> Response | None:
+    from mammosearch.train import auto
+
+    if auto.under_way(app_settings()) is not None:
+        flash("A training or a switch is under way; try again when it has finished.", "error")
+        return redirect(url_for("models.overview"))
+    return None
+
+
+@bp.post("/activate")
+def activate_space() -> Response:
+    """Re-embed the archive into a space and make it serve (search stays where it is until then)."""
+    from mammosearch.embed.loader import registry_dir
+    from mammosearch.embed.registry import registered_models
+    from mammosearch.train import auto
+
+    backbone = (request.form.get("backbone") or "").strip()
+    known = {row["activate_as"] for row in _spaces() if row["activate_as"]} | {
+        model.directory.name for model in registered_models(registry_dir(app_settings()))
+    }
+    if backbone not in known:
+        flash(
+            f"Not activated: {backbone or '(none)'} is not a space or model on this page.", "error"
+        )
+        return redirect(url_for("models.overview"))
+    busy = _refuse_while_busy()
+    if busy is not None:
+        return busy
+    _in_background("mammosearch.switch_space", auto.activate_model, backbone)
+    _audit("activate_space", {"backbone": backbone})
+    flash(f"Switching to {backbone}: search stays on the serving space until it is ready.", "info")
+    return redirect(url_for("models.overview"))
+
+
+@bp.post("/rollback")
+def roll_back() -> Response:
+    """Serve the space that served before the last switch again."""
+    from mammosearch.train import auto
+
+    previous = auto.read_state(app_settings()).get("previous_backbone")
+    if not previous:
+        flash("Nothing to roll back to: no space was switched from.", "error")
+        return redirect(url_for("models.overview"))
+    busy = _refuse_while_busy()
+    if busy is not None:
+        return busy
+    _in_background("mammosearch.switch_space", _rollback)
+    _audit("rollback_space", {"to": previous})
+    flash(f"Rolling back to {previous}.", "info")
+    return redirect(url_for("models.overview"))
+
+
+def _rollback(settings: Any) -> None:
+    from mammosearch.train import auto
+
+    auto.rollback(settings)
+
+
+@bp.get("/auto-train")
+def auto_training_status() -> Response:
+    """The automatic run's record and its one-line summary (the page follows a run with it)."""
+    from mammosearch.train import auto
+
+    record = auto.read_state(app_settings())
+    return jsonify(
+        state=record.get("state"),
+        summary=auto.summary_line(record),
+        under_way=auto.under_way(app_settings()) is not None,
+        progress=record.get("progress") or {},
+    )
+
+
+@bp.post("/auto-train")
+def check_auto_training() -> Response:
+    """Check now whether a training is due (as the periodic check does), and start it if so."""
+
+    busy = _refuse_while_busy()
+    if busy is not None:
+        return busy
+    _in_background("mammosearch.auto_train", _auto_train_once)
+    _audit("check_auto_training", {})
+    flash("Checking whether a training is due; the state below follows.", "info")
+    return redirect(url_for("models.overview"))
+
+
+def _auto_train_once(settings: Any) -> None:
+    from mammosearch.train import auto
+
+    auto.lower_priority(whole_process=False)  # this thread: search's threads keep theirs
+    auto.run_auto_train(settings)
+
+
+@bp.post("/spaces/<int:space_id>/delete")
+def delete_space(space_id: int) -> Response:
+    """Drop a space that does not serve (vectors, indexes) and unregister its model."""
+    import shutil
+
+    from mammosearch.db.models import EmbeddingSpace
+    from mammosearch.embed.loader import registry_dir
+    from mammosearch.space_switch import SpaceSwitchError, drop_space
+
+    session = get_session()
+    space = session.get(EmbeddingSpace, space_id)
+    if space is None:
+        abort(404)
+    row = next(row for row in _spaces() if row["space"]["id"] == space_id)
+    busy = _refuse_while_busy()
+    if busy is not None:
+        return busy
+    try:
+        result = drop_space(session, app_settings(), space)
+    except SpaceSwitchError as error:
+        flash(f"Not deleted: {error}", "error")
+        return redirect(url_for("models.overview"))
+    if row["model"]:
+        shutil.rmtree(registry_dir(app_settings()) / row["model"], ignore_errors=True)
+    _audit("delete_space", {"space": space_id, "model": row["model"]})
+    flash(
+        f"Space {space_id} deleted ({result['vectors_removed']} vectors)"
+        + (f" and model {row['model']} unregistered." if row["model"] else "."),
+        "info",
+    )
+    return redirect(url_for("models.overview"))
+
+
+@bp.post("/registry/<name>/delete")
+def delete_model(name: str) -> Response:
+    """Unregister a model that does not serve (its space, if any, is deleted with its row)."""
+    import shutil
+
+    from mammosearch.embed.loader import registry_dir
+    from mammosearch.embed.registry import NAME_PATTERN
+    from mammosearch.train import auto
+
+    folder = registry_dir(app_settings()) / name
+    if not NAME_PATTERN.match(name) or not folder.is_dir():
+        abort(404)
+    serving = auto.serving_trained_model(app_settings())
+    if serving is not None and serving.directory.name == name:
+        flash(f"Not deleted: {name} serves search now; activate another space first.", "error")
+        return redirect(url_for("models.overview"))
+    spaces = [row for row in _spaces() if row["model"] == name]
+    if spaces:
+        return delete_space(spaces[0]["space"]["id"])
+    busy = _refuse_while_busy()
+    if busy is not None:
+        return busy
+    shutil.rmtree(folder)
+    _audit("delete_model", {"model": name})
+    flash(f"Model {name} unregistered.", "info")
+    return redirect(url_for("models.overview"))

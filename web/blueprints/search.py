@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from werkzeug.datastructures import FileStorage
 from werkzeug.wrappers import Response
 
+from mammosearch.audit import record_access
 from mammosearch.case_search import QueryUpload
 from mammosearch.db.models import Image
 from mammosearch.ingest.storage import ImageRejected
@@ -67,13 +68,23 @@ def _render(status: int = 200, **context: Any) -> tuple[str, int]:
 
 @bp.get("/search")
 def search_page() -> tuple[str, int] | Response:
-    """The search form; with an archived query in the URL (`?image_id=156&k=5`), its results.
+    """The search form and the newest searchable cases to start from (one click each); with
+    an archived query in the URL (`?image_id=156&k=5`), its results.
 
     Every results page has such an address, so back, bookmark and share reproduce it.
     """
     if has_addressable_query(request.args):
         return _search(request.args, [])
-    return _render(form=request.args)
+    recent = _recent_cases()
+    if recent:  # one event for the page's thumbnails (mammosearch.audit.SHOWN_IMAGE_KEYS)
+        session = get_session()
+        record_access(
+            session, current_user.row, "view_recent_cases",
+            detail={"shown_image_ids": [image.id for image in recent]},
+            remote_addr=request.remote_addr,
+        )  # fmt: skip
+        session.commit()
+    return _render(form=request.args, recent=recent)
 
 
 @bp.post("/search")

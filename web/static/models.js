@@ -24,3 +24,17 @@
     }
   }, 3000);
 })();
+
+// Models page: follow the automatic training while it runs; reload when it has finished.
+(function () {
+  const card = document.getElementById('auto-train');
+  if (!card || !card.hasAttribute('data-under-way')) return;
+  const summary = card.querySelector('.auto-summary');
+  setInterval(async () => {
+    const answer = await fetch(card.dataset.statusUrl);
+    if (!answer.ok) return;
+    const status = await answer.json();
+    summary.textContent = status.summary;
+    if (!status.under_way) window.location.reload();
+  }, 5000);
+})();

@@ -2,32 +2,40 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 import click
 
 from mammosearch import __version__
+from mammosearch.cli.lazy_group import LazyGroup
 
-# One module per command group; each exposes `commands: list[click.Command]`.
-COMMAND_MODULES = [
-    "mammosearch.cli.db_commands",
-    "mammosearch.cli.users_commands",
-    "mammosearch.cli.serve_commands",
-    "mammosearch.cli.evaluate_commands",
-    "mammosearch.cli.report_commands",
-    "mammosearch.cli.source_commands",
-    "mammosearch.cli.ingest_commands",
-    "mammosearch.cli.status_commands",
-    "mammosearch.cli.index_commands",
-    "mammosearch.cli.search_commands",
-    "mammosearch.cli.worker_commands",
-    "mammosearch.cli.train_commands",
-    "mammosearch.cli.spaces_commands",
-]
+# Each command by name, imported only when it runs (or when --help lists its summary).
+COMMANDS = {
+    "db": "mammosearch.cli.db_commands:db",
+    "users": "mammosearch.cli.users_commands:users",
+    "serve": "mammosearch.cli.serve_commands:serve",
+    "evaluate": "mammosearch.cli.evaluate_commands:evaluate_command",
+    "report": "mammosearch.cli.report_commands:report_command",
+    "ingest": "mammosearch.cli.ingest_commands:ingest",
+    "dicom-listen": "mammosearch.cli.source_commands:dicom_listen",
+    "orthanc-follow": "mammosearch.cli.source_commands:orthanc_follow",
+    "labels": "mammosearch.cli.source_commands:labels",
+    "status": "mammosearch.cli.status_commands:status",
+    "embed": "mammosearch.cli.index_commands:embed",
+    "index": "mammosearch.cli.index_commands:index",
+    "search": "mammosearch.cli.search_commands:search",
+    "worker": "mammosearch.cli.worker_commands:worker",
+    "beat": "mammosearch.cli.worker_commands:beat",
+    "watch": "mammosearch.cli.worker_commands:watch",
+    "reconcile": "mammosearch.cli.worker_commands:reconcile",
+    "train": "mammosearch.cli.train_commands:train",
+    "models": "mammosearch.cli.train_commands:models",
+    "auto-train": "mammosearch.cli.train_commands:auto_train",
+    "spaces": "mammosearch.cli.spaces_commands:spaces",
+}
 
 
-class MammosearchGroup(click.Group):
+class MammosearchGroup(LazyGroup):
     """Turns set-up problems (a bad setting, the database) into one actionable line."""
 
     def invoke(self, ctx: click.Context) -> object:
@@ -39,10 +47,18 @@ class MammosearchGroup(click.Group):
             return super().invoke(ctx)
         except SettingError as exc:
             raise click.ClickException(str(exc)) from exc
+        except OSError as exc:
+            full = _full_disk(exc)
+            if full:
+                raise click.ClickException(full) from exc
+            raise
         except (OperationalError, ProgrammingError) as exc:
             from mammosearch.config import get_settings
             from mammosearch.db.session import redact_url
 
+            full = _full_disk(exc)
+            if full:
+                raise click.ClickException(full) from exc
             url = redact_url(get_settings().database_url)
             text = str(exc.orig)
             if "no such table" in text or "does not exist" in text:
@@ -61,10 +77,24 @@ class MammosearchGroup(click.Group):
             weights = sys.modules.get("mammosearch.embed.weights")
             if weights is not None and isinstance(exc, weights.WeightsUnavailable):
                 raise click.ClickException(str(exc)) from exc
+            migrate = sys.modules.get("mammosearch.db.migrate")  # refused: rows to fix first
+            if migrate is not None and isinstance(exc, migrate.MigrationRefused):
+                raise click.ClickException(str(exc)) from exc
             raise
 
 
-@click.group(cls=MammosearchGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def _full_disk(error: BaseException) -> str | None:
+    from mammosearch.config import get_settings
+    from mammosearch.disk_full import full_disk_message
+
+    return full_disk_message(error, get_settings())
+
+
+@click.group(
+    cls=MammosearchGroup,
+    lazy_subcommands=COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(__version__, prog_name="mammosearch")
 def main() -> None:
     """Mammosearch: similar-case search for mammography.
@@ -79,7 +109,3 @@ def main() -> None:
     configure_logging()
     allow_pixels(get_settings().max_image_pixels)
 
-
-for _module_name in COMMAND_MODULES:
-    for _command in importlib.import_module(_module_name).commands:
-        main.add_command(_command)

@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 from mammosearch.config import Settings, get_settings
-from mammosearch.db import migrate
 from mammosearch.db.session import redact_url
 
 
@@ -20,6 +19,8 @@ def db() -> None:
 @click.option("--revision", default="head", show_default=True, help="Alembic revision.")
 def upgrade(revision: str) -> None:
     """Apply migrations up to REVISION (creates the SQLite file when needed)."""
+    from mammosearch.db import migrate
+
     url = get_settings().database_url
     migrate.upgrade(url, revision)
     click.echo(f"database at revision {migrate.current_revision(url)} ({redact_url(url)})")
@@ -28,6 +29,8 @@ def upgrade(revision: str) -> None:
 @db.command("check")
 def check() -> None:
     """Fail when the models and the migrations disagree."""
+    from mammosearch.db import migrate
+
     migrate.check()
     click.echo("models and migrations agree")
 
@@ -35,6 +38,8 @@ def check() -> None:
 @db.command("current")
 def current() -> None:
     """Print the database's current revision."""
+    from mammosearch.db import migrate
+
     click.echo(migrate.current_revision() or "empty (run `mammosearch db upgrade`)")
 
 
@@ -45,6 +50,8 @@ def migrate_embedded_database(settings: Settings, quiet: bool = False) -> None:
     url = settings.database_url
     if not url.startswith("sqlite"):
         return
+    from mammosearch.db import migrate  # here: Alembic is slow to import
+
     path = url.split("///", 1)[-1]
     before = None
     if path and Path(path).exists():

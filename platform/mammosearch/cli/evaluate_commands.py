@@ -11,19 +11,11 @@ from mammosearch.atomic_files import atomic_write_text
 from mammosearch.cases import CASE_FUSIONS, DEFAULT_FUSION, SEARCH_UNITS
 from mammosearch.config import get_settings
 from mammosearch.db.session import session_scope
-from mammosearch.evaluate import (
-    DEFAULT_PROTOCOL,
-    DISTANCE_METRICS,
-    LABELS,
-    PROTOCOLS,
-    EvaluationError,
-    evaluate_space,
-    format_per_class,
-    format_summary,
-    parse_ks,
-    resolve_space,
-)
+from mammosearch.distances import DISTANCE_METRICS
+from mammosearch.evaluate.labels import LABELS
+from mammosearch.evaluate.protocols import DEFAULT_PROTOCOL, PROTOCOLS
 from mammosearch.ranking import RANKINGS
+from mammosearch.vote import reliability_lines
 
 
 @click.command("evaluate")
@@ -107,6 +99,15 @@ def evaluate_command(
 ) -> None:
     """Leave-one-out precision/recall/NDCG@k, mAP and search time over a space's images
     (or cases, --unit case)."""
+    from mammosearch.evaluate import (
+        EvaluationError,
+        evaluate_space,
+        format_per_class,
+        format_summary,
+        parse_ks,
+        resolve_space,
+    )
+
     if fusion is not None and unit != "case":
         raise click.UsageError("--fusion is for --unit case")
     settings = get_settings()
@@ -153,6 +154,9 @@ def evaluate_command(
     if per_class:
         click.echo("")
         click.echo(format_per_class(result))
+    for label, reliability in (result.config.get("vote") or {}).items():
+        click.echo("")
+        click.echo("\n".join(reliability_lines(label, reliability)))
     if json_path is not None:
         atomic_write_text(json_path, json.dumps(result.to_dict(), indent=2))
         click.echo(f"wrote {json_path}", err=True)

@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from mammosearch.cli.db_commands import migrate_embedded_database
+from mammosearch.cli.lazy_group import LazyGroup
 from mammosearch.config import Settings, get_settings
 from mammosearch.db import session_scope
 from mammosearch.import_record import record_import
-from mammosearch.ingest.cdd_cesm import FolderError, ImportSummary, import_cdd_cesm
 from mammosearch.ingest.sheet import BIRADS_RULES, SheetError, SheetRow
+
+if TYPE_CHECKING:
+    from mammosearch.ingest.cdd_cesm import ImportSummary
 
 NAMES_SHOWN = 5  # long lists (e.g. 500 missing DM images) are summarised; --json has them all
 
 
-@click.group("ingest")
+@click.group(
+    "ingest",
+    cls=LazyGroup,
+    lazy_subcommands={"dicom": "mammosearch.cli.source_commands:ingest_dicom"},
+)
 def ingest() -> None:
     """Register images from a source; they are then embedded and indexed."""
 
@@ -176,6 +184,8 @@ def ingest_cdd_cesm(
     folder: Path, birads_rule: str | None, as_json: bool, no_progress: bool, no_process: bool
 ) -> None:
     """Import a CDD-CESM folder (annotation sheet + image folders, TCIA layout)."""
+    from mammosearch.ingest.cdd_cesm import FolderError, import_cdd_cesm
+
     settings = get_settings()
     rule = birads_rule or settings.birads_rule
     if rule not in BIRADS_RULES:

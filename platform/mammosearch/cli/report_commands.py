@@ -8,14 +8,9 @@ import click
 
 from mammosearch.config import get_settings
 from mammosearch.db.session import session_scope
-from mammosearch.evaluate import (
-    DEFAULT_PROTOCOL,
-    DISTANCE_METRICS,
-    LABELS,
-    PROTOCOLS,
-    EvaluationError,
-    parse_ks,
-)
+from mammosearch.distances import DISTANCE_METRICS
+from mammosearch.evaluate.labels import LABELS
+from mammosearch.evaluate.protocols import DEFAULT_PROTOCOL, PROTOCOLS
 
 
 def serving_trained_model(settings) -> str | None:  # noqa: ANN001
@@ -74,9 +69,16 @@ def _names(
     help="Neighbours voting in the confusion matrix.",
 )
 @click.option(
+    "--embed-missing",
+    is_flag=True,
+    help="Embed backbones the archive holds no vectors of (each into an inactive comparison "
+    "space; `spaces drop` removes it). Default: report on the archive's spaces only.",
+)
+@click.option(
     "--allow-random",
     is_flag=True,
-    help="Include backbones without weights, with random weights (marked UNTRAINED).",
+    help="With --embed-missing: embed backbones without weights with random weights "
+    "(marked UNTRAINED).",
 )
 @click.option("--tsne/--no-tsne", default=True, show_default=True)
 @click.option("--progress/--no-progress", default=True, show_default=True)
@@ -88,17 +90,20 @@ def report_command(
     label: str,
     ks_text: str,
     vote_k: int,
+    embed_missing: bool,
     allow_random: bool,
     tsne: bool,
     progress: bool,
 ) -> None:
     """Evaluate each backbone x metric and write an HTML report with figures and report.json.
 
-    Vectors are cached per backbone in its own embedding space: only images without one are
-    embedded. A backbone whose weights are missing is listed as skipped, with the reason.
+    The report reads the archive: each backbone's vectors come from its embedding space, and
+    nothing is embedded unless --embed-missing asks for it. A backbone without vectors (or,
+    embedding, without weights) is listed as skipped, with the reason in one line.
     """
-    from mammosearch.embed import BACKBONES
-    from mammosearch.evaluate.report import ReportOptions, write_report
+    from mammosearch.embed.backbones import BACKBONES
+    from mammosearch.evaluate import EvaluationError, parse_ks
+    from mammosearch.evaluate.report import ReportOptions, archived_backbones, write_report
     from mammosearch.evaluate.tables import format_summary_rows
 
     settings = get_settings()
@@ -108,8 +113,16 @@ def report_command(
         names = tuple(
             name for name in _names(backbones, known, "backbone", trained_ok=True)
         )
-    else:
+    elif embed_missing:
         names = tuple(known)  # the serving trained model beside the base backbones
+    else:
+        with session_scope(settings.database_url) as session:
+            names = tuple(archived_backbones(session, settings, known))
+        if not names:
+            raise click.ClickException(
+                "no backbone has vectors in the archive yet: embed it first (mammosearch "
+                "ingest ... / embed), or let the report embed them with --embed-missing"
+            )
     metrics = _names(metrics_text, DISTANCE_METRICS, "metric")
     try:
         options = ReportOptions(
@@ -129,6 +142,7 @@ def report_command(
                 options,
                 allow_random=allow_random,
                 progress=progress,
+                embed=embed_missing,
             )
     except EvaluationError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -12,6 +12,7 @@ from mammosearch.cli.space_option import backbone_option, resolve_space, setting
 from mammosearch.db.session import session_scope
 from mammosearch.ranking import RANKINGS
 from mammosearch.search_request import BIRADS_HIGH, BIRADS_LOW, DEFAULT_K, MAX_K
+from mammosearch.vote import suggestion_lines
 
 
 @click.command("search")
@@ -99,7 +100,9 @@ def search(
     settings = settings_for(backbone)
     service = get_search_service(settings)
     with session_scope(settings.database_url) as session:
-        resolve_space(session, settings, echo=not as_json)
+        # Which backbone `auto` chose matters where vectors are written (embed, index); the
+        # answer below names the space searched, so it is not repeated on every search.
+        resolve_space(session, settings, echo=False)
         try:
             request = parse_search_request(
                 {
@@ -135,26 +138,8 @@ def search(
         _echo_cases(response)
     else:
         _echo_images(response)
-    suggestion = response.suggested_birads
-    click.echo(
-        f"suggested BIRADS: {suggestion.get('birads')} "
-        f"(distribution {suggestion.get('distribution')}; {suggestion.get('rule')})"
-    )
-    if response.unit == "case":
-        pathology_vote = response.suggested_pathology
-        click.echo(
-            f"suggested pathology: {pathology_vote.get('pathology')} "
-            f"(distribution {pathology_vote.get('distribution')})"
-        )
-    measured = suggestion.get("measured") or {}
-    if measured:
-        recall = suggestion.get("measured_recall_of_this_class")
-        click.echo(
-            f"vote accuracy in this space: {measured['accuracy']:.2f}"
-            + (f", {recall:.2f} for this class" if recall is not None else "")
-            + f" ({measured['source']})"
-        )
-    click.echo(suggestion.get("note", ""))
+    for line in suggestion_lines(response.suggested_birads):
+        click.echo(line)
     click.echo("timing ms: " + ", ".join(f"{k}={v}" for k, v in response.timing_ms.items()))
 
 

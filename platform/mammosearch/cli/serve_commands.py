@@ -50,6 +50,30 @@ def _run_gunicorn(app: Any, host: str, port: int, threads: int) -> None:
     _EmbeddedGunicorn().run()
 
 
+AUTO_TRAIN_CHILD = "from mammosearch.cli import main; main(prog_name='mammosearch')"
+
+
+def _start_auto_training() -> None:
+    """Embedded default (no broker): `auto-train --watch` in a child process beside the server.
+
+    A process of its own, so its low CPU priority (os.nice) covers every thread torch
+    starts, and the server's request threads never wait for it. With a broker, beat asks
+    the `train` queue's worker instead (workers/schedule.py).
+    """
+    import subprocess
+    import sys
+
+    from mammosearch.config import get_settings
+
+    settings = get_settings()
+    if not settings.tasks_in_process or not settings.auto_train:
+        return
+    subprocess.Popen(  # noqa: S603 - our own command line, no user input
+        [sys.executable, "-c", AUTO_TRAIN_CHILD, "auto-train", "--watch"],
+        stdin=subprocess.DEVNULL,
+    )
+
+
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=5000, show_default=True, type=int, help="Port to listen on.")
@@ -60,6 +84,7 @@ def serve(host: str, port: int, threads: int, dev: bool) -> None:
     from web import create_app
 
     app = create_app()
+    _start_auto_training()
     try:
         import gunicorn  # noqa: F401
     except ImportError:

@@ -8,14 +8,15 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from mammosearch.config import Settings, get_settings
 from mammosearch.db.session import make_session_factory
-from mammosearch.ingest.dicom import is_dicom_file
-from mammosearch.ingest.dicom_register import ImageRegisteredHook, register_dicom
-from mammosearch.ingest.storage import ImageRejected
+
+if TYPE_CHECKING:
+    from mammosearch.ingest.dicom_register import ImageRegisteredHook
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ def background_processing(settings: Settings) -> ImageRegisteredHook:
 
 def iter_dicom_files(paths: tuple[Path, ...]) -> Iterator[Path]:
     """The given files, and the DICOM files under the given folders (recursively, sorted)."""
+    from mammosearch.ingest.dicom import is_dicom_file  # here: pydicom is slow to import
+
     for path in paths:
         if path.is_dir():
             for candidate in sorted(path.rglob("*")):
@@ -70,6 +73,8 @@ def iter_dicom_files(paths: tuple[Path, ...]) -> Iterator[Path]:
 def ingest_dicom(paths: tuple[Path, ...], no_process: bool) -> None:
     """Register DICOM files (folders are searched recursively); each file commits alone."""
     from mammosearch.cli.db_commands import migrate_embedded_database
+    from mammosearch.ingest.dicom_register import register_dicom
+    from mammosearch.ingest.storage import ImageRejected
 
     settings = get_settings()
     migrate_embedded_database(settings)
@@ -189,26 +194,4 @@ def labels_import(file: Path, changed_by: str | None) -> None:
         raise SystemExit(1)
 
 
-def _ingest_group() -> click.Group | None:
-    """The shared `ingest` group, when its module exists (`ingest dicom` joins it)."""
-    try:
-        from mammosearch.cli.ingest_commands import ingest
-    except ModuleNotFoundError as exc:
-        if exc.name != "mammosearch.cli.ingest_commands":
-            raise
-        return None
-    return ingest
-
-
-_shared_ingest = _ingest_group()
-if _shared_ingest is not None:
-    _shared_ingest.add_command(ingest_dicom)
-    commands: list[click.Command] = [dicom_listen, orthanc_follow, labels]
-else:
-
-    @click.group("ingest")
-    def ingest() -> None:
-        """Register images from sources."""
-
-    ingest.add_command(ingest_dicom)
-    commands = [ingest, dicom_listen, orthanc_follow, labels]
+commands = [ingest_dicom, dicom_listen, orthanc_follow, labels]

@@ -16,8 +16,17 @@ from workers.work_queue import work_queue_for
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def status(as_json: bool) -> None:
     """Count images by pipeline status (pending, embedded, indexed, failed)."""
+    from mammosearch.train import auto
+
+    settings = get_settings()
     with session_scope() as session:
-        report = collect_status(session, work_queue_for(get_settings()))
+        report = collect_status(session, work_queue_for(settings))
+    record = auto.read_state(settings)
+    report["auto_train"] = {
+        "enabled": settings.auto_train,
+        "state": record.get("state"),
+        "summary": auto.summary_line(record),
+    }
     if as_json:
         click.echo(json.dumps(report, indent=2, sort_keys=True))
         return
@@ -48,6 +57,14 @@ def _echo_pipeline(report: dict) -> None:
         click.echo(f"queued tasks: {depths or tasks.get('error', 'unknown')}")
     elif tasks:
         click.echo("tasks: in-process (no broker configured)")
+    trained = report.get("auto_train") or {}
+    if trained.get("state"):
+        click.echo(f"archive's own model: {trained['state']}: {trained['summary']}")
+    elif trained:
+        click.echo(
+            "archive's own model: "
+            + ("not checked yet" if trained["enabled"] else "off (MAMMOSEARCH_AUTO_TRAIN=0)")
+        )
 
 
 commands = [status]

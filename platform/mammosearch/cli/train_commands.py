@@ -343,4 +343,40 @@ def models_quantize(
         raise SystemExit(1)
 
 
-commands = [train, models]
+@click.command("auto-train")
+@click.option("--watch", is_flag=True, help="Check again every MAMMOSEARCH_AUTO_TRAIN_CHECK_S.")
+@click.option("--rollback", "roll_back", is_flag=True, help="Serve the space that served before.")
+@click.option("--json", "as_json", is_flag=True)
+def auto_train(watch: bool, roll_back: bool, as_json: bool) -> None:
+    """Train the archive's own model when due; switch to it when it beats the base space.
+
+    Due: enough BIRADS-labelled images (MAMMOSEARCH_AUTO_TRAIN_MIN_IMAGES, 200) and no trained
+    model serving, or the labelled archive grown by a quarter since. Runs at low CPU
+    priority, one at a time; `serve` starts `--watch` beside itself without a broker.
+    """
+    import os
+
+    from mammosearch.config import get_settings
+    from mammosearch.train import auto
+
+    settings = get_settings()
+    auto.lower_priority()  # search, in other processes, goes first
+    if roll_back:
+        try:
+            record = auto.rollback(settings)
+        except ValueError as error:
+            raise click.ClickException(str(error)) from error
+    elif watch:
+        parent = os.getppid()
+        # Started by `serve`: stop when it does (a re-parented child has another parent).
+        auto.watch(settings, lambda: os.getppid() != parent)
+        return
+    else:
+        record = auto.run_auto_train(settings)
+    if as_json:
+        click.echo(json.dumps(record, indent=2, default=str))
+        return
+    click.echo(f"{record.get('state', 'idle')}: {auto.summary_line(record)}")
+
+
+commands = [train, models, auto_train]

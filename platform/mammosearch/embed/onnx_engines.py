@@ -2,21 +2,35 @@
 
 Both read the same file and give the same space: fp32 vectors agree to a cosine of 1.0000
 and int8 vectors to 0.998 or more (bench/bench_embed.py prints the agreement). They differ
-in speed. OpenVINO runs the int8 (QDQ) models `models quantize` writes about twice as fast
-as ONNX Runtime does: DenseNet121 int8 48-65 against 20-25 images/s on 2 cores with
-AVX-512 VNNI, where ONNX Runtime's int8 was no faster than its own fp32 (its quantize /
-dequantize pairs around DenseNet's BatchNorm + ReLU stay in float). For fp32 models
-ONNX Runtime is as fast or faster. So `auto` gives int8 models to OpenVINO and the rest to
-ONNX Runtime; MAMMOSEARCH_ONNX_ENGINE names one engine for every model instead.
+in speed, and which is faster depends on the CPU. With AVX-512 VNNI, OpenVINO runs the
+int8 (QDQ) models `models quantize` writes about twice as fast as ONNX Runtime does:
+DenseNet121 int8 48-65 against 20-25 images/s on 2 cores, where ONNX Runtime's int8 was no
+faster than its own fp32 (its quantize / dequantize pairs around DenseNet's BatchNorm + ReLU
+stay in float). On an AVX2 CPU without VNNI the lead shrank or turned (issue 33). For fp32
+models ONNX Runtime is as fast or faster everywhere measured.
+
+So `auto` gives fp32 models to ONNX Runtime, and an int8 model to whichever engine a
+one-time measurement on this machine found faster (cached in the data dir, keyed by the
+model file and the CPU: the machine changes). Without a place to keep the measurement, the
+CPU decides: OpenVINO only where it has int8 dot products (VNNI/AMX).
+MAMMOSEARCH_ONNX_ENGINE names one engine for every model instead.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import statistics
 import threading
+import time
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
+
+from mammosearch.atomic_files import SHARED, atomic_write_text
+from mammosearch.cpu_features import cpu_model, has_int8_dot_product, vector_extensions
 
 AUTO = "auto"
 ONNXRUNTIME = "onnxruntime"
@@ -33,16 +47,78 @@ class Engine(Protocol):
         ...
 
 
-def choose_engine(requested: str, quantized: bool) -> str:
-    """The engine for a model: `requested` unless it is `auto` (int8: OpenVINO where it is
-    installed; else ONNX Runtime)."""
+CHOICES_FILE = "engine-choices.json"
+MEASURED_RUNS = 5
+MEASURED_BATCH = 4
+
+
+def choose_engine(
+    requested: str,
+    quantized: bool,
+    model_path: Path | None = None,
+    choices_dir: Path | None = None,
+    input_size_px: int = 224,
+) -> str:
+    """The engine for a model: `requested` unless it is `auto`. `auto`: fp32 on ONNX Runtime;
+    int8 on the engine measured faster here (once, kept in `choices_dir`), or, with nothing
+    to measure, on OpenVINO only where the CPU has int8 dot products."""
     if requested not in ENGINES:
         raise ValueError(
             f"MAMMOSEARCH_ONNX_ENGINE={requested!r}: choose one of {', '.join(ENGINES)}"
         )
     if requested != AUTO:
         return requested
-    return OPENVINO if quantized and openvino_installed() else ONNXRUNTIME
+    if not quantized or not openvino_installed():
+        return ONNXRUNTIME
+    if model_path is None or choices_dir is None:
+        return OPENVINO if has_int8_dot_product() else ONNXRUNTIME
+    return measured_choice(model_path, choices_dir, input_size_px)["engine"]
+
+
+def machine_key(model_path: Path) -> str:
+    """What a measurement holds for: this model file (size, mtime) on this CPU and core count."""
+    stat = model_path.stat()
+    return (
+        f"{model_path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{cpu_model()}|"
+        f"{vector_extensions()}|{os.cpu_count()}"
+    )
+
+
+def measured_choice(model_path: Path, choices_dir: Path, input_size_px: int) -> dict[str, Any]:
+    """The cached measurement for this model and CPU, measured now when there is none."""
+    path = choices_dir / CHOICES_FILE
+    try:
+        choices = json.loads(path.read_text())
+    except (OSError, ValueError):
+        choices = {}
+    key = machine_key(model_path)
+    if isinstance(choices.get(key), dict) and choices[key].get("engine") in (ONNXRUNTIME, OPENVINO):
+        return choices[key]
+    inputs = np.zeros((MEASURED_BATCH, 3, input_size_px, input_size_px), dtype=np.float32)
+    seconds = {name: _median_run_s(open_engine(name, model_path), inputs)
+               for name in (ONNXRUNTIME, OPENVINO)}  # fmt: skip
+    choice = {
+        "engine": min(seconds, key=seconds.__getitem__),
+        "images_per_s": {name: round(MEASURED_BATCH / s, 2) for name, s in seconds.items()},
+        "cpu": vector_extensions(),
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    choices[key] = choice
+    try:
+        atomic_write_text(path, json.dumps(choices, indent=2, sort_keys=True), SHARED)
+    except OSError:
+        pass  # a read-only model folder: measured again by the next process, still right
+    return choice
+
+
+def _median_run_s(engine: Engine, inputs: np.ndarray) -> float:
+    engine.run(inputs)  # warm-up: first-run allocations and kernel selection
+    times = []
+    for _ in range(MEASURED_RUNS):
+        started = time.perf_counter()
+        engine.run(inputs)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
 
 
 def openvino_installed() -> bool:

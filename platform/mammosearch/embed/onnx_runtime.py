@@ -87,8 +87,8 @@ def _stored_identity(path: Path) -> SpaceIdentity:
 class OnnxEmbedder(Embedder):
     """The same embedder served from its ONNX file; its identity comes from the file.
 
-    `engine`: "auto" (int8 models on OpenVINO, the rest on ONNX Runtime:
-    `onnx_engines.choose_engine`), "onnxruntime" or "openvino"; None reads
+    `engine`: "auto" (fp32 on ONNX Runtime, int8 on the engine measured faster on this
+    machine: `onnx_engines.choose_engine`), "onnxruntime" or "openvino"; None reads
     MAMMOSEARCH_ONNX_ENGINE.
     """
 
@@ -102,17 +102,23 @@ class OnnxEmbedder(Embedder):
         identity: SpaceIdentity | None = None,
         input_size_px: int = INPUT_SIZE_PX,
         engine: str | None = None,
+        choices_dir: Path | None = None,
     ) -> None:
-        """`identity` None: read from the file's metadata (what `export_onnx` wrote)."""
+        """`identity` None: read from the file's metadata (what `export_onnx` wrote).
+        `choices_dir`: where `auto` keeps its one-time engine measurement (default: the
+        model's folder)."""
         self.path = Path(path)
         if identity is None:
             identity = _stored_identity(self.path)
         if engine is None:
             engine = get_settings().onnx_engine
+        if choices_dir is None:
+            choices_dir = self.path.parent  # beside the model, in the data dir
         quantized = split_precision(identity.backbone)[1] == "int8"
         if providers and any(name != "CPUExecutionProvider" for name in providers):
             engine = ONNXRUNTIME  # a GPU provider: ONNX Runtime's to run
-        self.engine = open_engine(choose_engine(engine, quantized), self.path, providers)
+        chosen = choose_engine(engine, quantized, self.path, choices_dir, input_size_px)
+        self.engine = open_engine(chosen, self.path, providers)
         super().__init__(identity, batch_size, input_size_px)
 
     def embed_tensors(self, batch: torch.Tensor | np.ndarray) -> np.ndarray:

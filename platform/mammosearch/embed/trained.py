@@ -14,8 +14,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from mammosearch.embed.embedder import SpaceIdentity
 from mammosearch.embed.preprocess import PREPROCESSING_VERSION
+from mammosearch.embed.space_identity import SpaceIdentity
 from mammosearch.embed.weights import file_sha256
 
 MODEL_FILE = "model.onnx"

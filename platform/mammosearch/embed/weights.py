@@ -9,12 +9,13 @@ import urllib.request
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-import torch
-
 from mammosearch.atomic_files import SHARED, atomic_write_text, atomic_writer
-from mammosearch.embed.backbones import Backbone
+
+if TYPE_CHECKING:
+    from mammosearch.embed.backbones import Backbone
 
 WEIGHTS_SETTING = "MAMMOSEARCH_WEIGHTS"
 RANDOM_SETTING = "MAMMOSEARCH_ALLOW_RANDOM_WEIGHTS"
@@ -24,7 +25,15 @@ _HASH_CHUNK_BYTES = 1 << 20
 
 
 class WeightsUnavailable(RuntimeError):
-    """No usable weights file for a backbone; the message says where to put one."""
+    """No usable weights file for a backbone; the message says where to put one.
+
+    `summary` is the same fact in one line, for places that only need to say that a backbone
+    was passed over (`auto`'s choice, a report's skipped comparison backbone).
+    """
+
+    def __init__(self, message: str, summary: str | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary or message
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,8 @@ class ResolvedWeights:
 
 def checkpoint_dir() -> Path:
     """Where torchvision keeps downloaded weights: $TORCH_HOME/hub/checkpoints."""
+    import torch  # here, not at the top: hashing a weights file needs no torch
+
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
@@ -66,7 +77,9 @@ def resolve_weights(
         f"{backbone.name}: ImageNet weights not found. Put {backbone.weights_file} into "
         f"{cached.parent} (torchvision's cache, from $TORCH_HOME), or set {WEIGHTS_SETTING} "
         f"to the file's path ({download_error}). Random, untrained weights are used only when "
-        f"allowed explicitly ({RANDOM_SETTING}=1)."
+        f"allowed explicitly ({RANDOM_SETTING}=1).",
+        summary=f"{backbone.name}: no ImageNet weights ({backbone.weights_file} not in "
+        f"{cached.parent})",
     )
 
 

@@ -1,32 +1,41 @@
 """Retrieval evaluation: leave-one-out metrics, protocols, labels, chance levels, runs."""
 
-from mammosearch.evaluate.evaluator import DEFAULT_KS, DISTANCE_METRICS, evaluate_vectors, parse_ks
-from mammosearch.evaluate.labels import LABELS, LabelSpec, get_label
-from mammosearch.evaluate.metrics import METRICS, RankingMetric
-from mammosearch.evaluate.protocols import DEFAULT_PROTOCOL, PROTOCOLS, Protocol, get_protocol
-from mammosearch.evaluate.result import EvaluationError, EvaluationResult
-from mammosearch.evaluate.runs import evaluate_space, load_space_vectors, resolve_space
-from mammosearch.evaluate.tables import format_per_class, format_summary
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_KS",
-    "DEFAULT_PROTOCOL",
-    "DISTANCE_METRICS",
-    "LABELS",
-    "METRICS",
-    "PROTOCOLS",
-    "EvaluationError",
-    "EvaluationResult",
-    "LabelSpec",
-    "Protocol",
-    "RankingMetric",
-    "evaluate_space",
-    "evaluate_vectors",
-    "format_per_class",
-    "format_summary",
-    "get_label",
-    "get_protocol",
-    "load_space_vectors",
-    "parse_ks",
-    "resolve_space",
-]
+import importlib
+from typing import Any
+
+# Each public name and the module that defines it. Imported on first use, so a light
+# caller (the CLI's --help, `status`) reaching one submodule never loads torch or faiss.
+_HOMES = {
+    "DEFAULT_KS": "mammosearch.evaluate.evaluator",
+    "DEFAULT_PROTOCOL": "mammosearch.evaluate.protocols",
+    "DISTANCE_METRICS": "mammosearch.evaluate.evaluator",
+    "EvaluationError": "mammosearch.evaluate.result",
+    "EvaluationResult": "mammosearch.evaluate.result",
+    "LABELS": "mammosearch.evaluate.labels",
+    "LabelSpec": "mammosearch.evaluate.labels",
+    "METRICS": "mammosearch.evaluate.metrics",
+    "PROTOCOLS": "mammosearch.evaluate.protocols",
+    "Protocol": "mammosearch.evaluate.protocols",
+    "RankingMetric": "mammosearch.evaluate.metrics",
+    "evaluate_space": "mammosearch.evaluate.runs",
+    "evaluate_vectors": "mammosearch.evaluate.evaluator",
+    "format_per_class": "mammosearch.evaluate.tables",
+    "format_summary": "mammosearch.evaluate.tables",
+    "get_label": "mammosearch.evaluate.labels",
+    "get_protocol": "mammosearch.evaluate.protocols",
+    "load_space_vectors": "mammosearch.evaluate.runs",
+    "parse_ks": "mammosearch.evaluate.evaluator",
+    "resolve_space": "mammosearch.evaluate.runs",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOMES[name]), name)
+    globals()[name] = value
+    return value

@@ -22,22 +22,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import faiss
 import numpy as np
 
 from mammosearch.distances import DISTANCE_METRICS
 from mammosearch.evaluate.labels import LABELS
 from mammosearch.evaluate.metrics import METRICS
-from mammosearch.evaluate.neighbour_vote import (
-    DEFAULT_VOTE_K,
-    prior_correction,
-    similarity_of_scores,
-)
+from mammosearch.evaluate.neighbour_vote import DEFAULT_VOTE_K, similarity_of_scores
 from mammosearch.evaluate.protocols import candidate_mask, get_protocol, query_rows
 from mammosearch.evaluate.result import EvaluationError, EvaluationResult
 from mammosearch.ranking import RankingError, check_ranking, consensus_ranking
+from mammosearch.vote import RULE, VoteRule
+
+if TYPE_CHECKING:
+    import faiss
 
 DEFAULT_KS = (1, 5, 10, 20, 50, 100)
 WARMUP_SEARCHES = 3
@@ -72,7 +71,15 @@ class RankedSearch(Protocol):
     def __call__(self, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]: ...
 
 
+def _faiss_threads() -> int:
+    import faiss
+
+    return int(faiss.omp_get_max_threads())
+
+
 def _searchable(vectors: np.ndarray, metric: str) -> tuple[np.ndarray, faiss.Index]:
+    import faiss  # here: the CLI reads this module's constants for its options
+
     matrix = np.array(vectors, dtype=np.float32, order="C", copy=True)
     if metric == "cosine":
         faiss.normalize_L2(matrix)
@@ -156,6 +163,7 @@ def evaluate_vectors(
     search_depth: int | None = None,
     query_mask: np.ndarray | None = None,
     ranking: str = "similarity",
+    vote_rule: VoteRule = RULE,
     score_matrix: np.ndarray | None = None,
 ) -> EvaluationResult:
     """Leave-one-out over every labelled image; None labels are neither queries nor candidates.
@@ -165,7 +173,10 @@ def evaluate_vectors(
     case-to-case scores (mammosearch.cases), whose rules are not one vector's distance.
 
     `ranking` "consensus" orders each query's ten nearest as the search service does
-    (mammosearch.ranking): those agreeing with their class-prior-corrected vote first.
+    (mammosearch.ranking): those agreeing with their vote (mammosearch.vote) first.
+
+    `vote_rule` is the vote the consensus order follows (the served one; bench/vote_rules.py
+    scores the others).
 
     `query_mask` (default: every image) limits the queries; every labelled image stays a
     candidate, e.g. new patients' images querying an archive that trained the model.
@@ -233,7 +244,7 @@ def evaluate_vectors(
             f"{label_name!r} label and none has a relevant candidate under {protocol!r}"
         )
 
-    correction = prior_correction(np.bincount(label_codes[eligible], minlength=len(classes)))
+    class_counts = np.bincount(label_codes[eligible], minlength=len(classes))
     matrix, index = _searchable(vectors, metric)
     search: RankedSearch = searcher or index.search
     depth = n_images if searcher is None else min(n_images, search_depth or n_images)
@@ -279,8 +290,9 @@ def evaluate_vectors(
                     reordered = consensus_ranking(
                         similarity_of_scores(raw_kept, metric),
                         label_codes[ranked],
-                        correction,
-                        DEFAULT_VOTE_K,
+                        len(classes),
+                        class_counts,
+                        vote_rule,
                     )
                     ranked, raw_kept = ranked[reordered], raw_kept[reordered]
                 relevance = label_codes[ranked] == label_codes[query]
@@ -360,7 +372,7 @@ def evaluate_vectors(
             "order": ranking,
             "map": "full ranking" if map_cutoff is None else f"AP@{map_cutoff}",
             "timing": f"single-query exact search, k={k_timed}, over all {n_images} vectors",
-            "faiss_threads": faiss.omp_get_max_threads(),
+            "faiss_threads": _faiss_threads(),
             "chance": "exact expectation under a uniformly random ranking, mean over queries",
             "per_query_k": per_query_k,
         },

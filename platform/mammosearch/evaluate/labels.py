@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from mammosearch.birads import COARSE_GROUPS, RETRIEVAL_CLASSES
+from mammosearch.pathology import PATHOLOGY_CLASSES
 
-PATHOLOGY_CLASSES = ("normal", "benign", "malignant")
 FINDING_CLASSES = ("none", "mass", "non-mass", "foci", "lymph node", "other")
 FINDING_KEYWORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("none", ("no mass", "non enhancement", "no enhancement", "normal")),

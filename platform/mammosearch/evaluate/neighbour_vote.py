@@ -1,12 +1,10 @@
-"""The neighbours' class vote under a protocol, for every query: a confusion matrix.
+"""The neighbours' vote under a protocol, for every query (mammosearch.vote's rule, batched).
 
-The vote is the search service's BIRADS suggestion (mammosearch.search.suggest_birads),
-vectorised: the top-k candidates of each query each add max(similarity, 0) (or 1e-9) to
-their class, and each class's sum is discounted by its share of the archive
-(`prior_correction`), so a common class does not win by being common alone; the heaviest
-class wins, ties going to more votes, then to the earlier class.
-Similarity is what the search service shows: cosine -> the cosine itself, l2 -> 1 / (1 +
-squared distance). Candidates are the labelled images the protocol leaves to the query.
+Each labelled query's candidates (the labelled images the protocol leaves it) are ranked by
+the similarity search shows (cosine -> the cosine itself, l2 -> 1 / (1 + squared distance));
+the VOTE_K nearest vote by mammosearch.vote.class_shares. Out of these votes come the
+confusion matrix of reports and cross-validation, and the reliability table that says how
+sure a suggestion is (`measure_vote`).
 """
 
 from __future__ import annotations
@@ -18,9 +16,19 @@ from typing import Any
 import numpy as np
 
 from mammosearch.evaluate.protocols import candidate_mask, get_protocol, query_rows
-from mammosearch.ranking import MIN_VOTE_WEIGHT
+from mammosearch.vote import (
+    RULE,
+    VOTE_K,
+    NoSuggestion,
+    Reliability,
+    VoteRule,
+    class_shares,
+    expected_calibration_error,
+    reliability_table,
+    winners,
+)
 
-DEFAULT_VOTE_K = 10
+DEFAULT_VOTE_K = VOTE_K
 QUERY_CHUNK = 512
 
 
@@ -61,33 +69,6 @@ class VoteConfusion:
         }
 
 
-PRIOR_STRENGTH = 0.5
-"""How far the vote discounts a class for being common: weight (share x classes)^-strength.
-
-1 would equalise the classes' expected weight; on the dev archive's folds that over-corrects
-(a class with one image in the archive wins every vote it appears in: accuracy 0.38 -> 0.21,
-balanced accuracy 0.21 -> 0.18 for the base space); 0.5 halves BIRADS 1's pull on BIRADS 2
-and 3 queries (their recall 0.10 -> 0.23 and 0.0 -> 0.10) and keeps balanced accuracy.
-"""
-MIN_SHARE_OF_EVEN = 0.5
-"""A class's share counts as at least half of an even share: rare classes cannot explode."""
-
-
-def prior_correction(class_counts: np.ndarray, strength: float = PRIOR_STRENGTH) -> np.ndarray:
-    """Per class: (its share of the archive x number of classes present)^-strength; 0 if absent.
-
-    Discounts the classes that are common in the archive, so the vote says more of what is
-    near and less of what is frequent.
-    """
-    counts = np.asarray(class_counts, dtype=np.float64)
-    present = counts > 0
-    if not present.any():
-        return np.zeros_like(counts)
-    n_present = int(present.sum())
-    share = np.maximum(counts / counts.sum(), MIN_SHARE_OF_EVEN / n_present)
-    return np.where(present, (share * n_present) ** -strength, 0.0)
-
-
 def similarity_of_scores(scores: np.ndarray, metric: str) -> np.ndarray:
     """Index scores -> what search shows (search.distance_and_similarity, vectorised):
     cosine -> the cosine itself, l2 (squared distance) -> 1 / (1 + distance)."""
@@ -105,13 +86,6 @@ def _similarities(queries: np.ndarray, matrix: np.ndarray, metric: str) -> np.nd
     return similarity_of_scores(squared, metric)
 
 
-def _winners(weights: np.ndarray, votes: np.ndarray) -> np.ndarray:
-    """Per row: the heaviest class, then the most votes, then the lowest class index."""
-    heaviest = weights == weights.max(axis=1, keepdims=True)
-    votes_of_heaviest = np.where(heaviest, votes, -1)
-    return np.argmax(votes_of_heaviest == votes_of_heaviest.max(axis=1, keepdims=True), axis=1)
-
-
 def _codes(
     labels: Sequence[Hashable | None], patient_ids: Sequence[Hashable], classes: Sequence[Hashable]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -124,6 +98,51 @@ def _codes(
     return codes, patient_codes
 
 
+def neighbour_vote_shares(
+    vectors: np.ndarray,
+    labels: Sequence[Hashable | None],
+    patient_ids: Sequence[Hashable],
+    classes: Sequence[Hashable],
+    metric: str = "cosine",
+    protocol: str = "patient-excluded",
+    k: int = DEFAULT_VOTE_K,
+    query_mask: np.ndarray | None = None,
+    rule: VoteRule = RULE,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per image: its top-k candidates' vote (shares, votes), each (n, classes); rows of
+    zeros for an image without a label, outside `query_mask` or without a candidate."""
+    protocol_rule = get_protocol(protocol)
+    codes, patient_codes = _codes(labels, patient_ids, classes)
+    eligible = codes >= 0
+    matrix = np.asarray(vectors, dtype=np.float64)
+    if metric == "cosine":
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        matrix = matrix / np.where(norms > 0, norms, 1.0)
+    shares = np.zeros((codes.shape[0], len(classes)))
+    votes = np.zeros((codes.shape[0], len(classes)), dtype=np.int64)
+    class_counts = np.bincount(codes[eligible], minlength=len(classes))
+    queries = np.flatnonzero(query_rows(eligible, query_mask))
+    for start in range(0, queries.size, QUERY_CHUNK):
+        chunk = queries[start : start + QUERY_CHUNK]
+        allowed = np.stack(
+            [candidate_mask(protocol_rule, int(q), eligible, patient_codes) for q in chunk]
+        )
+        similarity = np.where(allowed, _similarities(matrix[chunk], matrix, metric), -np.inf)
+        depth = min(k, similarity.shape[1])
+        top = np.argpartition(-similarity, depth - 1, axis=1)[:, :depth]
+        top_similarity = np.take_along_axis(similarity, top, axis=1)
+        nearest_first = np.argsort(-top_similarity, axis=1, kind="stable")
+        top = np.take_along_axis(top, nearest_first, axis=1)
+        top_similarity = np.take_along_axis(top_similarity, nearest_first, axis=1)
+        counted = np.isfinite(top_similarity)
+        top_codes = np.where(counted, codes[top], -1)
+        chunk_shares, chunk_votes = class_shares(
+            top_codes, np.where(counted, top_similarity, 0.0), len(classes), class_counts, rule
+        )
+        shares[chunk], votes[chunk] = chunk_shares, chunk_votes
+    return shares, votes
+
+
 def neighbour_votes(
     vectors: np.ndarray,
     labels: Sequence[Hashable | None],
@@ -133,40 +152,90 @@ def neighbour_votes(
     protocol: str = "patient-excluded",
     k: int = DEFAULT_VOTE_K,
     query_mask: np.ndarray | None = None,
+    rule: VoteRule = RULE,
 ) -> np.ndarray:
     """Per image: the index in `classes` its top-k candidates vote for; -1 when it has no
     label or is outside `query_mask` (not a query) or has no candidate."""
-    rule = get_protocol(protocol)
-    codes, patient_codes = _codes(labels, patient_ids, classes)
-    eligible = codes >= 0
-    matrix = np.asarray(vectors, dtype=np.float64)
-    if metric == "cosine":
-        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-        matrix = matrix / np.where(norms > 0, norms, 1.0)
-    predicted = np.full(codes.shape[0], -1, dtype=np.int64)
-    correction = prior_correction(np.bincount(codes[eligible], minlength=len(classes)))
-    asked = query_rows(eligible, query_mask)
-    queries = np.flatnonzero(asked)
-    for start in range(0, queries.size, QUERY_CHUNK):
-        chunk = queries[start : start + QUERY_CHUNK]
-        allowed = np.stack([candidate_mask(rule, int(q), eligible, patient_codes) for q in chunk])
-        similarity = np.where(allowed, _similarities(matrix[chunk], matrix, metric), -np.inf)
-        depth = min(k, similarity.shape[1])
-        top = np.argpartition(-similarity, depth - 1, axis=1)[:, :depth]
-        top_similarity = np.take_along_axis(similarity, top, axis=1)
-        counted = np.isfinite(top_similarity)
-        weight = np.where(counted, np.maximum(top_similarity, 0.0), 0.0)
-        weight = np.where(counted & (weight == 0.0), MIN_VOTE_WEIGHT, weight)
-        rows = np.repeat(np.arange(chunk.size), depth)
-        class_weights = np.zeros((chunk.size, len(classes)))
-        class_votes = np.zeros((chunk.size, len(classes)), dtype=np.int64)
-        top_codes = np.where(counted, codes[top], 0).ravel()
-        np.add.at(class_weights, (rows, top_codes), weight.ravel())
-        np.add.at(class_votes, (rows, top_codes), counted.ravel().astype(np.int64))
-        class_weights *= correction[None, :]
-        voted = counted.any(axis=1)
-        predicted[chunk[voted]] = _winners(class_weights, class_votes)[voted]
-    return predicted
+    shares, votes = neighbour_vote_shares(
+        vectors, labels, patient_ids, classes, metric, protocol, k, query_mask, rule
+    )
+    return winners(shares, votes)
+
+
+def measure_vote(
+    vectors: np.ndarray,
+    labels: Sequence[Hashable | None],
+    patient_ids: Sequence[Hashable],
+    classes: Sequence[Hashable],
+    metric: str = "cosine",
+    protocol: str = "patient-excluded",
+    query_mask: np.ndarray | None = None,
+    rule: VoteRule = RULE,
+    source: str = "",
+) -> Reliability:
+    """The vote's figures over these queries: its reliability table by the leader's share,
+    with accuracy, balanced accuracy, per-class recall and calibration error beside it."""
+    shares, votes = neighbour_vote_shares(
+        vectors, labels, patient_ids, classes, metric, protocol, DEFAULT_VOTE_K, query_mask,
+        rule,
+    )  # fmt: skip
+    codes, _ = _codes(labels, patient_ids, classes)
+    if query_mask is not None:
+        codes = np.where(np.asarray(query_mask, dtype=bool), codes, -1)
+    predicted = winners(shares, votes)
+    asked = (codes >= 0) & (predicted >= 0)
+    leader_share = shares[np.flatnonzero(asked), predicted[asked]]
+    correct = predicted[asked] == codes[asked]
+    table = reliability_table(leader_share, correct, codes[asked], source=source)
+    truth = codes[asked]
+    recall = {
+        str(label): (float(correct[truth == c].mean()) if (truth == c).any() else None)
+        for c, label in enumerate(classes)
+    }
+    present = [value for value in recall.values() if value is not None]
+    table.extra.update(
+        rule=rule.name,
+        k=DEFAULT_VOTE_K,
+        protocol=protocol,
+        metric=metric,
+        classes=[str(label) for label in classes],
+        suggestions=int(asked.sum()),
+        balanced_accuracy=round(float(np.mean(present)), 4) if present else None,
+        per_class_recall=recall,
+        ece=round(expected_calibration_error(leader_share, correct), 4),
+    )
+    return table
+
+
+VOTED_LABELS = ("birads", "pathology")
+"""What the suggestion panel votes on: the suggested BIRADS, and pathology beside it."""
+
+
+def measure_space_votes(
+    vectors: np.ndarray,
+    image_rows: Sequence[Any],
+    patient_ids: Sequence[Hashable],
+    metric: str = "cosine",
+    source: str = "",
+) -> dict[str, Any]:
+    """The vote's reliability per VOTED_LABELS over an archive, patient-excluded: what an
+    evaluation run stores for search to read. A label with under two classes, or whose
+    images have no candidate to vote (one patient), is left out: unmeasured, not an error."""
+    from mammosearch.evaluate.labels import get_label
+
+    measured: dict[str, Any] = {}
+    for name in VOTED_LABELS:
+        spec = get_label(name)
+        labels = [spec.of_image(row) for row in image_rows]
+        classes = [c for c in spec.classes if c in set(labels)]
+        if len(classes) < 2:
+            continue
+        try:
+            table = measure_vote(vectors, labels, patient_ids, classes, metric, source=source)
+        except NoSuggestion:
+            continue
+        measured[name] = table.to_dict()
+    return measured
 
 
 def neighbour_vote_confusion(

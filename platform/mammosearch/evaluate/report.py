@@ -1,10 +1,13 @@
 """`mammosearch report`: every backbone x distance metric evaluated, plotted, written out.
 
 The report directory holds report.html, report.json (every number), figures/*.png and
-thumbs/*.png. Each backbone's vectors live in its own embedding space (image_embeddings);
-only images without a vector there are embedded, without touching their pipeline status, so
-a second report embeds nothing. One EvaluationRun is stored per backbone x metric, with
-`report_path` pointing here and `config["report_figures"]` naming its figures.
+thumbs/*.png. A report reads the archive: each backbone's vectors come from its embedding
+space (image_embeddings), and a backbone without one is listed as skipped, in one line.
+Only when asked (`embed=True`, the CLI's --embed-missing) is a backbone embedded for the
+report: into its own inactive comparison space, only the images without a vector there,
+without touching their pipeline status, so a second report embeds nothing. One
+EvaluationRun is stored per backbone x metric, with `report_path` pointing here and
+`config["report_figures"]` naming its figures.
 """
 
 from __future__ import annotations
@@ -38,7 +41,12 @@ from mammosearch.evaluate.projection import Projection, project
 from mammosearch.evaluate.protocols import DEFAULT_PROTOCOL, get_protocol
 from mammosearch.evaluate.provenance import software_versions
 from mammosearch.evaluate.result import EvaluationError, EvaluationResult
-from mammosearch.evaluate.runs import SpaceVectors, evaluate_space, load_space_vectors
+from mammosearch.evaluate.runs import (
+    SpaceVectors,
+    evaluate_space,
+    load_space_vectors,
+    resolve_space,
+)
 from mammosearch.evaluate.thumbs import write_thumbnail
 from mammosearch.evaluate.timing import search_ms_by_k
 from mammosearch.pipeline import embed_missing
@@ -47,6 +55,8 @@ REPORT_METRICS = DISTANCE_METRICS
 QUERY_ROWS = 6
 NEIGHBOURS_SHOWN = 5
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+NOT_IN_ARCHIVE = "no embedding space with vectors in the archive"
+EMBED_HINT = "--embed-missing embeds it for this report"
 
 
 @dataclass(frozen=True)
@@ -112,6 +122,20 @@ def report_image_ids(session: Session) -> list[int]:
     )
 
 
+def archived_section(session: Session, settings: Settings, name: str) -> BackboneSection:
+    """The backbone's space as the archive holds it; skipped (one line) when it has none."""
+    try:
+        space = resolve_space(session, settings, backbone=name)
+    except EvaluationError:
+        return BackboneSection(backbone=name, skipped=f"{NOT_IN_ARCHIVE} ({EMBED_HINT})")
+    return BackboneSection(backbone=name, space=space)
+
+
+def archived_backbones(session: Session, settings: Settings, names: Sequence[str]) -> list[str]:
+    """Those of `names` the archive holds vectors for (a report's default)."""
+    return [name for name in names if archived_section(session, settings, name).space]
+
+
 def prepare_backbone(
     session: Session,
     settings: Settings,
@@ -119,8 +143,13 @@ def prepare_backbone(
     image_ids: Sequence[int],
     allow_random: bool = False,
     progress: bool = False,
+    embed: bool = False,
 ) -> BackboneSection:
-    """Load the backbone and fill its space; a backbone without weights comes back skipped."""
+    """The backbone's space in the archive; with `embed`, load the backbone and fill its
+    space first. A backbone without a space, or (embedding) without weights, comes back
+    skipped with a one-line reason."""
+    if not embed:
+        return archived_section(session, settings, name)
     from mammosearch.embed import WeightsUnavailable, load_embedder, resolve_backbone_name
     from mammosearch.embed.spaces import find_space, get_or_create_space
 
@@ -131,7 +160,7 @@ def prepare_backbone(
             name, weights, allow_random=allow_random, batch_size=settings.embed_batch_size
         )
     except WeightsUnavailable as exc:
-        return BackboneSection(backbone=name, skipped=str(exc))
+        return BackboneSection(backbone=name, skipped=exc.summary)
     existed = find_space(session, embedder.identity) is not None
     space = get_or_create_space(session, embedder)
     if not existed and name != configured:
@@ -417,8 +446,10 @@ def write_report(
     options: ReportOptions | None = None,
     allow_random: bool = False,
     progress: bool = False,
+    embed: bool = False,
 ) -> ReportOutcome:
-    """Embed (missing vectors only), evaluate and report every backbone in `backbones`."""
+    """Evaluate and report every backbone in `backbones` from the archive's spaces; with
+    `embed`, embed the vectors they miss first (into comparison spaces)."""
     options = options or ReportOptions()
     get_label(options.label)
     get_protocol(options.protocol)
@@ -430,7 +461,9 @@ def write_report(
         )
     sections: list[BackboneSection] = []
     for name in tqdm(list(backbones), desc="backbones", unit="backbone", disable=not progress):
-        section = prepare_backbone(session, settings, name, image_ids, allow_random, progress)
+        section = prepare_backbone(
+            session, settings, name, image_ids, allow_random, progress, embed=embed
+        )
         if section.space is not None:
             evaluate_section(session, settings, section, options)
         sections.append(section)

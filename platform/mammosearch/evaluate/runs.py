@@ -14,10 +14,12 @@ from sqlalchemy.orm import Session
 from mammosearch.cases import CASE_FUSIONS, DEFAULT_FUSION, SEARCH_UNITS
 from mammosearch.config import Settings
 from mammosearch.db.models import EmbeddingSpace, EvaluationRun, Image, ImageEmbedding, utcnow
+from mammosearch.embed.trained import TRAINED_PREFIX
 from mammosearch.evaluate.case_units import evaluate_cases
 from mammosearch.evaluate.evaluator import DEFAULT_KS, Progress, evaluate_vectors
 from mammosearch.evaluate.labels import get_label
 from mammosearch.evaluate.leakage import model_of_space, training_overlap
+from mammosearch.evaluate.neighbour_vote import measure_space_votes
 from mammosearch.evaluate.protocols import DEFAULT_PROTOCOL, get_protocol
 from mammosearch.evaluate.result import EvaluationError, EvaluationResult
 from mammosearch.evaluate.served_search import served_search, through_index_depth
@@ -274,6 +276,17 @@ def evaluate_space(
                 search_depth=depth,
                 ranking=ranking,
             )
+        base_space = not space.backbone.startswith(TRAINED_PREFIX)
+        if unit == "image" and protocol == "patient-excluded" and base_space:
+            # The vote is measured on images (search's unit=image suggestion). A base
+            # space's suggestion is as sure as this run measured (SearchService reads it); a
+            # trained space's comes from its out-of-fold figures, never from an archive whose
+            # images may have trained it.
+            config["vote"] = measure_space_votes(
+                loaded.vectors, loaded.image_rows, loaded.patient_ids, metric,
+                source=f"patient-excluded evaluation of space {space.id} ({space.backbone}), "
+                f"{len(loaded.image_ids)} images, {metric}",
+            )  # fmt: skip
     except Exception as exc:
         session.rollback()
         run.status = "failed"
@@ -287,6 +300,8 @@ def evaluate_space(
     )
     if through_index:
         result.config.update(through_index=True, served_index=config["served_index"])
+    if config.get("vote"):
+        result.config["vote"] = config["vote"]
     result.duration_s = time.perf_counter() - started
     result.run_id = run.id
     run.status = "done"
@@ -306,3 +321,64 @@ def evaluate_space(
     run.finished_at = utcnow()
     session.commit()
     return result
+
+
+def measured_vote(
+    session: Session, settings: Settings, space: EmbeddingSpace, metric: str = "cosine"
+) -> dict[str, Any]:
+    """How sure the neighbour vote is in `space`: {"birads": reliability, "pathology": ...}
+    (mammosearch.vote.Reliability documents), or {} when it was never measured.
+
+    A trained space: its model's out-of-fold figures (model.json, written by train's
+    cross-validation; the archive protocol's when recorded, as search meets the archive).
+    A base space: its latest patient-excluded evaluation run for this metric, else the base
+    column of a registered model's cross-validation in this space.
+    """
+    from mammosearch.embed.loader import registry_dir
+    from mammosearch.embed.registry import registered_models
+
+    model = model_of_space(settings, space)
+    column = "trained"
+    if model is None and space.backbone.startswith(TRAINED_PREFIX):
+        return {}
+    if model is None:
+        runs = session.scalars(
+            select(EvaluationRun)
+            .where(
+                EvaluationRun.space_id == space.id,
+                EvaluationRun.status == "done",
+                EvaluationRun.protocol == "patient-excluded",
+                EvaluationRun.metric == metric,
+            )
+            .order_by(EvaluationRun.id.desc())
+            .limit(20)
+        )
+        for run in runs:
+            measured = (run.config or {}).get("vote")
+            if measured:
+                return {**measured, "run_id": run.id}
+        column = "base"
+        model = next(
+            (
+                m
+                for m in registered_models(registry_dir(settings))
+                if m.record["base"].get("weights_sha256") == space.weights_sha256
+                and m.record["base"].get("backbone") == space.backbone
+            ),
+            None,
+        )
+    if model is None:
+        return {}
+    cv = model.cross_validation()
+    # The archive protocol first: unseen patients' images asking the fold's whole archive,
+    # as a served trained space is asked; else the within-fold pools.
+    for key in (f"{column}_archive", column):
+        reliability = (cv.get(key) or {}).get("vote_reliability")
+        if reliability:
+            source = (
+                f"{cv.get('folds')}-fold patient-grouped cross-validation, out of fold"
+                f"{' against the fold archive' if key.endswith('_archive') else ''} "
+                f"(model {model.name})"
+            )
+            return {cv.get("label") or "birads": {**reliability, "source": source}}
+    return {}

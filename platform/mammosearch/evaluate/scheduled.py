@@ -30,18 +30,42 @@ ProgressCallback = Callable[[dict[str, Any]], None]
 PROGRESS_EVERY_S = 2.0
 
 
-def spaces_to_evaluate(session: Session) -> list[EmbeddingSpace]:
-    """Active embedding spaces that hold at least one vector, oldest first."""
+def spaces_to_evaluate(
+    session: Session, settings: Settings | None = None, unmeasured_only: bool = False
+) -> list[EmbeddingSpace]:
+    """Active embedding spaces that hold at least one vector, oldest first; with
+    `unmeasured_only`, only those whose neighbour vote was never measured (a new space:
+    search suggests nothing until it is)."""
     has_vectors = select(ImageEmbedding.image_id).where(
         ImageEmbedding.space_id == EmbeddingSpace.id
     )
-    return list(
+    spaces = list(
         session.scalars(
             select(EmbeddingSpace)
             .where(EmbeddingSpace.active.is_(True), has_vectors.exists())
             .order_by(EmbeddingSpace.id)
         )
     )
+    if not unmeasured_only or settings is None:
+        return spaces
+    from mammosearch.evaluate.runs import measured_vote
+
+    def last_run_status(space: EmbeddingSpace) -> str | None:
+        return session.scalar(
+            select(EvaluationRun.status)
+            .where(EvaluationRun.space_id == space.id)
+            .order_by(EvaluationRun.id.desc())
+            .limit(1)
+        )
+
+    # A space whose last run failed waits for the daily run: asking again every few
+    # minutes would only add failed runs.
+    return [
+        space
+        for space in spaces
+        if not measured_vote(session, settings, space)
+        and last_run_status(space) not in ("failed", "running")
+    ]
 
 
 class _RunProgress:
@@ -137,6 +161,7 @@ def run_scheduled_evaluations(
     task_id: str | None = None,
     write_report: bool = True,
     trigger: str = "schedule",
+    unmeasured_only: bool = False,
 ) -> list[int]:
     """Evaluate every active space for each metric (default: the indexed metrics), store the
     runs (`trigger`: "schedule", or "web" when an admin started them), flag regressions;
@@ -145,13 +170,15 @@ def run_scheduled_evaluations(
     With `write_report`, the runs also get figures: a report under
     settings.reports_dir/scheduled-<UTC time>/ (what the web service shows with each run).
     A space whose evaluation fails is logged (its run is stored as failed) and skipped.
+    `unmeasured_only`: only the spaces whose neighbour vote was never measured (beat asks
+    often, so that a new space's suggestion is measured at once; nothing to do is cheap).
     """
     from mammosearch.evaluate.runs import evaluate_space
 
     metrics = tuple(metrics or settings.index_metrics)
     done: dict[int, dict[str, EvaluationResult]] = {}
     with session_scope(settings.database_url) as session:
-        spaces = spaces_to_evaluate(session)
+        spaces = spaces_to_evaluate(session, settings, unmeasured_only)
         steps = max(1, len(spaces) * len(metrics))
         for space_position, space in enumerate(spaces):
             for metric_position, metric in enumerate(metrics):

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PIL import Image as PILImage
-
 from mammosearch.atomic_files import SHARED, atomic_path
+from mammosearch.ingest.storage import open_upright
 
 THUMB_SIZE_PX = 112
 
@@ -16,9 +15,9 @@ def write_thumbnail(source: Path, destination: Path, size_px: int = THUMB_SIZE_P
     if destination.exists():
         return True
     try:
-        with PILImage.open(source) as opened:
-            opened.thumbnail((size_px, size_px))
-            thumb = opened.convert("L") if opened.mode not in ("L", "RGB") else opened.copy()
+        thumb = open_upright(source)
+        thumb.thumbnail((size_px, size_px))
+        thumb = thumb.convert("L") if thumb.mode not in ("L", "RGB") else thumb
     except (OSError, ValueError):
         return False
     with atomic_path(destination, SHARED, suffix=".png.tmp") as temp_path:

@@ -6,23 +6,19 @@ rebuilds all write a space's metric indexes; each takes this lock first, whoever
 `<index_dir>/space-<id>/.writer.lock`: released by the kernel when its holder dies (kill -9
 included), shared by every process that sees the same index volume. Re-entrant within a
 thread, so a locked operation may call another (verify --repair appends). The file holds a
-line naming the current holder, for the message of whoever waits.
+line naming the current holder, for the message of whoever waits (mammosearch.file_lock).
 """
 
 from __future__ import annotations
 
-import fcntl
-import os
-import socket
 import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+from mammosearch.file_lock import LockHeld, exclusive_file_lock
+
 LOCK_FILE_NAME = ".writer.lock"
-POLL_S = 0.05
 
 _held = threading.local()  # lock path -> depth, for the current thread
 
@@ -33,13 +29,6 @@ class IndexBusy(RuntimeError):
 
 def lock_path(index_dir: Path, space_id: int) -> Path:
     return Path(index_dir) / f"space-{space_id}" / LOCK_FILE_NAME
-
-
-def _holder_line(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8").strip() or "an unnamed writer"
-    except OSError:
-        return "an unnamed writer"
 
 
 @contextmanager
@@ -60,33 +49,16 @@ def space_writer_lock(
         finally:
             depths[key] -= 1
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        deadline = None if wait_s is None else time.monotonic() + wait_s
-        while True:
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise IndexBusy(
-                        f"indexes of space {space_id}: held by {_holder_line(path)}"
-                        f" ({path}); {purpose} retries later"
-                    ) from None
-                time.sleep(POLL_S)
-        since = datetime.now(UTC).isoformat(timespec="seconds")
-        os.ftruncate(descriptor, 0)
-        os.pwrite(
-            descriptor,
-            f"{purpose} by pid {os.getpid()} on {socket.gethostname()} since {since}\n".encode(),
-            0,
-        )
+    held_lock = ExitStack()
+    try:  # only taking the lock is translated: the block's own errors pass through
+        held_lock.enter_context(exclusive_file_lock(path, purpose, wait_s))
+    except LockHeld as held:
+        raise IndexBusy(
+            f"indexes of space {space_id}: held by {held.holder} ({path}); {purpose} retries later"
+        ) from None
+    with held_lock:
         depths[key] = 1
         try:
             yield
         finally:
             depths.pop(key, None)
-            fcntl.flock(descriptor, fcntl.LOCK_UN)
-    finally:
-        os.close(descriptor)

@@ -14,10 +14,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from openpyxl import load_workbook
-
 from mammosearch.birads import ASSESSMENT_CATEGORIES
 from mammosearch.ingest.cdd_names import parse_cdd_name
+from mammosearch.pathology import PATHOLOGY_CLASSES
 
 MULTI_VALUE_SEPARATOR = "$"
 BIRADS_CATEGORIES = ASSESSMENT_CATEGORIES  # "4a"/"4b"/"4c" count as 4
@@ -179,9 +178,16 @@ def _density(value: object) -> str | None:
     return None if text in {None, "_", "-"} else text.upper()
 
 
-def _pathology(value: object) -> str | None:
+def _pathology(value: object) -> tuple[str | None, str | None]:
+    """(one of PATHOLOGY_CLASSES, None), (None, None) for a blank, or (None, why not):
+    free text must not become a class of its own (a filter value, an unscored image)."""
     text = _text(value)
-    return " ".join(text.split()).lower() if text else None
+    if text is None or text in _NO_VALUE:
+        return None, None
+    pathology = " ".join(text.split()).lower()
+    if pathology not in PATHOLOGY_CLASSES:
+        return None, f"is no pathology class ({', '.join(PATHOLOGY_CLASSES)})"
+    return pathology, None
 
 
 def _field_for_header(header: object) -> str | None:
@@ -240,6 +246,10 @@ def _row_from_cells(
         report("birads_raw", birads_raw,
                f"holds {shown}, no BI-RADS category (0-6, 4a-4c)",
                "stored without a BIRADS category (the text is kept)")
+    pathology, pathology_problem = _pathology(cells.get("pathology"))
+    if pathology_problem:
+        report("pathology", cells.get("pathology"), pathology_problem,
+               "stored without a pathology")
     name_side, name_kind, name_view = (
         (parsed_name.side, parsed_name.kind, parsed_name.view) if parsed_name else (None,) * 3
     )
@@ -256,7 +266,7 @@ def _row_from_cells(
         view=_upper(cells.get("view")) or _upper(name_view),
         tags=_text(cells.get("tags")),
         machine=_text(cells.get("machine")),
-        pathology=_pathology(cells.get("pathology")),
+        pathology=pathology,
         birads_invalid=bool(invalid_birads),
         withheld=withheld,
     )
@@ -284,6 +294,8 @@ def parse_annotation_sheet(path: Path) -> SheetParseResult:
     path = Path(path)
     if not path.is_file():
         raise SheetError(f"{path}: annotation sheet not found")
+    from openpyxl import load_workbook  # here: reading a cell's rules needs no workbook
+
     try:
         workbook = load_workbook(path, read_only=True, data_only=True)
     except Exception as exc:  # openpyxl raises many types for a non-xlsx file

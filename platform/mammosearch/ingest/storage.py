@@ -8,11 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image as PILImage
-from PIL import UnidentifiedImageError
+from PIL import ImageOps, UnidentifiedImageError
 
 from mammosearch.atomic_files import atomic_write_bytes
 
 ACCEPTED_FORMATS = {"JPEG", "PNG", "TIFF", "BMP"}
+EXIF_ORIENTATION_TAG = 0x0112
+_QUARTER_TURNS = {5, 6, 7, 8}
+"""EXIF orientations that turn the picture by 90 degrees: width and height swap."""
 
 
 class ImageRejected(ValueError):
@@ -74,6 +77,8 @@ def check_image(content: bytes, name: str, max_pixels: int = 100_000_000) -> Che
             if fmt not in ACCEPTED_FORMATS:
                 raise ImageRejected(f"{name}: unsupported image format {fmt}")
             width, height = img.size
+            if img.getexif().get(EXIF_ORIENTATION_TAG) in _QUARTER_TURNS:
+                width, height = height, width  # the size as shown, upright
             if width * height > max_pixels:
                 raise ImageRejected(f"{name}: image too large ({width}x{height} px); {too_large}")
             img.load()  # decode every pixel: truncated files fail here, not later
@@ -98,6 +103,18 @@ def check_image(content: bytes, name: str, max_pixels: int = 100_000_000) -> Che
         height=height,
         suffix=suffix,
     )
+
+
+def open_upright(source: Path | bytes) -> PILImage.Image:
+    """Decode a JPEG/PNG/TIFF/BMP file (or its bytes) fully, as a viewer shows it: EXIF
+    orientation applied. Every reader of uploads and stored files comes here, so a photo
+    rotated by its tag embeds, trains and previews upright, once, the same everywhere.
+
+    Raises what Pillow raises (OSError for an unreadable file); the image is the caller's.
+    """
+    with PILImage.open(source if isinstance(source, Path) else io.BytesIO(source)) as opened:
+        opened.load()
+        return ImageOps.exif_transpose(opened)  # a copy, turned when the tag says so
 
 
 def stored_path_for(images_dir: Path, sha256: str, suffix: str) -> Path:

@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image as PILImage
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session
 from mammosearch.db.models import Image
 from mammosearch.embed.preprocess import to_grayscale_8bit
 from mammosearch.evaluate.labels import get_label
+from mammosearch.ingest.storage import open_upright
 
 IGNORE_INDEX = -100
 """Class index of an image that lacks a secondary label: the loss skips it."""
@@ -35,6 +37,9 @@ class LabelledImages:
     sha256s: tuple[str, ...]
     classes: dict[str, tuple]
     targets: dict[str, np.ndarray]
+    case_rows: tuple[dict[str, Any], ...] = ()
+    """Per image what a case-level figure needs (evaluate/case_units.py): patient_id,
+    study_instance_uid, side, view, modality, birads, pathology, findings."""
 
     def __len__(self) -> int:
         return int(self.image_ids.size)
@@ -92,6 +97,16 @@ def load_labelled_images(session: Session, label_names: Sequence[str]) -> Labell
         sha256s=tuple(row.sha256 for row in keep),
         classes=classes,
         targets=targets,
+        case_rows=tuple(
+            {
+                name: getattr(row, name)
+                for name in (
+                    "patient_id", "study_instance_uid", "side", "view", "modality", "birads",
+                    "pathology", "findings",
+                )
+            }
+            for row in keep
+        ),
     )
 
 
@@ -100,9 +115,8 @@ def load_pixels(paths: Sequence[Path], names: Sequence[str], size_px: int) -> np
     pixels = np.empty((len(paths), size_px, size_px), dtype=np.uint8)
     for position, (path, name) in enumerate(zip(paths, names, strict=True)):
         try:
-            with PILImage.open(path) as opened:
-                gray = to_grayscale_8bit(opened)
-                resized = gray.resize((size_px, size_px), PILImage.Resampling.BILINEAR)
+            gray = to_grayscale_8bit(open_upright(path))
+            resized = gray.resize((size_px, size_px), PILImage.Resampling.BILINEAR)
         except OSError as error:
             raise TrainingDataError(
                 f"{name}: stored file {path.name} unreadable ({error})"

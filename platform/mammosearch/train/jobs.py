@@ -26,6 +26,8 @@ if TYPE_CHECKING:  # imported late at run time: the config imports torch, slow t
 log = logging.getLogger(__name__)
 
 STATES = ("queued", "running", "done", "failed")
+MORE_OPTIONS = ("folds", "loss", "pooling", "dim", "test_views", "ensemble")
+"""TrainConfig fields the page may set besides labels, size, base, epochs and seed."""
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -96,7 +98,10 @@ def job_config(options: dict[str, Any]) -> TrainConfig:
         config = replace(config, base=str(options["base"]))
     if options.get("epochs"):
         config = config.with_fit(epochs=int(options["epochs"]))
-    return config
+    if options.get("seed") is not None:
+        config = config.with_fit(seed=int(options["seed"]))
+    changes = {key: options.get(key) for key in MORE_OPTIONS}
+    return replace(config, **{key: value for key, value in changes.items() if value is not None})
 
 
 def run_job(settings: Settings, job_id: str) -> dict[str, Any]:

@@ -30,8 +30,8 @@ from mammosearch.train.test_views import views_for
 
 OPSET_VERSION = 17
 PREPROCESSING_TEXT = (
-    "grayscale (16-bit stretched min..max to 8-bit) -> resize to image_size_px square, "
-    "bilinear -> [0, 1] -> 3 identical channels -> ImageNet mean/std"
+    "grayscale (16-bit scaled by its bit depth's full range to 8-bit) -> resize to "
+    "image_size_px square, bilinear -> [0, 1] -> 3 identical channels -> ImageNet mean/std"
 )
 
 

@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image as PILImage
 from tqdm import tqdm
 
 from mammosearch.atomic_files import atomic_write_bytes
+from mammosearch.ingest.storage import open_upright
 from mammosearch.train.config import TrainConfig
-from mammosearch.train.crossval import ARCHIVE_PROTOCOL, FoldFigures
+from mammosearch.train.crossval import ARCHIVE_PROTOCOL, CaseFoldFigures, FoldFigures
 from mammosearch.train.dataset import LabelledImages, load_pixels
 from mammosearch.train.fit import embed_cached, fit_top, patient_excluded_precision
 from mammosearch.train.folds import patient_folds
@@ -68,9 +68,7 @@ def base_space_vectors(data: LabelledImages) -> np.ndarray:
     for start in range(0, len(data), 32):
         images = []
         for path in data.paths[start : start + 32]:
-            with PILImage.open(path) as opened:
-                opened.load()
-                images.append(opened.copy())
+            images.append(open_upright(path))
         vectors.append(embedder.embed_pil(images))
     return np.concatenate(vectors)
 
@@ -225,6 +223,7 @@ def cross_validate(
     classes = list(data.classes[primary])
     trained, base = FoldFigures(classes), FoldFigures(classes)
     trained_archive, base_archive = FoldFigures(classes), FoldFigures(classes)
+    trained_case, base_case = CaseFoldFigures(primary), CaseFoldFigures(primary)
     cached_fixed = fixed_view_count(config.test_views)
     other_views = {n: FoldFigures(classes) for n in compare_test_views if n <= cached_fixed}
     per_fold = []
@@ -265,6 +264,10 @@ def cross_validate(
             for count, figures in other_views.items():
                 other = embed_cached(top, prepared.cache, valid_positions, count, device)
                 figures.add_fold(other, fold_labels, fold_patients, primary)
+        if data.case_rows:
+            fold_case_rows = [data.case_rows[i] for i in valid_positions]
+            trained_case.add_fold(vectors, fold_case_rows)
+            base_case.add_fold(prepared.base_vectors[valid_positions], fold_case_rows)
         archive = np.concatenate([valid_positions, train_positions])
         archive_labels = [labels[i] for i in archive]
         archive_patients = data.patient_ids[archive].tolist()
@@ -304,6 +307,10 @@ def cross_validate(
         "archive_protocol": ARCHIVE_PROTOCOL,
         "trained_archive": trained_archive.summary(),
         "base_archive": base_archive.summary(),
+        "case_protocol": "each fold's unseen patients' cases (one breast of one study) "
+        "against the fold's other cases, patient-excluded, cosine, similarity order",
+        "trained_case": trained_case.summary(),
+        "base_case": base_case.summary(),
         "per_fold": per_fold,
         **{
             f"trained_test_views_{count}": figures.summary()
