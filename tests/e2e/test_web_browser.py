@@ -55,13 +55,9 @@ def served(
         patient = make_patient(session, f"E2E-{number}")
         for view_index, view in enumerate(("CC", "MLO")):
             make_image(session, settings, patient, seed=10 * number + view_index, view=view,
-<<<<<<< HEAD
-                       birads=1 + number, side="LR"[number % 2],
-                       study_instance_uid=f"{E2E_STUDY_PREFIX}{number}")
-=======
                        birads=1 + number % 2, side="LR"[number % 2],
-                       pathology=("Benign", "Malignant")[number % 2])
->>>>>>> case-core
+                       pathology=("Benign", "Malignant")[number % 2],
+                       study_instance_uid=f"{E2E_STUDY_PREFIX}{number}")
     make_user(session, "rad", "radiologist")
     make_user(session, "boss", "admin")
     session.close()
