@@ -12,6 +12,7 @@ from tests.e2e.test_web_browser import (  # noqa: F401  (fixtures)
     ARTIFACTS,
     E2E_STUDY_PREFIX,
     chrome,
+    served,
     server,
 )
 from tests.e2e.waiting import page_wait

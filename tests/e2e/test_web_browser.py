@@ -224,6 +224,7 @@ def test_a_measured_space_says_how_sure_its_suggestion_is(
     _sign_in(chrome, server, "rad")
     wait.until(ready.presence_of_element_located((By.ID, "image_id")))
     chrome.find_element(By.ID, "image_id").send_keys("1")
+    Select(chrome.find_element(By.ID, "unit")).select_by_value("image")  # the measured vote
     Select(chrome.find_element(By.ID, "metric")).select_by_value("l2")
     chrome.find_element(By.ID, "search").click()
     wait.until(ready.presence_of_element_located((By.ID, "suggestion")))
