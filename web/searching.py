@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from mammosearch.audit import Actor, record_access
 from mammosearch.case_search import QueryUpload
+from mammosearch.case_search import run_search as run_case_or_image_search
 from mammosearch.config import Settings
 from mammosearch.search_request import CASE_QUERY_FIELDS, BadSearchRequest, SearchRequest
 from web.db import commit_request
@@ -76,7 +77,7 @@ def run_search(
     remote_addr: str | None,
     uploads: Sequence[QueryUpload] = (),
 ) -> Any:
-    """Any search (mammosearch SearchService.run: image or case unit, archived or uploaded
+    """Any search (mammosearch.case_search.run_search: image or case unit, archived or uploaded
     query); record it in the audit log with what it showed.
 
     `uploads`: the query files with their bytes (web.uploads.read_query_uploads), so an
@@ -89,7 +90,7 @@ def run_search(
         uploads = [QueryUpload("upload", b"", query_image)]
     # The query's row (its patient, for the audit) is read with the result rows; an id not
     # in the archive raises ImageNotFound, a LookupError (404).
-    response = service.run(session, params, uploads)
+    response = run_case_or_image_search(service, session, params, uploads)
     observe_search_timing(response.timing_ms)
     detail: dict[str, Any] = {
         "query": "upload" if uploads else _archived_query_name(params),

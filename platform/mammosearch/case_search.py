@@ -1,5 +1,8 @@
 """Case-level search, and the one entry every search goes through (`run_search`).
 
+`run_search(service, session, request, uploads)` lives here, not on SearchService: search.py
+is what this module builds on, and a method there calling back here would be an import cycle.
+
 A case query (an archived case, or 1-4 files: the views of one breast) searches the index
 with each of its views, over-fetching image hits; the hits' cases are read with all their
 views, scored against the query case by a fusion rule (mammosearch.cases), and the nearest
@@ -264,8 +267,8 @@ def search_cases(
     filters = request.search_filters()
     service._check_filters(session, filters)
     fusion = request.fusion or DEFAULT_FUSION
+    space = service.space(session)  # loads the backbone once per process: not a query's time
     started = time.perf_counter()
-    space = service.space(session)
     index = get_reader(service.settings, space, metric)
     if uploads:
         views, query = _uploaded_views(service, session, space.id, index, uploads)

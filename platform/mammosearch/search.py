@@ -287,13 +287,6 @@ class SearchService:
         if not 1 <= k <= MAX_K:
             raise SearchError(f"k must be between 1 and {MAX_K}, got {k}")
 
-    def run(self, session: Session, request: Any, uploads: Any = ()) -> Any:
-        """Every search (image or case unit, archived or uploaded query), validated once:
-        mammosearch.case_search.run_search."""
-        from mammosearch.case_search import run_search
-
-        return run_search(self, session, request, uploads)
-
     def search_image(
         self,
         session: Session,

@@ -50,8 +50,10 @@ def test_a_case_search_answers_each_breast_once_with_all_its_views(
     assert case["best_view_image_id"] in (4, 5, 6) and case["best_query_view"].startswith("image")
     assert all(view["image_url"].endswith(f"/images/{view['image_id']}/file")
                for view in case["views"])
-    assert body["suggested_birads"]["birads"] == 4
-    assert body["suggested_pathology"]["pathology"] == "malignant"
+    # the nearest cases vote; measured on images only, so listed, not put forward
+    suggestion = body["suggested_birads"]
+    assert suggestion["leading"] == 4 and suggestion["status"] == "unmeasured"
+    assert suggestion["pathology"]["leading"] == "malignant"
     by_patient = _post(
         client, api_token, json={"unit": "case", "patient_id": "A", "breast": "L", "k": 5}
     ).get_json()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from sqlalchemy import insert
 
-from mammosearch.case_search import MixedSides, QueryUpload
+from mammosearch.case_search import MixedSides, QueryUpload, run_search
 from mammosearch.cases import case_key, fused_scores, group_starts, view_tag
 from mammosearch.db.models import EmbeddingSpace, Image, ImageEmbedding, ImageStatus, Patient
 from mammosearch.db.session import make_session_factory
@@ -118,7 +118,7 @@ def search(service, session, **values):
     request = parse_search_request(
         {"unit": "case", "ranking": "similarity", **values}, ("cosine",)
     )
-    return service.run(session, request)
+    return run_search(service, session, request)
 
 
 @pytest.mark.parametrize("fusion", ["mean", "best-pair", "matched-views"])
@@ -208,5 +208,5 @@ def test_files_of_both_breasts_are_refused_naming_them(flat_archive) -> None:
     uploads = [QueryUpload("P9_L_CM_CC.png", b"left"), QueryUpload("P9_R_CM_CC.png", b"right")]
     request = parse_search_request({"unit": "case"}, ("cosine",))
     with pytest.raises(MixedSides, match="L: P9_L_CM_CC.png; R: P9_R_CM_CC.png"):
-        service.run(session, request, uploads)
+        run_search(service, session, request, uploads)
 

@@ -85,7 +85,7 @@ def search(
 ) -> None:
     """Find the K most similar archived images (or cases, --unit case) to IMAGES (JPEG, PNG,
     DICOM; several: the views of one breast) or to an archived image or case."""
-    from mammosearch.case_search import QueryUpload
+    from mammosearch.case_search import QueryUpload, run_search
     from mammosearch.ingest.storage import ImageRejected
     from mammosearch.search import SearchError, get_search_service
     from mammosearch.search_request import BadSearchRequest, parse_search_request
@@ -118,7 +118,7 @@ def search(
                 settings.index_metrics,
             )
             uploads = [QueryUpload(path.name, path.read_bytes()) for path in images]
-            response = service.run(session, request, uploads)
+            response = run_search(service, session, request, uploads)
         except BadSearchRequest as exc:
             raise click.UsageError(str(exc)) from exc
         except (SearchError, ImageRejected, LookupError) as exc:
