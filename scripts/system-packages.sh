@@ -3,6 +3,7 @@
 set -euo pipefail
 need=()
 command -v Orthanc >/dev/null || need+=(orthanc)
+[ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need+=(orthanc-dicomweb)
 command -v storescu >/dev/null || need+=(dcmtk)
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)

@@ -9,6 +9,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from flask import url_for
 from PIL import Image as PILImage
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import ServiceUnavailable
@@ -18,13 +19,45 @@ from mammosearch.case_search import QueryUpload
 from mammosearch.case_search import run_search as run_case_or_image_search
 from mammosearch.config import Settings
 from mammosearch.index_health import IndexRepairing
-from mammosearch.search_request import BadSearchRequest, SearchRequest
+from mammosearch.search_request import CASE_QUERY_FIELDS, BadSearchRequest, SearchRequest
 from web.configuration import work_queue
 from web.db import commit_request
 from web.index_repair import RETRY_AFTER_S, request_repair
 from web.metrics import observe_search_timing
 
 log = logging.getLogger(__name__)
+ADDRESSABLE_QUERIES = ("image_id", *(name for name in CASE_QUERY_FIELDS if name != "breast"))
+"""The request fields that name an archived query; a search with one of them has an address
+(`breast` only goes with patient_id or study_uid)."""
+
+
+def has_addressable_query(values: Any) -> bool:
+    """The values (a form, URL arguments) name an archived query, so they are a search to run."""
+    return any(str(values.get(name) or "").strip() for name in ADDRESSABLE_QUERIES)
+
+
+def results_url(
+    params: SearchRequest,
+    endpoint: str = "search.search_page",
+    *,
+    external: bool = False,
+    **extra: Any,
+) -> str | None:
+    """The GET address that reproduces this search's results page (bookmark, share, back).
+
+    Every field set away from its default goes in (query, unit, k, metric, filters, order),
+    so a new request field is carried without a change here. An upload has no address
+    (its pixels cannot travel in a URL): None, and the page says so.
+    """
+    if not extra and not params.archived_query:
+        return None
+    fields = params.model_dump(exclude_none=True, exclude_defaults=True)
+    fields["unit"] = params.unit  # always: the page's default unit (case) is not the API's
+    flags = {True: "1", False: "0"}
+    arguments = {
+        name: flags[value] if isinstance(value, bool) else value for name, value in fields.items()
+    }
+    return url_for(endpoint, _external=external, **extra, **arguments)
 
 
 def check_one_query(params: SearchRequest, upload_name: str | None) -> None:

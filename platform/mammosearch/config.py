@@ -136,6 +136,8 @@ class Settings:
     watch_schedule_s: float = _from("MAMMOSEARCH_WATCH_SCHEDULE_S", 30.0, _number)
     orthanc_url: str | None = _from("MAMMOSEARCH_ORTHANC_URL", None)
     orthanc_schedule_s: float = _from("MAMMOSEARCH_ORTHANC_SCHEDULE_S", 10.0, _number)
+    # The archive's DICOMweb root (QIDO-RS/WADO-RS); None: ORTHANC_URL + "/dicom-web".
+    dicomweb_url: str | None = _from("MAMMOSEARCH_DICOMWEB_URL", None)
     # A study's page in the PACS viewer (OHIF, Orthanc).
     archive_viewer_url: str | None = _from("MAMMOSEARCH_ARCHIVE_VIEWER_URL", None)
     # Train the archive's own model in the background and switch to it when it wins by more

@@ -79,10 +79,12 @@ def _page_ids(chrome) -> list[int]:  # type: ignore[no-untyped-def]
 def _search_in_browser(chrome, server: str, query: Path) -> None:  # type: ignore[no-untyped-def]
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import Select
 
     _sign_in(chrome, server, "rad")
     wait = page_wait(chrome, 90)
     wait.until(ready.presence_of_element_located((By.ID, "image")))
+    Select(chrome.find_element(By.ID, "unit")).select_by_value("image")  # as the API's default
     chrome.find_element(By.ID, "image").send_keys(str(query))
     k_field = chrome.find_element(By.ID, "k")
     k_field.clear()
@@ -174,6 +176,7 @@ def test_similarity_reads_as_rank_and_distance_and_no_page_shows_a_server_path(
     wait.until(ready.presence_of_element_located((By.ID, "logout")))
     chrome.get(f"{server}/search")
     chrome.find_element(By.ID, "image_id").send_keys("1")
+    Select(chrome.find_element(By.ID, "unit")).select_by_value("image")
     Select(chrome.find_element(By.ID, "metric")).select_by_value("l2")
     chrome.find_element(By.ID, "search").click()
     wait.until(ready.presence_of_element_located((By.ID, "results")))

@@ -28,6 +28,7 @@ from tests.unit.web_support import (
 )
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
+E2E_STUDY_PREFIX = "1.2.826.0.1.3680043.77."  # + the patient's number: one study each
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
@@ -55,7 +56,8 @@ def served(
         for view_index, view in enumerate(("CC", "MLO")):
             make_image(session, settings, patient, seed=10 * number + view_index, view=view,
                        birads=1 + number % 2, side="LR"[number % 2],
-                       pathology=("Benign", "Malignant")[number % 2])
+                       pathology=("Benign", "Malignant")[number % 2],
+                       study_instance_uid=f"{E2E_STUDY_PREFIX}{number}")
     make_user(session, "rad", "radiologist")
     make_user(session, "boss", "admin")
     session.close()
@@ -98,6 +100,7 @@ def test_sign_in_search_by_upload_open_a_case_sign_out(
     """Log in, upload a query, see k results with BIRADS, open a case, log out."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import Select
 
     wait = page_wait(chrome, 90)
     chrome.get(f"{server}/search")
@@ -107,6 +110,7 @@ def test_sign_in_search_by_upload_open_a_case_sign_out(
     chrome.find_element(By.ID, "sign-in").click()
     wait.until(ready.presence_of_element_located((By.ID, "image")))
 
+    Select(chrome.find_element(By.ID, "unit")).select_by_value("image")  # single images
     query = tmp_path / "query.png"
     query.write_bytes(synthetic_image_bytes(21))
     chrome.find_element(By.ID, "image").send_keys(str(query))
@@ -220,6 +224,7 @@ def test_a_measured_space_says_how_sure_its_suggestion_is(
     _sign_in(chrome, server, "rad")
     wait.until(ready.presence_of_element_located((By.ID, "image_id")))
     chrome.find_element(By.ID, "image_id").send_keys("1")
+    Select(chrome.find_element(By.ID, "unit")).select_by_value("image")  # the measured vote
     Select(chrome.find_element(By.ID, "metric")).select_by_value("l2")
     chrome.find_element(By.ID, "search").click()
     wait.until(ready.presence_of_element_located((By.ID, "suggestion")))

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -16,9 +17,24 @@ from bench.processes import free_port
 ORTHANC = shutil.which("Orthanc")
 
 
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+
+
 @pytest.fixture(scope="module")
 def orthanc_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A private Orthanc on loopback ports with its own storage, stopped afterwards."""
+    yield from _run_orthanc(tmp_path_factory, dicomweb=False)
+
+
+@pytest.fixture(scope="module")
+def orthanc_dicomweb_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private Orthanc with its DICOMweb plugin (QIDO-RS, WADO-RS, STOW-RS at /dicom-web)."""
+    if not DICOMWEB_PLUGIN.exists():
+        pytest.skip("Orthanc's DICOMweb plugin not installed (apt-get install orthanc-dicomweb)")
+    yield from _run_orthanc(tmp_path_factory, dicomweb=True)
+
+
+def _run_orthanc(tmp_path_factory: pytest.TempPathFactory, dicomweb: bool) -> Iterator[str]:
     if ORTHANC is None:
         pytest.skip("Orthanc not installed (apt-get install orthanc)")
     root = tmp_path_factory.mktemp("orthanc")
@@ -33,8 +49,10 @@ def orthanc_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "AuthenticationEnabled": False,
         "HttpCompressionEnabled": False,
         "SyncStorageArea": False,
-        "Plugins": [],
+        "Plugins": [str(DICOMWEB_PLUGIN)] if dicomweb else [],
     }
+    if dicomweb:
+        config["DicomWeb"] = {"Enable": True, "Root": "/dicom-web/", "StudiesMetadata": "Full"}
     (root / "orthanc.json").write_text(json.dumps(config))
     log = (root / "orthanc.log").open("w")
     process = subprocess.Popen([ORTHANC, str(root / "orthanc.json")], stdout=log, stderr=log)

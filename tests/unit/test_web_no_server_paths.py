@@ -93,7 +93,7 @@ def test_no_page_or_api_answer_holds_a_server_path(archive: Settings) -> None:
     bearer = {"Authorization": f"Bearer {token}"}
     api = app.test_client()
     answers = {
-        "search page": browser.post("/search", data={"image_id": "1", "k": "2"}),
+        "search page": browser.get("/search", query_string={"image_id": "1", "k": "2"}),
         "search page (empty)": browser.get("/search"),
         "evaluations page": browser.get("/evaluations"),
         "evaluation page": browser.get("/evaluations/1"),

@@ -61,8 +61,8 @@ def api_token(archive: Settings) -> str:
 
 @pytest.fixture(scope="module")
 def search_app(archive: Settings) -> Flask:
-    """The app on the indexed archive."""
-    return create_app(app_config(archive))
+    """The app on the indexed archive (every test signs in: no sign-in rate limit to hit)."""
+    return create_app(app_config(archive, LOGIN_RATE_LIMIT="1000 per minute"))
 
 
 @pytest.fixture
@@ -87,7 +87,7 @@ def test_upload_search_page_shows_k_results_with_birads(browser: FlaskClient) ->
     """The grid holds k results with BIRADS, the suggestion, the space and the query preview."""
     response = browser.post(
         "/search",
-        data={"image": _upload("query.png", synthetic_image_bytes(3)), "k": "4", "metric": "l2"},
+        data={"image": _upload("query.png", synthetic_image_bytes(13)), "k": "4", "metric": "l2"},
         content_type="multipart/form-data",
     )
     page = response.get_data(as_text=True)
@@ -104,7 +104,9 @@ def test_upload_search_page_shows_k_results_with_birads(browser: FlaskClient) ->
 
 def test_the_page_orders_results_as_the_form_chose(browser: FlaskClient, archive: Settings) -> None:
     """Order "most similar first" is kept in the form, said above the grid and audited."""
-    response = browser.post("/search", data={"image_id": "1", "k": "5", "ranking": "similarity"})
+    response = browser.get(
+        "/search", query_string={"image_id": "1", "k": "5", "ranking": "similarity"}
+    )
     page = response.get_data(as_text=True)
     assert response.status_code == 200, page
     assert '<option value="similarity" selected>' in page
@@ -120,8 +122,8 @@ def test_search_by_archived_image_can_exclude_its_patient(
     browser: FlaskClient, archive: Settings
 ) -> None:
     """exclude_same_patient leaves only the other patient's images; the search is audited."""
-    response = browser.post(
-        "/search", data={"image_id": "1", "k": "5", "exclude_same_patient": "1"}
+    response = browser.get(
+        "/search", query_string={"image_id": "1", "k": "5", "exclude_same_patient": "1"}
     )
     page = response.get_data(as_text=True)
     assert response.status_code == 200, page
@@ -136,7 +138,7 @@ def test_search_by_archived_image_can_exclude_its_patient(
     assert event.patient_id == query_patient is not None  # whose image was looked at
     assert len(event.detail["result_image_ids"]) == 3 and event.detail["exclude_same_patient"]
 
-    browser.post("/search", data={"image_id": "1", "k": "5"})  # the patient read with the hits
+    browser.get("/search", query_string={"image_id": "1", "k": "5"})  # patient read with the hits
     session = make_session_factory(archive.database_url)()
     event = session.scalars(
         select(AuditEvent).where(AuditEvent.action == "search").order_by(AuditEvent.id.desc())
@@ -242,7 +244,7 @@ def test_search_latency_is_exported_per_stage(
     browser: FlaskClient, search_app: Flask
 ) -> None:
     """After a search /metrics holds the stage histogram; no patient id appears in it."""
-    browser.post("/search", data={"image_id": "2", "k": "2"})
+    browser.get("/search", query_string={"image_id": "2", "k": "2"})
     metrics = search_app.test_client().get("/metrics").get_data(as_text=True)
     assert 'mammosearch_search_stage_seconds_count{stage="index"}' in metrics
     assert 'mammosearch_images{status="indexed"} 6.0' in metrics
@@ -300,7 +302,7 @@ def test_unknown_filter_values_are_refused_naming_the_allowed_ones(
     error = response.get_json()["error"]
     assert response.status_code == 400
     assert f"{name}: {value!r} is not known; choose" in error and allowed in error
-    page = browser.post("/search", data={"image_id": "1", name: value})
+    page = browser.get("/search", query_string={"image_id": "1", name: value})
     assert page.status_code == 400 and allowed in page.get_data(as_text=True)
 
 
@@ -315,7 +317,7 @@ def test_filter_values_match_regardless_of_case(api: tuple[FlaskClient, dict[str
 
 def test_a_search_error_page_does_not_call_the_archive_empty(browser: FlaskClient) -> None:
     """A refused search keeps the form and the recent cases; no 'no searchable case yet'."""
-    page = browser.post("/search", data={"image_id": "1", "k": "many"})
+    page = browser.get("/search", query_string={"image_id": "1", "k": "many"})
     text = page.get_data(as_text=True)
     assert page.status_code == 400 and "k: &#39;many&#39; is not a whole number" in text
     assert "no searchable case yet" not in text and 'id="recent-cases"' in text
@@ -330,8 +332,82 @@ def test_the_form_offers_the_archive_s_filter_values(browser: FlaskClient) -> No
 
 def test_similarity_is_shown_as_a_rank_and_a_readable_figure(browser: FlaskClient) -> None:
     """cosine: a percentage; L2: the rank and the distance, never a 0.0x 'similarity'."""
-    cosine = browser.post("/search", data={"image_id": "1", "k": "3", "metric": "cosine"})
+    cosine = browser.get("/search", query_string={"image_id": "1", "k": "3", "metric": "cosine"})
     assert re.search(r"#1 · \d+% similar", cosine.get_data(as_text=True))
-    l2 = browser.post("/search", data={"image_id": "1", "k": "3", "metric": "l2"})
+    l2 = browser.get("/search", query_string={"image_id": "1", "k": "3", "metric": "l2"})
     text = l2.get_data(as_text=True)
     assert "#1 of 3 · distance" in text and "similarity 0." not in text
+
+
+def test_every_archived_query_has_an_address_that_reproduces_its_results(
+    browser: FlaskClient, api: tuple[FlaskClient, dict[str, str]]
+) -> None:
+    """The form's post goes to the GET address; that address (bookmark, share, back) shows the
+    same results and says it; the API's answer carries it; an upload says it has none."""
+    posted = browser.post(
+        "/search", data={"image_id": "1", "k": "4", "side": "R", "ranking": "similarity",
+                         "exclude_same_patient": "1"})
+    assert posted.status_code == 303
+    address = posted.headers["Location"]
+    assert address.startswith("/search?") and "image_id=1" in address and "k=4" in address
+    assert "side=R" in address and "exclude_same_patient=1" in address and "unit=image" in address
+
+    page = browser.get(address).get_data(as_text=True)
+    assert page.count('class="result"') == 3  # patient B's three right images
+    assert f'id="results-url" href="{address.replace("&", "&amp;")}"' in page
+    assert '<option value="R" selected>' in page and 'value="4"' in page
+
+    client, headers = api
+    body = client.post("/api/v1/search", json={"image_id": 1, "k": 4, "side": "R",
+                       "ranking": "similarity", "exclude_same_patient": True},
+                       headers=headers).get_json()
+    assert body["url"] == f"http://localhost{address}"
+    assert [hit["image_id"] for hit in body["results"]] == [
+        int(i) for i in re.findall(r'data-image-id="(\d+)"', page)]
+    cases = client.post("/api/v1/search", json={"image_id": 1, "unit": "case"},
+                        headers=headers).get_json()
+    assert cases["url"] == "http://localhost/search?metric=cosine&image_id=1&unit=case"
+
+    upload = browser.post(
+        "/search", content_type="multipart/form-data",
+        data={"image": _upload("q.png", synthetic_image_bytes(40)), "k": "2"})
+    assert upload.status_code == 200
+    assert "An uploaded image has no address" in upload.get_data(as_text=True)
+
+
+def test_a_case_search_page_shows_cases_with_their_views_and_can_bring_the_patient_back(
+    browser: FlaskClient,
+) -> None:
+    """unit=case: one result per breast with every view, the query's patient left out by
+    default with a link that includes them; each result hangs its views beside the query's."""
+    page = browser.get("/search", query_string={"image_id": "1", "unit": "case"})
+    text = page.get_data(as_text=True)
+    assert page.status_code == 200, text
+    assert text.count('class="result case-result"') == 1  # patient B's right breast
+    assert text.count('<figure class="best-view">') == 1 and "3 views" in text
+    assert 'id="excluded-patients"' in text
+    include = re.search(r'id="include-query-patient" href="([^"]+)"', text).group(1)
+    assert "exclude_same_patient=0" in include
+    again = browser.get(include.replace("&amp;", "&")).get_data(as_text=True)
+    assert 'id="excluded-patients"' not in again  # (patient A's only case is the query itself)
+    assert re.search(r'id="exclude_same_patient" value="1"\s*>', again)  # unticked now
+    views = re.search(r'data-compare-views="([^"]+)"', text).group(1).replace("&#34;", '"')
+    assert '"CC": {"src": "/cases/' in views and "#1 · R CC" in views
+    assert 'id="compare-query-cc"' in text and 'data-src="/cases/1/image"' in text
+
+
+def test_an_uploaded_file_the_archive_holds_is_named_and_its_patient_left_out(
+    browser: FlaskClient,
+) -> None:
+    """The same bytes as image 4 (patient B): the page says so, B's cases are left out, and
+    the box that brings them back is ticked (the page's own choice, visible)."""
+    page = browser.post(
+        "/search", content_type="multipart/form-data",
+        data={"image": _upload("again.png", synthetic_image_bytes(3)), "unit": "case",
+              "exclude_same_patient": ["1", "0"]})
+    text = page.get_data(as_text=True)
+    assert page.status_code == 200, text
+    assert re.search(r"again.png: archived as patient B, <a href=\"/cases/4\">image 4</a>", text)
+    assert 'id="excluded-patients">Patient B' in text
+    assert re.findall(r'<p class="patient">Patient (\w+) ·', text) == ["A"]
+    assert "An uploaded image has no address" in text

@@ -174,8 +174,8 @@ def _signed_in(app: Flask) -> FlaskClient:
 
 def test_results_open_side_by_side_and_link_cases_with_their_rank(compare_app: Flask) -> None:
     """By image id: the query's full image beside a result's; case links carry rank and scores."""
-    page = _signed_in(compare_app).post(
-        "/search", data={"image_id": "1", "k": "3", "metric": "cosine"}
+    page = _signed_in(compare_app).get(
+        "/search", query_string={"image_id": "1", "k": "3", "metric": "cosine"}
     ).get_data(as_text=True)
     assert 'id="compare-query"' in page and 'data-src="/cases/1/image"' in page
     assert 'id="compare-result"' in page

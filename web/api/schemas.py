@@ -111,6 +111,12 @@ class SuggestedBirads(VoteOfLabel):
     )
 
 
+RESULTS_URL: Any = Field(
+    description="The web page that shows these results (GET: bookmark, share, open from "
+    "another program); null for an uploaded query, whose pixels cannot be in a URL."
+)
+
+
 class SearchResponse(Body):
     """unit=image: the nearest archived images."""
 
@@ -132,6 +138,7 @@ class SearchResponse(Body):
     )
     suggested_birads: SuggestedBirads
     timing_ms: dict[str, float] = Field(description="embed, index, join and total.")
+    url: str | None = RESULTS_URL
 
 
 class CaseSearchResponse(Body):
@@ -154,6 +161,7 @@ class CaseSearchResponse(Body):
         description="The nearest cases' vote (their case BIRADS, pathology beside it)."
     )
     timing_ms: dict[str, float]
+    url: str | None = RESULTS_URL
 
 
 class Image(Body):

@@ -16,7 +16,7 @@ from web.api import bp
 from web.configuration import settings
 from web.db import get_session
 from web.public_names import public_space
-from web.searching import check_one_query, refuse_while_repairing, run_search
+from web.searching import check_one_query, refuse_while_repairing, results_url, run_search
 from web.uploads import has_upload, read_query_uploads
 
 
@@ -61,6 +61,8 @@ def search() -> Response:
         abort(400, description=str(exc))
     body = response.to_dict()
     body["embedding_space"] = public_space(body["embedding_space"])
+    # The results page's address (None for an upload: its pixels cannot be in a URL).
+    body["url"] = results_url(params, external=True)
     image_url, case_url = _url_for_ids("api.image_file"), _url_for_ids("cases.case_page")
     for result in body.get("results", []):
         if body["unit"] == "case":

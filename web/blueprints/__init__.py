@@ -8,7 +8,7 @@ from flask import Flask
 def init_app(app: Flask) -> None:
     from web import formatting
     from web.api import bp as api_bp
-    from web.blueprints import admin, auth, cases, evaluation, health, models, search
+    from web.blueprints import admin, auth, cases, evaluation, health, launch, models, search
     from web.blueprints.admin_audit import audit_log  # noqa: F401 - routes on admin.bp
     from web.blueprints.admin_ingestion import ingestion  # noqa: F401 - routes on admin.bp
 
@@ -17,6 +17,7 @@ def init_app(app: Flask) -> None:
         health.bp,
         auth.bp,
         search.bp,
+        launch.bp,
         cases.bp,
         evaluation.bp,
         evaluation.figures_bp,

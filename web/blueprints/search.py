@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
+from sqlalchemy.orm import Session
+from werkzeug.datastructures import FileStorage
 from werkzeug.wrappers import Response
 
 from mammosearch.audit import record_access
+from mammosearch.case_search import QueryUpload
 from mammosearch.db.models import Image
 from mammosearch.ingest.storage import ImageRejected
-from mammosearch.search_request import BadSearchRequest, parse_search_request
+from mammosearch.search_request import BadSearchRequest, SearchRequest, parse_search_request
 from web.access import RADIOLOGY, restrict_blueprint
+from web.case_results import hang
 from web.configuration import settings
 from web.db import get_session
 from web.imagefiles import viewer_data_url
-from web.searching import check_one_query, repairing_message, run_search
-from web.uploads import has_upload, preview_data_url, read_upload
+from web.searching import (
+    check_one_query,
+    has_addressable_query,
+    repairing_message,
+    results_url,
+    run_search,
+)
+from web.uploads import has_upload, preview_data_url, read_query_uploads
 
 bp = restrict_blueprint(Blueprint("search", __name__), RADIOLOGY)
 
@@ -62,8 +73,14 @@ def _render(status: int = 200, **context: Any) -> tuple[str, int]:
 
 
 @bp.get("/search")
-def search_page() -> tuple[str, int]:
-    """The search form, and the newest searchable cases to start from (one click each)."""
+def search_page() -> tuple[str, int] | Response:
+    """The search form and the newest searchable cases to start from (one click each); with
+    an archived query in the URL (`?image_id=156&k=5`), its results.
+
+    Every results page has such an address, so back, bookmark and share reproduce it.
+    """
+    if has_addressable_query(request.args):
+        return _search(request.args, [])
     recent = _recent_cases()
     if recent:  # one event for the page's thumbnails (mammosearch.audit.SHOWN_IMAGE_KEYS)
         session = get_session()
@@ -77,40 +94,73 @@ def search_page() -> tuple[str, int]:
 
 
 @bp.post("/search")
-def search_submit() -> tuple[str, int]:
+def search_submit() -> tuple[str, int] | Response:
+    """The form posted: uploads are searched here; an archived query goes to its address."""
+    if not _chosen_files() and has_addressable_query(request.form):
+        try:
+            params = parse_search_request(request.form, settings().index_metrics)
+        except BadSearchRequest as exc:
+            flash(str(exc), "error")
+            return _render(400, form=request.form)
+        address = results_url(params)
+        if address is not None:
+            return redirect(address, code=303)
+    return _search(request.form, _chosen_files())
+
+
+def _chosen_files() -> list[FileStorage]:
+    return [upload for upload in request.files.getlist("image") if has_upload(upload)]
+
+
+def _search(form: Any, files: list[FileStorage]) -> tuple[str, int]:
     from mammosearch.index_health import IndexRepairing
     from mammosearch.search import SearchError
 
     current = settings()
-    form = request.form
     session = get_session()
-    upload = request.files.get("image")
-    upload_name = upload.filename if has_upload(upload) else None
     try:
         params = parse_search_request(form, current.index_metrics)
-        check_one_query(params, upload_name)
-        query_image = None
-        if params.image_id is None:
-            query_image = read_upload(upload, current)
+        check_one_query(params, files[0].filename if files else None)
+        uploads = []
+        if not params.archived_query:
+            if not files:
+                raise ImageRejected("no image uploaded: choose a JPEG, PNG or DICOM file")
+            uploads = read_query_uploads(files, current)
         response = run_search(
-            session, current, params, query_image, current_user, request.remote_addr
+            session, current, params, None, current_user, request.remote_addr, uploads
         )
     except IndexRepairing as exc:
         flash(repairing_message(exc), "error")
         return _render(503, form=form)
-    except LookupError as exc:  # an image id not in the archive (ImageNotFound)
+    except LookupError as exc:  # an image or case not in the archive (ImageNotFound)
         flash(str(exc), "error")
         return _render(404, form=form)
     except (BadSearchRequest, ImageRejected, SearchError) as exc:
         flash(str(exc), "error")
         return _render(400, form=form)
-    query_row = session.get(Image, params.image_id) if params.image_id is not None else None
-    return _render(
-        form=form,
-        response=response,
-        query_row=query_row,
+    return _render(form=form, **results_context(session, params, response, uploads))
+
+
+def results_context(
+    session: Session, params: SearchRequest, response: Any, uploads: Sequence[QueryUpload]
+) -> dict[str, Any]:
+    """What the results templates need beside the response: the page's address, the link
+    that brings the query's patient back, and the query's images (uploads are not stored)."""
+    include_url = None
+    if response.query.get("excluded_patient_ids") and params.archived_query:
+        include_url = results_url(params.model_copy(update={"exclude_same_patient": False}))
+    context: dict[str, Any] = {
+        "response": response, "results_url": results_url(params), "include_url": include_url,
+    }
+    if response.unit == "case":
+        context["hanging"] = hang(session, response, {u.name: u.image for u in uploads})
+        return context
+    query_image = uploads[0].image if uploads else None
+    context.update(
+        query_row=session.get(Image, params.image_id) if params.image_id is not None else None,
         # Made after the search, from the image the search embedded.
         query_preview=preview_data_url(query_image) if query_image is not None else None,
-        upload_name=upload_name if query_image is not None else None,
+        upload_name=uploads[0].name if uploads else None,
         query_full=viewer_data_url(query_image) if query_image is not None else None,
     )
+    return context

@@ -1,291 +1,429 @@
 // Deep-zoom viewers (OpenSeadragon) for the case page and the side-by-side comparison:
-// zoom at the cursor, drag to pan, synchronised panes, window/level, invert, reset, keys.
+// zoom at the cursor, drag to pan, synchronised panes, window/level per pane, invert, reset,
+// a hanging protocol (query beside result, CC above MLO, the pair mirrored back to back),
+// overlays (side, view, BIRADS, pathology, rank) and a help overlay listing the keys.
 //
 // Markup (web/templates/_images.html, macro viewer_group): one [data-viewer-group] per
-// page holding [data-viewer] panes (data-src, data-width, data-height), the toolbar
-// controls named by data-action / data-control, and the SVG filter #wl-filter that the
-// panes' canvases are drawn through (window/level and invert, on the drawn pixels).
+// page holding [data-viewer] panes (data-src, data-width, data-height; data-column "left" or
+// "right" for the hanging; data-view on a case comparison's panes; data-result on the panes a
+// chosen result fills), the toolbar controls named by data-action / data-control, and the
+// SVG filter #wl-filter that each pane's canvas is drawn through (a copy per pane).
+//
+// `window.mammosearchViewer.start()` builds the viewers of the page as it is now: search.js
+// calls it after swapping results in, so the viewer works on every path to the results.
+// A page may hold several groups (the launch page: one per breast); each takes its result
+// choices from its [data-viewer-scope], and the keys act on the group last pointed at.
 (function () {
   "use strict";
-  var OSD = window.OpenSeadragon;
-  var group = document.querySelector("[data-viewer-group]");
-  if (!OSD || !group) { return; }
-
-  var panes = Array.prototype.slice.call(group.querySelectorAll("[data-viewer]"));
-  var viewers = [];
-  var syncing = false;
-  var active = 0;  // the pane keyboard zoom/pan acts on (the others follow when synced)
   var FULL_WINDOW = 256, MID_LEVEL = 128;
-  var state = { window: FULL_WINDOW, level: MID_LEVEL, invert: false, sync: true };
+  var running = [];  // one controller per viewer group: { group, viewers, keys, destroy }
+  var focused = null;  // the controller the keys act on: the group last pointed at
 
-  function control(name) { return group.querySelector('[data-control="' + name + '"]'); }
-
-  // --- window/level and invert: one linear transfer per channel (DICOM's linear VOI) ---
-  function applyWindowLevel() {
-    var width = Math.max(2, state.window);
-    var slope = 255 / (width - 1);
-    var intercept = 0.5 - (state.level - 0.5) / (width - 1);
-    if (state.invert) { slope = -slope; intercept = 1 - intercept; }
-    var funcs = document.querySelectorAll("#wl-filter feFuncR, #wl-filter feFuncG, #wl-filter feFuncB");
-    Array.prototype.forEach.call(funcs, function (func) {
-      func.setAttribute("slope", slope.toFixed(5));
-      func.setAttribute("intercept", intercept.toFixed(5));
+  function start() {
+    running.forEach(function (controller) { controller.destroy(); });
+    running = [];
+    focused = null;
+    var OSD = window.OpenSeadragon;
+    if (!OSD) { return; }
+    Array.prototype.forEach.call(document.querySelectorAll("[data-viewer-group]"), function (group) {
+      running.push(startGroup(OSD, group));
     });
-    var windowInput = control("window"), levelInput = control("level");
-    if (windowInput) { windowInput.value = state.window; }
-    if (levelInput) { levelInput.value = state.level; }
-    var readout = control("wl-readout");
-    if (readout) { readout.textContent = "W " + Math.round(state.window) + " / L " + Math.round(state.level); }
-    var invert = group.querySelector('[data-action="invert"]');
-    if (invert) { invert.setAttribute("aria-pressed", state.invert ? "true" : "false"); }
-    group.dataset.window = String(Math.round(state.window));
-    group.dataset.level = String(Math.round(state.level));
-    group.dataset.invert = state.invert ? "1" : "0";
+    focused = running[0] || null;
+    window.mammosearchViewers = focused ? focused.viewers : [];  // for the browser tests
+    window.mammosearchViewerGroups = running.map(function (controller) { return controller.viewers; });
   }
 
-  function setWindowLevel(windowWidth, level) {
-    state.window = Math.min(FULL_WINDOW, Math.max(2, windowWidth));
-    state.level = Math.min(255, Math.max(0, level));
-    applyWindowLevel();
-  }
-
-  // --- zoom and pan ---
-  function showZoom(index) {
-    var viewer = viewers[index], pane = panes[index];
-    if (!viewer.world.getItemCount()) { return; }
-    var zoom = viewer.viewport.getZoom(true);
-    var imagePercent = viewer.viewport.viewportToImageZoom(zoom) * 100;
-    pane.dataset.zoom = zoom.toFixed(4);
-    pane.dataset.imageZoom = imagePercent.toFixed(1);
-    var readout = pane.parentNode.querySelector("[data-zoom-readout]");
-    if (readout) { readout.textContent = imagePercent.toFixed(0) + "% of full resolution"; }
-  }
-
-  function follow(index) {
-    showZoom(index);
-    // Only the pane being handled leads: a follower echoing its (one frame old) view back
-    // would stop the leader's zoom animation after its first frame.
-    if (!state.sync || syncing || index !== active) { return; }
-    syncing = true;
-    var source = viewers[index].viewport;
-    viewers.forEach(function (viewer, other) {
-      if (other === index || !viewer.world.getItemCount()) { return; }
-      viewer.viewport.zoomTo(source.getZoom(true), null, true);
-      viewer.viewport.panTo(source.getCenter(true), true);
-      showZoom(other);
+  function startGroup(OSD, group) {
+    var controller = null;
+    var panes = Array.prototype.slice.call(group.querySelectorAll("[data-viewer]"));
+    var viewers = [];
+    var syncing = false;
+    var active = 0;  // the pane keyboard zoom/pan and window/level act on
+    var shared = { sync: true, overlays: true };
+    var looks = panes.map(function () {
+      return { window: FULL_WINDOW, level: MID_LEVEL, invert: false, auto: null };
     });
-    syncing = false;
-  }
 
-  function eachTarget(act) {
-    // Synced: act on the active pane and let the others follow; else act on every pane.
-    (state.sync ? [viewers[active]] : viewers).forEach(function (viewer) {
-      if (viewer && viewer.world.getItemCount()) { act(viewer.viewport); }
+    function control(name) { return group.querySelector('[data-control="' + name + '"]'); }
+
+    // --- window/level and invert per pane: a linear transfer per channel (DICOM's VOI) ---
+    var template = group.querySelector("filter");
+    var filters = panes.map(function (pane, index) {
+      var copy = template.cloneNode(true);
+      copy.id = "wl-filter-" + (pane.id || index);
+      template.parentNode.appendChild(copy);
+      pane.style.setProperty("--wl-filter", "url(#" + copy.id + ")");
+      return copy;
     });
-  }
 
-  function zoomBy(factor) { eachTarget(function (viewport) { viewport.zoomBy(factor); viewport.applyConstraints(); }); }
+    function showLook(index) {
+      var look = looks[index], pane = panes[index];
+      var width = Math.max(2, look.window);
+      var slope = 255 / (width - 1);
+      var intercept = 0.5 - (look.level - 0.5) / (width - 1);
+      if (look.invert) { slope = -slope; intercept = 1 - intercept; }
+      Array.prototype.forEach.call(filters[index].querySelectorAll("feFuncR, feFuncG, feFuncB"),
+        function (func) {
+          func.setAttribute("slope", slope.toFixed(5));
+          func.setAttribute("intercept", intercept.toFixed(5));
+        });
+      pane.dataset.window = String(Math.round(look.window));
+      pane.dataset.level = String(Math.round(look.level));
+      pane.dataset.invert = look.invert ? "1" : "0";
+      if (index === active) { showActiveLook(); }
+    }
 
-  function panBy(dx, dy) {
-    eachTarget(function (viewport) {
-      var bounds = viewport.getBounds(true);
-      viewport.panBy(new OSD.Point(dx * bounds.width, dy * bounds.height));
-      viewport.applyConstraints();
-    });
-  }
+    function showActiveLook() {
+      var look = looks[active];
+      var windowInput = control("window"), levelInput = control("level");
+      if (windowInput) { windowInput.value = look.window; }
+      if (levelInput) { levelInput.value = look.level; }
+      var readout = control("wl-readout");
+      if (readout) { readout.textContent = "W " + Math.round(look.window) + " / L " + Math.round(look.level); }
+      var invert = group.querySelector('[data-action="invert"]');
+      if (invert) { invert.setAttribute("aria-pressed", look.invert ? "true" : "false"); }
+      group.dataset.window = String(Math.round(look.window));
+      group.dataset.level = String(Math.round(look.level));
+      group.dataset.invert = look.invert ? "1" : "0";
+      panes.forEach(function (pane, index) { pane.classList.toggle("active-pane", index === active && panes.length > 1); });
+    }
 
-  function actualPixels() {
-    eachTarget(function (viewport) { viewport.zoomTo(viewport.imageToViewportZoom(1)); });
-  }
+    function setLook(index, windowWidth, level) {
+      looks[index].window = Math.min(FULL_WINDOW, Math.max(2, windowWidth));
+      looks[index].level = Math.min(255, Math.max(0, level));
+      showLook(index);
+    }
 
-  function reset() {
-    syncing = true;
-    viewers.forEach(function (viewer) { if (viewer.world.getItemCount()) { viewer.viewport.goHome(true); } });
-    syncing = false;
-    viewers.forEach(function (viewer, index) { showZoom(index); });
-    state.invert = false;
-    setWindowLevel(FULL_WINDOW, MID_LEVEL);
-  }
+    function setActive(index) {
+      if (index === active) { return; }
+      active = index;
+      showActiveLook();
+    }
 
-  function setSync(on) {
-    state.sync = on;
-    var box = control("sync");
-    if (box) { box.checked = on; }
-    if (on) { follow(active); }
-  }
+    function applyPreset(index, preset) {
+      if (preset === "auto") {
+        var auto = looks[index].auto;
+        if (auto) { setLook(index, auto.window, auto.level); }
+        return;
+      }
+      var parts = preset.split(",");
+      if (parts.length === 2) { setLook(index, +parts[0], +parts[1]); }
+    }
 
-  // --- the panes ---
-  function addOutline(viewer, pane) {
-    var outline = pane.dataset.outline && document.getElementById(pane.dataset.outline);
-    if (!outline) { return; }
-    var item = viewer.world.getItemAt(0);
-    var size = item.getContentSize();
-    outline.classList.add("outline-overlay");
-    viewer.addOverlay({ element: outline, location: item.imageToViewportRectangle(0, 0, size.x, size.y) });
-  }
+    // --- what each image's pixels say: its auto window and which edge its chest wall is on ---
+    function analyse(index, src) {
+      var picture = new Image();
+      picture.onload = function () {
+        if (panes[index].dataset.src !== src) { return; }  // another image was chosen since
+        var scale = Math.min(1, 512 / Math.max(picture.naturalWidth, picture.naturalHeight));
+        var canvas = document.createElement("canvas");
+        canvas.width = Math.max(1, Math.round(picture.naturalWidth * scale));
+        canvas.height = Math.max(1, Math.round(picture.naturalHeight * scale));
+        var context = canvas.getContext("2d");
+        context.drawImage(picture, 0, 0, canvas.width, canvas.height);
+        var pixels = context.getImageData(0, 0, canvas.width, canvas.height).data;
+        var histogram = new Array(256).fill(0), count = 0;
+        var band = Math.max(1, Math.round(canvas.width / 10)), leftEdge = 0, rightEdge = 0;
+        for (var at = 0; at < pixels.length; at += 4) {
+          var grey = Math.round(0.299 * pixels[at] + 0.587 * pixels[at + 1] + 0.114 * pixels[at + 2]);
+          if (grey > 0) { histogram[grey] += 1; count += 1; }  // black background left out
+          var column = (at / 4) % canvas.width;
+          if (column < band) { leftEdge += grey; } else if (column >= canvas.width - band) { rightEdge += grey; }
+        }
+        if (count) {
+          var seen = 0, low = 0, high = 255;
+          for (var level = 0; level < 256; level += 1) {
+            seen += histogram[level];
+            if (seen < 0.01 * count) { low = level + 1; }
+            if (seen <= 0.99 * count) { high = level; }
+          }
+          looks[index].auto = { window: Math.max(2, high - low + 1), level: (low + high + 1) / 2 };
+          setLook(index, looks[index].auto.window, looks[index].auto.level);
+        }
+        hang(index, leftEdge >= rightEdge ? "left" : "right");
+        panes[index].dataset.analysed = "1";
+      };
+      picture.src = src;
+    }
 
-  function open(index, src) {
-    var pane = panes[index];
-    pane.dataset.loaded = "0";
-    viewers[index].open({ type: "image", url: src, buildPyramid: true });
-  }
+    // Back to back: the left column's chest wall on its right edge, the right column's on its
+    // left edge, so a right and a left breast (or a query and its result) mirror each other.
+    function hang(index, chestWallEdge) {
+      var pane = panes[index], column = pane.dataset.column;
+      if (!column) { return; }
+      var wanted = column === "left" ? "right" : "left";
+      var flip = chestWallEdge !== wanted;
+      pane.dataset.flipped = flip ? "1" : "0";
+      if (viewers[index].viewport.getFlip() !== flip) { viewers[index].viewport.setFlip(flip); }
+    }
 
-  panes.forEach(function (pane, index) {
-    var viewer = OSD({
-      element: pane,
-      drawer: "canvas",
-      showNavigationControl: false,
-      keyboardNavEnabled: false,  // the page's own keys below act on every pane
-      visibilityRatio: 0.2,
-      minZoomImageRatio: 0.5,
-      maxZoomPixelRatio: 16,  // 16 screen pixels per image pixel: calcifications, not blur
-      animationTime: 0.4,
-      zoomPerScroll: 1.25,
-      gestureSettingsMouse: { clickToZoom: false, dblClickToZoom: true, scrollToZoom: true, dragToPan: true },
-      crossOriginPolicy: false,
-    });
-    viewers.push(viewer);
-    viewer.addHandler("open", function () {
-      addOutline(viewer, pane);
-      showZoom(index);
-      var leader = active;
-      if (state.sync && leader !== index && viewers[leader].world.getItemCount()) { follow(leader); }
-    });
-    viewer.addHandler("tile-drawn", function () { pane.dataset.loaded = "1"; });
-    viewer.addHandler("open-failed", function () {
-      pane.dataset.loaded = "failed";
+    // --- zoom and pan ---
+    function showZoom(index) {
+      var viewer = viewers[index], pane = panes[index];
+      if (!viewer.world.getItemCount()) { return; }
+      var zoom = viewer.viewport.getZoom(true);
+      var imagePercent = viewer.viewport.viewportToImageZoom(zoom) * 100;
+      pane.dataset.zoom = zoom.toFixed(4);
+      pane.dataset.imageZoom = imagePercent.toFixed(1);
       var readout = pane.parentNode.querySelector("[data-zoom-readout]");
-      if (readout) { readout.textContent = "the image could not be loaded"; }
-    });
-    viewer.addHandler("viewport-change", function () { follow(index); });
-    pane.addEventListener("pointerenter", function () { active = index; });
-    pane.addEventListener("pointerdown", function () { active = index; }, true);
+      if (readout) { readout.textContent = imagePercent.toFixed(0) + "% of full resolution"; }
+    }
 
-    // Right-drag: window (left/right) and level (up/down), as on a PACS workstation.
-    var dragStart = null;
-    pane.addEventListener("contextmenu", function (event) { event.preventDefault(); });
-    pane.addEventListener("pointerdown", function (event) {
-      if (event.button === 2) {
-        dragStart = { x: event.clientX, y: event.clientY, window: state.window, level: state.level };
+    function follow(index) {
+      showZoom(index);
+      // Only the pane being handled leads: a follower echoing its (one frame old) view back
+      // would stop the leader's zoom animation after its first frame.
+      if (!shared.sync || syncing || index !== active) { return; }
+      syncing = true;
+      var source = viewers[index].viewport;
+      viewers.forEach(function (viewer, other) {
+        if (other === index || !viewer.world.getItemCount()) { return; }
+        viewer.viewport.zoomTo(source.getZoom(true), null, true);
+        viewer.viewport.panTo(source.getCenter(true), true);
+        showZoom(other);
+      });
+      syncing = false;
+    }
+
+    function eachTarget(act) {
+      // Synced: act on the active pane and let the others follow; else act on every pane.
+      (shared.sync ? [viewers[active]] : viewers).forEach(function (viewer) {
+        if (viewer && viewer.world.getItemCount()) { act(viewer.viewport); }
+      });
+    }
+
+    function zoomBy(factor) { eachTarget(function (viewport) { viewport.zoomBy(factor); viewport.applyConstraints(); }); }
+
+    function panBy(dx, dy) {
+      eachTarget(function (viewport) {
+        var bounds = viewport.getBounds(true);
+        viewport.panBy(new OSD.Point(dx * bounds.width, dy * bounds.height));
+        viewport.applyConstraints();
+      });
+    }
+
+    function actualPixels() {
+      eachTarget(function (viewport) { viewport.zoomTo(viewport.imageToViewportZoom(1)); });
+    }
+
+    function reset() {
+      syncing = true;
+      viewers.forEach(function (viewer) { if (viewer.world.getItemCount()) { viewer.viewport.goHome(true); } });
+      syncing = false;
+      viewers.forEach(function (viewer, index) { showZoom(index); });
+      looks.forEach(function (look, index) {
+        look.invert = false;
+        if (look.auto) { setLook(index, look.auto.window, look.auto.level); } else { setLook(index, FULL_WINDOW, MID_LEVEL); }
+      });
+    }
+
+    function setSync(on) {
+      shared.sync = on;
+      var box = control("sync");
+      if (box) { box.checked = on; }
+      if (on) { follow(active); }
+    }
+
+    function setOverlays(on) {
+      shared.overlays = on;
+      group.classList.toggle("overlays-hidden", !on);
+      var button = group.querySelector('[data-action="overlays"]');
+      if (button) { button.setAttribute("aria-pressed", on ? "true" : "false"); }
+    }
+
+    function toggleHelp(show) {
+      var help = group.querySelector("[data-viewer-help]");
+      if (!help) { return; }
+      help.hidden = show === undefined ? !help.hidden : !show;
+    }
+
+    // --- the panes ---
+    function addOutline(viewer, pane) {
+      var outline = pane.dataset.outline && document.getElementById(pane.dataset.outline);
+      if (!outline) { return; }
+      var item = viewer.world.getItemAt(0);
+      var size = item.getContentSize();
+      outline.classList.add("outline-overlay");
+      viewer.addOverlay({ element: outline, location: item.imageToViewportRectangle(0, 0, size.x, size.y) });
+    }
+
+    function overlayOf(pane) { return pane.parentNode.querySelector("[data-pane-overlay]"); }
+
+    function open(index, src) {
+      var pane = panes[index];
+      pane.dataset.loaded = "0";
+      pane.dataset.src = src || "";
+      pane.classList.toggle("empty-pane", !src);
+      if (!src) {
+        viewers[index].close();
+        var readout = pane.parentNode.querySelector("[data-zoom-readout]");
+        if (readout) { readout.textContent = "this case has no " + (pane.dataset.view || "such") + " view"; }
+        return;
       }
-    }, true);
-    pane.addEventListener("pointermove", function (event) {
-      if (!dragStart || !(event.buttons & 2)) { dragStart = null; return; }
-      setWindowLevel(dragStart.window + (event.clientX - dragStart.x) * 0.5,
-                     dragStart.level - (event.clientY - dragStart.y) * 0.5);
-    }, true);
-    pane.addEventListener("pointerup", function () { dragStart = null; }, true);
+      looks[index].auto = null;
+      pane.dataset.analysed = "0";
+      viewers[index].open({ type: "image", url: src, buildPyramid: true });
+      analyse(index, src);
+    }
 
-    if (pane.dataset.src) { open(index, pane.dataset.src); }
-  });
+    panes.forEach(function (pane, index) {
+      var viewer = OSD({
+        element: pane,
+        drawer: "canvas",
+        showNavigationControl: false,
+        keyboardNavEnabled: false,  // the page's own keys below act on every pane
+        visibilityRatio: 0.2,
+        minZoomImageRatio: 0.5,
+        maxZoomPixelRatio: 16,  // 16 screen pixels per image pixel: calcifications, not blur
+        animationTime: 0.4,
+        zoomPerScroll: 1.25,
+        gestureSettingsMouse: { clickToZoom: false, dblClickToZoom: true, scrollToZoom: true, dragToPan: true },
+        crossOriginPolicy: false,
+      });
+      viewers.push(viewer);
+      viewer.addHandler("open", function () {
+        addOutline(viewer, pane);
+        showZoom(index);
+        var leader = active;
+        if (shared.sync && leader !== index && viewers[leader].world.getItemCount()) { follow(leader); }
+      });
+      viewer.addHandler("tile-drawn", function () { pane.dataset.loaded = "1"; });
+      viewer.addHandler("open-failed", function () {
+        pane.dataset.loaded = "failed";
+        var readout = pane.parentNode.querySelector("[data-zoom-readout]");
+        if (readout) { readout.textContent = "the image could not be loaded"; }
+      });
+      viewer.addHandler("viewport-change", function () { follow(index); });
+      pane.addEventListener("pointerenter", function () { setActive(index); });
+      pane.addEventListener("pointerdown", function () { setActive(index); }, true);
 
-  // --- choosing the result shown beside the query (search results page) ---
-  var choices = Array.prototype.slice.call(document.querySelectorAll("[data-compare-src]"));
-  var chosen = 0;
-  function choose(position) {
-    if (!choices.length || panes.length < 2) { return; }
-    chosen = (position + choices.length) % choices.length;
-    var button = choices[chosen];
-    choices.forEach(function (other) {
-      var card = other.closest(".result");
-      if (card) { card.classList.toggle("comparing", other === button); }
-      other.setAttribute("aria-pressed", other === button ? "true" : "false");
+      // Right-drag: window (left/right) and level (up/down) of this pane, as on a PACS workstation.
+      var dragStart = null;
+      pane.addEventListener("contextmenu", function (event) { event.preventDefault(); });
+      pane.addEventListener("pointerdown", function (event) {
+        if (event.button === 2) {
+          dragStart = { x: event.clientX, y: event.clientY, window: looks[index].window, level: looks[index].level };
+        }
+      }, true);
+      pane.addEventListener("pointermove", function (event) {
+        if (!dragStart || !(event.buttons & 2)) { dragStart = null; return; }
+        setLook(index, dragStart.window + (event.clientX - dragStart.x) * 0.5,
+                dragStart.level - (event.clientY - dragStart.y) * 0.5);
+      }, true);
+      pane.addEventListener("pointerup", function () { dragStart = null; }, true);
+
+      showLook(index);
+      if (pane.dataset.src) { open(index, pane.dataset.src); }
     });
-    var pane = panes[panes.length - 1];
-    pane.dataset.imageId = button.dataset.imageId || "";
-    var caption = pane.parentNode.querySelector("[data-caption]");
-    if (caption) { caption.textContent = button.dataset.compareLabel || ""; }
-    var link = pane.parentNode.querySelector("[data-case-link]");
-    if (link && button.dataset.caseHref) { link.href = button.dataset.caseHref; }
-    open(panes.length - 1, button.dataset.compareSrc);
-  }
-  choices.forEach(function (button, position) {
-    button.addEventListener("click", function () {
-      choose(position);
-      group.scrollIntoView({ behavior: "smooth", block: "start" });
-    });
-  });
-  if (choices.length && panes.length > 1 && !panes[panes.length - 1].dataset.src) { choose(0); }
 
-  // --- toolbar ---
-  var actions = {
-    "zoom-in": function () { zoomBy(1.25); },
-    "zoom-out": function () { zoomBy(0.8); },
-    "actual-pixels": actualPixels,
-    "reset": reset,
-    "invert": function () { state.invert = !state.invert; applyWindowLevel(); },
-    "next": function () { choose(chosen + 1); },
-    "previous": function () { choose(chosen - 1); },
-  };
-  Array.prototype.forEach.call(group.querySelectorAll("[data-action]"), function (button) {
-    button.addEventListener("click", function () { actions[button.dataset.action](); });
-  });
-  var windowInput = control("window"), levelInput = control("level"), presets = control("preset");
-  if (windowInput) { windowInput.addEventListener("input", function () { setWindowLevel(+windowInput.value, state.level); }); }
-  if (levelInput) { levelInput.addEventListener("input", function () { setWindowLevel(state.window, +levelInput.value); }); }
-  // "auto": the window spanning the 1st to 99th percentile of the first pane's grey levels.
-  function autoWindow() {
-    var src = panes[0].dataset.src;
-    if (!src) { return; }
-    var picture = new Image();
-    picture.onload = function () {
-      var scale = Math.min(1, 512 / Math.max(picture.naturalWidth, picture.naturalHeight));
-      var canvas = document.createElement("canvas");
-      canvas.width = Math.max(1, Math.round(picture.naturalWidth * scale));
-      canvas.height = Math.max(1, Math.round(picture.naturalHeight * scale));
-      var context = canvas.getContext("2d");
-      context.drawImage(picture, 0, 0, canvas.width, canvas.height);
-      var pixels = context.getImageData(0, 0, canvas.width, canvas.height).data;
-      var histogram = new Array(256).fill(0), count = 0;
-      for (var at = 0; at < pixels.length; at += 4) {
-        var grey = Math.round(0.299 * pixels[at] + 0.587 * pixels[at + 1] + 0.114 * pixels[at + 2]);
-        if (grey > 0) { histogram[grey] += 1; count += 1; }  // black background left out
-      }
-      if (!count) { return; }
-      var seen = 0, low = 0, high = 255;
-      for (var level = 0; level < 256; level += 1) {
-        seen += histogram[level];
-        if (seen < 0.01 * count) { low = level + 1; }
-        if (seen <= 0.99 * count) { high = level; }
-      }
-      setWindowLevel(Math.max(2, high - low + 1), (low + high + 1) / 2);
+    // --- choosing the result shown beside the query (search results page) ---
+    var scope = group.closest("[data-viewer-scope]") || document;  // a launch page has one per breast
+    var choices = Array.prototype.slice.call(scope.querySelectorAll("[data-compare-src], [data-compare-views]"));
+    var resultPanes = panes.filter(function (pane) { return pane.hasAttribute("data-result"); });
+    if (!resultPanes.length && panes.length > 1) { resultPanes = [panes[panes.length - 1]]; }
+    var chosen = 0;
+    function choose(position) {
+      if (!choices.length || !resultPanes.length) { return; }
+      chosen = (position + choices.length) % choices.length;
+      var button = choices[chosen];
+      choices.forEach(function (other) {
+        var card = other.closest(".result");
+        if (card) { card.classList.toggle("comparing", other === button); }
+        other.setAttribute("aria-pressed", other === button ? "true" : "false");
+      });
+      var views = button.dataset.compareViews ? JSON.parse(button.dataset.compareViews) : null;
+      resultPanes.forEach(function (pane) {
+        var index = panes.indexOf(pane);
+        pane.dataset.imageId = button.dataset.imageId || "";
+        var caption = pane.parentNode.querySelector("[data-caption]");
+        if (caption) { caption.textContent = button.dataset.compareLabel || ""; }
+        var link = pane.parentNode.querySelector("[data-case-link]");
+        if (link && button.dataset.caseHref) { link.href = button.dataset.caseHref; }
+        var view = views ? views[pane.dataset.view] : null;
+        var overlay = overlayOf(pane);
+        if (overlay) { overlay.textContent = (view && view.overlay) || button.dataset.overlay || ""; }
+        open(index, views ? (view ? view.src : "") : button.dataset.compareSrc);
+      });
+    }
+    choices.forEach(function (button, position) {
+      button.addEventListener("click", function () {
+        choose(position);
+        group.scrollIntoView({ behavior: "smooth", block: "start" });
+      });
+    });
+    if (choices.length && resultPanes.length && !resultPanes[0].dataset.src) { choose(0); }
+
+    // --- toolbar ---
+    var actions = {
+      "zoom-in": function () { zoomBy(1.25); },
+      "zoom-out": function () { zoomBy(0.8); },
+      "actual-pixels": actualPixels,
+      "reset": reset,
+      "invert": function () { looks[active].invert = !looks[active].invert; showLook(active); },
+      "next": function () { choose(chosen + 1); },
+      "previous": function () { choose(chosen - 1); },
+      "overlays": function () { setOverlays(!shared.overlays); },
+      "help": function () { toggleHelp(); },
     };
-    picture.src = src;
-  }
-  if (presets) {
-    presets.addEventListener("change", function () {
-      if (presets.value === "auto") { autoWindow(); return; }
-      var parts = presets.value.split(",");
-      if (parts.length === 2) { setWindowLevel(+parts[0], +parts[1]); }
+    Array.prototype.forEach.call(group.querySelectorAll("[data-action]"), function (button) {
+      button.addEventListener("click", function () { actions[button.dataset.action](); });
     });
-  }
-  var syncBox = control("sync");
-  if (syncBox) { syncBox.addEventListener("change", function () { setSync(syncBox.checked); }); }
+    var windowInput = control("window"), levelInput = control("level"), presets = control("preset");
+    if (windowInput) { windowInput.addEventListener("input", function () { setLook(active, +windowInput.value, looks[active].level); }); }
+    if (levelInput) { levelInput.addEventListener("input", function () { setLook(active, looks[active].window, +levelInput.value); }); }
+    if (presets) { presets.addEventListener("change", function () { applyPreset(active, presets.value); }); }
+    var syncBox = control("sync");
+    if (syncBox) { syncBox.addEventListener("change", function () { setSync(syncBox.checked); }); }
 
-  // --- keyboard (ignored while typing in a form field) ---
-  var keys = {
-    "+": actions["zoom-in"], "=": actions["zoom-in"], "-": actions["zoom-out"],
-    "1": actualPixels, "0": reset, "r": reset, "i": actions.invert,
-    "ArrowLeft": function () { panBy(-0.1, 0); }, "ArrowRight": function () { panBy(0.1, 0); },
-    "ArrowUp": function () { panBy(0, -0.1); }, "ArrowDown": function () { panBy(0, 0.1); },
-    "[": function () { setWindowLevel(state.window - 16, state.level); },
-    "]": function () { setWindowLevel(state.window + 16, state.level); },
-    ",": function () { setWindowLevel(state.window, state.level - 8); },
-    ".": function () { setWindowLevel(state.window, state.level + 8); },
-    "s": function () { setSync(!state.sync); }, "a": autoWindow,
-    "n": actions.next, "p": actions.previous,
-  };
+    // Number keys 2, 3, ... choose the preset list's entries in order (the list is the one
+    // place the presets are named, shown in the toolbar and the help).
+    var presetValues = presets ? Array.prototype.map.call(presets.options, function (option) { return option.value; }) : [];
+    function pickPreset(position) {
+      presets.value = presetValues[position];
+      applyPreset(active, presetValues[position]);
+    }
+
+    var keys = {
+      "+": actions["zoom-in"], "=": actions["zoom-in"], "-": actions["zoom-out"],
+      "1": actualPixels, "0": reset, "r": reset, "i": actions.invert,
+      "ArrowLeft": function () { panBy(-0.1, 0); }, "ArrowRight": function () { panBy(0.1, 0); },
+      "ArrowUp": function () { panBy(0, -0.1); }, "ArrowDown": function () { panBy(0, 0.1); },
+      "[": function () { setLook(active, looks[active].window - 16, looks[active].level); },
+      "]": function () { setLook(active, looks[active].window + 16, looks[active].level); },
+      ",": function () { setLook(active, looks[active].window, looks[active].level - 8); },
+      ".": function () { setLook(active, looks[active].window, looks[active].level + 8); },
+      "s": function () { setSync(!shared.sync); }, "a": function () { applyPreset(active, "auto"); },
+      "n": actions.next, "p": actions.previous, "o": actions.overlays,
+      "?": actions.help, "h": actions.help, "Escape": function () { toggleHelp(false); },
+    };
+    presetValues.forEach(function (value, position) {
+      if (position < 8) { keys[String(position + 2)] = function () { pickPreset(position); }; }
+    });
+
+    showActiveLook();
+    group.addEventListener("pointerenter", function () { focused = controller; });
+    group.addEventListener("pointerdown", function () { focused = controller; }, true);
+    controller = {
+      group: group,
+      viewers: viewers,
+      keys: keys,
+      destroy: function () { viewers.forEach(function (viewer) { viewer.destroy(); }); },
+    };
+    return controller;
+  }
+
+  // --- keyboard (ignored while typing in a form field), one listener for every start() ---
   function typing(target) {
     if (!target || !target.tagName) { return false; }
     if (target.isContentEditable || target.tagName === "TEXTAREA" || target.tagName === "SELECT") { return true; }
     return target.tagName === "INPUT" && target.type !== "checkbox";  // a range keeps its arrows
   }
   document.addEventListener("keydown", function (event) {
-    if (event.ctrlKey || event.metaKey || event.altKey || typing(event.target)) { return; }
-    var act = keys[event.key];
+    if (!focused || event.ctrlKey || event.metaKey || event.altKey || typing(event.target)) { return; }
+    var act = focused.keys[event.key];
     if (act) { event.preventDefault(); act(); }
   });
 
-  applyWindowLevel();
-  window.mammosearchViewers = viewers;  // for the browser tests and the console
+  window.mammosearchViewer = { start: start };
+  start();
 })();
