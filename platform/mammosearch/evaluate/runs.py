@@ -402,7 +402,8 @@ def measured_vote(
             f"{cv.get('folds')}-fold patient-grouped cross-validation, out of fold, cases by "
             f"{fusion} (model {model.name})"
         )
-        return {cv.get("label") or "birads": {**reliability, "source": source}}
+        table = {**reliability, "source": source, "unit": "case", "fusion": fusion}
+        return {cv.get("label") or "birads": table}
     # The archive protocol first: unseen patients' images asking the fold's whole archive,
     # as a served trained space is asked; else the within-fold pools.
     for key in (f"{column}_archive", column):
