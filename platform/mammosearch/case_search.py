@@ -7,9 +7,10 @@ A case query (an archived case, or 1-4 files: the views of one breast) searches 
 with each of its views, over-fetching image hits; the hits' cases are read with all their
 views, scored against the query case by a fusion rule (mammosearch.cases), and the nearest
 cases come back, each once. The suggested BIRADS and pathology are the neighbour vote
-(search.suggest_from_hits, mammosearch.vote) over the nearest cases' case labels; its
-reliability was measured on images, not cases, so it is shown unmeasured (labels listed,
-nothing put forward) until a case-level measurement exists.
+(search.suggest_from_hits, mammosearch.vote) over the nearest cases' case labels, as sure
+as the space's case-level measurement says (evaluate.runs.measured_vote with unit "case"
+and the search's fusion: `evaluate --unit case`, or train's case-level cross-validation);
+never an image-level table. Unmeasured: the labels are listed, nothing is put forward.
 
 Over-fetching: each query view asks for `CASE_OVERFETCH` image hits per wanted case; when
 fewer distinct cases come back than wanted while the index holds more, it asks again for
@@ -294,7 +295,8 @@ def search_cases(
     hits = _scored_hits(session, index, views, cases, fusion, metric)[:wanted]
     hits = _with_reports(session, hits)
     join_ms = (time.perf_counter() - join_started) * 1000
-    suggestion = suggest_from_hits(hits, {})  # type: ignore[arg-type]
+    measured = service.vote_reliability(session, space, metric, "case", fusion)
+    suggestion = suggest_from_hits(hits, measured)  # type: ignore[arg-type]
     if ranking == "consensus":
         hits = in_consensus_order(hits)  # type: ignore[arg-type,assignment]
     query_patient = query_patients[0] if query_patients else None

@@ -217,7 +217,7 @@ class SearchService:
         self._space_key: object = None
         self._space: EmbeddingSpace | None = None
         self._space_read_at = 0.0
-        self._reliability: dict[tuple[int, str], tuple[float, dict[str, Any]]] = {}
+        self._reliability: dict[tuple[Any, ...], tuple[float, dict[str, Any]]] = {}
         self._indexed_counts: dict[int, tuple[float, int]] = {}
         self._filter_values = FilterValuesCache()
         self.filter_table = FilterTable()
@@ -275,15 +275,22 @@ class SearchService:
         return index
 
     def vote_reliability(
-        self, session: Session, space: EmbeddingSpace, metric: str = "cosine"
+        self,
+        session: Session,
+        space: EmbeddingSpace,
+        metric: str = "cosine",
+        unit: str = "image",
+        fusion: str | None = None,
     ) -> dict[str, Any]:
-        """How sure the vote is in this space (evaluate.runs.measured_vote), re-read every
-        VOTE_MEASURE_TTL_S: the scheduled evaluation measures a new space while it serves."""
+        """How sure the vote is in this space for a search of `unit` (and case `fusion`)
+        (evaluate.runs.measured_vote), re-read every VOTE_MEASURE_TTL_S: the scheduled
+        evaluation measures a new space while it serves."""
         now = time.monotonic()
-        cached = self._reliability.get((space.id, metric))
+        key = (space.id, metric, unit, fusion)
+        cached = self._reliability.get(key)
         if cached is None or now - cached[0] > VOTE_MEASURE_TTL_S:
-            cached = (now, measured_vote(session, self.settings, space, metric))
-            self._reliability[(space.id, metric)] = cached
+            cached = (now, measured_vote(session, self.settings, space, metric, unit, fusion))
+            self._reliability[key] = cached
         return cached[1]
 
     def filter_values(self, session: Session) -> FilterValues:

@@ -335,8 +335,10 @@ MEASURED_KEYS = (
     "source",
     "rule",
     "suggestions",
+    "unit",
 )
-"""What the panel shows of a measurement beside each vote."""
+"""What the panel shows of a measurement beside each vote ("unit": "case" for a case-level
+table, absent for an image one)."""
 
 
 def label_suggestion(

@@ -104,7 +104,8 @@ def test_a_new_space_has_its_vote_measured_once_and_only_while_unmeasured(
     pg_settings: Settings,
 ) -> None:
     """Beat's frequent "measure-new-space" run evaluates an active space whose vote was never
-    measured, stores the reliability table search reads, then has nothing left to do."""
+    measured, in both search units (an image run, a case run by the served fusion), stores
+    the reliability tables search reads, then has nothing left to do."""
     from mammosearch.evaluate.runs import measured_vote
 
     session = make_session_factory(pg_settings.database_url)()
@@ -113,10 +114,14 @@ def test_a_new_space_has_its_vote_measured_once_and_only_while_unmeasured(
     first = run_scheduled_evaluations(
         pg_settings, metrics=["cosine"], ks=(1, 5), write_report=False, unmeasured_only=True
     )
-    assert len(first) == 1
+    assert len(first) == 2
     measured = measured_vote(session, pg_settings, space)
     assert measured["birads"]["accuracy"] > 0.9 and measured["run_id"] == first[0]
     assert measured["birads"]["floor"] >= 0.5 and measured["birads"]["bins"]
+    by_case = measured_vote(session, pg_settings, space, unit="case")
+    assert by_case["run_id"] == first[1] and by_case["birads"]["unit"] == "case"
+    assert by_case["birads"]["suggestions"] == len(CLASSES) * 3  # one case per patient
+    assert not any(run.flagged for run in session.scalars(select(EvaluationRun)))
     again = run_scheduled_evaluations(
         pg_settings, metrics=["cosine"], ks=(1, 5), write_report=False, unmeasured_only=True
     )
@@ -125,8 +130,8 @@ def test_a_new_space_has_its_vote_measured_once_and_only_while_unmeasured(
 
 
 def test_the_embedded_server_measures_a_new_space_without_beat(web_settings: Settings) -> None:
-    """No broker, no beat: `serve`'s own sweep measures an unmeasured active space's vote, so
-    a first run's suggestion does not wait for someone to run `mammosearch evaluate`."""
+    """No broker, no beat: `serve`'s own sweep measures an unmeasured active space's vote
+    (images and cases), so a first run's suggestion does not wait for `mammosearch evaluate`."""
     import time
 
     from mammosearch.cli.serve_commands import _start_embedded_sweep
@@ -140,8 +145,12 @@ def test_the_embedded_server_measures_a_new_space_without_beat(web_settings: Set
     assert measured_vote(session, web_settings, space) == {}
     _start_embedded_sweep(create_app(app_config(web_settings)))
     deadline = time.monotonic() + 120
-    while not measured_vote(session, web_settings, space) and time.monotonic() < deadline:
+    def measured_case_vote() -> dict:
+        return measured_vote(session, web_settings, space, unit="case")
+
+    while not measured_case_vote() and time.monotonic() < deadline:
         session.expire_all()
         time.sleep(0.2)
     assert measured_vote(session, web_settings, space)["birads"]["bins"]
+    assert measured_case_vote()["birads"]["bins"]
     session.close()

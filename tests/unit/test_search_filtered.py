@@ -40,7 +40,10 @@ class FixedSpaceService(SearchService):
     def space(self, session: Session) -> EmbeddingSpace:
         return session.get(EmbeddingSpace, self._fixed_space.id)
 
-    def vote_reliability(self, session: Session, space: EmbeddingSpace, metric: str = "") -> dict:
+    def vote_reliability(
+        self, session: Session, space: EmbeddingSpace, metric: str = "", unit: str = "image",
+        fusion: str | None = None,
+    ) -> dict:  # fmt: skip
         return {}
 
 

@@ -145,6 +145,7 @@ def test_model_dir_holds_the_model_and_its_record(trained_model: Path) -> None:
         for fusion in ("mean", "best-pair", "matched-views"):
             scored = cv[space].get(fusion)
             assert scored is None or 0.0 <= scored["metrics"]["precision@5"] <= 1.0
+            assert scored is None or scored["vote_reliability"]["bins"]  # the case vote
     assert "unseen patients' cases" in cv["case_protocol"]
     assert record["training"]["command_line"] == "pytest" and record["software"]["torch"]
     leftovers = [p.name for p in trained_model.parent.iterdir() if p.name != "tiny-model"]

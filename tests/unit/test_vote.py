@@ -156,12 +156,41 @@ def test_a_trained_space_is_measured_by_its_models_out_of_fold_suggestions(
         return space
 
     within, archive = {**MEASURED, "accuracy": 0.4}, {**MEASURED, "accuracy": 0.6}
+    by_case = {**MEASURED, "accuracy": 0.7}
     measured = register("site-v2", {
         "label": "birads", "folds": 5,
         "trained": {"vote_reliability": within}, "trained_archive": {"vote_reliability": archive},
+        "trained_case": {"mean": {"vote_reliability": by_case}},
     })  # fmt: skip
     old = register("site-v1", {"label": "birads", "folds": 5, "trained": {"metrics": {}}})
     read = measured_vote(session, settings, measured)
     assert read["birads"]["accuracy"] == 0.6
     assert "out of fold against the fold archive (model site-v2)" in read["birads"]["source"]
     assert measured_vote(session, settings, old) == {}
+    # A case search reads the case-level column of its fusion, never the image table.
+    case_read = measured_vote(session, settings, measured, unit="case")
+    assert case_read["birads"]["accuracy"] == 0.7
+    assert "cases by mean" in case_read["birads"]["source"]
+    assert measured_vote(session, settings, measured, unit="case", fusion="best-pair") == {}
+    assert measured_vote(session, settings, old, unit="case") == {}
+
+
+def test_trains_case_level_figures_carry_the_case_votes_reliability() -> None:
+    """Train's CV scores each fold's cases by every fusion rule and pools each rule's case
+    votes into the table a case search reads (one suggestion per case, not per image)."""
+    from mammosearch.train.crossval import CaseFoldFigures
+
+    rng = np.random.default_rng(2)
+    rows, vectors = [], []
+    for patient in range(10):
+        for side in ("L", "R"):
+            birads = 1 if patient < 5 else 4
+            for view in ("CC", "MLO"):
+                rows.append({"patient_id": patient, "study_instance_uid": None, "side": side,
+                             "view": view, "modality": "subtracted", "birads": birads})
+                vectors.append(rng.normal([5, 0] if birads == 1 else [0, 5], 0.3))
+    figures = CaseFoldFigures("birads")
+    figures.add_fold(np.array(vectors, dtype=np.float32), rows)
+    for fusion, scored in figures.summary().items():
+        reliability = scored["vote_reliability"]
+        assert reliability["suggestions"] == 20 and reliability["accuracy"] == 1.0, fusion

@@ -107,6 +107,7 @@ def evaluate_command(
         parse_ks,
         resolve_space,
     )
+    from mammosearch.evaluate.runs import VOTE_KEYS
 
     if fusion is not None and unit != "case":
         raise click.UsageError("--fusion is for --unit case")
@@ -154,9 +155,10 @@ def evaluate_command(
     if per_class:
         click.echo("")
         click.echo(format_per_class(result))
-    for label, reliability in (result.config.get("vote") or {}).items():
+    for label, reliability in (result.config.get(VOTE_KEYS[unit]) or {}).items():
         click.echo("")
-        click.echo("\n".join(reliability_lines(label, reliability)))
+        title = f"case {label}" if unit == "case" else label
+        click.echo("\n".join(reliability_lines(title, reliability)))
     if json_path is not None:
         atomic_write_text(json_path, json.dumps(result.to_dict(), indent=2))
         click.echo(f"wrote {json_path}", err=True)

@@ -108,9 +108,13 @@ def neighbour_vote_shares(
     k: int = DEFAULT_VOTE_K,
     query_mask: np.ndarray | None = None,
     rule: VoteRule = RULE,
+    score_matrix: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per image: its top-k candidates' vote (shares, votes), each (n, classes); rows of
-    zeros for an image without a label, outside `query_mask` or without a candidate."""
+    zeros for an image without a label, outside `query_mask` or without a candidate.
+
+    `score_matrix` (n, n) in the metric's convention (cosine: a similarity; l2: a squared
+    distance) replaces the vectors' own scores: case against case by a fusion rule."""
     protocol_rule = get_protocol(protocol)
     codes, patient_codes = _codes(labels, patient_ids, classes)
     eligible = codes >= 0
@@ -127,7 +131,12 @@ def neighbour_vote_shares(
         allowed = np.stack(
             [candidate_mask(protocol_rule, int(q), eligible, patient_codes) for q in chunk]
         )
-        similarity = np.where(allowed, _similarities(matrix[chunk], matrix, metric), -np.inf)
+        scores = (
+            _similarities(matrix[chunk], matrix, metric)
+            if score_matrix is None
+            else similarity_of_scores(np.asarray(score_matrix, dtype=np.float64)[chunk], metric)
+        )
+        similarity = np.where(allowed, scores, -np.inf)
         depth = min(k, similarity.shape[1])
         top = np.argpartition(-similarity, depth - 1, axis=1)[:, :depth]
         top_similarity = np.take_along_axis(similarity, top, axis=1)
@@ -172,12 +181,13 @@ def measure_vote(
     query_mask: np.ndarray | None = None,
     rule: VoteRule = RULE,
     source: str = "",
+    score_matrix: np.ndarray | None = None,
 ) -> Reliability:
     """The vote's figures over these queries: its reliability table by the leader's share,
     with accuracy, balanced accuracy, per-class recall and calibration error beside it."""
     shares, votes = neighbour_vote_shares(
         vectors, labels, patient_ids, classes, metric, protocol, DEFAULT_VOTE_K, query_mask,
-        rule,
+        rule, score_matrix,
     )  # fmt: skip
     codes, _ = _codes(labels, patient_ids, classes)
     if query_mask is not None:
@@ -217,10 +227,14 @@ def measure_space_votes(
     patient_ids: Sequence[Hashable],
     metric: str = "cosine",
     source: str = "",
+    score_matrix: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The vote's reliability per VOTED_LABELS over an archive, patient-excluded: what an
     evaluation run stores for search to read. A label with under two classes, or whose
-    images have no candidate to vote (one patient), is left out: unmeasured, not an error."""
+    images have no candidate to vote (one patient), is left out: unmeasured, not an error.
+
+    `image_rows` are what a label reads, one per voter (an image, or a case:
+    `measure_case_votes`); `score_matrix` as in neighbour_vote_shares."""
     from mammosearch.evaluate.labels import get_label
 
     measured: dict[str, Any] = {}
@@ -231,11 +245,45 @@ def measure_space_votes(
         if len(classes) < 2:
             continue
         try:
-            table = measure_vote(vectors, labels, patient_ids, classes, metric, source=source)
+            table = measure_vote(
+                vectors, labels, patient_ids, classes, metric, source=source,
+                score_matrix=score_matrix,
+            )  # fmt: skip
         except NoSuggestion:
             continue
         measured[name] = table.to_dict()
     return measured
+
+
+def measure_case_votes(
+    vectors: np.ndarray,
+    image_rows: Sequence[Any],
+    fusion: str,
+    metric: str = "cosine",
+    source: str = "",
+) -> dict[str, Any]:
+    """measure_space_votes at case level: the images grouped into cases (case labels, one
+    patient per case), each case's voters the nearest other patients' cases by `fusion`, as
+    a case search votes. Each table says its unit and fusion."""
+    from mammosearch.evaluate.case_units import (
+        case_label_rows,
+        case_mean_vectors,
+        case_score_matrix,
+        group_cases,
+    )
+
+    groups = group_cases(image_rows)
+    measured = measure_space_votes(
+        case_mean_vectors(vectors, groups),
+        case_label_rows(groups, image_rows),
+        [key.patient_id for key in groups.keys],
+        metric,
+        source=source,
+        score_matrix=case_score_matrix(vectors, groups, fusion, metric),
+    )
+    return {
+        name: {**table, "unit": "case", "fusion": fusion} for name, table in measured.items()
+    }
 
 
 def neighbour_vote_confusion(

@@ -35,9 +35,16 @@ def run_ranking(run: EvaluationRun) -> str:
     return str((run.config or {}).get("order") or "similarity")
 
 
+def run_kind(run: EvaluationRun) -> tuple[str, str, str | None]:
+    """What a run's figures are comparable with: its order, unit (runs before the option
+    existed: image) and case fusion. A case run is never a regression of an image run."""
+    config = run.config or {}
+    return run_ranking(run), str(config.get("unit") or "image"), config.get("fusion")
+
+
 def previous_run(session: Session, run: EvaluationRun) -> EvaluationRun | None:
-    """The newest finished run before `run` with the same space, label, protocol, metric
-    and result order (`run_ranking`)."""
+    """The newest finished run before `run` with the same space, label, protocol, metric,
+    result order, unit and fusion (`run_kind`)."""
     earlier = session.scalars(
         select(EvaluationRun)
         .where(
@@ -51,7 +58,7 @@ def previous_run(session: Session, run: EvaluationRun) -> EvaluationRun | None:
         .order_by(EvaluationRun.id.desc())
         .limit(PREVIOUS_LOOKBACK)
     )
-    return next((old for old in earlier if run_ranking(old) == run_ranking(run)), None)
+    return next((old for old in earlier if run_kind(old) == run_kind(run)), None)
 
 
 def compare_runs(

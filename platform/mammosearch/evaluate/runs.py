@@ -19,10 +19,15 @@ from mammosearch.evaluate.case_units import evaluate_cases
 from mammosearch.evaluate.evaluator import DEFAULT_KS, Progress, evaluate_vectors
 from mammosearch.evaluate.labels import get_label
 from mammosearch.evaluate.leakage import model_of_space, training_overlap
-from mammosearch.evaluate.neighbour_vote import measure_space_votes
+from mammosearch.evaluate.neighbour_vote import measure_case_votes, measure_space_votes
 from mammosearch.evaluate.protocols import DEFAULT_PROTOCOL, get_protocol
 from mammosearch.evaluate.result import EvaluationError, EvaluationResult
 from mammosearch.evaluate.served_search import served_search, through_index_depth
+
+VOTE_KEYS = {"image": "vote", "case": "case_vote"}
+"""Where a run's config keeps the vote measured in each search unit (a model's
+cross-validation keeps the case tables in `<column>_case`): an image table never answers for
+a case search, nor the reverse."""
 
 
 @dataclass(frozen=True)
@@ -277,16 +282,25 @@ def evaluate_space(
                 ranking=ranking,
             )
         base_space = not space.backbone.startswith(TRAINED_PREFIX)
-        if unit == "image" and protocol == "patient-excluded" and base_space:
-            # The vote is measured on images (search's unit=image suggestion). A base
-            # space's suggestion is as sure as this run measured (SearchService reads it); a
-            # trained space's comes from its out-of-fold figures, never from an archive whose
-            # images may have trained it.
-            config["vote"] = measure_space_votes(
-                loaded.vectors, loaded.image_rows, loaded.patient_ids, metric,
-                source=f"patient-excluded evaluation of space {space.id} ({space.backbone}), "
-                f"{len(loaded.image_ids)} images, {metric}",
-            )  # fmt: skip
+        if protocol == "patient-excluded" and base_space:
+            # The vote is measured in the run's unit: images (search's unit=image
+            # suggestion) or cases by the run's fusion (unit=case), each under its own key
+            # (VOTE_KEYS) so the two never mix. A base space's suggestion is as sure as this
+            # run measured (SearchService reads it); a trained space's comes from its
+            # out-of-fold figures, never from an archive whose images may have trained it.
+            source = (
+                f"patient-excluded evaluation of space {space.id} ({space.backbone}), "
+                f"{len(loaded.image_ids)} images, {metric}"
+            )
+            if unit == "case":
+                config[VOTE_KEYS[unit]] = measure_case_votes(
+                    loaded.vectors, loaded.image_rows, fusion or DEFAULT_FUSION, metric,
+                    source=f"{source}, {result.queries} cases by {fusion}",
+                )  # fmt: skip
+            else:
+                config[VOTE_KEYS[unit]] = measure_space_votes(
+                    loaded.vectors, loaded.image_rows, loaded.patient_ids, metric, source=source
+                )
     except Exception as exc:
         session.rollback()
         run.status = "failed"
@@ -300,8 +314,8 @@ def evaluate_space(
     )
     if through_index:
         result.config.update(through_index=True, served_index=config["served_index"])
-    if config.get("vote"):
-        result.config["vote"] = config["vote"]
+    if config.get(VOTE_KEYS[unit]):
+        result.config[VOTE_KEYS[unit]] = config[VOTE_KEYS[unit]]
     result.duration_s = time.perf_counter() - started
     result.run_id = run.id
     run.status = "done"
@@ -324,16 +338,24 @@ def evaluate_space(
 
 
 def measured_vote(
-    session: Session, settings: Settings, space: EmbeddingSpace, metric: str = "cosine"
+    session: Session,
+    settings: Settings,
+    space: EmbeddingSpace,
+    metric: str = "cosine",
+    unit: str = "image",
+    fusion: str | None = None,
 ) -> dict[str, Any]:
-    """How sure the neighbour vote is in `space`: {"birads": reliability, "pathology": ...}
+    """How sure the neighbour vote is in `space` for a search of `unit` (cases: by
+    `fusion`, default the served one): {"birads": reliability, "pathology": ...}
     (mammosearch.vote.Reliability documents), or {} when it was never measured.
 
     A trained space: its model's out-of-fold figures (model.json, written by train's
-    cross-validation; the archive protocol's when recorded, as search meets the archive).
-    A base space: its latest patient-excluded evaluation run for this metric, else the base
+    cross-validation; the archive protocol's when recorded, as search meets the archive;
+    cases: the `<column>_case` figures of that fusion). A base space: its latest
+    patient-excluded evaluation run of this unit (and fusion) for this metric, else the base
     column of a registered model's cross-validation in this space.
     """
+    fusion = (fusion or DEFAULT_FUSION) if unit == "case" else None
     from mammosearch.embed.loader import registry_dir
     from mammosearch.embed.registry import registered_models
 
@@ -354,8 +376,9 @@ def measured_vote(
             .limit(20)
         )
         for run in runs:
-            measured = (run.config or {}).get("vote")
-            if measured:
+            config = run.config or {}
+            measured = config.get(VOTE_KEYS[unit])
+            if measured and config.get("fusion") == fusion:
                 return {**measured, "run_id": run.id}
         column = "base"
         model = next(
@@ -370,6 +393,17 @@ def measured_vote(
     if model is None:
         return {}
     cv = model.cross_validation()
+    if unit == "case":
+        figures = (cv.get(f"{column}_case") or {}).get(fusion) or {}
+        reliability = figures.get("vote_reliability")
+        if not reliability:
+            return {}
+        source = (
+            f"{cv.get('folds')}-fold patient-grouped cross-validation, out of fold, cases by "
+            f"{fusion} (model {model.name})"
+        )
+        table = {**reliability, "source": source, "unit": "case", "fusion": fusion}
+        return {cv.get("label") or "birads": table}
     # The archive protocol first: unseen patients' images asking the fold's whole archive,
     # as a served trained space is asked; else the within-fold pools.
     for key in (f"{column}_archive", column):

@@ -48,7 +48,6 @@ def spaces_to_evaluate(
     )
     if not unmeasured_only or settings is None:
         return spaces
-    from mammosearch.evaluate.runs import measured_vote
 
     def last_run_status(space: EmbeddingSpace) -> str | None:
         return session.scalar(
@@ -63,9 +62,25 @@ def spaces_to_evaluate(
     return [
         space
         for space in spaces
-        if not measured_vote(session, settings, space)
+        if unmeasured_units(session, settings, space)
         and last_run_status(space) not in ("failed", "running")
     ]
+
+
+def unmeasured_units(
+    session: Session, settings: Settings, space: EmbeddingSpace
+) -> tuple[str, ...]:
+    """The search units (image, case by the served fusion) whose vote `space` has not had
+    measured and an evaluation run can measure.
+
+    A trained space's case vote comes only from its model's cross-validation (an evaluation
+    never measures a trained space's vote): asking again would add runs, never a table.
+    """
+    from mammosearch.embed.trained import TRAINED_PREFIX
+    from mammosearch.evaluate.runs import measured_vote
+
+    units = ("image", "case") if not space.backbone.startswith(TRAINED_PREFIX) else ("image",)
+    return tuple(unit for unit in units if not measured_vote(session, settings, space, unit=unit))
 
 
 class _RunProgress:
@@ -171,7 +186,10 @@ def run_scheduled_evaluations(
     settings.reports_dir/scheduled-<UTC time>/ (what the web service shows with each run).
     A space whose evaluation fails is logged (its run is stored as failed) and skipped.
     `unmeasured_only`: only the spaces whose neighbour vote was never measured (beat asks
-    often, so that a new space's suggestion is measured at once; nothing to do is cheap).
+    often, so that a new space's suggestion is measured at once; nothing to do is cheap),
+    each in the units it lacks (`unmeasured_units`): an image run and a case run (the served
+    fusion), so a new space's image and case searches both suggest. The report's figures
+    are the image runs'.
     """
     from mammosearch.evaluate.runs import evaluate_space
 
@@ -179,29 +197,38 @@ def run_scheduled_evaluations(
     done: dict[int, dict[str, EvaluationResult]] = {}
     with session_scope(settings.database_url) as session:
         spaces = spaces_to_evaluate(session, settings, unmeasured_only)
-        steps = max(1, len(spaces) * len(metrics))
-        for space_position, space in enumerate(spaces):
-            for metric_position, metric in enumerate(metrics):
-                step = space_position * len(metrics) + metric_position
-                progress = _RunProgress(
-                    session, space, metric, step, steps, progress_callback, task_id
+        jobs = [
+            (space, unit, metric)
+            for space in spaces
+            for unit in (
+                unmeasured_units(session, settings, space) if unmeasured_only else ("image",)
+            )
+            for metric in metrics
+        ]
+        run_ids: list[int | None] = []
+        for step, (space, unit, metric) in enumerate(jobs):
+            progress = _RunProgress(
+                session, space, metric, step, len(jobs), progress_callback, task_id
+            )
+            try:
+                result = evaluate_space(
+                    session, settings, space, label=label, protocol=protocol, metric=metric,
+                    ks=ks, trigger=trigger, progress=progress, unit=unit,
+                )  # fmt: skip
+            except Exception:  # the run row says why; the other spaces still get theirs
+                log.exception(
+                    "scheduled %s evaluation of space %s (%s) failed", unit, space.id, metric
                 )
-                try:
-                    result = evaluate_space(
-                        session, settings, space, label=label, protocol=protocol, metric=metric,
-                        ks=ks, trigger=trigger, progress=progress,
-                    )  # fmt: skip
-                except Exception:  # the run row says why; the other spaces still get theirs
-                    log.exception("scheduled evaluation of space %s (%s) failed", space.id, metric)
-                    _tag_failed_run(session, space, metric, task_id)
-                    continue
-                run = session.get(EvaluationRun, result.run_id)
-                if run is not None:
-                    run.task_id = task_id
-                    session.commit()
-                    check_regression(session, settings, run)
+                _tag_failed_run(session, space, metric, task_id)
+                continue
+            run = session.get(EvaluationRun, result.run_id)
+            if run is not None:
+                run.task_id = task_id
+                session.commit()
+                check_regression(session, settings, run)
+                run_ids.append(result.run_id)
+                if unit == "image":
                     done.setdefault(space.id, {})[metric] = result
-        run_ids = [result.run_id for by_metric in done.values() for result in by_metric.values()]
         if write_report and done:
             _report_runs(session, settings, spaces, label, protocol, metrics, ks, done)
     if progress_callback is not None:

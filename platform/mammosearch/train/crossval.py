@@ -13,7 +13,8 @@ a new archive, and it is reported beside it, never instead of it.
 
 Each space is also scored at case level (`trained_case`, `base_case`): each fold's unseen
 patients' images grouped into cases (one breast of one study), every case a query against
-the fold's other cases, by each fusion rule (mammosearch.cases), similarity order.
+the fold's other cases, by each fusion rule (mammosearch.cases), similarity order; with each
+rule's case vote reliability (`vote_reliability`, what a case search in that space reads).
 
 Every figure is scored twice: in similarity order (the embedding's own figure, the
 headline), and in the consensus order the search service serves by default
@@ -29,8 +30,15 @@ from typing import Any
 import numpy as np
 
 from mammosearch.cases import CASE_FUSIONS
-from mammosearch.evaluate.case_units import evaluate_cases
+from mammosearch.evaluate.case_units import (
+    case_label_rows,
+    case_mean_vectors,
+    case_score_matrix,
+    evaluate_cases,
+    group_cases,
+)
 from mammosearch.evaluate.evaluator import evaluate_vectors
+from mammosearch.evaluate.labels import get_label
 from mammosearch.evaluate.neighbour_vote import DEFAULT_VOTE_K, neighbour_vote_shares
 from mammosearch.evaluate.result import EvaluationError
 from mammosearch.ranking import RANKINGS
@@ -50,6 +58,50 @@ def _ranked_key(ranking: str, key: str) -> str:
     return key if ranking == "similarity" else f"{CONSENSUS_PREFIX}{key}"
 
 
+Suggestions = list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+"""Out-of-fold suggestions per fold: (leader's share, right?, true class code)."""
+
+
+def fold_suggestions(
+    shares: np.ndarray, votes: np.ndarray, truth: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One fold's votes -> its suggestions (queries with a class and a vote only)."""
+    predicted = winners(shares, votes)
+    asked = (truth >= 0) & (predicted >= 0)
+    return (
+        shares[np.flatnonzero(asked), predicted[asked]],
+        predicted[asked] == truth[asked],
+        truth[asked],
+    )
+
+
+def pooled_reliability(suggestions: Suggestions, classes: Sequence[Any]) -> dict[str, Any] | None:
+    """The pooled suggestions' reliability table (mammosearch.vote), with the vote's
+    accuracy, balanced accuracy, per-class recall and calibration error; None if none."""
+    if not suggestions:
+        return None
+    parts = zip(*suggestions, strict=True)
+    shares, correct, truth = (np.concatenate(part) for part in parts)
+    if not shares.size:
+        return None
+    table = reliability_table(shares, correct, truth)
+    recall = {
+        str(label): float(correct[truth == code].mean())
+        for code, label in enumerate(classes)
+        if (truth == code).any()
+    }
+    table.extra.update(
+        rule=RULE.name,
+        k=DEFAULT_VOTE_K,
+        classes=[str(label) for label in classes],
+        suggestions=int(shares.size),
+        balanced_accuracy=round(float(np.mean(list(recall.values()))), 4),
+        per_class_recall=recall,
+        ece=round(expected_calibration_error(shares, correct), 4),
+    )
+    return table.to_dict()
+
+
 @dataclass
 class FoldFigures:
     """Pooled figures of one space over the folds seen so far."""
@@ -62,7 +114,7 @@ class FoldFigures:
     per_class_sums: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     # Every out-of-fold suggestion: (leader's share, right?, true class code), for the
     # reliability table search reads (mammosearch.vote.Reliability).
-    suggestions: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
+    suggestions: Suggestions = field(default_factory=list)
 
     def add_fold(
         self,
@@ -120,40 +172,13 @@ class FoldFigures:
         matrix = np.zeros((len(self.classes), len(self.classes)), dtype=np.int64)
         np.add.at(matrix, (truth[asked], predicted[asked]), 1)
         self.confusion = matrix if self.confusion is None else self.confusion + matrix
-        self.suggestions.append(
-            (
-                shares[np.flatnonzero(asked), predicted[asked]],
-                predicted[asked] == truth[asked],
-                truth[asked],
-            )
-        )
+        self.suggestions.append(fold_suggestions(shares, votes, truth))
         return fold
 
     def reliability(self) -> dict[str, Any] | None:
         """The out-of-fold suggestions' reliability table (mammosearch.vote), with the vote's
         accuracy, balanced accuracy, per-class recall and calibration error."""
-        if not self.suggestions:
-            return None
-        parts = zip(*self.suggestions, strict=True)
-        shares, correct, truth = (np.concatenate(part) for part in parts)
-        if not shares.size:
-            return None
-        table = reliability_table(shares, correct, truth)
-        recall = {
-            str(label): float(correct[truth == code].mean())
-            for code, label in enumerate(self.classes)
-            if (truth == code).any()
-        }
-        table.extra.update(
-            rule=RULE.name,
-            k=DEFAULT_VOTE_K,
-            classes=[str(label) for label in self.classes],
-            suggestions=int(shares.size),
-            balanced_accuracy=round(float(np.mean(list(recall.values()))), 4),
-            per_class_recall=recall,
-            ece=round(expected_calibration_error(shares, correct), 4),
-        )
-        return table.to_dict()
+        return pooled_reliability(self.suggestions, self.classes)
 
     def summary(self) -> dict[str, Any]:
         """Pooled metrics, chance levels, vote accuracy, balanced accuracy, per-class recall."""
@@ -195,10 +220,25 @@ class CaseFoldFigures:
     chance_sums: dict[str, dict[str, float]] = field(default_factory=dict)
     queries: dict[str, int] = field(default_factory=dict)
     unscored_folds: dict[str, int] = field(default_factory=dict)
+    # Per fusion rule, every out-of-fold case suggestion: the case search's reliability table.
+    suggestions: dict[str, Suggestions] = field(default_factory=dict)
 
     def add_fold(self, vectors: np.ndarray, case_rows: Sequence[dict[str, Any]]) -> None:
-        """Score one fold's images grouped into cases, by every fusion rule."""
+        """Score one fold's images grouped into cases, by every fusion rule; and each case's
+        vote (its nearest other patients' cases by that rule), as a case search votes."""
+        spec = get_label(self.label)
+        groups = group_cases(case_rows)
+        class_code = {label: code for code, label in enumerate(spec.classes)}
+        case_labels = [spec.of_image(row) for row in case_label_rows(groups, case_rows)]
+        truth = np.array([class_code.get(label, -1) for label in case_labels], dtype=np.int64)
+        case_patients = [key.patient_id for key in groups.keys]
         for fusion in CASE_FUSIONS:
+            shares, votes = neighbour_vote_shares(
+                case_mean_vectors(vectors, groups), case_labels, case_patients, spec.classes,
+                metric="cosine", k=DEFAULT_VOTE_K,
+                score_matrix=case_score_matrix(vectors, groups, fusion, "cosine"),
+            )  # fmt: skip
+            self.suggestions.setdefault(fusion, []).append(fold_suggestions(shares, votes, truth))
             try:
                 result = evaluate_cases(
                     vectors,
@@ -229,6 +269,9 @@ class CaseFoldFigures:
                     k: v / self.queries[fusion] for k, v in self.chance_sums[fusion].items()
                 },
                 "unscored_folds": self.unscored_folds.get(fusion, 0),
+                "vote_reliability": pooled_reliability(
+                    self.suggestions.get(fusion, []), get_label(self.label).classes
+                ),
             }
             for fusion, sums in self.weighted_sums.items()
             if self.queries.get(fusion)
