@@ -273,7 +273,9 @@ def test_a_running_server_answers_503_until_it_has_repaired_itself(
         assert api.headers["Retry-After"]
         cases = api_client.post("/api/v1/search", json={**query, "unit": "case"}, headers=bearer)
         assert cases.status_code == 503 and "being repaired" in cases.json["error"]
-        page = client.post("/search", data={"image_id": str(image_id), "k": str(IMAGES - 1)})
+        page = client.post(  # the form's post of an archived query goes to its GET address
+            "/search", data={"image_id": str(image_id), "k": str(IMAGES - 1)}, follow_redirects=True
+        )
         assert page.status_code == 503 and "being repaired" in page.get_data(as_text=True)
 
     deadline = time.monotonic() + DEADLINE_S
