@@ -368,7 +368,9 @@ def auto_train(watch: bool, roll_back: bool, as_json: bool) -> None:
             raise click.ClickException(str(error)) from error
     elif watch:
         parent = os.getppid()
-        # Started by `serve`: stop when it does (a re-parented child has another parent).
+        _die_with_parent()
+        # Started by `serve`: stop when it does (a re-parented child has another parent);
+        # the check covers the waits between runs, the signal a training run itself.
         auto.watch(settings, lambda: os.getppid() != parent)
         return
     else:
@@ -380,3 +382,19 @@ def auto_train(watch: bool, roll_back: bool, as_json: bool) -> None:
 
 
 commands = [train, models, auto_train]
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this process when its parent (`serve`) dies, even mid-training (an
+    interrupted run resumes from its checkpoints); elsewhere the watch loop's check alone."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    PR_SET_PDEATHSIG = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
