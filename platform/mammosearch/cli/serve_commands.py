@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -57,7 +58,12 @@ def _start_embedded_sweep(app: Any) -> None:
     threading.Thread(target=_sweep, name="embedded sweep", daemon=True).start()
 
 
-def _run_gunicorn(app: Any, host: str, port: int, threads: int) -> None:
+def _run_gunicorn(
+    app: Any, host: str, port: int, threads: int, in_worker: Callable[[], None]
+) -> None:
+    """`in_worker` runs in the worker after the fork: a thread started before it (the sweep)
+    could hold a lock (the database pool's, sqlite's) at the fork, and the worker's requests
+    would wait on it for ever."""
     from gunicorn.app.base import BaseApplication
     from gunicorn.glogging import Logger
 
@@ -85,6 +91,7 @@ def _run_gunicorn(app: Any, host: str, port: int, threads: int) -> None:
                 "access_log_format": ACCESS_LOG_FORMAT,
                 "logger_class": _RootLogger,
                 "control_socket_disable": True,  # its default path is shared per host
+                "post_worker_init": lambda _worker: in_worker(),
             }
             for key, value in options.items():
                 self.cfg.set(key, value)
@@ -129,7 +136,6 @@ def serve(host: str, port: int, threads: int, dev: bool) -> None:
     from web import create_app
 
     app = create_app()
-    _start_embedded_sweep(app)
     _start_auto_training()
     try:
         import gunicorn  # noqa: F401
@@ -139,9 +145,10 @@ def serve(host: str, port: int, threads: int, dev: bool) -> None:
         from mammosearch.logs import QueryStringFilter
 
         logging.getLogger("werkzeug").addFilter(QueryStringFilter())
+        _start_embedded_sweep(app)
         app.run(host=host, port=port, threaded=True)
     else:
-        _run_gunicorn(app, host, port, threads)
+        _run_gunicorn(app, host, port, threads, lambda: _start_embedded_sweep(app))
 
 
 commands = [serve]
