@@ -59,6 +59,7 @@ from mammosearch.db.models import Image, ImageEmbedding, ImageStatus, Patient, R
 from mammosearch.search import (
     REPORT_EXCERPT_CHARS,
     ImageNotFound,
+    SearchEnvelope,
     SearchError,
     SearchFilters,
     SearchResponse,
@@ -162,18 +163,9 @@ class CaseHit:
 
 
 @dataclass
-class CaseSearchResponse:
-    query: dict[str, Any]
-    metric: str
-    k: int
-    fusion: str
-    embedding_space: dict[str, Any]
+class CaseSearchResponse(SearchEnvelope):
     results: list[CaseHit] = field(default_factory=list)
-    ranking: str = "similarity"
-    suggested_birads: dict[str, Any] = field(default_factory=dict)
-    timing_ms: dict[str, float] = field(default_factory=dict)
-    # the query's archived patient (patients.id), for the audit; not in to_dict()
-    query_patient_id: int | None = None
+    fusion: str = field(kw_only=True)
     unit: str = "case"
 
     @property
@@ -182,18 +174,7 @@ class CaseSearchResponse:
         return [view.image_id for hit in self.results for view in hit.views]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "unit": self.unit,
-            "query": self.query,
-            "metric": self.metric,
-            "k": self.k,
-            "fusion": self.fusion,
-            "embedding_space": self.embedding_space,
-            "ranking": self.ranking,
-            "results": [hit.to_dict() for hit in self.results],
-            "suggested_birads": self.suggested_birads,
-            "timing_ms": self.timing_ms,
-        }
+        return self.envelope_dict([hit.to_dict() for hit in self.results], fusion=self.fusion)
 
 
 def run_search(

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image as PILImage
@@ -140,17 +140,42 @@ class Hit:
 
 
 @dataclass
-class SearchResponse:
+class SearchEnvelope:
+    """What every search answers with, image or case (SearchResponse,
+    case_search.CaseSearchResponse): each adds its unit, hits and own fields."""
+
     query: dict[str, Any]
     metric: str
     k: int
     embedding_space: dict[str, Any]
-    results: list[Hit] = field(default_factory=list)
+    results: list[Any] = field(default_factory=list)
     ranking: str = "similarity"
     suggested_birads: dict[str, Any] = field(default_factory=dict)
     timing_ms: dict[str, float] = field(default_factory=dict)
-    # the archived query image's patient (patients.id), for the audit; not in to_dict()
+    # the query's archived patient (patients.id), for the audit; not in to_dict()
     query_patient_id: int | None = None
+
+    unit: ClassVar[str]
+
+    def envelope_dict(self, results: list[dict[str, Any]], **unit_fields: Any) -> dict[str, Any]:
+        """to_dict's document around the unit's `results`; `unit_fields` follow k."""
+        return {
+            "unit": self.unit,
+            "query": self.query,
+            "metric": self.metric,
+            "k": self.k,
+            **unit_fields,
+            "embedding_space": self.embedding_space,
+            "ranking": self.ranking,
+            "results": results,
+            "suggested_birads": self.suggested_birads,
+            "timing_ms": self.timing_ms,
+        }
+
+
+@dataclass
+class SearchResponse(SearchEnvelope):
+    results: list[Hit] = field(default_factory=list)
 
     unit = "image"
 
@@ -160,19 +185,9 @@ class SearchResponse:
         return [hit.image_id for hit in self.results]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "unit": self.unit,
-            "query": self.query,
-            "metric": self.metric,
-            "k": self.k,
-            "embedding_space": self.embedding_space,
-            "ranking": self.ranking,
-            # A shallow copy per hit: its fields are plain values, and dataclasses.asdict's
-            # recursive deep copy was a tenth of a search request's CPU time.
-            "results": [dict(vars(hit)) for hit in self.results],
-            "suggested_birads": self.suggested_birads,
-            "timing_ms": self.timing_ms,
-        }
+        # A shallow copy per hit: its fields are plain values, and dataclasses.asdict's
+        # recursive deep copy was a tenth of a search request's CPU time.
+        return self.envelope_dict([dict(vars(hit)) for hit in self.results])
 
 
 def distance_and_similarity(score: float, metric: str) -> tuple[float, float]:

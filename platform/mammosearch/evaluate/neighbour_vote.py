@@ -98,6 +98,19 @@ def _codes(
     return codes, patient_codes
 
 
+def _query_codes(
+    labels: Sequence[Hashable | None],
+    patient_ids: Sequence[Hashable],
+    classes: Sequence[Hashable],
+    query_mask: np.ndarray | None,
+) -> np.ndarray:
+    """Each image's true class code as a query: -1 without a label or outside `query_mask`."""
+    codes, _ = _codes(labels, patient_ids, classes)
+    if query_mask is None:
+        return codes
+    return np.where(np.asarray(query_mask, dtype=bool), codes, -1)
+
+
 def neighbour_vote_shares(
     vectors: np.ndarray,
     labels: Sequence[Hashable | None],
@@ -189,9 +202,7 @@ def measure_vote(
         vectors, labels, patient_ids, classes, metric, protocol, DEFAULT_VOTE_K, query_mask,
         rule, score_matrix,
     )  # fmt: skip
-    codes, _ = _codes(labels, patient_ids, classes)
-    if query_mask is not None:
-        codes = np.where(np.asarray(query_mask, dtype=bool), codes, -1)
+    codes = _query_codes(labels, patient_ids, classes, query_mask)
     predicted = winners(shares, votes)
     asked = (codes >= 0) & (predicted >= 0)
     leader_share = shares[np.flatnonzero(asked), predicted[asked]]
@@ -301,9 +312,7 @@ def neighbour_vote_confusion(
     predicted = neighbour_votes(
         vectors, labels, patient_ids, classes, metric, protocol, k, query_mask
     )
-    codes, _ = _codes(labels, patient_ids, classes)
-    if query_mask is not None:
-        codes = np.where(np.asarray(query_mask, dtype=bool), codes, -1)
+    codes = _query_codes(labels, patient_ids, classes, query_mask)
     confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
     voted = predicted >= 0
     np.add.at(confusion, (codes[voted], predicted[voted]), 1)

@@ -244,6 +244,18 @@ def evaluate_space(
                 settings, space, metric, loaded.image_ids
             )
             depth = through_index_depth(ks)
+        # what the run asks of either unit's evaluator
+        options: dict[str, Any] = {
+            "metric": metric,
+            "protocol": protocol,
+            "ks": ks,
+            "map_cutoff": map_cutoff,
+            "per_query_limit": per_query_limit,
+            "per_query_k": per_query_k,
+            "embedding_space": space.describe(),
+            "progress": progress,
+            "ranking": ranking,
+        }
         if unit == "case":
             result = evaluate_cases(
                 loaded.vectors,
@@ -251,15 +263,7 @@ def evaluate_space(
                 loaded.image_rows,
                 label=label,
                 fusion=fusion or DEFAULT_FUSION,
-                metric=metric,
-                protocol=protocol,
-                ks=ks,
-                map_cutoff=map_cutoff,
-                per_query_limit=per_query_limit,
-                per_query_k=per_query_k,
-                embedding_space=space.describe(),
-                progress=progress,
-                ranking=ranking,
+                **options,
             )
         else:
             result = evaluate_vectors(
@@ -267,19 +271,11 @@ def evaluate_space(
                 loaded.image_ids,
                 [label_spec.of_image(row) for row in loaded.image_rows],
                 loaded.patient_ids,
-                metric=metric,
-                protocol=protocol,
-                ks=ks,
                 label_name=label,
-                map_cutoff=map_cutoff,
-                per_query_limit=per_query_limit,
-                per_query_k=per_query_k,
                 image_names=loaded.image_names,
-                embedding_space=space.describe(),
-                progress=progress,
                 searcher=searcher,
                 search_depth=depth,
-                ranking=ranking,
+                **options,
             )
         base_space = not space.backbone.startswith(TRAINED_PREFIX)
         if protocol == "patient-excluded" and base_space:
