@@ -27,6 +27,7 @@ from mammosearch.cases import (
 )
 from mammosearch.evaluate.evaluator import DEFAULT_KS, Progress, evaluate_vectors
 from mammosearch.evaluate.labels import get_label
+from mammosearch.evaluate.neighbour_vote import measure_space_votes
 from mammosearch.evaluate.result import EvaluationResult
 
 
@@ -154,3 +155,27 @@ def evaluate_cases(
         timing="fused scores precomputed for every case pair (the timing is a lookup)",
     )
     return result
+
+
+def measure_case_votes(
+    vectors: np.ndarray,
+    image_rows: Sequence[Any],
+    fusion: str,
+    metric: str = "cosine",
+    source: str = "",
+) -> dict[str, Any]:
+    """measure_space_votes at case level: the images grouped into cases (case labels, one
+    patient per case), each case's voters the nearest other patients' cases by `fusion`, as
+    a case search votes. Each table says its unit and fusion."""
+    groups = group_cases(image_rows)
+    measured = measure_space_votes(
+        case_mean_vectors(vectors, groups),
+        case_label_rows(groups, image_rows),
+        [key.patient_id for key in groups.keys],
+        metric,
+        source=source,
+        score_matrix=case_score_matrix(vectors, groups, fusion, metric),
+    )
+    return {
+        name: {**table, "unit": "case", "fusion": fusion} for name, table in measured.items()
+    }

@@ -266,37 +266,6 @@ def measure_space_votes(
     return measured
 
 
-def measure_case_votes(
-    vectors: np.ndarray,
-    image_rows: Sequence[Any],
-    fusion: str,
-    metric: str = "cosine",
-    source: str = "",
-) -> dict[str, Any]:
-    """measure_space_votes at case level: the images grouped into cases (case labels, one
-    patient per case), each case's voters the nearest other patients' cases by `fusion`, as
-    a case search votes. Each table says its unit and fusion."""
-    from mammosearch.evaluate.case_units import (
-        case_label_rows,
-        case_mean_vectors,
-        case_score_matrix,
-        group_cases,
-    )
-
-    groups = group_cases(image_rows)
-    measured = measure_space_votes(
-        case_mean_vectors(vectors, groups),
-        case_label_rows(groups, image_rows),
-        [key.patient_id for key in groups.keys],
-        metric,
-        source=source,
-        score_matrix=case_score_matrix(vectors, groups, fusion, metric),
-    )
-    return {
-        name: {**table, "unit": "case", "fusion": fusion} for name, table in measured.items()
-    }
-
-
 def neighbour_vote_confusion(
     vectors: np.ndarray,
     labels: Sequence[Hashable | None],

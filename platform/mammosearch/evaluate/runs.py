@@ -15,11 +15,11 @@ from mammosearch.cases import CASE_FUSIONS, DEFAULT_FUSION, SEARCH_UNITS
 from mammosearch.config import Settings
 from mammosearch.db.models import EmbeddingSpace, EvaluationRun, Image, ImageEmbedding, utcnow
 from mammosearch.embed.trained import TRAINED_PREFIX
-from mammosearch.evaluate.case_units import evaluate_cases
+from mammosearch.evaluate.case_units import evaluate_cases, measure_case_votes
 from mammosearch.evaluate.evaluator import DEFAULT_KS, Progress, evaluate_vectors
 from mammosearch.evaluate.labels import get_label
 from mammosearch.evaluate.leakage import model_of_space, training_overlap
-from mammosearch.evaluate.neighbour_vote import measure_case_votes, measure_space_votes
+from mammosearch.evaluate.neighbour_vote import measure_space_votes
 from mammosearch.evaluate.protocols import DEFAULT_PROTOCOL, get_protocol
 from mammosearch.evaluate.result import EvaluationError, EvaluationResult
 from mammosearch.evaluate.served_search import served_search, through_index_depth
