@@ -352,10 +352,20 @@ def test_compose_services_ingest_index_and_search_natively(
     upload_latencies_s = []
     for _ in range(3):
         with upload_path.open("rb") as upload:
+            # An archived file is recognised by its sha256 and its patient left out by default;
+            # kept here (exclude_same_patient=0), the file's own image must rank first.
             by_upload, elapsed_s = search(
-                files={"image": ("query.jpg", upload, "image/jpeg")}, data={"k": str(K)}
+                files={"image": ("query.jpg", upload, "image/jpeg")},
+                data={"k": str(K), "exclude_same_patient": "0"},
             )
         upload_latencies_s.append(elapsed_s)
+    with upload_path.open("rb") as upload:
+        recognised, _ = search(
+            files={"image": ("query.jpg", upload, "image/jpeg")}, data={"k": "3"}
+        )
+    archived_as = recognised["query"]["archived_as"]
+    assert archived_as["image_id"] == image_ids[subset.stems[-1]]
+    assert archived_as["patient_id"] not in {hit["patient_id"] for hit in recognised["results"]}
 
     for body in (by_id, by_upload):
         assert len(body["results"]) == K, body
