@@ -56,8 +56,10 @@ def single_query(search, queries: np.ndarray) -> tuple[float, float, np.ndarray]
         ids = search(query[None, :])
         times.append(time.perf_counter() - began)
         found.append(np.asarray(ids).reshape(-1)[:K])
-    return float(np.percentile(times, 50) * 1e3), float(np.percentile(times, 99) * 1e3), np.array(
-        found
+    return (
+        float(np.percentile(times, 50) * 1e3),
+        float(np.percentile(times, 99) * 1e3),
+        np.array(found),
     )
 
 
@@ -101,7 +103,10 @@ def reader_rss_mib(root: Path, dim: int, queries_file: Path) -> float:
         "print(int(re.search(r'VmHWM:\\s+(\\d+)', status).group(1)) / 1024)\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True,
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
         env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
     )
     return round(float(out.stdout.strip().splitlines()[-1]), 1)
@@ -131,21 +136,37 @@ def bench_product(vectors, queries, truth, workdir: Path) -> list[dict]:
             f"{main['factory']}, tuned {tuned[0] if tuned else 'none'}",
             lambda q: reader.search(q, K)[1],
             lambda q: reader.search(q, K),
-            queries, truth, build_s, disk, rss,
+            queries,
+            truth,
+            build_s,
+            disk,
+            rss,
         )
     ]
     manifest = reader._view.manifest
     for ef in EF_SWEEP:  # the same files searched at a fixed efSearch instead of the tuned one
         fixed = ShardedIndex(root, dim, "cosine", factory="auto")
-        forced = {**manifest, "segments": [
-            {**e, "search": {"ef_search": ef}} if e["kind"] == "sealed" else e
-            for e in manifest["segments"]
-        ]}
+        forced = {
+            **manifest,
+            "segments": [
+                {**e, "search": {"ef_search": ef}} if e["kind"] == "sealed" else e
+                for e in manifest["segments"]
+            ],
+        }
         fixed._install(fixed._load_view(forced), None)
-        rows.append(measure(
-            "product", f"efSearch={ef}", lambda q, f=fixed: f.search(q, K)[1],
-            lambda q, f=fixed: f.search(q, K), queries, truth, build_s, disk, rss,
-        ))
+        rows.append(
+            measure(
+                "product",
+                f"efSearch={ef}",
+                lambda q, f=fixed: f.search(q, K)[1],
+                lambda q, f=fixed: f.search(q, K),
+                queries,
+                truth,
+                build_s,
+                disk,
+                rss,
+            )
+        )
     return rows
 
 
@@ -162,12 +183,18 @@ def bench_faiss(vectors, queries, truth) -> list[dict]:
     rows = []
     for ef in EF_SWEEP:
         params = faiss.SearchParametersHNSW(efSearch=ef)
-        rows.append(measure(
-            "raw FAISS HNSW32", f"efSearch={ef}",
-            lambda q, p=params: index.search(q, K, params=p)[1],
-            lambda q, p=params: index.search(q, K, params=p),
-            queries, truth, build_s, disk,
-        ))
+        rows.append(
+            measure(
+                "raw FAISS HNSW32",
+                f"efSearch={ef}",
+                lambda q, p=params: index.search(q, K, params=p)[1],
+                lambda q, p=params: index.search(q, K, params=p),
+                queries,
+                truth,
+                build_s,
+                disk,
+            )
+        )
     return rows
 
 
@@ -193,9 +220,9 @@ def bench_hnswlib(vectors, queries, truth) -> list[dict]:
             index.set_num_threads(THREADS)
             return index.knn_query(q, k=K)
 
-        rows.append(measure(
-            f"hnswlib M{M}", f"ef={ef}", single, batch, queries, truth, build_s, disk
-        ))
+        rows.append(
+            measure(f"hnswlib M{M}", f"ef={ef}", single, batch, queries, truth, build_s, disk)
+        )
     return rows
 
 
@@ -203,19 +230,31 @@ def bench_usearch(vectors, queries, truth) -> list[dict]:
     from usearch.index import Index
 
     began = time.perf_counter()
-    index = Index(ndim=vectors.shape[1], metric="ip", dtype="f32", connectivity=M,
-                  expansion_add=EF_CONSTRUCTION)
+    index = Index(
+        ndim=vectors.shape[1],
+        metric="ip",
+        dtype="f32",
+        connectivity=M,
+        expansion_add=EF_CONSTRUCTION,
+    )
     index.add(np.arange(len(vectors)), vectors, threads=THREADS)
     build_s = time.perf_counter() - began
     disk = index.serialized_length
     rows = []
     for ef in EF_SWEEP:
         index.expansion_search = ef
-        rows.append(measure(
-            f"usearch conn{M}", f"expansion={ef}",
-            lambda q: index.search(q, K, threads=1).keys,
-            lambda q: index.search(q, K, threads=THREADS), queries, truth, build_s, disk,
-        ))
+        rows.append(
+            measure(
+                f"usearch conn{M}",
+                f"expansion={ef}",
+                lambda q: index.search(q, K, threads=1).keys,
+                lambda q: index.search(q, K, threads=THREADS),
+                queries,
+                truth,
+                build_s,
+                disk,
+            )
+        )
     return rows
 
 
@@ -235,16 +274,18 @@ def crossover(generator: Generator, counts=(1000, 2500, 5000, 10000, 25000)) -> 
         with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as workdir:
             for factory in ("Flat", "HNSW32"):
                 faiss.omp_set_num_threads(THREADS)
-                index = ShardedIndex(Path(workdir) / factory, vectors.shape[1], "cosine",
-                                     factory=factory)
+                index = ShardedIndex(
+                    Path(workdir) / factory, vectors.shape[1], "cosine", factory=factory
+                )
                 index.add(np.arange(count), vectors)
                 index.merge()
                 faiss.omp_set_num_threads(1)
-                p50[factory], _, found = single_query(lambda q, i=index: i.search(q, K)[1],
-                                                      queries)
+                p50[factory], _, found = single_query(lambda q, i=index: i.search(q, K)[1], queries)
                 tuned = index.stats()["tuned_search"]
-        print(f"| {count:,} | {p50['Flat']:.3f} | {p50['HNSW32']:.3f} |"
-              f" {recall(found, truth):.3f} | {tuned[0]['ef_search'] if tuned else '-'} |")
+        print(
+            f"| {count:,} | {p50['Flat']:.3f} | {p50['HNSW32']:.3f} |"
+            f" {recall(found, truth):.3f} | {tuned[0]['ef_search'] if tuned else '-'} |"
+        )
     faiss.omp_set_num_threads(THREADS)
 
 
@@ -279,9 +320,13 @@ def equal_recall_table(swept: list[dict]) -> str:
     for level in RECALL_LEVELS:
         p50 = {f: p50_at_recall([r for r in swept if r["config"] == f], level) for f in families}
         product = p50.get("product")
-        cells = ["" if p50[f] is None else f"{p50[f]:.3f} ms" + (
-            f" ({p50[f] / product:.2f}x)" if product and f != "product" else "")
-            for f in families]
+        cells = [
+            ""
+            if p50[f] is None
+            else f"{p50[f]:.3f} ms"
+            + (f" ({p50[f] / product:.2f}x)" if product and f != "product" else "")
+            for f in families
+        ]
         lines.append(f"| {level} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -289,8 +334,9 @@ def equal_recall_table(swept: list[dict]) -> str:
 def table(rows: list[dict]) -> str:
     columns = list(rows[0])
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join("" if r[c] is None else str(r[c]) for c in columns) + " |"
-              for r in rows]
+    lines += [
+        "| " + " | ".join("" if r[c] is None else str(r[c]) for c in columns) + " |" for r in rows
+    ]
     return "\n".join(lines)
 
 
@@ -306,8 +352,10 @@ def main() -> None:
     generator = Generator(real)
     print("nearest-neighbour check (cosine distance to the 1st neighbour, at the dev count):")
     print(json.dumps({k: round(v, 4) for k, v in check(real, generator).items()}))
-    print(f"CPU: {vector_extensions()}; FAISS build {faiss.get_compile_options().strip()},"
-          f" loaded {faiss.swigfaiss.__name__}; {THREADS} threads")
+    print(
+        f"CPU: {vector_extensions()}; FAISS build {faiss.get_compile_options().strip()},"
+        f" loaded {faiss.swigfaiss.__name__}; {THREADS} threads"
+    )
     skip = set(filter(None, args.skip.split(",")))
     if args.crossover:
         crossover(generator)
@@ -337,12 +385,18 @@ def main() -> None:
             print(f"\nfastest per library at recall@10 >= 0.95 (n = {count:,}):")
             for row in front:
                 ratio = row["p50 ms"] / product["p50 ms"] if product else float("nan")
-                print(f"- {row['config']} {row['setting']}: recall {row['recall@10']},"
-                      f" p50 {row['p50 ms']} ms ({ratio:.2f}x the product's best)")
-            print(f"- product as served (tuned at its merges): recall {served['recall@10']},"
-                  f" p50 {served['p50 ms']} ms")
-            print(f"\np50 at the same recall, between sweep points (n = {count:,}; ratio to the"
-                  " product's):")
+                print(
+                    f"- {row['config']} {row['setting']}: recall {row['recall@10']},"
+                    f" p50 {row['p50 ms']} ms ({ratio:.2f}x the product's best)"
+                )
+            print(
+                f"- product as served (tuned at its merges): recall {served['recall@10']},"
+                f" p50 {served['p50 ms']} ms"
+            )
+            print(
+                f"\np50 at the same recall, between sweep points (n = {count:,}; ratio to the"
+                " product's):"
+            )
             print(equal_recall_table(swept))
         del vectors
     print(f"\nran {time.perf_counter() - started:.0f} s")

@@ -114,10 +114,16 @@ def main() -> None:
     parser.add_argument("--token", help="API token (mammosearch users token USER)")
     parser.add_argument("--archive", type=int, help="build and serve an archive of N images")
     parser.add_argument("--baseline", help="with --archive: also measure this git commit first")
-    parser.add_argument("--profile", action="store_true",
-                        help="with --archive: also profile requests in-process (http_profile.py)")
-    parser.add_argument("--dev", type=Path, default=Path(__file__).resolve().parents[1].parent
-                        / "shared" / "data" / "cdd-cesm-dev")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="with --archive: also profile requests in-process (http_profile.py)",
+    )
+    parser.add_argument(
+        "--dev",
+        type=Path,
+        default=Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cdd-cesm-dev",
+    )
     parser.add_argument("--upload", type=Path, help="query image (JPEG/PNG/DICOM) to upload")
     parser.add_argument("--image-ids", default="", help="comma-separated archived ids to query")
     parser.add_argument("--requests", type=int, default=50)
@@ -125,9 +131,13 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--metric", default="cosine")
     parser.add_argument("--clients", type=int, default=1, help="concurrent users")
-    parser.add_argument("--blocks", type=int, default=8,
-                        help="with --baseline: serve both codes at once and alternate this"
-                             " many blocks of requests between them (1: one after the other)")
+    parser.add_argument(
+        "--blocks",
+        type=int,
+        default=8,
+        help="with --baseline: serve both codes at once and alternate this"
+        " many blocks of requests between them (1: one after the other)",
+    )
     args = parser.parse_args()
     if args.archive:
         run_on_archive(args)
@@ -148,22 +158,37 @@ def run_on_archive(args: argparse.Namespace) -> None:
         if args.baseline and args.blocks > 1:
             with code_versions(args.baseline) as versions, ExitStack() as servers:
                 served = [
-                    (label, *servers.enter_context(
-                        gunicorn_server(environment_for(env, label, code, log), code, log)))
-                    for label, code in versions]
+                    (
+                        label,
+                        *servers.enter_context(
+                            gunicorn_server(environment_for(env, label, code, log), code, log)
+                        ),
+                    )
+                    for label, code in versions
+                ]
                 measure_interleaved(args, served)
             if args.profile:
-                subprocess.run([sys.executable, "bench/http_profile.py", token],
-                               env={**os.environ, **env}, cwd=REPO_ROOT, check=True)
+                subprocess.run(
+                    [sys.executable, "bench/http_profile.py", token],
+                    env={**os.environ, **env},
+                    cwd=REPO_ROOT,
+                    check=True,
+                )
             return
         with code_versions(args.baseline) as versions:
             for label, code in versions:
                 code_env = environment_for(env, label, code, log)
                 with gunicorn_server(code_env, code, log) as (url, pid):
                     args.url = url
-                    runs[label] = measure(args, pid, {
-                        "code": label, "archive_images": args.archive, "build_s": built_s,
-                    })
+                    runs[label] = measure(
+                        args,
+                        pid,
+                        {
+                            "code": label,
+                            "archive_images": args.archive,
+                            "build_s": built_s,
+                        },
+                    )
         if args.baseline:
             base, now = runs[f"baseline {args.baseline}"], runs["this checkout"]
             for mode in ("by_image_id", "by_upload"):
@@ -173,11 +198,17 @@ def run_on_archive(args: argparse.Namespace) -> None:
                     cpu_before = before["server_cpu_ms_per_request"]
                     cpu_after = after["server_cpu_ms_per_request"]
                     ratio = cpu_after / cpu_before
-                    print(f"{mode}: throughput x{speed:.2f} of the baseline's, server CPU per"
-                          f" request {cpu_before} -> {cpu_after} ms (x{ratio:.2f})")
+                    print(
+                        f"{mode}: throughput x{speed:.2f} of the baseline's, server CPU per"
+                        f" request {cpu_before} -> {cpu_after} ms (x{ratio:.2f})"
+                    )
         if args.profile:
-            subprocess.run([sys.executable, "bench/http_profile.py", token],
-                           env={**os.environ, **env}, cwd=REPO_ROOT, check=True)
+            subprocess.run(
+                [sys.executable, "bench/http_profile.py", token],
+                env={**os.environ, **env},
+                cwd=REPO_ROOT,
+                check=True,
+            )
 
 
 def measure_interleaved(
@@ -204,8 +235,10 @@ def measure_interleaved(
 
     def by_upload(url: str, _number: int) -> requests.Response:
         return session(url).post(
-            f"{url}/api/v1/search", files={"image": (args.upload.name, content)},
-            data={"k": str(args.k), "metric": args.metric}, timeout=60,
+            f"{url}/api/v1/search",
+            files={"image": (args.upload.name, content)},
+            data={"k": str(args.k), "metric": args.metric},
+            timeout=60,
         )
 
     block = max(1, args.requests // args.blocks)
@@ -214,8 +247,10 @@ def measure_interleaved(
         for _label, url, _pid in servers:
             for _ in range(args.warmup):
                 send(url, 0).raise_for_status()
-        totals = {label: {"wall": [], "stages": [], "cpu_s": 0.0, "seconds": 0.0}
-                  for label, _, _ in servers}
+        totals = {
+            label: {"wall": [], "stages": [], "cpu_s": 0.0, "seconds": 0.0}
+            for label, _, _ in servers
+        }
         ratios = []
         for number in range(args.blocks):
             order = servers if number % 2 == 0 else servers[::-1]
@@ -223,9 +258,11 @@ def measure_interleaved(
             for label, url, pid in order:
                 before, began = process_tree_cpu_s(pid), time.perf_counter()
                 with ThreadPoolExecutor(max_workers=args.clients) as pool:
-                    outcomes = list(pool.map(
-                        lambda n, url=url, send=send: _timed(lambda: send(url, n)),
-                        range(block)))
+                    outcomes = list(
+                        pool.map(
+                            lambda n, url=url, send=send: _timed(lambda: send(url, n)), range(block)
+                        )
+                    )
                 totals[label]["seconds"] += time.perf_counter() - began
                 cpu[label] = process_tree_cpu_s(pid) - before
                 totals[label]["cpu_s"] += cpu[label]
@@ -237,14 +274,18 @@ def measure_interleaved(
             summary["clients"] = args.clients
             summary["requests_per_s"] = round(len(total["wall"]) / total["seconds"], 1)
             summary["server_cpu_ms_per_request"] = round(
-                total["cpu_s"] * 1000 / len(total["wall"]), 2)
+                total["cpu_s"] * 1000 / len(total["wall"]), 2
+            )
             report.setdefault(label, {})[mode] = summary
         base, now = (report[label][mode] for label, _, _ in servers)
-        print(f"{mode}: {args.blocks} alternating blocks of {block} requests;"
-              f" server CPU per request {base['server_cpu_ms_per_request']} ->"
-              f" {now['server_cpu_ms_per_request']} ms; per-block ratios"
-              f" {' '.join(f'{r:.2f}' for r in ratios)} (median x{statistics.median(ratios):.2f});"
-              f" throughput x{now['requests_per_s'] / base['requests_per_s']:.2f}", flush=True)
+        print(
+            f"{mode}: {args.blocks} alternating blocks of {block} requests;"
+            f" server CPU per request {base['server_cpu_ms_per_request']} ->"
+            f" {now['server_cpu_ms_per_request']} ms; per-block ratios"
+            f" {' '.join(f'{r:.2f}' for r in ratios)} (median x{statistics.median(ratios):.2f});"
+            f" throughput x{now['requests_per_s'] / base['requests_per_s']:.2f}",
+            flush=True,
+        )
     print(json.dumps(report, indent=2), flush=True)
     return report
 
@@ -266,13 +307,21 @@ def code_versions(baseline: str | None):  # type: ignore[no-untyped-def]
         return
     with tempfile.TemporaryDirectory() as folder:
         tree = Path(folder) / "baseline"
-        subprocess.run(["git", "worktree", "add", "--detach", str(tree), baseline], cwd=REPO_ROOT,
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(tree), baseline],
+            cwd=REPO_ROOT,
+            check=True,
+            capture_output=True,
+        )
         try:
             yield [(f"baseline {baseline}", tree), ("this checkout", REPO_ROOT)]
         finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO_ROOT,
-                           check=False, capture_output=True)
+            subprocess.run(
+                ["git", "worktree", "remove", "--force", str(tree)],
+                cwd=REPO_ROOT,
+                check=False,
+                capture_output=True,
+            )
 
 
 def environment_for(env: dict[str, str], label: str, code: Path, log) -> dict[str, str]:  # type: ignore[no-untyped-def]
@@ -281,15 +330,27 @@ def environment_for(env: dict[str, str], label: str, code: Path, log) -> dict[st
     if code == REPO_ROOT:
         return env
     data_dir = Path(env["MAMMOSEARCH_DATA_DIR"]).with_name(f"data-{code.name}")
-    code_env = {**env, "MAMMOSEARCH_DATA_DIR": str(data_dir),
-                "PYTHONPATH": os.pathsep.join([str(code / "platform"), str(code)])}
+    code_env = {
+        **env,
+        "MAMMOSEARCH_DATA_DIR": str(data_dir),
+        "PYTHONPATH": os.pathsep.join([str(code / "platform"), str(code)]),
+    }
     from bench.bench_load import cli
 
     began = time.perf_counter()
-    subprocess.run(cli("index", "rebuild"), input=b"y\n", env=code_env, cwd=code, check=True,
-                   stdout=log, stderr=log)  # older commits ask before rebuilding
-    print(f"{label}: its own index rebuilt from the database in"
-          f" {time.perf_counter() - began:.0f} s", flush=True)
+    subprocess.run(
+        cli("index", "rebuild"),
+        input=b"y\n",
+        env=code_env,
+        cwd=code,
+        check=True,
+        stdout=log,
+        stderr=log,
+    )  # older commits ask before rebuilding
+    print(
+        f"{label}: its own index rebuilt from the database in {time.perf_counter() - began:.0f} s",
+        flush=True,
+    )
     return code_env
 
 
@@ -323,11 +384,24 @@ def gunicorn_server(env: dict[str, str], code: Path, log):  # type: ignore[no-un
     from bench.processes import free_port, wait_until_live
 
     port = free_port()
-    env = {**env, "GUNICORN_BIND": f"127.0.0.1:{port}",
-           "PYTHONPATH": os.pathsep.join([str(code / "platform"), str(code)])}
+    env = {
+        **env,
+        "GUNICORN_BIND": f"127.0.0.1:{port}",
+        "PYTHONPATH": os.pathsep.join([str(code / "platform"), str(code)]),
+    }
     server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--config", "deploy/gunicorn.conf.py",
-         "web:create_app()"], env=env, stdout=log, stderr=log, cwd=code,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--config",
+            "deploy/gunicorn.conf.py",
+            "web:create_app()",
+        ],
+        env=env,
+        stdout=log,
+        stderr=log,
+        cwd=code,
     )
     try:
         url = f"http://127.0.0.1:{port}"
@@ -338,9 +412,7 @@ def gunicorn_server(env: dict[str, str], code: Path, log):  # type: ignore[no-un
         server.wait(60)
 
 
-def measure(
-    args: argparse.Namespace, pid: int | None, results: dict[str, Any]
-) -> dict[str, Any]:
+def measure(args: argparse.Namespace, pid: int | None, results: dict[str, Any]) -> dict[str, Any]:
     local = threading.local()
 
     def session() -> requests.Session:

@@ -76,13 +76,17 @@ def run_once(workers: int, args: argparse.Namespace, admin_dsn: str) -> dict[str
     redis.Redis.from_url(args.redis_url).flushdb()
     tmp = Path(tempfile.mkdtemp(prefix="msbench-"))
     env = worker_env(
-        database_url, tmp / "data", args.redis_url,
+        database_url,
+        tmp / "data",
+        args.redis_url,
         MAMMOSEARCH_BACKBONE=args.backbone,
         MAMMOSEARCH_EMBED_BATCH_SIZE=str(args.batch_size),
-        OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
+        OMP_NUM_THREADS=str(args.threads),
+        MKL_NUM_THREADS=str(args.threads),
     )
-    os.environ.update({k: v for k, v in env.items() if k.startswith(("MAMMOSEARCH_", "CELERY_",
-                                                                       "DATABASE_URL"))})
+    os.environ.update(
+        {k: v for k, v in env.items() if k.startswith(("MAMMOSEARCH_", "CELERY_", "DATABASE_URL"))}
+    )
     processes = []
     try:
         migrate.upgrade(database_url)
@@ -98,21 +102,22 @@ def run_once(workers: int, args: argparse.Namespace, admin_dsn: str) -> dict[str
         with session_scope(database_url) as session:
             from sqlalchemy import select
 
-            first_ids = session.scalars(
-                select(Image.id).order_by(Image.id).limit(workers)
-            ).all()
+            first_ids = session.scalars(select(Image.id).order_by(Image.id).limit(workers)).all()
         for image_id in first_ids:
             enqueue_pending(settings, image_ids=[image_id], batch_size=1)
         wait_until(
             lambda: _counts(database_url).get(ImageStatus.INDEXED, 0) >= len(first_ids),
-            timeout_s=600, what="warm-up",
+            timeout_s=600,
+            what="warm-up",
         )
         pending = images - len(first_ids)
         started = time.perf_counter()
         CeleryWorkQueue(settings).enqueue_embedding()
         wait_until(
             lambda: _counts(database_url).get(ImageStatus.INDEXED, 0) == images,
-            timeout_s=3600, interval_s=0.25, what=f"{images} images indexed",
+            timeout_s=3600,
+            interval_s=0.25,
+            what=f"{images} images indexed",
         )
         elapsed_s = time.perf_counter() - started
     finally:

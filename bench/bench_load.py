@@ -88,8 +88,9 @@ def admin_token(env: dict[str, str]) -> str:
         "user = create_user(session, 'loadtest', 'load test password 1', 'admin')\n"
         "print(create_api_token(session, user)); session.commit()\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], env=env, check=True,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True
+    )
     return done.stdout.strip().splitlines()[-1]
 
 
@@ -102,8 +103,14 @@ def image_ids(root: Path, names: list[str]) -> dict[str, int]:
 
 
 def watch_arrivals(
-    root: Path, base_url: str, token: str, data: Path, names: list[str], stop: threading.Event,
-    started: float, seen: dict[str, Any],
+    root: Path,
+    base_url: str,
+    token: str,
+    data: Path,
+    names: list[str],
+    stop: threading.Event,
+    started: float,
+    seen: dict[str, Any],
 ) -> None:
     """Every 2 s during the load: how many arrivals are indexed, and when the first indexed
     one was found by a search (uploaded, it comes back first)."""
@@ -135,8 +142,11 @@ class Recorder:
         modes = {}
         every = self.latency_ms["by_id"] + self.latency_ms["by_upload"]
         for mode, values in {**self.latency_ms, "all": every}.items():
-            errors = (self.errors["by_id"] + self.errors["by_upload"] if mode == "all"
-                      else self.errors[mode])
+            errors = (
+                self.errors["by_id"] + self.errors["by_upload"]
+                if mode == "all"
+                else self.errors[mode]
+            )
             modes[mode] = {
                 "requests": len(values),
                 "errors": sum(errors.values()),
@@ -150,8 +160,14 @@ class Recorder:
 
 
 def client_loop(
-    base_url: str, token: str, stop: threading.Event, seed_ids: list[int], uploads: list[Path],
-    upload_share: float, client_seed: int, recorder: Recorder,
+    base_url: str,
+    token: str,
+    stop: threading.Event,
+    seed_ids: list[int],
+    uploads: list[Path],
+    upload_share: float,
+    client_seed: int,
+    recorder: Recorder,
 ) -> None:
     """One user: search by an archived id or upload a dev image, back to back, until the end."""
     rng = random.Random(client_seed)
@@ -165,14 +181,19 @@ def client_loop(
             try:
                 if mode == "by_id":
                     response = session.post(
-                        f"{base_url}/api/v1/search", headers=headers, timeout=60,
+                        f"{base_url}/api/v1/search",
+                        headers=headers,
+                        timeout=60,
                         json={"image_id": rng.choice(seed_ids), "k": 10},
                     )
                 else:
                     path = rng.choice(uploads)
                     response = session.post(
-                        f"{base_url}/api/v1/search", headers=headers, timeout=60,
-                        data={"k": "10"}, files={"image": (path.name, contents[path])},
+                        f"{base_url}/api/v1/search",
+                        headers=headers,
+                        timeout=60,
+                        data={"k": "10"},
+                        files={"image": (path.name, contents[path])},
                     )
                 if response.status_code != 200:
                     error = f"HTTP {response.status_code}: {response.text[:80]}"
@@ -184,8 +205,11 @@ def client_loop(
 def finds_itself(base_url: str, token: str, path: Path, image_id: int) -> bool:
     """The arrival, uploaded, is its own nearest neighbour: it is in the index."""
     response = requests.post(
-        f"{base_url}/api/v1/search", headers={"Authorization": f"Bearer {token}"},
-        data={"k": "1"}, files={"image": (path.name, path.read_bytes())}, timeout=60,
+        f"{base_url}/api/v1/search",
+        headers={"Authorization": f"Bearer {token}"},
+        data={"k": "1"},
+        files={"image": (path.name, path.read_bytes())},
+        timeout=60,
     )
     results = response.json().get("results", []) if response.status_code == 200 else []
     return bool(results) and results[0]["image_id"] == image_id
@@ -198,9 +222,18 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     env = environment(root)
     log = (root / "logs.txt").open("wb")
     started = time.perf_counter()
-    subprocess.run(cli("ingest", "cdd-cesm", str(linked_folder(root / "seed", args.data,
-                                                                 seed_names)), "--no-progress"),
-                   env=env, check=True, stdout=log, stderr=subprocess.STDOUT)
+    subprocess.run(
+        cli(
+            "ingest",
+            "cdd-cesm",
+            str(linked_folder(root / "seed", args.data, seed_names)),
+            "--no-progress",
+        ),
+        env=env,
+        check=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     seed_ingest_s = time.perf_counter() - started
     token = admin_token(env)
     seed_ids = sorted(image_ids(root, seed_names).values())
@@ -208,7 +241,9 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     base_url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
         cli("serve", "--host", "127.0.0.1", "--port", str(port), "--threads", str(args.threads)),
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     ingest: subprocess.Popen[bytes] | None = None
     try:
@@ -217,20 +252,35 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         finds_itself(base_url, token, uploads[0], seed_ids[0])  # warm-up: loads the backbone
         arrivals = linked_folder(root / "arrivals", args.data, arrival_names)
         ingest_started = time.perf_counter()
-        ingest = subprocess.Popen(cli("ingest", "cdd-cesm", str(arrivals), "--no-progress"),
-                                  env=env, stdout=log, stderr=subprocess.STDOUT)
+        ingest = subprocess.Popen(
+            cli("ingest", "cdd-cesm", str(arrivals), "--no-progress"),
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         recorder = Recorder()
         load_started = time.monotonic()
         seen: dict[str, Any] = {"indexed_at_s": [], "first_searchable_s": None}
         stop, watching = threading.Event(), threading.Event()
-        watcher = threading.Thread(target=watch_arrivals, args=(
-            root, base_url, token, args.data, arrival_names, watching, load_started, seen),
-            daemon=True)
+        watcher = threading.Thread(
+            target=watch_arrivals,
+            args=(root, base_url, token, args.data, arrival_names, watching, load_started, seen),
+            daemon=True,
+        )
         watcher.start()
         with ThreadPoolExecutor(max_workers=args.clients) as pool:
             futures = [
-                pool.submit(client_loop, base_url, token, stop, seed_ids, uploads,
-                            args.upload_share, number, recorder)
+                pool.submit(
+                    client_loop,
+                    base_url,
+                    token,
+                    stop,
+                    seed_ids,
+                    uploads,
+                    args.upload_share,
+                    number,
+                    recorder,
+                )
                 for number in range(args.clients)
             ]
             time.sleep(args.duration_s)
@@ -250,17 +300,23 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             ingest_s = time.perf_counter() - ingest_started
         arrived = image_ids(root, arrival_names)
         sample = random.Random(0).sample(sorted(arrived), min(args.check_arrivals, len(arrived)))
-        found = sum(finds_itself(base_url, token, args.data / IMAGES / name, arrived[name])
-                    for name in sample)
+        found = sum(
+            finds_itself(base_url, token, args.data / IMAGES / name, arrived[name])
+            for name in sample
+        )
         return {
-            "clients": args.clients, "duration_s": round(load_s, 1),
-            "server_threads": args.threads, "seed_images": len(seed_ids),
+            "clients": args.clients,
+            "duration_s": round(load_s, 1),
+            "server_threads": args.threads,
+            "seed_images": len(seed_ids),
             "seed_ingest_s": round(seed_ingest_s, 1),
             "search": recorder.summary(load_s),
-            "arrivals": len(arrival_names), "arrivals_indexed_during_load": indexed_during_load,
+            "arrivals": len(arrival_names),
+            "arrivals_indexed_during_load": indexed_during_load,
             "arrivals_indexed_at_s": seen["indexed_at_s"],
             "first_arrival_searchable_at_s": seen["first_searchable_s"],
-            "arrivals_indexed_at_end": len(arrived), "arrivals_ingest_s": round(ingest_s, 1),
+            "arrivals_indexed_at_end": len(arrived),
+            "arrivals_ingest_s": round(ingest_s, 1),
             "arrivals_ingest_rc": ingest.returncode,
             "arrivals_searchable": f"{found}/{len(sample)} sampled arrivals find themselves first",
             "server_alive": server.poll() is None,
@@ -288,7 +344,9 @@ def main() -> None:
     parser.add_argument("--check-arrivals", type=int, default=10)
     parser.add_argument("--ingest-timeout-s", type=float, default=900.0)
     parser.add_argument(
-        "--until-ingested", action=argparse.BooleanOptionalAction, default=True,
+        "--until-ingested",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="go on past --duration-s until the arrivals' import has finished (+5 s)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary data dir")

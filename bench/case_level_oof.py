@@ -54,8 +54,12 @@ def main() -> None:
         trained.add_fold(np.load(fold_file)["vectors"], rows)
         base_case.add_fold(base_vectors[valid], rows)
         done.append(number)
-    print(json.dumps({"folds": done, "trained_case": trained.summary(),
-                      "base_case": base_case.summary()}, indent=1))
+    print(
+        json.dumps(
+            {"folds": done, "trained_case": trained.summary(), "base_case": base_case.summary()},
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

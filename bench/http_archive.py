@@ -27,9 +27,19 @@ from bench.bench_load import environment as load_environment  # noqa: E402
 
 PG_ADMIN = os.environ.get("MAMMOSEARCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 COPIED_COLUMNS = (
-    "side", "view", "modality", "width", "height", "breast_density", "birads", "birads_raw",
-    "findings", "tags",
-    "pathology", "machine", "stored_path",
+    "side",
+    "view",
+    "modality",
+    "width",
+    "height",
+    "breast_density",
+    "birads",
+    "birads_raw",
+    "findings",
+    "tags",
+    "pathology",
+    "machine",
+    "stored_path",
 )
 
 
@@ -61,13 +71,19 @@ def build(count: int, dev: Path, env: dict[str, str], log) -> dict[str, float]: 
     seconds = {}
     began = time.perf_counter()
     subprocess.run(cli("db", "upgrade"), env=env, check=True, stdout=log, stderr=log)
-    subprocess.run(cli("ingest", "cdd-cesm", str(dev), "--no-progress"), env=env, check=True,
-                   stdout=log, stderr=log)
+    subprocess.run(
+        cli("ingest", "cdd-cesm", str(dev), "--no-progress"),
+        env=env,
+        check=True,
+        stdout=log,
+        stderr=log,
+    )
     seconds["import dev images"] = time.perf_counter() - began
     began = time.perf_counter()
     grow = f"from bench.http_archive import grow; grow({count})"
-    subprocess.run([sys.executable, "-c", grow], env=env, check=True, stdout=log, stderr=log,
-                   cwd=REPO_ROOT)
+    subprocess.run(
+        [sys.executable, "-c", grow], env=env, check=True, stdout=log, stderr=log, cwd=REPO_ROOT
+    )
     seconds["grow rows, vectors and index"] = time.perf_counter() - began
     began = time.perf_counter()
     vacuum_analyze(env["DATABASE_URL"])
@@ -121,22 +137,32 @@ def grow(count: int) -> None:
     new_rows = []
     for i in range(extra):
         template = templates[i % len(templates)]
-        new_rows.append({
-            **{column: getattr(template, column) for column in COPIED_COLUMNS},
-            "patient_id": patient_ids[i // 4],
-            "source": "synthetic",
-            "source_file_name": f"synthetic-{i:07d}.jpg",
-            "sha256": hashlib.sha256(f"synthetic-{i}".encode()).hexdigest(),
-            "status": "indexed",
-        })
+        new_rows.append(
+            {
+                **{column: getattr(template, column) for column in COPIED_COLUMNS},
+                "patient_id": patient_ids[i // 4],
+                "source": "synthetic",
+                "source_file_name": f"synthetic-{i:07d}.jpg",
+                "sha256": hashlib.sha256(f"synthetic-{i}".encode()).hexdigest(),
+                "status": "indexed",
+            }
+        )
     new_ids = np.array(session.scalars(insert(Image).returning(Image.id), new_rows).all())
     for start in range(0, extra, 5000):
-        session.execute(insert(ImageEmbedding), [
-            {"image_id": int(image_id), "space_id": space.id, "vector": vector.tobytes(),
-             "indexed": True}
-            for image_id, vector in zip(new_ids[start:start + 5000], vectors[start:start + 5000],
-                                        strict=True)
-        ])
+        session.execute(
+            insert(ImageEmbedding),
+            [
+                {
+                    "image_id": int(image_id),
+                    "space_id": space.id,
+                    "vector": vector.tobytes(),
+                    "indexed": True,
+                }
+                for image_id, vector in zip(
+                    new_ids[start : start + 5000], vectors[start : start + 5000], strict=True
+                )
+            ],
+        )
     session.commit()
     all_ids = np.concatenate([real_ids, new_ids])
     all_vectors = np.concatenate([real, vectors])

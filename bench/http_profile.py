@@ -45,8 +45,10 @@ def profile(token: str, count: int = 300) -> None:
     for number in range(count):
         one(number)
     plain_ms = (time.process_time() - began) * 1000 / count
-    print(f"in-process CPU per request, no profiler: {plain_ms:.2f} ms ({count} requests,"
-          " Flask test client: no sockets, no gunicorn)")
+    print(
+        f"in-process CPU per request, no profiler: {plain_ms:.2f} ms ({count} requests,"
+        " Flask test client: no sockets, no gunicorn)"
+    )
     began = time.process_time()
     profiler = cProfile.Profile(time.process_time)  # CPU time: what a request costs the host
     profiler.enable()

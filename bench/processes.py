@@ -70,7 +70,11 @@ def start_worker(
     log = log_path.open("ab")
     command = [str(MAMMOSEARCH), "worker", "--queues", queues, "--concurrency", str(concurrency)]
     return subprocess.Popen(
-        command, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+        command,
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
 
@@ -78,8 +82,12 @@ def start_worker(
 def start_beat(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     """`mammosearch beat`, as the compose stack runs it, in its own process group."""
     return subprocess.Popen(
-        [str(MAMMOSEARCH), "beat"], env=env, cwd=REPO_ROOT, stdout=log_path.open("ab"),
-        stderr=subprocess.STDOUT, start_new_session=True,
+        [str(MAMMOSEARCH), "beat"],
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=log_path.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
 
 
@@ -102,7 +110,11 @@ def stop_worker(
 def run_cli(env: dict[str, str], *args: str, timeout_s: float = 300) -> str:
     """Run `mammosearch ARGS` with `env`; returns stdout, raises with the output on failure."""
     done = subprocess.run(
-        [str(MAMMOSEARCH), *args], env=env, cwd=REPO_ROOT, capture_output=True, text=True,
+        [str(MAMMOSEARCH), *args],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
         timeout=timeout_s,
     )
     if done.returncode != 0:

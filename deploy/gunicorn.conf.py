@@ -116,6 +116,7 @@ def child_exit(server, worker) -> None:  # type: ignore[no-untyped-def]
 
         multiprocess.mark_process_dead(worker.pid)
 
+
 # gunicorn's control socket defaults to ~/.gunicorn/gunicorn.ctl: shared between servers on
 # one host and unwritable on a read-only root filesystem. Nothing here uses it.
 control_socket_disable = os.environ.get("GUNICORN_CONTROL_SOCKET_DISABLE", "1") != "0"

@@ -6,4 +6,5 @@ bash scripts/system-packages.sh
 bash scripts/services.sh
 bash scripts/setup-venv.sh test
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 exec .venv/bin/python -m pytest "$@"

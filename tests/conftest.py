@@ -24,7 +24,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEV_DATA = Path(
     os.environ.get("MAMMOSEARCH_DEV_DATA", REPO_ROOT.parent / "shared" / "data" / "cdd-cesm-dev")
 )
-PG_ADMIN_DSN = os.environ.get("MAMMOSEARCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_DSN = os.environ.get(
+    "MAMMOSEARCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 REDIS_TEST_URL = os.environ.get("MAMMOSEARCH_TEST_REDIS", "redis://127.0.0.1:6379/11")
 
 needs_dev_data = pytest.mark.skipif(
@@ -176,7 +178,6 @@ def no_weights_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
     clear_embedder_cache()
     yield tmp_path / "empty-torch-home" / "hub" / "checkpoints"
     clear_embedder_cache()
-
 
 
 @pytest.fixture

@@ -29,12 +29,19 @@ from tests.unit.web_support import synthetic_image_bytes
 MAX_PIXELS = 4_000_000  # small, so a mutated header cannot make one example decode for long
 PYDICOM_DATA = Path(pydicom.__file__).parent / "data" / "test_files"
 PYDICOM_SAMPLES = (  # small files pydicom ships: explicit/implicit/big endian, RLE, JPEG
-    "MR_small.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm", "MR_small_RLE.dcm",
-    "MR_small_jp2klossless.dcm", "JPEG-lossy.dcm", "SC_rgb_rle.dcm", "CT_small.dcm",
+    "MR_small.dcm",
+    "MR_small_implicit.dcm",
+    "MR_small_bigendian.dcm",
+    "MR_small_RLE.dcm",
+    "MR_small_jp2klossless.dcm",
+    "JPEG-lossy.dcm",
+    "SC_rgb_rle.dcm",
+    "CT_small.dcm",
 )
 
 
 # -- seeds: real, valid files ------------------------------------------------------------
+
 
 def _image_seed(fmt: str) -> bytes:
     return synthetic_image_bytes(7, size=(40, 32), fmt=fmt)
@@ -52,8 +59,16 @@ def _real_mammogram_header_seed() -> bytes | None:
         return None
     ds = pydicom.dcmread(paths[0], stop_before_pixels=True)
     small = make_dataset(ramp(48, 40))
-    for keyword in ("Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit",
-                    "PixelRepresentation", "SamplesPerPixel", "PhotometricInterpretation"):
+    for keyword in (
+        "Rows",
+        "Columns",
+        "BitsAllocated",
+        "BitsStored",
+        "HighBit",
+        "PixelRepresentation",
+        "SamplesPerPixel",
+        "PhotometricInterpretation",
+    ):
         setattr(ds, keyword, getattr(small, keyword))
     ds.PixelData = small.PixelData
     ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
@@ -68,8 +83,11 @@ def dicom_seeds() -> tuple[bytes, ...]:
         dicom_bytes(make_dataset(ramp())),
         dicom_bytes(make_dataset(ramp(), photometric="MONOCHROME1")),
     ]
-    seeds += [(PYDICOM_DATA / name).read_bytes() for name in PYDICOM_SAMPLES
-              if (PYDICOM_DATA / name).is_file()]
+    seeds += [
+        (PYDICOM_DATA / name).read_bytes()
+        for name in PYDICOM_SAMPLES
+        if (PYDICOM_DATA / name).is_file()
+    ]
     real = _real_mammogram_header_seed()
     if real is not None:
         seeds.append(real)
@@ -88,6 +106,7 @@ def image_seeds() -> tuple[bytes, ...]:
 
 # -- mutations -----------------------------------------------------------------------------
 
+
 @st.composite
 def mutated(draw: st.DrawFn, seeds: tuple[bytes, ...]) -> bytes:
     """A seed with a few byte-level edits, biased towards the header (the first 512 bytes)."""
@@ -101,15 +120,19 @@ def mutated(draw: st.DrawFn, seeds: tuple[bytes, ...]) -> bytes:
         if edit == "flip":
             content[where] ^= 1 << draw(st.integers(0, 7))
         elif edit == "overwrite":
-            patch = draw(st.one_of(
-                st.binary(min_size=1, max_size=8),
-                st.sampled_from([b"\xff\xff\xff\xff", b"\x00\x00\x00\x00", b"\x7f\xff\xff\xff"]),
-            ))
-            content[where:where + len(patch)] = patch
+            patch = draw(
+                st.one_of(
+                    st.binary(min_size=1, max_size=8),
+                    st.sampled_from(
+                        [b"\xff\xff\xff\xff", b"\x00\x00\x00\x00", b"\x7f\xff\xff\xff"]
+                    ),
+                )
+            )
+            content[where : where + len(patch)] = patch
         elif edit == "insert":
             content[where:where] = draw(st.binary(min_size=1, max_size=16))
         elif edit == "delete":
-            del content[where:where + draw(st.integers(1, 64))]
+            del content[where : where + draw(st.integers(1, 64))]
         else:
             del content[where:]
     return bytes(content)
@@ -118,7 +141,9 @@ def mutated(draw: st.DrawFn, seeds: tuple[bytes, ...]) -> bytes:
 def image_inputs() -> st.SearchStrategy[bytes]:
     """Arbitrary bytes, or a mutated JPEG/PNG/DICOM."""
     return st.one_of(
-        st.binary(max_size=2048), mutated(image_seeds()), mutated(dicom_seeds()),
+        st.binary(max_size=2048),
+        mutated(image_seeds()),
+        mutated(dicom_seeds()),
     )
 
 
@@ -132,6 +157,7 @@ def dicom_inputs() -> st.SearchStrategy[bytes]:
 
 
 # -- the readers under test ---------------------------------------------------------------
+
 
 def _check_image(content: bytes) -> object:
     return check_image(content, "fuzz.png", max_pixels=MAX_PIXELS)
@@ -173,11 +199,22 @@ def read_or_reject(reader: str, content: bytes) -> str:
 # -- the annotation sheet -------------------------------------------------------------------
 
 SHEET_HEADER = (
-    "Image_name", "Patient_ID", "Side", "Type", "Age", "Breast density (ACR)", "BIRADS",
-    "Findings", "View", "Tags", "Machine", "Pathology Classification/ Follow up",
+    "Image_name",
+    "Patient_ID",
+    "Side",
+    "Type",
+    "Age",
+    "Breast density (ACR)",
+    "BIRADS",
+    "Findings",
+    "View",
+    "Tags",
+    "Machine",
+    "Pathology Classification/ Follow up",
 )
 _CELL_TEXT = st.text(
-    st.characters(blacklist_categories=("Cs", "Cc")), max_size=30  # xlsx cannot hold these
+    st.characters(blacklist_categories=("Cs", "Cc")),
+    max_size=30,  # xlsx cannot hold these
 )
 
 
@@ -189,8 +226,23 @@ def cell_values() -> st.SearchStrategy[object]:
         st.floats(allow_nan=True, allow_infinity=True),
         st.floats(min_value=-1e308, max_value=1e308, allow_nan=False),
         _CELL_TEXT,
-        st.sampled_from(["P1_L_CM_CC", "P2_R_DM_MLO ", "4$2", "4a", "_", "-", "Benign",
-                         " malignant ", "052Y", "1e+300", "$", "0$", "P9_X_CM_ZZ"]),
+        st.sampled_from(
+            [
+                "P1_L_CM_CC",
+                "P2_R_DM_MLO ",
+                "4$2",
+                "4a",
+                "_",
+                "-",
+                "Benign",
+                " malignant ",
+                "052Y",
+                "1e+300",
+                "$",
+                "0$",
+                "P9_X_CM_ZZ",
+            ]
+        ),
         st.booleans(),
         st.datetimes(min_value=dt.datetime(1900, 3, 1), max_value=dt.datetime(9999, 1, 1)),
         st.dates(min_value=dt.date(1900, 3, 1)),
@@ -218,7 +270,8 @@ def parse_fuzz_sheet(path: Path, rows: list[list[object]]) -> SheetParseResult:
     skipped = sum("no Image_name; skipped" in problem for problem in result.problems)
     accounted = len(result.rows) + len(result.duplicates) + len(result.conflicts) + skipped
     read_back = [
-        values for values in _rows_as_read(path)
+        values
+        for values in _rows_as_read(path)
         if any(value is not None and str(value).strip() for value in values)
     ]
     assert accounted == len(read_back), (accounted, len(read_back), result)

@@ -53,17 +53,19 @@ class Tally:
 
     def line(self) -> dict[str, Any]:
         return {
-            "target": self.target, "examples": sum(
-                n for name, n in self.counts.items() if name != "failures"
-            ),
-            **dict(sorted(self.counts.items())), "failures": self.counts["failures"],
+            "target": self.target,
+            "examples": sum(n for name, n in self.counts.items() if name != "failures"),
+            **dict(sorted(self.counts.items())),
+            "failures": self.counts["failures"],
             "seconds": round(self.seconds, 1),
         }
 
 
 def budget(examples: int) -> settings:
     return settings(
-        max_examples=examples, deadline=None, database=None,
+        max_examples=examples,
+        deadline=None,
+        database=None,
         suppress_health_check=list(HealthCheck),
     )
 
@@ -146,8 +148,7 @@ def fuzz_api(examples: int) -> list[Tally]:
         def record(failure: BaseException | None, tally: Tally = tally) -> None:
             tally.add("ok" if failure is None else "failed", failure)
 
-        fuzz_operation(api_schema, path, method, token, examples, record=record,
-                       derandomize=False)
+        fuzz_operation(api_schema, path, method, token, examples, record=record, derandomize=False)
         tallies.append(tally.done())
     return tallies
 
@@ -156,8 +157,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--examples", type=int, default=2000, help="per reader and the sheet")
     parser.add_argument("--api-examples", type=int, default=300, help="per API operation")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="repeat a readers/sheet run (default: random)")
+    parser.add_argument(
+        "--seed", type=int, default=None, help="repeat a readers/sheet run (default: random)"
+    )
     parser.add_argument("--only", choices=["readers", "sheet", "api"], default=None)
     args = parser.parse_args()
     warnings.simplefilter("ignore")  # pydicom and Pillow warn on most damaged inputs

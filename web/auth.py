@@ -95,14 +95,16 @@ def _load_session_user(user_id: str) -> SignedInUser | None:
         _end_session("Your account is disabled; ask an admin.")
         return None
     if not session_is_current(row, session.get(SESSION_VERSION_KEY)):
-        _end_session("Your session has ended (signed out, password changed or reset); "
-                     "please sign in again.")
+        _end_session(
+            "Your session has ended (signed out, password changed or reset); please sign in again."
+        )
         return None
     idle_minutes = settings().session_idle_minutes
     now = time.time()
     if now - float(session.get(LAST_SEEN_KEY) or 0) > idle_minutes * 60:
-        _end_session(f"Signed out after {idle_minutes:g} minutes without activity; "
-                     "please sign in again.")
+        _end_session(
+            f"Signed out after {idle_minutes:g} minutes without activity; please sign in again."
+        )
         return None
     session[LAST_SEEN_KEY] = now
     return SignedInUser(row)
@@ -153,8 +155,10 @@ def _forbidden() -> Response:
 
 def _password_change_first() -> Response:
     if is_api_request():
-        response = jsonify(error="password change required: sign in on the web and change it "
-                                 "(API tokens are not affected)")
+        response = jsonify(
+            error="password change required: sign in on the web and change it "
+            "(API tokens are not affected)"
+        )
         response.status_code = 403
         return response
     return redirect(url_for("auth.change_password"))

@@ -50,8 +50,10 @@ def _study_title(image: Image) -> str:
 
 
 def _modality_rank(modality: str) -> tuple[int, str]:
-    return (MODALITY_ORDER.index(modality) if modality in MODALITY_ORDER else len(MODALITY_ORDER),
-            modality)
+    return (
+        MODALITY_ORDER.index(modality) if modality in MODALITY_ORDER else len(MODALITY_ORDER),
+        modality,
+    )
 
 
 def study_groups(images: Iterable[Image]) -> list[Study]:
@@ -71,8 +73,11 @@ def study_groups(images: Iterable[Image]) -> list[Study]:
                 row.cells[HANGING_ORDER.index(column)] = image
             else:  # unknown side or view, or a second image of the same slot
                 study.others.append(image)
-        study.rows = [rows[name] for name in sorted(rows, key=_modality_rank)
-                      if any(cell is not None for cell in rows[name].cells)]
+        study.rows = [
+            rows[name]
+            for name in sorted(rows, key=_modality_rank)
+            if any(cell is not None for cell in rows[name].cells)
+        ]
         studies.append(study)
     return studies
 

@@ -43,8 +43,14 @@ def _row_order(code: str) -> tuple[int, str]:
     return (HANGING_VIEWS.index(code) if code in HANGING_VIEWS else len(HANGING_VIEWS), code)
 
 
-def view_overlay(place: str, side: str | None, view: str | None, modality: str | None,
-                 birads: int | None = None, pathology: str | None = None) -> str:
+def view_overlay(
+    place: str,
+    side: str | None,
+    view: str | None,
+    modality: str | None,
+    birads: int | None = None,
+    pathology: str | None = None,
+) -> str:
     """The text over a pane: place (query, #rank), side, view, modality; then the labels."""
     first = " ".join(part for part in (place, "·", side or "?", view or "", modality or "") if part)
     shown_birads = birads if birads is not None else "–"
@@ -69,17 +75,27 @@ def query_panes(
         image_id = archived.get("image_id")
         row = session.get(Image, image_id) if image_id is not None else None
         overlay = view_overlay(
-            "query", described.get("side"), described.get("view"), described.get("modality"),
-            row.birads if row is not None else None, row.pathology if row is not None else None,
+            "query",
+            described.get("side"),
+            described.get("view"),
+            described.get("modality"),
+            row.birads if row is not None else None,
+            row.pathology if row is not None else None,
         )
         if described.get("name") in uploaded:
             shown = viewer_data_url(uploaded[described["name"]])
-            chosen[code] = QueryPane(code, described.get("modality"), shown.url, shown.width,
-                                     shown.height, overlay)
+            chosen[code] = QueryPane(
+                code, described.get("modality"), shown.url, shown.width, shown.height, overlay
+            )
         elif row is not None:
-            chosen[code] = QueryPane(code, described.get("modality"),
-                                     url_for("cases.image_file", image_id=row.id),
-                                     row.width, row.height, overlay)
+            chosen[code] = QueryPane(
+                code,
+                described.get("modality"),
+                url_for("cases.image_file", image_id=row.id),
+                row.width,
+                row.height,
+                overlay,
+            )
     return [chosen[code] for code in sorted(chosen, key=_row_order)][:MAX_ROWS]
 
 
@@ -95,21 +111,32 @@ class Hanging:
         panes: list[dict[str, Any]] = []
         for pane in self.panes:
             name = (pane.view or "any").lower()
-            panes.append({
-                "id": f"{scope}compare-query-{name}", "caption": f"Query {pane.view}".strip(),
-                "src": pane.src, "width": pane.width, "height": pane.height,
-                "column": "left", "view": pane.view, "overlay": pane.overlay,
-            })
-            panes.append({
-                "id": f"{scope}compare-result-{name}", "caption": "", "case_href": "",
-                "column": "right", "view": pane.view, "result": True,
-            })
+            panes.append(
+                {
+                    "id": f"{scope}compare-query-{name}",
+                    "caption": f"Query {pane.view}".strip(),
+                    "src": pane.src,
+                    "width": pane.width,
+                    "height": pane.height,
+                    "column": "left",
+                    "view": pane.view,
+                    "overlay": pane.overlay,
+                }
+            )
+            panes.append(
+                {
+                    "id": f"{scope}compare-result-{name}",
+                    "caption": "",
+                    "case_href": "",
+                    "column": "right",
+                    "view": pane.view,
+                    "result": True,
+                }
+            )
         return panes
 
 
-def hang(
-    session: Session, response: Any, uploaded: Mapping[str, PILImage.Image]
-) -> Hanging:
+def hang(session: Session, response: Any, uploaded: Mapping[str, PILImage.Image]) -> Hanging:
     """The comparison of a case search's response (`uploaded`: the query files by name)."""
     panes = query_panes(session, response.query, uploaded)
     return Hanging(panes, {hit.case_id: result_views(hit, panes) for hit in response.results})
@@ -121,14 +148,19 @@ def result_views(hit: Any, panes: Sequence[QueryPane]) -> str:
     hung: dict[str, dict[str, str]] = {}
     for pane in panes:
         same_code = [view for view in hit.views if _code(view.view) == pane.view or not pane.view]
-        same_code.sort(key=lambda view: (view.modality != pane.modality,
-                                         view.image_id != hit.best_view_image_id))
+        same_code.sort(
+            key=lambda view: (
+                view.modality != pane.modality,
+                view.image_id != hit.best_view_image_id,
+            )
+        )
         if not same_code:
             continue
         view = same_code[0]
         hung[pane.view] = {
             "src": url_for("cases.image_file", image_id=view.image_id),
-            "overlay": view_overlay(f"#{hit.rank}", view.side, view.view, view.modality,
-                                    view.birads, view.pathology),
+            "overlay": view_overlay(
+                f"#{hit.rank}", view.side, view.view, view.modality, view.birads, view.pathology
+            ),
         }
     return json.dumps(hung, ensure_ascii=False)

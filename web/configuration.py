@@ -43,7 +43,8 @@ def init_app(app: Flask, overrides: dict[str, Any] | None) -> None:
         # Redis down: count in this process's memory rather than answer sign-in with a 500.
         RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
         RATELIMIT_STORAGE_OPTIONS={"socket_connect_timeout": 1, "socket_timeout": 1}
-        if base.redis_url else {},
+        if base.redis_url
+        else {},
         RATELIMIT_HEADERS_ENABLED=True,
         LOGIN_RATE_LIMIT="10 per minute",
         THUMBNAIL_SIZE_PX=256,

@@ -24,10 +24,7 @@ log = logging.getLogger(__name__)
 def _message(error: HTTPException) -> str:
     if isinstance(error, RequestEntityTooLarge):
         limit_mb = current_app.config["MAX_CONTENT_LENGTH"] / (1024 * 1024)
-        return (
-            f"upload too large: the limit is {limit_mb:.0f} MB "
-            "(MAMMOSEARCH_MAX_UPLOAD_BYTES)"
-        )
+        return f"upload too large: the limit is {limit_mb:.0f} MB (MAMMOSEARCH_MAX_UPLOAD_BYTES)"
     return error.description or error.name
 
 

@@ -38,7 +38,9 @@ def too_many_sign_ins(limit: RequestLimit) -> Response:
     """The address went over the sign-in limit: audit the attempt and answer the page."""
     session = get_session()
     record_access(
-        session, None, "login_rate_limited",
+        session,
+        None,
+        "login_rate_limited",
         detail={"username": request.form.get("username", "")[:128], "limit": "address"},
         remote_addr=request.remote_addr,
     )

@@ -30,8 +30,7 @@ def read_upload(upload: FileStorage | None, current: Settings) -> PILImage.Image
         raise ImageRejected("no image uploaded: choose a JPEG, PNG or DICOM file")
     content, name = upload.read(), upload.filename or "upload"
     reserve_decode(name, pixels_to_decode(content, name), current.max_image_pixels)
-    return read_query_image(content, name, current.max_image_pixels,
-                            current.accepted_modalities)
+    return read_query_image(content, name, current.max_image_pixels, current.accepted_modalities)
 
 
 def read_query_uploads(files: list[FileStorage], current: Settings) -> list[QueryUpload]:

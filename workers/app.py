@@ -31,6 +31,7 @@ TASK_ROUTES = {
     "mammosearch.switch_space": {"queue": "train"},
 }
 
+
 def visibility_timeout_s() -> float:
     """Seconds before a delivered but unacknowledged task goes back on its queue.
 

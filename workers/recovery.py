@@ -28,8 +28,9 @@ def reclaim_previous_run(node: str) -> list[int]:
         released = claims.release_previous_runs(session, claims.holder_name(node))
     if released:
         CeleryWorkQueue(settings).enqueue_embedding(released, force=True)
-        log.warning("%s restarted: %d images of its previous run handed out again", node,
-                    len(released))
+        log.warning(
+            "%s restarted: %d images of its previous run handed out again", node, len(released)
+        )
     return released
 
 

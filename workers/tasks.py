@@ -271,7 +271,7 @@ def switch_space(backbone: str | None = None) -> dict[str, Any]:
     from mammosearch.train import auto
 
     settings = get_settings()
-    record = auto.rollback(settings) if backbone is None else auto.activate_model(
-        settings, backbone
+    record = (
+        auto.rollback(settings) if backbone is None else auto.activate_model(settings, backbone)
     )
     return {"state": record.get("state"), "summary": auto.summary_line(record)}

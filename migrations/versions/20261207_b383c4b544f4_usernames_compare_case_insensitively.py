@@ -38,8 +38,7 @@ def upgrade() -> None:
     clashes = [names for names in by_key.values() if len(names) > 1]
     if clashes:
         listed = "; ".join(
-            " and ".join(f"{name!r} (id {user_id})" for user_id, name in names)
-            for names in clashes
+            " and ".join(f"{name!r} (id {user_id})" for user_id, name in names) for names in clashes
         )
         raise MigrationRefused(
             f"users that differ only in case or Unicode form cannot coexist: {listed}. "

@@ -263,9 +263,7 @@ def _rows_statement(selection: AuditFilter):  # type: ignore[no-untyped-def]
     statement = select(AuditEvent, Patient.source_patient_id).outerjoin(
         Patient, Patient.id == AuditEvent.patient_id
     )
-    return selection.where(statement).order_by(
-        AuditEvent.created_at.desc(), AuditEvent.id.desc()
-    )
+    return selection.where(statement).order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc())
 
 
 def find_events(

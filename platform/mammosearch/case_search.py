@@ -510,8 +510,14 @@ def _uploaded_views(
         if row is not None and row.id in stored:
             views.append(
                 QueryView(
-                    upload.name, row.side, row.view, row.modality, stored[row.id],
-                    row.id, row.patient_row_id, row.patient_id,
+                    upload.name,
+                    row.side,
+                    row.view,
+                    row.modality,
+                    stored[row.id],
+                    row.id,
+                    row.patient_row_id,
+                    row.patient_id,
                 )
             )
             continue
@@ -640,9 +646,7 @@ def _scored_hits(
         return []
     member_ids = [row.id for case in cases for row in case.rows]
     vectors = _index_vectors(index, member_ids)
-    kept = [
-        _Case(case.key, [row for row in case.rows if row.id in vectors]) for case in cases
-    ]
+    kept = [_Case(case.key, [row for row in case.rows if row.id in vectors]) for case in cases]
     kept = [case for case in kept if case.rows]
     rows = [row for case in kept for row in case.rows]
     if not rows:
@@ -720,8 +724,14 @@ def _index_vectors(index: Any, image_ids: Sequence[int]) -> dict[int, np.ndarray
 def _view_best_scores(query: np.ndarray, views: np.ndarray, metric: str) -> np.ndarray:
     """Per result view: its score against its nearest query view."""
     scores = fused_scores(
-        views, [view_tag(None, None)] * len(views), np.arange(len(views)),
-        query, [view_tag(None, None)] * len(query), [0], "best-pair", metric,
+        views,
+        [view_tag(None, None)] * len(views),
+        np.arange(len(views)),
+        query,
+        [view_tag(None, None)] * len(query),
+        [0],
+        "best-pair",
+        metric,
     )
     return scores[:, 0]
 

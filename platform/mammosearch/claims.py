@@ -81,13 +81,18 @@ def claim(
         .where(Image.id.in_(ids), claimable)
         .values(
             attempts=Image.attempts + 1,
-            status=case((exhausted, literal(ImageStatus.FAILED.value)),
-                        else_=literal(ImageStatus.CLAIMED.value)),
+            status=case(
+                (exhausted, literal(ImageStatus.FAILED.value)),
+                else_=literal(ImageStatus.CLAIMED.value),
+            ),
             error=case(
-                (exhausted, literal(
-                    f"gave up after {max_attempts} attempts (the process embedding it died or "
-                    "its task was lost each time; see the worker log)"
-                )),
+                (
+                    exhausted,
+                    literal(
+                        f"gave up after {max_attempts} attempts (the process embedding it died or "
+                        "its task was lost each time; see the worker log)"
+                    ),
+                ),
                 else_=literal(_note(holder)),
             ),
             updated_at=utcnow(),
@@ -159,9 +164,7 @@ def abandoned(session: Session, lease_s: float = DEFAULT_LEASE_S) -> list[int]:
     ).all()
     cutoff = _cutoff(lease_s)
     return sorted(
-        row.id
-        for row in rows
-        if _as_utc(row.updated_at) < cutoff or _dead_here(row.error or "")
+        row.id for row in rows if _as_utc(row.updated_at) < cutoff or _dead_here(row.error or "")
     )
 
 

@@ -1,4 +1,4 @@
-""""Keep with the study": a DICOM Key Object Selection document (KOS) that stores a case
+""" "Keep with the study": a DICOM Key Object Selection document (KOS) that stores a case
 search's answer in the archive, in the query's study, so any PACS viewer opening the study
 lists it and opens the similar cases' images from it.
 
@@ -46,8 +46,14 @@ class SimilarCase:
 
 
 _PATIENT_STUDY_KEYWORDS = (
-    "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID",
-    "StudyDate", "StudyTime", "ReferringPhysicianName",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
 )
 
 
@@ -88,9 +94,7 @@ def _reference_sequence(instances: Sequence[InstanceRef]) -> list[Dataset]:
 
 def describe(space_name: str, cases: Sequence[SimilarCase], left_out: Sequence[str]) -> str:
     """The document's one text: who made it, in which space, and what it lists."""
-    text = f"Mammosearch similar cases ({space_name}): " + "; ".join(
-        case.label for case in cases
-    )
+    text = f"Mammosearch similar cases ({space_name}): " + "; ".join(case.label for case in cases)
     if left_out:
         text += f". Not in the archive as DICOM: {'; '.join(left_out)}"
     text += ". Decision support, not a diagnosis."
@@ -154,9 +158,7 @@ def similar_cases_document(
         InstanceRef(h.StudyInstanceUID, h.SeriesInstanceUID, h.SOPInstanceUID, h.SOPClassUID)
         for h in query_headers
     ]
-    document.CurrentRequestedProcedureEvidenceSequence = _reference_sequence(
-        query_refs + similar
-    )
+    document.CurrentRequestedProcedureEvidenceSequence = _reference_sequence(query_refs + similar)
     return document
 
 
@@ -182,8 +184,9 @@ def _archive_instances(client: Any, study_uid: str) -> dict[str, tuple[str, str]
 
     instances = {}
     for item in found:
-        sop, series, sop_class = (value(item, tag)
-                                  for tag in (SOP_INSTANCE_TAG, SERIES_UID_TAG, SOP_CLASS_TAG))
+        sop, series, sop_class = (
+            value(item, tag) for tag in (SOP_INSTANCE_TAG, SERIES_UID_TAG, SOP_CLASS_TAG)
+        )
         if sop and series and sop_class:
             instances[sop] = (series, sop_class)
     return instances
@@ -214,11 +217,13 @@ def _similar_cases(
                 continue
             if row.study_instance_uid not in by_study:
                 by_study[row.study_instance_uid] = _archive_instances(
-                    client, row.study_instance_uid)
+                    client, row.study_instance_uid
+                )
             known = by_study[row.study_instance_uid].get(row.sop_instance_uid)
             if known is not None:
-                refs.append(InstanceRef(row.study_instance_uid, known[0],
-                                        row.sop_instance_uid, known[1]))
+                refs.append(
+                    InstanceRef(row.study_instance_uid, known[0], row.sop_instance_uid, known[1])
+                )
         if refs:
             cases.append(SimilarCase(label, tuple(refs)))
         else:
@@ -265,8 +270,10 @@ def keep_with_study(
     # Bulk data (pixels, large private values) stays in the archive: headers are enough.
     headers = [Dataset.from_json(item, bulk_data_uri_handler=_no_bulk_data) for item in metadata]
     query_headers = [
-        header for header in headers
-        if dicom_metadata(header)["side"] == side and "Rows" in header
+        header
+        for header in headers
+        if dicom_metadata(header)["side"] == side
+        and "Rows" in header
         and str(header.get("Modality", "")).upper() != "KO"
     ]
     if not query_headers:

@@ -26,7 +26,8 @@ _PATTERNS = [
 
 # What every LogRecord has; anything else on a record is an `extra` (e.g. Celery's `data`).
 _RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
-    "message", "asctime"
+    "message",
+    "asctime",
 }
 
 

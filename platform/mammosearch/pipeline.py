@@ -99,10 +99,7 @@ def active_space(session: Session, settings: Settings | None = None) -> Embeddin
 def pending_image_ids(session: Session, limit: int | None = None) -> list[int]:
     """Images that still need a vector, oldest first."""
     query = (
-        select(Image.id)
-        .where(Image.status == ImageStatus.PENDING)
-        .order_by(Image.id)
-        .limit(limit)
+        select(Image.id).where(Image.status == ImageStatus.PENDING).order_by(Image.id).limit(limit)
     )
     return list(session.scalars(query))
 
@@ -223,9 +220,7 @@ def claim_for_embedding(
     that kills its process every time gives up after `max_attempts` tries instead of being
     retried forever. See mammosearch.claims for the lease.
     """
-    return claims.claim(
-        session, image_ids, holder or claims.holder_name(), lease_s, max_attempts
-    )
+    return claims.claim(session, image_ids, holder or claims.holder_name(), lease_s, max_attempts)
 
 
 def index_space(
@@ -450,8 +445,10 @@ def _verify_locked(
             "index of space %s disagrees with the database%s: %s",
             space.id,
             " (repaired)" if repair else "",
-            {m: {k: len(v) for k, v in found.items() if isinstance(v, list) and v}
-             for m, found in report["metrics"].items()},
+            {
+                m: {k: len(v) for k, v in found.items() if isinstance(v, list) and v}
+                for m, found in report["metrics"].items()
+            },
         )
     return report
 
@@ -515,9 +512,7 @@ def remove_images(
         session.execute(
             update(Image)
             .where(Image.id.in_(ids.tolist()))
-            .values(
-                status=ImageStatus.REMOVED, error=reason, indexed_at=None, updated_at=utcnow()
-            )
+            .values(status=ImageStatus.REMOVED, error=reason, indexed_at=None, updated_at=utcnow())
         )
         session.commit()
     return len(ids)

@@ -32,6 +32,7 @@ work lost with the broker's data (Redis restarted without persistence) is sent a
 MAX_IMAGES_PER_SWEEP = 100_000
 """One sweep re-enqueues at most this many images; the next sweep takes the rest."""
 
+
 @dataclass(frozen=True)
 class StaleWork:
     """Work left undone for longer than the grace period."""

@@ -115,7 +115,14 @@ class SearchFilters:
 FILTERED_NAMES = ("status", "side", "view", "modality", "pathology", "birads", "patient_id")
 FILTERED_COLUMNS = tuple(getattr(Image, name) for name in FILTERED_NAMES)
 HIT_NAMES = (
-    "id", "birads", "birads_raw", "pathology", "side", "view", "modality", "findings",
+    "id",
+    "birads",
+    "birads_raw",
+    "pathology",
+    "side",
+    "view",
+    "modality",
+    "findings",
     "source_file_name",
 )
 HIT_COLUMNS = tuple(getattr(Image, name) for name in HIT_NAMES)

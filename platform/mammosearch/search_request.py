@@ -310,9 +310,7 @@ def _message(error: Mapping[str, Any]) -> str:
     return f"{location}: {error['msg']}" if location else str(error["msg"])
 
 
-def parse_search_request(
-    values: Mapping[str, Any], metrics: tuple[str, ...] = ()
-) -> SearchRequest:
+def parse_search_request(values: Mapping[str, Any], metrics: tuple[str, ...] = ()) -> SearchRequest:
     """Validate a form, a JSON body or CLI options; BadSearchRequest names what is wrong.
 
     Unknown fields are errors (a typo must not search differently), except a form's

@@ -69,9 +69,7 @@ def hash_password(password: str) -> str:
 def password_problem(username: str, password: str) -> str | None:
     """Why `password` is not good enough for `username`, or None when it is."""
     if len(password) < MIN_PASSWORD_LENGTH:
-        return (
-            f"password too short ({len(password)} characters, at least {MIN_PASSWORD_LENGTH})"
-        )
+        return f"password too short ({len(password)} characters, at least {MIN_PASSWORD_LENGTH})"
     from zxcvbn import zxcvbn  # here: its dictionaries take a fifth of a second to load
 
     result = zxcvbn(password[:STRENGTH_CHECKED_CHARS], user_inputs=[username])
@@ -131,7 +129,10 @@ def list_users(session: Session) -> list[User]:
 
 
 def create_user(
-    session: Session, username: str, password: str, role: str,
+    session: Session,
+    username: str,
+    password: str,
+    role: str,
     must_change_password: bool = False,
 ) -> User:
     """Add an active user; the caller commits. A name that differs from an existing one
@@ -153,9 +154,14 @@ def create_user(
             "Unicode form are the same user)"
         )
     user = User(
-        username=username, username_key=username_key(username),
-        password_hash=hash_password(password), role=role, active=True,
-        session_version=0, must_change_password=must_change_password, failed_sign_ins=0,
+        username=username,
+        username_key=username_key(username),
+        password_hash=hash_password(password),
+        role=role,
+        active=True,
+        session_version=0,
+        must_change_password=must_change_password,
+        failed_sign_ins=0,
     )
     session.add(user)
     session.flush()
@@ -250,9 +256,7 @@ def _backoff(failures: int) -> timedelta:
     return min(MAX_BACKOFF, FIRST_BACKOFF * (2 ** min(doublings, 10)))
 
 
-def sign_in(
-    session: Session, username: str, password: str, now: datetime | None = None
-) -> SignIn:
+def sign_in(session: Session, username: str, password: str, now: datetime | None = None) -> SignIn:
     """Check a sign-in attempt; records the sign-in time or counts the failure (caller commits).
 
     After FREE_SIGN_IN_FAILURES wrong passwords in a row the account refuses every attempt,
@@ -290,7 +294,10 @@ def token_sha256(token: str) -> str:
 
 
 def issue_api_token(
-    session: Session, user: User, name: str | None = None, expires_days: float | None = None,
+    session: Session,
+    user: User,
+    name: str | None = None,
+    expires_days: float | None = None,
 ) -> tuple[ApiToken, str]:
     """A new bearer token (its row, and the token to show once: only its sha256 is stored)."""
     if expires_days is not None and expires_days <= 0:
@@ -301,7 +308,10 @@ def issue_api_token(
     token = "ms_" + secrets.token_urlsafe(32)
     created = utcnow()
     api_token = ApiToken(
-        user_id=user.id, token_sha256=token_sha256(token), name=name, created_at=created,
+        user_id=user.id,
+        token_sha256=token_sha256(token),
+        name=name,
+        created_at=created,
         expires_at=created + timedelta(days=expires_days) if expires_days is not None else None,
         revoked=False,
     )
@@ -311,14 +321,17 @@ def issue_api_token(
 
 
 def create_api_token(
-    session: Session, user: User, name: str | None = None, expires_days: float | None = None,
+    session: Session,
+    user: User,
+    name: str | None = None,
+    expires_days: float | None = None,
 ) -> str:
     """A new bearer token for `user`; only its sha256 is stored, so show it once."""
     return issue_api_token(session, user, name, expires_days)[1]
 
 
 def token_state(api_token: ApiToken, now: datetime | None = None) -> str:
-    """"active", "expired" or "revoked"."""
+    """ "active", "expired" or "revoked"."""
     if api_token.revoked:
         return "revoked"
     expires_at = _aware(api_token.expires_at)

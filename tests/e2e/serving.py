@@ -36,8 +36,16 @@ def serving(settings: Settings, log_dir: Path) -> Iterator[str]:
     """`mammosearch serve` (no broker) over `settings`' database and data; yields its URL."""
     port = free_port()
     env = server_environment(settings)
-    command = [sys.executable, "-c", "from mammosearch.cli import main; main()",
-               "serve", "--host", "127.0.0.1", "--port", str(port)]
+    command = [
+        sys.executable,
+        "-c",
+        "from mammosearch.cli import main; main()",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     log_path = log_dir / "server.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)

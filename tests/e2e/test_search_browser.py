@@ -46,8 +46,15 @@ def served(
     for number in range(4):
         patient = make_patient(session, f"S-{number}")
         for view_index, view in enumerate(("CC", "MLO")):
-            make_image(session, settings, patient, seed=30 + 10 * number + view_index,
-                       view=view, birads=1 + number, side="LR"[number % 2])
+            make_image(
+                session,
+                settings,
+                patient,
+                seed=30 + 10 * number + view_index,
+                view=view,
+                birads=1 + number,
+                side="LR"[number % 2],
+            )
     make_user(session, "rad", "radiologist")
     make_user(session, "boss", "admin")
     token = create_api_token(session, make_user(session, "robot", "radiologist"))
@@ -71,9 +78,13 @@ def _query_file(directory: Path) -> Path:
 
 
 def _page_ids(chrome) -> list[int]:  # type: ignore[no-untyped-def]
-    return [int(text) for text in chrome.execute_script(
-        "return [...document.querySelectorAll('#results .result .patient')]"
-        ".map(p => p.textContent.match(/image (\\d+)/)[1])")]
+    return [
+        int(text)
+        for text in chrome.execute_script(
+            "return [...document.querySelectorAll('#results .result .patient')]"
+            ".map(p => p.textContent.match(/image (\\d+)/)[1])"
+        )
+    ]
 
 
 def _search_in_browser(chrome, server: str, query: Path) -> None:  # type: ignore[no-untyped-def]
@@ -91,13 +102,18 @@ def _search_in_browser(chrome, server: str, query: Path) -> None:  # type: ignor
     k_field.send_keys(str(K))
     chrome.find_element(By.ID, "search").click()
     wait.until(ready.presence_of_element_located((By.ID, "results")))
-    wait.until(lambda driver: driver.execute_script(
-        "return [...document.querySelectorAll('#results img')]"
-        ".every(img => img.complete && img.naturalWidth > 0)"))
+    wait.until(
+        lambda driver: driver.execute_script(
+            "return [...document.querySelectorAll('#results img')]"
+            ".every(img => img.complete && img.naturalWidth > 0)"
+        )
+    )
 
 
 def test_the_page_ranks_an_upload_as_the_api_and_the_cli_do(
-    served: tuple[str, Settings, str], chrome, tmp_path: Path  # type: ignore[no-untyped-def]
+    served: tuple[str, Settings, str],
+    chrome,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     """One large grey JPEG through Chromium, the API and `mammosearch search`: same ids."""
     server, settings, token = served
@@ -109,14 +125,29 @@ def test_the_page_ranks_an_upload_as_the_api_and_the_cli_do(
 
     with query.open("rb") as handle:
         api = requests.post(
-            f"{server}/api/v1/search", headers={"Authorization": f"Bearer {token}"},
-            files={"image": (query.name, handle, "image/jpeg")}, data={"k": str(K)}, timeout=60,
+            f"{server}/api/v1/search",
+            headers={"Authorization": f"Bearer {token}"},
+            files={"image": (query.name, handle, "image/jpeg")},
+            data={"k": str(K)},
+            timeout=60,
         )
     assert api.status_code == 200, api.text
     cli = subprocess.run(
-        [sys.executable, "-c", "from mammosearch.cli import main; main()",
-         "search", str(query), "-k", str(K), "--json"],
-        env=server_environment(settings), capture_output=True, text=True, timeout=300, check=True,
+        [
+            sys.executable,
+            "-c",
+            "from mammosearch.cli import main; main()",
+            "search",
+            str(query),
+            "-k",
+            str(K),
+            "--json",
+        ],
+        env=server_environment(settings),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
     )
     api_ids = [hit["image_id"] for hit in api.json()["results"]]
     cli_ids = [hit["image_id"] for hit in json.loads(cli.stdout)["results"]]
@@ -125,7 +156,9 @@ def test_the_page_ranks_an_upload_as_the_api_and_the_cli_do(
 
 
 def test_file_k_and_filters_stay_and_a_changed_filter_searches_again(
-    served: tuple[str, Settings, str], chrome, tmp_path: Path  # type: ignore[no-untyped-def]
+    served: tuple[str, Settings, str],
+    chrome,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     """After a search the file, k and filters stay; side=R re-runs it with the same file;
     an image id as well is refused in words, with the recent cases still below."""
@@ -140,20 +173,25 @@ def test_file_k_and_filters_stay_and_a_changed_filter_searches_again(
     wait.until(lambda driver: _page_ids(driver) != first)
     sides = chrome.execute_script(
         "return [...document.querySelectorAll('#results .result dl.labels dd:nth-of-type(3)')]"
-        ".map(dd => dd.textContent.trim().split(' ')[0])")
+        ".map(dd => dd.textContent.trim().split(' ')[0])"
+    )
     assert sides == ["R"] * 4, sides
     assert chrome.execute_script("return document.getElementById('image').files.length") == 1
     assert chrome.find_element(By.ID, "k").get_attribute("value") == str(K)
     assert Select(chrome.find_element(By.ID, "side")).first_selected_option.text == "right"
-    wait.until(lambda driver: driver.execute_script(
-        "return [...document.querySelectorAll('#results img')]"
-        ".every(img => img.complete && img.naturalWidth > 0)"))
+    wait.until(
+        lambda driver: driver.execute_script(
+            "return [...document.querySelectorAll('#results img')]"
+            ".every(img => img.complete && img.naturalWidth > 0)"
+        )
+    )
     assert chrome.save_screenshot(str(ARTIFACTS / "search-filters-kept.png"))
 
     chrome.find_element(By.ID, "image_id").send_keys("1")
     chrome.find_element(By.ID, "search").click()
-    wait.until(lambda driver: "give one query, not both" in driver.find_element(
-        By.TAG_NAME, "main").text)
+    wait.until(
+        lambda driver: "give one query, not both" in driver.find_element(By.TAG_NAME, "main").text
+    )
     main = chrome.find_element(By.TAG_NAME, "main").text
     assert "no searchable case yet" not in main
     assert chrome.find_elements(By.ID, "recent-cases")
@@ -162,7 +200,8 @@ def test_file_k_and_filters_stay_and_a_changed_filter_searches_again(
 
 
 def test_similarity_reads_as_rank_and_distance_and_no_page_shows_a_server_path(
-    served: tuple[str, Settings, str], chrome  # type: ignore[no-untyped-def]
+    served: tuple[str, Settings, str],
+    chrome,  # type: ignore[no-untyped-def]
 ) -> None:
     """L2 results read '#n of k · distance'; search, ingestion and evaluations pages name the
     weights by package, never by a directory of the server."""
@@ -183,9 +222,12 @@ def test_similarity_reads_as_rank_and_distance_and_no_page_shows_a_server_path(
     labels = [p.text for p in chrome.find_elements(By.CSS_SELECTOR, "#results .similarity")]
     assert labels and labels[0].startswith("#1 of ") and "distance" in labels[0], labels
     assert "package" in chrome.find_element(By.ID, "embedding-space").text
-    wait.until(lambda driver: driver.execute_script(
-        "return [...document.querySelectorAll('#results img')]"
-        ".every(img => img.complete && img.naturalWidth > 0)"))
+    wait.until(
+        lambda driver: driver.execute_script(
+            "return [...document.querySelectorAll('#results img')]"
+            ".every(img => img.complete && img.naturalWidth > 0)"
+        )
+    )
     assert chrome.save_screenshot(str(ARTIFACTS / "search-l2-rank-distance.png"))
     for page in ("/search", "/admin/ingestion", "/evaluations", "/admin/models"):
         chrome.get(f"{server}{page}")

@@ -64,7 +64,8 @@ def _api_error(server: str, token: str) -> tuple[int, str]:
 
 
 def test_an_admin_disables_a_signed_in_user_who_is_then_refused(
-    cut_off_server: tuple[str, str], chrome  # type: ignore[no-untyped-def]  # noqa: F811
+    cut_off_server: tuple[str, str],
+    chrome,  # type: ignore[no-untyped-def]  # noqa: F811
 ) -> None:
     """Her open session ends at the next click; her expired token was refused all along."""
     from selenium.webdriver.common.by import By
@@ -85,8 +86,11 @@ def test_an_admin_disables_a_signed_in_user_who_is_then_refused(
     chrome.get(f"{server}/admin/users")
     row = chrome.find_element(By.CSS_SELECTOR, "tr[data-username='rad']")
     row.find_element(By.CSS_SELECTOR, "button.disable-user").click()
-    wait.until(lambda driver: driver.find_element(
-        By.CSS_SELECTOR, "tr[data-username='rad'] td.state").text.startswith("disabled"))
+    wait.until(
+        lambda driver: driver.find_element(
+            By.CSS_SELECTOR, "tr[data-username='rad'] td.state"
+        ).text.startswith("disabled")
+    )
     tokens = chrome.find_element(By.ID, "tokens").text
     assert "old script" in tokens and "expired" in tokens
     ARTIFACTS.mkdir(exist_ok=True)

@@ -29,11 +29,14 @@ VIEWPORTS = (
 def _settled(driver) -> list[list[float]]:  # type: ignore[no-untyped-def]
     """Both panes' [zoom, centre x, centre y] once the animations have finished."""
     driver.execute_script(
-        "window.mammosearchViewers.forEach(v => v.viewport.applyConstraints(true))")
+        "window.mammosearchViewers.forEach(v => v.viewport.applyConstraints(true))"
+    )
     return driver.execute_script(VIEWPORTS)
 
 
-def test_find_similar_hangs_query_and_result_cases_and_moves_them_together(server: str, chrome) -> None:  # type: ignore[no-untyped-def]  # noqa: F811, E501
+def test_find_similar_hangs_query_and_result_cases_and_moves_them_together(
+    server: str, chrome
+) -> None:  # type: ignore[no-untyped-def]  # noqa: F811, E501
     """Find similar (cases): the query case (left) beside the first result case (right), CC
     above MLO, mirrored back to back; scroll at the cursor zooms all four panes alike, a drag
     pans them, window/level keys change the pane under the pointer only, reset restores all."""
@@ -52,11 +55,16 @@ def test_find_similar_hangs_query_and_result_cases_and_moves_them_together(serve
     chrome.find_element(By.CSS_SELECTOR, "#recent-cases form button").click()  # find similar
     wait.until(ready.presence_of_element_located((By.ID, "compare")))
     assert "unit=case" in chrome.current_url
-    wait.until(lambda driver: driver.execute_script(
-        "return arguments[0].every(id => document.getElementById(id).dataset.loaded === '1'"
-        " && document.getElementById(id).dataset.analysed === '1')", panes))
+    wait.until(
+        lambda driver: driver.execute_script(
+            "return arguments[0].every(id => document.getElementById(id).dataset.loaded === '1'"
+            " && document.getElementById(id).dataset.analysed === '1')",
+            panes,
+        )
+    )
     flipped = chrome.execute_script(
-        "return arguments[0].map(id => document.getElementById(id).dataset.flipped)", panes)
+        "return arguments[0].map(id => document.getElementById(id).dataset.flipped)", panes
+    )
     assert set(flipped) <= {"0", "1"} and len(flipped) == 4
     compare = chrome.find_element(By.ID, "compare")
     chrome.execute_script("arguments[0].scrollIntoView()", compare)
@@ -67,7 +75,8 @@ def test_find_similar_hangs_query_and_result_cases_and_moves_them_together(serve
     query_pane = chrome.find_element(By.ID, panes[0])
     for _ in range(4):  # four wheel notches, a third of the way across the query
         ActionChains(chrome).scroll_from_origin(
-            ScrollOrigin.from_element(query_pane, -60, -60), 0, -120).perform()
+            ScrollOrigin.from_element(query_pane, -60, -60), 0, -120
+        ).perform()
         time.sleep(0.2)  # OpenSeadragon ignores wheel events closer than 50 ms apart
     wait.until(lambda driver: _settled(driver)[0][0] > home[0][0] * 1.5)
     zoomed = _settled(chrome)
@@ -83,14 +92,16 @@ def test_find_similar_hangs_query_and_result_cases_and_moves_them_together(serve
     assert panned[3][1:] == pytest.approx(panned[0][1:], abs=1e-3), "the others follow the pan"
 
     windows = chrome.execute_script(
-        "return arguments[0].map(id => +document.getElementById(id).dataset.window)", panes)
+        "return arguments[0].map(id => +document.getElementById(id).dataset.window)", panes
+    )
     body = chrome.find_element(By.TAG_NAME, "body")
     body.send_keys("i")
     body.send_keys("]", "[", "[", "[", "[")
     group = chrome.find_element(By.ID, "viewer-group")
     assert group.get_attribute("data-invert") == "1"
     after = chrome.execute_script(
-        "return arguments[0].map(id => +document.getElementById(id).dataset.window)", panes)
+        "return arguments[0].map(id => +document.getElementById(id).dataset.window)", panes
+    )
     assert after[0] == max(2, min(256, windows[0] + 16) - 64), "the pane under the pointer"
     assert after[1:] == windows[1:], "the other panes keep their own window"
     body.send_keys("5")  # preset 5: contrast x4
@@ -105,8 +116,11 @@ def test_find_similar_hangs_query_and_result_cases_and_moves_them_together(serve
     body.send_keys("n")  # the next result case
     captions = chrome.find_elements(By.CSS_SELECTOR, "#compare [data-caption]")
     wait.until(lambda driver: captions[1].text.startswith("#2 · patient "))
-    wait.until(lambda driver: driver.execute_script(
-        "return document.getElementById('compare-result-mlo').dataset.loaded === '1'"))
+    wait.until(
+        lambda driver: driver.execute_script(
+            "return document.getElementById('compare-result-mlo').dataset.loaded === '1'"
+        )
+    )
     overlay = chrome.find_elements(By.CSS_SELECTOR, "#compare [data-pane-overlay]")[3].text
     assert overlay.startswith("#2 ·") and "MLO" in overlay
 
@@ -127,7 +141,8 @@ def test_a_form_search_shows_the_viewer_and_takes_an_address(server: str, chrome
     chrome.find_element(By.ID, "sign-in").click()
     wait.until(ready.presence_of_element_located((By.ID, "search-form")))
     button_bottom = chrome.execute_script(
-        "return document.getElementById('search').getBoundingClientRect().bottom")
+        "return document.getElementById('search').getBoundingClientRect().bottom"
+    )
     assert button_bottom < 1000 - 120, "the form and the start of the results fit the screen"
     dropped = chrome.execute_script(  # two views dropped on the query box
         "const box = document.getElementById('image').closest('fieldset');"
@@ -135,24 +150,29 @@ def test_a_form_search_shows_the_viewer_and_takes_an_address(server: str, chrome
         "['R_CC.png', 'R_MLO.png'].forEach(n => files.items.add(new File(['x'], n)));"
         "box.dispatchEvent(new DragEvent('drop', {dataTransfer: files, bubbles: true}));"
         "const names = [...document.getElementById('image').files].map(f => f.name);"
-        "document.getElementById('image').value = ''; return names;")
+        "document.getElementById('image').value = ''; return names;"
+    )
     assert dropped == ["R_CC.png", "R_MLO.png"]
 
     Select(chrome.find_element(By.ID, "unit")).select_by_value("image")
     chrome.find_element(By.ID, "image_id").send_keys("3")
     chrome.find_element(By.ID, "search").click()
     wait.until(lambda driver: "image_id=3" in driver.current_url)
-    wait.until(lambda driver: driver.execute_script(
-        "return ['compare-query', 'compare-result'].every(id => {"
-        " const pane = document.getElementById(id);"
-        " return pane.dataset.loaded === '1' && pane.dataset.analysed === '1'; })"))
+    wait.until(
+        lambda driver: driver.execute_script(
+            "return ['compare-query', 'compare-result'].every(id => {"
+            " const pane = document.getElementById(id);"
+            " return pane.dataset.loaded === '1' && pane.dataset.analysed === '1'; })"
+        )
+    )
     overlay_nodes = chrome.find_elements(By.CSS_SELECTOR, "#compare [data-pane-overlay]")
     overlays = [node.text for node in overlay_nodes]
     assert overlays[0].startswith("query ·") and overlays[1].startswith("#1 ·"), overlays
     assert "BIRADS" in overlays[1]
     windows = chrome.execute_script(
         "return ['compare-query', 'compare-result'].map(id =>"
-        " document.getElementById(id).dataset.window)")
+        " document.getElementById(id).dataset.window)"
+    )
     assert all(2 <= int(width) <= 256 for width in windows)
     chrome.execute_script("document.getElementById('compare').scrollIntoView()")
     body = chrome.find_element(By.TAG_NAME, "body")
@@ -172,14 +192,19 @@ def test_a_form_search_shows_the_viewer_and_takes_an_address(server: str, chrome
     wait.until(lambda driver: "image_id=5" in driver.current_url)
     chrome.back()
     wait.until(lambda driver: driver.current_url == address)
-    wait.until(lambda driver: driver.execute_script(
-        "return document.getElementById('compare-result')?.dataset.loaded === '1'"))
+    wait.until(
+        lambda driver: driver.execute_script(
+            "return document.getElementById('compare-result')?.dataset.loaded === '1'"
+        )
+    )
     assert chrome.find_element(By.ID, "image_id").get_attribute("value") == "3"
     assert Select(chrome.find_element(By.ID, "unit")).first_selected_option.text == "single images"
     assert chrome.save_screenshot(str(ARTIFACTS / "viewer-after-back.png"))
 
 
-def test_launch_from_a_workstation_signs_in_and_shows_the_study_s_cases(server: str, chrome) -> None:  # type: ignore[no-untyped-def]  # noqa: F811, E501
+def test_launch_from_a_workstation_signs_in_and_shows_the_study_s_cases(
+    server: str, chrome
+) -> None:  # type: ignore[no-untyped-def]  # noqa: F811, E501
     """/launch?study_uid=: the sign-in page, then back to the study's case results per breast
     with the comparison viewer loaded."""
     from selenium.webdriver.common.by import By
@@ -195,11 +220,18 @@ def test_launch_from_a_workstation_signs_in_and_shows_the_study_s_cases(server: 
     wait.until(ready.presence_of_element_located((By.ID, "breast-L")))
     assert "/launch?study_uid=" in chrome.current_url
     assert len(chrome.find_elements(By.CSS_SELECTOR, "#L-results .case-result")) == 3
-    panes = ["L-compare-query-cc", "L-compare-result-cc", "L-compare-query-mlo",
-             "L-compare-result-mlo"]
-    wait.until(lambda driver: driver.execute_script(
-        "return arguments[0].every(id => document.getElementById(id).dataset.loaded === '1')",
-        panes))
+    panes = [
+        "L-compare-query-cc",
+        "L-compare-result-cc",
+        "L-compare-query-mlo",
+        "L-compare-result-mlo",
+    ]
+    wait.until(
+        lambda driver: driver.execute_script(
+            "return arguments[0].every(id => document.getElementById(id).dataset.loaded === '1')",
+            panes,
+        )
+    )
     ARTIFACTS.mkdir(exist_ok=True)
     assert chrome.save_screenshot(str(ARTIFACTS / "launch-results.png"))
     chrome.execute_script("document.getElementById('L-compare').scrollIntoView()")

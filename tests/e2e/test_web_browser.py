@@ -54,10 +54,17 @@ def served(
     for number in range(4):
         patient = make_patient(session, f"E2E-{number}")
         for view_index, view in enumerate(("CC", "MLO")):
-            make_image(session, settings, patient, seed=10 * number + view_index, view=view,
-                       birads=1 + number % 2, side="LR"[number % 2],
-                       pathology=("Benign", "Malignant")[number % 2],
-                       study_instance_uid=f"{E2E_STUDY_PREFIX}{number}")
+            make_image(
+                session,
+                settings,
+                patient,
+                seed=10 * number + view_index,
+                view=view,
+                birads=1 + number % 2,
+                side="LR"[number % 2],
+                pathology=("Benign", "Malignant")[number % 2],
+                study_instance_uid=f"{E2E_STUDY_PREFIX}{number}",
+            )
     make_user(session, "rad", "radiologist")
     make_user(session, "boss", "admin")
     session.close()
@@ -81,10 +88,18 @@ def chrome() -> Iterator[object]:
     profile = tempfile.mkdtemp(prefix="mammosearch-chrome-")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--window-size=1400,1700",
-                 f"--user-data-dir={profile}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1400,1700",
+        f"--user-data-dir={profile}",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
@@ -95,7 +110,9 @@ def chrome() -> Iterator[object]:
 
 
 def test_sign_in_search_by_upload_open_a_case_sign_out(
-    server: str, chrome, tmp_path: Path  # type: ignore[no-untyped-def]
+    server: str,
+    chrome,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     """Log in, upload a query, see k results with BIRADS, open a case, log out."""
     from selenium.webdriver.common.by import By
@@ -133,22 +150,32 @@ def test_sign_in_search_by_upload_open_a_case_sign_out(
         str(ARTIFACTS / "search-suggestion-measured-at-start.png")
     )
     assert "efficientnet-lite0" in chrome.find_element(By.ID, "embedding-space").text
-    wait.until(lambda driver: driver.execute_script(
-        "return [...document.querySelectorAll('#results img')]"
-        ".every(img => img.complete && img.naturalWidth > 0)"))
+    wait.until(
+        lambda driver: driver.execute_script(
+            "return [...document.querySelectorAll('#results img')]"
+            ".every(img => img.complete && img.naturalWidth > 0)"
+        )
+    )
     ARTIFACTS.mkdir(exist_ok=True)
     assert chrome.save_screenshot(str(ARTIFACTS / "search-results.png"))
 
     results[0].find_element(By.TAG_NAME, "a").click()
     wait.until(ready.presence_of_element_located((By.ID, "case-viewer")))
-    wait.until(lambda driver: driver.execute_script(
-        "return document.getElementById('case-viewer').dataset.loaded === '1'"))
+    wait.until(
+        lambda driver: driver.execute_script(
+            "return document.getElementById('case-viewer').dataset.loaded === '1'"
+        )
+    )
     assert "Report" in chrome.page_source
     assert "found-at" in chrome.page_source  # opened from the results: rank and distance
     before = float(chrome.find_element(By.ID, "case-viewer").get_attribute("data-zoom"))
     chrome.find_element(By.CSS_SELECTOR, "[data-action='zoom-in']").click()
-    wait.until(lambda driver: float(driver.find_element(By.ID, "case-viewer")
-                                    .get_attribute("data-zoom")) > before * 1.2)
+    wait.until(
+        lambda driver: (
+            float(driver.find_element(By.ID, "case-viewer").get_attribute("data-zoom"))
+            > before * 1.2
+        )
+    )
     ARTIFACTS.mkdir(exist_ok=True)
     chrome.save_screenshot(str(ARTIFACTS / "case.png"))
 
@@ -168,7 +195,8 @@ def _sign_in(chrome, server: str, username: str) -> None:  # type: ignore[no-unt
 
 
 def test_admin_checks_ingestion_adds_a_user_and_reads_the_audit(
-    server: str, chrome  # type: ignore[no-untyped-def]
+    server: str,
+    chrome,  # type: ignore[no-untyped-def]
 ) -> None:
     """An admin's work: ingestion status, evaluations, a new radiologist, the access audit."""
     from selenium.webdriver.common.by import By
@@ -200,13 +228,16 @@ def test_admin_checks_ingestion_adds_a_user_and_reads_the_audit(
     wait.until(ready.presence_of_element_located((By.ID, "logout")))
     chrome.get(f"{server}/admin/users")
     assert "newrad" not in chrome.page_source
-    assert "403" in chrome.title or "Forbidden" in chrome.page_source or "not allowed" in (
-        chrome.page_source.lower()
+    assert (
+        "403" in chrome.title
+        or "Forbidden" in chrome.page_source
+        or "not allowed" in (chrome.page_source.lower())
     )
 
 
 def test_a_measured_space_says_how_sure_its_suggestion_is(
-    served: tuple[str, Settings], chrome  # type: ignore[no-untyped-def]
+    served: tuple[str, Settings],
+    chrome,  # type: ignore[no-untyped-def]
 ) -> None:
     """After the archive's evaluation (l2, so no earlier search cached it unmeasured), the
     panel shows the BIRADS and pathology votes with their measured precision: a class in
@@ -238,8 +269,9 @@ def test_a_measured_space_says_how_sure_its_suggestion_is(
         assert [e.text for e in large] in (["1"], ["2"])
     else:
         assert not large and chrome.find_element(By.ID, "birads-suggested").text == "Uncertain"
-    assert "patient-excluded evaluation of space" in panel.find_element(
-        By.CLASS_NAME, "measured").text
+    assert (
+        "patient-excluded evaluation of space" in panel.find_element(By.CLASS_NAME, "measured").text
+    )
     assert chrome.find_element(By.ID, "pathology-vote").get_attribute("data-status")
     ARTIFACTS.mkdir(exist_ok=True)
     suggestion = chrome.find_element(By.ID, "suggestion")

@@ -34,8 +34,15 @@ def server(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> I
     for number in range(6):
         patient = make_patient(session, f"E2E-{number}")
         for view_index, view in enumerate(("CC", "MLO")):
-            make_image(session, settings, patient, seed=10 * number + view_index, view=view,
-                       birads=1 + (number + view_index) % 3, side="LR"[number % 2])
+            make_image(
+                session,
+                settings,
+                patient,
+                seed=10 * number + view_index,
+                view=view,
+                birads=1 + (number + view_index) % 3,
+                side="LR"[number % 2],
+            )
     make_user(session, "rad", "radiologist")
     make_user(session, "boss", "admin")
     session.close()
@@ -53,7 +60,8 @@ def _shot(driver, name: str) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_an_evaluation_started_from_the_page_finishes_with_figures(
-    server: str, chrome  # type: ignore[no-untyped-def]  # noqa: F811
+    server: str,
+    chrome,  # type: ignore[no-untyped-def]  # noqa: F811
 ) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ready
@@ -61,15 +69,18 @@ def test_an_evaluation_started_from_the_page_finishes_with_figures(
     wait = page_wait(chrome, 240)
     _sign_in(chrome, server, "boss")
     wait.until(ready.presence_of_element_located((By.ID, "logout")))
-    icon = chrome.execute_script(
-        "return document.querySelector('link[rel=icon]').href")
+    icon = chrome.execute_script("return document.querySelector('link[rel=icon]').href")
     assert icon.endswith("/static/favicon.svg")
 
     chrome.get(f"{server}/evaluations")
     chrome.find_element(By.ID, "start-evaluation-button").click()
     wait.until(ready.presence_of_element_located((By.ID, "evaluation-job")))
-    wait.until(lambda driver: driver.find_element(By.ID, "evaluation-job")
-               .get_attribute("data-state") in ("done", "failed"))
+    wait.until(
+        lambda driver: (
+            driver.find_element(By.ID, "evaluation-job").get_attribute("data-state")
+            in ("done", "failed")
+        )
+    )
     job = chrome.find_element(By.ID, "evaluation-job")
     assert job.get_attribute("data-state") == "done", job.text
     wait.until(lambda driver: len(driver.find_elements(By.CSS_SELECTOR, "#runs tbody tr")) >= 2)
@@ -80,9 +91,12 @@ def test_an_evaluation_started_from_the_page_finishes_with_figures(
 
     rows[0].find_element(By.TAG_NAME, "a").click()
     wait.until(ready.presence_of_element_located((By.ID, "metrics")))
-    wait.until(lambda driver: driver.execute_script(
-        "const figures = [...document.querySelectorAll('img.run-figure')];"
-        "return figures.length >= 3 && figures.every(i => i.complete && i.naturalWidth > 0)"))
+    wait.until(
+        lambda driver: driver.execute_script(
+            "const figures = [...document.querySelectorAll('img.run-figure')];"
+            "return figures.length >= 3 && figures.every(i => i.complete && i.naturalWidth > 0)"
+        )
+    )
     assert "chance" in chrome.find_element(By.ID, "metrics").text
     assert chrome.find_elements(By.ID, "per-class")
     _shot(chrome, "evaluation-detail.png")
@@ -95,7 +109,8 @@ def test_an_evaluation_started_from_the_page_finishes_with_figures(
 
 
 def test_the_audit_is_filtered_by_patient_and_exported_as_csv(
-    server: str, chrome  # type: ignore[no-untyped-def]  # noqa: F811
+    server: str,
+    chrome,  # type: ignore[no-untyped-def]  # noqa: F811
 ) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ready
@@ -107,9 +122,12 @@ def test_the_audit_is_filtered_by_patient_and_exported_as_csv(
         chrome.get(f"{server}/cases/{image_id}")
         wait.until(ready.presence_of_element_located((By.ID, "case-viewer")))
     chrome.get(f"{server}/search")
-    wait.until(lambda driver: driver.execute_script(
-        "return [...document.querySelectorAll('#recent-cases img')]"
-        ".every(img => img.classList.contains('loaded'))"))
+    wait.until(
+        lambda driver: driver.execute_script(
+            "return [...document.querySelectorAll('#recent-cases img')]"
+            ".every(img => img.classList.contains('loaded'))"
+        )
+    )
     _shot(chrome, "search-recent.png")
     chrome.execute_cdp_cmd("Network.enable", {})
     chrome.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/thumbnail*"]})
@@ -138,7 +156,9 @@ def test_the_audit_is_filtered_by_patient_and_exported_as_csv(
     assert "patient=E2E-0" in href and "username=rad" in href
     text = chrome.execute_async_script(
         "const done = arguments[arguments.length - 1];"
-        "fetch(arguments[0]).then(r => r.text()).then(done);", href)
+        "fetch(arguments[0]).then(r => r.text()).then(done);",
+        href,
+    )
     exported = list(csv.DictReader(io.StringIO(text)))
     assert len(exported) == len(rows)
     assert {row["patient"] for row in exported} == {"E2E-0", ""}

@@ -11,6 +11,7 @@ def page_wait(driver: Any, timeout_s: float) -> Any:
     from selenium.webdriver.support.ui import WebDriverWait
 
     return WebDriverWait(
-        driver, timeout_s,
+        driver,
+        timeout_s,
         ignored_exceptions=(StaleElementReferenceException, NoSuchElementException),
     )

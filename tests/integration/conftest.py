@@ -77,5 +77,3 @@ def _run_orthanc(tmp_path_factory: pytest.TempPathFactory, dicomweb: bool) -> It
             process.kill()
             process.wait(timeout=10)
         log.close()
-
-

@@ -88,7 +88,10 @@ def test_mammograms_pushed_over_c_store_become_searchable(
     log = (tmp_path / "listener.log").open("w")
     listener = subprocess.Popen(
         [MAMMOSEARCH, "dicom-listen", "--port", str(port), "--bind", "127.0.0.1"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         scu = AE(ae_title="MODALITY")

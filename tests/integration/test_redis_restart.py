@@ -37,9 +37,21 @@ RESUME_BUDGET_S = 60  # from the empty Redis to the next image indexed
 
 def _redis(port: int, log: Path) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
-        [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(log.parent)],
-        stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        [
+            REDIS_SERVER,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(log.parent),
+        ],
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
     )
     time.sleep(0.5)
     return process
@@ -74,19 +86,29 @@ def test_an_empty_redis_after_a_restart_costs_under_a_minute(
     worker = start_worker(env, tmp_path / "worker.log")
     try:
         enqueue_import(settings, str(dev_data))
-        wait_until(lambda: _indexed(settings.database_url) >= 100, timeout_s=600,
-                   what="100 images indexed before the Redis restart")
+        wait_until(
+            lambda: _indexed(settings.database_url) >= 100,
+            timeout_s=600,
+            what="100 images indexed before the Redis restart",
+        )
         redis_server.send_signal(signal.SIGKILL)
         redis_server.wait(timeout=10)
         redis_server = _redis(port, tmp_path / "redis.log")
         restarted_at = time.monotonic()
         before = _indexed(settings.database_url)
-        wait_until(lambda: _indexed(settings.database_url) > before + 32,
-                   timeout_s=RESUME_BUDGET_S, interval_s=0.5,
-                   what="indexing to resume after the empty Redis")
+        wait_until(
+            lambda: _indexed(settings.database_url) > before + 32,
+            timeout_s=RESUME_BUDGET_S,
+            interval_s=0.5,
+            what="indexing to resume after the empty Redis",
+        )
         resumed_s = time.monotonic() - restarted_at
-        wait_until(lambda: _indexed(settings.database_url) == DEV_IMAGES, timeout_s=300,
-                   interval_s=1, what=f"{DEV_IMAGES} images indexed")
+        wait_until(
+            lambda: _indexed(settings.database_url) == DEV_IMAGES,
+            timeout_s=300,
+            interval_s=1,
+            what=f"{DEV_IMAGES} images indexed",
+        )
         done_s = time.monotonic() - restarted_at
     finally:
         stop_worker(worker)

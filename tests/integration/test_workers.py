@@ -114,14 +114,20 @@ def test_the_sweep_recovers_work_the_broker_lost(
     embedded = _add_images(broker_settings, 1, status=ImageStatus.EMBEDDED)
     with session_scope(broker_settings.database_url) as session:
         space = EmbeddingSpace(
-            backbone="test", weights_sha256="0" * 64, weights_source="test", pretrained=False,
-            preprocessing_version=1, dim=4,
+            backbone="test",
+            weights_sha256="0" * 64,
+            weights_source="test",
+            pretrained=False,
+            preprocessing_version=1,
+            dim=4,
         )
         session.add(space)
         session.flush()
         session.add(
             ImageEmbedding(
-                image_id=embedded[0], space_id=space.id, vector=b"\0" * 16,
+                image_id=embedded[0],
+                space_id=space.id,
+                vector=b"\0" * 16,
                 created_at=utcnow() - timedelta(hours=1),
             )
         )
@@ -262,7 +268,9 @@ def test_beat_declares_watch_and_orthanc_jobs_only_when_configured(pg_settings: 
     }  # fmt: skip
     off = beat_schedule(pg_settings.with_overrides(auto_train=False))
     assert set(off) == {
-        "reconcile", "evaluate-active-space", "measure-new-space",
+        "reconcile",
+        "evaluate-active-space",
+        "measure-new-space",
     }  # MAMMOSEARCH_AUTO_TRAIN=0; fmt: skip
     from workers.app import TASK_ROUTES
 
@@ -290,7 +298,8 @@ def test_claims_of_a_dead_worker_are_sent_again_without_the_visibility_timeout(
     assert reconcile(broker_settings, queue).detail["released_claims"] == 0  # lease still fresh
     with session_scope(broker_settings.database_url) as session:
         session.execute(
-            update(Image).where(Image.id.in_(image_ids))
+            update(Image)
+            .where(Image.id.in_(image_ids))
             .values(updated_at=utcnow() - timedelta(seconds=broker_settings.claim_lease_s + 1))
         )
     summary = reconcile(broker_settings, queue)

@@ -73,8 +73,10 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(
     try:
         enqueue_import(settings, str(dev_data))
         wait_until(  # mid-batch: some indexed, and a batch claimed right now
-            lambda: _counts(settings).get(ImageStatus.INDEXED, 0) >= 100
-            and _counts(settings).get(ImageStatus.CLAIMED, 0) > 0,
+            lambda: (
+                _counts(settings).get(ImageStatus.INDEXED, 0) >= 100
+                and _counts(settings).get(ImageStatus.CLAIMED, 0) > 0
+            ),
             timeout_s=600,
             interval_s=0.2,
             what="100 images indexed and a batch in flight before the kill",

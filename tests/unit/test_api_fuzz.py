@@ -72,17 +72,20 @@ OPERATIONS = [
 
 
 # Values the archive fixture holds, so that aimed searches get past validation to the index.
-PLAUSIBLE_SEARCH = st.fixed_dictionaries({}, optional={
-    "k": st.integers(1, MAX_K),
-    "metric": st.sampled_from(["l2", "cosine"]),
-    "side": st.sampled_from(["L", "R", "left"]),
-    "view": st.sampled_from(["CC", "mlo"]),
-    "modality": st.sampled_from(["subtracted"]),
-    "birads_min": st.integers(BIRADS_LOW, 3),
-    "birads_max": st.integers(3, BIRADS_HIGH),
-    "pathology": st.sampled_from(["Benign", "malignant", "Normal"]),
-    "exclude_same_patient": st.booleans(),
-})
+PLAUSIBLE_SEARCH = st.fixed_dictionaries(
+    {},
+    optional={
+        "k": st.integers(1, MAX_K),
+        "metric": st.sampled_from(["l2", "cosine"]),
+        "side": st.sampled_from(["L", "R", "left"]),
+        "view": st.sampled_from(["CC", "mlo"]),
+        "modality": st.sampled_from(["subtracted"]),
+        "birads_min": st.integers(BIRADS_LOW, 3),
+        "birads_max": st.integers(3, BIRADS_HIGH),
+        "pathology": st.sampled_from(["Benign", "malignant", "Normal"]),
+        "exclude_same_patient": st.booleans(),
+    },
+)
 
 
 def aim_at_the_archive(
@@ -104,8 +107,12 @@ def aim_at_the_archive(
 
 
 def fuzz_operation(
-    api_schema: schemathesis.BaseSchema, path: str, method: str, token: str,
-    max_examples: int, record: Callable[[BaseException | None], None] | None = None,
+    api_schema: schemathesis.BaseSchema,
+    path: str,
+    method: str,
+    token: str,
+    max_examples: int,
+    record: Callable[[BaseException | None], None] | None = None,
     derandomize: bool = True,
 ) -> None:
     """Run valid, invalid and archive-aimed requests for one operation through FUZZ_CHECKS.
@@ -116,9 +123,7 @@ def fuzz_operation(
     operation = api_schema[path][method]
     positive = operation.as_strategy(GenerationMode.POSITIVE)
     cases = st.one_of(
-        st.builds(
-            aim_at_the_archive, positive, st.sampled_from(ARCHIVED_IDS), PLAUSIBLE_SEARCH
-        ),
+        st.builds(aim_at_the_archive, positive, st.sampled_from(ARCHIVED_IDS), PLAUSIBLE_SEARCH),
         positive,
         operation.as_strategy(GenerationMode.NEGATIVE),
     )
@@ -126,7 +131,10 @@ def fuzz_operation(
 
     @given(case=cases)
     @settings(
-        max_examples=max_examples, deadline=None, derandomize=derandomize, database=None,
+        max_examples=max_examples,
+        deadline=None,
+        derandomize=derandomize,
+        database=None,
         suppress_health_check=list(HealthCheck),
     )
     def call(case: schemathesis.Case) -> None:
@@ -157,8 +165,11 @@ def test_a_whole_json_number_is_an_integer_as_the_document_says() -> None:
     """JSON Schema's integer admits 10.0 (the fuzzer sends it); 2.5 and 'ten' stay a 400."""
     params = parse_search_request({"image_id": 10.0, "k": 5.0, "birads_min": 2.0})
     assert (params.image_id, params.k, params.birads_min) == (10, 5, 2)
-    for body, message in [({"k": 2.5}, "k: '2.5' is not a whole number"),
-                          ({"k": float("inf")}, "k: 'inf' is not a whole number"),
-                          ({"k": 1e300}, "k: 1000000"), ({"k": "ten"}, "'ten'")]:
+    for body, message in [
+        ({"k": 2.5}, "k: '2.5' is not a whole number"),
+        ({"k": float("inf")}, "k: 'inf' is not a whole number"),
+        ({"k": 1e300}, "k: 1000000"),
+        ({"k": "ten"}, "'ten'"),
+    ]:
         with pytest.raises(BadSearchRequest, match=re.escape(message)):
             parse_search_request(body)

@@ -38,15 +38,24 @@ def headers(archive: Settings) -> dict[str, dict[str, str]]:  # noqa: F811
         role: create_api_token(session, make_user(session, f"schema-{role}", role))
         for role in ("radiologist", "admin")
     }
-    session.add(EvaluationRun(protocol="patient-excluded", label="birads", metric="cosine",
-                              status="done", metrics={"precision@5": 0.4}, queries=6))
+    session.add(
+        EvaluationRun(
+            protocol="patient-excluded",
+            label="birads",
+            metric="cosine",
+            status="done",
+            metrics={"precision@5": 0.4},
+            queries=6,
+        )
+    )
     session.commit()
     session.close()
     return {role: {"Authorization": f"Bearer {token}"} for role, token in tokens.items()}
 
 
 def test_every_route_answers_as_its_schema_says(
-    search_app: Flask, headers: dict[str, dict[str, str]]  # noqa: F811
+    search_app: Flask,
+    headers: dict[str, dict[str, str]],  # noqa: F811
 ) -> None:
     document = openapi_document()
     client = search_app.test_client()
@@ -54,14 +63,27 @@ def test_every_route_answers_as_its_schema_says(
     upload = {"image": (io.BytesIO(synthetic_image_bytes(1)), "q.png"), "k": "3"}
     calls = [
         ("/search", "post", client.post("/api/v1/search", data=upload, headers=radiologist)),
-        ("/search", "post", client.post(
-            "/api/v1/search", headers=radiologist,
-            json={"image_id": 1, "k": 4, "side": "right", "exclude_same_patient": True},
-        )),
-        ("/search", "post", client.post("/api/v1/search", json={"image_id": 1, "k": MAX_K + 1},
-                                        headers=radiologist)),
-        ("/search", "post", client.post("/api/v1/search", json={"image_id": 10**6},
-                                        headers=radiologist)),
+        (
+            "/search",
+            "post",
+            client.post(
+                "/api/v1/search",
+                headers=radiologist,
+                json={"image_id": 1, "k": 4, "side": "right", "exclude_same_patient": True},
+            ),
+        ),
+        (
+            "/search",
+            "post",
+            client.post(
+                "/api/v1/search", json={"image_id": 1, "k": MAX_K + 1}, headers=radiologist
+            ),
+        ),
+        (
+            "/search",
+            "post",
+            client.post("/api/v1/search", json={"image_id": 10**6}, headers=radiologist),
+        ),
         ("/search", "post", client.post("/api/v1/search", json={"image_id": 1})),
         ("/images/{image_id}", "get", client.get("/api/v1/images/1", headers=radiologist)),
         ("/images/{image_id}", "get", client.get("/api/v1/images/999", headers=radiologist)),
@@ -75,13 +97,23 @@ def test_every_route_answers_as_its_schema_says(
     for path, method, response in calls:
         status = str(response.status_code)
         assert status in document["paths"][path][method]["responses"], (path, status)
-        errors = [error.message for error in
-                  _validator(document, path, method, status).iter_errors(response.get_json())]
+        errors = [
+            error.message
+            for error in _validator(document, path, method, status).iter_errors(response.get_json())
+        ]
         assert not errors, (path, status, errors[:3])
         seen.add((path, status))
-    assert {("/search", "200"), ("/search", "400"), ("/search", "404"), ("/search", "401"),
-            ("/images/{image_id}", "200"), ("/status", "200"), ("/status", "403"),
-            ("/evaluations", "200"), ("/evaluations/{run_id}", "200")} <= seen
+    assert {
+        ("/search", "200"),
+        ("/search", "400"),
+        ("/search", "404"),
+        ("/search", "401"),
+        ("/images/{image_id}", "200"),
+        ("/status", "200"),
+        ("/status", "403"),
+        ("/evaluations", "200"),
+        ("/evaluations/{run_id}", "200"),
+    } <= seen
     pixels = client.get("/api/v1/images/1/file", headers=radiologist)
     assert pixels.status_code == 200
     assert pixels.mimetype in {

@@ -31,8 +31,7 @@ def test_a_thumbnail_of_a_patients_case_is_an_audit_event(
     image = make_image(db, web_settings, make_patient(db, "P77"), seed=3)
     assert radiologist_client.get(f"/cases/{image.id}/thumbnail").status_code == 200
     (event,) = db.scalars(select(AuditEvent).where(AuditEvent.action == "view_thumbnail"))
-    assert (event.username, event.patient_id, event.image_id) == ("rad", image.patient_id,
-                                                                  image.id)
+    assert (event.username, event.patient_id, event.image_id) == ("rad", image.patient_id, image.id)
 
 
 def test_serve_logs_request_paths_without_query_strings_as_the_deployment_does() -> None:
@@ -40,8 +39,13 @@ def test_serve_logs_request_paths_without_query_strings_as_the_deployment_does()
     assert ACCESS_LOG_FORMAT == deployed["access_log_format"]
     assert "%(U)s" in ACCESS_LOG_FORMAT and "%(r)s" not in ACCESS_LOG_FORMAT
     record = logging.LogRecord(
-        "werkzeug", logging.INFO, __file__, 1, '127.0.0.1 - - "%s" %s %s',
-        ("GET /search?patient_id=P12&k=5 HTTP/1.1", 200, "-"), None,
+        "werkzeug",
+        logging.INFO,
+        __file__,
+        1,
+        '127.0.0.1 - - "%s" %s %s',
+        ("GET /search?patient_id=P12&k=5 HTTP/1.1", 200, "-"),
+        None,
     )
     QueryStringFilter().filter(record)
     assert record.getMessage() == '127.0.0.1 - - "GET /search HTTP/1.1" 200 -'
@@ -59,9 +63,13 @@ def test_the_deployed_access_log_line_is_gunicorns_own() -> None:
     log_format = deployed["access_log_format"]
     logger.cfg = SimpleNamespace(access_log_format=log_format)
     environ = {
-        "REMOTE_ADDR": "10.0.0.7", "REQUEST_METHOD": "POST", "PATH_INFO": "/api/v1/search",
-        "QUERY_STRING": "patient_id=P1", "RAW_URI": "/api/v1/search?patient_id=P1",
-        "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_AUTHORIZATION": "Bearer secret",
+        "REMOTE_ADDR": "10.0.0.7",
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/api/v1/search",
+        "QUERY_STRING": "patient_id=P1",
+        "RAW_URI": "/api/v1/search?patient_id=P1",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_AUTHORIZATION": "Bearer secret",
     }
     request = SimpleNamespace(headers=[("AUTHORIZATION", "Bearer secret")])
     for sent in (1234, 0, None):
@@ -79,7 +87,8 @@ def test_readyz_names_the_failed_check_without_host_or_port(
     web_settings: Settings, client: FlaskClient
 ) -> None:
     broken = web_settings.with_overrides(
-        database_url="postgresql+psycopg://nobody@127.0.0.1:1/nowhere")
+        database_url="postgresql+psycopg://nobody@127.0.0.1:1/nowhere"
+    )
     app = create_app(app_config(broken))
     response = app.test_client().get("/readyz")
     assert response.status_code == 503
@@ -88,9 +97,7 @@ def test_readyz_names_the_failed_check_without_host_or_port(
     assert "127.0.0.1" not in response.get_data(as_text=True)
 
 
-def test_the_sqlite_database_and_the_image_store_are_private_to_their_owner(
-    tmp_path: Path
-) -> None:
+def test_the_sqlite_database_and_the_image_store_are_private_to_their_owner(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'new' / 'mammosearch.sqlite3'}"
     engine = get_engine(url)
     with engine.connect():
@@ -105,7 +112,9 @@ def test_the_sqlite_database_and_the_image_store_are_private_to_their_owner(
 
 
 def test_dicom_registration_logs_no_file_name_at_info(
-    tmp_path: Path, caplog, app: Flask  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    caplog,
+    app: Flask,  # type: ignore[no-untyped-def]
 ) -> None:
     from mammosearch.db.models import Base
     from mammosearch.ingest.dicom_register import register_dicom
@@ -115,7 +124,8 @@ def test_dicom_registration_logs_no_file_name_at_info(
     Base.metadata.create_all(engine)
     settings = Settings(data_dir=tmp_path / "data", database_url=str(engine.url))
     with Session(engine) as session, caplog.at_level(logging.INFO):
-        register_dicom(session, dicom_bytes(make_dataset(ramp())), "/inbox/jane-doe/1.dcm",
-                       settings)
+        register_dicom(
+            session, dicom_bytes(make_dataset(ramp())), "/inbox/jane-doe/1.dcm", settings
+        )
     infos = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
     assert infos and not any("jane-doe" in line for line in infos)

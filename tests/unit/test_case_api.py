@@ -20,9 +20,7 @@ from web.api.openapi import openapi_document
 
 
 def _post(client: FlaskClient, token: str, **kwargs: Any) -> Any:
-    return client.post(
-        "/api/v1/search", headers={"Authorization": f"Bearer {token}"}, **kwargs
-    )
+    return client.post("/api/v1/search", headers={"Authorization": f"Bearer {token}"}, **kwargs)
 
 
 def _conforms(response: Any) -> None:
@@ -32,7 +30,8 @@ def _conforms(response: Any) -> None:
 
 
 def test_a_case_search_answers_each_breast_once_with_all_its_views(
-    search_app: Flask, api_token: str  # noqa: F811
+    search_app: Flask,
+    api_token: str,  # noqa: F811
 ) -> None:
     """An archived image's case queries; its own patient is left out by default."""
     client = search_app.test_client()
@@ -48,8 +47,9 @@ def test_a_case_search_answers_each_breast_once_with_all_its_views(
     assert case["patient_id"] == "B" and case["side"] == "R" and case["birads"] == 4
     assert [view["image_id"] for view in case["views"]] == [4, 5, 6]
     assert case["best_view_image_id"] in (4, 5, 6) and case["best_query_view"].startswith("image")
-    assert all(view["image_url"].endswith(f"/images/{view['image_id']}/file")
-               for view in case["views"])
+    assert all(
+        view["image_url"].endswith(f"/images/{view['image_id']}/file") for view in case["views"]
+    )
     # the nearest cases vote; measured on images only, so listed, not put forward
     suggestion = body["suggested_birads"]
     assert suggestion["leading"] == 4 and suggestion["status"] == "unmeasured"
@@ -63,7 +63,8 @@ def test_a_case_search_answers_each_breast_once_with_all_its_views(
 
 
 def test_several_files_are_one_case_and_archived_files_are_recognised(
-    search_app: Flask, api_token: str  # noqa: F811
+    search_app: Flask,
+    api_token: str,  # noqa: F811
 ) -> None:
     """Two files the archive holds (patient A's) are named, and A is left out."""
     client = search_app.test_client()
@@ -81,13 +82,15 @@ def test_several_files_are_one_case_and_archived_files_are_recognised(
     body = response.get_json()
     assert body["query"]["uploads"] == ["first.png", "second.png"]
     assert [(known["file"], known["patient_id"]) for known in body["query"]["archived_as"]] == [
-        ("first.png", "A"), ("second.png", "A")
+        ("first.png", "A"),
+        ("second.png", "A"),
     ]
     assert [case["patient_id"] for case in body["results"]] == ["B"]
 
 
 def test_an_archived_upload_at_image_level_is_named_and_its_patient_left_out(
-    search_app: Flask, api_token: str  # noqa: F811
+    search_app: Flask,
+    api_token: str,  # noqa: F811
 ) -> None:
     client = search_app.test_client()
     data = {"k": "6", "image": (io.BytesIO(synthetic_image_bytes(0)), "again.png")}
@@ -95,14 +98,18 @@ def test_an_archived_upload_at_image_level_is_named_and_its_patient_left_out(
     assert body["unit"] == "image"
     assert body["query"]["archived_as"] == {"patient_id": "A", "image_id": 1}
     assert {hit["patient_id"] for hit in body["results"]} == {"B"}
-    data = {"k": "6", "exclude_same_patient": "0",
-            "image": (io.BytesIO(synthetic_image_bytes(0)), "again.png")}
+    data = {
+        "k": "6",
+        "exclude_same_patient": "0",
+        "image": (io.BytesIO(synthetic_image_bytes(0)), "again.png"),
+    }
     kept = _post(client, api_token, data=data, content_type="multipart/form-data").get_json()
     assert kept["results"][0]["image_id"] == 1 and kept["query"]["excluded_patient_ids"] == []
 
 
 def test_case_queries_that_cannot_be_answered_say_why(
-    search_app: Flask, api_token: str  # noqa: F811
+    search_app: Flask,
+    api_token: str,  # noqa: F811
 ) -> None:
     client = search_app.test_client()
     mixed = {
@@ -119,13 +126,19 @@ def test_case_queries_that_cannot_be_answered_say_why(
         ],
     }
     cases = [
-        (dict(data=mixed, content_type="multipart/form-data"),
-         "both breasts in one case query (L: P9_L_CM_CC.png; R: P9_R_CM_MLO.png)"),
+        (
+            dict(data=mixed, content_type="multipart/form-data"),
+            "both breasts in one case query (L: P9_L_CM_CC.png; R: P9_R_CM_MLO.png)",
+        ),
         (dict(data=image_unit, content_type="multipart/form-data"), "set unit=case"),
-        (dict(json={"image_id": 1, "exlude_same_patient": True}),
-         "exlude_same_patient: unknown field"),
-        (dict(json={"image_id": 1, "exclude_same_patient": "junk"}),
-         "exclude_same_patient: 'junk' is not true or false"),
+        (
+            dict(json={"image_id": 1, "exlude_same_patient": True}),
+            "exlude_same_patient: unknown field",
+        ),
+        (
+            dict(json={"image_id": 1, "exclude_same_patient": "junk"}),
+            "exclude_same_patient: 'junk' is not true or false",
+        ),
         (dict(json={"patient_id": "A", "breast": "L"}), "a case query; set unit=case"),
         (dict(json={"unit": "case", "patient_id": "A"}), "breast: required"),
         (dict(json={"unit": "case", "fusion": "median", "image_id": 1}), "fusion"),
@@ -139,7 +152,9 @@ def test_case_queries_that_cannot_be_answered_say_why(
 
 
 def test_the_audit_lists_the_cases_and_every_view_shown(
-    search_app: Flask, api_token: str, archive: Settings  # noqa: F811
+    search_app: Flask,
+    api_token: str,
+    archive: Settings,  # noqa: F811
 ) -> None:
     from sqlalchemy import select
 

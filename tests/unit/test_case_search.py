@@ -37,15 +37,24 @@ def archive_rows(rng: np.random.Generator) -> tuple[list[dict], np.ndarray]:
             views = ("CC",) if (patient * 2 + (side == "R")) % 5 == 0 else ("CC", "MLO")
             for view in views:
                 image_id = len(rows) + 1
-                rows.append({
-                    "id": image_id, "patient_id": patient, "source": "test",
-                    "source_file_name": f"P{patient}_{side}_CM_{view}.png",
-                    "sha256": f"{image_id:064x}", "stored_path": f"/nowhere/{image_id}.png",
-                    "side": side, "view": view, "modality": "subtracted", "width": 10,
-                    "height": 10, "birads": birads,
-                    "pathology": "Malignant" if birads >= 4 else "Benign",
-                    "status": ImageStatus.INDEXED,
-                })
+                rows.append(
+                    {
+                        "id": image_id,
+                        "patient_id": patient,
+                        "source": "test",
+                        "source_file_name": f"P{patient}_{side}_CM_{view}.png",
+                        "sha256": f"{image_id:064x}",
+                        "stored_path": f"/nowhere/{image_id}.png",
+                        "side": side,
+                        "view": view,
+                        "modality": "subtracted",
+                        "width": 10,
+                        "height": 10,
+                        "birads": birads,
+                        "pathology": "Malignant" if birads >= 4 else "Benign",
+                        "status": ImageStatus.INDEXED,
+                    }
+                )
                 vectors.append(centre + rng.standard_normal(DIM) * 0.5)
     return rows, np.array(vectors, dtype=np.float32)
 
@@ -74,16 +83,27 @@ def _archive(factory: str, database_url: str, tmp_path: Path):
     rows, vectors = archive_rows(np.random.default_rng(0))
     session.execute(insert(Image), rows)
     space = EmbeddingSpace(
-        backbone="synthetic", weights_sha256="0" * 64, weights_source="test", pretrained=False,
-        preprocessing_version=1, dim=DIM,
+        backbone="synthetic",
+        weights_sha256="0" * 64,
+        weights_source="test",
+        pretrained=False,
+        preprocessing_version=1,
+        dim=DIM,
     )
     session.add(space)
     session.commit()
-    session.execute(insert(ImageEmbedding), [
-        {"image_id": row["id"], "space_id": space.id, "indexed": True,
-         "vector": vectors[row["id"] - 1].astype("<f4").tobytes()}
-        for row in rows
-    ])
+    session.execute(
+        insert(ImageEmbedding),
+        [
+            {
+                "image_id": row["id"],
+                "space_id": space.id,
+                "indexed": True,
+                "vector": vectors[row["id"] - 1].astype("<f4").tobytes(),
+            }
+            for row in rows
+        ],
+    )
     session.commit()
     clear_readers()
     open_index(settings, space, "cosine").add(np.arange(1, len(rows) + 1), vectors)
@@ -115,9 +135,7 @@ def exact_case_order(rows, vectors, query_ids, fusion, allowed) -> list[str]:
 
 
 def search(service, session, **values):
-    request = parse_search_request(
-        {"unit": "case", "ranking": "similarity", **values}, ("cosine",)
-    )
+    request = parse_search_request({"unit": "case", "ranking": "similarity", **values}, ("cosine",))
     return run_search(service, session, request)
 
 
@@ -134,12 +152,16 @@ def test_the_nearest_cases_come_back_each_breast_once_with_all_its_views(
     expected = exact_case_order(rows, vectors, [1, 2], fusion, lambda row: row["patient_id"] != 1)
     overlap = len(set(found) & set(expected[:8])) / 8
     assert overlap >= (1.0 if service.settings.index_factory == "Flat" else 0.75), (
-        found, expected[:8]
+        found,
+        expected[:8],
     )
     for hit in response.results:
         assert hit.patient_id != "P1"
-        members = [r["id"] for r in rows
-                   if case_key(r["patient_id"], None, r["side"]).case_id == hit.case_id]
+        members = [
+            r["id"]
+            for r in rows
+            if case_key(r["patient_id"], None, r["side"]).case_id == hit.case_id
+        ]
         assert [view.image_id for view in hit.views] == members
         assert hit.best_view_image_id in members
     similarities = [hit.similarity for hit in response.results]
@@ -154,7 +176,8 @@ def test_filters_make_cases_of_the_views_that_pass_and_never_come_back_short(arc
     rare = search(service, session, image_id=1, k=50, birads_min=5, side="R")
     wanted = {
         case_key(r["patient_id"], None, r["side"]).case_id
-        for r in rows if r["birads"] >= 5 and r["side"] == "R" and r["patient_id"] != 1
+        for r in rows
+        if r["birads"] >= 5 and r["side"] == "R" and r["patient_id"] != 1
     }
     assert {hit.case_id for hit in rare.results} == wanted  # fewer than k: all of them
 
@@ -209,4 +232,3 @@ def test_files_of_both_breasts_are_refused_naming_them(flat_archive) -> None:
     request = parse_search_request({"unit": "case"}, ("cosine",))
     with pytest.raises(MixedSides, match="L: P9_L_CM_CC.png; R: P9_R_CM_CC.png"):
         run_search(service, session, request, uploads)
-

@@ -47,9 +47,13 @@ def query_and_cases() -> tuple[np.ndarray, list, np.ndarray, list, list[int]]:
     case 1 (CC, MLO) matching view for view; case 2 a single MLO."""
     query = np.stack([unit(1, 0, 0), unit(0, 1, 0)])
     cases = np.stack(
-        [unit(0, 0, 1), unit(0, 1, 0.01),  # case 0: CC far, MLO ~ query's MLO
-         unit(1, 0.5, 0), unit(0.5, 1, 0),  # case 1: each view near its own
-         unit(0, 1, 0.2)]  # case 2: one MLO
+        [
+            unit(0, 0, 1),
+            unit(0, 1, 0.01),  # case 0: CC far, MLO ~ query's MLO
+            unit(1, 0.5, 0),
+            unit(0.5, 1, 0),  # case 1: each view near its own
+            unit(0, 1, 0.2),
+        ]  # case 2: one MLO
     )
     return query, [CC, MLO], cases, [CC, MLO, CC, MLO, MLO], [0, 2, 4]
 
@@ -57,9 +61,9 @@ def query_and_cases() -> tuple[np.ndarray, list, np.ndarray, list, list[int]]:
 def test_best_pair_takes_the_nearest_views_and_matched_views_pairs_cc_with_cc() -> None:
     query, query_tags, cases, tags, starts = query_and_cases()
     best = fused_scores(query, query_tags, [0], cases, tags, starts, "best-pair", "cosine")[0]
-    matched = fused_scores(
-        query, query_tags, [0], cases, tags, starts, "matched-views", "cosine"
-    )[0]
+    matched = fused_scores(query, query_tags, [0], cases, tags, starts, "matched-views", "cosine")[
+        0
+    ]
     assert best[0] == pytest.approx(float(unit(0, 1, 0.01) @ unit(0, 1, 0)))
     assert np.argmax(best) == 0  # one near-identical view wins the best pair
     # matched: case 0's CC vs the query's CC counts, so case 1 (both views close) wins

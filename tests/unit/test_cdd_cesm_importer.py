@@ -26,8 +26,18 @@ from mammosearch.ingest.cdd_cesm import import_cdd_cesm
 from mammosearch.status import collect_status
 
 HEADER = (
-    "Image_name", "Patient_ID", "Side", "Type", "Age", "Breast density (ACR)", "BIRADS",
-    "Findings", "View", "Tags", "Machine", "Pathology Classification/ Follow up",
+    "Image_name",
+    "Patient_ID",
+    "Side",
+    "Type",
+    "Age",
+    "Breast density (ACR)",
+    "BIRADS",
+    "Findings",
+    "View",
+    "Tags",
+    "Machine",
+    "Pathology Classification/ Follow up",
 )
 SHEET = "Radiology manual annotations.xlsx"
 
@@ -68,11 +78,24 @@ def jpeg(seed: int, size_px: int = 48) -> bytes:
     return buffer.getvalue()
 
 
-def row(name: str, birads: object = 2, pathology: str = "Benign", age: int = 50,
-        kind: str = "CESM") -> tuple[object, ...]:
+def row(
+    name: str, birads: object = 2, pathology: str = "Benign", age: int = 50, kind: str = "CESM"
+) -> tuple[object, ...]:
     patient, side, _, view = name.strip().split("_")
-    return (name, int(patient[1:]), side, kind, age, "_", birads, "Mass$Calcs", view,
-            "mass, benign", 1, pathology)
+    return (
+        name,
+        int(patient[1:]),
+        side,
+        kind,
+        age,
+        "_",
+        birads,
+        "Mass$Calcs",
+        view,
+        "mass, benign",
+        1,
+        pathology,
+    )
 
 
 def write_sheet(path: Path, rows: list[tuple[object, ...]]) -> None:
@@ -83,8 +106,7 @@ def write_sheet(path: Path, rows: list[tuple[object, ...]]) -> None:
     workbook.save(path)
 
 
-def make_folder(tmp_path: Path, rows: list[tuple[object, ...]],
-                images: dict[str, bytes]) -> Path:
+def make_folder(tmp_path: Path, rows: list[tuple[object, ...]], images: dict[str, bytes]) -> Path:
     folder = tmp_path / "cdd-cesm"
     (folder / "Subtracted images").mkdir(parents=True, exist_ok=True)
     write_sheet(folder / SHEET, rows)
@@ -123,14 +145,25 @@ def test_import_registers_each_image_with_its_sheet_metadata(
     assert image.sha256 == hashlib.sha256(content).hexdigest()
     assert Path(image.stored_path).read_bytes() == content
     assert Path(image.stored_path).is_relative_to(import_settings.images_dir)
-    assert (image.source, image.side, image.view, image.modality) == ("cdd-cesm", "R", "CC",
-                                                                      "subtracted")
+    assert (image.source, image.side, image.view, image.modality) == (
+        "cdd-cesm",
+        "R",
+        "CC",
+        "subtracted",
+    )
     assert (image.birads, image.birads_raw, image.breast_density) == (3, "3$2", None)
     assert (image.findings, image.tags, image.pathology, image.machine) == (
-        "Mass$Calcs", "mass, benign", "benign", "1")
+        "Mass$Calcs",
+        "mass, benign",
+        "benign",
+        "1",
+    )
     assert (image.width, image.height, image.status) == (48, 48, "pending")
     assert (image.patient.source, image.patient.source_patient_id, image.patient.age) == (
-        "cdd-cesm", "2", 50)
+        "cdd-cesm",
+        "2",
+        50,
+    )
 
 
 def test_reimporting_the_same_folder_adds_nothing(
@@ -149,9 +182,14 @@ def test_changed_sheet_metadata_updates_the_unchanged_image(
 ) -> None:
     folder = three_image_folder(tmp_path)
     import_cdd_cesm(db_session, folder, import_settings, progress=False)
-    write_sheet(folder / SHEET, [row("P2_R_CM_CC", birads=4, pathology="Malignant"),
-                                 row("P2_R_CM_MLO", birads=3),
-                                 row("P3_L_CM_CC", birads=5, pathology="Malignant", age=61)])
+    write_sheet(
+        folder / SHEET,
+        [
+            row("P2_R_CM_CC", birads=4, pathology="Malignant"),
+            row("P2_R_CM_MLO", birads=3),
+            row("P3_L_CM_CC", birads=5, pathology="Malignant", age=61),
+        ],
+    )
     again = import_cdd_cesm(db_session, folder, import_settings, progress=False)
     assert (again.new, again.updated, again.unchanged) == (0, 1, 2)
     image = image_named(db_session, "P2_R_CM_CC.jpg")
@@ -163,10 +201,8 @@ def test_changed_sheet_metadata_updates_the_unchanged_image(
 def test_the_birads_rule_decides_the_stored_category(
     tmp_path: Path, db_session: Session, import_settings: Settings, rule: str, expected: int
 ) -> None:
-    folder = make_folder(tmp_path, [row("P2_R_CM_CC", birads="2$4$3")],
-                         {"P2_R_CM_CC.jpg": jpeg(1)})
-    summary = import_cdd_cesm(db_session, folder, import_settings, birads_rule=rule,
-                              progress=False)
+    folder = make_folder(tmp_path, [row("P2_R_CM_CC", birads="2$4$3")], {"P2_R_CM_CC.jpg": jpeg(1)})
+    summary = import_cdd_cesm(db_session, folder, import_settings, birads_rule=rule, progress=False)
     assert summary.birads_rule == rule
     image = db_session.scalars(select(Image)).one()
     assert (image.birads, image.birads_raw) == (expected, "2$4$3")
@@ -186,8 +222,9 @@ def test_rows_whose_image_is_absent_are_listed_not_fatal(
 def test_images_without_a_row_are_listed_and_not_registered(
     tmp_path: Path, db_session: Session, import_settings: Settings
 ) -> None:
-    folder = make_folder(tmp_path, [row("P2_R_CM_CC")],
-                         {"P2_R_CM_CC.jpg": jpeg(1), "P9_L_CM_CC.jpg": jpeg(2)})
+    folder = make_folder(
+        tmp_path, [row("P2_R_CM_CC")], {"P2_R_CM_CC.jpg": jpeg(1), "P9_L_CM_CC.jpg": jpeg(2)}
+    )
     summary = import_cdd_cesm(db_session, folder, import_settings, progress=False)
     assert summary.new == 1
     assert summary.images_without_row == ["Subtracted images/P9_L_CM_CC.jpg"]
@@ -199,13 +236,16 @@ def test_a_corrupt_jpeg_is_rejected_by_name_and_the_rest_goes_on(
 ) -> None:
     truncated = jpeg(2)[:200]
     folder = make_folder(
-        tmp_path, [row("P2_R_CM_CC"), row("P2_R_CM_MLO"), row("P3_L_CM_CC")],
+        tmp_path,
+        [row("P2_R_CM_CC"), row("P2_R_CM_MLO"), row("P3_L_CM_CC")],
         {"P2_R_CM_CC.jpg": jpeg(1), "P2_R_CM_MLO.jpg": truncated, "P3_L_CM_CC.jpg": b"PK\x03\x04"},
     )
     summary = import_cdd_cesm(db_session, folder, import_settings, progress=False)
     assert summary.new == 1
     assert [reason.split(":")[0] for reason in summary.rejected] == [
-        "P2_R_CM_MLO.jpg", "P3_L_CM_CC.jpg"]
+        "P2_R_CM_MLO.jpg",
+        "P3_L_CM_CC.jpg",
+    ]
     assert "truncated" in summary.rejected[0]
     assert "starts with 'PK" in summary.rejected[1]
     assert count_images(db_session) == 1
@@ -214,8 +254,12 @@ def test_a_corrupt_jpeg_is_rejected_by_name_and_the_rest_goes_on(
 def test_sheet_duplicates_and_conflicts_reach_the_summary(
     tmp_path: Path, db_session: Session, import_settings: Settings
 ) -> None:
-    rows = [row("P2_R_CM_CC"), row("P2_R_CM_CC"), row("P3_L_CM_CC", birads=2),
-            row("P3_L_CM_CC", birads=4)]
+    rows = [
+        row("P2_R_CM_CC"),
+        row("P2_R_CM_CC"),
+        row("P3_L_CM_CC", birads=2),
+        row("P3_L_CM_CC", birads=4),
+    ]
     folder = make_folder(tmp_path, rows, {"P2_R_CM_CC.jpg": jpeg(1), "P3_L_CM_CC.jpg": jpeg(2)})
     summary = import_cdd_cesm(db_session, folder, import_settings, progress=False)
     assert summary.new == 2
@@ -226,8 +270,11 @@ def test_sheet_duplicates_and_conflicts_reach_the_summary(
 def test_identical_content_under_two_names_is_registered_once(
     tmp_path: Path, db_session: Session, import_settings: Settings
 ) -> None:
-    folder = make_folder(tmp_path, [row("P2_R_CM_CC"), row("P2_R_CM_MLO")],
-                         {"P2_R_CM_CC.jpg": jpeg(1), "P2_R_CM_MLO.jpg": jpeg(1)})
+    folder = make_folder(
+        tmp_path,
+        [row("P2_R_CM_CC"), row("P2_R_CM_MLO")],
+        {"P2_R_CM_CC.jpg": jpeg(1), "P2_R_CM_MLO.jpg": jpeg(1)},
+    )
     summary = import_cdd_cesm(db_session, folder, import_settings, progress=False)
     assert summary.new == 1
     assert summary.skipped == ["P2_R_CM_MLO.jpg: same content as P2_R_CM_CC.jpg"]
@@ -284,14 +331,12 @@ def test_reports_are_registered_per_patient_for_name_variants(
     (reports / "~$P2.docx").write_bytes(b"lock")
     summary = import_cdd_cesm(db_session, folder, import_settings, progress=False)
     assert (summary.reports.new, summary.reports.without_patient) == (2, ["P99.docx"])
-    assert [reason.split(":")[0] for reason in summary.reports.rejected] == ["P5.doc",
-                                                                             "notes.docx"]
+    assert [reason.split(":")[0] for reason in summary.reports.rejected] == ["P5.doc", "notes.docx"]
     text_by_patient = {
         report.patient.source_patient_id: report.text
         for report in db_session.scalars(select(Report))
     }
-    assert text_by_patient == {"2": "CESM report\nEnhancing mass, BIRADS 3.",
-                               "3": "Patient three"}
+    assert text_by_patient == {"2": "CESM report\nEnhancing mass, BIRADS 3.", "3": "Patient three"}
     again = import_cdd_cesm(db_session, folder, import_settings, progress=False)
     assert (again.reports.new, again.reports.unchanged) == (0, 2)
     (reports / "P2.docx").write_bytes(docx_bytes("Corrected report"))
@@ -329,8 +374,10 @@ def test_segmentations_are_registered_for_images_that_exist(
     summary = import_cdd_cesm(db_session, folder, import_settings, progress=False)
     counts = summary.segmentations
     assert (counts.new, counts.without_image) == (2, ["P7_L_CM_CC"])
-    assert len(counts.problems) == 1 and "region_shape_attributes is not valid JSON" in (
-        counts.problems[0])
+    assert (
+        len(counts.problems) == 1
+        and "region_shape_attributes is not valid JSON" in (counts.problems[0])
+    )
     regions = db_session.scalars(select(Segmentation).order_by(Segmentation.region_index)).all()
     assert [r.image.source_file_name for r in regions] == ["P2_R_CM_CC.jpg"] * 2
     assert regions[0].shape["all_points_x"] == [1, 5, 9]
@@ -355,8 +402,9 @@ def cli_env(tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch) ->
 def test_cli_import_prints_a_summary_and_says_nothing_new_on_a_rerun(
     tmp_path: Path, cli_env: None
 ) -> None:
-    folder = make_folder(tmp_path, [row("P2_R_CM_CC"), row("P2_R_DM_CC", kind="DM")],
-                         {"P2_R_CM_CC.jpg": jpeg(1)})
+    folder = make_folder(
+        tmp_path, [row("P2_R_CM_CC"), row("P2_R_DM_CC", kind="DM")], {"P2_R_CM_CC.jpg": jpeg(1)}
+    )
     runner = CliRunner()
     args = ["cdd-cesm", str(folder), "--no-progress", "--no-process"]
     first = runner.invoke(ingest, args)
@@ -373,11 +421,21 @@ def test_cli_import_prints_a_summary_and_says_nothing_new_on_a_rerun(
 
 def test_cli_json_summary_lists_everything(tmp_path: Path, cli_env: None) -> None:
     rows = [row("P2_R_CM_CC", birads="2$4")] + [
-        row(f"P{n}_R_DM_CC", kind="DM") for n in range(10, 20)]
+        row(f"P{n}_R_DM_CC", kind="DM") for n in range(10, 20)
+    ]
     folder = make_folder(tmp_path, rows, {"P2_R_CM_CC.jpg": jpeg(1)})
     result = CliRunner().invoke(
-        ingest, ["cdd-cesm", str(folder), "--json", "--no-progress", "--no-process",
-                 "--birads-rule", "first"])
+        ingest,
+        [
+            "cdd-cesm",
+            str(folder),
+            "--json",
+            "--no-progress",
+            "--no-process",
+            "--birads-rule",
+            "first",
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     assert summary["counts"]["new"] == 1 and summary["counts"]["missing"] == 10
@@ -390,8 +448,9 @@ def test_cli_birads_rule_comes_from_the_environment(
     monkeypatch.setenv("MAMMOSEARCH_BIRADS_RULE", "min")
     get_settings.cache_clear()
     folder = make_folder(tmp_path, [row("P2_R_CM_CC", birads="2$4")], {"P2_R_CM_CC.jpg": jpeg(1)})
-    result = CliRunner().invoke(ingest, ["cdd-cesm", str(folder), "--json", "--no-progress",
-                                         "--no-process"])
+    result = CliRunner().invoke(
+        ingest, ["cdd-cesm", str(folder), "--json", "--no-progress", "--no-process"]
+    )
     assert json.loads(result.output)["birads_rule"] == "min"
 
 
@@ -409,7 +468,12 @@ def test_status_counts_images_by_pipeline_status(
     db_session.commit()
     counts = collect_status(db_session)["images"]
     assert {k: counts[k] for k in ("total", "pending", "embedded", "indexed", "failed")} == {
-        "total": 3, "pending": 2, "embedded": 0, "indexed": 1, "failed": 0}
+        "total": 3,
+        "pending": 2,
+        "embedded": 0,
+        "indexed": 1,
+        "failed": 0,
+    }
     result = CliRunner().invoke(status, ["--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["images"]["indexed"] == 1
@@ -426,9 +490,13 @@ def test_impossible_birads_and_ages_are_reported_by_row_and_column_and_the_rest_
 ) -> None:
     """BIRADS 9, -1, 2.5, 'abc' and ages 500, -3, 1e300: named, stored empty, never a crash."""
     rows = [
-        row("P1_R_CM_CC", birads=9), row("P2_R_CM_CC", birads=-1),
-        row("P3_R_CM_CC", birads=2.5), row("P4_R_CM_CC", birads="abc"),
-        row("P5_R_CM_CC", age=500), row("P6_R_CM_CC", age=-3), row("P7_R_CM_CC", age=1e300),
+        row("P1_R_CM_CC", birads=9),
+        row("P2_R_CM_CC", birads=-1),
+        row("P3_R_CM_CC", birads=2.5),
+        row("P4_R_CM_CC", birads="abc"),
+        row("P5_R_CM_CC", age=500),
+        row("P6_R_CM_CC", age=-3),
+        row("P7_R_CM_CC", age=1e300),
         row("P8_R_CM_CC", birads="3$9"),
     ]
     folder = make_folder(tmp_path, rows, {f"{r[0]}.jpg": jpeg(i) for i, r in enumerate(rows)})
@@ -436,9 +504,14 @@ def test_impossible_birads_and_ages_are_reported_by_row_and_column_and_the_rest_
     assert summary.new == 8 and summary.rejected == []
     problems = "\n".join(summary.sheet_problems)
     for sheet_row, column, value in [
-        (2, "BIRADS", "'9'"), (3, "BIRADS", "'-1'"), (4, "BIRADS", "'2.5'"),
-        (5, "BIRADS", "'abc'"), (6, "Age", "'500'"), (7, "Age", "'-3'"),
-        (8, "Age", "'1e+300'"), (9, "BIRADS", "'3$9'"),
+        (2, "BIRADS", "'9'"),
+        (3, "BIRADS", "'-1'"),
+        (4, "BIRADS", "'2.5'"),
+        (5, "BIRADS", "'abc'"),
+        (6, "Age", "'500'"),
+        (7, "Age", "'-3'"),
+        (8, "Age", "'1e+300'"),
+        (9, "BIRADS", "'3$9'"),
     ]:
         assert f"row {sheet_row} (P{sheet_row - 1}_R_CM_CC), column {column}: {value}" in problems
     assert len(summary.sheet_problems) == 8
@@ -456,8 +529,11 @@ def test_a_patient_id_that_disagrees_with_the_file_name_is_reported_not_imported
 ) -> None:
     """Sheet says patient 13, the name says P12: neither is guessed; the row is reported."""
     mismatched = ("P12_L_CM_CC", 13) + row("P12_L_CM_CC")[2:]
-    folder = make_folder(tmp_path, [mismatched, row("P3_L_CM_CC")],
-                         {"P12_L_CM_CC.jpg": jpeg(1), "P3_L_CM_CC.jpg": jpeg(2)})
+    folder = make_folder(
+        tmp_path,
+        [mismatched, row("P3_L_CM_CC")],
+        {"P12_L_CM_CC.jpg": jpeg(1), "P3_L_CM_CC.jpg": jpeg(2)},
+    )
     summary = import_cdd_cesm(db_session, folder, import_settings, progress=False)
     assert summary.new == 1
     assert summary.sheet_problems == [
@@ -470,21 +546,29 @@ def test_a_patient_id_that_disagrees_with_the_file_name_is_reported_not_imported
 
 
 def test_a_batch_the_database_refuses_is_retried_per_image_and_leaves_no_stray_file(
-    tmp_path: Path, db_session: Session, import_settings: Settings,
+    tmp_path: Path,
+    db_session: Session,
+    import_settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A value the database cannot hold (age 10**300, unchecked) costs its own row only."""
     from mammosearch.ingest import sheet
 
     monkeypatch.setattr(sheet, "_age", lambda value: (int(float(value)), None))
-    rows = [row("P1_R_CM_CC"), row("P2_R_CM_CC", age=1e300), row("P3_R_CM_CC"),
-            row("P4_R_CM_CC"), row("P5_R_CM_CC")]
+    rows = [
+        row("P1_R_CM_CC"),
+        row("P2_R_CM_CC", age=1e300),
+        row("P3_R_CM_CC"),
+        row("P4_R_CM_CC"),
+        row("P5_R_CM_CC"),
+    ]
     folder = make_folder(tmp_path, rows, {f"{r[0]}.jpg": jpeg(i) for i, r in enumerate(rows)})
     summary = import_cdd_cesm(db_session, folder, import_settings, progress=False, batch_size=4)
     assert (summary.new, summary.patients_new) == (4, 4)
     assert len(summary.rejected) == 1
     assert summary.rejected[0].startswith(
-        "P2_R_CM_CC.jpg: not stored: the database refused sheet row 3")
+        "P2_R_CM_CC.jpg: not stored: the database refused sheet row 3"
+    )
     referenced = set(db_session.scalars(select(Image.stored_path)))
     assert len(referenced) == 4 and stored_files(import_settings) == referenced
     assert import_cdd_cesm(db_session, folder, import_settings, progress=False).unchanged == 4

@@ -15,8 +15,18 @@ from mammosearch.ingest.sheet import (
 )
 
 HEADER = (
-    "Image_name", "Patient_ID", "Side", "Type", "Age", "Breast density (ACR)", "BIRADS",
-    "Findings", "View", "Tags", "Machine", "Pathology Classification/ Follow up",
+    "Image_name",
+    "Patient_ID",
+    "Side",
+    "Type",
+    "Age",
+    "Breast density (ACR)",
+    "BIRADS",
+    "Findings",
+    "View",
+    "Tags",
+    "Machine",
+    "Pathology Classification/ Follow up",
 )
 
 
@@ -32,12 +42,16 @@ def write_sheet(
     return path
 
 
-def cm_row(name: str, birads: object = 2, findings: str = "Mass", pathology: str = "Benign",
-           density: str = "_") -> tuple[object, ...]:
+def cm_row(
+    name: str,
+    birads: object = 2,
+    findings: str = "Mass",
+    pathology: str = "Benign",
+    density: str = "_",
+) -> tuple[object, ...]:
     patient = int(name.strip().split("_")[0][1:])
     side, view = name.strip().split("_")[1], name.strip().split("_")[3]
-    return (name, patient, side, "CESM", 50, density, birads, findings, view, "mass", 1,
-            pathology)
+    return (name, patient, side, "CESM", 50, density, birads, findings, view, "mass", 1, pathology)
 
 
 def test_trailing_spaces_in_image_names_are_stripped(tmp_path: Path) -> None:
@@ -53,9 +67,7 @@ def test_dollar_joined_values_keep_their_raw_text(tmp_path: Path) -> None:
     assert parsed.findings == "Mass $Calcifications"
 
 
-@pytest.mark.parametrize(
-    ("rule", "expected"), [("max", 4), ("first", 2), ("min", 2)]
-)
+@pytest.mark.parametrize(("rule", "expected"), [("max", 4), ("first", 2), ("min", 2)])
 def test_each_birads_rule_picks_its_category(rule: str, expected: int) -> None:
     assert choose_birads("2$4$3", rule) == expected
 

@@ -22,7 +22,8 @@ def _pending(session: Session, count: int) -> list[int]:
 def _age_claims(session: Session, ids: list[int], seconds: float) -> None:
     """Pretend the claims' last renewal was `seconds` ago."""
     session.execute(
-        update(Image).where(Image.id.in_(ids))
+        update(Image)
+        .where(Image.id.in_(ids))
         .values(updated_at=utcnow() - timedelta(seconds=seconds))
     )
     session.commit()
@@ -98,7 +99,8 @@ def test_a_restarted_node_releases_its_previous_run_at_once(session: Session) ->
     claims.claim(session, other, "celery@elsewhere#run1/10")
     assert claims.release_previous_runs(session, "celery@host#run2/99") == old
     assert _statuses(session, mine + other) == {
-        mine[0]: ImageStatus.CLAIMED, other[0]: ImageStatus.CLAIMED
+        mine[0]: ImageStatus.CLAIMED,
+        other[0]: ImageStatus.CLAIMED,
     }
 
 

@@ -94,7 +94,8 @@ def test_every_command_has_help(path: tuple[str, ...]) -> None:
 
 
 def test_bootstrap_creates_one_admin_once(
-    settings, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+    settings,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
 ) -> None:
     runner = CliRunner()
     first = runner.invoke(main, ["users", "bootstrap"])

@@ -60,8 +60,9 @@ def test_the_server_answers_503_naming_the_file(damaged_file: Path) -> None:
     client = create_app(app_config(settings)).test_client()
     ready = client.get("/readyz")
     assert ready.status_code == 503
-    assert "mammosearch.sqlite3 (in MAMMOSEARCH_DATA_DIR) is damaged" in (
-        ready.json["checks"]["database"]["error"]
+    assert (
+        "mammosearch.sqlite3 (in MAMMOSEARCH_DATA_DIR) is damaged"
+        in (ready.json["checks"]["database"]["error"])
     )
     page = client.post("/login", data={"username": "rad", "password": "x"})
     api = client.post("/api/v1/search", json={"image_id": 1}, headers={"Authorization": "Bearer x"})

@@ -12,7 +12,12 @@ from check_jsonschema.builtin_schemas import get_builtin_schema
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILES = [ROOT / "docker-compose.yml", ROOT / "deploy" / "docker-compose.gpu.yml"]
 APPLICATION_SERVICES = [
-    "web", "embed-worker", "index-writer", "evaluate-worker", "train-worker", "beat"
+    "web",
+    "embed-worker",
+    "index-writer",
+    "evaluate-worker",
+    "train-worker",
+    "beat",
 ]
 
 

@@ -66,7 +66,8 @@ def test_each_setting_is_read_from_its_variable_and_a_bad_value_names_it() -> No
     assert segments.index_segment_size == 1000
     assert config.settings_from_env({"MAMMOSEARCH_LOG_JSON": "yes"}).log_json is True
     assert config.settings_from_env({"MAMMOSEARCH_WATCH_DIRS": "/a, /b"}).watch_dirs == (
-        Path("/a"), Path("/b"),
+        Path("/a"),
+        Path("/b"),
     )
     defaults = config.settings_from_env({})
     assert defaults.database_url.startswith("sqlite:///") and defaults.data_dir.is_absolute()
@@ -85,15 +86,22 @@ def test_each_setting_is_read_from_its_variable_and_a_bad_value_names_it() -> No
 # Variables the deployment itself reads (compose, the image build, gunicorn, libraries),
 # not the product's settings: each with the place that reads it.
 DEPLOYMENT_VARIABLES = {
-    "DICOM_PORT": "docker-compose.yml", "WEB_PORT": "docker-compose.yml",
-    "ORTHANC_DICOM_PORT": "docker-compose.yml", "ORTHANC_IMAGE": "docker-compose.yml",
-    "ORTHANC_PASSWORD": "docker-compose.yml", "POSTGRES_PASSWORD": "docker-compose.yml",
-    "MAMMOSEARCH_IMAGE": "docker-compose.yml", "FLOWER_BASIC_AUTH": "docker-compose.yml",
-    "TORCH_VARIANT": "Dockerfile", "GUNICORN_WORKERS": "deploy/gunicorn.conf.py",
+    "DICOM_PORT": "docker-compose.yml",
+    "WEB_PORT": "docker-compose.yml",
+    "ORTHANC_DICOM_PORT": "docker-compose.yml",
+    "ORTHANC_IMAGE": "docker-compose.yml",
+    "ORTHANC_PASSWORD": "docker-compose.yml",
+    "POSTGRES_PASSWORD": "docker-compose.yml",
+    "MAMMOSEARCH_IMAGE": "docker-compose.yml",
+    "FLOWER_BASIC_AUTH": "docker-compose.yml",
+    "TORCH_VARIANT": "Dockerfile",
+    "GUNICORN_WORKERS": "deploy/gunicorn.conf.py",
     "GUNICORN_FORWARDED_ALLOW_IPS": "deploy/gunicorn.conf.py",
     "MAMMOSEARCH_FLASK_PROXY_FIX_HOPS": "web/configuration.py",
     "MAMMOSEARCH_FLASK_SESSION_COOKIE_SECURE": "web/configuration.py",
-    "MPLCONFIGDIR": "matplotlib", "TORCH_HOME": "torch", "XDG_CACHE_HOME": "libraries",
+    "MPLCONFIGDIR": "matplotlib",
+    "TORCH_HOME": "torch",
+    "XDG_CACHE_HOME": "libraries",
 }
 
 

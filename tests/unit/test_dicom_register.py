@@ -178,8 +178,11 @@ def test_a_ct_is_refused_as_an_archive_image_and_as_a_query_unless_the_policy_ta
 
     path = _file(tmp_path, make_dataset(ramp(), Modality="CT"), "chest.dcm")
     with session_factory() as session:
-        with pytest.raises(ImageRejected, match=r"^chest.dcm: Modality CT is not accepted; "
-                           r"accepted: MG \(MAMMOSEARCH_ACCEPTED_MODALITIES\)$"):
+        with pytest.raises(
+            ImageRejected,
+            match=r"^chest.dcm: Modality CT is not accepted; "
+            r"accepted: MG \(MAMMOSEARCH_ACCEPTED_MODALITIES\)$",
+        ):
             register_dicom(session, path.read_bytes(), path.name, dicom_settings)
         assert _counts(session) == (0, 0)
     with pytest.raises(ImageRejected, match="Modality CT is not accepted"):
@@ -202,8 +205,11 @@ def test_a_rescale_slope_of_zero_renders_blank_and_is_refused_naming_the_tag(
     tmp_path: Path, session_factory: sessionmaker[Session], dicom_settings: Settings
 ) -> None:
     path = _file(tmp_path, make_dataset(ramp(), RescaleSlope=0, RescaleIntercept=7), "flat.dcm")
-    with session_factory() as session, pytest.raises(
-        ImageRejected, match=r"^flat.dcm: renders blank .*RescaleSlope \(0028,1053\) is 0"
+    with (
+        session_factory() as session,
+        pytest.raises(
+            ImageRejected, match=r"^flat.dcm: renders blank .*RescaleSlope \(0028,1053\) is 0"
+        ),
     ):
         register_dicom(session, path.read_bytes(), path.name, dicom_settings)
 
@@ -222,9 +228,13 @@ def test_a_known_instance_with_other_pixels_is_a_conflict_and_the_stored_image_s
         session.commit()
         stored = session.get(Image, original.image_id)
         before = (stored.sha256, Path(stored.stored_path).read_bytes())
-        with pytest.raises(InstanceConflict, match=(
-            rf"^again.dcm: SOPInstanceUID {uid} is already image {original.image_id} with "
-            "different pixels; the stored image is kept")):
+        with pytest.raises(
+            InstanceConflict,
+            match=(
+                rf"^again.dcm: SOPInstanceUID {uid} is already image {original.image_id} with "
+                "different pixels; the stored image is kept"
+            ),
+        ):
             register_dicom(session, changed.read_bytes(), changed.name, dicom_settings)
         repeat = register_dicom(session, first.read_bytes(), first.name, dicom_settings)
         assert (repeat.image_id, repeat.created) == (original.image_id, False)

@@ -31,9 +31,18 @@ def case_rows(rng: np.random.Generator, patients: int = 12) -> tuple[list[dict],
                 vector[birads] += 1.0
                 if view == "MLO":
                     vector[0] += 0.6
-                rows.append({"patient_id": patient, "study_instance_uid": None, "side": side,
-                             "view": view, "modality": "subtracted", "birads": birads,
-                             "pathology": None, "findings": None})
+                rows.append(
+                    {
+                        "patient_id": patient,
+                        "study_instance_uid": None,
+                        "side": side,
+                        "view": view,
+                        "modality": "subtracted",
+                        "birads": birads,
+                        "pathology": None,
+                        "findings": None,
+                    }
+                )
                 vectors.append(vector)
     return rows, np.array(vectors, dtype=np.float32)
 
@@ -41,8 +50,7 @@ def case_rows(rng: np.random.Generator, patients: int = 12) -> tuple[list[dict],
 @pytest.mark.parametrize("fusion", ["mean", "best-pair", "matched-views"])
 def test_every_case_queries_the_other_patients_cases(fusion: str) -> None:
     rows, vectors = case_rows(np.random.default_rng(0))
-    result = evaluate_cases(vectors, list(range(1, len(rows) + 1)), rows, fusion=fusion,
-                            ks=(1, 5))
+    result = evaluate_cases(vectors, list(range(1, len(rows) + 1)), rows, fusion=fusion, ks=(1, 5))
     assert result.queries == 24 and result.archive_size == 24
     assert result.config["unit"] == "case" and result.config["fusion"] == fusion
     assert result.config["views_per_case"] == {"1": 12, "2": 12}
@@ -57,20 +65,23 @@ def test_a_case_is_labelled_by_its_most_suspicious_view() -> None:
     rows[0]["birads"] = 5  # patient 0's left CC; its MLO says 2
     groups = group_cases(rows)
     assert [key.case_id for key in groups.keys] == ["0-L", "0-R", "1-L", "1-R"]
-    result = evaluate_cases(vectors, list(range(len(rows))), rows, protocol="self-included",
-                            ks=(1,))
+    result = evaluate_cases(
+        vectors, list(range(len(rows))), rows, protocol="self-included", ks=(1,)
+    )
     assert result.per_class["5"]["images"] == 1  # one case, though one view says 2
 
 
-def test_the_cli_scores_cases_and_says_how_many(session: Session, settings: Settings,
-                                                 tmp_path: Path) -> None:
+def test_the_cli_scores_cases_and_says_how_many(
+    session: Session, settings: Settings, tmp_path: Path
+) -> None:
     rows, vectors = case_rows(np.random.default_rng(2), patients=6)
     space = make_space(session, dim=DIM)
     patients = {}
     for position, (row, vector) in enumerate(zip(rows, vectors, strict=True)):
         if row["patient_id"] not in patients:
-            patients[row["patient_id"]] = Patient(source="test",
-                                                  source_patient_id=f"P{row['patient_id']}")
+            patients[row["patient_id"]] = Patient(
+                source="test", source_patient_id=f"P{row['patient_id']}"
+            )
             session.add(patients[row["patient_id"]])
             session.flush()
         image = Image(
@@ -81,8 +92,11 @@ def test_the_cli_scores_cases_and_says_how_many(session: Session, settings: Sett
         )  # fmt: skip
         session.add(image)
         session.flush()
-        session.add(ImageEmbedding(image_id=image.id, space_id=space.id,
-                                   vector=vector.astype("<f4").tobytes()))
+        session.add(
+            ImageEmbedding(
+                image_id=image.id, space_id=space.id, vector=vector.astype("<f4").tobytes()
+            )
+        )
     session.commit()
     out = tmp_path / "case.json"
     outcome = CliRunner().invoke(

@@ -190,10 +190,16 @@ def _rebuild_in_a_process(settings: Settings, space_id: int, fault_point: str) -
         "    space = session.get(EmbeddingSpace, int(sys.argv[1]))\n"
         "    rebuild_indexes(session, settings, space, update_status=True)\n"
     )
-    env = dict(os.environ, MAMMOSEARCH_FAULT_POINT=fault_point,
-               PYTHONPATH=os.pathsep.join([str(REPO_ROOT / "platform"), str(REPO_ROOT)]))
+    env = dict(
+        os.environ,
+        MAMMOSEARCH_FAULT_POINT=fault_point,
+        PYTHONPATH=os.pathsep.join([str(REPO_ROOT / "platform"), str(REPO_ROOT)]),
+    )
     done = subprocess.run(
-        [sys.executable, "-c", script, str(space_id)], env=env, capture_output=True, text=True,
+        [sys.executable, "-c", script, str(space_id)],
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=300,
     )
     assert done.returncode == -signal.SIGKILL, (fault_point, done.returncode, done.stderr)

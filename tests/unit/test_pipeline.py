@@ -88,10 +88,14 @@ def test_a_crash_between_index_write_and_db_commit_is_healed_by_the_next_run(
     embedder = active_embedder(lite_settings)
     space = active_space(session, lite_settings)
     embed_images(session, ids, embedder, space)
-    vectors = np.stack([
-        np.frombuffer(v, dtype="<f4") for v in session.scalars(
-            select(ImageEmbedding.vector).order_by(ImageEmbedding.image_id))
-    ])
+    vectors = np.stack(
+        [
+            np.frombuffer(v, dtype="<f4")
+            for v in session.scalars(
+                select(ImageEmbedding.vector).order_by(ImageEmbedding.image_id)
+            )
+        ]
+    )
     for metric in lite_settings.index_metrics:  # the index got them; the DB never heard
         open_index(lite_settings, space, metric).add(np.array(ids), vectors)
     assert not verify_index(session, lite_settings, space)["clean"]

@@ -23,7 +23,10 @@ from tests.fuzz_inputs import (
 )
 
 SMALL_BUDGET = settings(
-    max_examples=60, deadline=None, derandomize=True, database=None,
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
@@ -67,7 +70,7 @@ def test_a_corrupt_rle_frame_is_a_rejection_not_a_decoder_panic() -> None:
     server)."""
     content = bytearray((PYDICOM_DATA / "MR_small_RLE.dcm").read_bytes())
     frame = content.rindex(b"\xfe\xff\x00\xe0") + 8  # the last item: the one frame
-    assert int.from_bytes(content[frame:frame + 4], "little") == 2  # an RLE header, 2 segments
+    assert int.from_bytes(content[frame : frame + 4], "little") == 2  # an RLE header, 2 segments
     content[frame + 64] = 0x81  # the first run: "repeat the next byte 128 times"
     with pytest.raises(ImageRejected, match=r"^rle\.dcm: corrupt RLE Lossless pixel data"):
         read_dicom(bytes(content), "rle.dcm")

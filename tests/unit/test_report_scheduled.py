@@ -145,6 +145,7 @@ def test_the_embedded_server_measures_a_new_space_without_beat(web_settings: Set
     assert measured_vote(session, web_settings, space) == {}
     _start_embedded_sweep(create_app(app_config(web_settings)))
     deadline = time.monotonic() + 120
+
     def measured_case_vote() -> dict:
         return measured_vote(session, web_settings, space, unit="case")
 

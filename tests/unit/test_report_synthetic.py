@@ -71,8 +71,7 @@ def test_report_covers_every_backbone_and_metric_and_a_second_run_embeds_nothing
     assert archived_backbones(session, archive, names) == ["efficientnet-lite0"]
     section = prepare_backbone(session, archive, "efficientnet-lite1", [1, 2])  # weights here
     assert section.space is None and section.skipped == (
-        "no embedding space with vectors in the archive (--embed-missing embeds it for this "
-        "report)"
+        "no embedding space with vectors in the archive (--embed-missing embeds it for this report)"
     )
     assert session.scalars(select(EmbeddingSpace.backbone)).all() == ["efficientnet-lite0"]
     session.close()

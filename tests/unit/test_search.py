@@ -37,7 +37,11 @@ def archive(session: Session, settings: Settings) -> tuple[Settings, list[int]]:
     [(0, "cosine", "k must be"), (5, "hamming", "unknown metric"), (5000, "l2", "k must be")],
 )
 def test_bad_parameters_are_refused_with_a_reason(
-    session: Session, archive, k: int, metric: str, message: str  # type: ignore[no-untyped-def]
+    session: Session,
+    archive,
+    k: int,
+    metric: str,
+    message: str,  # type: ignore[no-untyped-def]
 ) -> None:
     settings, ids = archive
     with pytest.raises(SearchError, match=message):
@@ -51,7 +55,8 @@ def test_an_unknown_image_id_is_named(session: Session, archive) -> None:  # typ
 
 
 def test_a_side_filter_and_patient_exclusion_still_fill_k(
-    session: Session, archive  # type: ignore[no-untyped-def]
+    session: Session,
+    archive,  # type: ignore[no-untyped-def]
 ) -> None:
     settings, ids = archive
     query = session.get(Image, ids[0])
@@ -79,7 +84,8 @@ def test_the_hits_vote_weights_neighbours_by_similarity_and_lists_them_unmeasure
 
 
 def test_excluding_the_query_patient_by_flag_drops_their_other_images(
-    session: Session, archive  # type: ignore[no-untyped-def]
+    session: Session,
+    archive,  # type: ignore[no-untyped-def]
 ) -> None:
     settings, ids = archive
     response = SearchService(settings).search_image_id(
@@ -89,7 +95,8 @@ def test_excluding_the_query_patient_by_flag_drops_their_other_images(
 
 
 def test_an_unknown_filter_value_is_refused_with_the_choices(
-    session: Session, archive  # type: ignore[no-untyped-def]
+    session: Session,
+    archive,  # type: ignore[no-untyped-def]
 ) -> None:
     """The core refuses view=LATERAL (so the CLI does too), naming the known views."""
     settings, ids = archive
@@ -100,7 +107,8 @@ def test_an_unknown_filter_value_is_refused_with_the_choices(
 
 
 def test_the_suggestion_is_the_vote_of_ten_neighbours_whatever_k(
-    session: Session, archive  # type: ignore[no-untyped-def]
+    session: Session,
+    archive,  # type: ignore[no-untyped-def]
 ) -> None:
     """Its measured accuracy is of a ten-neighbour vote, so k=3 still asks ten."""
     settings, ids = archive
@@ -114,7 +122,9 @@ def test_the_suggestion_is_the_vote_of_ten_neighbours_whatever_k(
 
 @pytest.mark.parametrize("database_ranking", ["similarity", "consensus"])
 def test_consensus_order_shows_the_same_cases_agreeing_ones_first(
-    session: Session, archive, database_ranking: str  # type: ignore[no-untyped-def]
+    session: Session,
+    archive,
+    database_ranking: str,  # type: ignore[no-untyped-def]
 ) -> None:
     settings, ids = archive
     service = SearchService(settings.with_overrides(ranking=database_ranking))
@@ -136,7 +146,8 @@ def test_consensus_order_shows_the_same_cases_agreeing_ones_first(
 
 
 def test_the_suggestion_waits_for_the_spaces_vote_to_be_measured(
-    session: Session, archive  # type: ignore[no-untyped-def]
+    session: Session,
+    archive,  # type: ignore[no-untyped-def]
 ) -> None:
     """Unmeasured: the neighbours' labels are listed, no class is put forward. After the
     archive's patient-excluded evaluation, the same search says how sure it is."""

@@ -15,8 +15,20 @@ def test_an_unknown_exclude_same_patient_value_is_refused_not_read_as_false(valu
 
 @pytest.mark.parametrize(
     ("value", "read"),
-    [(True, True), ("on", True), ("1", True), ("Yes", True), (1, True), (False, False),
-     ("0", False), ("off", False), ("false", False), (0, False), ("", None), (None, None)],
+    [
+        (True, True),
+        ("on", True),
+        ("1", True),
+        ("Yes", True),
+        (1, True),
+        (False, False),
+        ("0", False),
+        ("off", False),
+        ("false", False),
+        (0, False),
+        ("", None),
+        (None, None),
+    ],
 )
 def test_the_true_and_false_words_are_read_and_unset_means_the_default(value, read) -> None:
     assert parse_search_request({"exclude_same_patient": value}).exclude_same_patient is read
@@ -42,8 +54,10 @@ def test_the_query_patient_default_follows_the_unit_and_the_upload() -> None:
         ({"case_id": "12-L"}, "case_id: a case query; set unit=case"),
         ({"unit": "case", "patient_id": "P1"}, "breast: required with patient_id"),
         ({"unit": "case", "breast": "L"}, "breast: give patient_id or study_uid"),
-        ({"unit": "case", "image_id": 1, "patient_id": "P1", "breast": "L"},
-         "give one query, not image_id and patient_id/study_uid"),
+        (
+            {"unit": "case", "image_id": 1, "patient_id": "P1", "breast": "L"},
+            "give one query, not image_id and patient_id/study_uid",
+        ),
         ({"unit": "case", "case_id": "twelve"}, "case id 'twelve'"),
         ({"fusion": "mean"}, "fusion: only for unit=case"),
         ({"unit": "breast"}, "unit"),
@@ -59,6 +73,9 @@ def test_a_case_query_reads_its_fields() -> None:
         {"unit": "Case", "patient_id": " P12 ", "breast": "left", "fusion": "BEST-PAIR"}
     )
     assert (request.unit, request.patient_id, request.breast, request.fusion) == (
-        "case", "P12", "L", "best-pair"
+        "case",
+        "P12",
+        "L",
+        "best-pair",
     )
     assert request.archived_query

@@ -75,8 +75,10 @@ def archive(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> 
     """Twelve indexed images of varied sizes (some larger than the 256 px preview)."""
     root = tmp_path_factory.mktemp("same-ranking")
     settings = make_settings(
-        root / "data", fresh_sqlite(sqlite_template, root / "db"),
-        embed_runtime="torch", max_upload_bytes=32 * 1024 * 1024,
+        root / "data",
+        fresh_sqlite(sqlite_template, root / "db"),
+        embed_runtime="torch",
+        max_upload_bytes=32 * 1024 * 1024,
     )
     session = make_session_factory(settings.database_url)()
     for index in range(4):
@@ -102,7 +104,8 @@ def _page_ids(search_app: Flask, name: str, content: bytes) -> list[int]:
     browser = search_app.test_client()
     assert login(browser, "rad").status_code == 302
     response = browser.post(
-        "/search", content_type="multipart/form-data",
+        "/search",
+        content_type="multipart/form-data",
         data={"image": (io.BytesIO(content), name), "k": str(K), "metric": "cosine"},
     )
     page = response.get_data(as_text=True)
@@ -113,7 +116,8 @@ def _page_ids(search_app: Flask, name: str, content: bytes) -> list[int]:
 def _api_hits(search_app: Flask, archive: Settings, name: str, content: bytes) -> list:
     token = (archive.data_dir.parent / "token").read_text()
     response = search_app.test_client().post(
-        "/api/v1/search", headers={"Authorization": f"Bearer {token}"},
+        "/api/v1/search",
+        headers={"Authorization": f"Bearer {token}"},
         content_type="multipart/form-data",
         data={"image": (io.BytesIO(content), name), "k": str(K), "metric": "cosine"},
     )
@@ -121,9 +125,7 @@ def _api_hits(search_app: Flask, archive: Settings, name: str, content: bytes) -
     return response.get_json()["results"]
 
 
-def _cli_hits(
-    archive: Settings, path: Path, monkeypatch: pytest.MonkeyPatch
-) -> list:
+def _cli_hits(archive: Settings, path: Path, monkeypatch: pytest.MonkeyPatch) -> list:
     env = {
         "MAMMOSEARCH_DATA_DIR": str(archive.data_dir),
         "DATABASE_URL": archive.database_url,
@@ -145,7 +147,10 @@ def _cli_hits(
 
 @pytest.mark.parametrize("kind", list(QUERIES))
 def test_page_api_and_cli_rank_the_same_file_alike(
-    kind: str, archive: Settings, search_app: Flask, tmp_path: Path,
+    kind: str,
+    archive: Settings,
+    search_app: Flask,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Gray and RGB JPEG, PNG, a real DICOM and a 2400x3000 image: one ranking, one distance

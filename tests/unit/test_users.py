@@ -93,7 +93,8 @@ def test_cli_creates_a_user_and_prints_a_token(settings, session: Session) -> No
     """`users create --password-stdin` then `users token` prints a token that verifies."""
     runner = CliRunner()
     created = runner.invoke(
-        main, ["users", "create", "fay", "--role", "radiologist", "--password-stdin"],
+        main,
+        ["users", "create", "fay", "--role", "radiologist", "--password-stdin"],
         input="long-enough-words\n",
     )
     assert created.exit_code == 0, created.output
@@ -119,7 +120,8 @@ def test_cli_refuses_duplicates_and_unknown_users(settings) -> None:  # type: ig
 def test_cli_prompts_for_the_password_twice(settings, session: Session) -> None:  # type: ignore[no-untyped-def]
     """Without --password-stdin the password is asked for, hidden, with confirmation."""
     result = CliRunner().invoke(
-        main, ["users", "create", "hal", "--role", "admin"],
+        main,
+        ["users", "create", "hal", "--role", "admin"],
         input="long-enough-words\nlong-enough-words\n",
     )
     assert result.exit_code == 0, result.output
@@ -228,10 +230,14 @@ def test_password_changes_end_sessions_keep_tokens_and_a_reset_is_temporary(
 def test_cli_disables_enables_and_manages_named_expiring_tokens(settings, session: Session) -> None:  # type: ignore[no-untyped-def]
     """`users disable|enable`, `token --name --expires-days`, `tokens NAME`, `revoke-token ID`."""
     runner = CliRunner()
-    runner.invoke(main, ["users", "create", "pat", "--role", "radiologist", "--password-stdin"],
-                  input="long-enough-words\n")
-    issued = runner.invoke(main, ["users", "token", "pat", "--name", "PACS bridge",
-                                  "--expires-days", "30"])
+    runner.invoke(
+        main,
+        ["users", "create", "pat", "--role", "radiologist", "--password-stdin"],
+        input="long-enough-words\n",
+    )
+    issued = runner.invoke(
+        main, ["users", "token", "pat", "--name", "PACS bridge", "--expires-days", "30"]
+    )
     assert issued.exit_code == 0, issued.output
     token = issued.output.strip()
     assert token.startswith("ms_") and verify_api_token(session, token).username == "pat"

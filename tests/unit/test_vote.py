@@ -186,8 +186,16 @@ def test_trains_case_level_figures_carry_the_case_votes_reliability() -> None:
         for side in ("L", "R"):
             birads = 1 if patient < 5 else 4
             for view in ("CC", "MLO"):
-                rows.append({"patient_id": patient, "study_instance_uid": None, "side": side,
-                             "view": view, "modality": "subtracted", "birads": birads})
+                rows.append(
+                    {
+                        "patient_id": patient,
+                        "study_instance_uid": None,
+                        "side": side,
+                        "view": view,
+                        "modality": "subtracted",
+                        "birads": birads,
+                    }
+                )
                 vectors.append(rng.normal([5, 0] if birads == 1 else [0, 5], 0.3))
     figures = CaseFoldFigures("birads")
     figures.add_fold(np.array(vectors, dtype=np.float32), rows)

@@ -120,7 +120,10 @@ def test_cdd_cesm_names_give_patient_side_view_and_modality(
 ) -> None:
     """P12_L_CM_CC.jpg says patient P12, left, subtracted, CC."""
     assert names_metadata("x/P12_L_CM_CC.jpg") == {
-        "patient": "P12", "side": "L", "view": "CC", "modality": "subtracted",
+        "patient": "P12",
+        "side": "L",
+        "view": "CC",
+        "modality": "subtracted",
     }
     assert names_metadata("scan.png")["side"] is None
     _png(inbox / "P3_R_DM_MLO.png", 77)
@@ -173,14 +176,18 @@ def test_links_fifos_devices_and_oversized_files_are_named_and_the_rest_is_taken
     summary = scan_directory(settings.with_overrides(max_ingest_file_bytes=1024), inbox)
     assert summary.registered == 2
     assert sorted(summary.ignored) == [
-        "b-loop.jpg: a symbolic link (not followed)", "c-pipe.jpg: a FIFO",
-        "d-zero.jpg: a symbolic link (not followed)", "e-link.png: a symbolic link (not followed)",
+        "b-loop.jpg: a symbolic link (not followed)",
+        "c-pipe.jpg: a FIFO",
+        "d-zero.jpg: a symbolic link (not followed)",
+        "e-link.png: a symbolic link (not followed)",
     ]
     assert summary.rejected == [
         "f-big.png: file is 2048 bytes; the limit is 1024 (MAMMOSEARCH_MAX_INGEST_FILE_BYTES)"
     ]
     assert sorted(image.source_file_name for image in _images(settings)) == [
-        "a-first.png", "g-last.png"]
+        "a-first.png",
+        "g-last.png",
+    ]
 
 
 @pytest.mark.timeout(60)
@@ -215,6 +222,7 @@ def test_one_file_that_fails_unexpectedly_costs_only_itself(
     summary = scan_directory(settings, inbox)
     assert summary.registered == 2
     assert summary.rejected == [
-        "b.png: could not be registered (RuntimeError: disk on fire); tried again next scan"]
+        "b.png: could not be registered (RuntimeError: disk on fire); tried again next scan"
+    ]
     monkeypatch.setattr(watch, "register_loose_image", real)
     assert scan_directory(settings, inbox).registered == 1

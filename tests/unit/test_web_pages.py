@@ -12,7 +12,9 @@ from tests.unit.web_support import add_polygon, add_report, make_image, make_pat
 
 
 def test_case_page_shows_image_report_outline_and_other_images(
-    radiologist_client: FlaskClient, db, web_settings  # type: ignore[no-untyped-def]
+    radiologist_client: FlaskClient,
+    db,
+    web_settings,  # type: ignore[no-untyped-def]
 ) -> None:
     """The full image, an SVG outline in image pixels, the report, the patient's other views."""
     patient = make_patient(db, "P7")
@@ -37,7 +39,8 @@ def test_viewing_a_case_is_audited(radiologist_client: FlaskClient, db, web_sett
     radiologist_client.get(f"/cases/{image.id}")
     events = db.execute(
         select(AuditEvent.username, AuditEvent.action, AuditEvent.patient_id, AuditEvent.image_id)
-        .where(AuditEvent.action.like("view%")).order_by(AuditEvent.id)
+        .where(AuditEvent.action.like("view%"))
+        .order_by(AuditEvent.id)
     ).all()
     assert events == [
         ("rad", "view_image", patient.id, image.id),
@@ -59,7 +62,9 @@ def test_image_and_thumbnail_files(radiologist_client: FlaskClient, db, web_sett
 
 
 def test_missing_case_and_missing_file_are_404(
-    radiologist_client: FlaskClient, db, web_settings  # type: ignore[no-untyped-def]
+    radiologist_client: FlaskClient,
+    db,
+    web_settings,  # type: ignore[no-untyped-def]
 ) -> None:
     """An unknown id, or a row whose stored file vanished, is a 404 page, not a 500."""
     assert radiologist_client.get("/cases/999").status_code == 404
@@ -74,9 +79,13 @@ def test_evaluation_list_and_detail(admin_client: FlaskClient, db) -> None:  # t
     """The latest runs with their headline numbers; one run's metric table (3 decimals),
     per-class table and config."""
     run = EvaluationRun(
-        protocol="leave-patient-out", label="birads", metric="cosine",
-        metrics={"precision@5": 0.4321, "map": 0.25}, per_class={"4": {"precision@5": 0.5}},
-        config={"ks": [5]}, status="done",
+        protocol="leave-patient-out",
+        label="birads",
+        metric="cosine",
+        metrics={"precision@5": 0.4321, "map": 0.25},
+        per_class={"4": {"precision@5": 0.5}},
+        config={"ks": [5]},
+        status="done",
     )
     db.add(run)
     db.commit()
@@ -98,7 +107,9 @@ def test_ingestion_page_shows_status_counts(admin_client: FlaskClient, db, web_s
 
 
 def test_ingestion_page_counts_claims_nobody_holds(
-    admin_client: FlaskClient, db, web_settings  # type: ignore[no-untyped-def]
+    admin_client: FlaskClient,
+    db,
+    web_settings,  # type: ignore[no-untyped-def]
 ) -> None:
     """A claim whose lease ran out long ago (its process was killed) is flagged, with what
     hands it out again."""
@@ -107,8 +118,15 @@ def test_ingestion_page_counts_claims_nobody_holds(
     from mammosearch.db.models import utcnow
 
     patient = make_patient(db)
-    make_image(db, web_settings, patient, seed=7, status="claimed",
-               error="claimed by gone-host#r1/99", updated_at=utcnow() - timedelta(hours=1))
+    make_image(
+        db,
+        web_settings,
+        patient,
+        seed=7,
+        status="claimed",
+        error="claimed by gone-host#r1/99",
+        updated_at=utcnow() - timedelta(hours=1),
+    )
     page = admin_client.get("/admin/ingestion").get_data(as_text=True)
     assert "1 claimed image held by nobody" in page
     assert "mammosearch_claims_abandoned 1.0" in admin_client.get("/metrics").get_data(as_text=True)
@@ -134,7 +152,10 @@ def test_admin_creates_a_user_who_can_sign_in(admin_client: FlaskClient, db) -> 
 
 
 def test_audit_page_lists_and_filters_events(
-    admin_client: FlaskClient, radiologist_client: FlaskClient, db, web_settings  # type: ignore[no-untyped-def]
+    admin_client: FlaskClient,
+    radiologist_client: FlaskClient,
+    db,
+    web_settings,  # type: ignore[no-untyped-def]
 ) -> None:
     """Admins read who viewed what; filtering by action keeps only those events."""
     image = make_image(db, web_settings, make_patient(db), seed=6)
@@ -161,7 +182,9 @@ def test_responses_carry_security_headers(client: FlaskClient) -> None:
 
 
 def test_the_search_page_offers_the_newest_searchable_cases(
-    radiologist_client: FlaskClient, db, web_settings  # type: ignore[no-untyped-def]
+    radiologist_client: FlaskClient,
+    db,
+    web_settings,  # type: ignore[no-untyped-def]
 ) -> None:
     """A new user's first screen has cases to start from; pending images are not offered."""
     patient = make_patient(db, "P9")

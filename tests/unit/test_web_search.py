@@ -40,8 +40,9 @@ def archive(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> 
     for seed in range(3):
         make_image(session, settings, patient_a, seed=seed, birads=2, side="L")
     for seed in range(3, 6):
-        make_image(session, settings, patient_b, seed=seed, birads=4, side="R",
-                   pathology="Malignant")
+        make_image(
+            session, settings, patient_b, seed=seed, birads=4, side="R", pathology="Malignant"
+        )
     make_user(session, "rad", "radiologist")
     session.close()
     summary = process_pending(settings)
@@ -151,15 +152,27 @@ def test_api_search_by_upload(api: tuple[FlaskClient, dict[str, str]]) -> None:
     """Multipart `image`: results with labels, suggested BIRADS, stage timings, the space."""
     client, headers = api
     response = client.post(
-        "/api/v1/search", headers=headers, content_type="multipart/form-data",
+        "/api/v1/search",
+        headers=headers,
+        content_type="multipart/form-data",
         data={"image": _upload("q.png", synthetic_image_bytes(4)), "k": "3"},
     )
     body = response.get_json()
     assert response.status_code == 200, body
     assert len(body["results"]) == 3
     first = body["results"][0]
-    for key in ("image_id", "patient_id", "distance", "similarity", "birads", "pathology",
-                "side", "view", "findings", "image_url"):
+    for key in (
+        "image_id",
+        "patient_id",
+        "distance",
+        "similarity",
+        "birads",
+        "pathology",
+        "side",
+        "view",
+        "findings",
+        "image_url",
+    ):
         assert key in first
     assert set(body["timing_ms"]) >= {"embed", "index", "join", "total"}
     assert body["embedding_space"]["backbone"] == "efficientnet-lite0"
@@ -184,7 +197,9 @@ def test_api_search_by_dicom_upload(api: tuple[FlaskClient, dict[str, str]]) -> 
 
     client, headers = api
     response = client.post(
-        "/api/v1/search", headers=headers, content_type="multipart/form-data",
+        "/api/v1/search",
+        headers=headers,
+        content_type="multipart/form-data",
         data={"image": _upload("query.dcm", dicom_bytes(make_dataset(ramp(128, 96)))), "k": "2"},
     )
     assert response.status_code == 200, response.get_json()
@@ -196,14 +211,17 @@ def test_bad_upload_is_a_message_not_a_500(
 ) -> None:
     """A file that is no image: the page says why (400), the API says why in JSON (400)."""
     page = browser.post(
-        "/search", data={"image": _upload("notes.png", b"PK\x03\x04 not an image")},
+        "/search",
+        data={"image": _upload("notes.png", b"PK\x03\x04 not an image")},
         content_type="multipart/form-data",
     )
     assert page.status_code == 400
     assert "notes.png: not an image Pillow can read" in page.get_data(as_text=True)
     client, headers = api
     response = client.post(
-        "/api/v1/search", headers=headers, content_type="multipart/form-data",
+        "/api/v1/search",
+        headers=headers,
+        content_type="multipart/form-data",
         data={"image": _upload("scan.dcm", b"\0" * 200)},
     )
     assert response.status_code == 400 and "scan.dcm" in response.get_json()["error"]
@@ -214,7 +232,8 @@ def test_decompression_bomb_is_refused(archive: Settings, api_token: str) -> Non
     app = create_app(app_config(archive.with_overrides(max_image_pixels=1000)))
     client = app.test_client()
     response = client.post(
-        "/api/v1/search", headers={"Authorization": f"Bearer {api_token}"},
+        "/api/v1/search",
+        headers={"Authorization": f"Bearer {api_token}"},
         content_type="multipart/form-data",
         data={"image": _upload("big.png", synthetic_image_bytes(1))},
     )
@@ -227,8 +246,10 @@ def test_oversized_upload_is_413(archive: Settings, api_token: str) -> None:
     app = create_app(app_config(archive, MAX_CONTENT_LENGTH=10_000))
     big = synthetic_image_bytes(1) + b"\0" * 20_000
     api_response = app.test_client().post(
-        "/api/v1/search", headers={"Authorization": f"Bearer {api_token}"},
-        content_type="multipart/form-data", data={"image": _upload("big.png", big)},
+        "/api/v1/search",
+        headers={"Authorization": f"Bearer {api_token}"},
+        content_type="multipart/form-data",
+        data={"image": _upload("big.png", big)},
     )
     assert api_response.status_code == 413
     assert "upload too large" in api_response.get_json()["error"]
@@ -240,26 +261,32 @@ def test_oversized_upload_is_413(archive: Settings, api_token: str) -> None:
     assert page.status_code == 413 and b"upload too large" in page.data
 
 
-def test_search_latency_is_exported_per_stage(
-    browser: FlaskClient, search_app: Flask
-) -> None:
+def test_search_latency_is_exported_per_stage(browser: FlaskClient, search_app: Flask) -> None:
     """After a search /metrics holds the stage histogram; no patient id appears in it."""
     browser.get("/search", query_string={"image_id": "2", "k": "2"})
     metrics = search_app.test_client().get("/metrics").get_data(as_text=True)
     assert 'mammosearch_search_stage_seconds_count{stage="index"}' in metrics
     assert 'mammosearch_images{status="indexed"} 6.0' in metrics
     assert "mammosearch_index_vectors" in metrics
-    assert 'patient' not in metrics.lower()
+    assert "patient" not in metrics.lower()
 
 
 def test_untrained_space_is_flagged_on_the_page(search_app: Flask) -> None:
     """A space without pretrained weights shows a visible UNTRAINED warning."""
     with search_app.test_request_context():
         macros = search_app.jinja_env.get_template("_macros.html").module
-        banner = str(macros.space_banner({
-            "backbone": "densenet121", "pretrained": False, "weights_sha256": "0" * 64,
-            "weights_source": "random", "preprocessing_version": 1, "dim": 1024,
-        }))
+        banner = str(
+            macros.space_banner(
+                {
+                    "backbone": "densenet121",
+                    "pretrained": False,
+                    "weights_sha256": "0" * 64,
+                    "weights_source": "random",
+                    "preprocessing_version": 1,
+                    "dim": 1024,
+                }
+            )
+        )
     assert "UNTRAINED weights" in banner and "space-untrained" in banner
 
 
@@ -269,7 +296,8 @@ def test_an_upload_and_an_image_id_at_once_are_refused(
     """Two queries in one request: 400 naming both (page and API), instead of using the id."""
     data = {"image_id": "2", "k": "3"}
     page = browser.post(
-        "/search", content_type="multipart/form-data",
+        "/search",
+        content_type="multipart/form-data",
         data={**data, "image": _upload("query.png", synthetic_image_bytes(3))},
     )
     text = page.get_data(as_text=True)
@@ -278,7 +306,9 @@ def test_an_upload_and_an_image_id_at_once_are_refused(
     assert 'id="results"' not in text  # nothing was searched
     client, headers = api
     response = client.post(
-        "/api/v1/search", headers=headers, content_type="multipart/form-data",
+        "/api/v1/search",
+        headers=headers,
+        content_type="multipart/form-data",
         data={**data, "image": _upload("query.png", synthetic_image_bytes(3))},
     )
     assert response.status_code == 400
@@ -287,12 +317,18 @@ def test_an_upload_and_an_image_id_at_once_are_refused(
 
 @pytest.mark.parametrize(
     ("name", "value", "allowed"),
-    [("view", "LATERAL", "CC, MLO"), ("pathology", "cancer", "Normal, Benign, Malignant"),
-     ("modality", "CESM", "subtracted")],
+    [
+        ("view", "LATERAL", "CC, MLO"),
+        ("pathology", "cancer", "Normal, Benign, Malignant"),
+        ("modality", "CESM", "subtracted"),
+    ],
 )
 def test_unknown_filter_values_are_refused_naming_the_allowed_ones(
-    browser: FlaskClient, api: tuple[FlaskClient, dict[str, str]],
-    name: str, value: str, allowed: str,
+    browser: FlaskClient,
+    api: tuple[FlaskClient, dict[str, str]],
+    name: str,
+    value: str,
+    allowed: str,
 ) -> None:
     """view=LATERAL, pathology=cancer, modality=CESM: 400 listing the choices, not 0 results."""
     client, headers = api
@@ -309,9 +345,16 @@ def test_unknown_filter_values_are_refused_naming_the_allowed_ones(
 def test_filter_values_match_regardless_of_case(api: tuple[FlaskClient, dict[str, str]]) -> None:
     """mlo, MALIGNANT and Subtracted are the archive's MLO, Malignant and subtracted."""
     client, headers = api
-    body = client.post("/api/v1/search", headers=headers, json={
-        "image_id": 1, "k": 3, "pathology": "MALIGNANT", "modality": "Subtracted",
-    }).get_json()
+    body = client.post(
+        "/api/v1/search",
+        headers=headers,
+        json={
+            "image_id": 1,
+            "k": 3,
+            "pathology": "MALIGNANT",
+            "modality": "Subtracted",
+        },
+    ).get_json()
     assert {hit["pathology"] for hit in body["results"]} == {"Malignant"}
 
 
@@ -345,8 +388,15 @@ def test_every_archived_query_has_an_address_that_reproduces_its_results(
     """The form's post goes to the GET address; that address (bookmark, share, back) shows the
     same results and says it; the API's answer carries it; an upload says it has none."""
     posted = browser.post(
-        "/search", data={"image_id": "1", "k": "4", "side": "R", "ranking": "similarity",
-                         "exclude_same_patient": "1"})
+        "/search",
+        data={
+            "image_id": "1",
+            "k": "4",
+            "side": "R",
+            "ranking": "similarity",
+            "exclude_same_patient": "1",
+        },
+    )
     assert posted.status_code == 303
     address = posted.headers["Location"]
     assert address.startswith("/search?") and "image_id=1" in address and "k=4" in address
@@ -358,19 +408,31 @@ def test_every_archived_query_has_an_address_that_reproduces_its_results(
     assert '<option value="R" selected>' in page and 'value="4"' in page
 
     client, headers = api
-    body = client.post("/api/v1/search", json={"image_id": 1, "k": 4, "side": "R",
-                       "ranking": "similarity", "exclude_same_patient": True},
-                       headers=headers).get_json()
+    body = client.post(
+        "/api/v1/search",
+        json={
+            "image_id": 1,
+            "k": 4,
+            "side": "R",
+            "ranking": "similarity",
+            "exclude_same_patient": True,
+        },
+        headers=headers,
+    ).get_json()
     assert body["url"] == f"http://localhost{address}"
     assert [hit["image_id"] for hit in body["results"]] == [
-        int(i) for i in re.findall(r'data-image-id="(\d+)"', page)]
-    cases = client.post("/api/v1/search", json={"image_id": 1, "unit": "case"},
-                        headers=headers).get_json()
+        int(i) for i in re.findall(r'data-image-id="(\d+)"', page)
+    ]
+    cases = client.post(
+        "/api/v1/search", json={"image_id": 1, "unit": "case"}, headers=headers
+    ).get_json()
     assert cases["url"] == "http://localhost/search?metric=cosine&image_id=1&unit=case"
 
     upload = browser.post(
-        "/search", content_type="multipart/form-data",
-        data={"image": _upload("q.png", synthetic_image_bytes(40)), "k": "2"})
+        "/search",
+        content_type="multipart/form-data",
+        data={"image": _upload("q.png", synthetic_image_bytes(40)), "k": "2"},
+    )
     assert upload.status_code == 200
     assert "An uploaded image has no address" in upload.get_data(as_text=True)
 
@@ -402,9 +464,14 @@ def test_an_uploaded_file_the_archive_holds_is_named_and_its_patient_left_out(
     """The same bytes as image 4 (patient B): the page says so, B's cases are left out, and
     the box that brings them back is ticked (the page's own choice, visible)."""
     page = browser.post(
-        "/search", content_type="multipart/form-data",
-        data={"image": _upload("again.png", synthetic_image_bytes(3)), "unit": "case",
-              "exclude_same_patient": ["1", "0"]})
+        "/search",
+        content_type="multipart/form-data",
+        data={
+            "image": _upload("again.png", synthetic_image_bytes(3)),
+            "unit": "case",
+            "exclude_same_patient": ["1", "0"],
+        },
+    )
     text = page.get_data(as_text=True)
     assert page.status_code == 200, text
     assert re.search(r"again.png: archived as patient B, <a href=\"/cases/4\">image 4</a>", text)

@@ -44,8 +44,11 @@ def _stays_on_site(location: str) -> bool:
     """Whether a browser following `location` from this site stays on it."""
     browser_view = location.replace("\\", "/").replace("\t", "").replace("\n", "")
     parts = urlsplit(browser_view.strip())
-    return not parts.scheme and not parts.netloc and browser_view.startswith("/") and (
-        not browser_view.startswith("//")
+    return (
+        not parts.scheme
+        and not parts.netloc
+        and browser_view.startswith("/")
+        and (not browser_view.startswith("//"))
     )
 
 
@@ -53,8 +56,14 @@ def test_sign_in_never_redirects_off_site(web_settings, radiologist: User) -> No
     """POST /login with a `next` that a browser would read as another host goes to /search
     (one of each kind here: every sign-in checks a password; the GET test tries them all)."""
     client = create_app(app_config(web_settings, LOGIN_RATE_LIMIT="1000 per minute")).test_client()
-    for target in ("////evil.example/x", "/\\evil.example/x", "/%2F%2Fevil.example/x",
-                   "/\t/evil.example/x", "https:evil.example/x", "javascript:alert(1)"):
+    for target in (
+        "////evil.example/x",
+        "/\\evil.example/x",
+        "/%2F%2Fevil.example/x",
+        "/\t/evil.example/x",
+        "https:evil.example/x",
+        "javascript:alert(1)",
+    ):
         response = client.post(
             "/login", data={"username": "rad", "password": TEST_PASSWORD, "next": target}
         )
@@ -89,8 +98,14 @@ def test_audit_export_neutralises_every_cell_a_spreadsheet_would_run(
 ) -> None:
     """Usernames, patient ids, actions and details starting with = + - @ tab or CR get a
     leading quote (OWASP's CSV injection rule); other cells stay as they were."""
-    triggers = ["=HYPERLINK(\"http://evil.example\")", "+1+cmd|' /C calc'!A0", "-2+3",
-                "@SUM(A1)", "\tTAB", "\rCR"]
+    triggers = [
+        '=HYPERLINK("http://evil.example")',
+        "+1+cmd|' /C calc'!A0",
+        "-2+3",
+        "@SUM(A1)",
+        "\tTAB",
+        "\rCR",
+    ]
     for number, trigger in enumerate(triggers):
         patient = make_patient(db, trigger)
         db.add(AuditEvent(
@@ -117,7 +132,9 @@ def _session_cookie(response) -> str:  # type: ignore[no-untyped-def]
 
 
 def test_session_cookie_is_secure_behind_a_trusted_https_proxy(
-    web_settings, radiologist: User, db: Session  # type: ignore[no-untyped-def]
+    web_settings,
+    radiologist: User,
+    db: Session,  # type: ignore[no-untyped-def]
 ) -> None:
     """With one trusted proxy (MAMMOSEARCH_FLASK_PROXY_FIX_HOPS=1) saying https, the session
     cookie is Secure and the audit records the client's address; over plain HTTP it is not."""
@@ -135,7 +152,8 @@ def test_session_cookie_is_secure_behind_a_trusted_https_proxy(
 
 
 def test_session_cookie_ignores_an_untrusted_forwarded_proto(
-    web_settings, radiologist: User  # type: ignore[no-untyped-def]
+    web_settings,
+    radiologist: User,  # type: ignore[no-untyped-def]
 ) -> None:
     """Without a trusted proxy X-Forwarded-Proto is anyone's header: the scheme the server
     itself saw decides (https served directly is Secure)."""

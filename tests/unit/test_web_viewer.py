@@ -73,9 +73,11 @@ def test_the_case_page_hangs_every_image_of_the_patient_s_study(
     assert _case_links(page) == {image.id for image in images.values()}
     assert stranger.id not in _case_links(page)
     assert "8 images" in page
-    hanging = page[page.index('id="patient-images"'):]
-    first_row = [images[("low-energy", side, view)].id
-                 for side, view in (("R", "CC"), ("L", "CC"), ("R", "MLO"), ("L", "MLO"))]
+    hanging = page[page.index('id="patient-images"') :]
+    first_row = [
+        images[("low-energy", side, view)].id
+        for side, view in (("R", "CC"), ("L", "CC"), ("R", "MLO"), ("L", "MLO"))
+    ]
     positions = [hanging.index(f'data-image-id="{image_id}"') for image_id in first_row]
     assert positions == sorted(positions), "columns are R CC, L CC, R MLO, L MLO"
     assert f'class="result study-image current" data-image-id="{shown.id}"' in page
@@ -93,12 +95,14 @@ def test_the_case_page_says_where_the_case_was_found(
         f"/cases/{image.id}?rank=3&similarity=0.8123&distance=0.1877&metric=cosine&query=5"
     ).get_data(as_text=True)
     assert 'id="found-at"' in found
-    text = re.sub(r"<[^>]+>", "", found[found.index('id="found-at"'):].split("</p>")[0])
-    assert ("rank 3 of a cosine search, 81% similar (distance 0.188), "
-            "for the query image 5") in text
+    text = re.sub(r"<[^>]+>", "", found[found.index('id="found-at"') :].split("</p>")[0])
+    assert (
+        "rank 3 of a cosine search, 81% similar (distance 0.188), for the query image 5"
+    ) in text
     l2 = radiologist_client.get(f"/cases/{image.id}?rank=2&similarity=0.01&distance=9.5&metric=l2")
-    assert "rank 2 of an L2 search (distance 9.500)" in re.sub(r"<[^>]+>", "", l2.get_data(
-        as_text=True))
+    assert "rank 2 of an L2 search (distance 9.500)" in re.sub(
+        r"<[^>]+>", "", l2.get_data(as_text=True)
+    )
     plain = radiologist_client.get(f"/cases/{image.id}").get_data(as_text=True)
     assert 'id="found-at"' not in plain
     edited = radiologist_client.get(f"/cases/{image.id}?rank=first&similarity=nan")
@@ -117,13 +121,21 @@ def test_the_archive_viewer_link_is_for_dicom_images_when_it_is_set(
 ) -> None:
     """A DICOM image links its study to the archive's viewer; a JPEG or an unset URL: no link."""
     patient = make_patient(db, "D1")
-    dicom = make_image(db, web_settings, patient, seed=1, modality="MG",
-                       study_instance_uid="1.2.840.99.7", sop_instance_uid="1.2.840.99.7.1")
+    dicom = make_image(
+        db,
+        web_settings,
+        patient,
+        seed=1,
+        modality="MG",
+        study_instance_uid="1.2.840.99.7",
+        sop_instance_uid="1.2.840.99.7.1",
+    )
     jpeg = make_image(db, web_settings, patient, seed=2)
     with_link = _app_with_archive_viewer(web_settings, OHIF)
     page = with_link.get(f"/cases/{dicom.id}").get_data(as_text=True)
-    assert ('id="archive-viewer" href="https://pacs.example/ohif/viewer?'
-            'StudyInstanceUIDs=1.2.840.99.7"') in page
+    assert (
+        'id="archive-viewer" href="https://pacs.example/ohif/viewer?StudyInstanceUIDs=1.2.840.99.7"'
+    ) in page
     assert 'id="archive-viewer"' not in with_link.get(f"/cases/{jpeg.id}").get_data(as_text=True)
     without = _app_with_archive_viewer(web_settings, None)
     assert 'id="archive-viewer"' not in without.get(f"/cases/{dicom.id}").get_data(as_text=True)
@@ -174,14 +186,19 @@ def _signed_in(app: Flask) -> FlaskClient:
 
 def test_results_open_side_by_side_and_link_cases_with_their_rank(compare_app: Flask) -> None:
     """By image id: the query's full image beside a result's; case links carry rank and scores."""
-    page = _signed_in(compare_app).get(
-        "/search", query_string={"image_id": "1", "k": "3", "metric": "cosine"}
-    ).get_data(as_text=True)
+    page = (
+        _signed_in(compare_app)
+        .get("/search", query_string={"image_id": "1", "k": "3", "metric": "cosine"})
+        .get_data(as_text=True)
+    )
     assert 'id="compare-query"' in page and 'data-src="/cases/1/image"' in page
     assert 'id="compare-result"' in page
     assert page.count("data-compare-src=") == 3
-    assert re.search(r'href="/cases/\d+\?rank=1&amp;similarity=[0-9.-]+&amp;distance=[0-9.-]+'
-                     r'&amp;metric=cosine&amp;query=1"', page)
+    assert re.search(
+        r'href="/cases/\d+\?rank=1&amp;similarity=[0-9.-]+&amp;distance=[0-9.-]+'
+        r'&amp;metric=cosine&amp;query=1"',
+        page,
+    )
 
 
 def test_an_uploaded_query_is_compared_at_full_resolution(compare_app: Flask) -> None:
@@ -195,6 +212,9 @@ def test_an_uploaded_query_is_compared_at_full_resolution(compare_app: Flask) ->
         data={"image": (io.BytesIO(upload), "q.png"), "k": "2", "metric": "l2"},
         content_type="multipart/form-data",
     ).get_data(as_text=True)
-    match = re.search(r'id="compare-query" data-viewer\s+data-src="data:image/jpeg;base64,[^"]+"'
-                      r' data-width="(\d+)" data-height="(\d+)"', page)
+    match = re.search(
+        r'id="compare-query" data-viewer\s+data-src="data:image/jpeg;base64,[^"]+"'
+        r' data-width="(\d+)" data-height="(\d+)"',
+        page,
+    )
     assert match and match.groups() == ("600", "800")

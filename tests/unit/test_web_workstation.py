@@ -28,7 +28,8 @@ def _audit_rows(page: str) -> str:
 
 
 def test_audit_filters_by_the_patients_own_id_user_action_and_days(
-    admin_client: FlaskClient, db  # type: ignore[no-untyped-def]
+    admin_client: FlaskClient,
+    db,  # type: ignore[no-untyped-def]
 ) -> None:
     """Patient_ID as the sheet spells it (not the row id), user, action and an inclusive
     range of UTC days each narrow the rows; the rows name the patient by that ID."""
@@ -52,15 +53,22 @@ def test_audit_filters_by_the_patients_own_id_user_action_and_days(
 
 def test_audit_refuses_bad_pages_and_dates(admin_client: FlaskClient) -> None:
     """A page of letters, zero, or far past any log, and a date that is none, are 400s."""
-    for query in ("page=abc", "page=0", "page=-1", "page=99999999999999999999",
-                  "since=yesterday", "since=2026-03-05&until=2026-03-01"):
+    for query in (
+        "page=abc",
+        "page=0",
+        "page=-1",
+        "page=99999999999999999999",
+        "since=yesterday",
+        "since=2026-03-05&until=2026-03-01",
+    ):
         response = admin_client.get(f"/admin/audit?{query}")
         assert response.status_code == 400, query
     assert admin_client.get("/admin/audit?page=2").status_code == 200
 
 
 def test_audit_export_streams_the_filtered_rows_as_csv_and_is_audited(
-    admin_client: FlaskClient, db  # type: ignore[no-untyped-def]
+    admin_client: FlaskClient,
+    db,  # type: ignore[no-untyped-def]
 ) -> None:
     """Every matching event (not one page), with the patient's own ID; then an
     export_audit event records who exported what."""
@@ -123,7 +131,9 @@ def test_ingestion_page_says_why_queue_depths_are_unknown(app, admin_client) -> 
 
 
 def test_ingestion_page_shows_the_active_space_its_indexes_and_the_last_import(
-    admin_client: FlaskClient, db, web_settings  # type: ignore[no-untyped-def]
+    admin_client: FlaskClient,
+    db,
+    web_settings,  # type: ignore[no-untyped-def]
 ) -> None:
     """Vectors and bytes (in KiB) per index with its FAISS factory, read from the manifest;
     the last import's counts and lines; no server path."""
@@ -167,7 +177,9 @@ def test_ingestion_page_shows_the_active_space_its_indexes_and_the_last_import(
 
 
 def test_a_cli_run_without_a_report_gets_its_figures_on_its_page(
-    admin_client: FlaskClient, db, web_settings  # type: ignore[no-untyped-def]
+    admin_client: FlaskClient,
+    db,
+    web_settings,  # type: ignore[no-untyped-def]
 ) -> None:
     """Curves, the neighbours' vote and the 2-D map are drawn for any finished run, once,
     and served as PNGs; metrics read as a metric x k table with 3 decimals."""
@@ -207,7 +219,9 @@ def _wait_for(client: FlaskClient, url: str, timeout_s: float = 60.0) -> dict:  
 
 
 def test_an_admin_starts_an_evaluation_in_process_and_follows_it(
-    admin_client: FlaskClient, db, web_settings  # type: ignore[no-untyped-def]
+    admin_client: FlaskClient,
+    db,
+    web_settings,  # type: ignore[no-untyped-def]
 ) -> None:
     """No broker: a thread evaluates every active space for each metric; the job's JSON
     goes from queued to done with the runs (trigger "web", with figures); it is audited."""
@@ -232,7 +246,9 @@ def test_an_admin_starts_an_evaluation_in_process_and_follows_it(
 
 
 def test_with_a_broker_the_evaluation_goes_to_the_evaluate_queue(
-    app, admin_client: FlaskClient, monkeypatch  # type: ignore[no-untyped-def]
+    app,
+    admin_client: FlaskClient,
+    monkeypatch,  # type: ignore[no-untyped-def]
 ) -> None:
     """The page hands the work to the queue's enqueue_evaluation (Celery: the evaluate
     queue) and reads the task's progress from the result backend."""
@@ -315,7 +331,8 @@ def test_every_page_links_the_svg_favicon_and_it_is_served_to_anyone(client: Fla
 
 
 def test_an_evaluation_whose_runs_all_fail_is_reported_failed_with_the_reason(
-    admin_client: FlaskClient, db  # type: ignore[no-untyped-def]
+    admin_client: FlaskClient,
+    db,  # type: ignore[no-untyped-def]
 ) -> None:
     """One patient per class: leave-patient-out finds no relevant candidate for anyone."""
     import numpy as np

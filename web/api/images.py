@@ -44,8 +44,13 @@ def image(image_id: int) -> Response:
     session = get_session()
     row = get_image_or_404(image_id)
     record_access(
-        session, current_user.row, "view_image", patient_id=row.patient_id, image_id=row.id,
-        detail={"via": "api"}, remote_addr=request.remote_addr,
+        session,
+        current_user.row,
+        "view_image",
+        patient_id=row.patient_id,
+        image_id=row.id,
+        detail={"via": "api"},
+        remote_addr=request.remote_addr,
     )
     session.commit()
     return jsonify(image_metadata(row))

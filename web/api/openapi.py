@@ -73,78 +73,116 @@ def _search_bodies() -> dict[str, Any]:
 
 def _paths() -> dict[str, Any]:
     return {
-        "/search": {"post": {
-            "operationId": "search",
-            "summary": "Find the k most similar archived images (unit=image) or cases "
-            "(unit=case)",
-            "requestBody": {"required": True, "content": _search_bodies()},
-            "responses": {
-                "200": {
-                    "description": "Results in `ranking` order; the body's `unit` says which",
-                    "content": {"application/json": {"schema": {
-                        "oneOf": [_ref(schemas.SearchResponse),
-                                  _ref(schemas.CaseSearchResponse)],
-                        "discriminator": {"propertyName": "unit", "mapping": {
-                            "image": REF.format(model=schemas.SearchResponse.__name__),
-                            "case": REF.format(model=schemas.CaseSearchResponse.__name__),
-                        }},
-                    }}},
-                },
-                **_errors(400, 401, 403, 404, 413),
-            },
-        }},
-        "/images/{image_id}": {"get": {
-            "operationId": "getImage",
-            "summary": "One archived image's metadata",
-            "parameters": [_path_id("image_id")],
-            "responses": {"200": _json(schemas.Image, "The image's metadata"),
-                          **_errors(400, 401, 403, 404)},
-        }},
-        "/images/{image_id}/file": {"get": {
-            "operationId": "getImageFile",
-            "summary": "The image itself (JPEG or PNG)",
-            "parameters": [_path_id("image_id")],
-            "responses": {
-                "200": {
-                    "description": "The pixels",
-                    "content": {
-                        f"image/{kind}": {"schema": {"type": "string", "format": "binary"}}
-                        for kind in ("jpeg", "png")
+        "/search": {
+            "post": {
+                "operationId": "search",
+                "summary": "Find the k most similar archived images (unit=image) or cases "
+                "(unit=case)",
+                "requestBody": {"required": True, "content": _search_bodies()},
+                "responses": {
+                    "200": {
+                        "description": "Results in `ranking` order; the body's `unit` says which",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "oneOf": [
+                                        _ref(schemas.SearchResponse),
+                                        _ref(schemas.CaseSearchResponse),
+                                    ],
+                                    "discriminator": {
+                                        "propertyName": "unit",
+                                        "mapping": {
+                                            "image": REF.format(
+                                                model=schemas.SearchResponse.__name__
+                                            ),
+                                            "case": REF.format(
+                                                model=schemas.CaseSearchResponse.__name__
+                                            ),
+                                        },
+                                    },
+                                }
+                            }
+                        },
                     },
+                    **_errors(400, 401, 403, 404, 413),
                 },
-                **_errors(400, 401, 403, 404),
-            },
-        }},
-        "/status": {"get": {
-            "operationId": "getStatus",
-            "summary": "Ingestion status: images per status, lag, failures (admins)",
-            "responses": {"200": _json(schemas.Status, "The status"), **_errors(401, 403)},
-        }},
-        "/evaluations": {"get": {
-            "operationId": "listEvaluations",
-            "summary": "The latest evaluation runs with their metrics (admins)",
-            "parameters": [{
-                "name": "limit", "in": "query",
-                "schema": {"type": "integer", "minimum": 1, "maximum": 500},
-            }],
-            "responses": {"200": _json(schemas.EvaluationList, "Runs, newest first"),
-                          **_errors(401, 403)},
-        }},
-        "/evaluations/{run_id}": {"get": {
-            "operationId": "getEvaluation",
-            "summary": "One evaluation run (admins)",
-            "parameters": [_path_id("run_id")],
-            "responses": {"200": _json(schemas.EvaluationRun, "The run"),
-                          **_errors(400, 401, 403, 404)},
-        }},
-        "/openapi.json": {"get": {
-            "operationId": "getOpenApi",
-            "summary": "This document",
-            "responses": {"200": {
-                "description": "OpenAPI 3.1",
-                "content": {"application/json": {"schema": {"type": "object"}}},
-            }},
-        }},
+            }
+        },
+        "/images/{image_id}": {
+            "get": {
+                "operationId": "getImage",
+                "summary": "One archived image's metadata",
+                "parameters": [_path_id("image_id")],
+                "responses": {
+                    "200": _json(schemas.Image, "The image's metadata"),
+                    **_errors(400, 401, 403, 404),
+                },
+            }
+        },
+        "/images/{image_id}/file": {
+            "get": {
+                "operationId": "getImageFile",
+                "summary": "The image itself (JPEG or PNG)",
+                "parameters": [_path_id("image_id")],
+                "responses": {
+                    "200": {
+                        "description": "The pixels",
+                        "content": {
+                            f"image/{kind}": {"schema": {"type": "string", "format": "binary"}}
+                            for kind in ("jpeg", "png")
+                        },
+                    },
+                    **_errors(400, 401, 403, 404),
+                },
+            }
+        },
+        "/status": {
+            "get": {
+                "operationId": "getStatus",
+                "summary": "Ingestion status: images per status, lag, failures (admins)",
+                "responses": {"200": _json(schemas.Status, "The status"), **_errors(401, 403)},
+            }
+        },
+        "/evaluations": {
+            "get": {
+                "operationId": "listEvaluations",
+                "summary": "The latest evaluation runs with their metrics (admins)",
+                "parameters": [
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 500},
+                    }
+                ],
+                "responses": {
+                    "200": _json(schemas.EvaluationList, "Runs, newest first"),
+                    **_errors(401, 403),
+                },
+            }
+        },
+        "/evaluations/{run_id}": {
+            "get": {
+                "operationId": "getEvaluation",
+                "summary": "One evaluation run (admins)",
+                "parameters": [_path_id("run_id")],
+                "responses": {
+                    "200": _json(schemas.EvaluationRun, "The run"),
+                    **_errors(400, 401, 403, 404),
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "operationId": "getOpenApi",
+                "summary": "This document",
+                "responses": {
+                    "200": {
+                        "description": "OpenAPI 3.1",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+            }
+        },
     }
 
 
@@ -162,7 +200,7 @@ def openapi_document() -> dict[str, Any]:
             "version": "1",
             "description": "Similar-case search for mammography. Every call needs "
             "`Authorization: Bearer TOKEN` (`mammosearch users token USERNAME`). "
-            "Errors are `{\"error\": \"...\"}`.",
+            'Errors are `{"error": "..."}`.',
         },
         "servers": [{"url": "/api/v1"}],
         "security": [{"bearerAuth": []}],

@@ -152,8 +152,9 @@ class CaseSearchResponse(Body):
     )
     metric: str
     k: int
-    fusion: str = Field(description="How views made one similarity: mean, best-pair, "
-                        "matched-views.")
+    fusion: str = Field(
+        description="How views made one similarity: mean, best-pair, matched-views."
+    )
     embedding_space: dict[str, Any]
     results: list[CaseHit]  # type: ignore[valid-type]
     ranking: str
@@ -224,6 +225,14 @@ class Status(BaseModel):
 
 
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
-    Error, Hit, SearchResponse, CaseView, CaseHit, CaseSearchResponse, Image, EvaluationRun,
-    EvaluationList, Status,
+    Error,
+    Hit,
+    SearchResponse,
+    CaseView,
+    CaseHit,
+    CaseSearchResponse,
+    Image,
+    EvaluationRun,
+    EvaluationList,
+    Status,
 )

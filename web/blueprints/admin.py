@@ -40,8 +40,13 @@ def _users_page(status: int = 200, **shown_once: Any) -> tuple[str, int]:
     for api_token in list_api_tokens(session):
         tokens.setdefault(api_token.user_id, []).append(api_token)
     page = render_template(
-        "admin/users.html", users=users, tokens=tokens, roles=ROLES, token_state=token_state,
-        min_password_length=MIN_PASSWORD_LENGTH, **shown_once,
+        "admin/users.html",
+        users=users,
+        tokens=tokens,
+        roles=ROLES,
+        token_state=token_state,
+        min_password_length=MIN_PASSWORD_LENGTH,
+        **shown_once,
     )
     return page, status
 
@@ -73,7 +78,10 @@ def create_user_submit() -> Response | tuple[str, int]:
     role = request.form.get("role", "")
     try:
         user = create_user(
-            session, username, request.form.get("password", ""), role,
+            session,
+            username,
+            request.form.get("password", ""),
+            role,
             must_change_password=bool(request.form.get("must_change_password")),
         )
     except UserError as exc:
@@ -138,8 +146,11 @@ def create_token_submit() -> tuple[str, int]:
         api_token, token = issue_api_token(session, user, request.form.get("name"), days)
     except ValueError as exc:  # UserError included
         session.rollback()
-        message = str(exc) if isinstance(exc, UserError) else (
-            f"{user.username}: expiry {expires_days!r} is not a number of days")
+        message = (
+            str(exc)
+            if isinstance(exc, UserError)
+            else (f"{user.username}: expiry {expires_days!r} is not a number of days")
+        )
         flash(message, "error")
         return _users_page(400)
     _audit("create_token", username=user.username, token_id=api_token.id, name=api_token.name)

@@ -76,7 +76,9 @@ def login() -> Response | str | tuple[str, int]:
     attempt = sign_in(session, username, request.form.get("password", ""))
     if attempt.refused == "blocked":
         record_access(
-            session, None, "login_rate_limited",
+            session,
+            None,
+            "login_rate_limited",
             detail={"username": username[:128], "limit": "account"},
             remote_addr=request.remote_addr,
         )
@@ -84,7 +86,9 @@ def login() -> Response | str | tuple[str, int]:
         return too_many_sign_ins_page(attempt.retry_after_s)
     if attempt.user is None:
         record_access(
-            session, None, "login_failed",
+            session,
+            None,
+            "login_failed",
             detail={"username": username[:128], "reason": attempt.refused},
             remote_addr=request.remote_addr,
         )

@@ -46,8 +46,9 @@ def svg_outlines(segmentations: list[Segmentation]) -> list[dict[str, Any]]:
         elif name == "ellipse" and {"cx", "cy", "rx", "ry"} <= shape.keys():
             outlines.append({"kind": "ellipse", **{k: shape[k] for k in ("cx", "cy", "rx", "ry")}})
         elif name in {"circle", "point"} and {"cx", "cy"} <= shape.keys():
-            outlines.append({"kind": "circle", "cx": shape["cx"], "cy": shape["cy"],
-                             "r": shape.get("r", 8)})
+            outlines.append(
+                {"kind": "circle", "cx": shape["cx"], "cy": shape["cy"], "r": shape.get("r", 8)}
+            )
         elif name == "rect" and {"x", "y", "width", "height"} <= shape.keys():
             box = {k: shape[k] for k in ("x", "y", "width", "height")}
             outlines.append({"kind": "rect", **box})
@@ -64,13 +65,21 @@ def case_page(image_id: int) -> str:
     ).all()
     reports = list(patient.reports)
     record_access(
-        session, current_user.row, "view_image", patient_id=patient.id, image_id=image.id,
+        session,
+        current_user.row,
+        "view_image",
+        patient_id=patient.id,
+        image_id=image.id,
         detail={"other_image_ids": [other.id for other in patient_images if other.id != image.id]},
         remote_addr=request.remote_addr,
     )
     if reports:
         record_access(
-            session, current_user.row, "view_report", patient_id=patient.id, image_id=image.id,
+            session,
+            current_user.row,
+            "view_report",
+            patient_id=patient.id,
+            image_id=image.id,
             detail={"report_ids": [report.id for report in reports]},
             remote_addr=request.remote_addr,
         )
@@ -92,8 +101,12 @@ def send_image_file(image: Image) -> Response:
     path, mimetype = browser_file(settings(), image)
     session = get_session()
     record_access(
-        session, current_user.row, "view_image_file", patient_id=image.patient_id,
-        image_id=image.id, remote_addr=request.remote_addr,
+        session,
+        current_user.row,
+        "view_image_file",
+        patient_id=image.patient_id,
+        image_id=image.id,
+        remote_addr=request.remote_addr,
     )
     session.commit()
     return send_file(path, mimetype=mimetype, max_age=0)
@@ -119,8 +132,12 @@ def thumbnail(image_id: int) -> Response:
     # A thumbnail shows the patient's image too: audited, unless the page that shows it
     # already listed it in its own event (mammosearch.audit.record_thumbnail_view).
     record_thumbnail_view(
-        session, current_user.row, image.patient_id, image.id,
-        detail={"size_px": size_px}, remote_addr=request.remote_addr,
+        session,
+        current_user.row,
+        image.patient_id,
+        image.id,
+        detail={"size_px": size_px},
+        remote_addr=request.remote_addr,
     )
     session.commit()
     return send_file(path, mimetype="image/jpeg", max_age=0)

@@ -61,8 +61,11 @@ def launch() -> tuple[str, int] | Response:
     if args.get("patient_id"):
         try:
             params = parse_search_request(
-                {**_options(), "patient_id": args["patient_id"],
-                 "breast": args.get("side") or args.get("breast")},
+                {
+                    **_options(),
+                    "patient_id": args["patient_id"],
+                    "breast": args.get("side") or args.get("breast"),
+                },
                 current.index_metrics,
             )
         except BadSearchRequest as exc:
@@ -99,13 +102,21 @@ def _study_searches(
     session = get_session()
     base_url = dicomweb_url(current)
     options = _options()
-    study: dict[str, Any] = {"study_uid": study_uid, "accession": accession, "source": "archive",
-                             "skipped": (), "can_keep": base_url is not None}
+    study: dict[str, Any] = {
+        "study_uid": study_uid,
+        "accession": accession,
+        "source": "archive",
+        "skipped": (),
+        "can_keep": base_url is not None,
+    }
     try:
         if study_uid is None:
             if base_url is None:
-                raise LaunchFailed(400, "launch by accession number: no DICOMweb archive is "
-                                   "connected (set MAMMOSEARCH_DICOMWEB_URL)")
+                raise LaunchFailed(
+                    400,
+                    "launch by accession number: no DICOMweb archive is "
+                    "connected (set MAMMOSEARCH_DICOMWEB_URL)",
+                )
             study_uid, _, study["patient_id"] = find_study(base_url, accession=accession)
             study["study_uid"] = study_uid
         searches: list[tuple[str, Any, list[Any]]] = []  # (side, request, uploads)
@@ -116,11 +127,13 @@ def _study_searches(
             searches.append((side, params, []))
         if not searches:  # not archived here: the connected archive's copy
             if base_url is None:
-                raise LaunchFailed(404, f"study {study_uid}: not in this archive, and no "
-                                   "DICOMweb archive is connected (set MAMMOSEARCH_DICOMWEB_URL)")
+                raise LaunchFailed(
+                    404,
+                    f"study {study_uid}: not in this archive, and no "
+                    "DICOMweb archive is connected (set MAMMOSEARCH_DICOMWEB_URL)",
+                )
             fetched = fetch_study(base_url, current, study_uid=study_uid)
-            study.update(source="dicomweb", patient_id=fetched.patient_id,
-                         skipped=fetched.skipped)
+            study.update(source="dicomweb", patient_id=fetched.patient_id, skipped=fetched.skipped)
             params = parse_search_request(options, current.index_metrics)
             searches = [(case.side, params, case_uploads(case)) for case in fetched.cases]
         breasts = []
@@ -149,8 +162,7 @@ def _launch_study(study_uid: str | None, accession: str | None) -> tuple[str, in
     launch_url = url_for("launch.launch", **request.args)
     for breast in breasts:  # a fetched study's breast has no address but the launch's own
         breast.context["results_url"] = breast.context["results_url"] or launch_url
-    return render_template("launch.html", breasts=breasts, study=study,
-                           launch_url=launch_url), 200
+    return render_template("launch.html", breasts=breasts, study=study, launch_url=launch_url), 200
 
 
 @bp.post("/launch/keep")
@@ -166,15 +178,19 @@ def keep_with_study() -> tuple[str, int] | Response:
     base_url = dicomweb_url(settings())
     launch_url = url_for("launch.launch", **request.args)
     if base_url is None:
-        return _failed(400, "keep with the study: no DICOMweb archive is connected "
-                       "(set MAMMOSEARCH_DICOMWEB_URL)")
+        return _failed(
+            400,
+            "keep with the study: no DICOMweb archive is connected (set MAMMOSEARCH_DICOMWEB_URL)",
+        )
     try:
-        study, breasts = _study_searches(request.args.get("study_uid"),
-                                         request.args.get("accession"))
+        study, breasts = _study_searches(
+            request.args.get("study_uid"), request.args.get("accession")
+        )
         kept = []
         for breast in breasts:
-            document = store_key_object(get_session(), base_url, study["study_uid"],
-                                        breast.side, breast.context["response"])
+            document = store_key_object(
+                get_session(), base_url, study["study_uid"], breast.side, breast.context["response"]
+            )
             kept.append(f"{breast.title.lower()}: key object {document.SOPInstanceUID}")
     except LaunchFailed as exc:
         return _failed(exc.status, str(exc))

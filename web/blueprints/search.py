@@ -150,7 +150,9 @@ def results_context(
     if response.query.get("excluded_patient_ids") and params.archived_query:
         include_url = results_url(params.model_copy(update={"exclude_same_patient": False}))
     context: dict[str, Any] = {
-        "response": response, "results_url": results_url(params), "include_url": include_url,
+        "response": response,
+        "results_url": results_url(params),
+        "include_url": include_url,
     }
     if response.unit == "case":
         context["hanging"] = hang(session, response, {u.name: u.image for u in uploads})

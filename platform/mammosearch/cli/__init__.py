@@ -133,4 +133,3 @@ def main() -> None:
 
     configure_logging()
     allow_pixels(get_settings().max_image_pixels)
-

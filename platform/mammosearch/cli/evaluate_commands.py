@@ -142,8 +142,10 @@ def evaluate_command(
         raise click.ClickException(str(exc)) from exc
     served = result.config.get("served_index") if isinstance(result.config, dict) else None
     if through_index and served:
-        click.echo(f"ranked through the served index: {served['factory']}, "
-                   f"{served['vectors']} vectors, tuned {served['tuned_search'] or 'none'}")
+        click.echo(
+            f"ranked through the served index: {served['factory']}, "
+            f"{served['vectors']} vectors, tuned {served['tuned_search'] or 'none'}"
+        )
     if unit == "case":
         views = result.config.get("views_per_case", {})
         click.echo(

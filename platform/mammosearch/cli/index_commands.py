@@ -67,9 +67,7 @@ def _tuned_line(entry: dict[str, Any]) -> str:
     line = f"{knob} {entry.get(knob)} (recall@10 {entry.get('recall@10')})"
     bands = entry.get("filtered") or []
     if bands:
-        shares = ", ".join(
-            f"{band['fraction']:.0%} {band.get(knob) or 'exact'}" for band in bands
-        )
+        shares = ", ".join(f"{band['fraction']:.0%} {band.get(knob) or 'exact'}" for band in bands)
         line += f"; filtered by share allowed: {shares}"
     return line
 

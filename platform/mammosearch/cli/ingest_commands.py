@@ -159,9 +159,7 @@ def echo_summary(summary: ImportSummary) -> None:
         )
     _echo_list("segmentation problems", segmentations.problems)
     if segmentations.without_image:
-        click.echo(
-            f"segmentations of images not registered: {_some(segmentations.without_image)}"
-        )
+        click.echo(f"segmentations of images not registered: {_some(segmentations.without_image)}")
     if summary.nothing_new:
         click.echo(f"nothing new: {summary.registered} images already registered")
 
@@ -196,8 +194,9 @@ def ingest_cdd_cesm(
     migrate_embedded_database(settings, quiet=as_json)
     try:
         with session_scope() as session:
-            summary = import_cdd_cesm(session, folder, settings, birads_rule=rule,
-                                      progress=not no_progress)
+            summary = import_cdd_cesm(
+                session, folder, settings, birads_rule=rule, progress=not no_progress
+            )
             record_import(session, "CDD-CESM", recorded_summary(summary))
     except (FolderError, SheetError) as exc:
         raise click.ClickException(str(exc)) from exc

@@ -15,8 +15,9 @@ import click
 class LazyGroup(click.Group):
     """Commands named as "module:attribute", imported on first use."""
 
-    def __init__(self, *args: Any, lazy_subcommands: dict[str, str] | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, lazy_subcommands: dict[str, str] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.lazy_subcommands = dict(lazy_subcommands or {})
 

@@ -110,9 +110,7 @@ def report_command(
     serving = serving_trained_model(settings)
     known = [*BACKBONES, *([serving] if serving else [])]
     if backbones:
-        names = tuple(
-            name for name in _names(backbones, known, "backbone", trained_ok=True)
-        )
+        names = tuple(name for name in _names(backbones, known, "backbone", trained_ok=True))
     elif embed_missing:
         names = tuple(known)  # the serving trained model beside the base backbones
     else:

@@ -16,27 +16,42 @@ from mammosearch.vote import suggestion_lines
 
 
 @click.command("search")
-@click.argument(
-    "images", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
+@click.argument("images", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--image-id", type=int, default=None, help="Search with an archived image instead.")
 @click.option(
-    "--unit", type=click.Choice(SEARCH_UNITS), default="image", show_default=True,
+    "--unit",
+    type=click.Choice(SEARCH_UNITS),
+    default="image",
+    show_default=True,
     help="What a result is: one image, or one case (a breast of one study, all its views). "
     "Several IMAGES are the views of one breast (--unit case).",
 )
 @click.option(
-    "--fusion", type=click.Choice(CASE_FUSIONS), default=None,
+    "--fusion",
+    type=click.Choice(CASE_FUSIONS),
+    default=None,
     help=f"--unit case: how views make one similarity (default {DEFAULT_FUSION}).",
 )
 @click.option("--case-id", default=None, help="--unit case: an archived case (e.g. 12-L).")
-@click.option("--patient", "patient_id", default=None,
-              help="--unit case: an archived case by patient id (with --breast).")
-@click.option("--breast", type=click.Choice(["L", "R"]), default=None,
-              help="--unit case, with --patient or --study-uid: which breast.")
+@click.option(
+    "--patient",
+    "patient_id",
+    default=None,
+    help="--unit case: an archived case by patient id (with --breast).",
+)
+@click.option(
+    "--breast",
+    type=click.Choice(["L", "R"]),
+    default=None,
+    help="--unit case, with --patient or --study-uid: which breast.",
+)
 @click.option("--study-uid", default=None, help="--unit case: the case's StudyInstanceUID.")
 @click.option(
-    "-k", "k", type=click.IntRange(1, MAX_K), default=DEFAULT_K, show_default=True,
+    "-k",
+    "k",
+    type=click.IntRange(1, MAX_K),
+    default=DEFAULT_K,
+    show_default=True,
     help="Number of neighbours.",
 )
 @click.option("--metric", default=None, help="An indexed metric (default: cosine when indexed).")
@@ -47,14 +62,20 @@ from mammosearch.vote import suggestion_lines
 @click.option("--birads-max", type=click.IntRange(BIRADS_LOW, BIRADS_HIGH), default=None)
 @click.option("--pathology", default=None, help="normal, benign, malignant")
 @click.option(
-    "--exclude-same-patient", is_flag=True,
+    "--exclude-same-patient",
+    is_flag=True,
     help="Leave out the query patient's images (default: yes for --unit case and for a file "
     "the archive holds; no for --image-id of --unit image).",
 )
-@click.option("--include-same-patient", is_flag=True,
-              help="Keep the query patient's other images (turns the default off).")
 @click.option(
-    "--ranking", type=click.Choice(RANKINGS), default=None,
+    "--include-same-patient",
+    is_flag=True,
+    help="Keep the query patient's other images (turns the default off).",
+)
+@click.option(
+    "--ranking",
+    type=click.Choice(RANKINGS),
+    default=None,
     help="Result order (default: MAMMOSEARCH_RANKING): nearest first, or the ten nearest "
     "that agree with their BIRADS vote first.",
 )
@@ -107,13 +128,24 @@ def search(
         try:
             request = parse_search_request(
                 {
-                    "k": k, "metric": metric, "side": side, "view": view, "modality": modality,
-                    "birads_min": birads_min, "birads_max": birads_max, "pathology": pathology,
+                    "k": k,
+                    "metric": metric,
+                    "side": side,
+                    "view": view,
+                    "modality": modality,
+                    "birads_min": birads_min,
+                    "birads_max": birads_max,
+                    "pathology": pathology,
                     "exclude_same_patient": (
                         True if exclude_same_patient else False if include_same_patient else None
                     ),
-                    "image_id": image_id, "ranking": ranking, "unit": unit, "fusion": fusion,
-                    "case_id": case_id, "patient_id": patient_id, "breast": breast,
+                    "image_id": image_id,
+                    "ranking": ranking,
+                    "unit": unit,
+                    "fusion": fusion,
+                    "case_id": case_id,
+                    "patient_id": patient_id,
+                    "breast": breast,
                     "study_uid": study_uid,
                 },
                 settings.index_metrics,
@@ -151,8 +183,7 @@ def _echo_archived(query: dict) -> None:  # type: ignore[type-arg]
         archived = [{"file": query.get("upload"), **archived}]
     for known in archived or []:
         click.echo(
-            f"{known['file']}: archived as patient {known['patient_id']}, "
-            f"image {known['image_id']}"
+            f"{known['file']}: archived as patient {known['patient_id']}, image {known['image_id']}"
         )
     excluded = query.get("excluded_patient_ids")
     if excluded:
@@ -160,8 +191,10 @@ def _echo_archived(query: dict) -> None:  # type: ignore[type-arg]
 
 
 def _echo_images(response) -> None:  # type: ignore[no-untyped-def]
-    click.echo(f"{'rank':>4} {'image':>6} {'patient':>8} {'side':>4} {'view':>4} "
-               f"{'BIRADS':>6} {'pathology':>10} {'similarity':>10}")
+    click.echo(
+        f"{'rank':>4} {'image':>6} {'patient':>8} {'side':>4} {'view':>4} "
+        f"{'BIRADS':>6} {'pathology':>10} {'similarity':>10}"
+    )
     for hit in response.results:
         click.echo(
             f"{hit.rank:>4} {hit.image_id:>6} {hit.patient_id:>8} {hit.side or '-':>4} "
@@ -171,8 +204,10 @@ def _echo_images(response) -> None:  # type: ignore[no-untyped-def]
 
 
 def _echo_cases(response) -> None:  # type: ignore[no-untyped-def]
-    click.echo(f"{'rank':>4} {'case':>10} {'patient':>8} {'side':>4} {'BIRADS':>6} "
-               f"{'pathology':>10} {'similarity':>10}  views (best first)")
+    click.echo(
+        f"{'rank':>4} {'case':>10} {'patient':>8} {'side':>4} {'BIRADS':>6} "
+        f"{'pathology':>10} {'similarity':>10}  views (best first)"
+    )
     for hit in response.results:
         views = sorted(hit.views, key=lambda view: view.image_id != hit.best_view_image_id)
         shown = ", ".join(f"{view.view or '?'} #{view.image_id}" for view in views)

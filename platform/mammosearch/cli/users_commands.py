@@ -79,15 +79,18 @@ def bootstrap() -> None:
         handle.write(f"username: admin\npassword: {password}\n")
     click.echo(f"created the first admin account: username admin, password {password}")
     click.echo("(a temporary password: the first sign-in asks for a new one)")
-    click.echo(f"(also in {path}; create radiologists with `mammosearch users create NAME "
-               "--role radiologist`)")
+    click.echo(
+        f"(also in {path}; create radiologists with `mammosearch users create NAME "
+        "--role radiologist`)"
+    )
 
 
 @users.command("set-password")
 @click.argument("username")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
-@click.option("--temporary", is_flag=True,
-              help="The user must choose a new one at the next sign-in.")
+@click.option(
+    "--temporary", is_flag=True, help="The user must choose a new one at the next sign-in."
+)
 def set_password_command(username: str, password_stdin: bool, temporary: bool) -> None:
     """Replace USERNAME's password; the user's sessions end (API tokens are kept)."""
     password = _read_password(password_stdin)
@@ -130,16 +133,22 @@ def enable(username: str) -> None:
 @users.command("token")
 @click.argument("username")
 @click.option("--name", "label", help="What the token is for, shown in `users tokens`.")
-@click.option("--expires-days", type=click.IntRange(min=1),
-              help="Refuse the token after this many days (default: until revoked).")
+@click.option(
+    "--expires-days",
+    type=click.IntRange(min=1),
+    help="Refuse the token after this many days (default: until revoked).",
+)
 def token(username: str, label: str | None, expires_days: int | None) -> None:
     """Print a new API token for USERNAME (send it as `Authorization: Bearer TOKEN`)."""
     with _user_errors(), session_scope(get_settings().database_url) as session:
         user = require_user(session, username)
         api_token, secret = issue_api_token(session, user, label, expires_days)
-        record_access(session, None, "create_token",
-                      detail={"username": user.username, "token_id": api_token.id,
-                              "name": api_token.name})
+        record_access(
+            session,
+            None,
+            "create_token",
+            detail={"username": user.username, "token_id": api_token.id, "name": api_token.name},
+        )
     click.echo(secret)
 
 
@@ -155,11 +164,18 @@ def tokens(username: str) -> None:
         listed = list_api_tokens(session, require_user(session, username))
         click.echo("id\tname\tcreated\texpires\tlast used\tstate")
         for api_token in listed:
-            click.echo("\t".join([
-                str(api_token.id), api_token.name or "-", _when(api_token.created_at),
-                _when(api_token.expires_at, "never"), _when(api_token.last_used_at),
-                token_state(api_token),
-            ]))
+            click.echo(
+                "\t".join(
+                    [
+                        str(api_token.id),
+                        api_token.name or "-",
+                        _when(api_token.created_at),
+                        _when(api_token.expires_at, "never"),
+                        _when(api_token.last_used_at),
+                        token_state(api_token),
+                    ]
+                )
+            )
 
 
 @users.command("revoke-token")
@@ -169,8 +185,9 @@ def revoke_token(token_id: int) -> None:
     with _user_errors(), session_scope(get_settings().database_url) as session:
         api_token = revoke_api_token(session, token_id)
         owner = api_token.user.username
-        record_access(session, None, "revoke_token",
-                      detail={"username": owner, "token_id": token_id})
+        record_access(
+            session, None, "revoke_token", detail={"username": owner, "token_id": token_id}
+        )
     click.echo(f"token {token_id} of {owner} revoked")
 
 

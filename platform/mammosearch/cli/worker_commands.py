@@ -27,7 +27,10 @@ def _banner_flag() -> list[str]:
 
 @click.command("worker")
 @click.option(
-    "--queues", "-Q", default=",".join(QUEUES), show_default=True,
+    "--queues",
+    "-Q",
+    default=",".join(QUEUES),
+    show_default=True,
     help="Comma-separated queues to consume. Run `index` in its own worker with "
     "--concurrency 1 (one index writer per space).",
 )
@@ -42,8 +45,14 @@ def worker(queues: str, concurrency: int | None, loglevel: str | None) -> None:
         raise click.BadParameter(f"unknown queue(s) {', '.join(unknown)}; known: {known}")
     from workers.app import celery_app
 
-    argv = [*_banner_flag(), "worker", "--queues", queues,
-            "--loglevel", loglevel or get_settings().log_level]
+    argv = [
+        *_banner_flag(),
+        "worker",
+        "--queues",
+        queues,
+        "--loglevel",
+        loglevel or get_settings().log_level,
+    ]
     if concurrency:
         argv += ["--concurrency", str(concurrency)]
     celery_app.worker_main(argv)
@@ -59,20 +68,35 @@ def beat(loglevel: str | None) -> None:
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     schedule_file = settings.data_dir / "celerybeat-schedule"
-    celery_app.start([
-        *_banner_flag(), "beat", "--schedule", str(schedule_file),
-        "--loglevel", loglevel or settings.log_level,
-    ])
+    celery_app.start(
+        [
+            *_banner_flag(),
+            "beat",
+            "--schedule",
+            str(schedule_file),
+            "--loglevel",
+            loglevel or settings.log_level,
+        ]
+    )
 
 
 @click.command("watch")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--once", is_flag=True, help="Scan once and exit (e.g. from cron).")
-@click.option("--interval", type=float, default=None, help="Seconds between scans "
-              "[default: MAMMOSEARCH_WATCH_SCHEDULE_S].")
-@click.option("--min-age", "min_age_s", type=float, default=None,
-              help="Take a file this many seconds after its last change even if seen only once "
-              "[default: 10].")
+@click.option(
+    "--interval",
+    type=float,
+    default=None,
+    help="Seconds between scans [default: MAMMOSEARCH_WATCH_SCHEDULE_S].",
+)
+@click.option(
+    "--min-age",
+    "min_age_s",
+    type=float,
+    default=None,
+    help="Take a file this many seconds after its last change even if seen only once "
+    "[default: 10].",
+)
 def watch(directory: Path, once: bool, interval: float | None, min_age_s: float | None) -> None:
     """Register new images dropped into DIRECTORY, then embed and index them."""
     from mammosearch.ingest.watch import DEFAULT_MIN_AGE_S, scan_directory
@@ -97,8 +121,13 @@ def watch(directory: Path, once: bool, interval: float | None, min_age_s: float 
 
 
 @click.command("reconcile")
-@click.option("--grace", "grace_s", type=float, default=None,
-              help="Only work untouched for this many seconds [default: 15].")
+@click.option(
+    "--grace",
+    "grace_s",
+    type=float,
+    default=None,
+    help="Only work untouched for this many seconds [default: 15].",
+)
 def reconcile(grace_s: float | None) -> None:
     """Re-enqueue images left pending or unindexed (in-process: run the pipeline over them)."""
     from mammosearch.reconcile import DEFAULT_GRACE_S
@@ -109,17 +138,19 @@ def reconcile(grace_s: float | None) -> None:
     summary = sweep(
         settings, work_queue_for(settings), DEFAULT_GRACE_S if grace_s is None else grace_s
     )
-    click.echo(json.dumps(
-        {
-            "mode": summary.mode,
-            "pending_images": summary.pending_images,
-            "unindexed_spaces": summary.unindexed_spaces,
-            "verified_spaces": summary.verified_spaces,
-            **summary.detail,
-        },
-        indent=2,
-        default=str,
-    ))
+    click.echo(
+        json.dumps(
+            {
+                "mode": summary.mode,
+                "pending_images": summary.pending_images,
+                "unindexed_spaces": summary.unindexed_spaces,
+                "verified_spaces": summary.verified_spaces,
+                **summary.detail,
+            },
+            indent=2,
+            default=str,
+        )
+    )
 
 
 commands = [worker, beat, watch, reconcile]

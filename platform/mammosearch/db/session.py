@@ -158,4 +158,3 @@ def damaged_database_message(url: str, error: BaseException, full_path: bool = T
         " restore it from a backup, or move it aside and run `mammosearch db upgrade` to start"
         " an empty archive (docs/operations.md, fault table)"
     )
-

@@ -176,6 +176,4 @@ def measure_case_votes(
         source=source,
         score_matrix=case_score_matrix(vectors, groups, fusion, metric),
     )
-    return {
-        name: {**table, "unit": "case", "fusion": fusion} for name, table in measured.items()
-    }
+    return {name: {**table, "unit": "case", "fusion": fusion} for name, table in measured.items()}

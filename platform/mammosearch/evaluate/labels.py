@@ -92,8 +92,7 @@ LABELS: dict[str, LabelSpec] = {
         "finding",
         FINDING_CLASSES,
         finding_of,
-        "the enhancement the findings describe: none / mass / non-mass / foci / lymph node "
-        "/ other",
+        "the enhancement the findings describe: none / mass / non-mass / foci / lymph node / other",
     ),
 }
 

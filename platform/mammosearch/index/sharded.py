@@ -984,9 +984,7 @@ class ShardedIndex:
             parts.append(ids if live is None else ids[live])
         return np.concatenate(parts)
 
-    def _load_view(
-        self, manifest: dict[str, Any], missing_is_damage: bool = True
-    ) -> _View | None:
+    def _load_view(self, manifest: dict[str, Any], missing_is_damage: bool = True) -> _View | None:
         """The view of `manifest`: its sound segments, the others in `damage`. None when a
         file is missing and not `missing_is_damage` (a writer may have just collected it)."""
         segments, deleted_parts, live_parts = [], [], [np.empty(0, dtype=np.int64)]

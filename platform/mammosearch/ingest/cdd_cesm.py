@@ -206,26 +206,35 @@ class _Patients:
         return None
 
 
-def _image_values(row: SheetRow, patient: Patient, file_name: str, stored_path: Path,
-                  width: int, height: int, birads_rule: str) -> dict[str, Any]:
-    return _fit_columns({
-        "patient_id": patient.id,
-        "source": SOURCE,
-        "source_file_name": file_name,
-        "stored_path": str(stored_path),
-        "side": row.side if row.side in {"L", "R"} else None,
-        "view": row.view,
-        "modality": row.modality,
-        "width": width,
-        "height": height,
-        "breast_density": row.breast_density,
-        "birads": row.birads(birads_rule),
-        "birads_raw": row.birads_raw,
-        "findings": row.findings,
-        "tags": row.tags,
-        "pathology": row.pathology,
-        "machine": row.machine,
-    })
+def _image_values(
+    row: SheetRow,
+    patient: Patient,
+    file_name: str,
+    stored_path: Path,
+    width: int,
+    height: int,
+    birads_rule: str,
+) -> dict[str, Any]:
+    return _fit_columns(
+        {
+            "patient_id": patient.id,
+            "source": SOURCE,
+            "source_file_name": file_name,
+            "stored_path": str(stored_path),
+            "side": row.side if row.side in {"L", "R"} else None,
+            "view": row.view,
+            "modality": row.modality,
+            "width": width,
+            "height": height,
+            "breast_density": row.breast_density,
+            "birads": row.birads(birads_rule),
+            "birads_raw": row.birads_raw,
+            "findings": row.findings,
+            "tags": row.tags,
+            "pathology": row.pathology,
+            "machine": row.machine,
+        }
+    )
 
 
 def _match_rows_to_files(
@@ -282,21 +291,21 @@ def import_cdd_cesm(
     summary.sheet_problems = list(sheet.problems)
     matched = _match_rows_to_files(folder, sheet, find_image_files(folder), summary)
 
-    patients = _Patients(
-        session, (row.patient_id for row in sheet.rows.values() if row.patient_id)
-    )
+    patients = _Patients(session, (row.patient_id for row in sheet.rows.values() if row.patient_id))
     batch = _Batch(session, settings, birads_rule, patients, summary)
     importable = []
     for row, path in matched:
         if row.withheld:
-            summary.skipped.append(f"{path.name}: not imported (sheet row {row.row_number}): "
-                                   f"{row.withheld}")
+            summary.skipped.append(
+                f"{path.name}: not imported (sheet row {row.row_number}): {row.withheld}"
+            )
         else:
             importable.append((row, path))
-    with tqdm(total=len(importable), desc="CDD-CESM images", unit="img",
-              disable=not progress) as bar:
+    with tqdm(
+        total=len(importable), desc="CDD-CESM images", unit="img", disable=not progress
+    ) as bar:
         for start in range(0, len(importable), batch_size):
-            chunk = importable[start:start + batch_size]
+            chunk = importable[start : start + batch_size]
             batch.run(chunk)
             bar.update(len(chunk))
     registered = batch.registered
@@ -324,8 +333,14 @@ def _first_line(exc: BaseException, limit: int = 200) -> str:
 class _Batch:
     """Registers images a batch per commit; a refused batch leaves no row and no stray file."""
 
-    def __init__(self, session: Session, settings: Settings, birads_rule: str,
-                 patients: _Patients, summary: ImportSummary) -> None:
+    def __init__(
+        self,
+        session: Session,
+        settings: Settings,
+        birads_rule: str,
+        patients: _Patients,
+        summary: ImportSummary,
+    ) -> None:
         self.session, self.settings, self.birads_rule = session, settings, birads_rule
         self.patients, self.summary = patients, summary
         self.registered: dict[str, Image] = {}  # sheet name -> row, for segmentations
@@ -340,9 +355,17 @@ class _Batch:
         images: dict[str, Image] = {}
         try:
             for row, path in items:
-                image = _register_image(self.session, row, path, self.settings,
-                                        self.birads_rule, patients, self.name_by_sha,
-                                        summary, written)
+                image = _register_image(
+                    self.session,
+                    row,
+                    path,
+                    self.settings,
+                    self.birads_rule,
+                    patients,
+                    self.name_by_sha,
+                    summary,
+                    written,
+                )
                 if image is not None:
                     images[row.image_name] = image
             self.session.commit()
@@ -363,12 +386,17 @@ class _Batch:
             raise
         self.registered.update(images)
 
-    def _undo(self, written: list[Path], counts: tuple[int, int, int, int],
-              lengths: tuple[int, int], known_shas: set[str]) -> None:
+    def _undo(
+        self,
+        written: list[Path],
+        counts: tuple[int, int, int, int],
+        lengths: tuple[int, int],
+        known_shas: set[str],
+    ) -> None:
         summary = self.summary
         self.session.rollback()
         summary.new, summary.updated, summary.unchanged, self.patients.created = counts
-        del summary.rejected[lengths[0]:], summary.skipped[lengths[1]:]
+        del summary.rejected[lengths[0] :], summary.skipped[lengths[1] :]
         for sha256 in set(self.name_by_sha) - known_shas:
             del self.name_by_sha[sha256]
         try:
@@ -386,9 +414,7 @@ def remove_unreferenced_files(session: Session, paths: list[Path]) -> list[Path]
     """
     removed = []
     for path in paths:
-        referenced = session.scalar(
-            select(Image.id).where(Image.stored_path == str(path)).limit(1)
-        )
+        referenced = session.scalar(select(Image.id).where(Image.stored_path == str(path)).limit(1))
         if referenced is None:
             path.unlink(missing_ok=True)
             removed.append(path)
@@ -435,8 +461,9 @@ def _register_image(
     if new_file:
         written.append(stored_path)
     patient = patients.get(row.patient_id, row.age)
-    values = _image_values(row, patient, path.name, stored_path, checked.width,
-                           checked.height, birads_rule)
+    values = _image_values(
+        row, patient, path.name, stored_path, checked.width, checked.height, birads_rule
+    )
     if existing is None:
         image = Image(sha256=checked.sha256, status=ImageStatus.PENDING.value, **values)
         session.add(image)

@@ -39,6 +39,8 @@ def parse_cdd_name(name: str) -> CddName | None:
     if parts is None:
         return CddName(str(int(patient["patient"])), None, None, None)
     return CddName(
-        str(int(patient["patient"])), parts["side"].upper(), parts["kind"].upper(),
+        str(int(patient["patient"])),
+        parts["side"].upper(),
+        parts["kind"].upper(),
         parts["view"].upper(),
     )

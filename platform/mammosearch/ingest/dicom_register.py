@@ -90,8 +90,9 @@ def register_rendered(
         ).first()
         if known is not None:
             if known.sha256 != png.sha256:
-                log.warning("DICOM instance conflict: image %d arrived again with other pixels",
-                            known.id)
+                log.warning(
+                    "DICOM instance conflict: image %d arrived again with other pixels", known.id
+                )
                 raise InstanceConflict(
                     f"{name}: SOPInstanceUID {sop_instance_uid} is already image {known.id} "
                     "with different pixels; the stored image is kept and this file was not "
@@ -146,6 +147,7 @@ def register_dicom(
     Raises ImageRejected (message starts with `name`) for anything that is not a
     usable DICOM image.
     """
-    dicom = read_dicom(content, name, max_pixels=settings.max_image_pixels,
-                       modalities=settings.accepted_modalities)
+    dicom = read_dicom(
+        content, name, max_pixels=settings.max_image_pixels, modalities=settings.accepted_modalities
+    )
     return register_rendered(session, dicom, name, settings, source=source)

@@ -109,8 +109,9 @@ def import_reports(
             same_file.sha256, same_file.text = sha256, text
             counts.updated += 1
         else:
-            session.add(Report(patient_id=patient.id, source_file=path.name, sha256=sha256,
-                               text=text))
+            session.add(
+                Report(patient_id=patient.id, source_file=path.name, sha256=sha256, text=text)
+            )
             counts.new += 1
         session.flush()
     return counts

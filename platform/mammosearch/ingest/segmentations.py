@@ -74,10 +74,12 @@ def parse_segmentation_csv(path: Path) -> tuple[list[Region], list[str]]:
         for record in reader:
             where = f"{path.name} line {reader.line_num}"
             try:
-                shape = _json_cell(record.get(headers["region_shape_attributes"]),
-                                   "region_shape_attributes", where)
-                attributes = _json_cell(record.get(headers.get("region_attributes", "")),
-                                        "region_attributes", where)
+                shape = _json_cell(
+                    record.get(headers["region_shape_attributes"]), "region_shape_attributes", where
+                )
+                attributes = _json_cell(
+                    record.get(headers.get("region_attributes", "")), "region_attributes", where
+                )
             except ValueError as exc:
                 problems.append(str(exc))
                 continue
@@ -119,8 +121,14 @@ def import_segmentations(
             )
         ).first()
         if existing is None:
-            session.add(Segmentation(image_id=image_id, region_index=region.region_index,
-                                     shape=region.shape, attributes=region.attributes))
+            session.add(
+                Segmentation(
+                    image_id=image_id,
+                    region_index=region.region_index,
+                    shape=region.shape,
+                    attributes=region.attributes,
+                )
+            )
             counts.new += 1
         elif existing.shape == region.shape and existing.attributes == region.attributes:
             counts.unchanged += 1

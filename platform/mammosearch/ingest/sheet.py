@@ -81,7 +81,7 @@ class SheetRow:
 
     @property
     def modality(self) -> str:
-        """"subtracted" for CESM/CM rows, "low-energy" for DM rows."""
+        """ "subtracted" for CESM/CM rows, "low-energy" for DM rows."""
         kind = (self.image_type or "").upper()
         name = self.image_name.upper()
         if kind in {"CESM", "CM"} or "_CM_" in name:
@@ -123,9 +123,7 @@ def birads_categories(raw: str | None) -> list[int]:
 def choose_birads(raw: str | None, rule: str = DEFAULT_BIRADS_RULE) -> int | None:
     """The one BIRADS used for retrieval, picked from a possibly multi-valued cell by `rule`."""
     if rule not in BIRADS_RULES:
-        raise ValueError(
-            f"unknown BIRADS rule {rule!r}; choose one of {', '.join(BIRADS_RULES)}"
-        )
+        raise ValueError(f"unknown BIRADS rule {rule!r}; choose one of {', '.join(BIRADS_RULES)}")
     categories = birads_categories(raw)
     return BIRADS_RULES[rule](categories) if categories else None
 
@@ -211,8 +209,12 @@ def _patient_ids_disagree(sheet_patient_id: str, name_patient_id: str) -> bool:
 
 
 def _row_from_cells(
-    cells: dict[str, object], image_name: str, row_number: int, where: str,
-    headers: dict[str, str], problems: list[str],
+    cells: dict[str, object],
+    image_name: str,
+    row_number: int,
+    where: str,
+    headers: dict[str, str],
+    problems: list[str],
 ) -> SheetRow:
     """One row; each unusable cell is reported (`where` + row + column) and left empty."""
 
@@ -233,9 +235,12 @@ def _row_from_cells(
             f"Patient_ID {patient_id} disagrees with the image name (patient "
             f"{name_patient_id}); correct one of them"
         )
-        report("patient_id", patient_id,
-               f"disagrees with the image name (patient {name_patient_id})",
-               "the image is not imported until one of them is corrected")
+        report(
+            "patient_id",
+            patient_id,
+            f"disagrees with the image name (patient {name_patient_id})",
+            "the image is not imported until one of them is corrected",
+        )
     age, age_problem = _age(cells.get("age"))
     if age_problem:
         report("age", cells.get("age"), f"is no age ({age_problem})", "stored without an age")
@@ -243,13 +248,15 @@ def _row_from_cells(
     invalid_birads = invalid_birads_parts(birads_raw)
     if invalid_birads:
         shown = ", ".join(repr(part) for part in invalid_birads)
-        report("birads_raw", birads_raw,
-               f"holds {shown}, no BI-RADS category (0-6, 4a-4c)",
-               "stored without a BIRADS category (the text is kept)")
+        report(
+            "birads_raw",
+            birads_raw,
+            f"holds {shown}, no BI-RADS category (0-6, 4a-4c)",
+            "stored without a BIRADS category (the text is kept)",
+        )
     pathology, pathology_problem = _pathology(cells.get("pathology"))
     if pathology_problem:
-        report("pathology", cells.get("pathology"), pathology_problem,
-               "stored without a pathology")
+        report("pathology", cells.get("pathology"), pathology_problem, "stored without a pathology")
     name_side, name_kind, name_view = (
         (parsed_name.side, parsed_name.kind, parsed_name.view) if parsed_name else (None,) * 3
     )
@@ -322,8 +329,7 @@ def parse_annotation_sheet(path: Path) -> SheetParseResult:
             if isinstance(raw_name, str) and raw_name != image_name:
                 result.trimmed_names.append(image_name)
             cell_problems: list[str] = []
-            row = _row_from_cells(cells, image_name, row_number, path.name, headers,
-                                  cell_problems)
+            row = _row_from_cells(cells, image_name, row_number, path.name, headers, cell_problems)
             earlier = result.rows.get(image_name)
             if earlier is None:
                 result.problems.extend(cell_problems)  # a repeat's row is not used

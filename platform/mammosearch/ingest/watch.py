@@ -234,8 +234,10 @@ def _kind_of(mode: int) -> str | None:
 
 
 def _too_large(name: str, size: int, max_bytes: int) -> str:
-    return (f"{name}: file is {size} bytes; the limit is {max_bytes} "
-            "(MAMMOSEARCH_MAX_INGEST_FILE_BYTES)")
+    return (
+        f"{name}: file is {size} bytes; the limit is {max_bytes} "
+        "(MAMMOSEARCH_MAX_INGEST_FILE_BYTES)"
+    )
 
 
 def read_regular_file(path: Path, name: str, max_bytes: int) -> bytes:
@@ -339,19 +341,29 @@ def scan_directory(
     items = [("dataset", p) for p in datasets] + [("file", p) for p in loose]
     for kind, relative in items:
         try:
-            _scan_item(settings, directory, prefix, cursors, kind, relative, min_age_s, now,
-                       summary)
+            _scan_item(
+                settings, directory, prefix, cursors, kind, relative, min_age_s, now, summary
+            )
         except Exception as exc:  # one file's failure must not cost the others their turn
             log.exception("watch: could not take one file (see the scan's rejected list)")
-            summary.rejected.append(f"{relative}: could not be registered "
-                                    f"({type(exc).__name__}: {exc}); tried again next scan")
+            summary.rejected.append(
+                f"{relative}: could not be registered "
+                f"({type(exc).__name__}: {exc}); tried again next scan"
+            )
     log.info("watch %s: %s", directory, summary.counts())
     return summary
 
 
 def _scan_item(
-    settings: Settings, directory: Path, prefix: str, cursors: dict[str, dict[str, Any]],
-    kind: str, relative: Path, min_age_s: float, now: float | None, summary: WatchSummary,
+    settings: Settings,
+    directory: Path,
+    prefix: str,
+    cursors: dict[str, dict[str, Any]],
+    kind: str,
+    relative: Path,
+    min_age_s: float,
+    now: float | None,
+    summary: WatchSummary,
 ) -> None:
     """Look at one dataset folder or file; take it when it is ready and not yet handled."""
     path = directory / relative

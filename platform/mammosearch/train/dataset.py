@@ -101,8 +101,14 @@ def load_labelled_images(session: Session, label_names: Sequence[str]) -> Labell
             {
                 name: getattr(row, name)
                 for name in (
-                    "patient_id", "study_instance_uid", "side", "view", "modality", "birads",
-                    "pathology", "findings",
+                    "patient_id",
+                    "study_instance_uid",
+                    "side",
+                    "view",
+                    "modality",
+                    "birads",
+                    "pathology",
+                    "findings",
                 )
             }
             for row in keep
