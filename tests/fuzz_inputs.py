@@ -22,7 +22,7 @@ from pydicom.uid import RLELossless
 from mammosearch.ingest.dicom import read_dicom
 from mammosearch.ingest.sheet import SheetParseResult, parse_annotation_sheet
 from mammosearch.ingest.storage import ImageRejected, check_image
-from mammosearch.query_image import read_query_image
+from mammosearch.search.query_image import read_query_image
 from tests.dicom_samples import dicom_bytes, make_dataset, ramp
 from tests.unit.web_support import synthetic_image_bytes
 

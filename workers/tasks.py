@@ -16,11 +16,13 @@ import redis
 from celery import shared_task
 from sqlalchemy.exc import OperationalError
 
-from mammosearch import claims, pipeline, space_switch
 from mammosearch.config import get_settings
 from mammosearch.db.models import EmbeddingSpace
 from mammosearch.db.session import make_session_factory, session_scope
 from mammosearch.index import IndexBusy
+from mammosearch.jobs import space_switch
+from mammosearch.pipeline import claims
+from mammosearch.pipeline import stages as pipeline
 from workers.enqueue import (
     CeleryWorkQueue,
     forget_enqueued,
@@ -181,8 +183,8 @@ def follow_orthanc() -> dict[str, Any]:
 
 @shared_task(name="mammosearch.reconcile", **RETRY_TRANSIENT)
 def reconcile() -> dict[str, Any]:
-    """The periodic sweep: re-enqueue work the broker lost (see mammosearch.reconcile)."""
-    from mammosearch.reconcile import reconcile as sweep
+    """The periodic sweep: re-enqueue work the broker lost (see mammosearch.jobs.reconcile)."""
+    from mammosearch.jobs.reconcile import reconcile as sweep
 
     settings = get_settings()
     summary = sweep(settings, CeleryWorkQueue(settings))

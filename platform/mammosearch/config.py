@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from mammosearch.distances import DISTANCE_METRICS
+from mammosearch.vocabulary import DISTANCE_METRICS, RANKINGS
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off"}
@@ -66,8 +66,6 @@ def _upper_words(raw: str) -> tuple[str, ...]:
 
 
 def _ranking(raw: str) -> str:
-    from mammosearch.ranking import RANKINGS
-
     if raw not in RANKINGS:
         raise SettingError(f"is not one of {list(RANKINGS)}")
     return raw
@@ -102,7 +100,7 @@ class Settings:
     index_factory: str = _from("MAMMOSEARCH_INDEX_FACTORY", "auto")
     # Vectors gathered in exact Flat deltas before they are merged into the main index.
     index_segment_size: int = _from("MAMMOSEARCH_INDEX_SEGMENT_SIZE", 50_000, _integer)
-    # How results are ordered (mammosearch/ranking.py): "consensus" puts the ten nearest that
+    # How results are ordered (mammosearch/search/ranking.py): "consensus" puts the ten nearest that
     # agree with their vote first; "similarity" is nearest first. A request may choose.
     ranking: str = _from("MAMMOSEARCH_RANKING", "consensus", _ranking)
     birads_rule: str = _from("MAMMOSEARCH_BIRADS_RULE", "max")

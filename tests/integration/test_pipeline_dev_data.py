@@ -9,8 +9,9 @@ from mammosearch.config import Settings
 from mammosearch.db.models import Image, ImageEmbedding, ImageStatus
 from mammosearch.db.session import session_scope
 from mammosearch.index import open_index
-from mammosearch.pipeline import active_space, process_pending, verify_index
-from mammosearch.search import SearchFilters, SearchService
+from mammosearch.pipeline.stages import active_space, process_pending, verify_index
+from mammosearch.search.request import SearchFilters
+from mammosearch.search.service import SearchService
 
 
 def test_every_dev_image_is_indexed_exactly_once(dev_archive: Settings) -> None:

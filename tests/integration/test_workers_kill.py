@@ -105,7 +105,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(
 
     assert '"indexed": 503' in status_json
     with session_scope(settings.database_url) as session:
-        from mammosearch.pipeline import active_space, verify_index
+        from mammosearch.pipeline.stages import active_space, verify_index
 
         space = active_space(session, settings)
         report = verify_index(session, settings, space)

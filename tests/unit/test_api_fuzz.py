@@ -20,9 +20,10 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
+from mammosearch.access.users import create_api_token
 from mammosearch.config import Settings
 from mammosearch.db.session import make_session_factory
-from mammosearch.search_request import (
+from mammosearch.search.request import (
     BIRADS_HIGH,
     BIRADS_LOW,
     MAX_K,
@@ -30,7 +31,6 @@ from mammosearch.search_request import (
     SearchRequest,
     parse_search_request,
 )
-from mammosearch.users import create_api_token
 from tests.unit.test_web_search import archive  # noqa: F401  (the indexed six-image archive)
 from tests.unit.web_support import app_config, make_user, synthetic_image_bytes
 from web import create_app

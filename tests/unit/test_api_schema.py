@@ -13,11 +13,11 @@ import pytest
 from flask import Flask
 from jsonschema import Draft202012Validator
 
+from mammosearch.access.users import create_api_token
 from mammosearch.config import Settings
 from mammosearch.db.models import EvaluationRun
 from mammosearch.db.session import make_session_factory
-from mammosearch.search_request import MAX_K, SearchRequest
-from mammosearch.users import create_api_token
+from mammosearch.search.request import MAX_K, SearchRequest
 from tests.unit.test_web_search import archive, search_app  # noqa: F401  (fixtures)
 from tests.unit.web_support import make_user, synthetic_image_bytes
 from web.api.openapi import openapi_document

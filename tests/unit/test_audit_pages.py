@@ -8,7 +8,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mammosearch.audit import AuditFilter, count_found, find_events, record_access
+from mammosearch.access.audit import AuditFilter, count_found, find_events, record_access
 from mammosearch.config import Settings
 from mammosearch.db.models import AuditEvent, ImageStatus, User
 from mammosearch.db.session import make_session_factory

@@ -123,7 +123,7 @@ def labelled(pg_settings: Settings) -> Settings:
 @pytest.fixture
 def archive(pg_settings: Settings) -> Settings:
     """16 labelled images embedded in the base space; training starts at 12."""
-    from mammosearch.pipeline import process_pending
+    from mammosearch.pipeline.stages import process_pending
 
     settings = pg_settings.with_overrides(auto_train_min_images=12, embed_batch_size=16)
     _add_images(settings, 16)
@@ -137,7 +137,7 @@ def _serving(settings: Settings) -> str | None:
 
 
 def test_a_model_that_wins_is_activated_and_can_be_rolled_back(archive: Settings) -> None:
-    from mammosearch.space_switch import serving_space, space_progress
+    from mammosearch.jobs.space_switch import serving_space, space_progress
 
     trainer = StandInTrainer(WINS)
     record = auto.run_auto_train(archive, trainer)
@@ -225,7 +225,7 @@ def test_an_interrupted_switch_resumes_without_training_again(
     labelled: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     archive = labelled  # not embedded: the decision's flow, not the vectors
-    from mammosearch import space_switch
+    from mammosearch.jobs import space_switch
 
     real_activate = space_switch.activate
 
@@ -247,7 +247,7 @@ def test_a_failed_switch_is_retried_at_the_next_check_without_training(
     labelled: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     archive = labelled  # not embedded: the switch's flow, not its vectors
-    from mammosearch import space_switch
+    from mammosearch.jobs import space_switch
 
     real_activate = space_switch.activate
 
@@ -287,7 +287,7 @@ def test_a_run_killed_after_registering_its_model_does_not_train_again(
 
 
 def test_one_run_at_a_time(labelled: Settings) -> None:
-    from mammosearch.file_lock import exclusive_file_lock
+    from mammosearch.durable.file_lock import exclusive_file_lock
 
     archive = labelled
     trainer = StandInTrainer(WINS)

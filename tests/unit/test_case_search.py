@@ -2,7 +2,7 @@
 
 Forty patients, each breast a case of a CC and an MLO view (every fifth breast only a CC),
 the views of a case near their case's own centre. The answers are checked against the
-fused scores computed over every case (mammosearch.cases), so over-fetching image hits and
+fused scores computed over every case (mammosearch.search.cases), so over-fetching image hits and
 regrouping them must find the same nearest cases, each breast once, with all its views.
 """
 
@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from sqlalchemy import insert
 
-from mammosearch.case_search import MixedSides, QueryUpload, run_search
-from mammosearch.cases import case_key, fused_scores, group_starts, view_tag
 from mammosearch.db.models import EmbeddingSpace, Image, ImageEmbedding, ImageStatus, Patient
 from mammosearch.db.session import make_session_factory
 from mammosearch.index import clear_readers, open_index
-from mammosearch.search import SearchError
-from mammosearch.search_request import parse_search_request
+from mammosearch.search.case_search import MixedSides, QueryUpload, run_search
+from mammosearch.search.cases import case_key, fused_scores, group_starts, view_tag
+from mammosearch.search.request import parse_search_request
+from mammosearch.search.service import SearchError
 from tests.unit.test_search_filtered import FixedSpaceService
 from tests.unit.web_support import make_settings
 

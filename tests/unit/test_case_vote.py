@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from sqlalchemy import insert
 
-from mammosearch.case_search import run_search
 from mammosearch.db.models import EmbeddingSpace, Image, ImageEmbedding, ImageStatus, Patient
 from mammosearch.db.session import make_session_factory
 from mammosearch.evaluate.runs import evaluate_space, measured_vote
 from mammosearch.index import clear_readers, open_index
-from mammosearch.search import SearchService
-from mammosearch.search_request import parse_search_request
-from mammosearch.vote import SUGGESTED, UNMEASURED, Reliability
+from mammosearch.search.case_search import run_search
+from mammosearch.search.request import parse_search_request
+from mammosearch.search.service import SearchService
+from mammosearch.search.vote import SUGGESTED, UNMEASURED, Reliability
 from tests.unit.test_search_filtered import FixedSpaceService
 from tests.unit.web_support import make_settings
 

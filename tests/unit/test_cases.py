@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mammosearch.cases import (
+from mammosearch.search.cases import (
     CaseKey,
     best_view_pairs,
     case_birads,

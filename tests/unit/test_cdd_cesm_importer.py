@@ -23,7 +23,7 @@ from mammosearch.db.models import Base, Image, Patient, Report, Segmentation
 from mammosearch.db.session import clear_engines
 from mammosearch.ingest import cdd_cesm
 from mammosearch.ingest.cdd_cesm import import_cdd_cesm
-from mammosearch.status import collect_status
+from mammosearch.jobs.status import collect_status
 
 HEADER = (
     "Image_name",

@@ -8,9 +8,9 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from mammosearch import claims
 from mammosearch.config import Settings
 from mammosearch.db.models import Image, ImageStatus, utcnow
+from mammosearch.pipeline import claims
 from tests.factories import make_bare_images, make_patient
 
 

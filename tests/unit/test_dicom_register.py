@@ -174,7 +174,7 @@ def test_a_ct_is_refused_as_an_archive_image_and_as_a_query_unless_the_policy_ta
     tmp_path: Path, session_factory: sessionmaker[Session], dicom_settings: Settings
 ) -> None:
     """MAMMOSEARCH_ACCEPTED_MODALITIES (default MG) decides; the message names both."""
-    from mammosearch.query_image import read_query_image
+    from mammosearch.search.query_image import read_query_image
 
     path = _file(tmp_path, make_dataset(ramp(), Modality="CT"), "chest.dcm")
     with session_factory() as session:

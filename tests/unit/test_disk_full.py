@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 from mammosearch.cli import main
 from mammosearch.config import Settings
 from mammosearch.db.session import clear_engines
-from mammosearch.disk_full import full_disk_message
+from mammosearch.durable.disk_full import full_disk_message
 from tests.unit.web_support import TEST_PASSWORD, app_config, login
 from web import create_app
 

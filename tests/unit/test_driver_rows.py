@@ -12,12 +12,12 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from mammosearch.access.users import _TOKEN_WITH_USER, create_api_token, token_sha256
 from mammosearch.config import Settings
 from mammosearch.db.driver_rows import driver_rows
 from mammosearch.db.models import ApiToken, Report, utcnow
 from mammosearch.db.session import make_session_factory
-from mammosearch.search import REPORT_EXCERPT_CHARS, _hits_statement
-from mammosearch.users import _TOKEN_WITH_USER, create_api_token, token_sha256
+from mammosearch.search.service import REPORT_EXCERPT_CHARS, _hits_statement
 from tests.unit.web_support import make_image, make_patient, make_user
 
 

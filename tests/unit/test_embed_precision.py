@@ -158,7 +158,7 @@ def test_both_variants_keep_dev_archive_p5_within_a_hundredth(
 
     int8 is scored on every CPU (ONNX Runtime is quick either way); bf16 as a user runs it,
     so where it is emulated (no AVX512_BF16/AMX) it is refused on speed in seconds."""
-    from mammosearch.quantize_archive import quantize_and_check
+    from mammosearch.pipeline.quantize_archive import quantize_and_check
 
     clear_embedder_cache()
     settings = replace(dev_archive, data_dir=tmp_path)

@@ -14,7 +14,7 @@ from mammosearch.embed import preprocess
 from mammosearch.embed.loader import load_embedder
 from mammosearch.embed.preprocess import to_grayscale_8bit
 from mammosearch.ingest.storage import check_image, open_upright
-from mammosearch.query_image import read_query_image
+from mammosearch.search.query_image import read_query_image
 
 MAX_PIXELS = 10_000_000
 

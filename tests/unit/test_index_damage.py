@@ -19,13 +19,13 @@ from click.testing import CliRunner, Result
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from mammosearch.access.users import create_api_token
 from mammosearch.cli import main
 from mammosearch.config import Settings, get_settings
 from mammosearch.db.models import EmbeddingSpace, Image
 from mammosearch.db.session import clear_engines, make_session_factory
 from mammosearch.index import ShardedIndex, clear_readers, space_writer_lock
-from mammosearch.pipeline import index_space, process_pending
-from mammosearch.users import create_api_token
+from mammosearch.pipeline.stages import index_space, process_pending
 from tests.unit.web_support import (
     app_config,
     fresh_sqlite,
@@ -329,7 +329,7 @@ def test_verify_hashes_only_files_touched_since_their_last_check(
 
 def test_any_page_that_meets_an_index_being_repaired_answers_503(web_settings: Settings) -> None:
     """The error handler's net: IndexRepairing from a view that forgot it is a 503, not a 500."""
-    from mammosearch.index_health import IndexHealth, IndexRepairing
+    from mammosearch.pipeline.index_health import IndexHealth, IndexRepairing
     from web.access import public
 
     app = create_app(app_config(web_settings))

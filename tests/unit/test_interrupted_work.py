@@ -17,7 +17,7 @@ from mammosearch.cli.serve_commands import _start_embedded_sweep
 from mammosearch.config import Settings
 from mammosearch.db.models import Image, ImageStatus
 from mammosearch.db.session import make_session_factory
-from mammosearch.interrupted import STRAY_TEMP_MIN_AGE_S
+from mammosearch.pipeline.interrupted import STRAY_TEMP_MIN_AGE_S
 from tests.unit.test_index_damage import _cli, archive, copy  # noqa: F401 - fixtures
 from tests.unit.web_support import app_config
 from web import create_app
@@ -35,7 +35,7 @@ def _claimed_by_a_killed_process(settings: Settings, count: int) -> list[int]:
     script = textwrap.dedent(
         f"""
         import time
-        from mammosearch import claims
+        from mammosearch.pipeline import claims
         from mammosearch.db.session import session_scope
         with session_scope({settings.database_url!r}) as session:
             print(claims.claim(session, {ids!r}, claims.holder_name()), flush=True)
@@ -104,7 +104,7 @@ def test_a_killed_writers_temp_files_are_collected_once_old(copy: Settings) -> N
 
 def test_a_claim_of_a_live_process_is_left_alone(copy: Settings) -> None:  # noqa: F811
     """This process's own claim (alive, lease fresh) is not taken for abandoned."""
-    from mammosearch import claims
+    from mammosearch.pipeline import claims
 
     session = make_session_factory(copy.database_url)()
     image_id = session.scalars(select(Image.id).order_by(Image.id)).first()

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from mammosearch.config import Settings
 from mammosearch.db.models import Image, ImageEmbedding, ImageStatus
 from mammosearch.index import open_index
-from mammosearch.pipeline import (
+from mammosearch.pipeline.stages import (
     active_embedder,
     active_space,
     embed_images,
@@ -154,7 +154,7 @@ def test_the_in_process_queue_embeds_only_the_images_it_is_given(
     session: Session, lite_settings: Settings
 ) -> None:
     """enqueue_embedding(ids) runs those images here, indexed; the others stay pending."""
-    from mammosearch.work_queue import InProcessQueue
+    from mammosearch.jobs.work_queue import InProcessQueue
 
     ids = _add_images(session, lite_settings, 3)
     summary = InProcessQueue(lite_settings).enqueue_embedding(ids[:2])

@@ -8,13 +8,13 @@ import pytest
 
 from mammosearch.evaluate.evaluator import evaluate_vectors
 from mammosearch.evaluate.result import EvaluationError
-from mammosearch.ranking import (
+from mammosearch.search.ranking import (
     RankingError,
     check_ranking,
     consensus_order,
     consensus_ranking,
 )
-from mammosearch.search import Hit, in_consensus_order
+from mammosearch.search.service import Hit, in_consensus_order
 
 
 def _hit(rank: int, birads: int | None, similarity: float) -> Hit:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 from mammosearch.evaluate.neighbour_vote import neighbour_vote_confusion, neighbour_votes
-from mammosearch.search import distance_and_similarity
-from mammosearch.vote import VOTE_RULES, vote
+from mammosearch.search.service import distance_and_similarity
+from mammosearch.search.vote import VOTE_RULES, vote
 
 
 def _brute_force_suggestion(
     vectors: np.ndarray, labels: list[int | None], patients: list[int], query: int, k: int,
     metric: str,
 ) -> int | None:  # fmt: skip
-    """Rank the other patients' labelled images, then ask mammosearch.vote.vote."""
+    """Rank the other patients' labelled images, then ask mammosearch.search.vote.vote."""
     if metric == "cosine":
         unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
         similarity = unit @ unit[query]
@@ -28,7 +28,7 @@ def _brute_force_suggestion(
 
 
 def test_votes_match_the_search_services_suggestion_for_every_query() -> None:
-    """For both metrics, each query's vote equals mammosearch.vote over its top-k hits."""
+    """For both metrics, each query's vote equals mammosearch.search.vote over its top-k hits."""
     rng = np.random.default_rng(3)
     vectors = rng.normal(size=(40, 6))
     labels = [int(v) for v in rng.integers(1, 6, size=40)]

@@ -7,12 +7,12 @@ from sqlalchemy.orm import Session
 
 from mammosearch.config import Settings
 from mammosearch.db.models import Image
-from mammosearch.pipeline import process_pending
-from mammosearch.search import (
+from mammosearch.pipeline.stages import process_pending
+from mammosearch.search.request import SearchFilters
+from mammosearch.search.service import (
     Hit,
     ImageNotFound,
     SearchError,
-    SearchFilters,
     SearchService,
     in_consensus_order,
     suggest_from_hits,
@@ -152,7 +152,7 @@ def test_the_suggestion_waits_for_the_spaces_vote_to_be_measured(
     """Unmeasured: the neighbours' labels are listed, no class is put forward. After the
     archive's patient-excluded evaluation, the same search says how sure it is."""
     from mammosearch.evaluate.runs import evaluate_space
-    from mammosearch.search import VOTE_MEASURE_TTL_S
+    from mammosearch.search.service import VOTE_MEASURE_TTL_S
 
     settings, ids = archive
     service = SearchService(settings)

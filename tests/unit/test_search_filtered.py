@@ -20,7 +20,8 @@ from mammosearch.db.models import EmbeddingSpace, Image, ImageEmbedding, ImageSt
 from mammosearch.db.session import make_session_factory
 from mammosearch.index import clear_readers, open_index
 from mammosearch.index import filtered as filtered_module
-from mammosearch.search import SearchFilters, SearchService
+from mammosearch.search.request import SearchFilters
+from mammosearch.search.service import SearchService
 from tests.unit.test_index_filtered import clustered_vectors
 from tests.unit.web_support import fresh_sqlite, make_settings
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mammosearch.search_request import BadSearchRequest, parse_search_request
+from mammosearch.search.request import BadSearchRequest, parse_search_request
 
 
 @pytest.mark.parametrize("value", ["junk", [], {}, 2, "maybe", 0.5])

@@ -14,11 +14,11 @@ from click.testing import CliRunner
 from flask import Flask
 from PIL import Image as PILImage
 
+from mammosearch.access.users import create_api_token
 from mammosearch.cli import main
 from mammosearch.config import Settings, get_settings
 from mammosearch.db.session import make_session_factory
-from mammosearch.pipeline import process_pending
-from mammosearch.users import create_api_token
+from mammosearch.pipeline.stages import process_pending
 from tests.unit.web_support import (
     app_config,
     fresh_sqlite,

@@ -72,7 +72,7 @@ def training_archive(
     tmp_path_factory: pytest.TempPathFactory, module_patch: pytest.MonkeyPatch
 ) -> Archive:
     """Twelve dev patients, imported and embedded with the base backbone."""
-    from mammosearch.pipeline import process_pending
+    from mammosearch.pipeline.stages import process_pending
 
     archive = _archive(tmp_path_factory.mktemp("train-archive"), _patients(0, 12), module_patch)
     process_pending(archive.settings)
@@ -224,8 +224,8 @@ def test_a_new_archive_ingests_searches_and_evaluates_with_the_model(
 ) -> None:
     """A model trained on one archive serves another (patients it never saw)."""
     from mammosearch.evaluate import evaluate_space
-    from mammosearch.pipeline import active_space, process_pending
-    from mammosearch.search import SearchService
+    from mammosearch.pipeline.stages import active_space, process_pending
+    from mammosearch.search.service import SearchService
 
     archive = _archive(tmp_path, _patients(40, 8), monkeypatch)
     monkeypatch.setenv("MAMMOSEARCH_BACKBONE", str(trained_model))
@@ -252,13 +252,13 @@ def test_evaluating_on_the_training_archive_is_flagged_leaky(
 ) -> None:
     from mammosearch.embed.spaces import find_space
     from mammosearch.evaluate import evaluate_space, format_summary
-    from mammosearch.space_switch import embed_into_space, embedder_for
+    from mammosearch.jobs.space_switch import embed_into_space, embedder_for
 
     monkeypatch.setenv("MAMMOSEARCH_BACKBONE", str(trained_model))
     get_settings.cache_clear()
     settings = settings_from_env()
     with session_scope(settings.database_url) as session:
-        from mammosearch.space_switch import missing_image_ids
+        from mammosearch.jobs.space_switch import missing_image_ids
 
         identity = embedder_for(settings, str(trained_model)).identity
         space = find_space(session, identity)
@@ -285,13 +285,13 @@ def test_reembed_and_activate_switch_search_without_a_gap(
     from mammosearch.db.models import Image
     from mammosearch.embed.loader import registry_dir
     from mammosearch.embed.registry import register_model
-    from mammosearch.search import SearchService
-    from mammosearch.space_switch import (
+    from mammosearch.jobs.space_switch import (
         activate,
         embed_into_space,
         missing_image_ids,
         serving_space,
     )
+    from mammosearch.search.service import SearchService
 
     monkeypatch.setenv("MAMMOSEARCH_BACKBONE", "auto")
     get_settings.cache_clear()

@@ -10,10 +10,10 @@ from click.testing import CliRunner
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
+from mammosearch.access.users import UserError, create_user, sign_in, username_key
 from mammosearch.cli import main
 from mammosearch.config import get_settings
 from mammosearch.db import migrate
-from mammosearch.users import UserError, create_user, sign_in, username_key
 from tests.conftest import create_pg_database, drop_pg_database
 
 PASSWORD = "s3cret-pass-words"

@@ -10,9 +10,7 @@ from click.testing import CliRunner
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mammosearch.cli import main
-from mammosearch.db.models import ApiToken, User, utcnow
-from mammosearch.users import (
+from mammosearch.access.users import (
     FREE_SIGN_IN_FAILURES,
     TokenRefused,
     UserError,
@@ -32,6 +30,8 @@ from mammosearch.users import (
     token_state,
     verify_api_token,
 )
+from mammosearch.cli import main
+from mammosearch.db.models import ApiToken, User, utcnow
 
 
 def test_passwords_are_stored_as_argon2_hashes(session: Session) -> None:

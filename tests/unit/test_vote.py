@@ -1,4 +1,4 @@
-"""The neighbour vote (mammosearch.vote): one rule, a reliability table measured out of fold,
+"""The neighbour vote (mammosearch.search.vote): one rule, a reliability table measured out of fold,
 and a suggestion that is put forward only where suggestions like it were right."""
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ from sqlalchemy.orm import Session
 
 from mammosearch.config import Settings
 from mammosearch.evaluate.neighbour_vote import measure_vote
-from mammosearch.train.crossval import FoldFigures
-from mammosearch.vote import (
+from mammosearch.search.vote import (
     MIN_FLOOR,
     VOTE_K,
     Reliability,
@@ -20,6 +19,7 @@ from mammosearch.vote import (
     suggest,
     vote,
 )
+from mammosearch.train.crossval import FoldFigures
 
 
 def test_the_ten_nearest_labelled_neighbours_vote_weighted_by_similarity() -> None:

@@ -9,8 +9,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from mammosearch.access.users import create_api_token
 from mammosearch.db.models import ApiToken, AuditEvent
-from mammosearch.users import create_api_token
 from tests.unit.web_support import TEST_PASSWORD, app_config, login, make_user
 from web import create_app
 

@@ -11,8 +11,8 @@ from flask.testing import FlaskClient
 
 from mammosearch.config import Settings
 from mammosearch.db.session import session_scope
+from mammosearch.durable.file_lock import exclusive_file_lock
 from mammosearch.embed.serving_record import read_serving
-from mammosearch.file_lock import exclusive_file_lock
 from mammosearch.train import auto
 from tests.unit.test_auto_train import WINS, StandInTrainer, _add_images
 from tests.unit.web_support import app_config, login, make_user
@@ -73,7 +73,7 @@ def _serving(settings: Settings) -> str | None:
 def test_activate_roll_back_and_delete_from_the_models_page(
     boss: FlaskClient, auto_settings: Settings
 ) -> None:
-    from mammosearch.pipeline import process_pending
+    from mammosearch.pipeline.stages import process_pending
 
     process_pending(auto_settings)  # the base space serves them
     _register(auto_settings, "site-v1")

@@ -10,9 +10,9 @@ from flask.testing import FlaskClient
 from PIL import Image as PILImage
 from sqlalchemy.orm import Session
 
+from mammosearch.access.users import create_api_token
 from mammosearch.config import Settings
 from mammosearch.db.models import User
-from mammosearch.users import create_api_token
 from tests.unit.web_support import app_config, login
 from web import create_app
 

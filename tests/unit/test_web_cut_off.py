@@ -12,8 +12,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mammosearch.access.users import FREE_SIGN_IN_FAILURES, create_api_token
 from mammosearch.db.models import ApiToken, AuditEvent, User, utcnow
-from mammosearch.users import FREE_SIGN_IN_FAILURES, create_api_token
 from tests.conftest import REDIS_TEST_URL
 from tests.unit.web_support import TEST_PASSWORD, app_config, login
 from web import create_app

@@ -130,7 +130,7 @@ def test_a_finished_job_shows_both_figures_and_times_the_next_run(  # type: igno
 ) -> None:
     """The jobs table never shows the out-of-fold figure without the archive one, and the
     form's estimate comes from the last run on this site, not from a fixed sentence."""
-    from mammosearch.atomic_files import atomic_write_bytes
+    from mammosearch.durable.atomic_files import atomic_write_bytes
     from mammosearch.train.jobs import finished_summary, jobs_dir
 
     text = admin_client.get("/admin/models").get_data(as_text=True)

@@ -6,8 +6,8 @@ from flask.testing import FlaskClient
 from PIL import Image as PILImage
 from sqlalchemy import select
 
+from mammosearch.access.users import authenticate
 from mammosearch.db.models import AuditEvent, EvaluationRun, User
-from mammosearch.users import authenticate
 from tests.unit.web_support import add_polygon, add_report, make_image, make_patient
 
 
@@ -97,7 +97,7 @@ def test_evaluation_list_and_detail(admin_client: FlaskClient, db) -> None:  # t
 
 
 def test_ingestion_page_shows_status_counts(admin_client: FlaskClient, db, web_settings) -> None:  # type: ignore[no-untyped-def]
-    """Counts per status, lag and recent failures with reasons (mammosearch.status)."""
+    """Counts per status, lag and recent failures with reasons (mammosearch.jobs.status)."""
     patient = make_patient(db)
     make_image(db, web_settings, patient, seed=5)
     make_image(db, web_settings, patient, seed=6, status="failed", error="x.png: truncated")

@@ -140,7 +140,7 @@ def test_ingestion_page_shows_the_active_space_its_indexes_and_the_last_import(
     import json
 
     from mammosearch.db.models import EmbeddingSpace
-    from mammosearch.import_record import record_import
+    from mammosearch.ingest.import_record import record_import
 
     space = EmbeddingSpace(
         backbone="efficientnet-lite0", weights_sha256="ab" * 32, weights_source="/srv/w.onnx",

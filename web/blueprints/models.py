@@ -10,7 +10,7 @@ from flask import Blueprint, abort, flash, jsonify, redirect, render_template, r
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
-from mammosearch import audit
+from mammosearch.access import audit
 from mammosearch.train.bases import BASE_BACKBONES, DEFAULT_BASE
 from web.access import ADMIN, restrict_blueprint
 from web.configuration import settings as app_settings
@@ -30,7 +30,7 @@ def _spaces() -> list[dict[str, Any]]:
     from mammosearch.embed.loader import registry_dir
     from mammosearch.embed.quantize import recorded_checks
     from mammosearch.embed.registry import registered_models
-    from mammosearch.space_switch import serving_space, space_progress
+    from mammosearch.jobs.space_switch import serving_space, space_progress
 
     session = get_session()
     settings = app_settings()
@@ -322,7 +322,7 @@ def delete_space(space_id: int) -> Response:
 
     from mammosearch.db.models import EmbeddingSpace
     from mammosearch.embed.loader import registry_dir
-    from mammosearch.space_switch import SpaceSwitchError, drop_space
+    from mammosearch.jobs.space_switch import SpaceSwitchError, drop_space
 
     session = get_session()
     space = session.get(EmbeddingSpace, space_id)

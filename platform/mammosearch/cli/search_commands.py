@@ -7,12 +7,12 @@ from pathlib import Path
 
 import click
 
-from mammosearch.cases import CASE_FUSIONS, DEFAULT_FUSION, SEARCH_UNITS
 from mammosearch.cli.space_option import backbone_option, resolve_space, settings_for
 from mammosearch.db.session import session_scope
-from mammosearch.ranking import RANKINGS
-from mammosearch.search_request import BIRADS_HIGH, BIRADS_LOW, DEFAULT_K, MAX_K
-from mammosearch.vote import suggestion_lines
+from mammosearch.search.cases import CASE_FUSIONS, DEFAULT_FUSION, SEARCH_UNITS
+from mammosearch.search.request import BIRADS_HIGH, BIRADS_LOW, DEFAULT_K, MAX_K
+from mammosearch.search.vote import suggestion_lines
+from mammosearch.vocabulary import RANKINGS
 
 
 @click.command("search")
@@ -106,11 +106,11 @@ def search(
 ) -> None:
     """Find the K most similar archived images (or cases, --unit case) to IMAGES (JPEG, PNG,
     DICOM; several: the views of one breast) or to an archived image or case."""
-    from mammosearch.case_search import QueryUpload, run_search
-    from mammosearch.index_health import IndexRepairing
     from mammosearch.ingest.storage import ImageRejected
-    from mammosearch.search import SearchError, get_search_service
-    from mammosearch.search_request import BadSearchRequest, parse_search_request
+    from mammosearch.pipeline.index_health import IndexRepairing
+    from mammosearch.search.case_search import QueryUpload, run_search
+    from mammosearch.search.request import BadSearchRequest, parse_search_request
+    from mammosearch.search.service import SearchError, get_search_service
 
     archived = [image_id, case_id, patient_id, study_uid]
     if bool(images) == any(value is not None for value in archived):

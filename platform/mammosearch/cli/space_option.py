@@ -27,7 +27,7 @@ def settings_for(backbone: str | None) -> Settings:
 def resolve_space(session: Session, settings: Settings, echo: bool = True) -> EmbeddingSpace:
     """The embedding space of the configured backbone; says which backbone `auto` picked."""
     from mammosearch.embed import resolve_backbone_name
-    from mammosearch.pipeline import active_space
+    from mammosearch.pipeline.stages import active_space
 
     if echo and settings.backbone == "auto":
         name, reason = resolve_backbone_name("auto", settings.weights_path)

@@ -22,7 +22,7 @@ def spaces_list(as_json: bool) -> None:
 
     from mammosearch.db.models import EmbeddingSpace
     from mammosearch.db.session import session_scope
-    from mammosearch.space_switch import serving_space, space_progress
+    from mammosearch.jobs.space_switch import serving_space, space_progress
 
     settings = get_settings()
     with session_scope() as session:
@@ -58,7 +58,7 @@ def spaces_reembed(backbone: str) -> None:
 
     from mammosearch.db.session import session_scope
     from mammosearch.embed.spaces import get_or_create_space
-    from mammosearch.space_switch import (
+    from mammosearch.jobs.space_switch import (
         embed_into_space,
         embedder_for,
         missing_image_ids,
@@ -99,7 +99,7 @@ def spaces_reembed(backbone: str) -> None:
 def spaces_activate(backbone: str) -> None:
     """Make BACKBONE's space serve search, once it is complete and verified."""
     from mammosearch.db.session import session_scope
-    from mammosearch.space_switch import SpaceSwitchError, activate
+    from mammosearch.jobs.space_switch import SpaceSwitchError, activate
 
     settings = get_settings()
     if settings.backbone != "auto":
@@ -127,7 +127,7 @@ def spaces_drop(space_id: int, yes: bool) -> None:
     """Delete a space that does not serve: its vectors and index files."""
     from mammosearch.db.models import EmbeddingSpace
     from mammosearch.db.session import session_scope
-    from mammosearch.space_switch import SpaceSwitchError, drop_space
+    from mammosearch.jobs.space_switch import SpaceSwitchError, drop_space
 
     with session_scope() as session:
         space = session.get(EmbeddingSpace, space_id)

@@ -53,7 +53,7 @@ or that FAISS cannot read is quarantined (moved to `quarantine/`, never served) 
 in `damage`; the view holds the sound segments only, and the next write publishes a
 manifest without the damaged ones. Their vectors come back from the database, the truth
 (pipeline.verify_index); until then the index holds fewer vectors than the database lists,
-which search refuses to pass off as an answer (mammosearch.index_health).
+which search refuses to pass off as an answer (mammosearch.pipeline.index_health).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from mammosearch.faults import fault_point
+from mammosearch.durable.faults import fault_point
 from mammosearch.index.factory_choice import AUTO, choose_factory, needs_rebuild
 from mammosearch.index.filtered import filtered_search, segment_bits
 from mammosearch.index.main_build import BuiltMain, build_whole, extend

@@ -1,7 +1,7 @@
 """How a query's neighbours are ordered: by similarity, or agreeing with their vote first.
 
 - similarity: nearest first, the index's own order.
-- consensus: the vote's neighbours (the VOTE_K nearest labelled candidates, mammosearch.vote)
+- consensus: the vote's neighbours (the VOTE_K nearest labelled candidates, mammosearch.search.vote)
   re-ordered by similarity + `CONSENSUS_WEIGHT` x their class's share of that vote, with
   every candidate between them (an unlabelled one gets no bonus). Candidates beyond them keep
   their place. Only archive labels are used, never the query's.
@@ -17,9 +17,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mammosearch.vote import RULE, VOTE_K, VoteRule, class_shares
+from mammosearch.search.vote import RULE, VOTE_K, VoteRule, class_shares
+from mammosearch.vocabulary import RANKINGS
 
-RANKINGS = ("similarity", "consensus")
 CONSENSUS_WEIGHT = 0.5
 """Share-of-the-vote bonus; 0.3-1 give the same P@5 out of fold (0.476-0.484, seeds 0, 1)."""
 
@@ -56,7 +56,7 @@ def consensus_ranking(
 ) -> np.ndarray:
     """A whole ranking (nearest first; codes < 0 unlabelled) in consensus order.
 
-    The first VOTE_K labelled candidates vote (mammosearch.vote); every candidate up to the
+    The first VOTE_K labelled candidates vote (mammosearch.search.vote); every candidate up to the
     last of them is re-ordered (`consensus_order`); the rest keep their places.
     """
     codes = np.asarray(class_codes, dtype=np.int64)

@@ -7,6 +7,7 @@ range, sides) and its filter list cannot drift from what the server accepts.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import (
@@ -19,10 +20,11 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
+from sqlalchemy import Select, func
 
-from mammosearch.birads import ASSESSMENT_CATEGORIES
-from mammosearch.cases import CASE_FUSIONS, SEARCH_UNITS, parse_case_id
-from mammosearch.ranking import RANKINGS
+from mammosearch.db.models import Image, ImageStatus
+from mammosearch.search.cases import CASE_FUSIONS, SEARCH_UNITS, parse_case_id
+from mammosearch.vocabulary import ASSESSMENT_CATEGORIES, RANKINGS
 
 MAX_K = 100  # the most neighbours one request may ask for, everywhere
 DEFAULT_K = 10
@@ -35,6 +37,66 @@ TRANSPORT_FIELDS = ("csrf_token",)
 """Fields a transport adds to a form that are not part of the search (dropped before the
 model, which forbids every other unknown field: a typo must not search differently)."""
 CASE_QUERY_FIELDS = ("patient_id", "breast", "study_uid", "case_id")
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    """The filters of one request, as SQL (`apply`) and as a check of one row (`matches`)."""
+
+    side: str | None = None
+    view: str | None = None
+    modality: str | None = None
+    birads_min: int | None = None
+    birads_max: int | None = None
+    pathology: str | None = None
+    exclude_patient_id: int | None = None  # internal patients.id
+
+    @property
+    def active(self) -> bool:
+        return any(value is not None for value in vars(self).values())  # asdict deep-copies
+
+    def apply(self, query: Select) -> Select:
+        if self.side:
+            query = query.where(Image.side == self.side.upper()[:1])
+        if self.view:
+            query = query.where(func.upper(Image.view) == self.view.upper())
+        if self.modality:
+            query = query.where(func.lower(Image.modality) == self.modality.lower())
+        if self.birads_min is not None:
+            query = query.where(Image.birads >= self.birads_min)
+        if self.birads_max is not None:
+            query = query.where(Image.birads <= self.birads_max)
+        if self.pathology:
+            query = query.where(func.lower(Image.pathology) == self.pathology.lower())
+        if self.exclude_patient_id is not None:
+            query = query.where(Image.patient_id != self.exclude_patient_id)
+        return query
+
+    def matches(self, image: Any) -> bool:
+        """The same test as `apply` (status included), on one row's FILTERED_NAMES values."""
+
+        def same(value: str | None, wanted: str | None, normalise: Any) -> bool:
+            return wanted is None or (value is not None and normalise(value) == normalise(wanted))
+
+        return (
+            image.status == ImageStatus.INDEXED
+            and (not self.side or image.side == self.side.upper()[:1])
+            and (not self.view or same(image.view, self.view, str.upper))
+            and (not self.modality or same(image.modality, self.modality, str.lower))
+            and (not self.pathology or same(image.pathology, self.pathology, str.lower))
+            and (
+                self.birads_min is None
+                or (image.birads is not None and image.birads >= self.birads_min)
+            )
+            and (
+                self.birads_max is None
+                or (image.birads is not None and image.birads <= self.birads_max)
+            )
+            and (
+                self.exclude_patient_id is None
+                or (image.patient_id is not None and image.patient_id != self.exclude_patient_id)
+            )
+        )
 
 
 class BadSearchRequest(ValueError):
@@ -120,7 +182,7 @@ class SearchRequest(BaseModel):
         None,
         description="unit=case: how two cases' views make one similarity: mean (of the view "
         "vectors), best-pair, matched-views (CC with CC, MLO with MLO); default: the measured "
-        "winner (mammosearch.cases.DEFAULT_FUSION).",
+        "winner (mammosearch.search.cases.DEFAULT_FUSION).",
     )
     patient_id: str | None = Field(
         None,
@@ -295,9 +357,7 @@ class SearchRequest(BaseModel):
         """The filters that are set, as the audit log records them."""
         return self.model_dump(include=set(FILTER_NAMES), exclude_none=True)
 
-    def search_filters(self) -> Any:
-        from mammosearch.search import SearchFilters
-
+    def search_filters(self) -> SearchFilters:
         return SearchFilters(**{name: getattr(self, name) for name in FILTER_NAMES})
 
 

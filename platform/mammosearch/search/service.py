@@ -21,22 +21,21 @@ from mammosearch.db.models import (
     EmbeddingSpace,
     Image,
     ImageEmbedding,
-    ImageStatus,
     Patient,
     Report,
 )
-from mammosearch.distances import DISTANCE_METRICS
 from mammosearch.embed import Embedder, load_embedder_from_settings
 from mammosearch.embed.spaces import get_or_create_space
 from mammosearch.evaluate.labels import PATHOLOGY_CLASSES, birads_of, pathology_of
 from mammosearch.evaluate.runs import measured_vote
-from mammosearch.filter_table import FilterTable
-from mammosearch.filter_values import FilterValues, FilterValuesCache, UnknownFilterValue
 from mammosearch.index import IndexCorruptError, IndexMismatchError, ShardedIndex, get_reader
-from mammosearch.index_health import IndexHealth, IndexRepairing, check_index
-from mammosearch.ranking import RankingError, check_ranking, consensus_ranking
-from mammosearch.search_request import MAX_K
-from mammosearch.vote import VOTE_K, suggest
+from mammosearch.pipeline.index_health import IndexHealth, IndexRepairing, check_index
+from mammosearch.search.filter_table import FilterTable
+from mammosearch.search.filter_values import FilterValues, FilterValuesCache, UnknownFilterValue
+from mammosearch.search.ranking import RankingError, check_ranking, consensus_ranking
+from mammosearch.search.request import MAX_K, SearchFilters
+from mammosearch.search.vote import VOTE_K, suggest
+from mammosearch.vocabulary import DISTANCE_METRICS
 
 METRICS = DISTANCE_METRICS
 REPORT_EXCERPT_CHARS = 300
@@ -52,64 +51,6 @@ class SearchError(ValueError):
 
 class ImageNotFound(SearchError, LookupError):
     """The query names an archived image that is not in the archive (HTTP 404)."""
-
-
-@dataclass(frozen=True)
-class SearchFilters:
-    side: str | None = None
-    view: str | None = None
-    modality: str | None = None
-    birads_min: int | None = None
-    birads_max: int | None = None
-    pathology: str | None = None
-    exclude_patient_id: int | None = None  # internal patients.id
-
-    @property
-    def active(self) -> bool:
-        return any(value is not None for value in vars(self).values())  # asdict deep-copies
-
-    def apply(self, query: Select) -> Select:
-        if self.side:
-            query = query.where(Image.side == self.side.upper()[:1])
-        if self.view:
-            query = query.where(func.upper(Image.view) == self.view.upper())
-        if self.modality:
-            query = query.where(func.lower(Image.modality) == self.modality.lower())
-        if self.birads_min is not None:
-            query = query.where(Image.birads >= self.birads_min)
-        if self.birads_max is not None:
-            query = query.where(Image.birads <= self.birads_max)
-        if self.pathology:
-            query = query.where(func.lower(Image.pathology) == self.pathology.lower())
-        if self.exclude_patient_id is not None:
-            query = query.where(Image.patient_id != self.exclude_patient_id)
-        return query
-
-    def matches(self, image: Any) -> bool:
-        """The same test as `apply` (status included), on one row's FILTERED_NAMES values."""
-
-        def same(value: str | None, wanted: str | None, normalise: Any) -> bool:
-            return wanted is None or (value is not None and normalise(value) == normalise(wanted))
-
-        return (
-            image.status == ImageStatus.INDEXED
-            and (not self.side or image.side == self.side.upper()[:1])
-            and (not self.view or same(image.view, self.view, str.upper))
-            and (not self.modality or same(image.modality, self.modality, str.lower))
-            and (not self.pathology or same(image.pathology, self.pathology, str.lower))
-            and (
-                self.birads_min is None
-                or (image.birads is not None and image.birads >= self.birads_min)
-            )
-            and (
-                self.birads_max is None
-                or (image.birads is not None and image.birads <= self.birads_max)
-            )
-            and (
-                self.exclude_patient_id is None
-                or (image.patient_id is not None and image.patient_id != self.exclude_patient_id)
-            )
-        )
 
 
 FILTERED_NAMES = ("status", "side", "view", "modality", "pathology", "birads", "patient_id")
@@ -209,7 +150,7 @@ def distance_and_similarity(score: float, metric: str) -> tuple[float, float]:
 
 
 def suggest_from_hits(hits: list[Hit], measured: Mapping[str, Any]) -> dict[str, Any]:
-    """The neighbours' vote on BIRADS and pathology (mammosearch.vote: the VOTE_K nearest
+    """The neighbours' vote on BIRADS and pathology (mammosearch.search.vote: the VOTE_K nearest
     labelled hits, the served rule), with how sure `measured` says it is."""
     return suggest(
         [(birads_of(vars(hit)), hit.similarity) for hit in hits],
@@ -220,7 +161,7 @@ def suggest_from_hits(hits: list[Hit], measured: Mapping[str, Any]) -> dict[str,
 
 
 def in_consensus_order(hits: list[Hit]) -> list[Hit]:
-    """The hits in consensus order (mammosearch.ranking, the same function the evaluations
+    """The hits in consensus order (mammosearch.search.ranking, the same function the evaluations
     score): the vote's neighbours agreeing with it first; later hits keep their place."""
     labels = [birads_of(vars(hit)) for hit in hits]
     classes = sorted({label for label in labels if label is not None})

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from mammosearch.db.models import Image, ImageStatus
 
 if TYPE_CHECKING:
-    from mammosearch.search import SearchFilters
+    from mammosearch.search.request import SearchFilters
 
 CHECK_INTERVAL_S = 1.0
 OVERLAP_S = 300.0

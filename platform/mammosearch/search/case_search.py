@@ -5,9 +5,9 @@ is what this module builds on, and a method there calling back here would be an 
 
 A case query (an archived case, or 1-4 files: the views of one breast) searches the index
 with each of its views, over-fetching image hits; the hits' cases are read with all their
-views, scored against the query case by a fusion rule (mammosearch.cases), and the nearest
+views, scored against the query case by a fusion rule (mammosearch.search.cases), and the nearest
 cases come back, each once. The suggested BIRADS and pathology are the neighbour vote
-(search.suggest_from_hits, mammosearch.vote) over the nearest cases' case labels, as sure
+(search.suggest_from_hits, mammosearch.search.vote) over the nearest cases' case labels, as sure
 as the space's case-level measurement says (evaluate.runs.measured_vote with unit "case"
 and the search's fusion: `evaluate --unit case`, or train's case-level cross-validation);
 never an image-level table. Unmeasured: the labels are listed, nothing is put forward.
@@ -41,7 +41,8 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from mammosearch.cases import (
+from mammosearch.db.models import Image, ImageEmbedding, ImageStatus, Patient, Report
+from mammosearch.search.cases import (
     CASE_FUSIONS,
     DEFAULT_FUSION,
     MAX_CASE_VIEWS,
@@ -55,25 +56,23 @@ from mammosearch.cases import (
     parse_case_id,
     view_tag,
 )
-from mammosearch.db.models import Image, ImageEmbedding, ImageStatus, Patient, Report
-from mammosearch.search import (
+from mammosearch.search.request import BadSearchRequest, SearchFilters, SearchRequest
+from mammosearch.search.service import (
     REPORT_EXCERPT_CHARS,
     ImageNotFound,
     SearchEnvelope,
     SearchError,
-    SearchFilters,
     SearchResponse,
     distance_and_similarity,
     in_consensus_order,
     suggest_from_hits,
 )
-from mammosearch.search_request import BadSearchRequest, SearchRequest
-from mammosearch.vote import VOTE_K
+from mammosearch.search.vote import VOTE_K
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
 
-    from mammosearch.search import SearchService
+    from mammosearch.search.service import SearchService
 
 CASE_OVERFETCH = 6
 """Image hits fetched per query view for each case wanted (a case has 1-4 views)."""
@@ -461,7 +460,7 @@ def _archived_by_content(session: Session, uploads: Sequence[QueryUpload]) -> di
 
 
 def _decode(service: SearchService, upload: QueryUpload) -> PILImage.Image:
-    from mammosearch.query_image import read_query_image
+    from mammosearch.search.query_image import read_query_image
 
     if upload.image is not None:
         return upload.image

@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session
 from mammosearch.config import Settings
 from mammosearch.db.models import Image, ImageEmbedding, ImageStatus
 from mammosearch.db.session import session_scope
-from mammosearch.interrupted import release_interrupted_work
-from mammosearch.work_queue import WorkQueue
+from mammosearch.jobs.work_queue import WorkQueue
+from mammosearch.pipeline.interrupted import release_interrupted_work
 
 DEFAULT_GRACE_S = 15.0
 """Work younger than this is assumed to be still on its way, not lost. Short: the queue's

@@ -74,7 +74,7 @@ def embed_into_space(
     progress: Callable[[int], None] | None = None,
 ) -> int:
     """Embed and index `image_ids` into `backbone`'s space; the images' status is untouched."""
-    from mammosearch.pipeline import embed_images, index_space
+    from mammosearch.pipeline.stages import embed_images, index_space
 
     embedder = embedder_for(settings, backbone)
     space = get_or_create_space(session, embedder)
@@ -95,7 +95,7 @@ def activate(
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Catch up, verify, then make `backbone` the serving one in one atomic step."""
-    from mammosearch.pipeline import verify_index
+    from mammosearch.pipeline.stages import verify_index
 
     embedder = embedder_for(settings, backbone)
     space = find_space(session, embedder.identity)

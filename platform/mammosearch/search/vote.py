@@ -1,7 +1,7 @@
 """The neighbours' vote: which class the nearest labelled archive images point to, and how sure.
 
 One rule, called by everything that votes: the search service's suggestion (BIRADS and
-pathology), the consensus order (mammosearch.ranking), the evaluations and train's
+pathology), the consensus order (mammosearch.search.ranking), the evaluations and train's
 cross-validation (evaluate.neighbour_vote), and case-level search. Its parts:
 
 - Voters: the VOTE_K nearest *labelled* neighbours, in similarity order. An image without

@@ -11,9 +11,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mammosearch import claims
 from mammosearch.config import Settings
 from mammosearch.db.session import session_scope
+from mammosearch.pipeline import claims
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mammosearch.case_search import QueryUpload
 from mammosearch.db.models import Image, ImageStatus
 from mammosearch.ingest.dicomweb import SIDES, StudyCase
+from mammosearch.search.case_search import QueryUpload
 
 
 def archived_breasts(session: Session, study_uid: str) -> list[str]:

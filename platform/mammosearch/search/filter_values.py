@@ -15,8 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mammosearch.db.models import Image
-from mammosearch.ingest.dicom import KNOWN_VIEWS
-from mammosearch.pathology import PATHOLOGY_CLASSES
+from mammosearch.vocabulary import KNOWN_VIEWS, PATHOLOGY_CLASSES
 
 # The views a radiologist expects first; the rest of KNOWN_VIEWS follow in order.
 COMMON_VIEWS = ("CC", "MLO")

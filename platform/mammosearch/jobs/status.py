@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from mammosearch.config import Settings
 from mammosearch.db.models import EmbeddingSpace, Image, ImageStatus
-from mammosearch.work_queue import WorkQueue
+from mammosearch.jobs.work_queue import WorkQueue
 
 RECENT_FAILURES = 10
 
@@ -70,7 +70,7 @@ def collect_status(
     process's; `lease_s`: the claim lease setting); tasks: waiting tasks per queue, as
     `queue.depths()` reports them (only when the caller passes the queue its entry point chose).
     """
-    from mammosearch import claims
+    from mammosearch.pipeline import claims
 
     report: dict[str, Any] = {
         "images": image_status_counts(session),

@@ -80,7 +80,8 @@ class InProcessQueue:
     def enqueue_embedding(
         self, image_ids: Sequence[int] | None = None, force: bool = False
     ) -> DispatchSummary:
-        from mammosearch import pipeline  # loads torch: only where the work runs here
+        # loads torch: only where the work runs here
+        from mammosearch.pipeline import stages as pipeline
 
         if image_ids is not None and not image_ids:
             return DispatchSummary(mode=self.mode, images=0)
@@ -92,9 +93,9 @@ class InProcessQueue:
         )
 
     def request_index(self, space_id: int, force: bool = False, verify: bool = False) -> bool:
-        from mammosearch import pipeline
         from mammosearch.db.models import EmbeddingSpace
         from mammosearch.db.session import session_scope
+        from mammosearch.pipeline import stages as pipeline
 
         with session_scope(self.settings.database_url) as session:
             space = session.get(EmbeddingSpace, space_id)

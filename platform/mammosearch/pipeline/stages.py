@@ -30,14 +30,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
-from mammosearch import claims
 from mammosearch.config import Settings, get_settings
 from mammosearch.db.models import EmbeddingSpace, Image, ImageEmbedding, ImageStatus, utcnow
 from mammosearch.db.session import make_session_factory
+from mammosearch.durable.faults import fault_point
 from mammosearch.embed import Embedder, load_embedder_from_settings
 from mammosearch.embed.serving import serving_space
 from mammosearch.embed.spaces import get_or_create_space
-from mammosearch.faults import fault_point
 from mammosearch.index import (
     IndexCorruptError,
     IndexMismatchError,
@@ -47,6 +46,7 @@ from mammosearch.index import (
     space_writer_lock,
 )
 from mammosearch.ingest.storage import open_upright
+from mammosearch.pipeline import claims
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ def claim_for_embedding(
 
     The one place attempts are counted. Committed before the embedding starts, so a batch
     that kills its process every time gives up after `max_attempts` tries instead of being
-    retried forever. See mammosearch.claims for the lease.
+    retried forever. See mammosearch.pipeline.claims for the lease.
     """
     return claims.claim(session, image_ids, holder or claims.holder_name(), lease_s, max_attempts)
 
@@ -248,7 +248,7 @@ def _heal(session: Session, settings: Settings, space: EmbeddingSpace, update_st
     an index cannot be opened, has damage, or serves fewer vectors than the rows marked
     indexed. Called under the space's writer lock.
     """
-    from mammosearch.index_health import indexed_count
+    from mammosearch.pipeline.index_health import indexed_count
 
     expected = indexed_count(session, space.id)
     for metric in settings.index_metrics:
@@ -312,7 +312,7 @@ def process_pending(
 ) -> PipelineSummary:
     """The in-process pipeline: embed every pending image (or those of `image_ids` still
     pending) in batches, then index them."""
-    from mammosearch.interrupted import release_interrupted_work
+    from mammosearch.pipeline.interrupted import release_interrupted_work
 
     settings = settings or get_settings()
     release_interrupted_work(settings)  # no sweep in the embedded default: a killed run's claims
