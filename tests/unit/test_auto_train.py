@@ -137,7 +137,8 @@ def _serving(settings: Settings) -> str | None:
 
 
 def test_a_model_that_wins_is_activated_and_can_be_rolled_back(archive: Settings) -> None:
-    from mammosearch.jobs.space_switch import serving_space, space_progress
+    from mammosearch.embed.serving import serving_space
+    from mammosearch.jobs.space_switch import space_progress
 
     trainer = StandInTrainer(WINS)
     record = auto.run_auto_train(archive, trainer)

@@ -13,10 +13,9 @@ from sqlalchemy.orm import Session
 
 from mammosearch.config import Settings
 from mammosearch.db.models import Image, ImageEmbedding, ImageStatus
+from mammosearch.embed.serving import open_serving_space, serving_embedder
 from mammosearch.index import open_index
 from mammosearch.pipeline.stages import (
-    active_embedder,
-    active_space,
     embed_images,
     index_space,
     process_pending,
@@ -60,7 +59,7 @@ def test_pending_images_end_indexed_once_and_a_rerun_changes_nothing(
     assert (first.embedded, first.indexed, first.failed) == (6, 6, 0)
     again = process_pending(lite_settings)
     assert (again.embedded, again.indexed) == (0, 0)
-    space = active_space(session, lite_settings)
+    space = open_serving_space(session, lite_settings)
     for metric in lite_settings.index_metrics:
         assert sorted(open_index(lite_settings, space, metric).ids().tolist()) == ids
     statuses = session.scalars(select(Image.status)).all()
@@ -71,8 +70,8 @@ def test_a_duplicate_delivery_of_an_embed_batch_stores_one_vector(
     session: Session, lite_settings: Settings
 ) -> None:
     ids = _add_images(session, lite_settings, 3)
-    embedder = active_embedder(lite_settings)
-    space = active_space(session, lite_settings)
+    embedder = serving_embedder(lite_settings)
+    space = open_serving_space(session, lite_settings)
     embed_images(session, ids, embedder, space)
     second = embed_images(session, ids, embedder, space)
     assert second.embedded == [] and second.skipped == ids
@@ -85,8 +84,8 @@ def test_a_crash_between_index_write_and_db_commit_is_healed_by_the_next_run(
     session: Session, lite_settings: Settings
 ) -> None:
     ids = _add_images(session, lite_settings, 4)
-    embedder = active_embedder(lite_settings)
-    space = active_space(session, lite_settings)
+    embedder = serving_embedder(lite_settings)
+    space = open_serving_space(session, lite_settings)
     embed_images(session, ids, embedder, space)
     vectors = np.stack(
         [
@@ -129,11 +128,11 @@ def test_a_corrupt_file_mid_batch_fails_alone_and_every_vector_stays_with_its_im
     ids = _add_images(session, lite_settings, 5, seed=3)
     corrupt = session.get(Image, ids[2])
     Path(corrupt.stored_path).write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    embedder = active_embedder(lite_settings)
+    embedder = serving_embedder(lite_settings)
     embedder.batch_size, batch_size = 2, embedder.batch_size
     embedder.overlap_decoding, served_overlap = overlap, embedder.overlap_decoding
     try:
-        space = active_space(session, lite_settings)
+        space = open_serving_space(session, lite_settings)
         result = embed_images(session, ids, embedder, space)
         assert result.embedded == [ids[0], ids[1], ids[3], ids[4]]
         assert list(result.failed) == [ids[2]] and "cannot decode" in result.failed[ids[2]]
@@ -170,7 +169,7 @@ def test_verify_finds_and_repairs_orphan_and_missing_vectors(
 ) -> None:
     ids = _add_images(session, lite_settings, 5)
     process_pending(lite_settings)
-    space = active_space(session, lite_settings)
+    space = open_serving_space(session, lite_settings)
     cosine = open_index(lite_settings, space, "cosine")
     cosine.remove(np.array([ids[0]]))  # a row with no vector
     cosine.add(np.array([999_999]), np.ones((1, space.dim), dtype=np.float32))  # no row
@@ -188,7 +187,7 @@ def test_removed_images_leave_search_and_are_not_brought_back(
 ) -> None:
     ids = _add_images(session, lite_settings, 4)
     process_pending(lite_settings)
-    space = active_space(session, lite_settings)
+    space = open_serving_space(session, lite_settings)
     remove_images(session, lite_settings, [ids[1]])
     process_pending(lite_settings)
     for metric in lite_settings.index_metrics:
@@ -202,7 +201,7 @@ def test_rebuild_from_the_database_gives_the_same_index(
 ) -> None:
     ids = _add_images(session, lite_settings, 5)
     process_pending(lite_settings)
-    space = active_space(session, lite_settings)
+    space = open_serving_space(session, lite_settings)
     query = np.ones((1, space.dim), dtype=np.float32)
     before = open_index(lite_settings, space, "l2").search(query, 5)
     assert rebuild_indexes(session, lite_settings, space) == 5

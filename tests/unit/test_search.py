@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from mammosearch.config import Settings
 from mammosearch.db.models import Image
 from mammosearch.pipeline.stages import process_pending
-from mammosearch.search.request import SearchFilters
+from mammosearch.search.request import BadSearchRequest, SearchFilters, parse_search_request
 from mammosearch.search.service import (
     Hit,
     ImageNotFound,
@@ -34,18 +34,19 @@ def archive(session: Session, settings: Settings) -> tuple[Settings, list[int]]:
 
 @pytest.mark.parametrize(
     ("k", "metric", "message"),
-    [(0, "cosine", "k must be"), (5, "hamming", "unknown metric"), (5000, "l2", "k must be")],
+    [(0, "cosine", "k: 0 is outside 1"), (5, "hamming", "'hamming' is not indexed")]
+    + [(5000, "l2", "k: 5000 is outside 1")],
 )
-def test_bad_parameters_are_refused_with_a_reason(
-    session: Session,
+def test_bad_parameters_are_refused_with_a_reason_at_the_door(
     archive,
     k: int,
     metric: str,
     message: str,  # type: ignore[no-untyped-def]
 ) -> None:
+    """k and the metric are checked once, by the request every search passes through."""
     settings, ids = archive
-    with pytest.raises(SearchError, match=message):
-        SearchService(settings).search_image_id(session, ids[0], k=k, metric=metric)
+    with pytest.raises(BadSearchRequest, match=message):
+        parse_search_request({"image_id": ids[0], "k": k, "metric": metric}, settings.index_metrics)
 
 
 def test_an_unknown_image_id_is_named(session: Session, archive) -> None:  # type: ignore[no-untyped-def]

@@ -223,8 +223,9 @@ def test_a_new_archive_ingests_searches_and_evaluates_with_the_model(
     trained_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A model trained on one archive serves another (patients it never saw)."""
+    from mammosearch.embed.serving import open_serving_space
     from mammosearch.evaluate import evaluate_space
-    from mammosearch.pipeline.stages import active_space, process_pending
+    from mammosearch.pipeline.stages import process_pending
     from mammosearch.search.service import SearchService
 
     archive = _archive(tmp_path, _patients(40, 8), monkeypatch)
@@ -235,7 +236,7 @@ def test_a_new_archive_ingests_searches_and_evaluates_with_the_model(
     assert summary.embedded > 0 and summary.failed == 0
     record = json.loads((trained_model / "model.json").read_text())
     with session_scope(settings.database_url) as session:
-        space = active_space(session, settings)
+        space = open_serving_space(session, settings)
         assert space.backbone == "trained:efficientnet-lite0"
         assert space.weights_sha256 == record["model_sha256"] and space.dim == 32
         query = next((archive.folder / "Subtracted images").glob("*.jpg"))
@@ -250,9 +251,10 @@ def test_a_new_archive_ingests_searches_and_evaluates_with_the_model(
 def test_evaluating_on_the_training_archive_is_flagged_leaky(
     training_archive: Archive, trained_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from mammosearch.embed.serving import embedder_for
     from mammosearch.embed.spaces import find_space
     from mammosearch.evaluate import evaluate_space, format_summary
-    from mammosearch.jobs.space_switch import embed_into_space, embedder_for
+    from mammosearch.jobs.space_switch import embed_into_space
 
     monkeypatch.setenv("MAMMOSEARCH_BACKBONE", str(trained_model))
     get_settings.cache_clear()
@@ -285,12 +287,8 @@ def test_reembed_and_activate_switch_search_without_a_gap(
     from mammosearch.db.models import Image
     from mammosearch.embed.loader import registry_dir
     from mammosearch.embed.registry import register_model
-    from mammosearch.jobs.space_switch import (
-        activate,
-        embed_into_space,
-        missing_image_ids,
-        serving_space,
-    )
+    from mammosearch.embed.serving import serving_space
+    from mammosearch.jobs.space_switch import activate, embed_into_space, missing_image_ids
     from mammosearch.search.service import SearchService
 
     monkeypatch.setenv("MAMMOSEARCH_BACKBONE", "auto")

@@ -30,7 +30,8 @@ def _spaces() -> list[dict[str, Any]]:
     from mammosearch.embed.loader import registry_dir
     from mammosearch.embed.quantize import recorded_checks
     from mammosearch.embed.registry import registered_models
-    from mammosearch.jobs.space_switch import serving_space, space_progress
+    from mammosearch.embed.serving import serving_space
+    from mammosearch.jobs.space_switch import space_progress
 
     session = get_session()
     settings = app_settings()

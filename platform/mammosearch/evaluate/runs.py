@@ -134,7 +134,7 @@ def resolve_space(
             raise EvaluationError(f"backbone {backbone!r}: no embedding space with vectors")
         return space
     try:
-        from mammosearch.pipeline.stages import active_space
+        from mammosearch.embed.serving import open_serving_space as active_space
     except ImportError:  # no pipeline (a trimmed install): the newest space with vectors
         space = session.scalars(with_vectors).first()
         if space is None:

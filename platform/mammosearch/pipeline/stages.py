@@ -34,9 +34,8 @@ from mammosearch.config import Settings, get_settings
 from mammosearch.db.models import EmbeddingSpace, Image, ImageEmbedding, ImageStatus, utcnow
 from mammosearch.db.session import make_session_factory
 from mammosearch.durable.faults import fault_point
-from mammosearch.embed import Embedder, load_embedder_from_settings
-from mammosearch.embed.serving import serving_space
-from mammosearch.embed.spaces import get_or_create_space
+from mammosearch.embed import Embedder
+from mammosearch.embed.serving import open_serving_space, serving_embedder, serving_space
 from mammosearch.index import (
     IndexCorruptError,
     IndexMismatchError,
@@ -82,18 +81,6 @@ def vector_from_bytes(blob: bytes, dim: int) -> np.ndarray:
     if vector.shape != (dim,):
         raise ValueError(f"stored vector has {vector.shape[0]} values, space expects {dim}")
     return vector
-
-
-def active_embedder(settings: Settings | None = None) -> Embedder:
-    """The configured backbone (MAMMOSEARCH_BACKBONE), loaded once per process."""
-    return load_embedder_from_settings(settings or get_settings())
-
-
-def active_space(session: Session, settings: Settings | None = None) -> EmbeddingSpace:
-    """The embedding space of the configured backbone, created on first use."""
-    space = get_or_create_space(session, active_embedder(settings))
-    session.commit()
-    return space
 
 
 def pending_image_ids(session: Session, limit: int | None = None) -> list[int]:
@@ -316,11 +303,10 @@ def process_pending(
 
     settings = settings or get_settings()
     release_interrupted_work(settings)  # no sweep in the embedded default: a killed run's claims
-    embedder = active_embedder(settings)
+    embedder = serving_embedder(settings)
     session = make_session_factory(settings.database_url)()
     try:
-        space = get_or_create_space(session, embedder)
-        session.commit()
+        space = open_serving_space(session, settings)
         summary = PipelineSummary(embedding_space=space.describe())
         pending = pending_image_ids(session, limit) if image_ids is None else list(image_ids)
         bar = tqdm(

@@ -243,8 +243,7 @@ def search_cases(
 ) -> CaseSearchResponse:
     """The k nearest cases to the query case (an archived one, or the uploaded views)."""
     metric = request.metric or ("cosine" if "cosine" in service.settings.index_metrics else "l2")
-    service._check(request.k, metric)
-    ranking = service._ranking(request.ranking)
+    ranking = service.ranking_or_default(request.ranking)
     filters = request.search_filters()
     service._check_filters(session, filters)
     fusion = request.fusion or DEFAULT_FUSION

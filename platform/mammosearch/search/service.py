@@ -24,20 +24,18 @@ from mammosearch.db.models import (
     Patient,
     Report,
 )
-from mammosearch.embed import Embedder, load_embedder_from_settings
-from mammosearch.embed.spaces import get_or_create_space
+from mammosearch.embed import Embedder
+from mammosearch.embed.serving import open_serving_space, serving_embedder
 from mammosearch.evaluate.labels import PATHOLOGY_CLASSES, birads_of, pathology_of
 from mammosearch.evaluate.runs import measured_vote
 from mammosearch.index import IndexCorruptError, IndexMismatchError, ShardedIndex, get_reader
 from mammosearch.pipeline.index_health import IndexHealth, IndexRepairing, check_index
 from mammosearch.search.filter_table import FilterTable
 from mammosearch.search.filter_values import FilterValues, FilterValuesCache, UnknownFilterValue
-from mammosearch.search.ranking import RankingError, check_ranking, consensus_ranking
-from mammosearch.search.request import MAX_K, SearchFilters
+from mammosearch.search.ranking import consensus_ranking
+from mammosearch.search.request import SearchFilters
 from mammosearch.search.vote import VOTE_K, suggest
-from mammosearch.vocabulary import DISTANCE_METRICS
 
-METRICS = DISTANCE_METRICS
 REPORT_EXCERPT_CHARS = 300
 SPACE_RECHECK_S = 5.0
 INDEXED_RECHECK_S = 5.0
@@ -187,7 +185,7 @@ class SearchService:
 
     @property
     def embedder(self) -> Embedder:
-        return load_embedder_from_settings(self.settings)
+        return serving_embedder(self.settings)
 
     def space(self, session: Session) -> EmbeddingSpace:
         """The serving embedder's space; follows `spaces activate` without a restart.
@@ -209,8 +207,7 @@ class SearchService:
         if self._space_id is not None and self._space_key == embedder.identity:
             space = session.get(EmbeddingSpace, self._space_id)
         if space is None:
-            space = get_or_create_space(session, embedder)
-            session.commit()
+            space = open_serving_space(session, self.settings)
         keys = [column.key for column in EmbeddingSpace.__table__.columns]
         self._space = EmbeddingSpace(**{key: getattr(space, key) for key in keys})
         self._space_id, self._space_key, self._space_read_at = space.id, embedder.identity, now
@@ -268,19 +265,10 @@ class SearchService:
         except UnknownFilterValue as exc:
             raise SearchError(str(exc)) from None
 
-    def _ranking(self, ranking: str | None) -> str:
-        try:
-            return check_ranking(ranking or self.settings.ranking)
-        except RankingError as exc:
-            raise SearchError(str(exc)) from None
-
-    def _check(self, k: int, metric: str) -> None:
-        if metric not in METRICS:
-            raise SearchError(f"unknown metric {metric!r}: choose one of {', '.join(METRICS)}")
-        if metric not in self.settings.index_metrics:
-            raise SearchError(f"metric {metric!r} is not indexed (MAMMOSEARCH_INDEX_METRICS)")
-        if not 1 <= k <= MAX_K:
-            raise SearchError(f"k must be between 1 and {MAX_K}, got {k}")
+    def ranking_or_default(self, ranking: str | None) -> str:
+        """The order asked for, else the setting's. Checked at the door (SearchRequest), as
+        are k and the metric: a request that has passed its model is trusted here."""
+        return ranking or self.settings.ranking
 
     def search_image(
         self,
@@ -293,8 +281,6 @@ class SearchService:
         ranking: str | None = None,
     ) -> SearchResponse:
         """Embed an image (any mode; preprocessing converts to grayscale) and search."""
-        self._check(k, metric)
-        self._ranking(ranking)
         self._check_filters(session, filters)
         started = time.perf_counter()
         vector = self.embedder.embed_pil([image])[0]
@@ -321,8 +307,6 @@ class SearchService:
         `exclude_same_patient` leaves out the query patient's other images (their other view
         and breast are near-duplicates that say nothing about similar *cases*).
         """
-        self._check(k, metric)
-        self._ranking(ranking)
         space = self.space(session)
         if exclude_same_patient:
             query_row = (
@@ -379,8 +363,7 @@ class SearchService:
         reliability is of; at least VOTE_K are fetched whatever k); `ranking` (default: the
         setting) orders them.
         """
-        self._check(k, metric)
-        ranking = self._ranking(ranking)
+        ranking = self.ranking_or_default(ranking)
         fetched = max(k, VOTE_K)
         self._check_filters(session, filters)
         started = time.perf_counter()

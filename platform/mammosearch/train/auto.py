@@ -485,14 +485,10 @@ def switch_space(settings: Settings, backbone: str, record: dict[str, Any] | Non
     Search answers from the old space until `activate` has verified the new one.
     """
     from mammosearch.db.session import session_scope
+    from mammosearch.embed.serving import embedder_for
     from mammosearch.embed.serving_record import serving_backbone
     from mammosearch.embed.spaces import get_or_create_space
-    from mammosearch.jobs.space_switch import (
-        activate,
-        embed_into_space,
-        embedder_for,
-        missing_image_ids,
-    )
+    from mammosearch.jobs.space_switch import activate, embed_into_space, missing_image_ids
 
     record = read_state(settings) if record is None else record
     current = serving_backbone(settings.backbone, settings.data_dir)
