@@ -153,16 +153,21 @@ class Settings:
     regression_webhook_url: str | None = _from("MAMMOSEARCH_REGRESSION_WEBHOOK_URL", None)
 
     @property
+    def layout(self) -> DataLayout:
+        """Where each thing lives under the data directory."""
+        return DataLayout(self.data_dir)
+
+    @property
     def images_dir(self) -> Path:
-        return self.data_dir / "images"
+        return self.layout.images_dir
 
     @property
     def index_dir(self) -> Path:
-        return self.data_dir / "indexes"
+        return self.layout.index_dir
 
     @property
     def reports_dir(self) -> Path:
-        return self.data_dir / "reports"
+        return self.layout.reports_dir
 
     @property
     def tasks_in_process(self) -> bool:
@@ -176,6 +181,47 @@ class Settings:
 # Settings field -> the environment variable it is read from.
 ENVIRONMENT_VARIABLES: dict[str, str] = {f.name: f.metadata["env"] for f in fields(Settings)}
 SETTING_NAMES = list(ENVIRONMENT_VARIABLES)
+
+
+def space_index_dir(index_dir: Path, space_id: int) -> Path:
+    """One embedding space's folder of indexes (its metrics and its writer lock)."""
+    return Path(index_dir) / f"space-{space_id}"
+
+
+@dataclass(frozen=True)
+class DataLayout:
+    """The data directory's layout, named once: every path under DATA_DIR is built here."""
+
+    data_dir: Path
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_dir / "images"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "indexes"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.data_dir / "reports"
+
+    @property
+    def onnx_dir(self) -> Path:
+        """Exported ONNX models and their engine measurements."""
+        return self.data_dir / "models" / "onnx"
+
+    @property
+    def registry_dir(self) -> Path:
+        """Registered trained models: registry/<name>/."""
+        return self.data_dir / "models" / "registry"
+
+    def space_dir(self, space_id: int) -> Path:
+        return space_index_dir(self.index_dir, space_id)
+
+    def index_root(self, space_id: int, metric: str) -> Path:
+        """Where one space's index of one metric keeps its manifest and segments."""
+        return self.space_dir(space_id) / metric
 
 
 def settings_from_env(environ: dict[str, str] | None = None) -> Settings:

@@ -239,7 +239,7 @@ def test_a_killed_rebuilds_files_are_reported_then_removed(
     _rebuild_in_a_process(small_settings, space.id, "index-replace:segments-written")
     report = verify_index(session, small_settings, space)
     assert not report["clean"] and report["metrics"]["l2"]["stray_files"], report
-    legacy = small_settings.index_dir / f"space-{space.id}" / "cosine.retired-123"
+    legacy = small_settings.layout.space_dir(space.id) / "cosine.retired-123"
     legacy.mkdir()
     assert verify_index(session, small_settings, space)["metrics"]["cosine"]["stray_files"]
     verify_index(session, small_settings, space, repair=True, update_status=True)

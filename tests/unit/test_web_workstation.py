@@ -148,7 +148,7 @@ def test_ingestion_page_shows_the_active_space_its_indexes_and_the_last_import(
     )  # fmt: skip
     db.add(space)
     db.commit()
-    root = web_settings.index_dir / f"space-{space.id}" / "cosine"
+    root = web_settings.layout.index_root(space.id, "cosine")
     root.mkdir(parents=True)
     segments = [
         {"file": "sealed-1.faiss", "kind": "sealed", "factory": "IVF16,Flat", "count": 1000,

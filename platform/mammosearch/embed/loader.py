@@ -54,7 +54,7 @@ _loading = threading.RLock()  # lru_cache alone lets two threads load the same m
 
 def registry_dir(settings: Settings | None = None) -> Path:
     """Where registered trained models live: DATA_DIR/models/registry/<name>/."""
-    return (settings or get_settings()).data_dir / "models" / "registry"
+    return (settings or get_settings()).layout.registry_dir
 
 
 def trained_model_for(name: str, registry: Path | None = None) -> TrainedModel | None:
@@ -167,7 +167,7 @@ def build_torch_embedder(
 
 
 def default_onnx_dir() -> Path:
-    return get_settings().data_dir / "models" / "onnx"
+    return get_settings().layout.onnx_dir
 
 
 @lru_cache(maxsize=8)
@@ -252,7 +252,7 @@ def load_embedder_from_settings(
         settings.allow_random_weights,
         device=device,
         runtime=runtime or settings.embed_runtime,
-        onnx_dir=settings.data_dir / "models" / "onnx",
+        onnx_dir=settings.layout.onnx_dir,
         batch_size=settings.embed_batch_size,
         registry=registry_dir(settings),
     )

@@ -25,7 +25,7 @@ def embedder_for(settings: Settings, backbone: str) -> Embedder:
         settings.weights_path,
         settings.allow_random_weights,
         runtime=settings.embed_runtime,
-        onnx_dir=settings.data_dir / "models" / "onnx",
+        onnx_dir=settings.layout.onnx_dir,
         batch_size=settings.embed_batch_size,
         registry=registry_dir(settings),
     )

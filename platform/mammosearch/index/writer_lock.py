@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+from mammosearch.config import space_index_dir
 from mammosearch.durable.file_lock import LockHeld, exclusive_file_lock
 
 LOCK_FILE_NAME = ".writer.lock"
@@ -28,7 +29,7 @@ class IndexBusy(RuntimeError):
 
 
 def lock_path(index_dir: Path, space_id: int) -> Path:
-    return Path(index_dir) / f"space-{space_id}" / LOCK_FILE_NAME
+    return space_index_dir(index_dir, space_id) / LOCK_FILE_NAME
 
 
 @contextmanager

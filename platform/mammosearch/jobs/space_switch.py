@@ -140,7 +140,7 @@ def drop_space(session: Session, settings: Settings, space: EmbeddingSpace) -> d
     ).rowcount
     space.active = False
     session.commit()
-    folder = settings.index_dir / f"space-{space.id}"
+    folder = settings.layout.space_dir(space.id)
     shutil.rmtree(folder, ignore_errors=True)
     from mammosearch.index import clear_readers
 

@@ -97,7 +97,7 @@ def index_sizes(session: Session, settings: Settings) -> list[dict[str, Any]]:
     for space in spaces:
         indexes = []
         for metric in settings.index_metrics:
-            root = settings.index_dir / f"space-{space.id}" / metric  # where open_index keeps it
+            root = settings.layout.index_root(space.id, metric)  # where open_index keeps it
             entry: dict[str, Any] = {"metric": metric, "configured_factory": settings.index_factory}
             try:
                 manifest = read_manifest(root / MANIFEST_NAME)

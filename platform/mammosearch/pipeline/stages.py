@@ -574,7 +574,7 @@ def _index_for_rebuild(settings: Settings, space: EmbeddingSpace, metric: str) -
     try:
         return open_index(settings, space, metric)
     except (IndexMismatchError, IndexCorruptError) as error:
-        root = settings.index_dir / f"space-{space.id}" / metric
+        root = settings.layout.index_root(space.id, metric)
         aside = root.with_name(f"{metric}.broken-{time.time_ns()}")
         log.warning("%s cannot be opened (%s); set aside as %s, rebuilding", root, error, aside)
         root.rename(aside)

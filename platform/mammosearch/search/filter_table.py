@@ -28,6 +28,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from mammosearch.db.models import Image, ImageStatus
+from mammosearch.search.filters import BOUND_FIELDS, CATEGORY_FIELDS
 
 if TYPE_CHECKING:
     from mammosearch.search.request import SearchFilters
@@ -36,16 +37,14 @@ CHECK_INTERVAL_S = 1.0
 OVERLAP_S = 300.0
 FULL_RELOAD_S = 600.0
 NONE_CODE = -1
-CATEGORICAL = {"side": str, "view": str.upper, "modality": str.lower, "pathology": str.lower}
+CATEGORICAL = {field.name: field for field in CATEGORY_FIELDS}
 """Each categorical column and how its values are compared (as the SQL filters compare)."""
+NUMERIC = tuple(dict.fromkeys(bound.column_name for bound in BOUND_FIELDS))
+"""The numeric columns the bounds read."""
 _COLUMNS = (
     Image.id,
     Image.status,
-    Image.side,
-    Image.view,
-    Image.modality,
-    Image.pathology,
-    Image.birads,
+    *(getattr(Image, name) for name in (*CATEGORICAL, *NUMERIC)),
     Image.patient_id,
     Image.updated_at,
 )
@@ -59,7 +58,8 @@ class _Arrays:
     indexed: np.ndarray  # bool per id
     codes: dict[str, np.ndarray]  # int16 per id per categorical column, NONE_CODE for NULL
     vocab: dict[str, dict[str, int]]  # normalised value -> code, per categorical column
-    birads: np.ndarray  # float32 per id, NaN for NULL (so every bound excludes it)
+    numbers: dict[str, np.ndarray]  # float32 per id per NUMERIC column, NaN for NULL (so
+    # every bound excludes it)
     patient: np.ndarray  # int64 per id, NONE_CODE for NULL
     watermark: datetime | None  # the newest updated_at read
     signature: tuple[Any, ...] | None
@@ -71,7 +71,7 @@ class _Arrays:
             indexed=np.zeros(0, dtype=bool),
             codes={name: np.zeros(0, dtype=np.int16) for name in CATEGORICAL},
             vocab={name: {} for name in CATEGORICAL},
-            birads=np.zeros(0, dtype=np.float32),
+            numbers={name: np.zeros(0, dtype=np.float32) for name in NUMERIC},
             patient=np.zeros(0, dtype=np.int64),
             watermark=None,
             signature=None,
@@ -89,7 +89,7 @@ class _Arrays:
             indexed=grow(self.indexed, False),
             codes={name: grow(codes, NONE_CODE) for name, codes in self.codes.items()},
             vocab={name: dict(values) for name, values in self.vocab.items()},
-            birads=grow(self.birads, np.nan),
+            numbers={name: grow(values, np.nan) for name, values in self.numbers.items()},
             patient=grow(self.patient, NONE_CODE),
             watermark=self.watermark,
             signature=self.signature,
@@ -128,18 +128,12 @@ class FilterTable:
         self.refresh(session, index_state=index_state)
         arrays = self._arrays
         mask = arrays.indexed.copy()
-        if filters.side:
-            mask &= self._equals(arrays, "side", filters.side.upper()[:1])
-        if filters.view:
-            mask &= self._equals(arrays, "view", filters.view)
-        if filters.modality:
-            mask &= self._equals(arrays, "modality", filters.modality)
-        if filters.pathology:
-            mask &= self._equals(arrays, "pathology", filters.pathology)
-        if filters.birads_min is not None:
-            mask &= arrays.birads >= filters.birads_min
-        if filters.birads_max is not None:
-            mask &= arrays.birads <= filters.birads_max
+        for field in CATEGORY_FIELDS:
+            if wanted := getattr(filters, field.name):
+                mask &= self._equals(arrays, field.name, field.wanted(wanted))
+        for bound in BOUND_FIELDS:
+            if (limit := getattr(filters, bound.name)) is not None:
+                mask &= bound.passes(arrays.numbers[bound.column_name], limit)
         if filters.exclude_patient_id is not None:
             mask &= (arrays.patient != filters.exclude_patient_id) & (arrays.patient != NONE_CODE)
         for image_id in exclude or ():
@@ -211,15 +205,17 @@ class FilterTable:
                 arrays = arrays.grown(image_id + 1)
             arrays.exists[image_id] = True
             arrays.indexed[image_id] = row.status == ImageStatus.INDEXED
-            for name, normalise in CATEGORICAL.items():
+            for name, field in CATEGORICAL.items():
                 value = getattr(row, name)
                 if value is None:
                     arrays.codes[name][image_id] = NONE_CODE
                     continue
                 vocab = arrays.vocab[name]
-                key = normalise(value)
+                key = field.stored(value)
                 arrays.codes[name][image_id] = vocab.setdefault(key, len(vocab))
-            arrays.birads[image_id] = np.nan if row.birads is None else row.birads
+            for name in NUMERIC:
+                number = getattr(row, name)
+                arrays.numbers[name][image_id] = np.nan if number is None else number
             arrays.patient[image_id] = NONE_CODE if row.patient_id is None else row.patient_id
             if row.updated_at is not None and (watermark is None or row.updated_at > watermark):
                 watermark = row.updated_at
@@ -228,15 +224,16 @@ class FilterTable:
             indexed=arrays.indexed,
             codes=arrays.codes,
             vocab=arrays.vocab,
-            birads=arrays.birads,
+            numbers=arrays.numbers,
             patient=arrays.patient,
             watermark=watermark,
             signature=signature,
         )
 
     @staticmethod
-    def _equals(arrays: _Arrays, name: str, value: str) -> np.ndarray:
-        code = arrays.vocab[name].get(CATEGORICAL[name](value))
+    def _equals(arrays: _Arrays, name: str, wanted: str) -> np.ndarray:
+        """Where the column holds `wanted` (already as the field compares it)."""
+        code = arrays.vocab[name].get(wanted)
         if code is None:
             return np.zeros(len(arrays.exists), dtype=bool)
         return arrays.codes[name] == code

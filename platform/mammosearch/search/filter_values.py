@@ -15,11 +15,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mammosearch.db.models import Image
+from mammosearch.search.filters import CHECKED_FILTERS
 from mammosearch.vocabulary import KNOWN_VIEWS, PATHOLOGY_CLASSES
 
 # The views a radiologist expects first; the rest of KNOWN_VIEWS follow in order.
 COMMON_VIEWS = ("CC", "MLO")
-CHECKED_FILTERS = ("view", "pathology", "modality")
 REFRESH_AFTER_S = 60.0
 
 

@@ -20,17 +20,17 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
-from sqlalchemy import Select, func
+from sqlalchemy import Select
 
 from mammosearch.db.models import Image, ImageStatus
 from mammosearch.search.cases import CASE_FUSIONS, SEARCH_UNITS, parse_case_id
+from mammosearch.search.filters import BOUND_FIELDS, CATEGORY_FIELDS, FILTER_NAMES
 from mammosearch.vocabulary import ASSESSMENT_CATEGORIES, RANKINGS
 
 MAX_K = 100  # the most neighbours one request may ask for, everywhere
 DEFAULT_K = 10
 MAX_IMAGE_ID = 2**63 - 1  # the database's BIGINT
 BIRADS_LOW, BIRADS_HIGH = ASSESSMENT_CATEGORIES[0], ASSESSMENT_CATEGORIES[-1]
-FILTER_NAMES = ("side", "view", "modality", "birads_min", "birads_max", "pathology")
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off"}
 TRANSPORT_FIELDS = ("csrf_token",)
@@ -56,46 +56,31 @@ class SearchFilters:
         return any(value is not None for value in vars(self).values())  # asdict deep-copies
 
     def apply(self, query: Select) -> Select:
-        if self.side:
-            query = query.where(Image.side == self.side.upper()[:1])
-        if self.view:
-            query = query.where(func.upper(Image.view) == self.view.upper())
-        if self.modality:
-            query = query.where(func.lower(Image.modality) == self.modality.lower())
-        if self.birads_min is not None:
-            query = query.where(Image.birads >= self.birads_min)
-        if self.birads_max is not None:
-            query = query.where(Image.birads <= self.birads_max)
-        if self.pathology:
-            query = query.where(func.lower(Image.pathology) == self.pathology.lower())
+        for field in CATEGORY_FIELDS:
+            if wanted := getattr(self, field.name):
+                query = query.where(field.column() == field.wanted(wanted))
+        for bound in BOUND_FIELDS:
+            if (limit := getattr(self, bound.name)) is not None:
+                query = query.where(bound.passes(getattr(Image, bound.column_name), limit))
         if self.exclude_patient_id is not None:
             query = query.where(Image.patient_id != self.exclude_patient_id)
         return query
 
     def matches(self, image: Any) -> bool:
-        """The same test as `apply` (status included), on one row's FILTERED_NAMES values."""
-
-        def same(value: str | None, wanted: str | None, normalise: Any) -> bool:
-            return wanted is None or (value is not None and normalise(value) == normalise(wanted))
-
-        return (
-            image.status == ImageStatus.INDEXED
-            and (not self.side or image.side == self.side.upper()[:1])
-            and (not self.view or same(image.view, self.view, str.upper))
-            and (not self.modality or same(image.modality, self.modality, str.lower))
-            and (not self.pathology or same(image.pathology, self.pathology, str.lower))
-            and (
-                self.birads_min is None
-                or (image.birads is not None and image.birads >= self.birads_min)
-            )
-            and (
-                self.birads_max is None
-                or (image.birads is not None and image.birads <= self.birads_max)
-            )
-            and (
-                self.exclude_patient_id is None
-                or (image.patient_id is not None and image.patient_id != self.exclude_patient_id)
-            )
+        """The same test as `apply` (status included), on one row's FILTERED_COLUMN_NAMES
+        values, plus status and patient_id."""
+        if image.status != ImageStatus.INDEXED:
+            return False
+        for field in CATEGORY_FIELDS:
+            wanted, stored = getattr(self, field.name), getattr(image, field.name)
+            if wanted and (stored is None or field.stored(stored) != field.wanted(wanted)):
+                return False
+        for bound in BOUND_FIELDS:
+            limit, stored = getattr(self, bound.name), getattr(image, bound.column_name)
+            if limit is not None and (stored is None or not bound.passes(stored, limit)):
+                return False
+        return self.exclude_patient_id is None or (
+            image.patient_id is not None and image.patient_id != self.exclude_patient_id
         )
 
 

@@ -32,6 +32,7 @@ from mammosearch.index import IndexCorruptError, IndexMismatchError, ShardedInde
 from mammosearch.pipeline.index_health import IndexHealth, IndexRepairing, check_index
 from mammosearch.search.filter_table import FilterTable
 from mammosearch.search.filter_values import FilterValues, FilterValuesCache, UnknownFilterValue
+from mammosearch.search.filters import FILTERED_COLUMN_NAMES
 from mammosearch.search.ranking import consensus_ranking
 from mammosearch.search.request import SearchFilters
 from mammosearch.search.vote import VOTE_K, suggest
@@ -51,7 +52,7 @@ class ImageNotFound(SearchError, LookupError):
     """The query names an archived image that is not in the archive (HTTP 404)."""
 
 
-FILTERED_NAMES = ("status", "side", "view", "modality", "pathology", "birads", "patient_id")
+FILTERED_NAMES = ("status", *FILTERED_COLUMN_NAMES, "patient_id")
 FILTERED_COLUMNS = tuple(getattr(Image, name) for name in FILTERED_NAMES)
 HIT_NAMES = (
     "id",
