@@ -1,6 +1,6 @@
 """Case-level search, and the one entry every search goes through (`run_search`).
 
-`run_search(service, session, request, uploads)` lives here, not on SearchService: search.py
+`run_search(service, session, request, uploads)` lives here, not on SearchService: service.py
 is what this module builds on, and a method there calling back here would be an import cycle.
 
 A case query (an archived case, or 1-4 files: the views of one breast) searches the index
