@@ -142,8 +142,8 @@ def test_consensus_order_shows_the_same_cases_agreeing_ones_first(
         "consensus", "similarity", database_ranking,
     )  # fmt: skip
     assert voted.to_dict()["ranking"] == "consensus"
-    with pytest.raises(SearchError, match="ranking 'best'"):
-        service.search_image_id(session, ids[0], k=3, ranking="best")
+    with pytest.raises(BadSearchRequest, match="ranking: 'best' is not one of"):
+        parse_search_request({"image_id": ids[0], "ranking": "best"})  # checked at the door
 
 
 def test_the_suggestion_waits_for_the_spaces_vote_to_be_measured(

@@ -179,6 +179,7 @@ def _cached_embedder(
     runtime: str,
     batch_size: int,
     onnx_dir: Path | None,
+    engine: str | None = None,
 ) -> Embedder:
     if runtime == "torch" or onnx_dir is None:
         return build_torch_embedder(name, weights, allow_random, device, batch_size)
@@ -194,10 +195,12 @@ def _cached_embedder(
         )
         export_onnx(torch_embedder, onnx_path)
     if runtime == VARIANT_RUNTIMES["int8"]:
-        return OnnxEmbedder(servable_int8(onnx_path), batch_size=batch_size)
+        return OnnxEmbedder(servable_int8(onnx_path), batch_size=batch_size, engine=engine)
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device != "cpu" else None
     # The file's identity was just checked (or written): no second read of the model.
-    return OnnxEmbedder(onnx_path, batch_size=batch_size, providers=providers, identity=identity)
+    return OnnxEmbedder(
+        onnx_path, batch_size=batch_size, providers=providers, identity=identity, engine=engine
+    )
 
 
 def load_embedder(
@@ -209,6 +212,7 @@ def load_embedder(
     batch_size: int = 32,
     onnx_dir: Path | None = None,
     registry: Path | None = None,
+    engine: str | None = None,
 ) -> Embedder:
     """The embedder for a backbone name (or `auto`), loaded once per process.
 
@@ -217,17 +221,19 @@ def load_embedder(
     file, unless `allow_random`: then the weights are random and the identity says untrained.
     `runtime="onnx"` exports the model once into `onnx_dir` and serves it with ONNX Runtime;
     `NAME:int8` / `NAME:bf16` serve NAME's reduced-precision variant once
-    `mammosearch models quantize` kept it (embed/quantize.py).
+    `mammosearch models quantize` kept it (embed/quantize.py). `engine`: how an ONNX model
+    runs (None: MAMMOSEARCH_ONNX_ENGINE).
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
+    engine = engine or get_settings().onnx_engine  # one cache entry per engine actually used
     name, precision = split_precision(name)
     trained = trained_model_for(name, registry)
     if trained is not None and precision is not None:
         raise ValueError(f"{name}:{precision}: variants are built for registry backbones only")
     if trained is not None:
         # A trained model is its ONNX file: served by ONNX Runtime whatever the runtime says.
-        return load_trained_embedder(trained, batch_size=batch_size, device=device)
+        return load_trained_embedder(trained, batch_size=batch_size, device=device, engine=engine)
     resolved_name, _reason = resolve_backbone_name(name, weights)
     with _loading:
         return _cached_embedder(
@@ -238,6 +244,7 @@ def load_embedder(
             VARIANT_RUNTIMES[precision] if precision else runtime,
             batch_size,
             None if runtime == "torch" and not precision else Path(onnx_dir or default_onnx_dir()),
+            engine,
         )
 
 
@@ -255,6 +262,7 @@ def load_embedder_from_settings(
         onnx_dir=settings.layout.onnx_dir,
         batch_size=settings.embed_batch_size,
         registry=registry_dir(settings),
+        engine=settings.onnx_engine,
     )
 
 

@@ -28,6 +28,7 @@ def embedder_for(settings: Settings, backbone: str) -> Embedder:
         onnx_dir=settings.layout.onnx_dir,
         batch_size=settings.embed_batch_size,
         registry=registry_dir(settings),
+        engine=settings.onnx_engine,
     )
 
 

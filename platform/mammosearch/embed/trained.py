@@ -127,7 +127,9 @@ def find_trained_model(name: str, registry_dir: Path) -> TrainedModel | None:
 
 
 @lru_cache(maxsize=8)
-def _cached_onnx_embedder(directory: Path, sha256: str, batch_size: int, device: str):  # noqa: ANN202
+def _cached_onnx_embedder(  # noqa: ANN202
+    directory: Path, sha256: str, batch_size: int, device: str, engine: str | None = None
+):
     from mammosearch.embed.onnx_runtime import OnnxEmbedder
 
     model = read_trained_model(directory)
@@ -138,10 +140,14 @@ def _cached_onnx_embedder(directory: Path, sha256: str, batch_size: int, device:
         providers=providers,
         identity=model.identity(),
         input_size_px=model.input_size_px,
+        engine=engine,
     )
 
 
-def load_trained_embedder(model: TrainedModel, batch_size: int = 32, device: str = "cpu"):  # noqa: ANN201
-    """The model served by ONNX Runtime, loaded once per process."""
+def load_trained_embedder(  # noqa: ANN201
+    model: TrainedModel, batch_size: int = 32, device: str = "cpu", engine: str | None = None
+):
+    """The model served by ONNX Runtime, loaded once per process; `engine` None: the
+    setting's."""
     with _loading:
-        return _cached_onnx_embedder(model.directory, model.sha256, batch_size, device)
+        return _cached_onnx_embedder(model.directory, model.sha256, batch_size, device, engine)

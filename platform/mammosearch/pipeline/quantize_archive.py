@@ -82,7 +82,9 @@ def quantize_and_check(
     calibration = [images[i] for i in rng.permutation(len(images))[:calibration_images]]
     if precision == "int8":
         variant_file = quantize_int8(fp32.path, calibration, fp32.input_size_px)
-        variant = OnnxEmbedder(variant_file, batch_size=settings.embed_batch_size)
+        variant = OnnxEmbedder(
+            variant_file, batch_size=settings.embed_batch_size, engine=settings.onnx_engine
+        )
     else:
         name, _reason = resolve_backbone_name(base, settings.weights_path)
         torch_fp32 = build_torch_embedder(
