@@ -1,6 +1,6 @@
 """Fuzzed inputs for the readers and what each reader may do with them.
 
-Shared by tests/unit/test_reader_fuzz.py (small budgets, in CI) and tests/fuzz_long.py
+Shared by tests/unit/ingest/test_reader_fuzz.py (small budgets, in CI) and tests/fuzz_long.py
 (large budgets). A reader may accept an input or refuse it with ImageRejected naming the
 input; any other exception is a bug. The sheet reader may report problems, never raise.
 """
