@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import statistics
 import threading
@@ -42,6 +41,7 @@ from typing import Any, Protocol
 from mammosearch.atomic_files import atomic_write_bytes
 from mammosearch.config import Settings
 from mammosearch.file_lock import LockHeld, exclusive_file_lock, is_held
+from mammosearch.train.progress import ProgressClock, progress_line
 
 log = logging.getLogger(__name__)
 
@@ -118,16 +118,7 @@ def summary_line(record: dict[str, Any]) -> str:
     """One line for the banner, the page and the CLI: what the run does now, or why not."""
     progress = record.get("progress") or {}
     if record.get("state") == "training":
-        where = (
-            f"fold {progress['fold']}/{progress['folds']}" if progress.get("fold")
-            else "final model" if "epoch" in progress else progress.get("stage", "starting")
-        )  # fmt: skip
-        text = f"training {(record.get('run') or {}).get('model', '')}: {where}"
-        if "epoch" in progress:
-            text += f", epoch {progress['epoch']}/{progress['epochs']}"
-        if progress.get("eta_s") is not None:
-            text += f", about {max(1, round(progress['eta_s'] / 60))} min left"
-        return text
+        return f"training {(record.get('run') or {}).get('model', '')}: {progress_line(progress)}"
     if record.get("state") in ("re-embedding", "switching"):
         done = f" ({progress['done']}/{progress['total']} images)" if "total" in progress else ""
         target = record.get("switching_to") or (record.get("run") or {}).get("model", "")
@@ -255,45 +246,17 @@ def judge(cross_validation: dict[str, Any], min_gain: float) -> Verdict:
 
 # --- Progress --------------------------------------------------------------------------
 
-_FOLD = re.compile(r"fold (\d+)/(\d+)(?: member (\d+)/(\d+))?")
-_MEMBER = re.compile(r"member (\d+)/(\d+)")
 
-
-class Progress:
+class Progress(ProgressClock):
     """The trainer's (stage, details) -> fold, epoch and estimated time left, in the record."""
 
     def __init__(self, settings: Settings, record: dict[str, Any], folds: int, epochs: int,
                  ensemble: int) -> None:  # fmt: skip
+        super().__init__(folds, epochs, ensemble)
         self.settings, self.record = settings, record
-        self.folds, self.epochs, self.ensemble = folds, epochs, ensemble
-        self.total_epochs = (folds + 1) * epochs * ensemble  # the folds, then the final model
-        self.first: tuple[float, int] | None = None  # (time, epochs done) of this process's first
-
-    def epochs_done(self, stage: str, epoch: int) -> tuple[int, int | None]:
-        """(epochs done over the whole run, the fold number or None for the final model)."""
-        member = _MEMBER.search(stage)
-        member_index = int(member.group(1)) - 1 if member else 0
-        fold = _FOLD.match(stage)
-        split = int(fold.group(1)) - 1 if fold else self.folds
-        done = (split * self.ensemble + member_index) * self.epochs + epoch
-        return done, (split + 1 if fold else None)
 
     def __call__(self, stage: str, details: dict[str, Any]) -> None:
-        progress: dict[str, Any] = {"stage": stage, **details}
-        if "epoch" in details:
-            done, fold = self.epochs_done(stage, int(details["epoch"]))
-            now = time.monotonic()
-            if self.first is None:  # the rate is measured from this process's first epoch
-                self.first = (now, done)
-            eta_s = None
-            if done > self.first[1]:
-                rate_s = (now - self.first[0]) / (done - self.first[1])
-                eta_s = round(rate_s * (self.total_epochs - done))
-            progress.update(
-                fold=fold, folds=self.folds, epochs_done=done, total_epochs=self.total_epochs,
-                eta_s=eta_s,
-            )  # fmt: skip
-        self.record["progress"] = progress
+        self.record["progress"] = self.progress(stage, details)
         self.record.update(write_state(self.settings, self.record))
 
 

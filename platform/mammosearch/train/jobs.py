@@ -26,7 +26,10 @@ if TYPE_CHECKING:  # imported late at run time: the config imports torch, slow t
 log = logging.getLogger(__name__)
 
 STATES = ("queued", "running", "done", "failed")
-MORE_OPTIONS = ("folds", "loss", "pooling", "dim", "test_views", "ensemble")
+MORE_OPTIONS = (
+    "folds", "loss", "pooling", "dim", "test_views", "ensemble", "positives", "trained_blocks",
+    "n_views",
+)  # fmt: skip
 """TrainConfig fields the page may set besides labels, size, base, epochs and seed."""
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -115,11 +118,15 @@ def run_job(settings: Settings, job_id: str) -> dict[str, Any]:
     record = read_job(settings, job_id)
     if record is None:
         raise ValueError(f"training job {job_id}: no such job")
+    from mammosearch.train.progress import ProgressClock
+
     record.update(state="running", stage="loading images", started_at=_now())
     _write(path, record)
+    config = job_config(record["options"])
+    clock = ProgressClock(config.folds, config.fit.epochs, config.ensemble)
 
     def status(stage: str, details: dict[str, Any]) -> None:
-        record.update(stage=stage, progress=details, updated_at=_now())
+        record.update(stage=stage, progress=clock.progress(stage, details), updated_at=_now())
         _write(path, record)
 
     out_dir = settings.data_dir / "models" / "trained" / record["name"]
@@ -127,7 +134,7 @@ def run_job(settings: Settings, job_id: str) -> dict[str, Any]:
         with session_scope(settings.database_url) as session:
             written = run_training(
                 session,
-                job_config(record["options"]),
+                config,
                 out_dir,
                 f"training job {job_id} ({record['options']})",
                 name=record["name"],
