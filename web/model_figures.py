@@ -144,7 +144,8 @@ def comparisons(columns: Iterable[FigureColumn]) -> list[Comparison]:
     order = {label: n for n, label in enumerate(VOTE_LABELS)}
     tables = []
     for (label, unit), members in sorted(
-        grouped.items(), key=lambda item: (order.get(item[0][0], 9), item[0][0], item[0][1])
+        grouped.items(),
+        key=lambda item: (order.get(item[0][0], 9), item[0][0], SEARCH_UNITS.index(item[0][1])),
     ):
         try:
             known = [str(c) for c in get_label(label).classes]
@@ -187,7 +188,7 @@ def reliability_svg(table: Mapping[str, Any], width: int = 260, height: int = 15
     """A reliability diagram: per vote-share bin, how often its suggestions were right (a bar
     over the bin's share range: dark where suggested, pale where "uncertain"), the floor
     (dashed) and the line where precision equals the share (dotted)."""
-    left, right, top, bottom = 34, 8, 8, 28
+    left, right, top, bottom = 34, 16, 8, 28
     plot_w, plot_h = width - left - right, height - top - bottom
 
     def x(share: float) -> float:
@@ -211,7 +212,7 @@ def reliability_svg(table: Mapping[str, Any], width: int = 260, height: int = 15
             f"right ({precision:.0%}), {kind}"
         )
         parts.append(
-            f'<rect class="bar {kind}" x="{x0:.1f}" y="{y(precision):.1f}" '
+            f'<rect class="bar-{kind}" x="{x0:.1f}" y="{y(precision):.1f}" '
             f'width="{max(1.0, x1 - x0):.1f}" height="{y(0.0) - y(precision):.1f}">'
             f"<title>{tip}</title></rect>"
         )

@@ -95,7 +95,8 @@ class StandInTrainer:
             "input": {"image_size_px": TINY_PX}, "output": {"dim": 8},
             "base": {"backbone": "efficientnet-lite0"}, "labels": {"birads": ["1", "2"]},
             "training_images": {"count": 16}, "cross_validation": self.cv,
-            "training": {"device": "cpu", "setting": options.get("setting")},
+            "training": {"device": (options.get("setting") or {}).get("device", "cpu"),
+                         "setting": options.get("setting")},
         }))  # fmt: skip
         return out_dir
 
