@@ -75,7 +75,7 @@ def test_scheduled_runs_cover_active_spaces_report_progress_and_get_figures(
         )
         assert run.metrics["precision@1"] > 0.9
         assert run.flagged is False
-    for run in runs[:2]:  # the report's figures are the image runs'
+    for run in runs:  # the report's figures for the image runs, the case runs' their own
         assert {path.name for path in run_figures(run)} >= {"curves.png"}
         assert str(pg_settings.reports_dir) in run.report_path
     assert updates[-1] == {"stage": "done", "run_ids": run_ids, "fraction": 1.0}

@@ -230,6 +230,7 @@ def run_scheduled_evaluations(
             for metric in metrics
         ]
         run_ids: list[int | None] = []
+        case_runs: list[EvaluationRun] = []
         for step, (space, unit, metric) in enumerate(jobs):
             progress = _RunProgress(
                 session, space, metric, step, len(jobs), progress_callback, task_id
@@ -253,11 +254,28 @@ def run_scheduled_evaluations(
                 run_ids.append(result.run_id)
                 if unit == "image":
                     done.setdefault(space.id, {})[metric] = result
+                else:
+                    case_runs.append(run)
         if write_report and done:
             _report_runs(session, settings, spaces, label, protocol, metrics, ks, done)
+        if write_report:
+            _draw_case_figures(session, settings, case_runs)
     if progress_callback is not None:
         progress_callback({"stage": "done", "run_ids": run_ids, "fraction": 1.0})
     return [run_id for run_id in run_ids if run_id is not None]
+
+
+def _draw_case_figures(session: Session, settings: Settings, runs: list[EvaluationRun]) -> None:
+    """A case run's own figures (the report compares the image runs): every run stored by a
+    scheduled evaluation has figures, as the pages expect; a failure loses no run."""
+    from mammosearch.evaluate.run_figures import write_run_figures
+
+    for run in runs:
+        try:
+            write_run_figures(session, settings, run)
+        except Exception:
+            log.exception("figures for case run %s could not be drawn", run.id)
+            session.rollback()
 
 
 def _report_runs(
