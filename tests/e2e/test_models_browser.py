@@ -126,7 +126,8 @@ def served(
     auto.switch_space(settings, UNMEASURED)
     cv = _cv(with_tables=True)
     auto.write_state(settings, {
-        **auto.read_state(settings), "state": "kept-base",
+        **auto.read_state(settings), "state": "waiting",
+        "check": {"reason": "12 BIRADS-labelled images in 2 classes; training starts at 200"},
         "run": {"model": MEASURED, "images": 12, "setting": GPU_SETTING},
         "verdict": auto.judge(cv, 0.015).to_dict(),
     })  # fmt: skip

@@ -366,7 +366,7 @@ def test_a_gpu_trains_the_strongest_setting_measured_and_a_cpu_the_defaults() ->
     assert config.fit == TrainConfig().fit and config.loss == TrainConfig().loss
     assert cpu.config() == TrainConfig() and cpu.changes == {}
     assert gpu.name == "strongest measured" and "a CUDA GPU is present" in gpu.reason
-    assert cpu.name == "defaults" and "no CUDA GPU (cpu)" in cpu.reason
+    assert cpu.name == "defaults" and "no CUDA GPU (on cpu)" in cpu.reason
 
 
 def test_the_run_trains_with_the_devices_setting_and_records_it_with_why(

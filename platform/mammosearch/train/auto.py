@@ -307,13 +307,13 @@ def choose_setting(device: str) -> TrainingSetting:
     if device == "cuda":
         return TrainingSetting(
             "strongest measured", device, dict(STRONGEST_SETTING),
-            "a CUDA GPU is present: GeM pooling, 320 px and two seeds (out-of-fold P@5 +0.02 "
-            "over the defaults, about three times their cost)",
+            "a CUDA GPU is present, so GeM pooling, 320 px and two seeds: out-of-fold P@5 "
+            "+0.02 over the defaults at about three times their cost",
         )  # fmt: skip
     return TrainingSetting(
         "defaults", device, {},
-        f"no CUDA GPU ({device}): train's defaults, within 30 minutes on 2 cores (the "
-        "strongest setting measured would take about three times as long)",
+        f"no CUDA GPU (on {device}), so train's defaults: within 30 minutes on 2 cores, where "
+        "the strongest setting measured would take about three times as long",
     )  # fmt: skip
 
 
