@@ -112,25 +112,24 @@ def run_job(settings: Settings, job_id: str) -> dict[str, Any]:
     from mammosearch.db.session import session_scope
     from mammosearch.embed.loader import registry_dir
     from mammosearch.embed.registry import register_model
+    from mammosearch.train.progress import ProgressClock
     from mammosearch.train.train_run import run_training
 
     path = jobs_dir(settings) / f"{job_id}.json"
     record = read_job(settings, job_id)
     if record is None:
         raise ValueError(f"training job {job_id}: no such job")
-    from mammosearch.train.progress import ProgressClock
-
     record.update(state="running", stage="loading images", started_at=_now())
     _write(path, record)
-    config = job_config(record["options"])
-    clock = ProgressClock(config.folds, config.fit.epochs, config.ensemble)
-
-    def status(stage: str, details: dict[str, Any]) -> None:
-        record.update(stage=stage, progress=clock.progress(stage, details), updated_at=_now())
-        _write(path, record)
-
     out_dir = settings.data_dir / "models" / "trained" / record["name"]
     try:
+        config = job_config(record["options"])
+        clock = ProgressClock(config.folds, config.fit.epochs, config.ensemble)
+
+        def status(stage: str, details: dict[str, Any]) -> None:
+            record.update(stage=stage, progress=clock.progress(stage, details), updated_at=_now())
+            _write(path, record)
+
         with session_scope(settings.database_url) as session:
             written = run_training(
                 session,
