@@ -327,3 +327,40 @@ def test_the_form_offers_every_train_option_the_command_has(  # type: ignore[no-
         follow_redirects=True,
     ).get_data(as_text=True)
     assert "labels: colour unknown" in refused and "image size: 64 to 1024 pixels" in refused
+
+
+def test_a_base_space_is_quantized_from_the_page_and_the_outcome_shown(  # type: ignore[no-untyped-def]
+    admin_client: FlaskClient, db, web_settings
+) -> None:
+    """`models quantize` from the page: only a base space at full precision is offered; the
+    run's record says how it ended (here: nothing labelled to check on), and a kept variant
+    gets an Activate button."""
+    from mammosearch.quantize_jobs import read_state, state_path
+    from tests.factories import make_space
+
+    make_space(db, "efficientnet-lite0", 8, pretrained=True)
+    text = admin_client.get("/admin/models").get_data(as_text=True)
+    assert 'id="quantize-form"' in text and "<option>efficientnet-lite0</option>" in text
+    token = _csrf(admin_client)
+    refused = admin_client.post(
+        "/admin/models/quantize", data={"backbone": "resnet50", "precision": "int8",
+                                        "csrf_token": token}, follow_redirects=True,
+    ).get_data(as_text=True)  # fmt: skip
+    assert "Not started: choose a base space (efficientnet-lite0)" in refused
+    admin_client.post("/admin/models/quantize", data={
+        "backbone": "efficientnet-lite0", "precision": "int8", "csrf_token": token})  # fmt: skip
+    deadline = time.monotonic() + 120
+    while read_state(web_settings).get("state") in (None, "running"):
+        assert time.monotonic() < deadline, read_state(web_settings)
+        time.sleep(0.5)
+    record = read_state(web_settings)
+    assert record["state"] == "failed" and record["variant"] == "efficientnet-lite0:int8"
+    assert "no image in the archive has a 'birads' label" in record["error"]
+    page = admin_client.get("/admin/models").get_data(as_text=True)
+    assert "Last: efficientnet-lite0:int8, <strong>failed</strong>:" in page
+    assert "Activate efficientnet-lite0:int8" not in page
+
+    kept = {**record, "state": "done", "kept": True, "summary": "P@5 0.331 -> 0.333: kept"}
+    state_path(web_settings).write_text(json.dumps(kept))
+    page = admin_client.get("/admin/models").get_data(as_text=True)
+    assert "Activate efficientnet-lite0:int8" in page and "P@5 0.331 -&gt; 0.333: kept" in page

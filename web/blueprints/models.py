@@ -76,6 +76,8 @@ def overview() -> str:
     from mammosearch.embed.loader import registry_dir
     from mammosearch.embed.registry import registered_models
     from mammosearch.evaluate.labels import LABELS
+    from mammosearch.quantize_jobs import PRECISIONS
+    from mammosearch.quantize_jobs import read_state as read_quantize_state
     from mammosearch.train import auto
     from mammosearch.train.config import TrainConfig
     from mammosearch.train.jobs import last_finished_run, list_jobs
@@ -115,6 +117,9 @@ def overview() -> str:
         figures_metric=figures_metric(),
         auto_setting=(auto_record.get("run") or {}).get("setting"),
         next_setting=_next_setting(),
+        quantize=read_quantize_state(app_settings()),
+        quantizable=[row["space"]["backbone"] for row in spaces if _quantizable(row)],
+        precisions=PRECISIONS,
         bases=BASE_BACKBONES,
         default_base=DEFAULT_BASE,
         default_epochs=TrainConfig().fit.epochs,
@@ -289,12 +294,16 @@ def activate_space() -> Response:
     """Re-embed the archive into a space and make it serve (search stays where it is until then)."""
     from mammosearch.embed.loader import registry_dir
     from mammosearch.embed.registry import registered_models
+    from mammosearch.quantize_jobs import read_state as quantized
     from mammosearch.train import auto
 
     backbone = (request.form.get("backbone") or "").strip()
     known = {row["activate_as"] for row in _spaces() if row["activate_as"]} | {
         model.directory.name for model in registered_models(registry_dir(app_settings()))
     }
+    last_variant = quantized(app_settings())
+    if last_variant.get("kept"):  # a kept variant: its space is made by the switch
+        known.add(last_variant["variant"])
     if backbone not in known:
         flash(
             f"Not activated: {backbone or '(none)'} is not a space or model on this page.", "error"
@@ -331,6 +340,37 @@ def _rollback(settings: Any) -> None:
     from mammosearch.train import auto
 
     auto.rollback(settings)
+
+
+@bp.post("/quantize")
+def quantize_space() -> Response:
+    """`mammosearch models quantize`: build a base space's reduced-precision variant and keep
+    it only if this archive's P@5 holds (in the background; the record says how it ended)."""
+    from mammosearch.quantize_jobs import PRECISIONS, run_quantize
+
+    backbone = (request.form.get("backbone") or "").strip()
+    precision = (request.form.get("precision") or "").strip()
+    bases = {row["space"]["backbone"] for row in _spaces() if _quantizable(row)}
+    if backbone not in bases or precision not in PRECISIONS:
+        flash(
+            f"Not started: choose a base space ({', '.join(sorted(bases)) or 'none here'}) and "
+            f"a precision ({', '.join(PRECISIONS)}).",
+            "error",
+        )
+        return redirect(url_for("models.overview"))
+    busy = _refuse_while_busy()
+    if busy is not None:
+        return busy
+    _in_background("mammosearch.quantize_space", run_quantize, backbone, precision)
+    _audit("quantize_space", {"backbone": backbone, "precision": precision})
+    flash(f"Building the {precision} variant of {backbone}, then checking it here.", "info")
+    return redirect(url_for("models.overview"))
+
+
+def _quantizable(row: dict[str, Any]) -> bool:
+    """A base (registry) backbone's space at full precision: what `models quantize` builds from."""
+    backbone = str(row["space"]["backbone"])
+    return not row["model"] and not backbone.startswith("trained:") and ":" not in backbone
 
 
 @bp.get("/auto-train")
