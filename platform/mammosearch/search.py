@@ -28,12 +28,13 @@ from mammosearch.db.models import (
 from mammosearch.distances import DISTANCE_METRICS
 from mammosearch.embed import Embedder, load_embedder_from_settings
 from mammosearch.embed.spaces import get_or_create_space
-from mammosearch.evaluate.labels import PATHOLOGY_CLASSES, birads_of, pathology_of
+from mammosearch.evaluate.labels import birads_of, pathology_of
 from mammosearch.evaluate.runs import measured_vote
 from mammosearch.filter_table import FilterTable
 from mammosearch.filter_values import FilterValues, FilterValuesCache, UnknownFilterValue
 from mammosearch.index import IndexCorruptError, IndexMismatchError, ShardedIndex, get_reader
 from mammosearch.index_health import IndexHealth, IndexRepairing, check_index
+from mammosearch.pathology import PATHOLOGY_CLASSES
 from mammosearch.ranking import RankingError, check_ranking, consensus_ranking
 from mammosearch.search_request import MAX_K
 from mammosearch.vote import VOTE_K, suggest
