@@ -74,7 +74,7 @@ def embed_into_space(
     settings: Settings,
     backbone: str,
     image_ids: list[int],
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> int:
     """Embed and index `image_ids` into `backbone`'s space; the images' status is untouched."""
     from mammosearch.pipeline import embed_images, index_space
