@@ -10,9 +10,9 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from mammosearch.index.manifest import IndexCorruptError
+from mammosearch.index.manifest import IndexCorruptError, IndexMismatchError
 from mammosearch.index.segments import METRICS
-from mammosearch.index.sharded import IndexMismatchError, ShardedIndex
+from mammosearch.index.sharded import ShardedIndex
 from mammosearch.index.writer_lock import IndexBusy, space_writer_lock
 
 if TYPE_CHECKING:
