@@ -1,7 +1,8 @@
 """Sharded FAISS store, one per (embedding space, metric): append, search, delete, persist.
 
-`ShardedIndex` (sharded.py) holds the design notes. This module adds where an index lives
-(`open_index`) and a per-process cache of readers for the web service (`get_reader`).
+`ShardedIndex` (sharded.py) is the door, and maps the modules behind it, one per job. This
+module adds where an index lives (`open_index`) and a per-process cache of readers for the
+web service (`get_reader`).
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ class Writer:
                 f"vectors: shape {vectors.shape}, expected ({len(new_ids)}, {dim})"
                 f" for {len(new_ids)} ids"
             )
-        new_ids, vectors = _first_of_each(new_ids, vectors)
+        new_ids, vectors = _finite_and_unique(new_ids, vectors)
         if len(new_ids) == 0:
             return 0
         with self.writing():
@@ -156,7 +156,7 @@ class Writer:
         """
         new_ids = as_ids(ids)
         vectors = np.asarray(vectors, dtype=np.float32).reshape(len(new_ids), self.options.dim)
-        new_ids, vectors = _first_of_each(new_ids, vectors)
+        new_ids, vectors = _finite_and_unique(new_ids, vectors)
         prepared = prepare_vectors(vectors, self.options.metric)
         built = self._build_whole(new_ids, prepared) if len(new_ids) else None
         with self.writing():
@@ -339,8 +339,8 @@ class Writer:
         return entry, segment
 
 
-def _first_of_each(ids: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Finite vectors checked, and a repeated id's first vector kept, in the callers' order."""
+def _finite_and_unique(ids: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Reject NaN or infinite vectors; keep each id's first vector, in the caller's order."""
     if not np.isfinite(vectors).all():
         bad = ids[~np.isfinite(vectors).all(axis=1)][:10].tolist()
         raise ValueError(f"vectors for ids {bad}: contain NaN or infinity")
