@@ -18,10 +18,11 @@ from tests.dicom_samples import dicom_bytes, make_dataset, ramp, real_mammograms
 from tests.unit.web_support import make_image, make_patient
 
 
-def _deep_dicom(**tags: object) -> bytes:
-    """A 12-bit ramp (0..4000 down the rows) with a window over its middle third."""
+def _deep_dicom(top: int = 4000, **tags: object) -> bytes:
+    """A 12-bit ramp (0..`top` down the rows) with a window over its middle third."""
+    pixels = ramp(96, 64, top=top)
     return dicom_bytes(
-        make_dataset(ramp(96, 64), BitsStored=12, WindowCenter=2000, WindowWidth=1334, **tags)
+        make_dataset(pixels, BitsStored=12, WindowCenter=2000, WindowWidth=1334, **tags)
     )
 
 
@@ -114,9 +115,13 @@ def test_the_case_page_hangs_the_study_and_carries_spacing_and_depth(
     its full-resolution address, spacing and depth; the case's labels beside it."""
     study = "1.2.826.0.1.3680043.99.1"
     views = {}
-    for view in ("CC", "MLO"):
+    for top, view in ((4000, "CC"), (3900, "MLO")):
         content = _deep_dicom(
-            PixelSpacing=[0.1, 0.1], ViewPosition=view, PatientID="DEEP-1", StudyInstanceUID=study
+            top,
+            PixelSpacing=[0.1, 0.1],
+            ViewPosition=view,
+            PatientID="DEEP-1",
+            StudyInstanceUID=study,
         )
         views[view] = register_dicom(db, content, f"{view}.dcm", web_settings).image_id
     db.commit()
@@ -127,4 +132,5 @@ def test_the_case_page_hangs_the_study_and_carries_spacing_and_depth(
     assert f'data-src="/cases/{views["MLO"]}/full"' in page
     assert 'data-spacing-mm="0.1"' in page and "data-depth=" in page
     assert "R CC: none in this study" in page
+    assert views["CC"] != views["MLO"]
     assert 'id="case-birads"' in page and 'id="find-similar-case"' in page

@@ -48,7 +48,7 @@
     var panes = Array.prototype.slice.call(group.querySelectorAll("[data-viewer]"));
     var viewers = [];
     var syncing = false;
-    var active = 0;  // the pane keyboard zoom/pan and window/level act on
+    var active = Math.max(0, panes.findIndex(function (pane) { return pane.dataset.src; }));  // the pane keys act on
     var shared = { sync: true, overlays: true };
     var looks = panes.map(function () {
       return { window: FULL_WINDOW, level: MID_LEVEL, invert: false, auto: null };
