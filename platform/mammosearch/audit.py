@@ -139,6 +139,37 @@ def record_thumbnail_view(
     return True
 
 
+def record_rewindowed_file(
+    session: Session,
+    user: Actor | None,
+    patient_id: int,
+    image_id: int,
+    detail: dict[str, Any] | None = None,
+    remote_addr: str | None = None,
+) -> bool:
+    """Record an image file re-rendered at another window, unless the user's file view of
+    that image (within PAGE_THUMBNAILS_WINDOW) is already recorded: dragging the window
+    over one image asks for it many times, and it is one viewing. True when written."""
+    if user is not None:
+        seen = session.scalar(
+            select(AuditEvent.id)
+            .where(
+                AuditEvent.user_id == user.id,
+                AuditEvent.action == "view_image_file",
+                AuditEvent.image_id == image_id,
+                AuditEvent.created_at >= utcnow() - PAGE_THUMBNAILS_WINDOW,
+            )
+            .limit(1)
+        )
+        if seen is not None:
+            return False
+    record_access(
+        session, user, "view_image_file", patient_id=patient_id, image_id=image_id,
+        detail=detail, remote_addr=remote_addr,
+    )  # fmt: skip
+    return True
+
+
 def _filtered(statement, username: str | None, action: str | None, patient_id: int | None):  # type: ignore[no-untyped-def]
     if username:
         statement = statement.where(AuditEvent.username == username)

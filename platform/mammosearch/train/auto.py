@@ -123,6 +123,8 @@ def summary_line(record: dict[str, Any]) -> str:
         text = f"training {(record.get('run') or {}).get('model', '')}: {where}"
         if "epoch" in progress:
             text += f", epoch {progress['epoch']}/{progress['epochs']}"
+        elif "total" in progress:
+            text += f" ({progress['done']}/{progress['total']} images)"
         if progress.get("eta_s") is not None:
             text += f", about {max(1, round(progress['eta_s'] / 60))} min left"
         return text
