@@ -156,7 +156,8 @@ def results_context(
         "include_url": include_url,
     }
     if response.unit == "case":
-        context["hanging"] = hang(session, response, {u.name: u.image for u in uploads})
+        decoded = {u.name: u.image for u in uploads if u.image is not None}
+        context["hanging"] = hang(session, response, decoded)
         return context
     query_image = uploads[0].image if uploads else None
     shown_ids = [hit.image_id for hit in response.results]

@@ -41,7 +41,7 @@ _indexes_lock = threading.Lock()
 
 def _cached(
     settings: Settings, space: EmbeddingSpace, metric: str, role: str
-) -> tuple[tuple, ShardedIndex]:
+) -> tuple[tuple[str, str, str, int, str, int], ShardedIndex]:
     """One ShardedIndex per role (writer / reader) and index directory per process.
 
     Opening maps every segment file (read-only mmap; read whole where FAISS cannot map it);

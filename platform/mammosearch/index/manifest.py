@@ -70,7 +70,7 @@ def read_manifest(path: Path) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     try:
-        manifest = json.loads(text)
+        manifest: dict[str, Any] = json.loads(text)
     except json.JSONDecodeError as error:
         raise IndexCorruptError(f"{path}: not valid JSON ({error})") from error
     if manifest.get("format") != MANIFEST_FORMAT:

@@ -131,7 +131,8 @@ class Reader:
                 if position < len(deleted) and deleted[position] == image_id:
                     continue
                 try:
-                    return segment.index.reconstruct(int(image_id))
+                    # faiss's stub types reconstruct without a buffer by its torch overload
+                    return segment.index.reconstruct(int(image_id))  # type: ignore[return-value]
                 except RuntimeError:  # not in this segment's id map
                     continue
         return None

@@ -55,7 +55,8 @@ class _Option(Generic[T]):
     def __get__(self, index: ShardedIndex | None, owner: type | None = None) -> T:
         if index is None:
             return self  # type: ignore[return-value]
-        return getattr(index.options, self.name)
+        value: T = getattr(index.options, self.name)
+        return value
 
     def __set__(self, index: ShardedIndex, value: T) -> None:
         setattr(index.options, self.name, value)

@@ -13,7 +13,8 @@ import pydicom
 from PIL import Image as PILImage
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
+from pydicom.pixels.decoders.base import get_decoder
+from pydicom.pixels.processing import apply_modality_lut, apply_voi_lut
 from pydicom.uid import UID
 
 from mammosearch.ingest.full_depth import FullDepth, full_depth, pixel_spacing_mm
@@ -287,6 +288,7 @@ def read_dicom(
     if modalities is not None:
         check_modality(ds, name, modalities)
     image, modality_values = _render(ds, name, max_pixels)
-    keep = keep_full_depth and modality_values is not None
-    depth = full_depth(ds, modality_values) if keep else None
+    depth = None
+    if keep_full_depth and modality_values is not None:
+        depth = full_depth(ds, modality_values)
     return DicomImage(image=image, metadata=dicom_metadata(ds), full_depth=depth)

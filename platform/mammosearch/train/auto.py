@@ -79,9 +79,10 @@ def _now() -> str:
 def read_state(settings: Settings) -> dict[str, Any]:
     """The record the pages show; `{}` before the first check."""
     try:
-        return json.loads(state_path(settings).read_text())
+        record: dict[str, Any] = json.loads(state_path(settings).read_text())
     except (OSError, ValueError):
         return {}
+    return record
 
 
 def write_state(settings: Settings, record: dict[str, Any]) -> dict[str, Any]:
@@ -302,7 +303,7 @@ class Progress:
 def default_trainer() -> Trainer:
     from mammosearch.train.train_run import run_training
 
-    return run_training  # type: ignore[return-value]
+    return run_training
 
 
 def default_config() -> Any:
@@ -413,7 +414,7 @@ def _train(settings: Settings, record: dict[str, Any], decision: Decision, train
     previous_run = record.get("run") or {}
     resumed = is_running(record) and previous_run.get("images") == decision.labelled_images
     name = previous_run["model"] if resumed else _model_name(decision.labelled_images, registry)
-    run = {
+    run: dict[str, Any] = {
         "model": name,
         "images": decision.labelled_images,
         "classes": decision.classes,
