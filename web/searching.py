@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from werkzeug.exceptions import ServiceUnavailable
 
 from mammosearch.audit import Actor, record_access
-from mammosearch.case_search import QueryUpload
+from mammosearch.case_search import CaseSearchResponse, QueryUpload
 from mammosearch.case_search import run_search as run_case_or_image_search
 from mammosearch.config import Settings
 from mammosearch.index_health import IndexRepairing
@@ -126,7 +126,7 @@ def run_search(
         "ranking": response.ranking,
         "result_image_ids": response.shown_image_ids,
     }
-    if params.unit == "case":
+    if isinstance(response, CaseSearchResponse):  # params.unit == "case"
         detail["fusion"] = response.fusion
         detail["result_case_ids"] = [hit.case_id for hit in response.results]
     record_access(

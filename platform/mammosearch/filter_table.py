@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -36,7 +37,12 @@ CHECK_INTERVAL_S = 1.0
 OVERLAP_S = 300.0
 FULL_RELOAD_S = 600.0
 NONE_CODE = -1
-CATEGORICAL = {"side": str, "view": str.upper, "modality": str.lower, "pathology": str.lower}
+CATEGORICAL: dict[str, Callable[[str], str]] = {
+    "side": str,
+    "view": str.upper,
+    "modality": str.lower,
+    "pathology": str.lower,
+}
 """Each categorical column and how its values are compared (as the SQL filters compare)."""
 _COLUMNS = (
     Image.id,
@@ -239,4 +245,5 @@ class FilterTable:
         code = arrays.vocab[name].get(CATEGORICAL[name](value))
         if code is None:
             return np.zeros(len(arrays.exists), dtype=bool)
-        return arrays.codes[name] == code
+        equal: np.ndarray = arrays.codes[name] == code
+        return equal

@@ -31,9 +31,10 @@ def state_path(settings: Settings) -> Path:
 def read_state(settings: Settings) -> dict[str, Any]:
     """The last run's record; `{}` before the first."""
     try:
-        return json.loads(state_path(settings).read_text())
+        record: dict[str, Any] = json.loads(state_path(settings).read_text())
     except (OSError, ValueError):
         return {}
+    return record
 
 
 def _write(settings: Settings, record: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from types import SimpleNamespace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 from PIL import Image as PILImage
@@ -28,12 +28,13 @@ from mammosearch.db.models import (
 from mammosearch.distances import DISTANCE_METRICS
 from mammosearch.embed import Embedder, load_embedder_from_settings
 from mammosearch.embed.spaces import get_or_create_space
-from mammosearch.evaluate.labels import PATHOLOGY_CLASSES, birads_of, pathology_of
+from mammosearch.evaluate.labels import birads_of, pathology_of
 from mammosearch.evaluate.runs import measured_vote
 from mammosearch.filter_table import FilterTable
 from mammosearch.filter_values import FilterValues, FilterValuesCache, UnknownFilterValue
 from mammosearch.index import IndexCorruptError, IndexMismatchError, ShardedIndex, get_reader
 from mammosearch.index_health import IndexHealth, IndexRepairing, check_index
+from mammosearch.pathology import PATHOLOGY_CLASSES
 from mammosearch.ranking import RankingError, check_ranking, consensus_ranking
 from mammosearch.search_request import MAX_K
 from mammosearch.vote import VOTE_K, suggest
@@ -54,6 +55,9 @@ class ImageNotFound(SearchError, LookupError):
     """The query names an archived image that is not in the archive (HTTP 404)."""
 
 
+_Statement = TypeVar("_Statement", bound="Select[*tuple[Any, ...]]")
+
+
 @dataclass(frozen=True)
 class SearchFilters:
     side: str | None = None
@@ -68,7 +72,7 @@ class SearchFilters:
     def active(self) -> bool:
         return any(value is not None for value in vars(self).values())  # asdict deep-copies
 
-    def apply(self, query: Select) -> Select:
+    def apply(self, query: _Statement) -> _Statement:
         if self.side:
             query = query.where(Image.side == self.side.upper()[:1])
         if self.view:
@@ -555,7 +559,7 @@ _PATIENT_COLUMN = len(HIT_NAMES) + 2 + FILTERED_NAMES.index("patient_id")
 
 
 @lru_cache(maxsize=2)
-def _hits_statement(dialect: str) -> Select:
+def _hits_statement(dialect: str) -> Select[*tuple[Any, ...]]:
     """The rows of a result list (images, patient, latest report excerpt), built once per
     database dialect: a statement's construction cost about as much CPU as running it.
 

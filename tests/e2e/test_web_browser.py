@@ -16,6 +16,7 @@ from mammosearch.db.session import make_session_factory
 from mammosearch.evaluate.runs import evaluate_space
 from mammosearch.pipeline import process_pending
 from tests.e2e.serving import REPO_ROOT, serving
+from tests.e2e.viewer_checks import assert_full_resolution_at_one_scale
 from tests.e2e.waiting import page_wait
 from tests.unit.web_support import (
     TEST_PASSWORD,
@@ -158,6 +159,15 @@ def test_sign_in_search_by_upload_open_a_case_sign_out(
     )
     ARTIFACTS.mkdir(exist_ok=True)
     assert chrome.save_screenshot(str(ARTIFACTS / "search-results.png"))
+    wait.until(  # the uploaded query (kept in the page) beside the first result
+        lambda driver: driver.execute_script(
+            "return ['compare-query', 'compare-result'].every(id =>"
+            " document.getElementById(id).dataset.loaded === '1')"
+        )
+    )
+    assert_full_resolution_at_one_scale(chrome, ["compare-query", "compare-result"])
+    chrome.execute_script("document.getElementById('compare').scrollIntoView()")
+    assert chrome.save_screenshot(str(ARTIFACTS / "viewer-after-upload.png"))
 
     results[0].find_element(By.TAG_NAME, "a").click()
     wait.until(ready.presence_of_element_located((By.ID, "case-viewer")))

@@ -394,3 +394,19 @@ def test_the_run_trains_with_the_devices_setting_and_records_it_with_why(
     assert cpu_trainer.calls[0]["config"].ensemble == 1
     assert cpu["run"]["setting"]["name"] == "defaults"
     assert cpu["run"]["setting"]["device"] == "cpu"
+
+
+def test_the_banner_counts_cached_images_while_training_prepares() -> None:
+    """Caching the trunk's views takes minutes: the banner says how far, not "preparing"."""
+    from mammosearch.train.runner import _CachedCount
+
+    heard: list[tuple[str, dict[str, Any]]] = []
+    cached = _CachedCount(10, lambda stage, details: heard.append((stage, details)), every_s=60)
+    for _ in range(5):
+        cached.add(2)
+    assert heard[0] == ("caching views", {"done": 2, "total": 10})
+    assert heard[-1] == ("caching views", {"done": 10, "total": 10})  # the last always reports
+    assert len(heard) == 2  # throttled between
+    record = {"state": "training", "run": {"model": "auto-10"}, "progress": heard[-1][1]}
+    record["progress"]["stage"] = "caching views"
+    assert auto.summary_line(record) == "training auto-10: caching views (10/10 images)"

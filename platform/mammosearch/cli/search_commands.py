@@ -106,7 +106,7 @@ def search(
 ) -> None:
     """Find the K most similar archived images (or cases, --unit case) to IMAGES (JPEG, PNG,
     DICOM; several: the views of one breast) or to an archived image or case."""
-    from mammosearch.case_search import QueryUpload, run_search
+    from mammosearch.case_search import CaseSearchResponse, QueryUpload, run_search
     from mammosearch.index_health import IndexRepairing
     from mammosearch.ingest.storage import ImageRejected
     from mammosearch.search import SearchError, get_search_service
@@ -164,7 +164,11 @@ def search(
     click.echo(
         f"space {space['id']}: {space['backbone']} ({trained}), metric {response.metric}, "
         f"{response.ranking} order"
-        + (f", unit case, fusion {response.fusion}" if response.unit == "case" else "")
+        + (
+            f", unit case, fusion {response.fusion}"
+            if isinstance(response, CaseSearchResponse)
+            else ""
+        )
     )
     _echo_archived(response.query)
     if response.unit == "case":

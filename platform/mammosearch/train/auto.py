@@ -82,9 +82,10 @@ def _now() -> str:
 def read_state(settings: Settings) -> dict[str, Any]:
     """The record the pages show; `{}` before the first check."""
     try:
-        return json.loads(state_path(settings).read_text())
+        record: dict[str, Any] = json.loads(state_path(settings).read_text())
     except (OSError, ValueError):
         return {}
+    return record
 
 
 def write_state(settings: Settings, record: dict[str, Any]) -> dict[str, Any]:
@@ -266,7 +267,7 @@ class Progress(ProgressClock):
 def default_trainer() -> Trainer:
     from mammosearch.train.train_run import run_training
 
-    return run_training  # type: ignore[return-value]
+    return run_training
 
 
 # --- The setting: train's defaults on a CPU, the strongest setting measured on a GPU ---
@@ -432,7 +433,7 @@ def _train(settings: Settings, record: dict[str, Any], decision: Decision, train
     previous_run = record.get("run") or {}
     resumed = is_running(record) and previous_run.get("images") == decision.labelled_images
     name = previous_run["model"] if resumed else _model_name(decision.labelled_images, registry)
-    run = {
+    run: dict[str, Any] = {
         "model": name,
         "images": decision.labelled_images,
         "classes": decision.classes,

@@ -50,9 +50,10 @@ def read_job(settings: Settings, job_id: str) -> dict[str, Any] | None:
     if not _JOB_ID.match(job_id):
         return None
     try:
-        return json.loads((jobs_dir(settings) / f"{job_id}.json").read_text())
+        job: dict[str, Any] = json.loads((jobs_dir(settings) / f"{job_id}.json").read_text())
     except (OSError, ValueError):
         return None
+    return job
 
 
 def list_jobs(settings: Settings, limit: int = 20) -> list[dict[str, Any]]:

@@ -59,8 +59,11 @@ def progress_line(progress: dict[str, Any]) -> str:
         where = f"fold {progress['fold']}/{progress['folds']}"
     elif "epoch" in progress:
         where = "final model"
-    else:
-        return str(progress.get("stage") or "starting")
+    else:  # before the epochs: the stage, with how far caching has gone when it says
+        stage = str(progress.get("stage") or "starting")
+        if "total" in progress:
+            stage += f" ({progress['done']}/{progress['total']} images)"
+        return stage
     text = f"{where}, epoch {progress['epoch']}/{progress['epochs']}"
     if progress.get("eta_s") is not None:
         text += f", about {max(1, round(progress['eta_s'] / 60))} min left"

@@ -71,7 +71,7 @@ def run_training(
     work_dir = prepare_work_dir(out_dir, config, fingerprint)
     if status is not None:
         status("preparing", {"images": len(data), "patients": int(len(set(data.patient_ids)))})
-    prepared = prepare(data, config, device, quiet=quiet)
+    prepared = prepare(data, config, device, quiet=quiet, status=status)
     cv = cross_validate(prepared, config, device, work_dir, quiet=quiet, status=status)
     model = train_final(prepared, config, device, work_dir, quiet=quiet, status=status)
     training: dict[str, Any] = {
