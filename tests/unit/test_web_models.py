@@ -298,6 +298,11 @@ def test_a_running_job_shows_its_fold_epoch_and_time_left(  # type: ignore[no-un
     assert "fold 2/5, epoch 3/15, about 6 min left,\n          loss 1.500" in page
     status = admin_client.get(f"/admin/models/jobs/{'b' * 32}").get_json()
     assert status["progress_line"] == "fold 2/5, epoch 3/15, about 6 min left"
+    caching = {**record, "stage": "caching views",
+               "progress": {"stage": "caching views", "done": 40, "total": 503}}  # fmt: skip
+    atomic_write_bytes(jobs_dir(web_settings) / f"{'b' * 32}.json", json.dumps(caching).encode())
+    page = admin_client.get("/admin/models").get_data(as_text=True)
+    assert "caching views (40/503 images)" in page
 
 
 def test_the_form_offers_every_train_option_the_command_has(  # type: ignore[no-untyped-def]
