@@ -287,3 +287,21 @@ def test_a_measured_space_says_how_sure_its_suggestion_is(
     suggestion = chrome.find_element(By.ID, "suggestion")
     chrome.execute_script("arguments[0].scrollIntoView()", suggestion)
     assert suggestion.screenshot(str(ARTIFACTS / "search-suggestion-measured.png"))
+
+    # A case search reads the case table the server's sweep measured at start (both units).
+    chrome.get(f"{server}/search")
+    wait.until(ready.presence_of_element_located((By.ID, "image_id")))
+    chrome.find_element(By.ID, "image_id").send_keys("1")
+    Select(chrome.find_element(By.ID, "unit")).select_by_value("case")
+    Select(chrome.find_element(By.ID, "metric")).select_by_value("l2")
+    chrome.find_element(By.ID, "search").click()
+    wait.until(ready.presence_of_element_located((By.ID, "suggestion")))
+    panel = chrome.find_element(By.ID, "birads-vote")
+    assert panel.get_attribute("data-status") in ("suggested", "uncertain")
+    measured = panel.find_element(By.CLASS_NAME, "measured").text
+    assert "patient-excluded evaluation of space" in measured and "cases by mean" in measured
+    sureness = panel.find_element(By.CLASS_NAME, "vote-sureness").text
+    assert "of unseen patients' cases" in sureness or "split" in sureness
+    suggestion = chrome.find_element(By.ID, "suggestion")
+    chrome.execute_script("arguments[0].scrollIntoView()", suggestion)
+    assert suggestion.screenshot(str(ARTIFACTS / "search-suggestion-measured-case.png"))
