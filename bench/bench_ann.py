@@ -143,7 +143,7 @@ def bench_product(vectors, queries, truth, workdir: Path) -> list[dict]:
             rss,
         )
     ]
-    manifest = reader._view.manifest
+    manifest = reader._reader.view.manifest
     for ef in EF_SWEEP:  # the same files searched at a fixed efSearch instead of the tuned one
         fixed = ShardedIndex(root, dim, "cosine", factory="auto")
         forced = {
@@ -153,7 +153,7 @@ def bench_product(vectors, queries, truth, workdir: Path) -> list[dict]:
                 for e in manifest["segments"]
             ],
         }
-        fixed._install(fixed._load_view(forced), None)
+        fixed._reader.install(fixed._reader.load(forced), None)
         rows.append(
             measure(
                 "product",

@@ -164,7 +164,7 @@ def main() -> None:
                 f"| {factory} | unfiltered | | | {np.median(unfiltered_ms):.2f} | 1.00 | | |"
                 f" build {build_s:.0f} s |"
             )
-            tuned.append((factory, [dict(t) for t in index._view.tuned]))
+            tuned.append((factory, [dict(t) for t in index._reader.view.tuned]))
     print(
         "\nFiltered search tuned at sealing, per segment (fraction: value, selector ms /"
         " exact ms; value None: exact):"

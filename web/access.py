@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from flask import Blueprint
+from flask.sansio.blueprints import Blueprint as SansioBlueprint  # what app.blueprints holds
 
 View = TypeVar("View", bound=Callable[..., Any])
 
@@ -42,7 +43,9 @@ def is_public(endpoint: str, view: Callable[..., Any] | None) -> bool:
     return endpoint in PUBLIC_ENDPOINTS or bool(getattr(view, "public", False))
 
 
-def allowed_roles(view: Callable[..., Any] | None, blueprint: Blueprint | None) -> tuple[str, ...]:
+def allowed_roles(
+    view: Callable[..., Any] | None, blueprint: SansioBlueprint | None
+) -> tuple[str, ...]:
     """The view's roles, else its blueprint's, else admin only (fail closed)."""
     roles = getattr(view, "allowed_roles", None) or getattr(blueprint, "allowed_roles", None)
     return tuple(roles) if roles else ADMIN

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import time
 
-from flask import Flask, current_app, flash, g, jsonify, redirect, request, session, url_for
+from flask import (
+    Flask,
+    Request,
+    current_app,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    request,
+    session,
+    url_for,
+)
 from flask_login import AnonymousUserMixin, LoginManager, UserMixin, current_user, login_user
 from werkzeug.wrappers import Response
 
@@ -29,7 +40,7 @@ PASSWORD_CHANGE_ENDPOINTS = {"auth.change_password", "auth.logout"}
 """All a user who must change the password may reach (API tokens are not held back)."""
 
 
-class SignedInUser(UserMixin):
+class SignedInUser(UserMixin):  # type: ignore[misc]  # flask_login is untyped
     """The signed-in user as Flask-Login sees it; `.row` is the users table row, read on
     first use (an API request by token needs only the id, name and role it was given)."""
 
@@ -55,7 +66,7 @@ class SignedInUser(UserMixin):
         return self.role == "admin"
 
 
-class Anonymous(AnonymousUserMixin):
+class Anonymous(AnonymousUserMixin):  # type: ignore[misc]  # flask_login is untyped
     role = None
     username = None
     is_admin = False
@@ -88,7 +99,7 @@ def _end_session(reason: str) -> None:
         flash(reason, "error")
 
 
-@login_manager.user_loader
+@login_manager.user_loader  # type: ignore[untyped-decorator]  # flask_login is untyped
 def _load_session_user(user_id: str) -> SignedInUser | None:
     row = get_session().get(User, int(user_id))
     if row is None or not row.active:
@@ -110,8 +121,8 @@ def _load_session_user(user_id: str) -> SignedInUser | None:
     return SignedInUser(row)
 
 
-@login_manager.request_loader
-def _load_token_user(req) -> SignedInUser | None:  # type: ignore[no-untyped-def]
+@login_manager.request_loader  # type: ignore[untyped-decorator]  # flask_login is untyped
+def _load_token_user(req: Request) -> SignedInUser | None:
     scheme, _, token = req.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None

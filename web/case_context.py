@@ -10,6 +10,7 @@ from urllib.parse import quote
 
 from mammosearch.config import Settings
 from mammosearch.db.models import Image
+from mammosearch.search.cases import case_birads, case_pathology
 
 HANGING_ORDER: tuple[tuple[str, str], ...] = (("R", "CC"), ("L", "CC"), ("R", "MLO"), ("L", "MLO"))
 """Columns of a study: right and left side by side, craniocaudal first (the usual hanging)."""
@@ -139,3 +140,49 @@ def archive_viewer_link(settings: Settings, image: Image) -> str | None:
     if ARCHIVE_VIEWER_PLACEHOLDER in template:
         return template.replace(ARCHIVE_VIEWER_PLACEHOLDER, uid)
     return template + uid  # a URL that ends where the UID goes, e.g. "...?StudyInstanceUIDs="
+
+
+@dataclass(frozen=True)
+class CaseSummary:
+    """The case the page's image belongs to: that breast in that study, all its views."""
+
+    side: str | None
+    views: list[Image]
+    birads: int | None
+    pathology: str | None
+    findings: str | None
+
+
+def case_summary(study: Study, image: Image) -> CaseSummary:
+    """The breast of `image` in `study`: every view of that side, its BIRADS and pathology
+    (the most suspicious view's, as case search has them) and the views' findings."""
+    members = [cell for row in study.rows for cell in row.cells if cell is not None]
+    views = [other for other in [*members, *study.others] if other.side == image.side]
+    views = views or [image]
+    findings = list(dict.fromkeys(view.findings.strip() for view in views if view.findings))
+    return CaseSummary(
+        side=image.side,
+        views=sorted(views, key=lambda view: view.id),
+        birads=case_birads(view.birads for view in views),
+        pathology=case_pathology(view.pathology for view in views),
+        findings="$".join(findings) or None,
+    )
+
+
+def study_of(studies: Iterable[Study], image: Image) -> Study:
+    """The study (of study_groups) that holds `image`."""
+    for study in studies:
+        if image in study.others or any(image in row.cells for row in study.rows):
+            return study
+    raise LookupError(f"image {image.id}: in none of its patient's studies")
+
+
+def hanging_row(study: Study, image: Image) -> list[Image | None]:
+    """The four images hung with `image`: R CC, L CC, R MLO, L MLO of its study in its
+    modality (a reader compares like with like); `image` itself where no column fits it."""
+    for row in study.rows:
+        if image in row.cells:
+            return list(row.cells)
+    cells: list[Image | None] = [None] * len(HANGING_ORDER)
+    cells[0] = image
+    return cells

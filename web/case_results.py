@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from mammosearch.db.models import Image
 from web.imagefiles import viewer_data_url
+from web.viewer_sources import image_source, pane_sources
 
 HANGING_VIEWS = ("CC", "MLO")  # rows, top to bottom; other view codes follow
 MAX_ROWS = 2  # the viewer shows two rows of two panes
@@ -33,6 +34,8 @@ class QueryPane:
     width: int
     height: int
     overlay: str
+    spacing_mm: float | None = None
+    depth: str | None = None  # JSON: an original deeper than 8 bits (web.viewer_sources)
 
 
 def _code(view: str | None) -> str:
@@ -88,13 +91,16 @@ def query_panes(
                 code, described.get("modality"), shown.url, shown.width, shown.height, overlay
             )
         elif row is not None:
+            source = image_source(row)
             chosen[code] = QueryPane(
                 code,
                 described.get("modality"),
-                url_for("cases.image_file", image_id=row.id),
+                source["src"],
                 row.width,
                 row.height,
                 overlay,
+                source["spacing_mm"],
+                source["depth"],
             )
     return [chosen[code] for code in sorted(chosen, key=_row_order)][:MAX_ROWS]
 
@@ -121,6 +127,8 @@ class Hanging:
                     "column": "left",
                     "view": pane.view,
                     "overlay": pane.overlay,
+                    "spacing_mm": pane.spacing_mm,
+                    "depth": pane.depth,
                 }
             )
             panes.append(
@@ -139,13 +147,20 @@ class Hanging:
 def hang(session: Session, response: Any, uploaded: Mapping[str, PILImage.Image]) -> Hanging:
     """The comparison of a case search's response (`uploaded`: the query files by name)."""
     panes = query_panes(session, response.query, uploaded)
-    return Hanging(panes, {hit.case_id: result_views(hit, panes) for hit in response.results})
+    sources = pane_sources(
+        session, (view.image_id for hit in response.results for view in hit.views)
+    )
+    return Hanging(
+        panes, {hit.case_id: result_views(hit, panes, sources) for hit in response.results}
+    )
 
 
-def result_views(hit: Any, panes: Sequence[QueryPane]) -> str:
+def result_views(
+    hit: Any, panes: Sequence[QueryPane], sources: Mapping[int, Mapping[str, Any]]
+) -> str:
     """JSON for a result's compare button: per row's view code, the result view that hangs
     beside the query's (same code, the query's modality first) with its overlay."""
-    hung: dict[str, dict[str, str]] = {}
+    hung: dict[str, dict[str, Any]] = {}
     for pane in panes:
         same_code = [view for view in hit.views if _code(view.view) == pane.view or not pane.view]
         same_code.sort(
@@ -158,7 +173,8 @@ def result_views(hit: Any, panes: Sequence[QueryPane]) -> str:
             continue
         view = same_code[0]
         hung[pane.view] = {
-            "src": url_for("cases.image_file", image_id=view.image_id),
+            **sources.get(view.image_id, {}),
+            "src": url_for("cases.full_resolution_file", image_id=view.image_id),
             "overlay": view_overlay(
                 f"#{hit.rank}", view.side, view.view, view.modality, view.birads, view.pathology
             ),

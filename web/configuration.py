@@ -96,9 +96,11 @@ def stored_secret_key(data_dir: Path) -> str:
 
 def settings() -> Settings:
     """The Settings of the running app (the environment's, with the app's overrides)."""
-    return current_app.extensions["mammosearch_settings"]
+    running: Settings = current_app.extensions["mammosearch_settings"]
+    return running
 
 
 def work_queue() -> WorkQueue:
     """The running app's WorkQueue (chosen once, by init_app, from its settings)."""
-    return current_app.extensions["mammosearch_work_queue"]
+    queue: WorkQueue = current_app.extensions["mammosearch_work_queue"]
+    return queue

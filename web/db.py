@@ -30,7 +30,8 @@ def get_session() -> Session:
             "mammosearch_autocommit_sessions" if standalone else "mammosearch_sessions"
         ]
         g.db_session = factory()
-    return g.db_session
+    session: Session = g.db_session
+    return session
 
 
 def commit_request(session: Session) -> None:

@@ -11,7 +11,7 @@ from werkzeug.exceptions import (
     RequestEntityTooLarge,
     ServiceUnavailable,
 )
-from werkzeug.wrappers import Response
+from werkzeug.sansio.response import Response as SansioResponse  # HTTPException.response
 
 from mammosearch.durable.disk_full import full_disk_message
 from mammosearch.pipeline.index_health import IndexRepairing
@@ -28,7 +28,7 @@ def _message(error: HTTPException) -> str:
     return error.description or error.name
 
 
-def _respond(error: HTTPException) -> Response | HTTPException:
+def _respond(error: HTTPException) -> SansioResponse | HTTPException:
     if error.code is None:
         return error
     if error.response is not None:  # made for the occasion (the sign-in limit's page)
@@ -53,7 +53,7 @@ class InsufficientStorage(HTTPException):
     description = "the server's disk is full"
 
 
-def _unexpected(error: Exception) -> Response | HTTPException:
+def _unexpected(error: Exception) -> SansioResponse | HTTPException:
     if isinstance(error, HTTPException):
         return _respond(error)
     damaged = _damaged_database(error)

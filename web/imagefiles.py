@@ -14,6 +14,7 @@ from mammosearch.config import Settings
 from mammosearch.db.models import Image
 from mammosearch.durable.atomic_files import atomic_write_bytes
 from mammosearch.embed.preprocess import to_grayscale_8bit
+from mammosearch.ingest.full_depth import windowed
 from mammosearch.ingest.storage import open_upright
 
 BROWSER_SUFFIXES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
@@ -58,6 +59,56 @@ def browser_file(settings: Settings, image: Image) -> tuple[Path, str]:
         _for_display(_open(path)).save(buffer, format="PNG")
         atomic_write_bytes(rendition, buffer.getvalue())
     return rendition, "image/png"
+
+
+@dataclass(frozen=True)
+class DisplayWindow:
+    """A window over a full-depth original, in its stored units (center, width)."""
+
+    center: float
+    width: float
+
+
+def full_depth_file(settings: Settings, image: Image) -> Path | None:
+    """The image's 16-bit original (mammosearch.ingest.full_depth), if it has one on disk."""
+    depth = image.full_depth or {}
+    if not depth.get("path"):
+        return None
+    path = Path(depth["path"])
+    path = path if path.is_absolute() else settings.data_dir / path
+    return path if path.is_file() else None
+
+
+def full_resolution(
+    settings: Settings, image: Image, window: DisplayWindow | None
+) -> tuple[Path | bytes, str]:
+    """Every pixel the archive has of `image`, for the viewer: a file path or PNG bytes.
+
+    An 8-bit original (CDD-CESM JPEG, a stored PNG) is sent as it is. A DICOM original
+    deeper than 8 bits is windowed here, on all its bits, and sent as an 8-bit PNG at full
+    resolution. Why on the server rather than a 16-bit PNG windowed in the browser: the
+    deep-zoom viewer (OpenSeadragon) draws 8-bit tiles, a browser's canvas cannot hold
+    16 bits, and a reader widening the window past what the first rendering kept expects
+    the skin line and the pectoral muscle back, as on their PACS; the pane previews the new
+    window at once on the pixels it has, and the re-rendered full-depth pixels replace
+    them when the window settles. The default window (the file's own) is cached.
+    """
+    deep = full_depth_file(settings, image)
+    if deep is None:
+        return browser_file(settings, image)
+    if window is None:
+        center, width = (image.full_depth or {}).get("window") or (32767.5, 65536)
+        cached = settings.data_dir / "thumbnails" / image.sha256[:2] / f"{image.sha256}_deep.png"
+        if not cached.exists():
+            atomic_write_bytes(cached, _png(windowed(deep, center, width)))
+        return cached, "image/png"
+    return _png(windowed(deep, window.center, window.width)), "image/png"
+
+
+def _png(picture: PILImage.Image) -> bytes:
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", compress_level=1)  # 10+ megapixels: fast zlib
+    return buffer.getvalue()
 
 
 VIEWER_MAX_SIDE_PX = 6000

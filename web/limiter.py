@@ -7,10 +7,9 @@ from __future__ import annotations
 import math
 import time
 
-from flask import Flask, current_app, render_template, request
+from flask import Flask, Response, current_app, render_template, request
 from flask_limiter import Limiter, RequestLimit
 from flask_limiter.util import get_remote_address
-from werkzeug.wrappers import Response
 
 from mammosearch.access.audit import record_access
 from web.db import get_session
@@ -19,7 +18,8 @@ limiter = Limiter(key_func=get_remote_address)
 
 
 def login_rate_limit() -> str:
-    return current_app.config["LOGIN_RATE_LIMIT"]
+    limit: str = current_app.config["LOGIN_RATE_LIMIT"]
+    return limit
 
 
 def too_many_sign_ins_page(retry_after_s: int) -> Response:

@@ -236,7 +236,8 @@ def scrape() -> Response:
 
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         process_registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(process_registry)
+        # prometheus_client leaves this constructor unannotated
+        multiprocess.MultiProcessCollector(process_registry)  # type: ignore[no-untyped-call]
     else:
         process_registry = REGISTRY
     database_registry = CollectorRegistry(auto_describe=False)

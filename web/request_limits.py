@@ -21,7 +21,7 @@ class BoundedIntConverter(IntegerConverter):
     """`<int:...>` in a URL, refused with 400 past MAX_ID instead of failing in the database."""
 
     def to_python(self, value: str) -> int:
-        number = super().to_python(value)
+        number: int = super().to_python(value)
         if number > MAX_ID:
             # Raised while the URL is matched: Flask answers it like an abort(400).
             raise BadRequest(

@@ -17,7 +17,7 @@ from werkzeug.exceptions import ServiceUnavailable
 from mammosearch.access.audit import Actor, record_access
 from mammosearch.config import Settings
 from mammosearch.pipeline.index_health import IndexRepairing
-from mammosearch.search.case_search import QueryUpload
+from mammosearch.search.case_search import CaseSearchResponse, QueryUpload
 from mammosearch.search.case_search import run_search as run_case_or_image_search
 from mammosearch.search.request import CASE_QUERY_FIELDS, BadSearchRequest, SearchRequest
 from web.configuration import work_queue
@@ -126,7 +126,7 @@ def run_search(
         "ranking": response.ranking,
         "result_image_ids": response.shown_image_ids,
     }
-    if params.unit == "case":
+    if isinstance(response, CaseSearchResponse):  # params.unit == "case"
         detail["fusion"] = response.fusion
         detail["result_case_ids"] = [hit.case_id for hit in response.results]
     record_access(

@@ -29,6 +29,7 @@ TASK_ROUTES = {
     "mammosearch.train_model": {"queue": "train"},
     "mammosearch.auto_train": {"queue": "train"},
     "mammosearch.switch_space": {"queue": "train"},
+    "mammosearch.quantize_space": {"queue": "train"},
 }
 
 

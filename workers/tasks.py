@@ -277,3 +277,13 @@ def switch_space(backbone: str | None = None) -> dict[str, Any]:
         auto.rollback(settings) if backbone is None else auto.activate_model(settings, backbone)
     )
     return {"state": record.get("state"), "summary": auto.summary_line(record)}
+
+
+@shared_task(name="mammosearch.quantize_space")
+def quantize_space(backbone: str, precision: str) -> dict[str, Any]:
+    """`models quantize` from the Models page: build and check a base space's variant; the
+    record (mammosearch.pipeline.quantize_jobs) says whether it was kept."""
+    from mammosearch.pipeline.quantize_jobs import run_quantize
+
+    record = run_quantize(get_settings(), backbone, precision)
+    return {"state": record.get("state"), "kept": record.get("kept")}

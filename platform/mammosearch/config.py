@@ -8,7 +8,7 @@ is read from. A value that does not parse is refused with the variable's name, e
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
 from pathlib import Path
@@ -174,7 +174,7 @@ class Settings:
         """No broker configured: the pipeline runs in the calling process."""
         return not self.celery_broker_url
 
-    def with_overrides(self, **changes: object) -> Settings:
+    def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
 
 
@@ -224,7 +224,7 @@ class DataLayout:
         return self.space_dir(space_id) / metric
 
 
-def settings_from_env(environ: dict[str, str] | None = None) -> Settings:
+def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from `MAMMOSEARCH_*`, `DATABASE_URL`, `CELERY_*` and `REDIS_URL`.
 
     Raises SettingError naming the variable and the value when one does not parse.

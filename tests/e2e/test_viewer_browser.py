@@ -15,6 +15,7 @@ from tests.e2e.test_web_browser import (  # noqa: F401  (fixtures)
     served,
     server,
 )
+from tests.e2e.viewer_checks import assert_full_resolution_at_one_scale
 from tests.e2e.waiting import page_wait
 from tests.unit.web_support import TEST_PASSWORD
 
@@ -62,6 +63,9 @@ def test_find_similar_hangs_query_and_result_cases_and_moves_them_together(
             panes,
         )
     )
+    assert_full_resolution_at_one_scale(chrome, panes)
+    zooms = chrome.execute_script(VIEWPORTS)
+    assert all(zoom[0] == pytest.approx(zooms[0][0], rel=1e-3) for zoom in zooms), "one scale"
     flipped = chrome.execute_script(
         "return arguments[0].map(id => document.getElementById(id).dataset.flipped)", panes
     )
@@ -165,6 +169,7 @@ def test_a_form_search_shows_the_viewer_and_takes_an_address(server: str, chrome
             " return pane.dataset.loaded === '1' && pane.dataset.analysed === '1'; })"
         )
     )
+    assert_full_resolution_at_one_scale(chrome, ["compare-query", "compare-result"])
     overlay_nodes = chrome.find_elements(By.CSS_SELECTOR, "#compare [data-pane-overlay]")
     overlays = [node.text for node in overlay_nodes]
     assert overlays[0].startswith("query ·") and overlays[1].startswith("#1 ·"), overlays
@@ -232,7 +237,116 @@ def test_launch_from_a_workstation_signs_in_and_shows_the_study_s_cases(
             panes,
         )
     )
+    assert_full_resolution_at_one_scale(chrome, panes)
     ARTIFACTS.mkdir(exist_ok=True)
     assert chrome.save_screenshot(str(ARTIFACTS / "launch-results.png"))
     chrome.execute_script("document.getElementById('L-compare').scrollIntoView()")
     assert chrome.save_screenshot(str(ARTIFACTS / "launch-viewer.png"))
+
+
+def _register_deep_study(settings) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """A 12-bit DICOM study (left CC and MLO, 0.1 mm pixels) registered in the served
+    archive, not indexed: its case page is what is looked at, not its search."""
+    import numpy as np
+
+    from mammosearch.db.session import make_session_factory
+    from mammosearch.ingest.dicom_register import register_dicom
+    from tests.dicom_samples import dicom_bytes, make_dataset
+
+    rows, columns = np.mgrid[0:640, 0:400]
+    breast = (columns - 400) ** 2 / 380**2 + (rows - 320) ** 2 / 300**2 < 1  # chest wall right
+    pixels = np.where(breast, 600 + 2800 * (400 - columns) / 400 + 40 * np.sin(rows / 9), 0)
+    study = f"{E2E_STUDY_PREFIX}999"
+    session = make_session_factory(settings.database_url)()
+    ids = {}
+    for shift, view in enumerate(("CC", "MLO")):
+        content = dicom_bytes(
+            make_dataset(
+                (pixels + 100 * shift * breast).astype("uint16"),
+                PatientID="E2E-DEEP", ViewPosition=view,
+                StudyInstanceUID=study, BitsStored=12, WindowCenter=1500, WindowWidth=1500,
+                PixelSpacing=[0.1, 0.1],
+            )
+        )  # fmt: skip
+        ids[view] = register_dicom(session, content, f"deep-{view}.dcm", settings).image_id
+    session.commit()
+    session.close()
+    return ids
+
+
+def test_the_case_page_hangs_the_whole_case_at_one_physical_scale_on_all_bits(
+    served, chrome
+) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """A 12-bit DICOM case: the study hung R CC | L CC over R MLO | L MLO (the views the
+    study lacks say so), full-resolution pixels, a mm scale bar, the case's BIRADS and
+    pathology; widening the window re-renders the pane on all 12 bits; and from a case
+    page "Find similar cases" opens the comparison viewer."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+
+    server, settings = served
+    ids = _register_deep_study(settings)
+    chrome.set_window_size(1600, 1000)
+    wait = page_wait(chrome, 90)
+    chrome.get(f"{server}/login?next=/cases/{ids['CC']}")
+    chrome.find_element(By.ID, "username").send_keys("rad")
+    chrome.find_element(By.ID, "password").send_keys(TEST_PASSWORD)
+    chrome.find_element(By.ID, "sign-in").click()
+    wait.until(ready.presence_of_element_located((By.ID, "case-summary")))
+    shown = ["case-viewer", "case-l-mlo"]
+    wait.until(
+        lambda driver: driver.execute_script(
+            "return arguments[0].every(id => document.getElementById(id).dataset.loaded === '1'"
+            " && document.getElementById(id).dataset.analysed === '1')",
+            shown,
+        )
+    )
+    assert_full_resolution_at_one_scale(chrome, shown, mode="mm")
+    assert chrome.find_element(By.ID, "case-r-cc").get_attribute("class").count("empty-pane")
+    readouts = [node.text for node in chrome.find_elements(By.CSS_SELECTOR, "[data-zoom-readout]")]
+    assert "this case has no CC view" in readouts[0], readouts
+    assert "L CC" in chrome.find_element(By.ID, "case-views").text
+    zooms = chrome.execute_script(VIEWPORTS)
+    assert zooms[1][0] == pytest.approx(zooms[3][0], rel=1e-3), "one physical scale"
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert chrome.save_screenshot(str(ARTIFACTS / "case-page-deep.png"))
+
+    wait.until(  # the auto window, re-rendered on all bits once it settled
+        lambda driver: (
+            driver.find_element(By.ID, "case-viewer").get_attribute("data-rewindowed")
+            not in (None, "0")
+        )
+    )
+    pane = chrome.find_element(By.ID, "case-viewer")
+    before = pane.get_attribute("data-depth-window")
+    ActionChains(chrome).move_to_element(pane).click().perform()  # the pane the keys act on
+    body = chrome.find_element(By.TAG_NAME, "body")
+    body.send_keys("]", "]", "]", "]", "]", "]")  # a wider window than the rendering holds
+    wait.until(lambda driver: pane.get_attribute("data-depth-window") != before)
+    center, width = (float(part) for part in pane.get_attribute("data-depth-window").split(","))
+    assert width > float(before.split(",")[1]), (before, center, width)
+    wait.until(lambda driver: pane.get_attribute("data-loaded") == "1")
+    readout = chrome.find_element(By.CSS_SELECTOR, "#viewer-group [data-control='wl-readout']")
+    assert "12-bit" in readout.text
+    assert chrome.save_screenshot(str(ARTIFACTS / "case-page-deep-wide-window.png"))
+
+    chrome.get(f"{server}/cases/1")
+    wait.until(ready.presence_of_element_located((By.ID, "case-summary")))
+    wait.until(
+        lambda driver: driver.execute_script(
+            "return document.getElementById('case-viewer').dataset.loaded === '1'"
+        )
+    )
+    assert_full_resolution_at_one_scale(chrome, ["case-viewer"])
+    assert chrome.save_screenshot(str(ARTIFACTS / "case-page.png"))
+    chrome.find_element(By.ID, "find-similar-case").click()
+    wait.until(ready.presence_of_element_located((By.ID, "compare")))
+    panes = ["compare-query-cc", "compare-result-cc", "compare-query-mlo", "compare-result-mlo"]
+    wait.until(
+        lambda driver: driver.execute_script(
+            "return arguments[0].every(id => document.getElementById(id).dataset.loaded === '1')",
+            panes,
+        )
+    )
+    assert_full_resolution_at_one_scale(chrome, panes)

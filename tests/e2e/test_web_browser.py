@@ -16,6 +16,7 @@ from mammosearch.db.session import make_session_factory
 from mammosearch.evaluate.runs import evaluate_space
 from mammosearch.pipeline.stages import process_pending
 from tests.e2e.serving import REPO_ROOT, serving
+from tests.e2e.viewer_checks import assert_full_resolution_at_one_scale
 from tests.e2e.waiting import page_wait
 from tests.unit.web_support import (
     TEST_PASSWORD,
@@ -158,6 +159,15 @@ def test_sign_in_search_by_upload_open_a_case_sign_out(
     )
     ARTIFACTS.mkdir(exist_ok=True)
     assert chrome.save_screenshot(str(ARTIFACTS / "search-results.png"))
+    wait.until(  # the uploaded query (kept in the page) beside the first result
+        lambda driver: driver.execute_script(
+            "return ['compare-query', 'compare-result'].every(id =>"
+            " document.getElementById(id).dataset.loaded === '1')"
+        )
+    )
+    assert_full_resolution_at_one_scale(chrome, ["compare-query", "compare-result"])
+    chrome.execute_script("document.getElementById('compare').scrollIntoView()")
+    assert chrome.save_screenshot(str(ARTIFACTS / "viewer-after-upload.png"))
 
     results[0].find_element(By.TAG_NAME, "a").click()
     wait.until(ready.presence_of_element_located((By.ID, "case-viewer")))
@@ -277,3 +287,21 @@ def test_a_measured_space_says_how_sure_its_suggestion_is(
     suggestion = chrome.find_element(By.ID, "suggestion")
     chrome.execute_script("arguments[0].scrollIntoView()", suggestion)
     assert suggestion.screenshot(str(ARTIFACTS / "search-suggestion-measured.png"))
+
+    # A case search reads the case table the server's sweep measured at start (both units).
+    chrome.get(f"{server}/search")
+    wait.until(ready.presence_of_element_located((By.ID, "image_id")))
+    chrome.find_element(By.ID, "image_id").send_keys("1")
+    Select(chrome.find_element(By.ID, "unit")).select_by_value("case")
+    Select(chrome.find_element(By.ID, "metric")).select_by_value("l2")
+    chrome.find_element(By.ID, "search").click()
+    wait.until(ready.presence_of_element_located((By.ID, "suggestion")))
+    panel = chrome.find_element(By.ID, "birads-vote")
+    assert panel.get_attribute("data-status") in ("suggested", "uncertain")
+    measured = panel.find_element(By.CLASS_NAME, "measured").text
+    assert "patient-excluded evaluation of space" in measured and "cases by mean" in measured
+    sureness = panel.find_element(By.CLASS_NAME, "vote-sureness").text
+    assert "of unseen patients' cases" in sureness or "split" in sureness
+    suggestion = chrome.find_element(By.ID, "suggestion")
+    chrome.execute_script("arguments[0].scrollIntoView()", suggestion)
+    assert suggestion.screenshot(str(ARTIFACTS / "search-suggestion-measured-case.png"))

@@ -76,9 +76,9 @@ def start_beat(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
 def scheduled_runs(url: str) -> list[EvaluationRun]:
     with session_scope(url) as session:
         runs = session.scalars(
-            select(EvaluationRun).where(
-                EvaluationRun.trigger == "schedule", EvaluationRun.status == "done"
-            )
+            select(EvaluationRun)
+            .where(EvaluationRun.trigger == "schedule", EvaluationRun.status == "done")
+            .order_by(EvaluationRun.id)  # an image run first: each space's units in turn
         ).all()
         session.expunge_all()
         return list(runs)

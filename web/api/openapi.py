@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import jsonify
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from werkzeug.wrappers import Response
 
 from mammosearch.search.request import SearchRequest
@@ -189,8 +189,9 @@ def _paths() -> dict[str, Any]:
 @cache
 def openapi_document() -> dict[str, Any]:
     """The whole document; the component schemas come from the models."""
-    models = [(SearchRequest, "validation")] + [
-        (model, "serialization") for model in schemas.RESPONSE_MODELS
+    models: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+        (SearchRequest, "validation"),
+        *((model, "serialization") for model in schemas.RESPONSE_MODELS),
     ]
     _, definitions = models_json_schema(models, ref_template=REF)
     return {

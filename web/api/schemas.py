@@ -28,19 +28,6 @@ class Error(Body):
     error: str
 
 
-Hit = create_model(
-    "Hit",
-    __base__=Body,
-    __doc__="One similar archived image, in the response's `ranking` order.",
-    **{
-        hit_field.name: (typing.get_type_hints(CoreHit)[hit_field.name], ...)
-        for hit_field in dataclasses.fields(CoreHit)
-    },
-    image_url=(str, Field(description="The image's pixels (GET, same token).")),
-    case_url=(str, Field(description="The case page in the web application.")),
-)
-
-
 def _core_fields(core: type, leave_out: tuple[str, ...] = ()) -> dict[str, Any]:
     hints = typing.get_type_hints(core)
     return {
@@ -48,6 +35,16 @@ def _core_fields(core: type, leave_out: tuple[str, ...] = ()) -> dict[str, Any]:
         for core_field in dataclasses.fields(core)
         if core_field.name not in leave_out
     }
+
+
+Hit = create_model(
+    "Hit",
+    __base__=Body,
+    __doc__="One similar archived image, in the response's `ranking` order.",
+    **_core_fields(CoreHit),
+    image_url=(str, Field(description="The image's pixels (GET, same token).")),
+    case_url=(str, Field(description="The case page in the web application.")),
+)
 
 
 CaseView = create_model(

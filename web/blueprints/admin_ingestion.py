@@ -33,6 +33,7 @@ QUEUE_LABELS = {
 
 def queue_rows(depths: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
     """One row per work queue, with its waiting tasks or None, and why none is known."""
+    reason: str | None
     if depths.get("mode") != "broker":
         reason = "no broker configured: work runs at once in the process that asks for it"
     else:

@@ -159,7 +159,8 @@ def _launch_study(study_uid: str | None, accession: str | None) -> tuple[str, in
         study, breasts = _study_searches(study_uid, accession)
     except LaunchFailed as exc:
         return _failed(exc.status, str(exc))
-    launch_url = url_for("launch.launch", **request.args)
+    launch_args: dict[str, Any] = request.args.to_dict()  # the first value of each
+    launch_url = url_for("launch.launch", **launch_args)
     for breast in breasts:  # a fetched study's breast has no address but the launch's own
         breast.context["results_url"] = breast.context["results_url"] or launch_url
     return render_template("launch.html", breasts=breasts, study=study, launch_url=launch_url), 200
@@ -176,7 +177,8 @@ def keep_with_study() -> tuple[str, int] | Response:
     from mammosearch.search.key_objects import keep_with_study as store_key_object
 
     base_url = dicomweb_url(settings())
-    launch_url = url_for("launch.launch", **request.args)
+    launch_args: dict[str, Any] = request.args.to_dict()  # the first value of each
+    launch_url = url_for("launch.launch", **launch_args)
     if base_url is None:
         return _failed(
             400,

@@ -19,8 +19,8 @@ from web.db import get_session
 log = logging.getLogger(__name__)
 bp = restrict_blueprint(Blueprint("models", __name__, url_prefix="/admin/models"), ADMIN)
 
-TRAINING_LABELS = {"birads": ("birads",), "birads+pathology": ("birads", "pathology")}
-IMAGE_SIZES = (224, 320, 384, 448)
+IMAGE_SIZE_RANGE = (64, 1024)
+"""`mammosearch train --image-size`'s range."""
 
 
 def _spaces() -> list[dict[str, Any]]:
@@ -31,13 +31,17 @@ def _spaces() -> list[dict[str, Any]]:
     from mammosearch.embed.quantize import recorded_checks
     from mammosearch.embed.registry import registered_models
     from mammosearch.embed.serving import serving_space
+    from mammosearch.evaluate.runs import measured_vote
     from mammosearch.jobs.space_switch import space_progress
+    from mammosearch.search.cases import SEARCH_UNITS
+    from web.model_figures import cv_columns, reliability_views, run_columns
 
     session = get_session()
     settings = app_settings()
     serving = serving_space(session, settings)
     models_by_sha = {m.sha256: m for m in registered_models(registry_dir(settings))}
     checks = recorded_checks(settings.data_dir / "models" / "onnx")
+    metric = figures_metric()
     rows = []
     for space in session.scalars(select(EmbeddingSpace).order_by(EmbeddingSpace.id)):
         row = space_progress(session, space)
@@ -52,24 +56,50 @@ def _spaces() -> list[dict[str, Any]]:
         row["oof"] = (cv.get("trained") or {}).get("metrics")
         row["oof_base"] = (cv.get("base") or {}).get("metrics")
         row["precision_check"] = checks.get(space.weights_sha256)
+        title = f"space {space.id} ({row['model'] or space.backbone})"
+        row["figures"] = cv_columns(title, cv) if cv else run_columns(session, space, title, metric)
+        # The tables a search in this space speaks from (the suggestion panel's own source).
+        row["reliability"] = reliability_views(
+            {unit: measured_vote(session, settings, space, metric, unit) for unit in SEARCH_UNITS}
+        )
         rows.append(row)
     return rows
+
+
+def figures_metric() -> str:
+    """The metric whose figures the page shows: search's default (cosine when indexed)."""
+    metrics = app_settings().index_metrics
+    return "cosine" if "cosine" in metrics else metrics[0]
 
 
 @bp.get("")
 def overview() -> str:
     from mammosearch.embed.loader import registry_dir
     from mammosearch.embed.registry import registered_models
+    from mammosearch.evaluate.labels import LABELS
+    from mammosearch.pipeline.quantize_jobs import PRECISIONS
+    from mammosearch.pipeline.quantize_jobs import read_state as read_quantize_state
     from mammosearch.train import auto
     from mammosearch.train.config import TrainConfig
     from mammosearch.train.jobs import last_finished_run, list_jobs
     from mammosearch.train.losses import LOSSES
     from mammosearch.train.network import POOLINGS
+    from mammosearch.train.positives import POSITIVES
+    from mammosearch.train.progress import progress_line
+    from web.model_figures import comparisons, cv_columns
 
     models = registered_models(registry_dir(app_settings()))
     jobs = list_jobs(app_settings())
+    for job in jobs:
+        job["progress_line"] = progress_line(job.get("progress") or {})
     auto_record = auto.read_state(app_settings())
     spaces = _spaces()
+    embedded = {row["model"] for row in spaces if row["model"]}
+    columns = [column for row in spaces for column in row["figures"]]
+    for model in models:  # a model not embedded yet: its own record's figures
+        if model.directory.name not in embedded:
+            title = f"{model.directory.name} (no space yet)"
+            columns += cv_columns(title, model.cross_validation())
     return render_template(
         "admin/models.html",
         auto_train=auto_record,
@@ -81,8 +111,16 @@ def overview() -> str:
         models=models,
         jobs=jobs,
         last_run=last_finished_run(jobs),
-        labels=list(TRAINING_LABELS),
-        image_sizes=IMAGE_SIZES,
+        labels=list(LABELS),
+        image_size_range=IMAGE_SIZE_RANGE,
+        positives=POSITIVES,
+        comparisons=comparisons(columns),
+        figures_metric=figures_metric(),
+        auto_setting=(auto_record.get("run") or {}).get("setting"),
+        next_setting=_next_setting(),
+        quantize=read_quantize_state(app_settings()),
+        quantizable=[row["space"]["backbone"] for row in spaces if _quantizable(row)],
+        precisions=PRECISIONS,
         bases=BASE_BACKBONES,
         default_base=DEFAULT_BASE,
         default_epochs=TrainConfig().fit.epochs,
@@ -92,31 +130,35 @@ def overview() -> str:
     )
 
 
+def _next_setting() -> dict[str, Any]:
+    """The setting an automatic run would train with on this machine (auto.choose_setting)."""
+    from mammosearch.train import auto
+
+    return auto.choose_setting(auto.detect_device()).to_dict()
+
+
 @bp.post("/train")
 def start_training() -> Response:
     """Queue a training job (a worker on the `train` queue, or a thread without a broker)."""
     from mammosearch.train.jobs import create_job, run_job
 
     settings = app_settings()
-    labels = TRAINING_LABELS.get(request.form.get("labels", "birads"))
+    labels, problems = _labels()
     epochs = request.form.get("epochs", type=int)
     image_size = request.form.get("image_size_px", type=int)
     base = request.form.get("base") or None
     name = (request.form.get("name") or "").strip()
-    problems = []
-    if labels is None:
-        problems.append(f"labels: choose one of {', '.join(TRAINING_LABELS)}")
     if epochs is not None and not 1 <= epochs <= 200:
         problems.append("epochs: between 1 and 200")
-    if image_size is not None and image_size not in IMAGE_SIZES:
-        problems.append(f"image size: one of {', '.join(map(str, IMAGE_SIZES))}")
+    low, high = IMAGE_SIZE_RANGE
+    if image_size is not None and not low <= image_size <= high:
+        problems.append(f"image size: {low} to {high} pixels")
     if base is not None and base not in BASE_BACKBONES:
         problems.append(f"base: one of {', '.join(BASE_BACKBONES)}")
     more, more_problems = _more_options()
     problems += more_problems
     options = {
-        "labels": list(labels or ()), "epochs": epochs, "image_size_px": image_size, "base": base,
-        **more,
+        "labels": labels, "epochs": epochs, "image_size_px": image_size, "base": base, **more,
     }  # fmt: skip
     try:
         job = None if problems else create_job(settings, name, options, current_user.username)
@@ -143,15 +185,29 @@ def start_training() -> Response:
     return redirect(url_for("models.overview"))
 
 
+def _labels() -> tuple[list[str], list[str]]:
+    """`--label` as the form gives it: the learned label, then extra tasks (a head each)."""
+    from mammosearch.evaluate.labels import LABELS
+
+    first = (request.form.get("labels") or "birads").split("+")  # "birads+pathology": both
+    chosen = list(dict.fromkeys([*first, *request.form.getlist("extra_labels")]))
+    unknown = [label for label in chosen if label not in LABELS]
+    if unknown:
+        return [], [f"labels: {', '.join(unknown)} unknown; choose from {', '.join(LABELS)}"]
+    return chosen, []
+
+
 def _more_options() -> tuple[dict[str, Any], list[str]]:
     """The form's further TrainConfig fields (`mammosearch train`'s options); empty: default."""
     from mammosearch.train.losses import LOSSES
     from mammosearch.train.network import POOLINGS
+    from mammosearch.train.positives import POSITIVES
     from mammosearch.train.test_views import FIXED_VIEWS
 
     ranges = {"folds": (2, 10), "dim": (0, 2048), "test_views": (1, len(FIXED_VIEWS)),
-              "ensemble": (1, 5), "seed": (0, 2**31 - 1)}  # fmt: skip
-    choices = {"loss": LOSSES, "pooling": POOLINGS}
+              "ensemble": (1, 5), "seed": (0, 2**31 - 1), "trained_blocks": (1, 16),
+              "n_views": (2, 32)}  # fmt: skip
+    choices = {"loss": LOSSES, "pooling": POOLINGS, "positives": POSITIVES}
     options: dict[str, Any] = {}
     problems = []
     for key, (low, high) in ranges.items():
@@ -186,11 +242,12 @@ def _run_alone(function: Any, settings: Any, *args: Any) -> None:
 @bp.get("/jobs/<job_id>")
 def job_status(job_id: str) -> Response:
     from mammosearch.train.jobs import read_job
+    from mammosearch.train.progress import progress_line
 
     record = read_job(app_settings(), job_id)
     if record is None:
         abort(404)
-    return jsonify(record)
+    return jsonify({**record, "progress_line": progress_line(record.get("progress") or {})})
 
 
 @bp.app_context_processor
@@ -238,12 +295,16 @@ def activate_space() -> Response:
     """Re-embed the archive into a space and make it serve (search stays where it is until then)."""
     from mammosearch.embed.loader import registry_dir
     from mammosearch.embed.registry import registered_models
+    from mammosearch.pipeline.quantize_jobs import read_state as quantized
     from mammosearch.train import auto
 
     backbone = (request.form.get("backbone") or "").strip()
     known = {row["activate_as"] for row in _spaces() if row["activate_as"]} | {
         model.directory.name for model in registered_models(registry_dir(app_settings()))
     }
+    last_variant = quantized(app_settings())
+    if last_variant.get("kept"):  # a kept variant: its space is made by the switch
+        known.add(last_variant["variant"])
     if backbone not in known:
         flash(
             f"Not activated: {backbone or '(none)'} is not a space or model on this page.", "error"
@@ -280,6 +341,37 @@ def _rollback(settings: Any) -> None:
     from mammosearch.train import auto
 
     auto.rollback(settings)
+
+
+@bp.post("/quantize")
+def quantize_space() -> Response:
+    """`mammosearch models quantize`: build a base space's reduced-precision variant and keep
+    it only if this archive's P@5 holds (in the background; the record says how it ended)."""
+    from mammosearch.pipeline.quantize_jobs import PRECISIONS, run_quantize
+
+    backbone = (request.form.get("backbone") or "").strip()
+    precision = (request.form.get("precision") or "").strip()
+    bases = {row["space"]["backbone"] for row in _spaces() if _quantizable(row)}
+    if backbone not in bases or precision not in PRECISIONS:
+        flash(
+            f"Not started: choose a base space ({', '.join(sorted(bases)) or 'none here'}) and "
+            f"a precision ({', '.join(PRECISIONS)}).",
+            "error",
+        )
+        return redirect(url_for("models.overview"))
+    busy = _refuse_while_busy()
+    if busy is not None:
+        return busy
+    _in_background("mammosearch.quantize_space", run_quantize, backbone, precision)
+    _audit("quantize_space", {"backbone": backbone, "precision": precision})
+    flash(f"Building the {precision} variant of {backbone}, then checking it here.", "info")
+    return redirect(url_for("models.overview"))
+
+
+def _quantizable(row: dict[str, Any]) -> bool:
+    """A base (registry) backbone's space at full precision: what `models quantize` builds from."""
+    backbone = str(row["space"]["backbone"])
+    return not row["model"] and not backbone.startswith("trained:") and ":" not in backbone
 
 
 @bp.get("/auto-train")

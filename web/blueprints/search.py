@@ -29,6 +29,7 @@ from web.searching import (
     run_search,
 )
 from web.uploads import has_upload, preview_data_url, read_query_uploads
+from web.viewer_sources import pane_sources
 
 bp = restrict_blueprint(Blueprint("search", __name__), RADIOLOGY)
 
@@ -155,10 +156,13 @@ def results_context(
         "include_url": include_url,
     }
     if response.unit == "case":
-        context["hanging"] = hang(session, response, {u.name: u.image for u in uploads})
+        decoded = {u.name: u.image for u in uploads if u.image is not None}
+        context["hanging"] = hang(session, response, decoded)
         return context
     query_image = uploads[0].image if uploads else None
+    shown_ids = [hit.image_id for hit in response.results]
     context.update(
+        sources=pane_sources(session, [*shown_ids, *filter(None, [params.image_id])]),
         query_row=session.get(Image, params.image_id) if params.image_id is not None else None,
         # Made after the search, from the image the search embedded.
         query_preview=preview_data_url(query_image) if query_image is not None else None,

@@ -7,8 +7,9 @@
   if (!running.length) return;
   const describe = (job) => {
     const p = job.progress || {};
-    if (!p.epoch) return job.error || '';
-    let text = `epoch ${p.epoch}/${p.epochs}, loss ${p.loss.toFixed(3)}`;
+    if (!p.epoch) return job.error || (p.total ? job.progress_line : '');
+    // progress_line: "fold 2/5, epoch 3/15, about 6 min left" (mammosearch.train.progress)
+    let text = `${job.progress_line}, loss ${p.loss.toFixed(3)}`;
     if (p['val_p@5'] !== undefined) text += `, validation P@5 ${p['val_p@5'].toFixed(3)}`;
     return text;
   };

@@ -9,6 +9,13 @@
 // chosen result fills), the toolbar controls named by data-action / data-control, and the
 // SVG filter #wl-filter that each pane's canvas is drawn through (a copy per pane).
 //
+// Panes hang at one physical scale: each image's width in the viewer's world is its width in
+// mm (data-spacing-mm, one pixel's side) when every shown image has a spacing, else in pixels
+// ("scale: pixels"); a scale bar under each pane says which. A pane whose original is deeper
+// than 8 bits (data-depth: bits and the window of its first rendering, in stored units) is
+// previewed at once through the filter, then re-rendered on the server on all its bits at
+// the window chosen (src?center=&width=) when the window settles.
+//
 // `window.mammosearchViewer.start()` builds the viewers of the page as it is now: search.js
 // calls it after swapping results in, so the viewer works on every path to the results.
 // A page may hold several groups (the launch page: one per breast); each takes its result
@@ -16,6 +23,9 @@
 (function () {
   "use strict";
   var FULL_WINDOW = 256, MID_LEVEL = 128;
+  var DEEP_WINDOW = 4096;  // a deep pane's preview may widen past its rendering's range
+  var REWINDOW_AFTER_MS = 500;
+  var SCALE_STEPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000];
   var running = [];  // one controller per viewer group: { group, viewers, keys, destroy }
   var focused = null;  // the controller the keys act on: the group last pointed at
 
@@ -38,11 +48,13 @@
     var panes = Array.prototype.slice.call(group.querySelectorAll("[data-viewer]"));
     var viewers = [];
     var syncing = false;
-    var active = 0;  // the pane keyboard zoom/pan and window/level act on
+    var active = Math.max(0, panes.findIndex(function (pane) { return pane.dataset.src; }));  // the pane keys act on
     var shared = { sync: true, overlays: true };
     var looks = panes.map(function () {
       return { window: FULL_WINDOW, level: MID_LEVEL, invert: false, auto: null };
     });
+    var scaleMode = null;  // "mm" or "pixels": how the panes' widths were last set
+    var homed = false;  // the first home waits for every pane with an image
 
     function control(name) { return group.querySelector('[data-control="' + name + '"]'); }
 
@@ -79,7 +91,11 @@
       if (windowInput) { windowInput.value = look.window; }
       if (levelInput) { levelInput.value = look.level; }
       var readout = control("wl-readout");
-      if (readout) { readout.textContent = "W " + Math.round(look.window) + " / L " + Math.round(look.level); }
+      if (readout) {
+        var deep = depthOf(active);
+        readout.textContent = "W " + Math.round(look.window) + " / L " + Math.round(look.level) +
+          (deep ? " · " + deep.bits + "-bit W " + Math.round(deep.shown[1]) + " / L " + Math.round(deep.shown[0]) : "");
+      }
       var invert = group.querySelector('[data-action="invert"]');
       if (invert) { invert.setAttribute("aria-pressed", look.invert ? "true" : "false"); }
       group.dataset.window = String(Math.round(look.window));
@@ -89,21 +105,80 @@
     }
 
     function setLook(index, windowWidth, level) {
-      looks[index].window = Math.min(FULL_WINDOW, Math.max(2, windowWidth));
-      looks[index].level = Math.min(255, Math.max(0, level));
+      var widest = depthOf(index) ? DEEP_WINDOW : FULL_WINDOW;
+      looks[index].window = Math.min(widest, Math.max(2, windowWidth));
+      var reach = (looks[index].window - FULL_WINDOW) / 2;
+      looks[index].level = Math.min(255 + Math.max(0, reach), Math.max(-Math.max(0, reach), level));
       showLook(index);
+      if (depthOf(index)) { rewindowSoon(index); }
     }
 
-    function setActive(index) {
-      if (index === active) { return; }
-      active = index;
-      showActiveLook();
+    // --- a deeper-than-8-bit original: its window, re-rendered on the server on all bits ---
+    function depthOf(index) {
+      var pane = panes[index];
+      if (!pane.dataset.depth || !pane.dataset.src || pane.dataset.src.indexOf("data:") === 0) { return null; }
+      if (!pane.depthState || pane.depthState.json !== pane.dataset.depth) {
+        var parsed = JSON.parse(pane.dataset.depth);
+        pane.depthState = { json: pane.dataset.depth, bits: parsed.bits, initial: parsed.window.slice(), shown: parsed.window.slice(), timer: null, asked: null };
+      }
+      return pane.depthState;
+    }
+
+    // The window (center, width) in stored units that an 8-bit look over the rendering
+    // made at `shown` picks out: grey g of that rendering is stored value low + g * step.
+    function storedWindow(look, shown) {
+      var step = shown[1] / 255, low = shown[0] - shown[1] / 2;
+      var width = Math.max(1, look.window * step);
+      return [low + (look.level - look.window / 2) * step + width / 2, width];
+    }
+
+    function lookOver(stored, shown) {
+      var step = shown[1] / 255, low = shown[0] - shown[1] / 2;
+      var windowWidth = stored[1] / step;
+      return { window: windowWidth, level: (stored[0] - stored[1] / 2 - low) / step + windowWidth / 2 };
+    }
+
+    function rewindowSoon(index) {
+      var deep = depthOf(index);
+      clearTimeout(deep.timer);
+      deep.timer = setTimeout(function () { rewindow(index); }, REWINDOW_AFTER_MS);
+    }
+
+    function rewindow(index) {
+      var deep = depthOf(index), viewer = viewers[index], pane = panes[index];
+      var look = looks[index], item = viewer.world.getItemAt(0);
+      if (!deep || !item || (Math.round(look.window) === FULL_WINDOW && Math.round(look.level) === MID_LEVEL)) { return; }
+      var wanted = storedWindow(look, deep.shown);
+      var src = pane.dataset.src;
+      var url = src + (src.indexOf("?") < 0 ? "?" : "&") + "center=" + wanted[0].toFixed(1) + "&width=" + wanted[1].toFixed(1);
+      deep.asked = url;
+      pane.dataset.rewindowing = "1";
+      viewer.addTiledImage({
+        tileSource: { type: "image", url: url, buildPyramid: true },
+        index: 0, replace: true, width: item.getBounds().width,
+        success: function () {
+          if (deep.asked !== url || pane.dataset.src !== src) { return; }
+          deep.shown = wanted;
+          var invert = looks[index].invert;
+          looks[index].window = FULL_WINDOW;
+          looks[index].level = MID_LEVEL;
+          looks[index].invert = invert;
+          showLook(index);
+          pane.dataset.depthWindow = wanted[0].toFixed(1) + "," + wanted[1].toFixed(1);
+          pane.dataset.rewindowing = "0";
+          pane.dataset.rewindowed = String(+(pane.dataset.rewindowed || 0) + 1);
+        },
+        error: function () { pane.dataset.rewindowing = "failed"; },
+      });
     }
 
     function applyPreset(index, preset) {
       if (preset === "auto") {
-        var auto = looks[index].auto;
-        if (auto) { setLook(index, auto.window, auto.level); }
+        var auto = looks[index].auto, deep = depthOf(index);
+        if (auto && deep) {  // auto was measured on the first rendering
+          var over = lookOver(storedWindow(auto, deep.initial), deep.shown);
+          setLook(index, over.window, over.level);
+        } else if (auto) { setLook(index, auto.window, auto.level); }
         return;
       }
       var parts = preset.split(",");
@@ -167,6 +242,68 @@
       pane.dataset.imageZoom = imagePercent.toFixed(1);
       var readout = pane.parentNode.querySelector("[data-zoom-readout]");
       if (readout) { readout.textContent = imagePercent.toFixed(0) + "% of full resolution"; }
+      showScale(index);
+    }
+
+    // --- one physical scale: widths in mm when every shown image has a spacing ---
+    function spacingOf(pane) { var mm = parseFloat(pane.dataset.spacingMm); return mm > 0 ? mm : null; }
+
+    function wantedMode() {
+      var shown = panes.filter(function (pane) { return pane.dataset.src; });
+      return shown.length && shown.every(spacingOf) ? "mm" : "pixels";
+    }
+
+    function showScale(index) {
+      var viewer = viewers[index], pane = panes[index];
+      var box = pane.parentNode.querySelector("[data-pane-scale]");
+      if (!box || !viewer.world.getItemCount() || !scaleMode) { return; }
+      var perUnit = Math.abs(viewer.viewport.deltaPixelsFromPointsNoRotate(new OSD.Point(1, 0), true).x);
+      var length = SCALE_STEPS[0];
+      SCALE_STEPS.forEach(function (step) { if (step * perUnit <= 150) { length = step; } });
+      var unit = scaleMode === "mm" ? " mm" : " px";
+      box.querySelector("[data-scale-bar]").style.width = Math.round(length * perUnit) + "px";
+      var text = length + unit + (scaleMode === "mm" ? "" : " · scale: pixels (no pixel spacing)");
+      box.querySelector("[data-scale-text]").textContent = text;
+      pane.dataset.scale = scaleMode;
+      pane.dataset.scaleText = text;
+    }
+
+    // Each open image's width in the world: its pixels times its spacing (mm), or its pixels.
+    function rescale() {
+      var mode = wantedMode();
+      viewers.forEach(function (viewer, index) {
+        var item = viewer.world.getItemAt(0);
+        if (!item) { return; }
+        var width = item.source.dimensions.x * (mode === "mm" ? spacingOf(panes[index]) : 1);
+        if (Math.abs(item.getBounds().width - width) > 1e-6) { item.setWidth(width, true); }
+      });
+      var changed = mode !== scaleMode;
+      scaleMode = mode;
+      return changed;
+    }
+
+    // Home for the group: one zoom that fits the largest image, one centre, so the panes
+    // keep one scale (each pane's own home would fit each image and lose it).
+    function homeAll() {
+      var open = viewers.filter(function (viewer) { return viewer.world.getItemCount(); });
+      if (!open.length) { return; }
+      var zoom = Infinity, width = 0, height = 0;
+      open.forEach(function (viewer) {
+        var bounds = viewer.world.getHomeBounds();
+        width = Math.max(width, bounds.width);
+        height = Math.max(height, bounds.height);
+      });
+      open.forEach(function (viewer) {
+        var box = viewer.viewport.getContainerSize();
+        zoom = Math.min(zoom, Math.min(1 / width, (box.y / box.x) / height));
+      });
+      syncing = true;
+      open.forEach(function (viewer) {
+        viewer.viewport.zoomTo(zoom, null, true);
+        viewer.viewport.panTo(new OSD.Point(width / 2, height / 2), true);
+      });
+      syncing = false;
+      viewers.forEach(function (viewer, index) { showZoom(index); });
     }
 
     function follow(index) {
@@ -207,13 +344,10 @@
     }
 
     function reset() {
-      syncing = true;
-      viewers.forEach(function (viewer) { if (viewer.world.getItemCount()) { viewer.viewport.goHome(true); } });
-      syncing = false;
-      viewers.forEach(function (viewer, index) { showZoom(index); });
+      homeAll();
       looks.forEach(function (look, index) {
         look.invert = false;
-        if (look.auto) { setLook(index, look.auto.window, look.auto.level); } else { setLook(index, FULL_WINDOW, MID_LEVEL); }
+        if (look.auto) { applyPreset(index, "auto"); } else { setLook(index, FULL_WINDOW, MID_LEVEL); }
       });
     }
 
@@ -252,6 +386,9 @@
     function open(index, src) {
       var pane = panes[index];
       pane.dataset.loaded = "0";
+      pane.dataset.rewindowed = "0";
+      pane.depthState = null;
+      delete pane.dataset.depthWindow;
       pane.dataset.src = src || "";
       pane.classList.toggle("empty-pane", !src);
       if (!src) {
@@ -282,7 +419,12 @@
       });
       viewers.push(viewer);
       viewer.addHandler("open", function () {
+        var changed = rescale();
         addOutline(viewer, pane);
+        var deep = depthOf(index);
+        if (deep) { pane.dataset.depthWindow = deep.shown.join(); }
+        var waiting = panes.some(function (other, at) { return other.dataset.src && !viewers[at].world.getItemCount(); });
+        if ((!homed || changed) && !waiting) { homed = true; homeAll(); return; }
         showZoom(index);
         var leader = active;
         if (shared.sync && leader !== index && viewers[leader].world.getItemCount()) { follow(leader); }
@@ -313,7 +455,7 @@
       pane.addEventListener("pointerup", function () { dragStart = null; }, true);
 
       showLook(index);
-      if (pane.dataset.src) { open(index, pane.dataset.src); }
+      if (pane.dataset.src) { open(index, pane.dataset.src); } else if (!pane.hasAttribute("data-result")) { open(index, ""); }
     });
 
     // --- choosing the result shown beside the query (search results page) ---
@@ -340,6 +482,10 @@
         var link = pane.parentNode.querySelector("[data-case-link]");
         if (link && button.dataset.caseHref) { link.href = button.dataset.caseHref; }
         var view = views ? views[pane.dataset.view] : null;
+        var spacing = views ? view && view.spacing_mm : button.dataset.compareSpacingMm;
+        var depth = views ? view && view.depth : button.dataset.compareDepth;
+        if (spacing) { pane.dataset.spacingMm = spacing; } else { delete pane.dataset.spacingMm; }
+        if (depth) { pane.dataset.depth = depth; } else { delete pane.dataset.depth; }
         var overlay = overlayOf(pane);
         if (overlay) { overlay.textContent = (view && view.overlay) || button.dataset.overlay || ""; }
         open(index, views ? (view ? view.src : "") : button.dataset.compareSrc);

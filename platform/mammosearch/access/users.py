@@ -253,7 +253,8 @@ class SignIn:
 
 def _backoff(failures: int) -> timedelta:
     doublings = failures - FREE_SIGN_IN_FAILURES
-    return min(MAX_BACKOFF, FIRST_BACKOFF * (2 ** min(doublings, 10)))
+    backoff: timedelta = FIRST_BACKOFF * (2 ** min(doublings, 10))
+    return min(MAX_BACKOFF, backoff)
 
 
 def sign_in(session: Session, username: str, password: str, now: datetime | None = None) -> SignIn:
@@ -389,11 +390,13 @@ def accept_api_token(session: Session, token: str) -> TokenHolder:
         raise TokenRefused("unknown API token")
     label = f"API token {found.id}" + (f" ({found.name})" if found.name else "")
     now = utcnow()
-    state = token_state(found, now)  # type: ignore[arg-type]  # the row has its columns
+    state = token_state(found, now)  # the row has the token's columns
     if state == "revoked":
         raise TokenRefused(f"{label} was revoked; ask an admin for a new one")
     if state == "expired":
-        expired = _aware(found.expires_at).isoformat(timespec="minutes")  # type: ignore[union-attr]
+        expires_at = _aware(found.expires_at)
+        assert expires_at is not None  # an expired token has a date
+        expired = expires_at.isoformat(timespec="minutes")
         raise TokenRefused(f"{label} expired at {expired}; ask an admin for a new one")
     if not found.active:
         raise TokenRefused(f"{label}: user {found.username} is disabled")

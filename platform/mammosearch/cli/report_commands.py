@@ -6,14 +6,14 @@ from pathlib import Path
 
 import click
 
-from mammosearch.config import get_settings
+from mammosearch.config import Settings, get_settings
 from mammosearch.db.session import session_scope
 from mammosearch.evaluate.labels import LABELS
 from mammosearch.evaluate.protocols import DEFAULT_PROTOCOL, PROTOCOLS
 from mammosearch.vocabulary import DISTANCE_METRICS
 
 
-def serving_trained_model(settings) -> str | None:  # noqa: ANN001
+def serving_trained_model(settings: Settings) -> str | None:
     """The trained model that serves (configured or activated), if one does."""
     from mammosearch.embed.loader import trained_model_for
     from mammosearch.embed.serving_record import serving_backbone

@@ -113,7 +113,7 @@ def search(
     DICOM; several: the views of one breast) or to an archived image or case."""
     from mammosearch.ingest.storage import ImageRejected
     from mammosearch.pipeline.index_health import IndexRepairing
-    from mammosearch.search.case_search import QueryUpload, run_search
+    from mammosearch.search.case_search import CaseSearchResponse, QueryUpload, run_search
     from mammosearch.search.request import BadSearchRequest, parse_search_request
     from mammosearch.search.service import SearchError, get_search_service
 
@@ -164,7 +164,11 @@ def search(
     click.echo(
         f"space {space['id']}: {space['backbone']} ({trained}), metric {response.metric}, "
         f"{response.ranking} order"
-        + (f", unit case, fusion {response.fusion}" if response.unit == "case" else "")
+        + (
+            f", unit case, fusion {response.fusion}"
+            if isinstance(response, CaseSearchResponse)
+            else ""
+        )
     )
     _echo_archived(response.query)
     if response.unit == "case":

@@ -67,7 +67,7 @@ def _run_gunicorn(
     from gunicorn.app.base import BaseApplication
     from gunicorn.glogging import Logger
 
-    class _RootLogger(Logger):  # type: ignore[misc]
+    class _RootLogger(Logger):
         """Gunicorn's records through the root handler: scrubbed, JSON when configured."""
 
         def setup(self, cfg):  # type: ignore[no-untyped-def]
@@ -77,7 +77,7 @@ def _run_gunicorn(
                     gunicorn_log.removeHandler(handler)
                 gunicorn_log.propagate = True
 
-    class _EmbeddedGunicorn(BaseApplication):  # type: ignore[misc]
+    class _EmbeddedGunicorn(BaseApplication):
         """Gunicorn serving an already-built app: one worker, several threads."""
 
         def load_config(self) -> None:

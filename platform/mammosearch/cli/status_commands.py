@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -38,7 +39,7 @@ def status(as_json: bool) -> None:
     _echo_pipeline(report)
 
 
-def _echo_pipeline(report: dict) -> None:
+def _echo_pipeline(report: dict[str, Any]) -> None:
     """Lag, last failures and queue depths (the sections mammosearch.jobs.status adds)."""
     lag = report.get("lag") or {}
     if lag.get("oldest_pending_age_s") is not None:

@@ -7,6 +7,7 @@ import shlex
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -15,9 +16,12 @@ from mammosearch.evaluate.labels import LABELS
 from mammosearch.train.bases import BASE_BACKBONES, DEFAULT_BASE
 from mammosearch.train.positives import POSITIVES
 
-
-def _defaults():  # noqa: ANN202 - imported late: torch is slow to import
+if TYPE_CHECKING:
     from mammosearch.train.config import TrainConfig
+
+
+def _defaults() -> TrainConfig:
+    from mammosearch.train.config import TrainConfig  # here: torch is slow to import
 
     return TrainConfig()
 
@@ -137,7 +141,7 @@ def train(
     from mammosearch.train.train_run import run_training
 
     config = _defaults()
-    changes = {
+    changes: dict[str, Any] = {
         "labels": tuple(dict.fromkeys(labels)),
         "base": base,
         "image_size_px": image_size_px,
@@ -168,7 +172,7 @@ def train(
     click.echo(f"model written to {written} (sha256 {record['model_sha256'][:16]}...)")
 
 
-def format_cv_table(cv: dict) -> str:
+def format_cv_table(cv: dict[str, Any]) -> str:
     """Out-of-fold trained vs base figures, one row per metric."""
     trained, base = cv["trained"]["metrics"], cv["base"]["metrics"]
     chance = cv["trained"].get("chance", {})
@@ -241,7 +245,7 @@ def models_list(as_json: bool) -> None:
         )
 
 
-def _summary(name: str, record: dict) -> dict:
+def _summary(name: str, record: dict[str, Any]) -> dict[str, Any]:
     cv = record.get("cross_validation") or {}
     return {
         "name": name,

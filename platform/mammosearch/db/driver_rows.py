@@ -23,7 +23,7 @@ from sqlalchemy.sql import Executable
 
 def driver_rows(
     connection: Connection, statement: Executable, params: Mapping[str, Any]
-) -> Sequence[Sequence[Any]]:
+) -> Sequence[Any]:
     """All rows of `statement` with `params`: tuples in its column order, whose fields are
     also read by column name, as SQLAlchemy's rows are.
 
@@ -32,14 +32,14 @@ def driver_rows(
     """
     dialect = connection.dialect
     if dialect.name != "postgresql":
-        return connection.execute(statement, params).all()  # type: ignore[return-value]
+        return connection.execute(statement, params).all()
     sql, constants = _compiled(statement, dialect)
     bound = {**constants, **params}
     pooled = connection.connection
     cursor = pooled.cursor()
     try:
         cursor.execute(sql, bound)
-        row_type = _row_type(tuple(column.name for column in cursor.description))
+        row_type = _row_type(tuple(column[0] for column in cursor.description))
         return [row_type._make(row) for row in cursor.fetchall()]
     except dialect.loaded_dbapi.Error as error:
         lost = dialect.is_disconnect(error, pooled, cursor)
@@ -67,7 +67,7 @@ def _compiled(statement: Executable, dialect: Dialect) -> tuple[str, dict[str, A
 
 
 @lru_cache(maxsize=32)
-def _row_type(names: tuple[str, ...]) -> type:
+def _row_type(names: tuple[str, ...]) -> type[Any]:
     """A tuple type whose fields are the result's column labels, the names SQLAlchemy's rows
     answer to (a label repeated or not an identifier is reached by position only)."""
-    return namedtuple("DriverRow", names, rename=True)  # type: ignore[misc]
+    return namedtuple("DriverRow", names, rename=True)

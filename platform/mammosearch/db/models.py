@@ -82,6 +82,12 @@ class Image(Base):
     modality: Mapped[str] = mapped_column(String(32))  # "subtracted", "low-energy", "dicom"
     width: Mapped[int]
     height: Mapped[int]
+    # One pixel's side in mm (DICOM PixelSpacing, else ImagerPixelSpacing); None: unknown,
+    # and the viewer compares such images at the same pixel scale instead.
+    pixel_spacing_mm: Mapped[float | None] = mapped_column(Float)
+    # A DICOM original deeper than 8 bits, kept for the viewer's window/level
+    # (mammosearch.ingest.full_depth.FullDepth.as_row): path, bits_stored, window.
+    full_depth: Mapped[dict[str, Any] | None]
     breast_density: Mapped[str | None] = mapped_column(String(16))
     birads: Mapped[int | None] = mapped_column(Integer, index=True)
     birads_raw: Mapped[str | None] = mapped_column(String(64))

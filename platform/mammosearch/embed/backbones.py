@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -51,13 +52,20 @@ class _GlobalPool(nn.Module):
         return torch.flatten(nn.functional.adaptive_avg_pool2d(maps, 1), 1)
 
 
+def _features(net: nn.Module) -> nn.Module:
+    """A torchvision classifier's convolutional trunk (DenseNet, VGG: `net.features`)."""
+    features = net.features
+    assert isinstance(features, nn.Module)  # nn.Module.__getattr__ is typed Tensor | Module
+    return features
+
+
 class _LiteFeatures(nn.Module):
     """EfficientNet-Lite's conv head output, globally average pooled (its own pre-FC vector)."""
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
         net._fc = nn.Identity()  # unused; dropped so it costs no memory
-        self.net = net
+        self.net: Any = net  # an EfficientNet-Lite (an untyped package): has extract_features
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         maps = self.net.extract_features(images)
@@ -67,7 +75,8 @@ class _LiteFeatures(nn.Module):
 def _torchvision_url(model_name: str, weights_name: str = "IMAGENET1K_V1") -> str:
     from torchvision.models import get_model_weights
 
-    return get_model_weights(model_name)[weights_name].url
+    url: str = get_model_weights(model_name)[weights_name].url  # torchvision is untyped
+    return url
 
 
 # Old DenseNet checkpoints (the one torchvision serves included) name layers 'norm.1';
@@ -90,13 +99,15 @@ def _rename_densenet_keys(state: StateDict) -> StateDict:
 def _densenet121() -> nn.Module:
     from torchvision.models import densenet121
 
-    return densenet121(weights=None)
+    net: nn.Module = densenet121(weights=None)  # torchvision is untyped
+    return net
 
 
 def _resnet50() -> nn.Module:
     from torchvision.models import resnet50
 
-    return resnet50(weights=None)
+    net: nn.Module = resnet50(weights=None)  # torchvision is untyped
+    return net
 
 
 def _resnet_features(net: nn.Module) -> nn.Module:
@@ -107,13 +118,15 @@ def _resnet_features(net: nn.Module) -> nn.Module:
 def _vgg16() -> nn.Module:
     from torchvision.models import vgg16
 
-    return vgg16(weights=None)
+    net: nn.Module = vgg16(weights=None)  # torchvision is untyped
+    return net
 
 
 def _efficientnet_b0() -> nn.Module:
     from torchvision.models import efficientnet_b0
 
-    return efficientnet_b0(weights=None)
+    net: nn.Module = efficientnet_b0(weights=None)  # torchvision is untyped
+    return net
 
 
 def _efficientnet_features(net: nn.Module) -> nn.Module:
@@ -125,7 +138,8 @@ def _efficientnet_lite(name: str) -> Callable[[], nn.Module]:
     def build() -> nn.Module:
         from efficientnet_lite_pytorch import EfficientNet
 
-        return EfficientNet.from_name(name)
+        net: nn.Module = EfficientNet.from_name(name)
+        return net
 
     return build
 
@@ -180,7 +194,7 @@ def _registry() -> dict[str, Backbone]:
                 weights_file="densenet121-a639ec97.pth",
                 weights_url=_torchvision_url("densenet121"),
                 build_classifier=_densenet121,
-                to_feature_extractor=lambda net: _GlobalPool(net.features, relu_first=True),
+                to_feature_extractor=lambda net: _GlobalPool(_features(net), relu_first=True),
                 prepare_state_dict=_rename_densenet_keys,
             ),
             Backbone(
@@ -202,7 +216,7 @@ def _registry() -> dict[str, Backbone]:
                 weights_file="vgg16-397923af.pth",
                 weights_url=_torchvision_url("vgg16"),
                 build_classifier=_vgg16,
-                to_feature_extractor=lambda net: _GlobalPool(net.features),
+                to_feature_extractor=lambda net: _GlobalPool(_features(net)),
             ),
             Backbone(
                 name="efficientnet_b0",

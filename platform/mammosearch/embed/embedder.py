@@ -34,6 +34,11 @@ def spare_cpus() -> int:
     return max(0, (os.cpu_count() or 1) - torch.get_num_threads())
 
 
+def _given(image: Image.Image) -> Callable[[], Image.Image]:
+    """A source of an image already in memory."""
+    return lambda: image
+
+
 class Embedder(ABC):
     """Images -> float32 vectors (n, dim) in one embedding space, whatever runs the model."""
 
@@ -62,7 +67,7 @@ class Embedder(ABC):
 
     def embed_pil(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Images -> float32 array (n, dim), run `batch_size` images at a time."""
-        vectors, _failed = self.embed_sources([lambda image=image: image for image in images])
+        vectors, _failed = self.embed_sources([_given(image) for image in images])
         return vectors
 
     def embed_sources(
@@ -140,7 +145,8 @@ class TorchEmbedder(Embedder):
         self.device = torch.device(device)
         self.channels_last = channels_last
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.model = model.eval().to(self.device, memory_format=self.memory_format)
+        # Module.to takes a device and a memory format together; torch's overloads do not say so
+        self.model = model.eval().to(self.device, memory_format=self.memory_format)  # type: ignore[call-overload]
 
     def embed_tensors(self, batch: torch.Tensor) -> np.ndarray:
         check_batch(batch, self.input_size_px)

@@ -17,7 +17,7 @@ from mammosearch.embed.backbones import (
     Backbone,
     get_backbone,
 )
-from mammosearch.embed.embedder import Embedder, SpaceIdentity, TorchEmbedder
+from mammosearch.embed.embedder import Embedder, TorchEmbedder
 from mammosearch.embed.onnx_runtime import (
     OnnxEmbedder,
     export_onnx,
@@ -31,6 +31,7 @@ from mammosearch.embed.quantize import (
     servable_int8,
 )
 from mammosearch.embed.serving_record import serving_backbone
+from mammosearch.embed.space_identity import SpaceIdentity
 from mammosearch.embed.trained import (
     TRAINED_PREFIX,
     TrainedModel,
@@ -193,6 +194,7 @@ def _cached_embedder(
         torch_embedder = _cached_embedder(
             name, weights, allow_random, "cpu", "torch", batch_size, None
         )
+        assert isinstance(torch_embedder, TorchEmbedder)  # runtime "torch" builds one
         export_onnx(torch_embedder, onnx_path)
     if runtime == VARIANT_RUNTIMES["int8"]:
         return OnnxEmbedder(servable_int8(onnx_path), batch_size=batch_size, engine=engine)

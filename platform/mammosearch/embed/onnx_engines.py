@@ -72,7 +72,8 @@ def choose_engine(
         return ONNXRUNTIME
     if model_path is None or choices_dir is None:
         return OPENVINO if has_int8_dot_product() else ONNXRUNTIME
-    return measured_choice(model_path, choices_dir, input_size_px)["engine"]
+    engine: str = measured_choice(model_path, choices_dir, input_size_px)["engine"]
+    return engine
 
 
 def machine_key(model_path: Path) -> str:
@@ -87,13 +88,15 @@ def machine_key(model_path: Path) -> str:
 def measured_choice(model_path: Path, choices_dir: Path, input_size_px: int) -> dict[str, Any]:
     """The cached measurement for this model and CPU, measured now when there is none."""
     path = choices_dir / CHOICES_FILE
+    choices: dict[str, Any]
     try:
         choices = json.loads(path.read_text())
     except (OSError, ValueError):
         choices = {}
     key = machine_key(model_path)
-    if isinstance(choices.get(key), dict) and choices[key].get("engine") in (ONNXRUNTIME, OPENVINO):
-        return choices[key]
+    known = choices.get(key)
+    if isinstance(known, dict) and known.get("engine") in (ONNXRUNTIME, OPENVINO):
+        return known
     inputs = np.zeros((MEASURED_BATCH, 3, input_size_px, input_size_px), dtype=np.float32)
     seconds = {name: _median_run_s(open_engine(name, model_path), inputs)
                for name in (ONNXRUNTIME, OPENVINO)}  # fmt: skip
@@ -158,6 +161,7 @@ class OnnxRuntimeEngine:
         self.input_name = self.session.get_inputs()[0].name
 
     def run(self, inputs: np.ndarray) -> np.ndarray:
+        vectors: np.ndarray
         (vectors,) = self.session.run(None, {self.input_name: inputs})
         return vectors
 

@@ -12,10 +12,11 @@ import torch
 
 from mammosearch.config import get_settings
 from mammosearch.durable.atomic_files import atomic_path
-from mammosearch.embed.embedder import Embedder, SpaceIdentity, TorchEmbedder, check_batch
+from mammosearch.embed.embedder import Embedder, TorchEmbedder, check_batch
 from mammosearch.embed.onnx_engines import ONNXRUNTIME, choose_engine, open_engine
 from mammosearch.embed.precision_names import split_precision
 from mammosearch.embed.preprocess import INPUT_SIZE_PX
+from mammosearch.embed.space_identity import SpaceIdentity
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "vectors"

@@ -37,10 +37,11 @@ from tqdm import tqdm
 
 from mammosearch.durable.atomic_files import atomic_path, atomic_write_text
 from mammosearch.embed.cpu_features import has_bf16, has_int8_dot_product, vector_extensions
-from mammosearch.embed.embedder import Embedder, SpaceIdentity, TorchEmbedder
+from mammosearch.embed.embedder import Embedder, TorchEmbedder
 from mammosearch.embed.onnx_runtime import IDENTITY_KEY, read_onnx_identity
 from mammosearch.embed.precision_names import PRECISIONS, variant_name
 from mammosearch.embed.preprocess import preprocess_batch
+from mammosearch.embed.space_identity import SpaceIdentity
 from mammosearch.embed.weights import WeightsUnavailable, file_sha256
 
 MAX_P5_CHANGE = 0.01
@@ -153,7 +154,7 @@ def _quiet_quantizer() -> Iterator[None]:
 def _calibration_reader(batches: Sequence[np.ndarray]) -> Any:
     from onnxruntime.quantization import CalibrationDataReader
 
-    class Batches(CalibrationDataReader):
+    class Batches(CalibrationDataReader):  # type: ignore[misc]  # onnxruntime is untyped
         def __init__(self) -> None:
             self._next: Iterator[np.ndarray] = iter(batches)
 

@@ -33,6 +33,7 @@ def read_serving(data_dir: Path) -> dict[str, Any] | None:
     cached = _cache.get(path)
     if cached is not None and cached[0] == stamp:
         return cached[1]
+    record: dict[str, Any] | None
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):

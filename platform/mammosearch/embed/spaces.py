@@ -7,7 +7,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mammosearch.db.models import EmbeddingSpace
-from mammosearch.embed.embedder import Embedder, SpaceIdentity
+from mammosearch.embed.embedder import Embedder
+from mammosearch.embed.space_identity import SpaceIdentity
 
 
 def find_space(session: Session, identity: SpaceIdentity) -> EmbeddingSpace | None:

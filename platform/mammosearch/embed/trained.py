@@ -12,11 +12,14 @@ import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mammosearch.embed.preprocess import PREPROCESSING_VERSION
 from mammosearch.embed.space_identity import SpaceIdentity
 from mammosearch.embed.weights import file_sha256
+
+if TYPE_CHECKING:  # onnxruntime loads when a trained model is served
+    from mammosearch.embed.onnx_runtime import OnnxEmbedder
 
 MODEL_FILE = "model.onnx"
 RECORD_FILE = "model.json"
@@ -127,9 +130,9 @@ def find_trained_model(name: str, registry_dir: Path) -> TrainedModel | None:
 
 
 @lru_cache(maxsize=8)
-def _cached_onnx_embedder(  # noqa: ANN202
+def _cached_onnx_embedder(
     directory: Path, sha256: str, batch_size: int, device: str, engine: str | None = None
-):
+) -> OnnxEmbedder:
     from mammosearch.embed.onnx_runtime import OnnxEmbedder
 
     model = read_trained_model(directory)
@@ -144,9 +147,9 @@ def _cached_onnx_embedder(  # noqa: ANN202
     )
 
 
-def load_trained_embedder(  # noqa: ANN201
+def load_trained_embedder(
     model: TrainedModel, batch_size: int = 32, device: str = "cpu", engine: str | None = None
-):
+) -> OnnxEmbedder:
     """The model served by ONNX Runtime, loaded once per process; `engine` None: the
     setting's."""
     with _loading:

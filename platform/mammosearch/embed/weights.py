@@ -146,8 +146,9 @@ def file_sha256(path: Path) -> str:
     try:
         record = json.loads(_sidecar(path).read_text())
         if (record["size"], record["mtime_ns"]) == key[1:]:
-            _sha256_by_file[key] = record["sha256"]
-            return record["sha256"]
+            sha256: str = record["sha256"]
+            _sha256_by_file[key] = sha256
+            return sha256
     except (OSError, ValueError, KeyError, TypeError):
         pass
     digest = hashlib.sha256()

@@ -68,7 +68,7 @@ def class_order(label_name: str, present: set[Hashable]) -> list[Hashable]:
 class RankedSearch(Protocol):
     """(queries (n, d), depth) -> (scores, candidate rows), both (n, depth), -1 rows pad."""
 
-    def __call__(self, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]: ...
+    def __call__(self, queries: np.ndarray, depth: int, /) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 def _faiss_threads() -> int:
@@ -123,7 +123,7 @@ def _metric_columns(
 
 def _progress_reporter(
     progress: Progress, total: int
-) -> tuple[Callable[[], None], Callable[[], None]]:
+) -> tuple[Callable[[], object], Callable[[], object]]:
     """(tick once per query, close)."""
     if progress is True:
         from tqdm import tqdm
@@ -230,7 +230,7 @@ def evaluate_vectors(
     n_relevant: dict[int, int] = {}
     scored: list[int] = []
     asked = query_rows(eligible, query_mask)
-    for query in np.flatnonzero(asked):
+    for query in map(int, np.flatnonzero(asked)):
         mask = candidate_mask(rule, int(query), eligible, patient_codes)
         relevant = int(np.count_nonzero(mask & (label_codes == label_codes[query])))
         if relevant:
@@ -249,15 +249,17 @@ def evaluate_vectors(
     search: RankedSearch = searcher or index.search
     depth = n_images if searcher is None else min(n_images, search_depth or n_images)
 
-    def search_rows(rows: Sequence[int], depth: int) -> tuple[np.ndarray, np.ndarray]:
+    def search_index(rows: Sequence[int], depth: int) -> tuple[np.ndarray, np.ndarray]:
         return search(matrix[list(rows)], depth)
+
+    search_rows: RowSearch = search_index
 
     if score_matrix is not None:
         if np.shape(score_matrix) != (n_images, n_images):
             raise EvaluationError(
                 f"score matrix of shape {np.shape(score_matrix)}: need ({n_images}, {n_images})"
             )
-        search_rows = _matrix_search(np.asarray(score_matrix), metric)  # noqa: F811
+        search_rows = _matrix_search(np.asarray(score_matrix), metric)
         depth = n_images
     k_timed = min(max(ks), n_images)
     for query in scored[:WARMUP_SEARCHES]:

@@ -77,7 +77,8 @@ def similarity_of_scores(scores: np.ndarray, metric: str) -> np.ndarray:
 
 def _similarities(queries: np.ndarray, matrix: np.ndarray, metric: str) -> np.ndarray:
     if metric == "cosine":
-        return queries @ matrix.T
+        cosine: np.ndarray = queries @ matrix.T
+        return cosine
     squared = (
         np.einsum("ij,ij->i", queries, queries)[:, None]
         - 2.0 * queries @ matrix.T

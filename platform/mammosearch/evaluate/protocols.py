@@ -19,7 +19,8 @@ class Protocol:
 
 
 def _same_patient(query: int, patient_codes: np.ndarray) -> np.ndarray:
-    return patient_codes == patient_codes[query]
+    same: np.ndarray = patient_codes == patient_codes[query]
+    return same
 
 
 def _only_itself(query: int, patient_codes: np.ndarray) -> np.ndarray:
@@ -70,7 +71,8 @@ def candidate_mask(
     protocol: Protocol, query: int, eligible: np.ndarray, patient_codes: np.ndarray
 ) -> np.ndarray:
     """The images that may answer `query`: eligible (labelled) and not removed by the protocol."""
-    return eligible & ~protocol.removes(query, patient_codes)
+    candidates: np.ndarray = eligible & ~protocol.removes(query, patient_codes)
+    return candidates
 
 
 def query_rows(eligible: np.ndarray, query_mask: np.ndarray | None) -> np.ndarray:

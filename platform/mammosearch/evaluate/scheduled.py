@@ -67,20 +67,40 @@ def spaces_to_evaluate(
     ]
 
 
+SCHEDULED_UNITS = ("image", "case")
+"""The units every scheduled run evaluates (and, in a base space, re-measures the vote of):
+search serves both, and a case search reads only a case-level table."""
+
+
+def measuring_units(space: EmbeddingSpace) -> tuple[str, ...]:
+    """The search units whose vote an evaluation run of `space` measures: image and case (by
+    the served fusion) for a base space; none for a trained space, whose votes come only
+    from its model's cross-validation (evaluate.runs: never from an archive that may have
+    trained it)."""
+    from mammosearch.embed.trained import TRAINED_PREFIX
+
+    return () if space.backbone.startswith(TRAINED_PREFIX) else SCHEDULED_UNITS
+
+
+def scheduled_units(space: EmbeddingSpace) -> tuple[str, ...]:
+    """What the daily run evaluates in `space`: both units where it measures their votes;
+    a trained space's image figures only (its case figures and votes are its CV's)."""
+    return measuring_units(space) or ("image",)
+
+
 def unmeasured_units(
     session: Session, settings: Settings, space: EmbeddingSpace
 ) -> tuple[str, ...]:
     """The search units (image, case by the served fusion) whose vote `space` has not had
-    measured and an evaluation run can measure.
-
-    A trained space's case vote comes only from its model's cross-validation (an evaluation
-    never measures a trained space's vote): asking again would add runs, never a table.
-    """
-    from mammosearch.embed.trained import TRAINED_PREFIX
+    measured and an evaluation run can measure (`measuring_units`): asking for the others
+    would add runs, never a table."""
     from mammosearch.evaluate.runs import measured_vote
 
-    units = ("image", "case") if not space.backbone.startswith(TRAINED_PREFIX) else ("image",)
-    return tuple(unit for unit in units if not measured_vote(session, settings, space, unit=unit))
+    return tuple(
+        unit
+        for unit in measuring_units(space)
+        if not measured_vote(session, settings, space, unit=unit)
+    )
 
 
 class _RunProgress:
@@ -178,9 +198,11 @@ def run_scheduled_evaluations(
     trigger: str = "schedule",
     unmeasured_only: bool = False,
 ) -> list[int]:
-    """Evaluate every active space for each metric (default: the indexed metrics), store the
-    runs (`trigger`: "schedule", or "web" when an admin started them), flag regressions;
-    returns the ids of the finished runs.
+    """Evaluate every active space for each metric (default: the indexed metrics) and each
+    search unit (`scheduled_units`: a base space's image and case votes are re-measured
+    every time), store the runs (`trigger`: "schedule", or "web" when an admin started
+    them), flag regressions (a case run against the last case run); returns the ids of the
+    finished runs.
 
     With `write_report`, the runs also get figures: a report under
     settings.reports_dir/scheduled-<UTC time>/ (what the web service shows with each run).
@@ -201,11 +223,14 @@ def run_scheduled_evaluations(
             (space, unit, metric)
             for space in spaces
             for unit in (
-                unmeasured_units(session, settings, space) if unmeasured_only else ("image",)
+                unmeasured_units(session, settings, space)
+                if unmeasured_only
+                else scheduled_units(space)
             )
             for metric in metrics
         ]
         run_ids: list[int | None] = []
+        case_runs: list[EvaluationRun] = []
         for step, (space, unit, metric) in enumerate(jobs):
             progress = _RunProgress(
                 session, space, metric, step, len(jobs), progress_callback, task_id
@@ -229,11 +254,28 @@ def run_scheduled_evaluations(
                 run_ids.append(result.run_id)
                 if unit == "image":
                     done.setdefault(space.id, {})[metric] = result
+                else:
+                    case_runs.append(run)
         if write_report and done:
             _report_runs(session, settings, spaces, label, protocol, metrics, ks, done)
+        if write_report:
+            _draw_case_figures(session, settings, case_runs)
     if progress_callback is not None:
         progress_callback({"stage": "done", "run_ids": run_ids, "fraction": 1.0})
     return [run_id for run_id in run_ids if run_id is not None]
+
+
+def _draw_case_figures(session: Session, settings: Settings, runs: list[EvaluationRun]) -> None:
+    """A case run's own figures (the report compares the image runs): every run stored by a
+    scheduled evaluation has figures, as the pages expect; a failure loses no run."""
+    from mammosearch.evaluate.run_figures import write_run_figures
+
+    for run in runs:
+        try:
+            write_run_figures(session, settings, run)
+        except Exception:
+            log.exception("figures for case run %s could not be drawn", run.id)
+            session.rollback()
 
 
 def _report_runs(

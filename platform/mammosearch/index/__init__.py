@@ -1,7 +1,8 @@
 """Sharded FAISS store, one per (embedding space, metric): append, search, delete, persist.
 
-`ShardedIndex` (sharded.py) holds the design notes. This module adds where an index lives
-(`open_index`) and a per-process cache of readers for the web service (`get_reader`).
+`ShardedIndex` (sharded.py) is the door, and maps the modules behind it, one per job. This
+module adds where an index lives (`open_index`) and a per-process cache of readers for the
+web service (`get_reader`).
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from mammosearch.index.manifest import IndexCorruptError
+from mammosearch.index.manifest import IndexCorruptError, IndexMismatchError
 from mammosearch.index.segments import METRICS
-from mammosearch.index.sharded import IndexMismatchError, ShardedIndex
+from mammosearch.index.sharded import ShardedIndex
 from mammosearch.index.writer_lock import IndexBusy, space_writer_lock
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ _indexes_lock = threading.Lock()
 
 def _cached(
     settings: Settings, space: EmbeddingSpace, metric: str, role: str
-) -> tuple[tuple, ShardedIndex]:
+) -> tuple[tuple[str, str, str, int, str, int], ShardedIndex]:
     """One ShardedIndex per role (writer / reader) and index directory per process.
 
     Opening maps every segment file (read-only mmap; read whole where FAISS cannot map it);

@@ -38,7 +38,7 @@ def memory_budget_bytes() -> int:
 
 def nlist_for(count: int) -> int:
     """A power of two near 4 sqrt(count), at least 16 (FAISS's guideline for IVF lists)."""
-    return max(16, 2 ** round(math.log2(4 * math.sqrt(max(count, 1)))))
+    return max(16, 1 << round(math.log2(4 * math.sqrt(max(count, 1)))))  # 2**n typed as Any
 
 
 def pq_subquantizers(dim: int) -> int:

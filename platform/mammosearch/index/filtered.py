@@ -74,11 +74,14 @@ def segment_bits(allowed_bits: np.ndarray, live_bits: np.ndarray) -> np.ndarray:
     """The packed bitmap of ids allowed and live in one segment: the allowed ids' bitmap
     (np.packbits of the mask by id, little bit order) and the segment's live ids' bitmap
     (Segment.id_bits: a whole number of 8-byte words, so it counts as uint64)."""
+    both: np.ndarray
     if len(allowed_bits) >= len(live_bits):
-        return allowed_bits[: len(live_bits)] & live_bits
+        both = allowed_bits[: len(live_bits)] & live_bits
+        return both
     padded = np.zeros(len(live_bits), dtype=np.uint8)
     padded[: len(allowed_bits)] = allowed_bits
-    return padded & live_bits
+    both = padded & live_bits
+    return both
 
 
 def reads_in_place(segment: Segment, queries: np.ndarray) -> bool:
@@ -120,7 +123,8 @@ def bitmap_selector(bits: np.ndarray) -> faiss.IDSelectorBitmap:
     """A FAISS selector of the ids whose entry in `bits` (a boolean mask by id) is set."""
     packed = np.packbits(bits, bitorder="little")
     selector = faiss.IDSelectorBitmap(len(packed), faiss.swig_ptr(packed))
-    selector.keepalive = packed  # SWIG keeps the raw pointer only
+    # SWIG keeps the raw pointer only (keepalive: our own attribute on the SWIG object)
+    selector.keepalive = packed  # type: ignore[attr-defined]
     return selector
 
 
@@ -162,7 +166,8 @@ def _is_set(bits: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """Whether each id is set in the packed bitmap (little bit order); -1 pads are not."""
     inside = (ids >= 0) & (ids < len(bits) * 8)
     safe = np.where(inside, ids, 0)
-    return inside & ((bits[safe >> 3] >> (safe & 7)) & 1).astype(bool)
+    is_set: np.ndarray = inside & ((bits[safe >> 3] >> (safe & 7)) & 1).astype(bool)
+    return is_set
 
 
 def _post_filtered(

@@ -18,7 +18,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from mammosearch.index.segments import FLAT, Segment, build_index, stored_ids
+from mammosearch.index.segments import FLAT, Segment, as_id_map, build_index, stored_ids
 from mammosearch.index.tuning import held_out_order, tune_segment
 
 
@@ -52,9 +52,7 @@ def extend(
     path: Path, factory: str, trained_on: int, ids: np.ndarray, vectors: np.ndarray, metric: str
 ) -> BuiltMain:
     """The main index stored at `path`, read whole (writable), plus these vectors."""
-    index = faiss.read_index(str(path))
-    if not isinstance(index, faiss.IndexIDMap2):
-        index = faiss.downcast_index(index)
+    index = as_id_map(faiss.read_index(str(path)), path)
     order, held = held_out_order(len(ids))
     ids, vectors = ids[order], np.ascontiguousarray(vectors[order])
     kept = len(ids) - held

@@ -4,6 +4,9 @@ A crash at any moment leaves either the old or the new manifest on disk, never a
 the new text goes to a unique temp file, is fsynced, replaces the old name with
 `os.replace`, and the directory is fsynced so the rename itself survives power loss.
 Segment files are written (and fsynced) the same way *before* the manifest that names them.
+
+Its `index_uid` names one index's history, so a directory swapped for a rebuilt index is
+noticed even when the new manifest happens to carry the same version number.
 """
 
 from __future__ import annotations
@@ -12,16 +15,25 @@ import hashlib
 import json
 import os
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
 TEMP_SUFFIX = ".tmp"
+SEALED, DELTA = "sealed", "delta"
+"""Segment kinds: the one trained main index, and the small Flat segments of new appends."""
+IDENTITY_KEYS = ("backbone", "weights_sha256", "pretrained", "preprocessing_version", "dim")
+"""The parts of an embedding space's describe() that make two vectors comparable."""
 
 
 class IndexCorruptError(RuntimeError):
     """The manifest or a segment it names cannot be read as written."""
+
+
+class IndexMismatchError(ValueError):
+    """An existing index was built for another dim, metric or embedding space."""
 
 
 def fsync_dir(directory: Path) -> None:
@@ -58,7 +70,7 @@ def read_manifest(path: Path) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     try:
-        manifest = json.loads(text)
+        manifest: dict[str, Any] = json.loads(text)
     except json.JSONDecodeError as error:
         raise IndexCorruptError(f"{path}: not valid JSON ({error})") from error
     if manifest.get("format") != MANIFEST_FORMAT:
@@ -79,3 +91,65 @@ def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
         temp_path.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def index_uid(manifest: dict[str, Any] | None) -> str | None:
+    return manifest.get("index_uid") if manifest else None
+
+
+def next_manifest(
+    previous: dict[str, Any] | None,
+    *,
+    dim: int,
+    metric: str,
+    factory: str,
+    segment_size: int,
+    identity: dict[str, Any] | None,
+    segments: list[dict[str, Any]],
+    retired: list[str],
+) -> dict[str, Any]:
+    """The manifest that follows `previous` (None: the first), naming these segment entries.
+
+    `retired` lists the files this write stopped naming: garbage only after the next write,
+    since a reader that read `previous` a moment ago may still be opening them.
+    """
+    old_identity = previous.get("identity") if previous else None
+    return {
+        "format": MANIFEST_FORMAT,
+        "index_uid": index_uid(previous) or uuid.uuid4().hex,
+        "version": (previous["version"] if previous else 0) + 1,
+        "dim": dim,
+        "metric": metric,
+        "factory": factory,
+        "segment_size": segment_size,
+        "identity": identity if identity is not None else old_identity,
+        "segments": segments,
+        "retired": retired,
+        "updated_at": datetime.now(UTC).isoformat(),
+    }
+
+
+def check_compatible(
+    manifest: dict[str, Any],
+    root: Path,
+    dim: int,
+    metric: str,
+    identity: dict[str, Any] | None,
+) -> None:
+    """Raise IndexMismatchError when the index at `root` holds vectors not comparable with
+    the ones it is opened for."""
+    problems = []
+    if manifest["dim"] != dim:
+        problems.append(f"dim {manifest['dim']} (opened with {dim})")
+    if manifest["metric"] != metric:
+        problems.append(f"metric {manifest['metric']!r} (opened with {metric!r})")
+    recorded = manifest.get("identity") or {}
+    if identity is not None:
+        for key in IDENTITY_KEYS:
+            if key in recorded and key in identity and recorded[key] != identity[key]:
+                problems.append(f"{key} {recorded[key]!r} (opened with {identity[key]!r})")
+    if problems:
+        raise IndexMismatchError(
+            f"{root}: this index was built for {', '.join(problems)}; its vectors are"
+            " not comparable. Rebuild it from the database or use another directory."
+        )

@@ -19,7 +19,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from mammosearch.index.manifest import sha256_of
+from mammosearch.index.manifest import IndexCorruptError, sha256_of
 from mammosearch.vocabulary import DISTANCE_METRICS
 
 log = logging.getLogger(__name__)
@@ -84,13 +84,16 @@ class Segment:
         flat_rows = self._flat_rows
         if flat_rows is not None:
             return flat_rows
-        return self.inner.reconstruct_n(0, len(self.ids))
+        # faiss's stub types reconstruct_n without a buffer as Any (torch or numpy)
+        vectors: np.ndarray = self.inner.reconstruct_n(0, len(self.ids))
+        return vectors
 
     def vectors_at(self, rows: np.ndarray) -> np.ndarray:
         """Stored vectors of the rows at these storage positions (what exact search compares)."""
         flat_rows = self._flat_rows
         if flat_rows is not None:
-            return flat_rows[rows]
+            selected: np.ndarray = flat_rows[rows]
+            return selected
         return self.inner.reconstruct_batch(np.ascontiguousarray(rows, dtype=np.int64))
 
     @property
@@ -108,7 +111,12 @@ class Segment:
         count, dim = len(queries), flat_rows.shape[1]
         positions = np.ascontiguousarray(np.broadcast_to(rows.astype(np.int64), (count, len(rows))))
         scores = np.empty((count, len(rows)), dtype=np.float32)
-        by_index = faiss.fvec_L2sqr_by_idx if metric == "l2" else faiss.fvec_inner_products_by_idx
+        # Both are in faiss's SWIG module but missing from its stub file.
+        by_index = (
+            faiss.fvec_L2sqr_by_idx  # type: ignore[attr-defined]
+            if metric == "l2"
+            else faiss.fvec_inner_products_by_idx  # type: ignore[attr-defined]
+        )
         by_index(
             faiss.swig_ptr(scores),
             faiss.swig_ptr(np.ascontiguousarray(queries, dtype=np.float32)),
@@ -228,10 +236,19 @@ def load_segment(path: Path, factory: str, mmap: bool = True) -> Segment:
                 log.debug("%s: cannot be memory-mapped with flags %#x (%s)", path, flags, error)
     if index is None:
         with open(path, "rb") as handle:
-            index = faiss.read_index(faiss.PyCallbackIOReader(handle.read))
+            # PyCallbackIOReader: in faiss's Python module but missing from its stub file
+            index = faiss.read_index(faiss.PyCallbackIOReader(handle.read))  # type: ignore[attr-defined]
+    id_map = as_id_map(index, path)
+    return Segment(file=path.name, index=id_map, ids=stored_ids(id_map), factory=factory)
+
+
+def as_id_map(index: faiss.Index, path: Path) -> faiss.IndexIDMap2:
+    """The index read from a segment file as the IndexIDMap2 every segment is."""
     if not isinstance(index, faiss.IndexIDMap2):
         index = faiss.downcast_index(index)
-    return Segment(file=path.name, index=index, ids=stored_ids(index), factory=factory)
+    if not isinstance(index, faiss.IndexIDMap2):
+        raise IndexCorruptError(f"{path}: not an IndexIDMap2 but {type(index).__name__}")
+    return index
 
 
 def stored_ids(index: faiss.IndexIDMap2) -> np.ndarray:
@@ -260,26 +277,33 @@ def search_parameters(
         if selector is not None:
             if outer is None:
                 raise ValueError("a selector on a re-ranking index needs its IndexIDMap2")
-            base_selector = faiss.IDSelectorTranslated(outer.id_map, selector)
+            # id_map is a SWIG Int64Vector, which faiss's stub does not accept here
+            base_selector = faiss.IDSelectorTranslated(outer.id_map, selector)  # type: ignore[arg-type]
         base = search_parameters(
             faiss.downcast_index(inner.base_index), base_selector, nprobe, ef_search
         )
-        params = faiss.IndexRefineSearchParameters(k_factor=REFINE_K_FACTOR)
+        # faiss's Python constructor takes attributes as keywords; its stub has no __init__
+        refine = faiss.IndexRefineSearchParameters(k_factor=REFINE_K_FACTOR)  # type: ignore[call-arg]
         if base is not None:
-            params.base_index_params = base
-        params.keepalive = (base, base_selector, selector)  # SWIG keeps raw pointers only
-        return params
+            refine.base_index_params = base
+        # SWIG keeps raw pointers only (keepalive: our own attribute on the SWIG object)
+        refine.keepalive = (base, base_selector, selector)  # type: ignore[attr-defined]
+        return refine
     # Built attribute by attribute, plain types tested first: a filtered search builds one
     # per call, and FAISS's keyword constructor and try_extract_index_ivf cost a fifth of a
     # 0.1 ms search.
+    params: faiss.SearchParameters
     if isinstance(inner, faiss.IndexHNSW):
-        params = faiss.SearchParametersHNSW()
-        params.efSearch = ef_search
+        # SearchParametersHNSW: in faiss's SWIG module but missing from its stub file
+        hnsw_params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
+        hnsw_params.efSearch = ef_search
+        params = hnsw_params
     else:
         ivf = inner if isinstance(inner, faiss.IndexIVF) else faiss.try_extract_index_ivf(inner)
         if ivf is not None:
-            params = faiss.SearchParametersIVF()
-            params.nprobe = min(nprobe, ivf.nlist)
+            ivf_params = faiss.SearchParametersIVF()
+            ivf_params.nprobe = min(nprobe, ivf.nlist)
+            params = ivf_params
         elif selector is None:
             return None
         else:

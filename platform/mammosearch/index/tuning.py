@@ -45,7 +45,7 @@ def tuned_parameter(inner: faiss.Index) -> str | None:
 
 def _recall(found: np.ndarray, exact: np.ndarray, own: np.ndarray, k: int) -> float:
     """Mean share of each query's k exact neighbours (itself left out) that were found."""
-    hits = 0
+    hits = 0.0
     for found_row, exact_row, query_id in zip(found, exact, own, strict=True):
         truth = [i for i in exact_row if i != query_id and i >= 0][:k]
         answer = {i for i in found_row if i != query_id and i >= 0}

@@ -13,9 +13,11 @@ import pydicom
 from PIL import Image as PILImage
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
+from pydicom.pixels.decoders.base import get_decoder
+from pydicom.pixels.processing import apply_modality_lut, apply_voi_lut
 from pydicom.uid import UID
 
+from mammosearch.ingest.full_depth import FullDepth, full_depth, pixel_spacing_mm
 from mammosearch.ingest.storage import ImageRejected
 from mammosearch.vocabulary import KNOWN_VIEWS
 
@@ -50,10 +52,12 @@ _VIEW_CODE_MEANINGS = {
 
 @dataclass(frozen=True)
 class DicomImage:
-    """A rendered DICOM image: `image` is mode "L"; `metadata` holds the tags we keep."""
+    """A rendered DICOM image: `image` is mode "L"; `metadata` holds the tags we keep;
+    `full_depth` every grey level of an original deeper than 8 bits (else None)."""
 
     image: PILImage.Image
     metadata: dict[str, Any]
+    full_depth: FullDepth | None = None
 
 
 def looks_like_dicom(name: str, content: bytes) -> bool:
@@ -116,6 +120,7 @@ def dicom_metadata(ds: Dataset) -> dict[str, Any]:
         "manufacturer": _text(ds, "Manufacturer"),
         "patient_age": _age_years(ds),
         "transfer_syntax": str(transfer_syntax) if transfer_syntax else None,
+        "pixel_spacing_mm": pixel_spacing_mm(ds),
     }
 
 
@@ -209,6 +214,11 @@ def render_dataset(ds: Dataset, name: str, max_pixels: int = 100_000_000) -> PIL
     Modality LUT (rescale) then VOI LUT / window, then a stretch to 8 bits; MONOCHROME1
     stores bright as low values, so it is inverted to look like every other image.
     """
+    return _render(ds, name, max_pixels)[0]
+
+
+def _render(ds: Dataset, name: str, max_pixels: int) -> tuple[PILImage.Image, np.ndarray | None]:
+    """render_dataset's image, and the grey modality values it came from (None for colour)."""
     if "PixelData" not in ds:
         raise ImageRejected(f"{name}: DICOM file has no pixel data")
     rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
@@ -224,9 +234,10 @@ def render_dataset(ds: Dataset, name: str, max_pixels: int = 100_000_000) -> PIL
     if frames > 1:
         pixels = pixels[0]
     if int(ds.get("SamplesPerPixel") or 1) > 1:  # colour secondary captures: already RGB
-        return PILImage.fromarray(_to_8bit(pixels)).convert("L")
+        return PILImage.fromarray(_to_8bit(pixels)).convert("L"), None
     try:
-        values = apply_voi_lut(apply_modality_lut(pixels, ds), ds)
+        modality_values = apply_modality_lut(pixels, ds)
+        values = apply_voi_lut(modality_values, ds)
     except ValueError as exc:
         raise ImageRejected(f"{name}: invalid rescale/window tags ({exc})") from exc
     gray = _to_8bit(values)
@@ -234,7 +245,7 @@ def render_dataset(ds: Dataset, name: str, max_pixels: int = 100_000_000) -> PIL
         raise ImageRejected(f"{name}: renders blank (every pixel is one value){_blank_cause(ds)}")
     if _text(ds, "PhotometricInterpretation") == "MONOCHROME1":
         gray = np.subtract(255, gray, dtype=np.uint8)
-    return PILImage.fromarray(gray)
+    return PILImage.fromarray(gray), modality_values
 
 
 def _blank_cause(ds: Dataset) -> str:
@@ -264,13 +275,19 @@ def read_dicom(
     name: str,
     max_pixels: int = 100_000_000,
     modalities: Collection[str] | None = None,
+    keep_full_depth: bool = False,
 ) -> DicomImage:
     """Read a DICOM file into an 8-bit image + metadata; raise ImageRejected naming `name`.
 
     `modalities`: the Modality values taken (settings.accepted_modalities); None reads any,
-    for files the archive already holds.
+    for files the archive already holds. `keep_full_depth`: also the grey levels beyond 8
+    bits (for storing; a query only needs the 8-bit image).
     """
     ds = parse_dicom(content, name)
     if modalities is not None:
         check_modality(ds, name, modalities)
-    return DicomImage(image=render_dataset(ds, name, max_pixels), metadata=dicom_metadata(ds))
+    image, modality_values = _render(ds, name, max_pixels)
+    depth = None
+    if keep_full_depth and modality_values is not None:
+        depth = full_depth(ds, modality_values)
+    return DicomImage(image=image, metadata=dicom_metadata(ds), full_depth=depth)

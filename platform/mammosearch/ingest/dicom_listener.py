@@ -8,12 +8,14 @@ same image is answered Success and changes nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import cast
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
-from pynetdicom.events import Event
-from pynetdicom.sop_class import Verification
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.events import Event, EventHandlerType
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # made at import
 from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -34,6 +36,7 @@ def build_storage_ae(ae_title: str = "MAMMOSEARCH") -> AE:
     ae = AE(ae_title=ae_title)
     ae.require_called_aet = True
     for context in AllStoragePresentationContexts:
+        assert context.abstract_syntax is not None  # each of pynetdicom's contexts names one
         ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
     ae.add_supported_context(Verification)
     return ae
@@ -51,12 +54,13 @@ def make_store_handler(
     settings: Settings,
     on_registered: Sequence[ImageRegisteredHook] = (),
     source: str = "dicom-cstore",
-):
+) -> Callable[[Event], int | Dataset]:
     """The EVT_C_STORE handler: register the dataset, answer a DICOM status."""
 
     def handle_store(event: Event) -> int | Dataset:
         requestor = event.assoc.requestor
-        sop_instance_uid = str(event.request.AffectedSOPInstanceUID or "unknown")
+        request = cast(C_STORE, event.request)  # an EVT_C_STORE event carries a C-STORE
+        sop_instance_uid = str(request.AffectedSOPInstanceUID or "unknown")
         name = f"c-store from {requestor.ae_title}@{requestor.address}: {sop_instance_uid}"
         try:
             content = event.encoded_dataset()
@@ -92,6 +96,8 @@ def start_listener(
     """Serve C-STORE (and C-ECHO) on `bind:port`; block=False returns the server to
     `.shutdown()`, block=True serves until interrupted."""
     ae = build_storage_ae(ae_title)
-    handlers = [(evt.EVT_C_STORE, make_store_handler(session_factory, settings, on_registered))]
+    handlers: list[EventHandlerType] = [
+        (evt.EVT_C_STORE, make_store_handler(session_factory, settings, on_registered))
+    ]
     log.info("DICOM listener %s on %s:%d", ae_title, bind, port)
     return ae.start_server((bind, port), block=block, evt_handlers=handlers)

@@ -1,8 +1,10 @@
 """A DICOM file -> Patient/Image rows + a stored 8-bit PNG, once per image.
 
-Only the rendered 8-bit PNG is stored (content-addressed under images/, like every other
-image); the original DICOM stays in the sending archive (PACS, Orthanc), which remains
-the record of the full 16-bit data. An image is the same image when its SOPInstanceUID
+The rendered 8-bit PNG is the stored image (content-addressed under images/, like every
+other image); an original deeper than 8 bits also leaves its grey levels as a 16-bit PNG
+for the viewer's window/level (mammosearch.ingest.full_depth), with its pixel spacing.
+The original DICOM stays in the sending archive (PACS, Orthanc), the record of the file.
+An image is the same image when its SOPInstanceUID
 or its rendered pixels (the PNG's sha256; encoding is deterministic) are already known:
 the second arrival returns created=False and writes nothing. A known SOPInstanceUID with
 different pixels is a conflict, not a repeat: InstanceConflict is raised naming both, the
@@ -24,6 +26,7 @@ from sqlalchemy.orm import Session
 from mammosearch.config import Settings
 from mammosearch.db.models import Image, ImageStatus, Patient
 from mammosearch.ingest.dicom import DicomImage, read_dicom
+from mammosearch.ingest.full_depth import store_full_depth
 from mammosearch.ingest.patients import get_or_create_patient
 from mammosearch.ingest.storage import CheckedImage, ImageRejected, store_image
 
@@ -108,6 +111,7 @@ def register_rendered(
 
     patient = _get_or_create_patient(session, meta["patient_id"], meta.get("patient_age"))
     stored_path = store_image(settings.images_dir, png)
+    depth = dicom.full_depth
     image = Image(
         patient_id=patient.id,
         source=source,
@@ -119,6 +123,8 @@ def register_rendered(
         modality=(meta.get("modality") or "dicom")[:32],
         width=png.width,
         height=png.height,
+        pixel_spacing_mm=meta.get("pixel_spacing_mm"),
+        full_depth=depth.as_row(store_full_depth(settings.images_dir, depth)) if depth else None,
         machine=(meta.get("manufacturer") or None),
         study_instance_uid=meta.get("study_instance_uid"),
         sop_instance_uid=sop_instance_uid,
@@ -148,6 +154,10 @@ def register_dicom(
     usable DICOM image.
     """
     dicom = read_dicom(
-        content, name, max_pixels=settings.max_image_pixels, modalities=settings.accepted_modalities
+        content,
+        name,
+        max_pixels=settings.max_image_pixels,
+        modalities=settings.accepted_modalities,
+        keep_full_depth=True,
     )
     return register_rendered(session, dicom, name, settings, source=source)

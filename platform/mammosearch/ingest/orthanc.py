@@ -52,12 +52,15 @@ def _get(http: requests.Session, url: str, timeout_s: float, **params: Any) -> r
     return response
 
 
-def _changes(http: requests.Session, base_url: str, since: int, limit: int, timeout_s: float):
+def _changes(
+    http: requests.Session, base_url: str, since: int, limit: int, timeout_s: float
+) -> dict[str, Any]:
     url = f"{base_url}/changes"
     response = _get(http, url, timeout_s, since=since, limit=limit)
     if response.status_code != 200:
         raise OrthancError(f"{url}: HTTP {response.status_code} {response.text[:200]}")
-    return response.json()
+    page: dict[str, Any] = response.json()  # {"Changes": [...], "Last": n, "Done": bool}
+    return page
 
 
 def _register_change(

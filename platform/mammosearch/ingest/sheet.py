@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -208,7 +208,7 @@ def _patient_ids_disagree(sheet_patient_id: str, name_patient_id: str) -> bool:
 
 
 def _row_from_cells(
-    cells: dict[str, object],
+    cells: Mapping[str, object],
     image_name: str,
     row_number: int,
     where: str,

@@ -86,7 +86,9 @@ class _Seen:
         return {"size": self.size, "mtime_ns": self.mtime_ns, "listing_sha1": self.listing_sha1}
 
     def matches(self, cursor: dict[str, Any] | None) -> bool:
-        return bool(cursor) and all(cursor.get(k) == v for k, v in self.as_dict().items())
+        if not cursor:
+            return False
+        return all(cursor.get(k) == v for k, v in self.as_dict().items())
 
 
 def _cursor_prefix(directory: Path) -> str:

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import CursorResult, delete, func, select
 from sqlalchemy.orm import Session
 
 from mammosearch.config import Settings
 from mammosearch.db.models import EmbeddingSpace, Image, ImageEmbedding, ImageStatus
-from mammosearch.embed.serving import embedder_for, serving_space
+
+# Re-exported: workers/, web/ and the CLI still import these two from here.
+from mammosearch.embed.serving import embedder_for as embedder_for
+from mammosearch.embed.serving import serving_space as serving_space
 from mammosearch.embed.serving_record import read_serving, write_serving
 from mammosearch.embed.spaces import find_space, get_or_create_space
 
@@ -71,7 +74,7 @@ def embed_into_space(
     settings: Settings,
     backbone: str,
     image_ids: list[int],
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> int:
     """Embed and index `image_ids` into `backbone`'s space; the images' status is untouched."""
     from mammosearch.pipeline.stages import embed_images, index_space
@@ -135,8 +138,9 @@ def drop_space(session: Session, settings: Settings, space: EmbeddingSpace) -> d
         raise SpaceSwitchError(
             f"space {space.id} serves search now; activate another space before dropping it"
         )
-    removed = session.execute(
-        delete(ImageEmbedding).where(ImageEmbedding.space_id == space.id)
+    removed = cast(  # a DELETE's result is a CursorResult; Session.execute types it as Result
+        "CursorResult[Any]",
+        session.execute(delete(ImageEmbedding).where(ImageEmbedding.space_id == space.id)),
     ).rowcount
     space.active = False
     session.commit()

@@ -24,8 +24,9 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import case, literal, select, update
+from sqlalchemy import ColumnElement, CursorResult, case, literal, select, update
 from sqlalchemy.orm import Session
 
 from mammosearch.db.models import Image, ImageStatus, utcnow
@@ -119,7 +120,8 @@ def renew(session: Session, image_ids: Sequence[int], holder: str) -> int:
         .execution_options(synchronize_session=False)
     )
     session.commit()
-    return result.rowcount
+    # an UPDATE's result is a CursorResult; Session.execute types it as Result
+    return cast("CursorResult[Any]", result).rowcount
 
 
 def release(session: Session, image_ids: Sequence[int], holder: str) -> list[int]:
@@ -202,7 +204,7 @@ def release_previous_runs(session: Session, holder: str) -> list[int]:
     )
 
 
-def _release(session: Session, conditions: tuple, why: str) -> list[int]:
+def _release(session: Session, conditions: tuple[ColumnElement[bool], ...], why: str) -> list[int]:
     ids = session.scalars(
         update(Image)
         .where(Image.status == ImageStatus.CLAIMED, *conditions)

@@ -12,7 +12,7 @@ server, `mammosearch index verify --repair`) has rebuilt it from the database.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -96,7 +96,7 @@ def check_index(
     from mammosearch.index import IndexCorruptError, IndexMismatchError, get_reader  # FAISS
 
     expected = indexed_count(session, space.id)
-    known = {"space_id": space.id, "backbone": space.backbone, "metric": metric}
+    known: dict[str, Any] = {"space_id": space.id, "backbone": space.backbone, "metric": metric}
     try:
         index = index if index is not None else get_reader(settings, space, metric)
         if index.damage or index.ntotal < expected:

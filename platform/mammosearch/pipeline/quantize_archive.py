@@ -9,6 +9,7 @@ from PIL import Image
 
 from mammosearch.config import Settings
 from mammosearch.db.session import session_scope
+from mammosearch.embed.embedder import Embedder
 from mammosearch.embed.loader import (
     build_torch_embedder,
     load_embedder_from_settings,
@@ -80,6 +81,7 @@ def quantize_and_check(
         raise PrecisionUnavailable("fewer than 2 readable BIRADS-labelled images to check on")
     images = [image for image, _, _ in usable]
     calibration = [images[i] for i in rng.permutation(len(images))[:calibration_images]]
+    variant: Embedder
     if precision == "int8":
         variant_file = quantize_int8(fp32.path, calibration, fp32.input_size_px)
         variant = OnnxEmbedder(

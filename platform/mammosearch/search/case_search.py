@@ -35,7 +35,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from sqlalchemy import func, select
@@ -165,7 +165,7 @@ class CaseHit:
 class CaseSearchResponse(SearchEnvelope):
     results: list[CaseHit] = field(default_factory=list)
     fusion: str = field(kw_only=True)
-    unit: str = "case"
+    unit: ClassVar[str] = "case"
 
     @property
     def shown_image_ids(self) -> list[int]:
@@ -174,6 +174,12 @@ class CaseSearchResponse(SearchEnvelope):
 
     def to_dict(self) -> dict[str, Any]:
         return self.envelope_dict([hit.to_dict() for hit in self.results], fusion=self.fusion)
+
+
+def _metric(service: SearchService, request: SearchRequest) -> str:
+    """The request's metric, else the default (set already when the request was parsed with
+    the indexed metrics)."""
+    return request.metric or ("cosine" if "cosine" in service.settings.index_metrics else "l2")
 
 
 def run_search(
@@ -203,12 +209,14 @@ def run_search(
             f"{len(uploads)} files: several files are the views of one case; set unit=case"
         )
     filters = request.search_filters()
+    metric = _metric(service, request)
     if not uploads:
+        assert request.image_id is not None  # unit=image: the one archived query it allows
         return service.search_image_id(
             session,
             request.image_id,
             request.k,
-            request.metric,
+            metric,
             filters,
             request.excludes_query_patient(),
             ranking=request.ranking,
@@ -222,7 +230,7 @@ def run_search(
         session,
         _decode(service, upload),
         k=request.k,
-        metric=request.metric,
+        metric=metric,
         filters=filters,
         query_name=upload.name,
         ranking=request.ranking,
@@ -242,7 +250,7 @@ def search_cases(
     uploads: Sequence[QueryUpload] = (),
 ) -> CaseSearchResponse:
     """The k nearest cases to the query case (an archived one, or the uploaded views)."""
-    metric = request.metric or ("cosine" if "cosine" in service.settings.index_metrics else "l2")
+    metric = _metric(service, request)
     ranking = service.ranking_or_default(request.ranking)
     filters = request.search_filters()
     service._check_filters(session, filters)
@@ -574,7 +582,7 @@ def _allowed_mask(
     if not filters.active and not excluded_patients and not own_images:
         return None
     state = (str(index.root), index.version)
-    patients = list(excluded_patients) or [None]
+    patients: list[int | None] = list(excluded_patients) or [None]
     mask = None
     for patient in patients:
         patient_filters = replace(filters, exclude_patient_id=patient)
@@ -665,7 +673,7 @@ def _scored_hits(
     pairs = best_view_pairs(query_matrix, matrix, starts, metric)
     view_scores = _view_best_scores(query_matrix, matrix, metric)
     order = np.argsort(-scores if metric == "cosine" else scores, kind="stable")
-    hits = []
+    hits: list[CaseHit] = []
     for position in order.tolist():
         case = kept[position]
         start = int(starts[position])
@@ -749,7 +757,8 @@ def _with_reports(session: Session, hits: list[CaseHit]) -> list[CaseHit]:
         .where(Report.patient_id.in_(patients))
         .order_by(Report.id)
     )
-    excerpts = dict(session.execute(latest).all())  # the newest report last, so it stays
+    # the newest report last, so it stays
+    excerpts: dict[int, str] = dict(session.execute(latest).all())
     for hit in hits:
         hit.report_excerpt = excerpts.get(parse_case_id(hit.case_id).patient_id)
     return hits

@@ -105,13 +105,15 @@ def _prepared(vectors: np.ndarray, metric: str) -> np.ndarray:
 def _raw_scores(rows: np.ndarray, columns: np.ndarray, metric: str) -> np.ndarray:
     """Pairwise scores of prepared vectors: cosine similarity, or squared L2 distance."""
     if metric == "cosine":
-        return rows @ columns.T
-    squared = (
+        cosine: np.ndarray = rows @ columns.T
+        return cosine
+    squared: np.ndarray = (
         np.einsum("ij,ij->i", rows, rows)[:, None]
         - 2.0 * rows @ columns.T
         + np.einsum("ij,ij->i", columns, columns)[None, :]
     )
-    return np.maximum(squared, 0.0)
+    nonnegative: np.ndarray = np.maximum(squared, 0.0)
+    return nonnegative
 
 
 def _block_sums(values: np.ndarray, row_starts: np.ndarray, col_starts: np.ndarray) -> np.ndarray:
@@ -126,10 +128,10 @@ def _means(vectors: np.ndarray, starts: np.ndarray) -> np.ndarray:
 def fused_scores(
     row_vectors: np.ndarray,
     row_tags: Sequence[ViewTag],
-    row_starts: Sequence[int],
+    row_starts: Sequence[int] | np.ndarray,
     col_vectors: np.ndarray,
     col_tags: Sequence[ViewTag],
-    col_starts: Sequence[int],
+    col_starts: Sequence[int] | np.ndarray,
     rule: str,
     metric: str,
 ) -> np.ndarray:
@@ -163,7 +165,10 @@ def fused_scores(
 
 
 def best_view_pairs(
-    row_vectors: np.ndarray, col_vectors: np.ndarray, col_starts: Sequence[int], metric: str
+    row_vectors: np.ndarray,
+    col_vectors: np.ndarray,
+    col_starts: Sequence[int] | np.ndarray,
+    metric: str,
 ) -> list[tuple[int, int, float]]:
     """For one row case against each column case: (row view, column view, raw score) of the
     nearest view pair, the view that "matched best" whatever the fusion rule."""
@@ -183,7 +188,7 @@ def _same(row_tags: Sequence[ViewTag], col_tags: Sequence[ViewTag], exact: bool)
     views without a code pair with nothing."""
     row_view = np.array([tag.view for tag in row_tags], dtype=object)
     col_view = np.array([tag.view for tag in col_tags], dtype=object)
-    same = (row_view[:, None] == col_view[None, :]) & (row_view[:, None] != "")
+    same: np.ndarray = (row_view[:, None] == col_view[None, :]) & (row_view[:, None] != "")
     if exact:
         row_modality = np.array([tag.modality for tag in row_tags], dtype=object)
         col_modality = np.array([tag.modality for tag in col_tags], dtype=object)

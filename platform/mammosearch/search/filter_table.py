@@ -236,4 +236,5 @@ class FilterTable:
         code = arrays.vocab[name].get(wanted)
         if code is None:
             return np.zeros(len(arrays.exists), dtype=bool)
-        return arrays.codes[name] == code
+        equal: np.ndarray = arrays.codes[name] == code
+        return equal

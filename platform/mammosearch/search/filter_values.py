@@ -37,7 +37,8 @@ class FilterValues:
     read_at: float = field(default_factory=time.monotonic, compare=False)
 
     def allowed(self, name: str) -> tuple[str, ...]:
-        return getattr(self, name)
+        values: tuple[str, ...] = getattr(self, name)
+        return values
 
     def check(self, name: str, value: str | None) -> None:
         """Raise UnknownFilterValue when `value` (any case) is not one of `name`'s values."""

@@ -45,8 +45,10 @@ class CategoryField:
 
     def column(self) -> ColumnElement[Any]:
         """The column as SQL compares it."""
-        column = getattr(Image, self.name)
-        return getattr(func, self.case)(column) if self.case else column
+        column: ColumnElement[Any] = getattr(Image, self.name)
+        if self.case == "upper":
+            return func.upper(column)
+        return func.lower(column) if self.case == "lower" else column
 
 
 @dataclass(frozen=True)

@@ -102,7 +102,7 @@ def describe(space_name: str, cases: Sequence[SimilarCase], left_out: Sequence[s
 
 
 def _document(document_class: Any, evidence: list[Dataset], content: Any) -> Dataset:
-    return document_class(
+    document: Dataset = document_class(
         evidence=evidence,
         content=content,
         series_instance_uid=generate_uid(),
@@ -111,6 +111,7 @@ def _document(document_class: Any, evidence: list[Dataset], content: Any) -> Dat
         instance_number=1,
         manufacturer=MANUFACTURER,
     )
+    return document
 
 
 def similar_cases_document(

@@ -35,7 +35,9 @@ def check_ranking(name: str) -> str:
 
 
 def consensus_order(
-    similarities: Sequence[float], shares: Sequence[float], weight: float = CONSENSUS_WEIGHT
+    similarities: Sequence[float] | np.ndarray,
+    shares: Sequence[float] | np.ndarray,
+    weight: float = CONSENSUS_WEIGHT,
 ) -> np.ndarray:
     """Positions of the vote's neighbours (given nearest first) in consensus order.
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -39,6 +39,9 @@ model, which forbids every other unknown field: a typo must not search different
 CASE_QUERY_FIELDS = ("patient_id", "breast", "study_uid", "case_id")
 
 
+_Statement = TypeVar("_Statement", bound="Select[*tuple[Any, ...]]")
+
+
 @dataclass(frozen=True)
 class SearchFilters:
     """The filters of one request, as SQL (`apply`) and as a check of one row (`matches`)."""
@@ -55,7 +58,7 @@ class SearchFilters:
     def active(self) -> bool:
         return any(value is not None for value in vars(self).values())  # asdict deep-copies
 
-    def apply(self, query: Select) -> Select:
+    def apply(self, query: _Statement) -> _Statement:
         for field in CATEGORY_FIELDS:
             if wanted := getattr(self, field.name):
                 query = query.where(field.column() == field.wanted(wanted))

@@ -26,7 +26,7 @@ from mammosearch.db.models import (
 )
 from mammosearch.embed import Embedder
 from mammosearch.embed.serving import open_serving_space, serving_embedder
-from mammosearch.evaluate.labels import PATHOLOGY_CLASSES, birads_of, pathology_of
+from mammosearch.evaluate.labels import birads_of, pathology_of
 from mammosearch.evaluate.runs import measured_vote
 from mammosearch.index import IndexCorruptError, IndexMismatchError, ShardedIndex, get_reader
 from mammosearch.pipeline.index_health import IndexHealth, IndexRepairing, check_index
@@ -36,6 +36,7 @@ from mammosearch.search.filters import FILTERED_COLUMN_NAMES
 from mammosearch.search.ranking import consensus_ranking
 from mammosearch.search.request import SearchFilters
 from mammosearch.search.vote import VOTE_K, suggest
+from mammosearch.vocabulary import PATHOLOGY_CLASSES
 
 REPORT_EXCERPT_CHARS = 300
 SPACE_RECHECK_S = 5.0
@@ -480,7 +481,7 @@ _PATIENT_COLUMN = len(HIT_NAMES) + 2 + FILTERED_NAMES.index("patient_id")
 
 
 @lru_cache(maxsize=2)
-def _hits_statement(dialect: str) -> Select:
+def _hits_statement(dialect: str) -> Select[*tuple[Any, ...]]:
     """The rows of a result list (images, patient, latest report excerpt), built once per
     database dialect: a statement's construction cost about as much CPU as running it.
 

@@ -212,10 +212,12 @@ class Reliability:
 
     def precision_at(self, share: float) -> float | None:
         """The measured precision of suggestions made at this share (None: no such bin)."""
+        precision: float | None = None
         for row in self.bins:  # contiguous, from 0 to 1; a share on an edge is the upper bin's
+            precision = row["precision"]
             if share < row["high"]:
-                return row["precision"]
-        return self.bins[-1]["precision"] if self.bins else None
+                break
+        return precision
 
     def is_sure(self, share: float) -> bool:
         precision = self.precision_at(share)

@@ -35,7 +35,7 @@ class LabelledImages:
     paths: tuple[Path, ...]
     names: tuple[str, ...]
     sha256s: tuple[str, ...]
-    classes: dict[str, tuple]
+    classes: dict[str, tuple[Any, ...]]
     targets: dict[str, np.ndarray]
     case_rows: tuple[dict[str, Any], ...] = ()
     """Per image what a case-level figure needs (evaluate/case_units.py): patient_id,
@@ -48,7 +48,7 @@ class LabelledImages:
     def primary(self) -> str:
         return next(iter(self.classes))
 
-    def label_values(self, name: str) -> list:
+    def label_values(self, name: str) -> list[Any]:
         """The label of every image in its own terms (None where missing)."""
         classes = self.classes[name]
         return [classes[code] if code >= 0 else None for code in self.targets[name]]
@@ -74,7 +74,7 @@ def load_labelled_images(session: Session, label_names: Sequence[str]) -> Labell
         raise TrainingDataError(
             f"no image in the archive has a {specs[0].name!r} label ({len(rows)} images)"
         )
-    classes: dict[str, tuple] = {}
+    classes: dict[str, tuple[Any, ...]] = {}
     targets: dict[str, np.ndarray] = {}
     for spec in specs:
         values = [spec.of_image(row) for row in keep]

@@ -14,7 +14,7 @@ import torch
 
 from mammosearch.durable.atomic_files import atomic_write_bytes
 from mammosearch.train.losses import LossFn
-from mammosearch.train.network import Top
+from mammosearch.train.network import Top, TopEnsemble
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def fit_top(
 
     `patient_ids` (one per cached image) let the loss tell one patient's pairs apart.
     """
-    top = top.to(device, memory_format=torch.channels_last)
+    top = top.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's overloads lack (device, memory_format)
     head_parameters = [*top.projection.parameters(), *top.classifiers.parameters()]
     head_ids = {id(p) for p in head_parameters}
     body_parameters = [p for p in top.parameters() if id(p) not in head_ids]
@@ -121,7 +121,7 @@ def fit_top(
             batch_patients = patients[torch.from_numpy(batch)].to(device)
             loss = loss_fn(embedding, top.logits(embedding), batch_targets, batch_patients)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
             optimizer.step()
             schedule.step()
             losses.append(float(loss.detach()))
@@ -160,7 +160,11 @@ def _epoch_order(
 
 
 def embed_cached(
-    top: Top, cache: torch.Tensor, positions: np.ndarray, test_views: int, device: torch.device
+    top: Top | TopEnsemble,
+    cache: torch.Tensor,
+    positions: np.ndarray,
+    test_views: int,
+    device: torch.device,
 ) -> np.ndarray:
     """Embeddings (n, dim) of `positions`, averaged over the first `test_views` cached views.
 

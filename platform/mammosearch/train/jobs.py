@@ -26,7 +26,10 @@ if TYPE_CHECKING:  # imported late at run time: the config imports torch, slow t
 log = logging.getLogger(__name__)
 
 STATES = ("queued", "running", "done", "failed")
-MORE_OPTIONS = ("folds", "loss", "pooling", "dim", "test_views", "ensemble")
+MORE_OPTIONS = (
+    "folds", "loss", "pooling", "dim", "test_views", "ensemble", "positives", "trained_blocks",
+    "n_views",
+)  # fmt: skip
 """TrainConfig fields the page may set besides labels, size, base, epochs and seed."""
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -47,9 +50,10 @@ def read_job(settings: Settings, job_id: str) -> dict[str, Any] | None:
     if not _JOB_ID.match(job_id):
         return None
     try:
-        return json.loads((jobs_dir(settings) / f"{job_id}.json").read_text())
+        job: dict[str, Any] = json.loads((jobs_dir(settings) / f"{job_id}.json").read_text())
     except (OSError, ValueError):
         return None
+    return job
 
 
 def list_jobs(settings: Settings, limit: int = 20) -> list[dict[str, Any]]:
@@ -109,6 +113,7 @@ def run_job(settings: Settings, job_id: str) -> dict[str, Any]:
     from mammosearch.db.session import session_scope
     from mammosearch.embed.loader import registry_dir
     from mammosearch.embed.registry import register_model
+    from mammosearch.train.progress import ProgressClock
     from mammosearch.train.train_run import run_training
 
     path = jobs_dir(settings) / f"{job_id}.json"
@@ -117,17 +122,19 @@ def run_job(settings: Settings, job_id: str) -> dict[str, Any]:
         raise ValueError(f"training job {job_id}: no such job")
     record.update(state="running", stage="loading images", started_at=_now())
     _write(path, record)
-
-    def status(stage: str, details: dict[str, Any]) -> None:
-        record.update(stage=stage, progress=details, updated_at=_now())
-        _write(path, record)
-
     out_dir = settings.data_dir / "models" / "trained" / record["name"]
     try:
+        config = job_config(record["options"])
+        clock = ProgressClock(config.folds, config.fit.epochs, config.ensemble)
+
+        def status(stage: str, details: dict[str, Any]) -> None:
+            record.update(stage=stage, progress=clock.progress(stage, details), updated_at=_now())
+            _write(path, record)
+
         with session_scope(settings.database_url) as session:
             written = run_training(
                 session,
-                job_config(record["options"]),
+                config,
                 out_dir,
                 f"training job {job_id} ({record['options']})",
                 name=record["name"],

@@ -55,7 +55,7 @@ def model_record(
     *,
     name: str,
     base: dict[str, Any],
-    classes: dict[str, tuple],
+    classes: dict[str, tuple[Any, ...]],
     size_px: int,
     dim: int,
     test_views: int,

@@ -9,6 +9,8 @@ embedding.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -56,7 +58,7 @@ def make_pool(name: str) -> nn.Module:
     return GeneralisedMeanPool() if name == "gem" else AveragePool()
 
 
-def load_base(name: str) -> tuple[nn.Module, str]:
+def load_base(name: str) -> tuple[Any, str]:  # Any: EfficientNet-Lite is untyped
     """The base network with its real ImageNet weights, and the weights file's path."""
     if name not in BASE_BACKBONES:
         raise ValueError(f"--base {name!r}: choose one of {', '.join(BASE_BACKBONES)}")
@@ -71,7 +73,7 @@ def load_base(name: str) -> tuple[nn.Module, str]:
 class Trunk(nn.Module):
     """Stem and the first `n_blocks` blocks; frozen, always in eval mode."""
 
-    def __init__(self, net: nn.Module, n_blocks: int) -> None:
+    def __init__(self, net: Any, n_blocks: int) -> None:
         super().__init__()
         self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
         self.blocks = nn.ModuleList(net._blocks[:n_blocks])
@@ -82,7 +84,7 @@ class Trunk(nn.Module):
         return super().train(False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        maps = self.stem(images)
+        maps: torch.Tensor = self.stem(images)
         for block in self.blocks:
             maps = block(maps)
         return maps
@@ -93,7 +95,7 @@ class Top(nn.Module):
 
     def __init__(
         self,
-        net: nn.Module,
+        net: Any,  # an EfficientNet-Lite (untyped)
         first_block: int,
         dim: int,
         n_classes: dict[str, int],
@@ -107,7 +109,7 @@ class Top(nn.Module):
         self.pool = make_pool(pooling)
         pooled_dim = net._conv_head.out_channels
         self.projection = nn.Linear(pooled_dim, dim) if dim else nn.Identity()
-        self.dim = dim or pooled_dim
+        self.dim: int = dim or pooled_dim
         self.classifiers = nn.ParameterDict(
             {
                 label: nn.Parameter(torch.randn(count, self.dim) * 0.01)

@@ -74,21 +74,55 @@ def base_space_vectors(data: LabelledImages) -> np.ndarray:
 
 
 def prepare(
-    data: LabelledImages, config: TrainConfig, device: torch.device, quiet: bool = False
+    data: LabelledImages,
+    config: TrainConfig,
+    device: torch.device,
+    quiet: bool = False,
+    status: Status | None = None,
 ) -> Prepared:
-    """Load pixels, cache the trunk's views, embed the base space."""
+    """Load pixels, cache the trunk's views, embed the base space.
+
+    Caching is the first long stage (minutes on a CPU), so `status` hears how many images
+    are cached, at most every few seconds: a banner must not sit at "preparing".
+    """
     n_classes = {label: len(data.classes[label]) for label in config.labels}
     trunk, _top, weights_path = build_networks(
         config.base, config.trained_blocks, config.dim, n_classes
     )
     pixels = load_pixels(data.paths, data.names, config.image_size_px)
+    cached = _CachedCount(len(data), status)
     with tqdm(
         total=len(data), desc=f"trunk views x{config.n_views}", unit="img", disable=quiet
     ) as bar:
+
+        def advance(images: int) -> None:
+            bar.update(images)
+            cached.add(images)
+
         cache = trunk_views(
-            trunk, pixels, config.n_views, config.test_views, config.seed, device, bar.update
+            trunk, pixels, config.n_views, config.test_views, config.seed, device, advance
         )
+    if status is not None:
+        status("embedding the base space", {"images": len(data)})
     return Prepared(data, cache, trunk, base_space_vectors(data), weights_path)
+
+
+class _CachedCount:
+    """Reports "caching views" progress to a status callback, throttled to one per 5 s."""
+
+    def __init__(self, total: int, status: Status | None, every_s: float = 5.0) -> None:
+        self.total, self.status, self.every_s = total, status, every_s
+        self.done, self.reported_at = 0, float("-inf")
+
+    def add(self, images: int) -> None:
+        self.done += images
+        now = time.monotonic()
+        if self.status is None or (
+            now - self.reported_at < self.every_s and self.done < self.total
+        ):
+            return
+        self.reported_at = now
+        self.status("caching views", {"done": self.done, "total": self.total})
 
 
 def _fresh_top(config: TrainConfig, data: LabelledImages) -> Top:

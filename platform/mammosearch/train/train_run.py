@@ -53,8 +53,12 @@ def run_training(
     overwrite: bool = False,
     quiet: bool = False,
     status: Status | None = None,
+    setting: dict[str, Any] | None = None,
 ) -> Path:
-    """Train on the archive's labelled images and write `out_dir`; resumes `<out>.work/`."""
+    """Train on the archive's labelled images and write `out_dir`; resumes `<out>.work/`.
+
+    `setting`: who chose the config and why (automatic training's `TrainingSetting`), kept
+    in the record's `training.setting`."""
     out_dir = Path(out_dir).absolute()
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir.name}: already exists (pass --overwrite to replace it)")
@@ -67,7 +71,7 @@ def run_training(
     work_dir = prepare_work_dir(out_dir, config, fingerprint)
     if status is not None:
         status("preparing", {"images": len(data), "patients": int(len(set(data.patient_ids)))})
-    prepared = prepare(data, config, device, quiet=quiet)
+    prepared = prepare(data, config, device, quiet=quiet, status=status)
     cv = cross_validate(prepared, config, device, work_dir, quiet=quiet, status=status)
     model = train_final(prepared, config, device, work_dir, quiet=quiet, status=status)
     training: dict[str, Any] = {
@@ -79,6 +83,7 @@ def run_training(
         "duration_s": round(time.perf_counter() - started, 1),
         "images": len(data),
         "patients": int(len(set(data.patient_ids.tolist()))),
+        **({"setting": setting} if setting else {}),
     }
     record = model_record(
         name=name or out_dir.name,

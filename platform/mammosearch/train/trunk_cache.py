@@ -32,7 +32,7 @@ def trunk_views(
     test_views: int,
     seed: int,
     device: torch.device,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> torch.Tensor:
     """(n, n_views, channels, h, w) float16 trunk maps of `pixels` (n, s, s) uint8."""
     fixed = views_for(fixed_view_count(test_views))
@@ -41,7 +41,7 @@ def trunk_views(
             f"--views {n_views}: need at least {len(fixed)} (the {len(fixed)} fixed test views)"
         )
     generator = np.random.default_rng(seed)
-    trunk = trunk.to(device, memory_format=torch.channels_last).eval()
+    trunk = trunk.to(device, memory_format=torch.channels_last).eval()  # type: ignore[call-overload]  # torch's overloads lack (device, memory_format)
     cache: torch.Tensor | None = None
     with torch.inference_mode():
         for start in range(0, pixels.shape[0], CHUNK):

@@ -49,7 +49,8 @@ def scramble(session: Session, space: EmbeddingSpace) -> None:
 def test_scheduled_runs_cover_active_spaces_report_progress_and_get_figures(
     pg_settings: Settings,
 ) -> None:
-    """Each active space x indexed metric gets a "schedule" run with figures; inactive ones none."""
+    """Each active space x indexed metric gets a "schedule" run with figures, in both search
+    units; inactive ones none."""
     session = make_session_factory(pg_settings.database_url)()
     active = seed_space(session, "efficientnet-lite0")
     seed_space(session, "resnet50", active=False)
@@ -59,9 +60,11 @@ def test_scheduled_runs_cover_active_spaces_report_progress_and_get_figures(
     )
     runs = session.scalars(select(EvaluationRun).order_by(EvaluationRun.id)).all()
     assert [run.id for run in runs] == run_ids
-    assert [(run.space_id, run.metric) for run in runs] == [
-        (active.id, "l2"),
-        (active.id, "cosine"),
+    assert [(run.space_id, run.config["unit"], run.metric) for run in runs] == [
+        (active.id, "image", "l2"),
+        (active.id, "image", "cosine"),
+        (active.id, "case", "l2"),
+        (active.id, "case", "cosine"),
     ]
     for run in runs:
         assert (run.trigger, run.status, run.progress, run.task_id) == (
@@ -72,6 +75,7 @@ def test_scheduled_runs_cover_active_spaces_report_progress_and_get_figures(
         )
         assert run.metrics["precision@1"] > 0.9
         assert run.flagged is False
+    for run in runs:  # the report's figures for the image runs, the case runs' their own
         assert {path.name for path in run_figures(run)} >= {"curves.png"}
         assert str(pg_settings.reports_dir) in run.report_path
     assert updates[-1] == {"stage": "done", "run_ids": run_ids, "fraction": 1.0}
@@ -92,9 +96,13 @@ def test_a_drop_against_the_previous_scheduled_run_is_flagged_and_posted(
         scramble(session, space)
         second = run_scheduled_evaluations(settings, ks=(1, 10), write_report=False)
         flagged = session.scalars(select(EvaluationRun).where(EvaluationRun.id.in_(second))).all()
-        assert all(run.flagged for run in flagged) and len(flagged) == 2
+        assert all(run.flagged for run in flagged) and len(flagged) == 4  # images and cases
         assert "precision@10" in flagged[0].flag_reason
         assert sorted(payload["previous_run_id"] for payload in server.received) == sorted(first)
+        kinds = {(run.config["unit"], run.metric): run for run in flagged}
+        for payload in server.received:  # each run against the last one of its own unit
+            previous = session.get(EvaluationRun, payload["previous_run_id"])
+            assert kinds[(previous.config["unit"], previous.metric)].id == payload["run_id"]
         session.close()
     finally:
         server.close()
@@ -154,4 +162,55 @@ def test_the_embedded_server_measures_a_new_space_without_beat(web_settings: Set
         time.sleep(0.2)
     assert measured_vote(session, web_settings, space)["birads"]["bins"]
     assert measured_case_vote()["birads"]["bins"]
+    session.close()
+
+
+def test_the_daily_run_re_measures_the_case_vote_as_well_as_the_image_one(
+    pg_settings: Settings,
+) -> None:
+    """The scheduled (daily) evaluation stores a fresh image table and a fresh case table
+    (the served fusion) each time, so both suggestions follow the archive as it grows; a
+    trained space gets its image figures only, its votes staying its model's CV's."""
+    from mammosearch.evaluate.runs import measured_vote
+
+    session = make_session_factory(pg_settings.database_url)()
+    space = seed_space(session, "efficientnet-lite0")
+    trained = seed_space(session, "trained:0123456789ab")
+    first = run_scheduled_evaluations(
+        pg_settings, metrics=["cosine"], ks=(1, 5), write_report=False
+    )
+    by_image = measured_vote(session, pg_settings, space)
+    by_case = measured_vote(session, pg_settings, space, unit="case")
+    assert {by_image["run_id"], by_case["run_id"]} <= set(first)
+    assert by_case["birads"]["unit"] == "case"
+    runs = session.scalars(select(EvaluationRun).where(EvaluationRun.space_id == trained.id))
+    assert [run.config["unit"] for run in runs] == ["image"]
+    assert measured_vote(session, pg_settings, trained, unit="case") == {}
+
+    again = run_scheduled_evaluations(
+        pg_settings, metrics=["cosine"], ks=(1, 5), write_report=False
+    )
+    assert measured_vote(session, pg_settings, space)["run_id"] in again
+    assert measured_vote(session, pg_settings, space, unit="case")["run_id"] in again
+    assert measured_vote(session, pg_settings, space, unit="case")["run_id"] not in first
+    session.close()
+
+
+def test_a_trained_space_without_tables_is_not_evaluated_again_and_again(
+    pg_settings: Settings,
+) -> None:
+    """measure-new-space asks only for what an evaluation can measure: a trained space's
+    votes come from its model's CV, so an evaluation would add runs every few minutes,
+    never a table; a new base space beside it gets both units at once."""
+    session = make_session_factory(pg_settings.database_url)()
+    seed_space(session, "trained:0123456789ab")
+    base = seed_space(session, "efficientnet-lite0")
+    measured = run_scheduled_evaluations(
+        pg_settings, metrics=["cosine"], ks=(1, 5), write_report=False, unmeasured_only=True
+    )
+    runs = session.scalars(select(EvaluationRun).where(EvaluationRun.id.in_(measured))).all()
+    assert sorted((run.space_id, run.config["unit"]) for run in runs) == [
+        (base.id, "case"),
+        (base.id, "image"),
+    ]
     session.close()

@@ -258,7 +258,7 @@ def test_ivf_main_index_trains_on_merge_and_a_small_one_falls_back_to_flat(tmp_p
     vectors = random_vectors(600, seed=13)
     index = ShardedIndex(tmp_path / "ivf", DIM, "l2", segment_size=300, factory="IVF8,Flat")
     index.add(ids, vectors)
-    factories = [entry["factory"] for entry in index._view.manifest["segments"]]
+    factories = [entry["factory"] for entry in index._reader.view.manifest["segments"]]
     assert factories == ["IVF8,Flat"]
     queries = random_vectors(5, seed=14)
     _, expected_ids = flat_reference(ids, vectors, queries, 10, "l2")
@@ -267,7 +267,7 @@ def test_ivf_main_index_trains_on_merge_and_a_small_one_falls_back_to_flat(tmp_p
 
     small = ShardedIndex(tmp_path / "small", DIM, "l2", segment_size=20, factory="IVF64,Flat")
     small.add(np.arange(20), random_vectors(20))
-    assert [e["factory"] for e in small._view.manifest["segments"]] == ["Flat"]
+    assert [e["factory"] for e in small._reader.view.manifest["segments"]] == ["Flat"]
 
 
 def test_open_index_and_cached_reader_follow_the_settings(tmp_path, monkeypatch):
@@ -303,7 +303,7 @@ def test_verify_reports_a_damaged_segment(tmp_path):
     index = ShardedIndex(tmp_path / "idx", DIM, "l2", segment_size=4)
     index.add(np.arange(6), random_vectors(6))
     assert index.verify() == []
-    segment_file = Path(index.root / index._view.manifest["segments"][0]["file"])
+    segment_file = Path(index.root / index._reader.view.manifest["segments"][0]["file"])
     damaged = bytearray(segment_file.read_bytes())
     damaged[len(damaged) // 2] ^= 0xFF
     segment_file.write_bytes(bytes(damaged))

@@ -300,7 +300,7 @@ def test_a_segment_changed_in_place_under_a_live_reader_is_dropped_by_verify(
     writer.add(np.arange(6), np.random.default_rng(0).standard_normal((6, 8)).astype(np.float32))
     reader = ShardedIndex(root, 8, "cosine")
     assert reader.ntotal == 6
-    segment = root / writer._view.manifest["segments"][0]["file"]
+    segment = root / writer._reader.view.manifest["segments"][0]["file"]
     with open(segment, "r+b") as handle:
         handle.seek(segment.stat().st_size // 2)
         handle.write(b"\xff" * 16)
@@ -313,14 +313,14 @@ def test_verify_hashes_only_files_touched_since_their_last_check(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The sweep verifies often: an untouched segment is not read whole again."""
-    import mammosearch.index.sharded as sharded
+    import mammosearch.index.segment_store as segment_store
 
     index = ShardedIndex(tmp_path / "idx", 8, "l2")
     index.add(np.arange(6), np.zeros((6, 8), dtype=np.float32))
     hashed: list[Path] = []
-    real_sha256_of = sharded.sha256_of
+    real_sha256_of = segment_store.sha256_of
     monkeypatch.setattr(
-        sharded, "sha256_of", lambda path: hashed.append(path) or real_sha256_of(path)
+        segment_store, "sha256_of", lambda path: hashed.append(path) or real_sha256_of(path)
     )
     assert index.verify() == [] and hashed == []
     fresh = ShardedIndex(tmp_path / "idx", 8, "l2")  # another process: hashes on load

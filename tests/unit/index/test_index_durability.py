@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import mammosearch.index.sharded as sharded
+import mammosearch.index.reader as reader_module
 from mammosearch.index import ShardedIndex
 
 DIM = 8
@@ -27,7 +27,7 @@ def segment_files(root: Path) -> set[str]:
 
 
 def referenced_files(index: ShardedIndex) -> set[str]:
-    manifest = index._view.manifest or {"segments": [], "retired": []}
+    manifest = index._reader.view.manifest or {"segments": [], "retired": []}
     return {entry["file"] for entry in manifest["segments"]} | set(manifest["retired"])
 
 
@@ -69,7 +69,8 @@ def test_writer_killed_between_segment_and_manifest_leaves_a_valid_index(tmp_pat
         import os
         import numpy as np
         import mammosearch.index.sharded as sharded
-        sharded.write_manifest = lambda *args, **kwargs: os._exit(9)
+        import mammosearch.index.writer as writer
+        writer.write_manifest = lambda *args, **kwargs: os._exit(9)
         index = sharded.ShardedIndex({str(root)!r}, {DIM}, "cosine", segment_size=4)
         index.add(np.arange(100, 103), np.ones((3, {DIM}), dtype=np.float32))
         """
@@ -96,7 +97,7 @@ def test_retired_segments_outlive_one_write_for_slow_readers(tmp_path):
     writer.add(np.arange(4), random_vectors(4))
     first_delta = segment_files(root)
     writer.add(np.arange(4, 12), random_vectors(8, seed=1))  # absorbs the first delta
-    assert first_delta <= set(writer._view.manifest["retired"])
+    assert first_delta <= set(writer._reader.view.manifest["retired"])
     assert first_delta <= segment_files(root)
     writer.remove([0])
     assert not first_delta & segment_files(root)
@@ -135,15 +136,15 @@ def test_reader_retries_when_a_segment_vanishes_between_manifest_and_load(tmp_pa
     root = tmp_path / "idx"
     writer = ShardedIndex(root, DIM, "l2", segment_size=100)
     writer.add(np.arange(2), random_vectors(2))
-    stale_manifest = dict(writer._view.manifest)
+    stale_manifest = dict(writer._reader.view.manifest)
     for batch in range(3):  # each absorbs the previous delta; two writes later it is deleted
         writer.add(np.arange(10 * (batch + 1), 10 * (batch + 1) + 4), random_vectors(4, batch))
     assert not {e["file"] for e in stale_manifest["segments"]} & segment_files(root)
 
-    real_read_manifest = sharded.read_manifest
+    real_read_manifest = reader_module.read_manifest
     answers = iter([stale_manifest])
     monkeypatch.setattr(
-        sharded, "read_manifest", lambda path: next(answers, None) or real_read_manifest(path)
+        reader_module, "read_manifest", lambda path: next(answers, None) or real_read_manifest(path)
     )
     reader = ShardedIndex(root, DIM, "l2", segment_size=100)
     assert reader.version == writer.version and reader.ntotal == 14

@@ -202,7 +202,7 @@ def test_sealed_segments_are_memory_mapped(tmp_path, data):
     ids, vectors, _ = data
     writer = ShardedIndex(tmp_path / "idx", DIM, "l2", segment_size=SEGMENT_SIZE)
     writer.add(ids[:SEGMENT_SIZE], vectors[:SEGMENT_SIZE])
-    path = writer.root / writer._view.manifest["segments"][0]["file"]
+    path = writer.root / writer._reader.view.manifest["segments"][0]["file"]
     segment = load_segment(path, "Flat")
     if Path("/proc/self/maps").exists():
         assert str(path) in Path("/proc/self/maps").read_text()

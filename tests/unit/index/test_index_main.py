@@ -11,6 +11,7 @@ import pytest
 
 from mammosearch.index import ShardedIndex, factory_choice
 from mammosearch.index.factory_choice import choose_factory, nlist_for
+from mammosearch.index.writer import Writer
 
 DIM = 16
 
@@ -29,7 +30,7 @@ def exact_ids(ids: np.ndarray, vectors: np.ndarray, queries: np.ndarray, k: int)
 
 
 def main_entry(index: ShardedIndex) -> dict:
-    [entry] = [e for e in index._view.manifest["segments"] if e["kind"] == "sealed"]
+    [entry] = [e for e in index._reader.view.manifest["segments"] if e["kind"] == "sealed"]
     return entry
 
 
@@ -50,7 +51,7 @@ def test_merged_main_index_equals_the_union_of_its_parts(tmp_path):
     entry = main_entry(index)
     assert entry["factory"] == "IVF16,Flat" and entry["count"] == 1100
     assert entry["trained_on"] == 300  # extended three times with the quantizer of the first
-    np.testing.assert_array_equal(np.sort(index._view.segments[0].ids), ids)
+    np.testing.assert_array_equal(np.sort(index._reader.view.segments[0].ids), ids)
     np.testing.assert_allclose(index.get_vectors(ids), vectors, rtol=1e-6)
     queries = clustered(20, seed=3)
     np.testing.assert_array_equal(
@@ -107,7 +108,7 @@ def test_writes_during_a_merge_are_kept(tmp_path, monkeypatch):
     index.merge()
     index.add(np.arange(600, 800), vectors[600:800])
     other = ShardedIndex(tmp_path / "ix", DIM, "l2", segment_size=10_000, factory="HNSW16")
-    original_build = ShardedIndex._build_main
+    original_build = Writer._build_main
 
     def build_then_race(self, *args, **kwargs):
         built = original_build(self, *args, **kwargs)
@@ -117,7 +118,7 @@ def test_writes_during_a_merge_are_kept(tmp_path, monkeypatch):
         other.add([7], vectors[7:8] + 5)  # re-added with another vector
         return built
 
-    monkeypatch.setattr(ShardedIndex, "_build_main", build_then_race)
+    monkeypatch.setattr(Writer, "_build_main", build_then_race)
     assert index.merge() is True
     monkeypatch.undo()
     live = np.setdiff1d(np.arange(900), [5, 650])

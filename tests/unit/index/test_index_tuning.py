@@ -75,12 +75,12 @@ def test_a_sealed_ann_segment_keeps_the_recall_floor_on_unseen_queries(
     untuned_index = ShardedIndex(
         tmp_path / "ix", DIM, metric, segment_size=3000, factory=factory, **untuned
     )
-    manifest = untuned_index._view.manifest
+    manifest = untuned_index._reader.view.manifest
     untuned_manifest = {  # the same segments, their tuned parameters dropped
         **manifest,
         "segments": [{k: v for k, v in e.items() if k != "search"} for e in manifest["segments"]],
     }
-    untuned_index._install(untuned_index._load_view(untuned_manifest), None)
+    untuned_index._reader.install(untuned_index._reader.load(untuned_manifest), None)
     assert _recall(untuned_index, vectors, ids, queries, metric) < RECALL_FLOOR  # it mattered
 
 

@@ -83,7 +83,7 @@ class StandInTrainer:
 
     def __call__(self, session: Session, config: Any, out_dir: Path, command_line: str,
                  **options: Any) -> Path:  # fmt: skip
-        self.calls.append({"out_dir": out_dir, **options})
+        self.calls.append({"out_dir": out_dir, "config": config, **options})
         if self.before is not None:
             self.before(out_dir)
         options["status"]("fold 1/2", {"epoch": 1, "epochs": 1, "loss": 1.0})
@@ -95,6 +95,8 @@ class StandInTrainer:
             "input": {"image_size_px": TINY_PX}, "output": {"dim": 8},
             "base": {"backbone": "efficientnet-lite0"}, "labels": {"birads": ["1", "2"]},
             "training_images": {"count": 16}, "cross_validation": self.cv,
+            "training": {"device": (options.get("setting") or {}).get("device", "cpu"),
+                         "setting": options.get("setting")},
         }))  # fmt: skip
         return out_dir
 
@@ -353,3 +355,59 @@ def test_the_command_checks_at_low_priority_and_says_why_it_waits(
     assert "archive's own model: waiting: 16 BIRADS-labelled images" in status.output
     rollback = CliRunner().invoke(main, ["auto-train", "--rollback"])
     assert rollback.exit_code == 1 and "nothing to roll back to" in rollback.output
+
+
+def test_a_gpu_trains_the_strongest_setting_measured_and_a_cpu_the_defaults() -> None:
+    """One rule (choose_setting): GeM + 320 px + two seeds on CUDA, train's defaults else."""
+    from mammosearch.train.config import TrainConfig
+
+    gpu, cpu = auto.choose_setting("cuda"), auto.choose_setting("cpu")
+    config = gpu.config()
+    assert (config.pooling, config.image_size_px, config.ensemble) == ("gem", 320, 2)
+    assert config.fit == TrainConfig().fit and config.loss == TrainConfig().loss
+    assert cpu.config() == TrainConfig() and cpu.changes == {}
+    assert gpu.name == "strongest measured" and "a CUDA GPU is present" in gpu.reason
+    assert cpu.name == "defaults" and "no CUDA GPU (on cpu)" in cpu.reason
+
+
+def test_the_run_trains_with_the_devices_setting_and_records_it_with_why(
+    labelled: Settings,
+) -> None:
+    """Device detection injected: a GPU's run gets the strongest setting, its state and the
+    model's record say which setting, which device and why; the progress counts both seeds."""
+    from mammosearch.embed.loader import registry_dir
+    from mammosearch.embed.registry import registered_models
+
+    trainer = StandInTrainer(LOSES)
+    record = auto.run_auto_train(labelled, trainer, device=lambda: "cuda")
+    config = trainer.calls[0]["config"]
+    assert (config.pooling, config.image_size_px, config.ensemble) == ("gem", 320, 2)
+    setting = record["run"]["setting"]
+    assert setting["device"] == "cuda" and setting["name"] == "strongest measured"
+    assert setting["changes"] == {"pooling": "gem", "image_size_px": 320, "ensemble": 2}
+    (model,) = registered_models(registry_dir(labelled))
+    assert model.record["training"]["setting"] == setting
+    assert trainer.calls[0]["setting"]["reason"].startswith("a CUDA GPU is present")
+
+    cpu_trainer = StandInTrainer(LOSES)
+    _add_images(labelled, 8, first_seed=300)  # grown by a quarter: trained again
+    cpu = auto.run_auto_train(labelled, cpu_trainer, device=lambda: "cpu")
+    assert cpu_trainer.calls[0]["config"].ensemble == 1
+    assert cpu["run"]["setting"]["name"] == "defaults"
+    assert cpu["run"]["setting"]["device"] == "cpu"
+
+
+def test_the_banner_counts_cached_images_while_training_prepares() -> None:
+    """Caching the trunk's views takes minutes: the banner says how far, not "preparing"."""
+    from mammosearch.train.runner import _CachedCount
+
+    heard: list[tuple[str, dict[str, Any]]] = []
+    cached = _CachedCount(10, lambda stage, details: heard.append((stage, details)), every_s=60)
+    for _ in range(5):
+        cached.add(2)
+    assert heard[0] == ("caching views", {"done": 2, "total": 10})
+    assert heard[-1] == ("caching views", {"done": 10, "total": 10})  # the last always reports
+    assert len(heard) == 2  # throttled between
+    record = {"state": "training", "run": {"model": "auto-10"}, "progress": heard[-1][1]}
+    record["progress"]["stage"] = "caching views"
+    assert auto.summary_line(record) == "training auto-10: caching views (10/10 images)"

@@ -87,12 +87,17 @@ def _tiny_config(**changes: object):  # noqa: ANN202
 
 @pytest.fixture(scope="module")
 def trained_model(training_archive: Archive, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model trained for one epoch at 64 px on the training archive."""
+    """A model trained for one epoch at 64 px on the training archive, with the setting an
+    automatic run on a CPU records."""
+    from mammosearch.train.auto import choose_setting
     from mammosearch.train.train_run import run_training
 
     out = tmp_path_factory.mktemp("models") / "tiny-model"
     with session_scope(training_archive.settings.database_url) as session:
-        run_training(session, _tiny_config(), out, "pytest", quiet=True)
+        run_training(
+            session, _tiny_config(), out, "pytest", quiet=True,
+            setting=choose_setting("cpu").to_dict(),
+        )  # fmt: skip
     return out
 
 
@@ -148,6 +153,8 @@ def test_model_dir_holds_the_model_and_its_record(trained_model: Path) -> None:
             assert scored is None or scored["vote_reliability"]["bins"]  # the case vote
     assert "unseen patients' cases" in cv["case_protocol"]
     assert record["training"]["command_line"] == "pytest" and record["software"]["torch"]
+    assert record["training"]["setting"]["name"] == "defaults"  # who chose the config, and why
+    assert record["training"]["device"] == "cpu"
     leftovers = [p.name for p in trained_model.parent.iterdir() if p.name != "tiny-model"]
     assert leftovers == []  # no staging folder, no work folder
 

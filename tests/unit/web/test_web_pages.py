@@ -23,7 +23,7 @@ def test_case_page_shows_image_report_outline_and_other_images(
     add_report(db, patient, "Left breast: irregular mass, BIRADS 4.")
     add_polygon(db, image, [10, 40, 30], [12, 20, 60])
     page = radiologist_client.get(f"/cases/{image.id}").get_data(as_text=True)
-    assert f'src="/cases/{image.id}/image"' in page
+    assert f'data-src="/cases/{image.id}/full"' in page
     assert f'viewBox="0 0 {image.width} {image.height}"' in page
     assert 'points="10.0,12.0 40.0,20.0 30.0,60.0"' in page
     assert "irregular mass, BIRADS 4." in page

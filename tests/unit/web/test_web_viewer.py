@@ -191,7 +191,7 @@ def test_results_open_side_by_side_and_link_cases_with_their_rank(compare_app: F
         .get("/search", query_string={"image_id": "1", "k": "3", "metric": "cosine"})
         .get_data(as_text=True)
     )
-    assert 'id="compare-query"' in page and 'data-src="/cases/1/image"' in page
+    assert 'id="compare-query"' in page and 'data-src="/cases/1/full"' in page
     assert 'id="compare-result"' in page
     assert page.count("data-compare-src=") == 3
     assert re.search(
