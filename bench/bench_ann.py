@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from realistic_vectors import Generator, check, real_embeddings  # noqa: E402
 
-from mammosearch.cpu_features import vector_extensions  # noqa: E402
+from mammosearch.embed.cpu_features import vector_extensions  # noqa: E402
 from mammosearch.index import ShardedIndex  # noqa: E402
 
 K = 10

@@ -29,13 +29,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mammosearch.cpu_features import vector_extensions
 from mammosearch.embed import (
     OnnxEmbedder,
     build_torch_embedder,
     export_onnx,
     preprocess_batch,
 )
+from mammosearch.embed.cpu_features import vector_extensions
 from mammosearch.embed.embedder import Embedder, spare_cpus
 from mammosearch.embed.quantize import bf16_embedder, quantize_int8
 

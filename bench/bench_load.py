@@ -82,7 +82,7 @@ def admin_token(env: dict[str, str]) -> str:
     """A bearer token of a new admin `loadtest` (admin: /api/v1/status too)."""
     code = (
         "from mammosearch.db.session import make_session_factory\n"
-        "from mammosearch.users import create_api_token, create_user\n"
+        "from mammosearch.access.users import create_api_token, create_user\n"
         "import os\n"
         "session = make_session_factory(os.environ['DATABASE_URL'])()\n"
         "user = create_user(session, 'loadtest', 'load test password 1', 'admin')\n"

@@ -16,7 +16,7 @@ import time
 
 STAGES = {
     "auth (token lookup, user load)": ("web/auth.py", "web/access.py", "flask_login"),
-    "audit insert + commit": ("mammosearch/audit.py",),
+    "audit insert + commit": ("mammosearch/access/audit.py",),
     "index search": ("mammosearch/index/",),
     "SQL (SQLAlchemy + psycopg)": ("sqlalchemy/", "psycopg/"),
     "JSON": ("json/", "flask/json"),

@@ -1,4 +1,5 @@
-"""Which neighbour vote to serve: each rule of mammosearch.vote, scored out of fold, per class.
+"""Which neighbour vote to serve: each rule of mammosearch.search.vote, scored out of fold,
+per class.
 
     MAMMOSEARCH_DATA_DIR=DIR python bench/vote_rules.py [--space-id N] [--folds 5] [--seed 0]
         [--label birads] [--json out.json]
@@ -25,8 +26,8 @@ from mammosearch.evaluate.evaluator import class_order, evaluate_vectors
 from mammosearch.evaluate.labels import get_label
 from mammosearch.evaluate.neighbour_vote import measure_vote, neighbour_vote_shares
 from mammosearch.evaluate.runs import load_space_vectors, resolve_space
+from mammosearch.search.vote import VOTE_RULES, expected_calibration_error, winners
 from mammosearch.train.folds import patient_folds
-from mammosearch.vote import VOTE_RULES, expected_calibration_error, winners
 
 
 def fold_codes(codes: np.ndarray, patients: np.ndarray, folds: int, seed: int) -> np.ndarray:

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image as PILImage
 from sqlalchemy.orm import Session
 
+from mammosearch.access.users import create_user
 from mammosearch.config import Settings
 from mammosearch.db.models import (
     EmbeddingSpace,
@@ -28,8 +29,7 @@ from mammosearch.db.models import (
     User,
 )
 from mammosearch.ingest.storage import check_image, store_image
-from mammosearch.pipeline import vector_to_bytes
-from mammosearch.users import create_user
+from mammosearch.pipeline.stages import vector_to_bytes
 
 TEST_PASSWORD = "correct horse battery"
 

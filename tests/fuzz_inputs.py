@@ -1,6 +1,6 @@
 """Fuzzed inputs for the readers and what each reader may do with them.
 
-Shared by tests/unit/test_reader_fuzz.py (small budgets, in CI) and tests/fuzz_long.py
+Shared by tests/unit/ingest/test_reader_fuzz.py (small budgets, in CI) and tests/fuzz_long.py
 (large budgets). A reader may accept an input or refuse it with ImageRejected naming the
 input; any other exception is a bug. The sheet reader may report problems, never raise.
 """
@@ -22,7 +22,7 @@ from pydicom.uid import RLELossless
 from mammosearch.ingest.dicom import read_dicom
 from mammosearch.ingest.sheet import SheetParseResult, parse_annotation_sheet
 from mammosearch.ingest.storage import ImageRejected, check_image
-from mammosearch.query_image import read_query_image
+from mammosearch.search.query_image import read_query_image
 from tests.dicom_samples import dicom_bytes, make_dataset, ramp
 from tests.unit.web_support import synthetic_image_bytes
 

@@ -3,8 +3,8 @@
     PYTHONPATH=platform:. .venv/bin/python -m tests.fuzz_long --examples 2000 \
         --api-examples 300 [--seed 1] [--only readers|sheet|api]
 
-The same properties as tests/unit/test_reader_fuzz.py and tests/unit/test_api_fuzz.py, but
-every example's outcome is counted instead of stopping at the first failure. Prints one line
+The same properties as tests/unit/ingest/test_reader_fuzz.py and tests/unit/web/test_api_fuzz.py,
+but every example's outcome is counted instead of stopping at the first failure. Prints one line
 per target (examples, accepted/2xx, rejected/4xx, failures) and the first failures in full;
 exits 1 when any example failed. Random unless --seed is given (readers and sheet).
 It lives with the tests, not in bench/: it runs their properties and measures no target.
@@ -115,12 +115,12 @@ def fuzz_api(examples: int) -> list[Tally]:
     (always random: --seed is for the readers)."""
     import schemathesis
 
+    from mammosearch.access.users import create_api_token
     from mammosearch.db import migrate
     from mammosearch.db.session import make_session_factory
-    from mammosearch.pipeline import process_pending
-    from mammosearch.users import create_api_token
+    from mammosearch.pipeline.stages import process_pending
     from tests.factories import make_image, make_patient, make_user
-    from tests.unit.test_api_fuzz import OPERATIONS, fuzz_operation
+    from tests.unit.web.test_api_fuzz import OPERATIONS, fuzz_operation
     from tests.unit.web_support import app_config, make_settings
     from web import create_app
 

@@ -19,13 +19,13 @@ from flask import (
 from flask_login import AnonymousUserMixin, LoginManager, UserMixin, current_user, login_user
 from werkzeug.wrappers import Response
 
-from mammosearch.db.models import User
-from mammosearch.users import (
+from mammosearch.access.users import (
     TokenHolder,
     TokenRefused,
     accept_api_token,
     session_is_current,
 )
+from mammosearch.db.models import User
 from web.access import allowed_roles, is_public
 from web.configuration import settings
 from web.db import get_session

@@ -8,9 +8,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from mammosearch.cases import case_birads, case_pathology
 from mammosearch.config import Settings
 from mammosearch.db.models import Image
+from mammosearch.search.cases import case_birads, case_pathology
 
 HANGING_ORDER: tuple[tuple[str, str], ...] = (("R", "CC"), ("L", "CC"), ("R", "MLO"), ("L", "MLO"))
 """Columns of a study: right and left side by side, craniocaudal first (the usual hanging)."""

@@ -13,7 +13,7 @@ from flask import Flask, current_app
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from mammosearch.config import Settings, get_settings
-from mammosearch.work_queue import WorkQueue
+from mammosearch.jobs.work_queue import WorkQueue
 from workers.work_queue import work_queue_for
 
 

@@ -13,8 +13,8 @@ from werkzeug.exceptions import (
 )
 from werkzeug.sansio.response import Response as SansioResponse  # HTTPException.response
 
-from mammosearch.disk_full import full_disk_message
-from mammosearch.index_health import IndexRepairing
+from mammosearch.durable.disk_full import full_disk_message
+from mammosearch.pipeline.index_health import IndexRepairing
 from web.auth import is_api_request
 from web.configuration import settings
 

@@ -10,9 +10,9 @@ from pathlib import Path
 from PIL import Image as PILImage
 from werkzeug.exceptions import NotFound
 
-from mammosearch.atomic_files import atomic_write_bytes
 from mammosearch.config import Settings
 from mammosearch.db.models import Image
+from mammosearch.durable.atomic_files import atomic_write_bytes
 from mammosearch.embed.preprocess import to_grayscale_8bit
 from mammosearch.ingest.full_depth import windowed
 from mammosearch.ingest.storage import open_upright

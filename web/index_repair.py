@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from mammosearch.work_queue import WorkQueue
+from mammosearch.jobs.work_queue import WorkQueue
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,6 @@
 """Rate limits (sign-in per address); Redis when REDIS_URL is set, else (or while Redis is down)
-this process's memory. The per-account backoff lives in the core (mammosearch.users.sign_in)."""
+this process's memory. The per-account backoff lives in the core
+(mammosearch.access.users.sign_in)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from flask import Flask, Response, current_app, render_template, request
 from flask_limiter import Limiter, RequestLimit
 from flask_limiter.util import get_remote_address
 
-from mammosearch.audit import record_access
+from mammosearch.access.audit import record_access
 from web.db import get_session
 
 limiter = Limiter(key_func=get_remote_address)

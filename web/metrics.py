@@ -32,11 +32,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.wrappers import Response
 
-from mammosearch import claims
 from mammosearch.config import Settings
 from mammosearch.db.models import EmbeddingSpace, ImageEmbedding
-from mammosearch.status import image_status_counts, ingestion_lag
-from mammosearch.work_queue import WorkQueue
+from mammosearch.jobs.status import image_status_counts, ingestion_lag
+from mammosearch.jobs.work_queue import WorkQueue
+from mammosearch.pipeline import claims
 from web.access import public
 
 SEARCH_STAGE_SECONDS = Histogram(
@@ -122,7 +122,7 @@ class IngestionCollector(Collector):
     def _index_health(self, session: Session) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
         """Per active space and metric: 1 while its index cannot serve all the database lists
         (search answers 503), and how many indexed images it is short of."""
-        from mammosearch.index_health import serving_health
+        from mammosearch.pipeline.index_health import serving_health
 
         labels = ["space_id", "backbone", "metric"]
         repairing = GaugeMetricFamily(

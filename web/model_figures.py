@@ -13,9 +13,9 @@ from markupsafe import Markup, escape
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mammosearch.cases import DEFAULT_FUSION, SEARCH_UNITS
 from mammosearch.db.models import EmbeddingSpace, EvaluationRun
 from mammosearch.evaluate.labels import get_label
+from mammosearch.search.cases import DEFAULT_FUSION, SEARCH_UNITS
 
 VOTE_LABELS = ("birads", "pathology")
 OVERALL_KEYS = ("precision@5", "ndcg@5", "vote_accuracy", "vote_balanced_accuracy")

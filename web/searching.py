@@ -1,6 +1,6 @@
 """One search as the pages and the API both run it: search, time, audit.
 
-The request itself is mammosearch.search_request.SearchRequest (shared with the CLI).
+The request itself is mammosearch.search.request.SearchRequest (shared with the CLI).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from PIL import Image as PILImage
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import ServiceUnavailable
 
-from mammosearch.audit import Actor, record_access
-from mammosearch.case_search import CaseSearchResponse, QueryUpload
-from mammosearch.case_search import run_search as run_case_or_image_search
+from mammosearch.access.audit import Actor, record_access
 from mammosearch.config import Settings
-from mammosearch.index_health import IndexRepairing
-from mammosearch.search_request import CASE_QUERY_FIELDS, BadSearchRequest, SearchRequest
+from mammosearch.pipeline.index_health import IndexRepairing
+from mammosearch.search.case_search import CaseSearchResponse, QueryUpload
+from mammosearch.search.case_search import run_search as run_case_or_image_search
+from mammosearch.search.request import CASE_QUERY_FIELDS, BadSearchRequest, SearchRequest
 from web.configuration import work_queue
 from web.db import commit_request
 from web.index_repair import RETRY_AFTER_S, request_repair
@@ -101,13 +101,13 @@ def run_search(
     remote_addr: str | None,
     uploads: Sequence[QueryUpload] = (),
 ) -> Any:
-    """Any search (mammosearch.case_search.run_search: image or case unit, archived or uploaded
-    query); record it in the audit log with what it showed.
+    """Any search (mammosearch.search.case_search.run_search: image or case unit, archived or
+    uploaded query); record it in the audit log with what it showed.
 
     `uploads`: the query files with their bytes (web.uploads.read_query_uploads), so an
     archived file is recognised; `query_image` alone (no bytes) is an older caller's upload.
     """
-    from mammosearch.search import get_search_service
+    from mammosearch.search.service import get_search_service
 
     service = get_search_service(settings)
     if query_image is not None and not uploads:

@@ -7,10 +7,10 @@ import base64
 from PIL import Image as PILImage
 from werkzeug.datastructures import FileStorage
 
-from mammosearch.case_search import QueryUpload
 from mammosearch.config import Settings
 from mammosearch.ingest.storage import ImageRejected
-from mammosearch.query_image import pixels_to_decode, read_query_image
+from mammosearch.search.case_search import QueryUpload
+from mammosearch.search.query_image import pixels_to_decode, read_query_image
 from web.imagefiles import thumbnail_bytes
 from web.request_limits import reserve_decode
 

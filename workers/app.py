@@ -13,8 +13,8 @@ from kombu import Queue
 
 from mammosearch.config import Settings, get_settings
 from mammosearch.ingest.storage import allow_pixels
+from mammosearch.jobs.work_queue import QUEUES
 from mammosearch.logs import configure_logging
-from mammosearch.work_queue import QUEUES
 from workers.schedule import beat_schedule
 
 TASK_ROUTES = {

@@ -4,10 +4,11 @@ Each image handed out is marked in Redis (`enqueued:image:<id>`, expiring with t
 visibility timeout) so repeated dispatches and sweeps do not enqueue it again while its task
 is still on its way; the embed task clears the mark as soon as it has claimed the images
 (from then on the claim's lease in the database says who works on them, see
-mammosearch.claims), so a worker killed mid-batch leaves no mark behind. Index runs are coalesced: a
-run is enqueued only when none is waiting for the space (`index-requested:<space>`), and the
-run clears that key *before* it reads the rows, so work committed after the read always
-causes another run. Nothing is lost by coalescing: a run indexes everything unindexed.
+mammosearch.pipeline.claims), so a worker killed mid-batch leaves no mark behind. Index runs
+are coalesced: a run is enqueued only when none is waiting for the space
+(`index-requested:<space>`), and the run clears that key *before* it reads the rows, so work
+committed after the read always causes another run. Nothing is lost by coalescing: a run
+indexes everything unindexed.
 
 Tasks are sent by name (the names workers/app.py routes), so this module and workers/tasks.py
 do not import each other. `CeleryWorkQueue` is the core's WorkQueue port over these functions.
@@ -18,10 +19,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from mammosearch import pipeline
 from mammosearch.config import Settings
 from mammosearch.db.session import session_scope
-from mammosearch.work_queue import QUEUES, DispatchSummary
+from mammosearch.jobs.work_queue import QUEUES, DispatchSummary
+from mammosearch.pipeline import stages as pipeline
 from workers.app import celery_app, visibility_timeout_s
 from workers.depths import queue_depths
 from workers.locks import KEY_PREFIX, mark_once, redis_client

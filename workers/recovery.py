@@ -2,7 +2,7 @@
 
 Its earlier processes are gone (the worker was killed, as an OOM kill or a node restart
 does), so the claims they held are dead: they are released and handed out again now,
-without waiting for their lease to run out (mammosearch.claims).
+without waiting for their lease to run out (mammosearch.pipeline.claims).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Any
 
 from celery.signals import worker_ready
 
-from mammosearch import claims
 from mammosearch.config import get_settings
 from mammosearch.db.session import session_scope
+from mammosearch.pipeline import claims
 
 log = logging.getLogger(__name__)
 

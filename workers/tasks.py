@@ -16,11 +16,13 @@ import redis
 from celery import shared_task
 from sqlalchemy.exc import OperationalError
 
-from mammosearch import claims, pipeline, space_switch
 from mammosearch.config import get_settings
 from mammosearch.db.models import EmbeddingSpace
 from mammosearch.db.session import make_session_factory, session_scope
+from mammosearch.embed import serving
 from mammosearch.index import IndexBusy
+from mammosearch.pipeline import claims
+from mammosearch.pipeline import stages as pipeline
 from workers.enqueue import (
     CeleryWorkQueue,
     forget_enqueued,
@@ -64,9 +66,9 @@ def embed_batch(self: Any, image_ids: list[int]) -> dict[str, Any]:
         forget_enqueued(settings, image_ids)
     self.update_state(state="PROGRESS", meta={"stage": "embedding", "images": len(claimed)})
     with claims.holding(settings.database_url, claimed, holder, settings.claim_lease_s):
-        embedder = pipeline.active_embedder(settings)
+        embedder = serving.serving_embedder(settings)
         with session_scope(settings.database_url) as session:
-            space = pipeline.active_space(session, settings)
+            space = serving.open_serving_space(session, settings)
             space_id = space.id
             result = pipeline.embed_images(session, claimed, embedder, space) if claimed else None
     # Also when nothing was claimed: a redelivered batch may have embedded before its worker
@@ -98,8 +100,8 @@ def index_space(self: Any, space_id: int, verify: bool = False) -> dict[str, Any
                     return {"space_id": space_id, "indexed": 0}
                 self.update_state(state="PROGRESS", meta={"stage": "indexing"})
                 # Image status follows the serving space only (a re-embedding space does not).
-                serving = space_switch.serving_space(session, settings)
-                follows = serving is None or serving.id == space.id
+                serving_now = serving.serving_space(session, settings)
+                follows = serving_now is None or serving_now.id == space.id
                 indexed = pipeline.index_space(
                     session, settings, space, update_status=follows, lock_wait_s=INDEX_LOCK_WAIT_S
                 )
@@ -181,8 +183,8 @@ def follow_orthanc() -> dict[str, Any]:
 
 @shared_task(name="mammosearch.reconcile", **RETRY_TRANSIENT)
 def reconcile() -> dict[str, Any]:
-    """The periodic sweep: re-enqueue work the broker lost (see mammosearch.reconcile)."""
-    from mammosearch.reconcile import reconcile as sweep
+    """The periodic sweep: re-enqueue work the broker lost (see mammosearch.jobs.reconcile)."""
+    from mammosearch.jobs.reconcile import reconcile as sweep
 
     settings = get_settings()
     summary = sweep(settings, CeleryWorkQueue(settings))
@@ -230,7 +232,7 @@ def evaluate_active_space(
 def embed_into_space(self: Any, backbone: str, image_ids: list[int]) -> dict[str, Any]:
     """Re-embedding: vectors of `image_ids` in `backbone`'s space, then an index run for it."""
     settings = get_settings()
-    embedder = space_switch.embedder_for(settings, backbone)
+    embedder = serving.embedder_for(settings, backbone)
     with session_scope(settings.database_url) as session:
         from mammosearch.embed.spaces import get_or_create_space
 
@@ -280,8 +282,8 @@ def switch_space(backbone: str | None = None) -> dict[str, Any]:
 @shared_task(name="mammosearch.quantize_space")
 def quantize_space(backbone: str, precision: str) -> dict[str, Any]:
     """`models quantize` from the Models page: build and check a base space's variant; the
-    record (mammosearch.quantize_jobs) says whether it was kept."""
-    from mammosearch.quantize_jobs import run_quantize
+    record (mammosearch.pipeline.quantize_jobs) says whether it was kept."""
+    from mammosearch.pipeline.quantize_jobs import run_quantize
 
     record = run_quantize(get_settings(), backbone, precision)
     return {"state": record.get("state"), "kept": record.get("kept")}

@@ -7,7 +7,7 @@ never loads it.
 from __future__ import annotations
 
 from mammosearch.config import Settings
-from mammosearch.work_queue import InProcessQueue, WorkQueue
+from mammosearch.jobs.work_queue import InProcessQueue, WorkQueue
 
 
 def work_queue_for(settings: Settings, progress: bool = False) -> WorkQueue:

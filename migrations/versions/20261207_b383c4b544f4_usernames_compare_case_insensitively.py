@@ -24,7 +24,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def _key(username: str) -> str:
-    """mammosearch.users.username_key as of this revision (a migration keeps its rule)."""
+    """mammosearch.access.users.username_key as of this revision (a migration keeps its rule)."""
     display = unicodedata.normalize("NFKC", username).strip()
     return unicodedata.normalize("NFKC", display.casefold())
 

@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from mammosearch.distances import DISTANCE_METRICS
+from mammosearch.vocabulary import DISTANCE_METRICS, RANKINGS
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off"}
@@ -66,8 +66,6 @@ def _upper_words(raw: str) -> tuple[str, ...]:
 
 
 def _ranking(raw: str) -> str:
-    from mammosearch.ranking import RANKINGS
-
     if raw not in RANKINGS:
         raise SettingError(f"is not one of {list(RANKINGS)}")
     return raw
@@ -102,7 +100,7 @@ class Settings:
     index_factory: str = _from("MAMMOSEARCH_INDEX_FACTORY", "auto")
     # Vectors gathered in exact Flat deltas before they are merged into the main index.
     index_segment_size: int = _from("MAMMOSEARCH_INDEX_SEGMENT_SIZE", 50_000, _integer)
-    # How results are ordered (mammosearch/ranking.py): "consensus" puts the ten nearest that
+    # How results are ordered (mammosearch/search/ranking.py): "consensus" puts the ten nearest that
     # agree with their vote first; "similarity" is nearest first. A request may choose.
     ranking: str = _from("MAMMOSEARCH_RANKING", "consensus", _ranking)
     birads_rule: str = _from("MAMMOSEARCH_BIRADS_RULE", "max")
@@ -155,16 +153,21 @@ class Settings:
     regression_webhook_url: str | None = _from("MAMMOSEARCH_REGRESSION_WEBHOOK_URL", None)
 
     @property
+    def layout(self) -> DataLayout:
+        """Where each thing lives under the data directory."""
+        return DataLayout(self.data_dir)
+
+    @property
     def images_dir(self) -> Path:
-        return self.data_dir / "images"
+        return self.layout.images_dir
 
     @property
     def index_dir(self) -> Path:
-        return self.data_dir / "indexes"
+        return self.layout.index_dir
 
     @property
     def reports_dir(self) -> Path:
-        return self.data_dir / "reports"
+        return self.layout.reports_dir
 
     @property
     def tasks_in_process(self) -> bool:
@@ -178,6 +181,47 @@ class Settings:
 # Settings field -> the environment variable it is read from.
 ENVIRONMENT_VARIABLES: dict[str, str] = {f.name: f.metadata["env"] for f in fields(Settings)}
 SETTING_NAMES = list(ENVIRONMENT_VARIABLES)
+
+
+def space_index_dir(index_dir: Path, space_id: int) -> Path:
+    """One embedding space's folder of indexes (its metrics and its writer lock)."""
+    return Path(index_dir) / f"space-{space_id}"
+
+
+@dataclass(frozen=True)
+class DataLayout:
+    """The data directory's layout, named once: every path under DATA_DIR is built here."""
+
+    data_dir: Path
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_dir / "images"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "indexes"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.data_dir / "reports"
+
+    @property
+    def onnx_dir(self) -> Path:
+        """Exported ONNX models and their engine measurements."""
+        return self.data_dir / "models" / "onnx"
+
+    @property
+    def registry_dir(self) -> Path:
+        """Registered trained models: registry/<name>/."""
+        return self.data_dir / "models" / "registry"
+
+    def space_dir(self, space_id: int) -> Path:
+        return space_index_dir(self.index_dir, space_id)
+
+    def index_root(self, space_id: int, metric: str) -> Path:
+        """Where one space's index of one metric keeps its manifest and segments."""
+        return self.space_dir(space_id) / metric
 
 
 def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:

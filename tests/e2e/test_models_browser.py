@@ -22,14 +22,14 @@ from mammosearch.config import Settings
 from mammosearch.db.session import make_session_factory, session_scope
 from mammosearch.embed.loader import registry_dir
 from mammosearch.embed.registry import register_model
-from mammosearch.pipeline import process_pending
+from mammosearch.pipeline.stages import process_pending
+from mammosearch.search.vote import reliability_table
 from mammosearch.train import auto
-from mammosearch.vote import reliability_table
 from tests.e2e import test_web_browser as shared
 from tests.e2e.serving import serving
 from tests.e2e.test_web_browser import ARTIFACTS, E2E_STUDY_PREFIX, _sign_in
 from tests.e2e.waiting import page_wait
-from tests.unit.test_auto_train import StandInTrainer
+from tests.unit.train.test_auto_train import StandInTrainer
 from tests.unit.web_support import fresh_sqlite, make_image, make_patient, make_settings, make_user
 
 pytestmark = shared.pytestmark  # e2e, slow, skipped without Chromium

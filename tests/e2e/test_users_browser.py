@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from mammosearch.access.users import issue_api_token
 from mammosearch.db.models import ApiToken, utcnow
 from mammosearch.db.session import make_session_factory
-from mammosearch.users import issue_api_token
 from tests.e2e.serving import serving
 from tests.e2e.test_web_browser import (  # the browser and server helpers, not its tests
     ARTIFACTS,

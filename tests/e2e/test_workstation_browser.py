@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mammosearch.db.session import make_session_factory
-from mammosearch.pipeline import process_pending
+from mammosearch.pipeline.stages import process_pending
 from tests.e2e.serving import serving
 from tests.e2e.test_web_browser import (  # noqa: F401 - chrome is a fixture
     ARTIFACTS,
@@ -146,7 +146,7 @@ def test_the_audit_is_filtered_by_patient_and_exported_as_csv(
     rows = chrome.find_elements(By.CSS_SELECTOR, "#audit tbody tr")
     assert rows and all("rad" in row.text for row in rows)
     # The patient's own events, and the recent-cases pages that showed the patient's images
-    # (one event per page, none per thumbnail: mammosearch.audit.SHOWN_IMAGE_KEYS).
+    # (one event per page, none per thumbnail: mammosearch.access.audit.SHOWN_IMAGE_KEYS).
     assert all("E2E-0" in row.text or "view_recent_cases" in row.text for row in rows)
     assert any("view_recent_cases" in row.text for row in rows)
     assert not any("E2E-1" in row.text or "view_thumbnail" in row.text for row in rows)

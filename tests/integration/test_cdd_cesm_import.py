@@ -13,7 +13,7 @@ from mammosearch.config import Settings
 from mammosearch.db.models import Image
 from mammosearch.db.session import make_session_factory
 from mammosearch.ingest.cdd_cesm import import_cdd_cesm
-from mammosearch.status import collect_status
+from mammosearch.jobs.status import collect_status
 
 pytestmark = [pytest.mark.postgres, pytest.mark.dataset, pytest.mark.slow]
 

@@ -30,7 +30,7 @@ from mammosearch.config import Settings
 from mammosearch.db.models import Image, ImageStatus
 from mammosearch.db.session import session_scope
 from mammosearch.ingest.dicom import read_dicom
-from mammosearch.search import SearchService
+from mammosearch.search.service import SearchService
 from tests.dicom_samples import real_mammograms
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]

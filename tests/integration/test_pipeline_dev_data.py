@@ -8,9 +8,11 @@ from sqlalchemy import func, select
 from mammosearch.config import Settings
 from mammosearch.db.models import Image, ImageEmbedding, ImageStatus
 from mammosearch.db.session import session_scope
+from mammosearch.embed.serving import open_serving_space
 from mammosearch.index import open_index
-from mammosearch.pipeline import active_space, process_pending, verify_index
-from mammosearch.search import SearchFilters, SearchService
+from mammosearch.pipeline.stages import process_pending, verify_index
+from mammosearch.search.request import SearchFilters
+from mammosearch.search.service import SearchService
 
 
 def test_every_dev_image_is_indexed_exactly_once(dev_archive: Settings) -> None:
@@ -18,7 +20,7 @@ def test_every_dev_image_is_indexed_exactly_once(dev_archive: Settings) -> None:
         statuses = dict(
             session.execute(select(Image.status, func.count()).group_by(Image.status)).all()
         )
-        space = active_space(session, dev_archive)
+        space = open_serving_space(session, dev_archive)
         assert statuses == {ImageStatus.INDEXED: 503}
         assert space.backbone == "efficientnet-lite0" and space.pretrained
         for metric in dev_archive.index_metrics:

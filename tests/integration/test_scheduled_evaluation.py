@@ -27,13 +27,13 @@ from bench.processes import (
     wait_until,
     worker_env,
 )
+from mammosearch.access.users import create_user
 from mammosearch.config import Settings
 from mammosearch.db import migrate
 from mammosearch.db.models import EvaluationRun
 from mammosearch.db.session import session_scope
 from mammosearch.embed import load_embedder
 from mammosearch.embed.spaces import get_or_create_space
-from mammosearch.users import create_user
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.factories import make_class_archive
 

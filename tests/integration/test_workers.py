@@ -21,10 +21,10 @@ from mammosearch.db.models import (
     utcnow,
 )
 from mammosearch.db.session import session_scope
-from mammosearch.pipeline import claim_for_embedding
-from mammosearch.reconcile import reconcile
-from mammosearch.status import collect_status
-from mammosearch.work_queue import InProcessQueue
+from mammosearch.jobs.reconcile import reconcile
+from mammosearch.jobs.status import collect_status
+from mammosearch.jobs.work_queue import InProcessQueue
+from mammosearch.pipeline.stages import claim_for_embedding
 from tests.conftest import REDIS_TEST_URL
 from tests.factories import make_bare_images, make_patient
 
@@ -145,7 +145,7 @@ def test_the_sweep_recovers_work_the_broker_lost(
 
 def test_a_batch_that_keeps_dying_gives_up_after_max_attempts(pg_settings: Settings) -> None:
     """Each delivery counts an attempt; past the limit the image is failed with the reason."""
-    from mammosearch.pipeline import MAX_ATTEMPTS
+    from mammosearch.pipeline.stages import MAX_ATTEMPTS
 
     image_ids = _add_images(pg_settings, 2)
     for _ in range(MAX_ATTEMPTS):
@@ -243,7 +243,7 @@ def test_without_a_broker_the_pipeline_runs_in_process(
 
 def test_the_app_is_configured_for_at_least_once_delivery() -> None:
     """acks_late + reject on worker loss + prefetch 1; every task has a declared queue."""
-    from mammosearch.work_queue import QUEUES
+    from mammosearch.jobs.work_queue import QUEUES
     from workers.app import TASK_ROUTES, celery_app
 
     conf = celery_app.conf
@@ -288,7 +288,7 @@ def test_claims_of_a_dead_worker_are_sent_again_without_the_visibility_timeout(
 ) -> None:
     """A batch claimed by a worker that died (its task unacked for an hour, its marks still
     set) is released by the sweep once its lease ran out, and enqueued again at once."""
-    from mammosearch import claims
+    from mammosearch.pipeline import claims
 
     image_ids = _add_images(broker_settings, 4)
     queue.enqueue_embedding(image_ids)
@@ -312,7 +312,7 @@ def test_claims_of_a_dead_worker_are_sent_again_without_the_visibility_timeout(
 
 def test_work_lost_with_an_unpersisted_redis_is_resent_within_a_minute() -> None:
     """Defaults: a sweep every schedule, work older than the grace: under 60 s in all."""
-    from mammosearch.reconcile import DEFAULT_GRACE_S
+    from mammosearch.jobs.reconcile import DEFAULT_GRACE_S
 
     settings = settings_from_env()
     assert settings.reconcile_schedule_s + DEFAULT_GRACE_S < 60

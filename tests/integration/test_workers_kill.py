@@ -105,9 +105,10 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(
 
     assert '"indexed": 503' in status_json
     with session_scope(settings.database_url) as session:
-        from mammosearch.pipeline import active_space, verify_index
+        from mammosearch.embed.serving import open_serving_space
+        from mammosearch.pipeline.stages import verify_index
 
-        space = active_space(session, settings)
+        space = open_serving_space(session, settings)
         report = verify_index(session, settings, space)
         assert report["clean"] and not report["unindexed_rows"], report
         vectors = session.scalar(select(func.count()).select_from(ImageEmbedding))

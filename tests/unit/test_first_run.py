@@ -13,8 +13,8 @@ from mammosearch.cli.ingest_commands import ingest
 from mammosearch.config import get_settings
 from mammosearch.db import migrate
 from mammosearch.db.session import get_engine, make_session_factory
-from mammosearch.import_record import last_import
-from tests.unit.test_cdd_cesm_importer import jpeg, make_folder, row
+from mammosearch.ingest.import_record import last_import
+from tests.unit.ingest.test_cdd_cesm_importer import jpeg, make_folder, row
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from flask import jsonify, request
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
-from mammosearch.audit import record_access
+from mammosearch.access.audit import record_access
 from mammosearch.db.models import Image
 from web.api import bp
 from web.blueprints.cases import get_image_or_404, send_image_file

@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 description of /api/v1, generated from the request and response models.
 
-Served at /api/v1/openapi.json. The search request is mammosearch.search_request's model
+Served at /api/v1/openapi.json. The search request is mammosearch.search.request's model
 (the one the server validates with); the responses are web.api.schemas'. Only what the
 models cannot say (paths, media types, status codes) is written here.
 """
@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from werkzeug.wrappers import Response
 
-from mammosearch.search_request import SearchRequest
+from mammosearch.search.request import SearchRequest
 from web.api import bp, schemas
 
 REF = "#/components/schemas/{model}"

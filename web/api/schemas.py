@@ -13,9 +13,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from mammosearch.case_search import CaseHit as CoreCaseHit
-from mammosearch.case_search import CaseView as CoreCaseView
-from mammosearch.search import Hit as CoreHit
+from mammosearch.search.case_search import CaseHit as CoreCaseHit
+from mammosearch.search.case_search import CaseView as CoreCaseView
+from mammosearch.search.service import Hit as CoreHit
 
 
 class Body(BaseModel):
@@ -68,7 +68,7 @@ CaseHit = create_model(
 
 
 class VoteOfLabel(BaseModel):
-    """The neighbours' vote on one label (mammosearch.vote.label_suggestion)."""
+    """The neighbours' vote on one label (mammosearch.search.vote.label_suggestion)."""
 
     model_config = ConfigDict(extra="allow")
 

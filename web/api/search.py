@@ -11,7 +11,7 @@ from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from mammosearch.ingest.storage import ImageRejected
-from mammosearch.search_request import BadSearchRequest, parse_search_request
+from mammosearch.search.request import BadSearchRequest, parse_search_request
 from web.api import bp
 from web.configuration import settings
 from web.db import get_session
@@ -31,8 +31,8 @@ def _request_values() -> dict[str, Any]:
 
 @bp.post("/search")
 def search() -> Response:
-    from mammosearch.index_health import IndexRepairing
-    from mammosearch.search import SearchError
+    from mammosearch.pipeline.index_health import IndexRepairing
+    from mammosearch.search.service import SearchError
 
     current = settings()
     values = _request_values()

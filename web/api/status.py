@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import jsonify
 from werkzeug.wrappers import Response
 
-from mammosearch.status import collect_status
+from mammosearch.jobs.status import collect_status
 from web.access import ADMIN, roles_required
 from web.api import bp
 from web.configuration import work_queue

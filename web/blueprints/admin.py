@@ -8,9 +8,8 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
-from mammosearch import audit
-from mammosearch.db.models import User
-from mammosearch.users import (
+from mammosearch.access import audit
+from mammosearch.access.users import (
     MIN_PASSWORD_LENGTH,
     ROLES,
     UserError,
@@ -23,6 +22,7 @@ from mammosearch.users import (
     set_active,
     token_state,
 )
+from mammosearch.db.models import User
 from web.access import ADMIN, restrict_blueprint
 from web.db import get_session
 

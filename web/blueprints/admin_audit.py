@@ -13,7 +13,7 @@ from flask import abort, current_app, render_template, request, stream_with_cont
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
-from mammosearch import audit
+from mammosearch.access import audit
 from web.blueprints.admin import bp
 from web.db import get_session
 

@@ -7,9 +7,9 @@ from typing import Any
 
 from flask import render_template
 
-from mammosearch.import_record import last_import
-from mammosearch.status import collect_status, index_sizes
-from mammosearch.work_queue import QUEUES
+from mammosearch.ingest.import_record import last_import
+from mammosearch.jobs.status import collect_status, index_sizes
+from mammosearch.jobs.work_queue import QUEUES
 from web.blueprints.admin import bp
 from web.configuration import settings, work_queue
 from web.db import get_session

@@ -8,8 +8,8 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, logout_user
 from werkzeug.wrappers import Response
 
-from mammosearch.audit import record_access
-from mammosearch.users import UserError, change_own_password, end_sessions, sign_in
+from mammosearch.access.audit import record_access
+from mammosearch.access.users import UserError, change_own_password, end_sessions, sign_in
 from web.access import RADIOLOGY, public, restrict_blueprint
 from web.auth import start_session
 from web.db import get_session

@@ -12,7 +12,7 @@ from flask_login import current_user
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
-from mammosearch.audit import record_access, record_rewindowed_file, record_thumbnail_view
+from mammosearch.access.audit import record_access, record_rewindowed_file, record_thumbnail_view
 from mammosearch.db.models import Image, Segmentation
 from web.access import RADIOLOGY, restrict_blueprint
 from web.case_context import (
@@ -219,7 +219,7 @@ def thumbnail(image_id: int) -> Response:
     path = thumbnail_file(settings(), image, size_px)
     session = get_session()
     # A thumbnail shows the patient's image too: audited, unless the page that shows it
-    # already listed it in its own event (mammosearch.audit.record_thumbnail_view).
+    # already listed it in its own event (mammosearch.access.audit.record_thumbnail_view).
     record_thumbnail_view(
         session,
         current_user.row,

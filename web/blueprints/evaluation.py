@@ -25,7 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response
 
-from mammosearch import audit
+from mammosearch.access import audit
 from mammosearch.config import Settings
 from mammosearch.db.models import EvaluationRun
 from mammosearch.evaluate.regression import (
@@ -37,7 +37,7 @@ from mammosearch.evaluate.regression import (
 )
 from mammosearch.evaluate.run_figures import write_run_figures
 from mammosearch.evaluate.tables import headline_k, metric_grid, per_class_rows
-from mammosearch.work_queue import WorkQueue
+from mammosearch.jobs.work_queue import WorkQueue
 from web.access import ADMIN, RADIOLOGY, restrict_blueprint
 from web.configuration import settings, work_queue
 from web.db import get_session

@@ -82,7 +82,7 @@ def _check_index_dir() -> dict[str, Any]:
 def _check_indexes() -> dict[str, Any]:
     """Every active space's index serves all the database lists as indexed; one that does
     not is named (space and metric, no path: /readyz is public) and its repair requested."""
-    from mammosearch.index_health import serving_health
+    from mammosearch.pipeline.index_health import serving_health
 
     try:
         unwhole = [h for h in serving_health(get_session(), settings()) if not h.whole]

@@ -19,7 +19,7 @@ from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from mammosearch.ingest.storage import ImageRejected
-from mammosearch.search_request import BadSearchRequest, parse_search_request
+from mammosearch.search.request import BadSearchRequest, parse_search_request
 from web.access import RADIOLOGY, restrict_blueprint
 from web.blueprints.search import results_context
 from web.configuration import settings
@@ -95,8 +95,8 @@ def _study_searches(
         fetch_study,
         find_study,
     )
-    from mammosearch.search import SearchError
-    from mammosearch.study_query import archived_breasts, case_uploads
+    from mammosearch.search.service import SearchError
+    from mammosearch.search.study_query import archived_breasts, case_uploads
 
     current = settings()
     session = get_session()
@@ -174,7 +174,7 @@ def keep_with_study() -> tuple[str, int] | Response:
     showed, and audited again as what was kept); then back to the launch page.
     """
     from mammosearch.ingest.dicomweb import DicomwebError, dicomweb_url
-    from mammosearch.key_objects import keep_with_study as store_key_object
+    from mammosearch.search.key_objects import keep_with_study as store_key_object
 
     base_url = dicomweb_url(settings())
     launch_args: dict[str, Any] = request.args.to_dict()  # the first value of each

@@ -10,7 +10,7 @@ from flask import Blueprint, abort, flash, jsonify, redirect, render_template, r
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
-from mammosearch import audit
+from mammosearch.access import audit
 from mammosearch.train.bases import BASE_BACKBONES, DEFAULT_BASE
 from web.access import ADMIN, restrict_blueprint
 from web.configuration import settings as app_settings
@@ -26,13 +26,14 @@ IMAGE_SIZE_RANGE = (64, 1024)
 def _spaces() -> list[dict[str, Any]]:
     from sqlalchemy import select
 
-    from mammosearch.cases import SEARCH_UNITS
     from mammosearch.db.models import EmbeddingSpace
     from mammosearch.embed.loader import registry_dir
     from mammosearch.embed.quantize import recorded_checks
     from mammosearch.embed.registry import registered_models
+    from mammosearch.embed.serving import serving_space
     from mammosearch.evaluate.runs import measured_vote
-    from mammosearch.space_switch import serving_space, space_progress
+    from mammosearch.jobs.space_switch import space_progress
+    from mammosearch.search.cases import SEARCH_UNITS
     from web.model_figures import cv_columns, reliability_views, run_columns
 
     session = get_session()
@@ -76,8 +77,8 @@ def overview() -> str:
     from mammosearch.embed.loader import registry_dir
     from mammosearch.embed.registry import registered_models
     from mammosearch.evaluate.labels import LABELS
-    from mammosearch.quantize_jobs import PRECISIONS
-    from mammosearch.quantize_jobs import read_state as read_quantize_state
+    from mammosearch.pipeline.quantize_jobs import PRECISIONS
+    from mammosearch.pipeline.quantize_jobs import read_state as read_quantize_state
     from mammosearch.train import auto
     from mammosearch.train.config import TrainConfig
     from mammosearch.train.jobs import last_finished_run, list_jobs
@@ -294,7 +295,7 @@ def activate_space() -> Response:
     """Re-embed the archive into a space and make it serve (search stays where it is until then)."""
     from mammosearch.embed.loader import registry_dir
     from mammosearch.embed.registry import registered_models
-    from mammosearch.quantize_jobs import read_state as quantized
+    from mammosearch.pipeline.quantize_jobs import read_state as quantized
     from mammosearch.train import auto
 
     backbone = (request.form.get("backbone") or "").strip()
@@ -346,7 +347,7 @@ def _rollback(settings: Any) -> None:
 def quantize_space() -> Response:
     """`mammosearch models quantize`: build a base space's reduced-precision variant and keep
     it only if this archive's P@5 holds (in the background; the record says how it ended)."""
-    from mammosearch.quantize_jobs import PRECISIONS, run_quantize
+    from mammosearch.pipeline.quantize_jobs import PRECISIONS, run_quantize
 
     backbone = (request.form.get("backbone") or "").strip()
     precision = (request.form.get("precision") or "").strip()
@@ -414,7 +415,7 @@ def delete_space(space_id: int) -> Response:
 
     from mammosearch.db.models import EmbeddingSpace
     from mammosearch.embed.loader import registry_dir
-    from mammosearch.space_switch import SpaceSwitchError, drop_space
+    from mammosearch.jobs.space_switch import SpaceSwitchError, drop_space
 
     session = get_session()
     space = session.get(EmbeddingSpace, space_id)

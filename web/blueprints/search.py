@@ -11,11 +11,11 @@ from sqlalchemy.orm import Session
 from werkzeug.datastructures import FileStorage
 from werkzeug.wrappers import Response
 
-from mammosearch.audit import record_access
-from mammosearch.case_search import QueryUpload
+from mammosearch.access.audit import record_access
 from mammosearch.db.models import Image
 from mammosearch.ingest.storage import ImageRejected
-from mammosearch.search_request import BadSearchRequest, SearchRequest, parse_search_request
+from mammosearch.search.case_search import QueryUpload
+from mammosearch.search.request import BadSearchRequest, SearchRequest, parse_search_request
 from web.access import RADIOLOGY, restrict_blueprint
 from web.case_results import hang
 from web.configuration import settings
@@ -62,7 +62,7 @@ def _recent_cases() -> list[Image]:
 
 
 def _render(status: int = 200, **context: Any) -> tuple[str, int]:
-    from mammosearch.search import get_search_service
+    from mammosearch.search.service import get_search_service
 
     current = settings()
     context.setdefault("form", {})
@@ -83,7 +83,7 @@ def search_page() -> tuple[str, int] | Response:
     if has_addressable_query(request.args):
         return _search(request.args, [])
     recent = _recent_cases()
-    if recent:  # one event for the page's thumbnails (mammosearch.audit.SHOWN_IMAGE_KEYS)
+    if recent:  # one event for the page's thumbnails (mammosearch.access.audit.SHOWN_IMAGE_KEYS)
         session = get_session()
         record_access(
             session, current_user.row, "view_recent_cases",
@@ -114,8 +114,8 @@ def _chosen_files() -> list[FileStorage]:
 
 
 def _search(form: Any, files: list[FileStorage]) -> tuple[str, int]:
-    from mammosearch.index_health import IndexRepairing
-    from mammosearch.search import SearchError
+    from mammosearch.pipeline.index_health import IndexRepairing
+    from mammosearch.search.service import SearchError
 
     current = settings()
     session = get_session()

@@ -110,7 +110,7 @@ def _raise_index_problem(error: Exception) -> None:
 
 def _full_disk(error: BaseException) -> str | None:
     from mammosearch.config import get_settings
-    from mammosearch.disk_full import full_disk_message
+    from mammosearch.durable.disk_full import full_disk_message
 
     return full_disk_message(error, get_settings())
 

@@ -7,15 +7,14 @@ from pathlib import Path
 
 import click
 
-from mammosearch.atomic_files import atomic_write_text
-from mammosearch.cases import CASE_FUSIONS, DEFAULT_FUSION, SEARCH_UNITS
 from mammosearch.config import get_settings
 from mammosearch.db.session import session_scope
-from mammosearch.distances import DISTANCE_METRICS
+from mammosearch.durable.atomic_files import atomic_write_text
 from mammosearch.evaluate.labels import LABELS
 from mammosearch.evaluate.protocols import DEFAULT_PROTOCOL, PROTOCOLS
-from mammosearch.ranking import RANKINGS
-from mammosearch.vote import reliability_lines
+from mammosearch.search.cases import CASE_FUSIONS, DEFAULT_FUSION, SEARCH_UNITS
+from mammosearch.search.vote import reliability_lines
+from mammosearch.vocabulary import DISTANCE_METRICS, RANKINGS
 
 
 @click.command("evaluate")

@@ -12,7 +12,7 @@ from mammosearch.cli.db_commands import migrate_embedded_database
 from mammosearch.cli.lazy_group import LazyGroup
 from mammosearch.config import Settings, get_settings
 from mammosearch.db import session_scope
-from mammosearch.import_record import record_import
+from mammosearch.ingest.import_record import record_import
 from mammosearch.ingest.sheet import BIRADS_RULES, SheetError, SheetRow
 
 if TYPE_CHECKING:

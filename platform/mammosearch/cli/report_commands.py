@@ -8,9 +8,9 @@ import click
 
 from mammosearch.config import Settings, get_settings
 from mammosearch.db.session import session_scope
-from mammosearch.distances import DISTANCE_METRICS
 from mammosearch.evaluate.labels import LABELS
 from mammosearch.evaluate.protocols import DEFAULT_PROTOCOL, PROTOCOLS
+from mammosearch.vocabulary import DISTANCE_METRICS
 
 
 def serving_trained_model(settings: Settings) -> str | None:

@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
-from mammosearch.cases import CASE_FUSIONS, DEFAULT_FUSION, SEARCH_UNITS
 from mammosearch.cli.space_option import backbone_option, resolve_space, settings_for
 from mammosearch.db.session import session_scope
-from mammosearch.ranking import RANKINGS
-from mammosearch.search_request import BIRADS_HIGH, BIRADS_LOW, DEFAULT_K, MAX_K
-from mammosearch.vote import suggestion_lines
+from mammosearch.search.cases import CASE_FUSIONS, DEFAULT_FUSION, SEARCH_UNITS
+from mammosearch.search.filters import FILTER_FIELDS, BoundField
+from mammosearch.search.request import DEFAULT_K, MAX_K
+from mammosearch.search.vote import suggestion_lines
+from mammosearch.vocabulary import RANKINGS
+
+
+def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """One option per filterable field (FILTER_FIELDS), in the table's order."""
+    for field in reversed(FILTER_FIELDS):
+        if isinstance(field, BoundField):
+            kind: Any = click.IntRange(field.values[0], field.values[-1])
+        else:
+            kind = click.Choice(field.choices) if field.choices else None
+        flag = "--" + field.name.replace("_", "-")
+        command = click.option(flag, type=kind, default=None, help=field.help)(command)
+    return command
 
 
 @click.command("search")
@@ -55,12 +70,7 @@ from mammosearch.vote import suggestion_lines
     help="Number of neighbours.",
 )
 @click.option("--metric", default=None, help="An indexed metric (default: cosine when indexed).")
-@click.option("--side", type=click.Choice(["L", "R"]), default=None, help="Results of this side.")
-@click.option("--view", default=None, help="CC, MLO, ...")
-@click.option("--modality", default=None, help="subtracted, low-energy, dicom, ...")
-@click.option("--birads-min", type=click.IntRange(BIRADS_LOW, BIRADS_HIGH), default=None)
-@click.option("--birads-max", type=click.IntRange(BIRADS_LOW, BIRADS_HIGH), default=None)
-@click.option("--pathology", default=None, help="normal, benign, malignant")
+@filter_options
 @click.option(
     "--exclude-same-patient",
     is_flag=True,
@@ -92,25 +102,20 @@ def search(
     study_uid: str | None,
     k: int,
     metric: str | None,
-    side: str | None,
-    view: str | None,
-    modality: str | None,
-    birads_min: int | None,
-    birads_max: int | None,
-    pathology: str | None,
     exclude_same_patient: bool,
     include_same_patient: bool,
     ranking: str | None,
     backbone: str | None,
     as_json: bool,
+    **filters: Any,
 ) -> None:
     """Find the K most similar archived images (or cases, --unit case) to IMAGES (JPEG, PNG,
     DICOM; several: the views of one breast) or to an archived image or case."""
-    from mammosearch.case_search import CaseSearchResponse, QueryUpload, run_search
-    from mammosearch.index_health import IndexRepairing
     from mammosearch.ingest.storage import ImageRejected
-    from mammosearch.search import SearchError, get_search_service
-    from mammosearch.search_request import BadSearchRequest, parse_search_request
+    from mammosearch.pipeline.index_health import IndexRepairing
+    from mammosearch.search.case_search import CaseSearchResponse, QueryUpload, run_search
+    from mammosearch.search.request import BadSearchRequest, parse_search_request
+    from mammosearch.search.service import SearchError, get_search_service
 
     archived = [image_id, case_id, patient_id, study_uid]
     if bool(images) == any(value is not None for value in archived):
@@ -130,12 +135,7 @@ def search(
                 {
                     "k": k,
                     "metric": metric,
-                    "side": side,
-                    "view": view,
-                    "modality": modality,
-                    "birads_min": birads_min,
-                    "birads_max": birads_max,
-                    "pathology": pathology,
+                    **filters,
                     "exclude_same_patient": (
                         True if exclude_same_patient else False if include_same_patient else None
                     ),

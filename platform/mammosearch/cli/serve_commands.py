@@ -28,7 +28,7 @@ def _start_embedded_sweep(app: Any) -> None:
     import threading
 
     from mammosearch.evaluate.scheduled import run_scheduled_evaluations
-    from mammosearch.reconcile import reconcile
+    from mammosearch.jobs.reconcile import reconcile
 
     queue = app.extensions["mammosearch_work_queue"]
     if queue.mode != "in-process":

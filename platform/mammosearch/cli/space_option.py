@@ -27,12 +27,12 @@ def settings_for(backbone: str | None) -> Settings:
 def resolve_space(session: Session, settings: Settings, echo: bool = True) -> EmbeddingSpace:
     """The embedding space of the configured backbone; says which backbone `auto` picked."""
     from mammosearch.embed import resolve_backbone_name
-    from mammosearch.pipeline import active_space
+    from mammosearch.embed.serving import open_serving_space
 
     if echo and settings.backbone == "auto":
         name, reason = resolve_backbone_name("auto", settings.weights_path)
         click.echo(f"backbone auto -> {name} ({reason})", err=True)
-    space = active_space(session, settings)
+    space = open_serving_space(session, settings)
     if echo and not space.pretrained:
         click.echo(f"WARNING: space {space.id} ({space.backbone}) uses UNTRAINED weights", err=True)
     return space

@@ -22,7 +22,8 @@ def spaces_list(as_json: bool) -> None:
 
     from mammosearch.db.models import EmbeddingSpace
     from mammosearch.db.session import session_scope
-    from mammosearch.space_switch import serving_space, space_progress
+    from mammosearch.embed.serving import serving_space
+    from mammosearch.jobs.space_switch import space_progress
 
     settings = get_settings()
     with session_scope() as session:
@@ -57,13 +58,9 @@ def spaces_reembed(backbone: str) -> None:
     from tqdm import tqdm
 
     from mammosearch.db.session import session_scope
+    from mammosearch.embed.serving import embedder_for
     from mammosearch.embed.spaces import get_or_create_space
-    from mammosearch.space_switch import (
-        embed_into_space,
-        embedder_for,
-        missing_image_ids,
-        space_progress,
-    )
+    from mammosearch.jobs.space_switch import embed_into_space, missing_image_ids, space_progress
 
     settings = get_settings()
     with session_scope() as session:
@@ -99,7 +96,7 @@ def spaces_reembed(backbone: str) -> None:
 def spaces_activate(backbone: str) -> None:
     """Make BACKBONE's space serve search, once it is complete and verified."""
     from mammosearch.db.session import session_scope
-    from mammosearch.space_switch import SpaceSwitchError, activate
+    from mammosearch.jobs.space_switch import SpaceSwitchError, activate
 
     settings = get_settings()
     if settings.backbone != "auto":
@@ -127,7 +124,7 @@ def spaces_drop(space_id: int, yes: bool) -> None:
     """Delete a space that does not serve: its vectors and index files."""
     from mammosearch.db.models import EmbeddingSpace
     from mammosearch.db.session import session_scope
-    from mammosearch.space_switch import SpaceSwitchError, drop_space
+    from mammosearch.jobs.space_switch import SpaceSwitchError, drop_space
 
     with session_scope() as session:
         space = session.get(EmbeddingSpace, space_id)

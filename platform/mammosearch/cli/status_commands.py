@@ -9,7 +9,7 @@ import click
 
 from mammosearch.config import get_settings
 from mammosearch.db import session_scope
-from mammosearch.status import collect_status
+from mammosearch.jobs.status import collect_status
 from workers.work_queue import work_queue_for
 
 
@@ -40,7 +40,7 @@ def status(as_json: bool) -> None:
 
 
 def _echo_pipeline(report: dict[str, Any]) -> None:
-    """Lag, last failures and queue depths (the sections mammosearch.status adds)."""
+    """Lag, last failures and queue depths (the sections mammosearch.jobs.status adds)."""
     lag = report.get("lag") or {}
     if lag.get("oldest_pending_age_s") is not None:
         click.echo(

@@ -329,7 +329,7 @@ def models_quantize(
     images; within 0.01, the variant is kept and served as the backbone NAME:int8 or
     NAME:bf16 (a new embedding space: spaces reembed + activate to switch).
     """
-    from mammosearch.quantize_archive import quantize_and_check
+    from mammosearch.pipeline.quantize_archive import quantize_and_check
 
     settings = settings_for(backbone)
     try:  # PrecisionUnavailable (no weights, no model) is the group's one-line error

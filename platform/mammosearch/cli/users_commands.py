@@ -9,10 +9,8 @@ from datetime import datetime
 
 import click
 
-from mammosearch.audit import record_access
-from mammosearch.config import get_settings
-from mammosearch.db.session import session_scope
-from mammosearch.users import (
+from mammosearch.access.audit import record_access
+from mammosearch.access.users import (
     ROLES,
     UserError,
     create_user,
@@ -26,6 +24,8 @@ from mammosearch.users import (
     temporary_password,
     token_state,
 )
+from mammosearch.config import get_settings
+from mammosearch.db.session import session_scope
 
 
 def _read_password(password_stdin: bool) -> str:

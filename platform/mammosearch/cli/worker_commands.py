@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from mammosearch.config import get_settings
-from mammosearch.work_queue import QUEUES
+from mammosearch.jobs.work_queue import QUEUES
 
 
 def _require_broker() -> None:
@@ -130,8 +130,8 @@ def watch(directory: Path, once: bool, interval: float | None, min_age_s: float 
 )
 def reconcile(grace_s: float | None) -> None:
     """Re-enqueue images left pending or unindexed (in-process: run the pipeline over them)."""
-    from mammosearch.reconcile import DEFAULT_GRACE_S
-    from mammosearch.reconcile import reconcile as sweep
+    from mammosearch.jobs.reconcile import DEFAULT_GRACE_S
+    from mammosearch.jobs.reconcile import reconcile as sweep
     from workers.work_queue import work_queue_for
 
     settings = get_settings()

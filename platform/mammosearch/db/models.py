@@ -44,7 +44,7 @@ class Base(DeclarativeBase):
 
 class ImageStatus(enum.StrEnum):
     """Where an image is in the pipeline: pending -> claimed -> embedded -> indexed; failed;
-    removed. `claimed`: a worker holds it under a lease (mammosearch.claims)."""
+    removed. `claimed`: a worker holds it under a lease (mammosearch.pipeline.claims)."""
 
     PENDING = "pending"
     CLAIMED = "claimed"
@@ -194,7 +194,7 @@ class User(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(128), unique=True)
-    # The name as sign-in compares it (mammosearch.users.username_key): `ADMIN1` and a
+    # The name as sign-in compares it (mammosearch.access.users.username_key): `ADMIN1` and a
     # full-width `ａｄｍｉｎ１` are `admin1`, so two users cannot differ only in case or form.
     username_key: Mapped[str] = mapped_column(String(512), unique=True, index=True)
     password_hash: Mapped[str] = mapped_column(String(512))

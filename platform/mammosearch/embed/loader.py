@@ -55,7 +55,7 @@ _loading = threading.RLock()  # lru_cache alone lets two threads load the same m
 
 def registry_dir(settings: Settings | None = None) -> Path:
     """Where registered trained models live: DATA_DIR/models/registry/<name>/."""
-    return (settings or get_settings()).data_dir / "models" / "registry"
+    return (settings or get_settings()).layout.registry_dir
 
 
 def trained_model_for(name: str, registry: Path | None = None) -> TrainedModel | None:
@@ -168,7 +168,7 @@ def build_torch_embedder(
 
 
 def default_onnx_dir() -> Path:
-    return get_settings().data_dir / "models" / "onnx"
+    return get_settings().layout.onnx_dir
 
 
 @lru_cache(maxsize=8)
@@ -180,6 +180,7 @@ def _cached_embedder(
     runtime: str,
     batch_size: int,
     onnx_dir: Path | None,
+    engine: str | None = None,
 ) -> Embedder:
     if runtime == "torch" or onnx_dir is None:
         return build_torch_embedder(name, weights, allow_random, device, batch_size)
@@ -196,10 +197,12 @@ def _cached_embedder(
         assert isinstance(torch_embedder, TorchEmbedder)  # runtime "torch" builds one
         export_onnx(torch_embedder, onnx_path)
     if runtime == VARIANT_RUNTIMES["int8"]:
-        return OnnxEmbedder(servable_int8(onnx_path), batch_size=batch_size)
+        return OnnxEmbedder(servable_int8(onnx_path), batch_size=batch_size, engine=engine)
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device != "cpu" else None
     # The file's identity was just checked (or written): no second read of the model.
-    return OnnxEmbedder(onnx_path, batch_size=batch_size, providers=providers, identity=identity)
+    return OnnxEmbedder(
+        onnx_path, batch_size=batch_size, providers=providers, identity=identity, engine=engine
+    )
 
 
 def load_embedder(
@@ -211,6 +214,7 @@ def load_embedder(
     batch_size: int = 32,
     onnx_dir: Path | None = None,
     registry: Path | None = None,
+    engine: str | None = None,
 ) -> Embedder:
     """The embedder for a backbone name (or `auto`), loaded once per process.
 
@@ -219,17 +223,19 @@ def load_embedder(
     file, unless `allow_random`: then the weights are random and the identity says untrained.
     `runtime="onnx"` exports the model once into `onnx_dir` and serves it with ONNX Runtime;
     `NAME:int8` / `NAME:bf16` serve NAME's reduced-precision variant once
-    `mammosearch models quantize` kept it (embed/quantize.py).
+    `mammosearch models quantize` kept it (embed/quantize.py). `engine`: how an ONNX model
+    runs (None: MAMMOSEARCH_ONNX_ENGINE).
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
+    engine = engine or get_settings().onnx_engine  # one cache entry per engine actually used
     name, precision = split_precision(name)
     trained = trained_model_for(name, registry)
     if trained is not None and precision is not None:
         raise ValueError(f"{name}:{precision}: variants are built for registry backbones only")
     if trained is not None:
         # A trained model is its ONNX file: served by ONNX Runtime whatever the runtime says.
-        return load_trained_embedder(trained, batch_size=batch_size, device=device)
+        return load_trained_embedder(trained, batch_size=batch_size, device=device, engine=engine)
     resolved_name, _reason = resolve_backbone_name(name, weights)
     with _loading:
         return _cached_embedder(
@@ -240,6 +246,7 @@ def load_embedder(
             VARIANT_RUNTIMES[precision] if precision else runtime,
             batch_size,
             None if runtime == "torch" and not precision else Path(onnx_dir or default_onnx_dir()),
+            engine,
         )
 
 
@@ -254,9 +261,10 @@ def load_embedder_from_settings(
         settings.allow_random_weights,
         device=device,
         runtime=runtime or settings.embed_runtime,
-        onnx_dir=settings.data_dir / "models" / "onnx",
+        onnx_dir=settings.layout.onnx_dir,
         batch_size=settings.embed_batch_size,
         registry=registry_dir(settings),
+        engine=settings.onnx_engine,
     )
 
 

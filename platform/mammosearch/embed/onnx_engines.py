@@ -29,8 +29,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mammosearch.atomic_files import SHARED, atomic_write_text
-from mammosearch.cpu_features import cpu_model, has_int8_dot_product, vector_extensions
+from mammosearch.durable.atomic_files import SHARED, atomic_write_text
+from mammosearch.embed.cpu_features import cpu_model, has_int8_dot_product, vector_extensions
 
 AUTO = "auto"
 ONNXRUNTIME = "onnxruntime"

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mammosearch.atomic_files import atomic_path
 from mammosearch.config import get_settings
+from mammosearch.durable.atomic_files import atomic_path
 from mammosearch.embed.embedder import Embedder, TorchEmbedder, check_batch
 from mammosearch.embed.onnx_engines import ONNXRUNTIME, choose_engine, open_engine
 from mammosearch.embed.precision_names import split_precision

@@ -35,8 +35,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from mammosearch.atomic_files import atomic_path, atomic_write_text
-from mammosearch.cpu_features import has_bf16, has_int8_dot_product, vector_extensions
+from mammosearch.durable.atomic_files import atomic_path, atomic_write_text
+from mammosearch.embed.cpu_features import has_bf16, has_int8_dot_product, vector_extensions
 from mammosearch.embed.embedder import Embedder, TorchEmbedder
 from mammosearch.embed.onnx_runtime import IDENTITY_KEY, read_onnx_identity
 from mammosearch.embed.precision_names import PRECISIONS, variant_name

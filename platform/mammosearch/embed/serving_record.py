@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mammosearch.atomic_files import atomic_write_bytes
+from mammosearch.durable.atomic_files import atomic_write_bytes
 
 SERVING_FILE = "serving-space.json"
 _cache: dict[Path, tuple[int, dict[str, Any] | None]] = {}

@@ -131,7 +131,7 @@ def find_trained_model(name: str, registry_dir: Path) -> TrainedModel | None:
 
 @lru_cache(maxsize=8)
 def _cached_onnx_embedder(
-    directory: Path, sha256: str, batch_size: int, device: str
+    directory: Path, sha256: str, batch_size: int, device: str, engine: str | None = None
 ) -> OnnxEmbedder:
     from mammosearch.embed.onnx_runtime import OnnxEmbedder
 
@@ -143,12 +143,14 @@ def _cached_onnx_embedder(
         providers=providers,
         identity=model.identity(),
         input_size_px=model.input_size_px,
+        engine=engine,
     )
 
 
 def load_trained_embedder(
-    model: TrainedModel, batch_size: int = 32, device: str = "cpu"
+    model: TrainedModel, batch_size: int = 32, device: str = "cpu", engine: str | None = None
 ) -> OnnxEmbedder:
-    """The model served by ONNX Runtime, loaded once per process."""
+    """The model served by ONNX Runtime, loaded once per process; `engine` None: the
+    setting's."""
     with _loading:
-        return _cached_onnx_embedder(model.directory, model.sha256, batch_size, device)
+        return _cached_onnx_embedder(model.directory, model.sha256, batch_size, device, engine)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from mammosearch.atomic_files import SHARED, atomic_write_text, atomic_writer
+from mammosearch.durable.atomic_files import SHARED, atomic_write_text, atomic_writer
 
 if TYPE_CHECKING:
     from mammosearch.embed.backbones import Backbone

@@ -1,6 +1,6 @@
 """Case-level evaluation: a space's images grouped into cases, scored case against case.
 
-A case is one breast of one study (mammosearch.cases); its label is its views' (BIRADS: the
+A case is one breast of one study (mammosearch.search.cases); its label is its views' (BIRADS: the
 most suspicious, pathology: the most severe). Every labelled case queries every other case
 the protocol leaves it (patient-excluded: none of its patient's cases), ranked by the fused
 case-to-case score of a fusion rule over all their views, so the figures are those of the
@@ -15,7 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from mammosearch.cases import (
+from mammosearch.evaluate.evaluator import DEFAULT_KS, Progress, evaluate_vectors
+from mammosearch.evaluate.labels import get_label
+from mammosearch.evaluate.neighbour_vote import measure_space_votes
+from mammosearch.evaluate.result import EvaluationResult
+from mammosearch.search.cases import (
     CaseKey,
     ViewTag,
     case_birads,
@@ -25,10 +29,6 @@ from mammosearch.cases import (
     group_starts,
     view_tag,
 )
-from mammosearch.evaluate.evaluator import DEFAULT_KS, Progress, evaluate_vectors
-from mammosearch.evaluate.labels import get_label
-from mammosearch.evaluate.neighbour_vote import measure_space_votes
-from mammosearch.evaluate.result import EvaluationResult
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def case_label_rows(
 def case_score_matrix(
     vectors: np.ndarray, groups: CaseGroups, fusion: str, metric: str
 ) -> np.ndarray:
-    """(cases, cases) fused scores, every case against every case (mammosearch.cases)."""
+    """(cases, cases) fused scores, every case against every case (mammosearch.search.cases)."""
     grouped = np.asarray(vectors)[groups.order]
     return fused_scores(
         grouped, groups.tags, groups.starts, grouped, groups.tags, groups.starts, fusion, metric

@@ -26,14 +26,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from mammosearch.distances import DISTANCE_METRICS
 from mammosearch.evaluate.labels import LABELS
 from mammosearch.evaluate.metrics import METRICS
 from mammosearch.evaluate.neighbour_vote import DEFAULT_VOTE_K, similarity_of_scores
 from mammosearch.evaluate.protocols import candidate_mask, get_protocol, query_rows
 from mammosearch.evaluate.result import EvaluationError, EvaluationResult
-from mammosearch.ranking import RankingError, check_ranking, consensus_ranking
-from mammosearch.vote import RULE, VoteRule
+from mammosearch.search.ranking import RankingError, check_ranking, consensus_ranking
+from mammosearch.search.vote import RULE, VoteRule
+from mammosearch.vocabulary import DISTANCE_METRICS
 
 if TYPE_CHECKING:
     import faiss
@@ -170,10 +170,10 @@ def evaluate_vectors(
 
     `score_matrix` (n, n), in the metric's convention (cosine: a similarity; l2: a squared
     distance), ranks the candidates instead of the vectors: a case-level evaluation's fused
-    case-to-case scores (mammosearch.cases), whose rules are not one vector's distance.
+    case-to-case scores (mammosearch.search.cases), whose rules are not one vector's distance.
 
     `ranking` "consensus" orders each query's ten nearest as the search service does
-    (mammosearch.ranking): those agreeing with their vote (mammosearch.vote) first.
+    (mammosearch.search.ranking): those agreeing with their vote (mammosearch.search.vote) first.
 
     `vote_rule` is the vote the consensus order follows (the served one; bench/vote_rules.py
     scores the others).
@@ -367,7 +367,7 @@ def evaluate_vectors(
             "distance": "1 - cosine similarity" if metric == "cosine" else "squared L2",
             "ranking": "full ranking of eligible candidates (batched exact search, masked)"
             + (
-                f"; consensus order of the {DEFAULT_VOTE_K} nearest (mammosearch.ranking)"
+                f"; consensus order of the {DEFAULT_VOTE_K} nearest (mammosearch.search.ranking)"
                 if ranking == "consensus"
                 else ""
             ),

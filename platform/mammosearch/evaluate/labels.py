@@ -6,8 +6,7 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mammosearch.birads import COARSE_GROUPS, RETRIEVAL_CLASSES
-from mammosearch.pathology import PATHOLOGY_CLASSES
+from mammosearch.vocabulary import COARSE_GROUPS, PATHOLOGY_CLASSES, RETRIEVAL_CLASSES
 
 FINDING_CLASSES = ("none", "mass", "non-mass", "foci", "lymph node", "other")
 FINDING_KEYWORDS: tuple[tuple[str, tuple[str, ...]], ...] = (

@@ -1,8 +1,8 @@
-"""The neighbours' vote under a protocol, for every query (mammosearch.vote's rule, batched).
+"""The neighbours' vote under a protocol, for every query (mammosearch.search.vote's rule, batched).
 
 Each labelled query's candidates (the labelled images the protocol leaves it) are ranked by
 the similarity search shows (cosine -> the cosine itself, l2 -> 1 / (1 + squared distance));
-the VOTE_K nearest vote by mammosearch.vote.class_shares. Out of these votes come the
+the VOTE_K nearest vote by mammosearch.search.vote.class_shares. Out of these votes come the
 confusion matrix of reports and cross-validation, and the reliability table that says how
 sure a suggestion is (`measure_vote`).
 """
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from mammosearch.evaluate.protocols import candidate_mask, get_protocol, query_rows
-from mammosearch.vote import (
+from mammosearch.search.vote import (
     RULE,
     VOTE_K,
     NoSuggestion,

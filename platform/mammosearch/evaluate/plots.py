@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from mammosearch.atomic_files import SHARED, atomic_path
+from mammosearch.durable.atomic_files import SHARED, atomic_path
 from mammosearch.evaluate.neighbour_vote import VoteConfusion
 from mammosearch.evaluate.projection import Projection
 

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mammosearch.audit import record_access
+from mammosearch.access.audit import record_access
 from mammosearch.config import Settings
 from mammosearch.db.models import AuditEvent, EvaluationRun, User
 from mammosearch.evaluate.metrics import TIMING_KEYS

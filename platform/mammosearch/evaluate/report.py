@@ -25,10 +25,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
-from mammosearch.atomic_files import SHARED, atomic_write_text
 from mammosearch.config import Settings
 from mammosearch.db.models import EmbeddingSpace, EvaluationRun, Image, ImageStatus
-from mammosearch.distances import DISTANCE_METRICS
+from mammosearch.durable.atomic_files import SHARED, atomic_write_text
 from mammosearch.evaluate.evaluator import DEFAULT_KS, class_order
 from mammosearch.evaluate.labels import get_label
 from mammosearch.evaluate.metrics import METRICS
@@ -49,7 +48,8 @@ from mammosearch.evaluate.runs import (
 )
 from mammosearch.evaluate.thumbs import write_thumbnail
 from mammosearch.evaluate.timing import search_ms_by_k
-from mammosearch.pipeline import embed_missing
+from mammosearch.pipeline.stages import embed_missing
+from mammosearch.vocabulary import DISTANCE_METRICS
 
 REPORT_METRICS = DISTANCE_METRICS
 QUERY_ROWS = 6

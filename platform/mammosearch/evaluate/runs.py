@@ -11,7 +11,6 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mammosearch.cases import CASE_FUSIONS, DEFAULT_FUSION, SEARCH_UNITS
 from mammosearch.config import Settings
 from mammosearch.db.models import EmbeddingSpace, EvaluationRun, Image, ImageEmbedding, utcnow
 from mammosearch.embed.trained import TRAINED_PREFIX
@@ -23,6 +22,7 @@ from mammosearch.evaluate.neighbour_vote import measure_space_votes
 from mammosearch.evaluate.protocols import DEFAULT_PROTOCOL, get_protocol
 from mammosearch.evaluate.result import EvaluationError, EvaluationResult
 from mammosearch.evaluate.served_search import served_search, through_index_depth
+from mammosearch.search.cases import CASE_FUSIONS, DEFAULT_FUSION, SEARCH_UNITS
 
 VOTE_KEYS = {"image": "vote", "case": "case_vote"}
 """Where a run's config keeps the vote measured in each search unit (a model's
@@ -134,7 +134,7 @@ def resolve_space(
             raise EvaluationError(f"backbone {backbone!r}: no embedding space with vectors")
         return space
     try:
-        from mammosearch.pipeline import active_space
+        from mammosearch.embed.serving import open_serving_space as active_space
     except ImportError:  # no pipeline (a trimmed install): the newest space with vectors
         space = session.scalars(with_vectors).first()
         if space is None:
@@ -175,7 +175,7 @@ def evaluate_space(
     `unit` "case": the images grouped into cases (one breast of one study), each case a
     query against the other cases, ranked by `fusion` (evaluate/case_units.py).
 
-    `ranking` "consensus" scores the order search serves by default (mammosearch.ranking).
+    `ranking` "consensus" scores the order search serves by default (mammosearch.search.ranking).
 
     `through_index`: candidates come from the served index (evaluate/served_search.py), to
     the depth max(ks) + a margin; mAP is then AP@max(ks) unless `map_cutoff` says otherwise.
@@ -343,7 +343,7 @@ def measured_vote(
 ) -> dict[str, Any]:
     """How sure the neighbour vote is in `space` for a search of `unit` (cases: by
     `fusion`, default the served one): {"birads": reliability, "pathology": ...}
-    (mammosearch.vote.Reliability documents), or {} when it was never measured.
+    (mammosearch.search.vote.Reliability documents), or {} when it was never measured.
 
     A trained space: its model's out-of-fold figures (model.json, written by train's
     cross-validation; the archive protocol's when recorded, as search meets the archive;

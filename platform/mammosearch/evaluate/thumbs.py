@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mammosearch.atomic_files import SHARED, atomic_path
+from mammosearch.durable.atomic_files import SHARED, atomic_path
 from mammosearch.ingest.storage import open_upright
 
 THUMB_SIZE_PX = 112

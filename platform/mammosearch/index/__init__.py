@@ -50,7 +50,7 @@ def _cached(
     so a cached instance is as safe to write through as a fresh one. Readers get their own
     instance so that searches keep a stable view between their throttled reloads.
     """
-    root = settings.index_dir / f"space-{space.id}" / metric
+    root = settings.layout.index_root(space.id, metric)
     key = (role, str(root), metric, space.dim, settings.index_factory, settings.index_segment_size)
     with _indexes_lock:
         index = _indexes.get(key)

@@ -3,7 +3,7 @@
 A damaged segment is quarantined and dropped from the view, and from the manifest under the
 writer lock, so no reader keeps serving it. Its vectors come back from the database, the
 truth (pipeline.verify_index); until then the index holds fewer vectors than the database
-lists, which search refuses to pass off as an answer (mammosearch.index_health).
+lists, which search refuses to pass off as an answer (mammosearch.pipeline.index_health).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from mammosearch.faults import fault_point
+from mammosearch.durable.faults import fault_point
 from mammosearch.index.manifest import (
     MANIFEST_NAME,
     TEMP_SUFFIX,

@@ -19,8 +19,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from mammosearch.distances import DISTANCE_METRICS
 from mammosearch.index.manifest import IndexCorruptError, sha256_of
+from mammosearch.vocabulary import DISTANCE_METRICS
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from mammosearch.faults import fault_point
+from mammosearch.durable.faults import fault_point
 from mammosearch.index.factory_choice import needs_rebuild
 from mammosearch.index.main_build import BuiltMain, build_whole, extend
 from mammosearch.index.manifest import DELTA, SEALED, fsync_dir, next_manifest, write_manifest

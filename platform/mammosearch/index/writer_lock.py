@@ -6,7 +6,7 @@ rebuilds all write a space's metric indexes; each takes this lock first, whoever
 `<index_dir>/space-<id>/.writer.lock`: released by the kernel when its holder dies (kill -9
 included), shared by every process that sees the same index volume. Re-entrant within a
 thread, so a locked operation may call another (verify --repair appends). The file holds a
-line naming the current holder, for the message of whoever waits (mammosearch.file_lock).
+line naming the current holder, for the message of whoever waits (mammosearch.durable.file_lock).
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from mammosearch.file_lock import LockHeld, exclusive_file_lock
+from mammosearch.config import space_index_dir
+from mammosearch.durable.file_lock import LockHeld, exclusive_file_lock
 
 LOCK_FILE_NAME = ".writer.lock"
 
@@ -28,7 +29,7 @@ class IndexBusy(RuntimeError):
 
 
 def lock_path(index_dir: Path, space_id: int) -> Path:
-    return Path(index_dir) / f"space-{space_id}" / LOCK_FILE_NAME
+    return space_index_dir(index_dir, space_id) / LOCK_FILE_NAME
 
 
 @contextmanager

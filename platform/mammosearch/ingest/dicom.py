@@ -19,6 +19,7 @@ from pydicom.uid import UID
 
 from mammosearch.ingest.full_depth import FullDepth, full_depth, pixel_spacing_mm
 from mammosearch.ingest.storage import ImageRejected
+from mammosearch.vocabulary import KNOWN_VIEWS
 
 # Which pylibjpeg plugin decodes which compressed transfer syntax (gdcm decodes them all).
 _PLUGIN_FOR_SYNTAX = {
@@ -39,8 +40,6 @@ _PLUGIN_FOR_SYNTAX = {
 DICOM_SUFFIXES = {".dcm", ".dicom", ".dic"}
 """File names that are DICOM by convention; others are DICOM if they carry the signature."""
 
-# ViewPosition values, plus the spellings some archives (CBIS-DDSM) put in PatientOrientation.
-KNOWN_VIEWS = {"CC", "MLO", "ML", "LM", "LMO", "XCCL", "XCCM", "FB", "SIO", "AT", "RL", "RM"}
 _VIEW_CODE_MEANINGS = {
     "cranio-caudal": "CC",
     "medio-lateral oblique": "MLO",

@@ -14,9 +14,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from mammosearch.birads import ASSESSMENT_CATEGORIES
 from mammosearch.ingest.cdd_names import parse_cdd_name
-from mammosearch.pathology import PATHOLOGY_CLASSES
+from mammosearch.vocabulary import ASSESSMENT_CATEGORIES, PATHOLOGY_CLASSES
 
 MULTI_VALUE_SEPARATOR = "$"
 BIRADS_CATEGORIES = ASSESSMENT_CATEGORIES  # "4a"/"4b"/"4c" count as 4

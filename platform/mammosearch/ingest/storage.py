@@ -10,7 +10,7 @@ from pathlib import Path
 from PIL import Image as PILImage
 from PIL import ImageOps, UnidentifiedImageError
 
-from mammosearch.atomic_files import atomic_write_bytes
+from mammosearch.durable.atomic_files import atomic_write_bytes
 
 ACCEPTED_FORMATS = {"JPEG", "PNG", "TIFF", "BMP"}
 EXIF_ORIENTATION_TAG = 0x0112

@@ -15,7 +15,7 @@ record says why. Once the labelled archive has grown by MAMMOSEARCH_AUTO_TRAIN_G
 quarter) it is judged again the same way. The space that served before is recorded for a
 one-click rollback.
 
-One run at a time, everywhere, under a file lock in the data directory (mammosearch.file_lock);
+One run at a time, everywhere, under a file lock in the data dir (mammosearch.durable.file_lock);
 its state and progress (fold, epoch, estimated time left) are in DATA_DIR/models/auto-train.json,
 replaced atomically, which the pages' banner and the admin Models page read. A run that was
 killed resumes: training from its work folder (`<out>.work/`, the trainer's checkpoints), a
@@ -38,9 +38,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from mammosearch.atomic_files import atomic_write_bytes
 from mammosearch.config import Settings
-from mammosearch.file_lock import LockHeld, exclusive_file_lock, is_held
+from mammosearch.durable.atomic_files import atomic_write_bytes
+from mammosearch.durable.file_lock import LockHeld, exclusive_file_lock, is_held
 from mammosearch.train.progress import ProgressClock, progress_line
 
 log = logging.getLogger(__name__)
@@ -509,14 +509,10 @@ def switch_space(settings: Settings, backbone: str, record: dict[str, Any] | Non
     Search answers from the old space until `activate` has verified the new one.
     """
     from mammosearch.db.session import session_scope
+    from mammosearch.embed.serving import embedder_for
     from mammosearch.embed.serving_record import serving_backbone
     from mammosearch.embed.spaces import get_or_create_space
-    from mammosearch.space_switch import (
-        activate,
-        embed_into_space,
-        embedder_for,
-        missing_image_ids,
-    )
+    from mammosearch.jobs.space_switch import activate, embed_into_space, missing_image_ids
 
     record = read_state(settings) if record is None else record
     current = serving_backbone(settings.backbone, settings.data_dir)

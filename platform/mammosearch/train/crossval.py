@@ -13,12 +13,12 @@ a new archive, and it is reported beside it, never instead of it.
 
 Each space is also scored at case level (`trained_case`, `base_case`): each fold's unseen
 patients' images grouped into cases (one breast of one study), every case a query against
-the fold's other cases, by each fusion rule (mammosearch.cases), similarity order; with each
+the fold's other cases, by each fusion rule (mammosearch.search.cases), similarity order; with each
 rule's case vote reliability (`vote_reliability`, what a case search in that space reads).
 
 Every figure is scored twice: in similarity order (the embedding's own figure, the
 headline), and in the consensus order the search service serves by default
-(mammosearch.ranking), as `consensus_<metric>`; per-class P@5 of both shows who gains.
+(mammosearch.search.ranking), as `consensus_<metric>`; per-class P@5 of both shows who gains.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 
-from mammosearch.cases import CASE_FUSIONS
 from mammosearch.evaluate.case_units import (
     case_label_rows,
     case_mean_vectors,
@@ -41,8 +40,9 @@ from mammosearch.evaluate.evaluator import evaluate_vectors
 from mammosearch.evaluate.labels import get_label
 from mammosearch.evaluate.neighbour_vote import DEFAULT_VOTE_K, neighbour_vote_shares
 from mammosearch.evaluate.result import EvaluationError
-from mammosearch.ranking import RANKINGS
-from mammosearch.vote import RULE, expected_calibration_error, reliability_table, winners
+from mammosearch.search.cases import CASE_FUSIONS
+from mammosearch.search.vote import RULE, expected_calibration_error, reliability_table, winners
+from mammosearch.vocabulary import RANKINGS
 
 CV_KS = (1, 5, 10)
 ARCHIVE_PROTOCOL = (
@@ -76,7 +76,7 @@ def fold_suggestions(
 
 
 def pooled_reliability(suggestions: Suggestions, classes: Sequence[Any]) -> dict[str, Any] | None:
-    """The pooled suggestions' reliability table (mammosearch.vote), with the vote's
+    """The pooled suggestions' reliability table (mammosearch.search.vote), with the vote's
     accuracy, balanced accuracy, per-class recall and calibration error; None if none."""
     if not suggestions:
         return None
@@ -113,7 +113,7 @@ class FoldFigures:
     confusion: np.ndarray | None = None
     per_class_sums: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     # Every out-of-fold suggestion: (leader's share, right?, true class code), for the
-    # reliability table search reads (mammosearch.vote.Reliability).
+    # reliability table search reads (mammosearch.search.vote.Reliability).
     suggestions: Suggestions = field(default_factory=list)
 
     def add_fold(
@@ -176,7 +176,7 @@ class FoldFigures:
         return fold
 
     def reliability(self) -> dict[str, Any] | None:
-        """The out-of-fold suggestions' reliability table (mammosearch.vote), with the vote's
+        """The out-of-fold suggestions' reliability table (mammosearch.search.vote), with the vote's
         accuracy, balanced accuracy, per-class recall and calibration error."""
         return pooled_reliability(self.suggestions, self.classes)
 

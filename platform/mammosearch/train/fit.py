@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mammosearch.atomic_files import atomic_write_bytes
+from mammosearch.durable.atomic_files import atomic_write_bytes
 from mammosearch.train.losses import LossFn
 from mammosearch.train.network import Top, TopEnsemble
 

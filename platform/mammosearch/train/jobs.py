@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mammosearch.atomic_files import atomic_write_bytes
 from mammosearch.config import Settings
+from mammosearch.durable.atomic_files import atomic_write_bytes
 
 if TYPE_CHECKING:  # imported late at run time: the config imports torch, slow to import
     from mammosearch.train.config import TrainConfig

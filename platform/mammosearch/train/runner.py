@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mammosearch.atomic_files import atomic_write_bytes
+from mammosearch.durable.atomic_files import atomic_write_bytes
 from mammosearch.ingest.storage import open_upright
 from mammosearch.train.config import TrainConfig
 from mammosearch.train.crossval import ARCHIVE_PROTOCOL, CaseFoldFigures, FoldFigures

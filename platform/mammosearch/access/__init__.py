@@ -1,0 +1,1 @@
+"""Who may use the archive, and the audit of what they saw."""

@@ -1,0 +1,1 @@
+"""Pending images -> vectors -> indexes, and the upkeep that keeps them whole (claims, health)."""

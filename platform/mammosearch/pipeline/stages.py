@@ -1,0 +1,616 @@
+"""Pending images -> vectors in the database -> appended to the space's indexes.
+
+Two stages, each idempotent on its own, so any crash between them is repaired by running
+them again:
+
+1. `embed_images` stores a vector per (image, space) in image_embeddings; an image that
+   already has one is skipped, and concurrent inserts of the same row are ignored.
+2. `index_space` appends every stored-but-unindexed vector to each metric's index (which
+   skips ids it already holds), commits the index manifests, and only then marks the rows
+   indexed. A crash after the manifests but before the database commit leaves rows that
+   the next run finds already indexed and just marks.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image as PILImage
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+from tqdm import tqdm
+
+from mammosearch.config import Settings, get_settings
+from mammosearch.db.models import EmbeddingSpace, Image, ImageEmbedding, ImageStatus, utcnow
+from mammosearch.db.session import make_session_factory
+from mammosearch.durable.faults import fault_point
+from mammosearch.embed import Embedder
+from mammosearch.embed.serving import open_serving_space, serving_embedder, serving_space
+from mammosearch.index import (
+    IndexCorruptError,
+    IndexMismatchError,
+    ShardedIndex,
+    clear_readers,
+    open_index,
+    space_writer_lock,
+)
+from mammosearch.ingest.storage import open_upright
+from mammosearch.pipeline import claims
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3
+INDEX_BATCH = 5_000
+
+
+@dataclass
+class EmbedBatchResult:
+    embedded: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass
+class PipelineSummary:
+    embedding_space: dict[str, Any]
+    embedded: int = 0
+    failed: int = 0
+    indexed: int = 0
+    failures: dict[int, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def vector_to_bytes(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
+
+
+def vector_from_bytes(blob: bytes, dim: int) -> np.ndarray:
+    vector = np.frombuffer(blob, dtype="<f4")
+    if vector.shape != (dim,):
+        raise ValueError(f"stored vector has {vector.shape[0]} values, space expects {dim}")
+    return vector
+
+
+def pending_image_ids(session: Session, limit: int | None = None) -> list[int]:
+    """Images that still need a vector, oldest first."""
+    query = (
+        select(Image.id).where(Image.status == ImageStatus.PENDING).order_by(Image.id).limit(limit)
+    )
+    return list(session.scalars(query))
+
+
+def _open_stored(image: Image) -> PILImage.Image:
+    path = Path(image.stored_path)
+    try:
+        return open_upright(path)
+    except FileNotFoundError as exc:
+        raise ValueError(f"{image.source_file_name}: stored file {path} is missing") from exc
+    except OSError as exc:
+        raise ValueError(f"{image.source_file_name}: cannot decode stored file ({exc})") from exc
+
+
+def _insert_ignoring_existing(session: Session, rows: list[dict[str, Any]]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING: a concurrent duplicate delivery loses quietly."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    module = postgresql if dialect == "postgresql" else sqlite
+    statement = module.insert(ImageEmbedding).values(rows).on_conflict_do_nothing()
+    session.execute(statement)
+
+
+def embed_images(
+    session: Session,
+    image_ids: Sequence[int],
+    embedder: Embedder,
+    space: EmbeddingSpace,
+    update_status: bool = True,
+) -> EmbedBatchResult:
+    """Store one vector per image in `space`; commits. Images already embedded are skipped.
+
+    `update_status=False` embeds into a secondary space (backbone comparison) without
+    touching the images' pipeline status, which follows the active space.
+    """
+    result = EmbedBatchResult()
+    done = set(
+        session.scalars(
+            select(ImageEmbedding.image_id).where(
+                ImageEmbedding.space_id == space.id, ImageEmbedding.image_id.in_(image_ids)
+            )
+        )
+    )
+    images = session.scalars(
+        select(Image).where(Image.id.in_(image_ids), Image.id.not_in(done)).order_by(Image.id)
+    ).all()
+    result.skipped = sorted(done)
+    vectors, failed = embedder.embed_sources([partial(_open_stored, image) for image in images])
+    result.failed = {images[position].id: reason for position, reason in failed.items()}
+    embedded = [image for position, image in enumerate(images) if position not in failed]
+    _insert_ignoring_existing(
+        session,
+        [
+            {"image_id": image.id, "space_id": space.id, "vector": vector_to_bytes(vector)}
+            for image, vector in zip(embedded, vectors, strict=True)
+        ],
+    )
+    result.embedded = [image.id for image in embedded]
+    if update_status:
+        if result.embedded:
+            session.execute(
+                update(Image)
+                .where(Image.id.in_(result.embedded), Image.status != ImageStatus.INDEXED)
+                .values(status=ImageStatus.EMBEDDED, error=None, updated_at=utcnow())
+            )
+        _settle_skipped_claims(session, space, result.skipped)
+        for image_id, reason in result.failed.items():
+            _mark_failed(session, image_id, reason)
+    session.commit()
+    return result
+
+
+def _settle_skipped_claims(session: Session, space: EmbeddingSpace, image_ids: list[int]) -> None:
+    """A claimed image that already had a vector moves on to where that vector is."""
+    if not image_ids:
+        return
+    indexed = select(ImageEmbedding.image_id).where(
+        ImageEmbedding.space_id == space.id, ImageEmbedding.indexed.is_(True)
+    )
+    claimed = (Image.id.in_(image_ids), Image.status == ImageStatus.CLAIMED)
+    now = utcnow()
+    session.execute(
+        update(Image)
+        .where(*claimed, Image.id.in_(indexed))
+        .values(status=ImageStatus.INDEXED, error=None, indexed_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(Image)
+        .where(*claimed)
+        .values(status=ImageStatus.EMBEDDED, error=None, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _mark_failed(session: Session, image_id: int, reason: str) -> None:
+    """The image cannot be embedded; its try was already counted by `claim_for_embedding`."""
+    image = session.get(Image, image_id)
+    if image is None:
+        return
+    image.status = ImageStatus.FAILED
+    image.error = reason
+    log.warning("image %s failed: %s", image_id, reason)
+
+
+def claim_for_embedding(
+    session: Session,
+    image_ids: Sequence[int],
+    max_attempts: int = MAX_ATTEMPTS,
+    holder: str | None = None,
+    lease_s: float = claims.DEFAULT_LEASE_S,
+) -> list[int]:
+    """Claim the free images of `image_ids` for `holder` (default: this process), counting
+    one attempt each and failing those past `max_attempts`; returns the ids now held.
+
+    The one place attempts are counted. Committed before the embedding starts, so a batch
+    that kills its process every time gives up after `max_attempts` tries instead of being
+    retried forever. See mammosearch.pipeline.claims for the lease.
+    """
+    return claims.claim(session, image_ids, holder or claims.holder_name(), lease_s, max_attempts)
+
+
+def index_space(
+    session: Session,
+    settings: Settings,
+    space: EmbeddingSpace,
+    update_status: bool = True,
+    lock_wait_s: float | None = None,
+) -> int:
+    """Append the space's embedded-but-unindexed vectors to every metric index; commits.
+
+    Holds the space's writer lock (IndexBusy after `lock_wait_s`; None: wait). Returns how
+    many rows became indexed.
+    """
+    with space_writer_lock(settings.index_dir, space.id, "append", lock_wait_s):
+        healed = _heal(session, settings, space, update_status)
+        return healed + _append_unindexed(session, settings, space, update_status)
+
+
+def _heal(session: Session, settings: Settings, space: EmbeddingSpace, update_status: bool) -> int:
+    """Rebuild from the database what an index lost (quarantined segments, a lost or
+    unreadable manifest, a deleted directory) before appending; returns the rows re-appended.
+
+    A sound index costs one count: the full comparison (verify with repair) runs only when
+    an index cannot be opened, has damage, or serves fewer vectors than the rows marked
+    indexed. Called under the space's writer lock.
+    """
+    from mammosearch.pipeline.index_health import indexed_count
+
+    expected = indexed_count(session, space.id)
+    for metric in settings.index_metrics:
+        try:
+            index = open_index(settings, space, metric)
+        except (IndexCorruptError, IndexMismatchError) as error:
+            log.error("index of space %s (%s) cannot be opened: %s", space.id, metric, error)
+            break
+        if index.damage or index.ntotal < expected:
+            log.error(
+                "index of space %s (%s) serves %d of %d indexed rows%s; rebuilding the rest"
+                " from the database", space.id, metric, index.ntotal, expected,
+                f" ({'; '.join(index.damage)})" if index.damage else "",
+            )  # fmt: skip
+            break
+    else:
+        return 0
+    report = _verify_locked(session, settings, space, True, update_status)
+    return int(report.get("repaired_rows", 0))
+
+
+def _append_unindexed(
+    session: Session, settings: Settings, space: EmbeddingSpace, update_status: bool
+) -> int:
+    indexes = [open_index(settings, space, metric) for metric in settings.index_metrics]
+    total = 0
+    while True:
+        rows = session.execute(
+            select(ImageEmbedding.image_id, ImageEmbedding.vector)
+            .where(ImageEmbedding.space_id == space.id, ImageEmbedding.indexed.is_(False))
+            .order_by(ImageEmbedding.image_id)
+            .limit(INDEX_BATCH)
+        ).all()
+        if not rows:
+            return total
+        ids = np.array([row.image_id for row in rows], dtype=np.int64)
+        vectors = np.stack([vector_from_bytes(row.vector, space.dim) for row in rows])
+        for index in indexes:
+            index.add(ids, vectors)  # skips ids already present: safe to repeat
+        session.execute(
+            update(ImageEmbedding)
+            .where(ImageEmbedding.space_id == space.id, ImageEmbedding.image_id.in_(ids.tolist()))
+            .values(indexed=True)
+        )
+        if update_status:
+            now = utcnow()
+            session.execute(
+                update(Image)
+                .where(Image.id.in_(ids.tolist()))
+                .values(status=ImageStatus.INDEXED, error=None, indexed_at=now, updated_at=now)
+            )
+        session.commit()
+        total += len(rows)
+
+
+def process_pending(
+    settings: Settings | None = None,
+    progress: bool = False,
+    limit: int | None = None,
+    image_ids: Sequence[int] | None = None,
+) -> PipelineSummary:
+    """The in-process pipeline: embed every pending image (or those of `image_ids` still
+    pending) in batches, then index them."""
+    from mammosearch.pipeline.interrupted import release_interrupted_work
+
+    settings = settings or get_settings()
+    release_interrupted_work(settings)  # no sweep in the embedded default: a killed run's claims
+    embedder = serving_embedder(settings)
+    session = make_session_factory(settings.database_url)()
+    try:
+        space = open_serving_space(session, settings)
+        summary = PipelineSummary(embedding_space=space.describe())
+        pending = pending_image_ids(session, limit) if image_ids is None else list(image_ids)
+        bar = tqdm(
+            total=len(pending),
+            desc=f"embedding ({space.backbone})",
+            unit="img",
+            disable=not progress or not pending,
+        )
+        batch_size = max(1, settings.embed_batch_size)
+        holder = claims.holder_name()
+        for start in range(0, len(pending), batch_size):
+            batch = pending[start : start + batch_size]
+            claimed = claim_for_embedding(
+                session, batch, holder=holder, lease_s=settings.claim_lease_s
+            )
+            with claims.holding(settings.database_url, claimed, holder, settings.claim_lease_s):
+                result = embed_images(session, claimed, embedder, space)
+            summary.embedded += len(result.embedded)
+            summary.failed += len(result.failed)
+            summary.failures.update(result.failed)
+            bar.update(len(batch))
+        bar.close()
+        summary.indexed = index_space(session, settings, space)
+        return summary
+    finally:
+        session.close()
+
+
+def verify_index(
+    session: Session,
+    settings: Settings,
+    space: EmbeddingSpace,
+    repair: bool = False,
+    lock_wait_s: float | None = None,
+    update_status: bool | None = None,
+) -> dict[str, Any]:
+    """Compare each metric index with the database, the truth; optionally repair.
+
+    Finds vectors with no row (in the index, not in image_embeddings as indexed), rows
+    with no vector (marked indexed, absent from the index) and stray files (left by an
+    interrupted write). Repair removes the first and the last, and re-appends the rows
+    from the stored vectors. Runs under the space's writer lock, so an append in flight
+    (manifest committed, rows not yet) is never mistaken for a mismatch. `update_status`
+    of re-appended images: None follows the serving space.
+    """
+    with space_writer_lock(settings.index_dir, space.id, "verify", lock_wait_s):
+        return _verify_locked(session, settings, space, repair, update_status)
+
+
+def _verify_locked(
+    session: Session,
+    settings: Settings,
+    space: EmbeddingSpace,
+    repair: bool,
+    update_status: bool | None,
+) -> dict[str, Any]:
+    expected = set(
+        session.scalars(
+            select(ImageEmbedding.image_id).where(
+                ImageEmbedding.space_id == space.id, ImageEmbedding.indexed.is_(True)
+            )
+        )
+    )
+    unindexed = session.scalar(
+        select(ImageEmbedding.image_id)
+        .where(ImageEmbedding.space_id == space.id, ImageEmbedding.indexed.is_(False))
+        .limit(1)
+    )
+    report: dict[str, Any] = {"embedding_space": space.describe(), "metrics": {}}
+    missing_anywhere: set[int] = set()
+    for metric in settings.index_metrics:
+        index, damaged = _index_to_verify(settings, space, metric, repair)
+        if index is not None:
+            damaged += index.verify()  # re-hashed; damage quarantined, never served
+        present = set(index.ids().tolist()) if index is not None else set()
+        orphans = sorted(present - expected)
+        missing = sorted(expected - present)
+        strays = [] if index is None else index.stray_files() + _legacy_rebuild_dirs(index.root)
+        report["metrics"][metric] = {
+            "vectors": len(present),
+            "rows": len(expected),
+            "vectors_without_row": orphans,
+            "rows_without_vector": missing,
+            "stray_files": strays,
+            "damaged": damaged,
+        }
+        if repair and orphans and index is not None:
+            index.remove(np.array(orphans, dtype=np.int64))
+        if repair and strays and index is not None:
+            index.discard_strays()
+            _remove_legacy_rebuild_dirs(index.root)
+        missing_anywhere.update(missing)
+    abandoned = claims.abandoned(session, settings.claim_lease_s)
+    report["abandoned_claims"] = len(abandoned)
+    if repair and abandoned:
+        report["released_claims"] = len(claims.release_abandoned(session, settings.claim_lease_s))
+    report["unindexed_rows"] = unindexed is not None
+    report["clean"] = not abandoned and all(
+        not m["vectors_without_row"]
+        and not m["rows_without_vector"]
+        and not m["stray_files"]
+        and not m["damaged"]
+        for m in report["metrics"].values()
+    )
+    if repair and (missing_anywhere or unindexed is not None):
+        if missing_anywhere:
+            session.execute(
+                update(ImageEmbedding)
+                .where(
+                    ImageEmbedding.space_id == space.id,
+                    ImageEmbedding.image_id.in_(sorted(missing_anywhere)),
+                )
+                .values(indexed=False)
+            )
+            session.commit()
+        if update_status is None:
+            update_status = _is_serving(session, settings, space)
+        report["repaired_rows"] = _append_unindexed(session, settings, space, update_status)
+    report["repaired"] = repair
+    if not report["clean"]:
+        log.warning(
+            "index of space %s disagrees with the database%s: %s",
+            space.id,
+            " (repaired)" if repair else "",
+            {
+                m: {k: len(v) for k, v in found.items() if isinstance(v, list) and v}
+                for m, found in report["metrics"].items()
+            },
+        )
+    return report
+
+
+def _index_to_verify(
+    settings: Settings, space: EmbeddingSpace, metric: str, repair: bool
+) -> tuple[ShardedIndex | None, list[str]]:
+    """The index to compare with the database, and why it could not be opened as it was.
+
+    A manifest that cannot be read (or is another space's): with `repair` its directory is
+    set aside and the comparison starts from an empty index (every row re-appended);
+    without, None: nothing is served, so the report shows every row missing.
+    """
+    try:
+        return open_index(settings, space, metric), []
+    except (IndexMismatchError, IndexCorruptError) as error:
+        if repair:
+            return _index_for_rebuild(settings, space, metric), [str(error)]
+        return None, [str(error)]
+
+
+def _is_serving(session: Session, settings: Settings, space: EmbeddingSpace) -> bool:
+    """Image status follows the serving space only (a re-embedding space does not)."""
+    serving = serving_space(session, settings)
+    return serving is None or serving.id == space.id
+
+
+def _legacy_rebuild_dirs(root: Path) -> list[str]:
+    """`<metric>.rebuild-*` / `<metric>.retired-*` beside the index: older rebuilds' leftovers."""
+    if not root.parent.is_dir():
+        return []
+    return sorted(
+        path.name
+        for pattern in (f"{root.name}.rebuild-*", f"{root.name}.retired-*")
+        for path in root.parent.glob(pattern)
+    )
+
+
+def _remove_legacy_rebuild_dirs(root: Path) -> None:
+    for name in _legacy_rebuild_dirs(root):
+        shutil.rmtree(root.parent / name, ignore_errors=True)
+
+
+def remove_images(
+    session: Session, settings: Settings, image_ids: Sequence[int], reason: str = "removed"
+) -> int:
+    """Take images out of search: tombstone them in every index, drop their vectors.
+
+    The image row and file stay (the archive is the record); status `removed` keeps the
+    pipeline and the reconciliation sweep from bringing them back.
+    """
+    ids = np.array(sorted(set(image_ids)), dtype=np.int64)
+    spaces = session.scalars(select(EmbeddingSpace).order_by(EmbeddingSpace.id)).all()
+    with ExitStack() as locks:  # every space's lock, in id order: no append can bring one back
+        for space in spaces:
+            locks.enter_context(space_writer_lock(settings.index_dir, space.id, "remove"))
+        for space in spaces:
+            for metric in settings.index_metrics:
+                open_index(settings, space, metric).remove(ids)
+        session.execute(delete(ImageEmbedding).where(ImageEmbedding.image_id.in_(ids.tolist())))
+        session.execute(
+            update(Image)
+            .where(Image.id.in_(ids.tolist()))
+            .values(status=ImageStatus.REMOVED, error=reason, indexed_at=None, updated_at=utcnow())
+        )
+        session.commit()
+    return len(ids)
+
+
+def space_vectors(session: Session, space: EmbeddingSpace) -> tuple[np.ndarray, np.ndarray]:
+    """All of a space's stored vectors as (ids, vectors): the input of rebuilds and reports."""
+    rows = session.execute(
+        select(ImageEmbedding.image_id, ImageEmbedding.vector)
+        .where(ImageEmbedding.space_id == space.id)
+        .order_by(ImageEmbedding.image_id)
+    ).all()
+    ids = np.array([row.image_id for row in rows], dtype=np.int64)
+    if not rows:
+        return ids, np.empty((0, space.dim), dtype=np.float32)
+    return ids, np.stack([vector_from_bytes(row.vector, space.dim) for row in rows])
+
+
+def indexed_vectors(session: Session, space: EmbeddingSpace) -> tuple[np.ndarray, np.ndarray]:
+    """The vectors the database says are indexed, as (ids, vectors): what a rebuild holds."""
+    rows = session.execute(
+        select(ImageEmbedding.image_id, ImageEmbedding.vector)
+        .where(ImageEmbedding.space_id == space.id, ImageEmbedding.indexed.is_(True))
+        .order_by(ImageEmbedding.image_id)
+    ).all()
+    ids = np.array([row.image_id for row in rows], dtype=np.int64)
+    if not rows:
+        return ids, np.empty((0, space.dim), dtype=np.float32)
+    return ids, np.stack([vector_from_bytes(row.vector, space.dim) for row in rows])
+
+
+def rebuild_indexes(
+    session: Session,
+    settings: Settings,
+    space: EmbeddingSpace,
+    lock_wait_s: float | None = None,
+    update_status: bool | None = None,
+) -> int:
+    """Build every metric index of `space` afresh from the database's vectors; commits.
+
+    Under the space's writer lock (appends wait, none is lost): each index is rewritten to
+    hold exactly the rows marked indexed, swapped in by one atomic manifest replace
+    (ShardedIndex.replace_all), then the rows not yet indexed are appended as any index run
+    would, so no row is marked indexed without its vector. Killed at any step, each index
+    is whole (old or new) and agrees with the database; an interrupted rebuild's files are
+    removed by the next rebuild or by the sweep's verify. `update_status` of the appended
+    images: None follows the serving space. Returns vectors per metric.
+    """
+    with space_writer_lock(settings.index_dir, space.id, "rebuild", lock_wait_s):
+        fault_point("rebuild:locked")
+        ids, vectors = indexed_vectors(session, space)
+        fault_point("rebuild:read")
+        for metric in settings.index_metrics:
+            index = _index_for_rebuild(settings, space, metric)
+            _remove_legacy_rebuild_dirs(index.root)
+            index.replace_all(ids, vectors)
+            fault_point(f"rebuild:swapped-{metric}")
+        if update_status is None:
+            update_status = _is_serving(session, settings, space)
+        appended = _append_unindexed(session, settings, space, update_status)
+        fault_point("rebuild:appended")
+    return len(ids) + appended
+
+
+def _index_for_rebuild(settings: Settings, space: EmbeddingSpace, metric: str) -> ShardedIndex:
+    """The index to rebuild in place; one that cannot be opened is set aside first.
+
+    A manifest for another space or a corrupt one cannot be replaced atomically (it cannot
+    be read); its directory is renamed to `<metric>.broken-<time>` for the operator, and the
+    rebuild starts from an empty index. Killed after that rename, the index is empty and
+    the sweep's verify re-appends every row.
+    """
+    try:
+        return open_index(settings, space, metric)
+    except (IndexMismatchError, IndexCorruptError) as error:
+        root = settings.layout.index_root(space.id, metric)
+        aside = root.with_name(f"{metric}.broken-{time.time_ns()}")
+        log.warning("%s cannot be opened (%s); set aside as %s, rebuilding", root, error, aside)
+        root.rename(aside)
+        clear_readers()
+        return open_index(settings, space, metric)
+
+
+def embed_missing(
+    session: Session,
+    space: EmbeddingSpace,
+    embedder: Any,
+    image_ids: Sequence[int],
+    batch_size: int,
+    progress: bool = False,
+) -> tuple[int, dict[int, str]]:
+    """Embed the images without a vector in `space` (their status untouched): (count, failures).
+
+    For a space that is not the pipeline's (a report's comparison backbone): the images keep
+    the status the active space gave them.
+    """
+    have = set(
+        session.scalars(select(ImageEmbedding.image_id).where(ImageEmbedding.space_id == space.id))
+    )
+    missing = [image_id for image_id in image_ids if image_id not in have]
+    embedded, failures = 0, {}
+    bar = tqdm(
+        total=len(missing), desc=f"embedding {space.backbone}", unit="img", leave=False,
+        disable=not progress or not missing,
+    )  # fmt: skip
+    try:
+        for start in range(0, len(missing), max(1, batch_size)):
+            batch = missing[start : start + batch_size]
+            result = embed_images(session, batch, embedder, space, update_status=False)
+            embedded += len(result.embedded)
+            failures.update(result.failed)
+            bar.update(len(batch))
+    finally:
+        bar.close()
+    return embedded, failures

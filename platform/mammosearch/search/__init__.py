@@ -1,0 +1,1 @@
+"""A query -> its nearest archive images or cases: the request, filters, vote and results."""
