@@ -455,7 +455,7 @@ def test_a_case_search_page_shows_cases_with_their_views_and_can_bring_the_patie
     assert re.search(r'id="exclude_same_patient" value="1"\s*>', again)  # unticked now
     views = re.search(r'data-compare-views="([^"]+)"', text).group(1).replace("&#34;", '"')
     assert '"CC": {"src": "/cases/' in views and "#1 · R CC" in views
-    assert 'id="compare-query-cc"' in text and 'data-src="/cases/1/image"' in text
+    assert 'id="compare-query-cc"' in text and 'data-src="/cases/1/full"' in text
 
 
 def test_an_uploaded_file_the_archive_holds_is_named_and_its_patient_left_out(
