@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy.orm import Session
-from werkzeug.datastructures import FileStorage
+from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.wrappers import Response
 
 from mammosearch.access.audit import record_access
@@ -32,6 +32,9 @@ from web.uploads import has_upload, preview_data_url, read_query_uploads
 from web.viewer_sources import pane_sources
 
 bp = restrict_blueprint(Blueprint("search", __name__), RADIOLOGY)
+
+PAGE_UNIT = "case"
+"""The page searches cases unless asked otherwise (the API's default unit is image)."""
 
 
 @bp.get("/")
@@ -66,6 +69,7 @@ def _render(status: int = 200, **context: Any) -> tuple[str, int]:
 
     current = settings()
     context.setdefault("form", {})
+    context.setdefault("page_unit", PAGE_UNIT)
     context.setdefault("metrics", current.index_metrics)
     context.setdefault("default_ranking", current.ranking)
     context.setdefault("recent", _recent_cases())
@@ -81,7 +85,7 @@ def search_page() -> tuple[str, int] | Response:
     Every results page has such an address, so back, bookmark and share reproduce it.
     """
     if has_addressable_query(request.args):
-        return _search(request.args, [])
+        return _search(page_defaults(request.args), [])
     recent = _recent_cases()
     if recent:  # one event for the page's thumbnails (mammosearch.access.audit.SHOWN_IMAGE_KEYS)
         session = get_session()
@@ -92,6 +96,17 @@ def search_page() -> tuple[str, int] | Response:
         )  # fmt: skip
         session.commit()
     return _render(form=request.args, recent=recent)
+
+
+def page_defaults(args: MultiDict[str, str]) -> MultiDict[str, str]:
+    """A hand-typed address without `unit` searches as the form shows it: cases (the API's
+    default is image). Without this the form showed "cases" and a ticked "exclude the
+    query's patient" above image results that held the query's own patient."""
+    if args.get("unit"):
+        return args
+    completed = MultiDict(args)
+    completed["unit"] = PAGE_UNIT
+    return completed
 
 
 @bp.post("/search")

@@ -124,7 +124,8 @@ def test_search_by_archived_image_can_exclude_its_patient(
 ) -> None:
     """exclude_same_patient leaves only the other patient's images; the search is audited."""
     response = browser.get(
-        "/search", query_string={"image_id": "1", "k": "5", "exclude_same_patient": "1"}
+        "/search",
+        query_string={"image_id": "1", "unit": "image", "k": "5", "exclude_same_patient": "1"},
     )
     page = response.get_data(as_text=True)
     assert response.status_code == 200, page
@@ -375,9 +376,13 @@ def test_the_form_offers_the_archive_s_filter_values(browser: FlaskClient) -> No
 
 def test_similarity_is_shown_as_a_rank_and_a_readable_figure(browser: FlaskClient) -> None:
     """cosine: a percentage; L2: the rank and the distance, never a 0.0x 'similarity'."""
-    cosine = browser.get("/search", query_string={"image_id": "1", "k": "3", "metric": "cosine"})
+    cosine = browser.get(
+        "/search", query_string={"image_id": "1", "unit": "image", "k": "3", "metric": "cosine"}
+    )
     assert re.search(r"#1 · \d+% similar", cosine.get_data(as_text=True))
-    l2 = browser.get("/search", query_string={"image_id": "1", "k": "3", "metric": "l2"})
+    l2 = browser.get(
+        "/search", query_string={"image_id": "1", "unit": "image", "k": "3", "metric": "l2"}
+    )
     text = l2.get_data(as_text=True)
     assert "#1 of 3 · distance" in text and "similarity 0." not in text
 
@@ -478,3 +483,14 @@ def test_an_uploaded_file_the_archive_holds_is_named_and_its_patient_left_out(
     assert 'id="excluded-patients">Patient B' in text
     assert re.findall(r'<p class="patient">Patient (\w+) ·', text) == ["A"]
     assert "An uploaded image has no address" in text
+
+
+def test_an_address_without_unit_searches_cases_as_the_form_shows(browser: FlaskClient) -> None:
+    """`/search?image_id=1` typed by hand: cases, the query's patient left out, as the form's
+    "cases" and its ticked box say (the API's default unit is image)."""
+    text = browser.get("/search", query_string={"image_id": "1"}).get_data(as_text=True)
+    assert text.count('class="result case-result"') == 1  # patient B's right breast
+    assert 'id="excluded-patients"' in text
+    assert re.search(r'<option value="case"\s+selected', text)
+    image = browser.get("/search", query_string={"image_id": "1", "unit": "image"})
+    assert 'class="result case-result"' not in image.get_data(as_text=True)

@@ -188,7 +188,9 @@ def test_results_open_side_by_side_and_link_cases_with_their_rank(compare_app: F
     """By image id: the query's full image beside a result's; case links carry rank and scores."""
     page = (
         _signed_in(compare_app)
-        .get("/search", query_string={"image_id": "1", "k": "3", "metric": "cosine"})
+        .get(
+            "/search", query_string={"image_id": "1", "unit": "image", "k": "3", "metric": "cosine"}
+        )
         .get_data(as_text=True)
     )
     assert 'id="compare-query"' in page and 'data-src="/cases/1/full"' in page
