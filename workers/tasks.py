@@ -56,29 +56,36 @@ def embed_batch(self: Any, image_ids: list[int]) -> dict[str, Any]:
     """Claim a batch of pending images (a lease renewed while it runs), embed them, then ask
     for an index run of their space."""
     settings = get_settings()
-    holder = claims.holder_name(self.request.hostname)
+    lease = pipeline.Lease(
+        settings.database_url, claims.holder_name(self.request.hostname), settings.claim_lease_s
+    )
+    forgotten: list[bool] = []
+
+    def claimed_now(claimed: list[int]) -> None:
+        forget_enqueued(settings, image_ids)  # from here the claim, not the mark, says who works
+        forgotten.append(True)
+        self.update_state(state="PROGRESS", meta={"stage": "embedding", "images": len(claimed)})
+
     try:
-        with session_scope(settings.database_url) as session:
-            claimed = pipeline.claim_for_embedding(
-                session, image_ids, holder=holder, lease_s=settings.claim_lease_s
-            )
-    finally:  # from here the claim, not the mark, says who works on them
-        forget_enqueued(settings, image_ids)
-    self.update_state(state="PROGRESS", meta={"stage": "embedding", "images": len(claimed)})
-    with claims.holding(settings.database_url, claimed, holder, settings.claim_lease_s):
         embedder = serving.serving_embedder(settings)
         with session_scope(settings.database_url) as session:
             space = serving.open_serving_space(session, settings)
             space_id = space.id
-            result = pipeline.embed_images(session, claimed, embedder, space) if claimed else None
+            result = pipeline.embed_in_batches(
+                session, image_ids, embedder, space, len(image_ids),
+                lease=lease, on_claimed=claimed_now,
+            )  # fmt: skip
+    finally:
+        if not forgotten:  # failed before the claim: the sweep may hand them out again
+            forget_enqueued(settings, image_ids)
     # Also when nothing was claimed: a redelivered batch may have embedded before its worker
     # died and never asked for the index run.
     request_index(settings, space_id)
     return {
         "space_id": space_id,
-        "embedded": len(result.embedded) if result else 0,
-        "skipped": len(image_ids) - len(claimed) + (len(result.skipped) if result else 0),
-        "failed": result.failed if result else {},
+        "embedded": len(result.embedded),
+        "skipped": len(result.unclaimed) + len(result.skipped),
+        "failed": result.failed,
     }
 
 
@@ -239,7 +246,9 @@ def embed_into_space(self: Any, backbone: str, image_ids: list[int]) -> dict[str
         space = get_or_create_space(session, embedder)
         session.commit()
         space_id = space.id
-        result = pipeline.embed_images(session, image_ids, embedder, space, update_status=False)
+        result = pipeline.embed_in_batches(
+            session, image_ids, embedder, space, len(image_ids), update_status=False
+        )
     request_index(settings, space_id)
     return {"space_id": space_id, "embedded": len(result.embedded), "failed": result.failed}
 

@@ -77,17 +77,15 @@ def embed_into_space(
     progress: Callable[[int], object] | None = None,
 ) -> int:
     """Embed and index `image_ids` into `backbone`'s space; the images' status is untouched."""
-    from mammosearch.pipeline.stages import embed_images, index_space
+    from mammosearch.pipeline.stages import embed_in_batches, index_space
 
     embedder = embedder_for(settings, backbone)
     space = get_or_create_space(session, embedder)
     session.commit()
-    batch_size = max(1, settings.embed_batch_size)
-    for start in range(0, len(image_ids), batch_size):
-        batch = image_ids[start : start + batch_size]
-        embed_images(session, batch, embedder, space, update_status=False)
-        if progress is not None:
-            progress(len(batch))
+    embed_in_batches(
+        session, image_ids, embedder, space, settings.embed_batch_size,
+        update_status=False, progress=progress,
+    )  # fmt: skip
     return index_space(session, settings, space, update_status=False)
 
 

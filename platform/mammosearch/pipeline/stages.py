@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -58,6 +58,23 @@ class EmbedBatchResult:
     embedded: list[int] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)
     failed: dict[int, str] = field(default_factory=dict)
+    unclaimed: list[int] = field(default_factory=list)
+    """Ids another holder had (or past their tries): not looked at, only with a `Lease`."""
+
+    def add(self, other: EmbedBatchResult) -> None:
+        self.embedded += other.embedded
+        self.skipped += other.skipped
+        self.failed.update(other.failed)
+        self.unclaimed += other.unclaimed
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Claim each batch for `holder` before embedding it, its lease renewed while it runs."""
+
+    database_url: str
+    holder: str
+    lease_s: float = claims.DEFAULT_LEASE_S
 
 
 @dataclass
@@ -158,6 +175,46 @@ def embed_images(
             _mark_failed(session, image_id, reason)
     session.commit()
     return result
+
+
+def embed_in_batches(
+    session: Session,
+    image_ids: Sequence[int],
+    embedder: Embedder,
+    space: EmbeddingSpace,
+    batch_size: int,
+    *,
+    update_status: bool = True,
+    lease: Lease | None = None,
+    on_claimed: Callable[[list[int]], object] | None = None,
+    progress: Callable[[int], object] | None = None,
+) -> EmbedBatchResult:
+    """The one embed loop: `image_ids` through `embed_images`, `batch_size` at a time.
+
+    With a `lease` each batch is claimed first (`claim_for_embedding`; `on_claimed` gets
+    the ids held) and only the claimed images are embedded, under `claims.holding`.
+    Failures are recorded per image; `progress` gets each batch's size. Commits per batch.
+    """
+    total = EmbedBatchResult()
+    ids = list(image_ids)
+    size = max(1, batch_size)
+    for start in range(0, len(ids), size):
+        batch = ids[start : start + size]
+        if lease is None:
+            total.add(embed_images(session, batch, embedder, space, update_status))
+        else:
+            claimed = claim_for_embedding(
+                session, batch, holder=lease.holder, lease_s=lease.lease_s
+            )
+            if on_claimed is not None:
+                on_claimed(claimed)
+            total.unclaimed += [image_id for image_id in batch if image_id not in set(claimed)]
+            with claims.holding(lease.database_url, claimed, lease.holder, lease.lease_s):
+                if claimed:
+                    total.add(embed_images(session, claimed, embedder, space, update_status))
+        if progress is not None:
+            progress(len(batch))
+    return total
 
 
 def _settle_skipped_claims(session: Session, space: EmbeddingSpace, image_ids: list[int]) -> None:
@@ -315,19 +372,14 @@ def process_pending(
             unit="img",
             disable=not progress or not pending,
         )
-        batch_size = max(1, settings.embed_batch_size)
-        holder = claims.holder_name()
-        for start in range(0, len(pending), batch_size):
-            batch = pending[start : start + batch_size]
-            claimed = claim_for_embedding(
-                session, batch, holder=holder, lease_s=settings.claim_lease_s
-            )
-            with claims.holding(settings.database_url, claimed, holder, settings.claim_lease_s):
-                result = embed_images(session, claimed, embedder, space)
-            summary.embedded += len(result.embedded)
-            summary.failed += len(result.failed)
-            summary.failures.update(result.failed)
-            bar.update(len(batch))
+        lease = Lease(settings.database_url, claims.holder_name(), settings.claim_lease_s)
+        result = embed_in_batches(
+            session, pending, embedder, space, settings.embed_batch_size,
+            lease=lease, progress=bar.update,
+        )  # fmt: skip
+        summary.embedded = len(result.embedded)
+        summary.failed = len(result.failed)
+        summary.failures = result.failed
         bar.close()
         summary.indexed = index_space(session, settings, space)
         return summary
@@ -599,18 +651,14 @@ def embed_missing(
         session.scalars(select(ImageEmbedding.image_id).where(ImageEmbedding.space_id == space.id))
     )
     missing = [image_id for image_id in image_ids if image_id not in have]
-    embedded, failures = 0, {}
     bar = tqdm(
         total=len(missing), desc=f"embedding {space.backbone}", unit="img", leave=False,
         disable=not progress or not missing,
     )  # fmt: skip
     try:
-        for start in range(0, len(missing), max(1, batch_size)):
-            batch = missing[start : start + batch_size]
-            result = embed_images(session, batch, embedder, space, update_status=False)
-            embedded += len(result.embedded)
-            failures.update(result.failed)
-            bar.update(len(batch))
+        result = embed_in_batches(
+            session, missing, embedder, space, batch_size, update_status=False, progress=bar.update
+        )
     finally:
         bar.close()
-    return embedded, failures
+    return len(result.embedded), result.failed
