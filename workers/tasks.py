@@ -21,8 +21,7 @@ from mammosearch.db.models import EmbeddingSpace
 from mammosearch.db.session import make_session_factory, session_scope
 from mammosearch.embed import serving
 from mammosearch.index import IndexBusy
-from mammosearch.pipeline import claims
-from mammosearch.pipeline import stages as pipeline
+from mammosearch.pipeline import claims, embed_stage, index_stage
 from workers.enqueue import (
     CeleryWorkQueue,
     forget_enqueued,
@@ -56,7 +55,7 @@ def embed_batch(self: Any, image_ids: list[int]) -> dict[str, Any]:
     """Claim a batch of pending images (a lease renewed while it runs), embed them, then ask
     for an index run of their space."""
     settings = get_settings()
-    lease = pipeline.Lease(
+    lease = embed_stage.Lease(
         settings.database_url, claims.holder_name(self.request.hostname), settings.claim_lease_s
     )
     forgotten: list[bool] = []
@@ -71,7 +70,7 @@ def embed_batch(self: Any, image_ids: list[int]) -> dict[str, Any]:
         with session_scope(settings.database_url) as session:
             space = serving.open_serving_space(session, settings)
             space_id = space.id
-            result = pipeline.embed_in_batches(
+            result = embed_stage.embed_in_batches(
                 session, image_ids, embedder, space, len(image_ids),
                 lease=lease, on_claimed=claimed_now,
             )  # fmt: skip
@@ -109,11 +108,11 @@ def index_space(self: Any, space_id: int, verify: bool = False) -> dict[str, Any
                 # Image status follows the serving space only (a re-embedding space does not).
                 serving_now = serving.serving_space(session, settings)
                 follows = serving_now is None or serving_now.id == space.id
-                indexed = pipeline.index_space(
+                indexed = index_stage.index_space(
                     session, settings, space, update_status=follows, lock_wait_s=INDEX_LOCK_WAIT_S
                 )
                 if verify:
-                    report = pipeline.verify_index(
+                    report = index_stage.verify_index(
                         session, settings, space, repair=True, lock_wait_s=INDEX_LOCK_WAIT_S
                     )
                     return {
@@ -246,7 +245,7 @@ def embed_into_space(self: Any, backbone: str, image_ids: list[int]) -> dict[str
         space = get_or_create_space(session, embedder)
         session.commit()
         space_id = space.id
-        result = pipeline.embed_in_batches(
+        result = embed_stage.embed_in_batches(
             session, image_ids, embedder, space, len(image_ids), update_status=False
         )
     request_index(settings, space_id)

@@ -77,7 +77,8 @@ def embed_into_space(
     progress: Callable[[int], object] | None = None,
 ) -> int:
     """Embed and index `image_ids` into `backbone`'s space; the images' status is untouched."""
-    from mammosearch.pipeline.stages import embed_in_batches, index_space
+    from mammosearch.pipeline.embed_stage import embed_in_batches
+    from mammosearch.pipeline.index_stage import index_space
 
     embedder = embedder_for(settings, backbone)
     space = get_or_create_space(session, embedder)
@@ -96,7 +97,7 @@ def activate(
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Catch up, verify, then make `backbone` the serving one in one atomic step."""
-    from mammosearch.pipeline.stages import verify_index
+    from mammosearch.pipeline.index_stage import verify_index
 
     embedder = embedder_for(settings, backbone)
     space = find_space(session, embedder.identity)
