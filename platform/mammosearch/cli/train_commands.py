@@ -13,6 +13,7 @@ import click
 from mammosearch.cli.space_option import backbone_option, settings_for
 from mammosearch.evaluate.labels import LABELS
 from mammosearch.train.bases import BASE_BACKBONES, DEFAULT_BASE
+from mammosearch.train.breasts import CASE_MODES
 from mammosearch.train.positives import POSITIVES
 
 
@@ -75,6 +76,14 @@ def _defaults():  # noqa: ANN202 - imported late: torch is slow to import
     "(not one patient's own images, which search never returns for its query).",
 )
 @click.option(
+    "--cases",
+    type=click.Choice(CASE_MODES),
+    default=None,
+    help="apart (default): batches of loose images; together: batches of whole breasts "
+    "(a breast's views pulled together); mean: together, plus a term over each breast's "
+    "mean embedding (what a case search ranks by).",
+)
+@click.option(
     "--pooling",
     default=None,
     help="Pooling of the final feature map: avg (default) or gem (a learned power).",
@@ -118,6 +127,7 @@ def train(
     loss: str | None,
     dim: int | None,
     positives: str | None,
+    cases: str | None,
     pooling: str | None,
     trained_blocks: int | None,
     n_views: int | None,
@@ -145,6 +155,7 @@ def train(
         "loss": loss,
         "dim": dim,
         "positives": positives,
+        "cases": cases,
         "pooling": pooling,
         "trained_blocks": trained_blocks,
         "n_views": n_views,

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from mammosearch.atomic_files import atomic_write_bytes
 from mammosearch.ingest.storage import open_upright
+from mammosearch.train.breasts import APART, breasts_of
 from mammosearch.train.config import TrainConfig
 from mammosearch.train.crossval import ARCHIVE_PROTOCOL, CaseFoldFigures, FoldFigures
 from mammosearch.train.dataset import LabelledImages, load_pixels
@@ -164,7 +165,12 @@ def _train_member(
         top.dim,
         config.fit.batch_size,
         config.positives,
+        config.cases,
     )
+    breasts = None
+    if config.cases != APART:
+        primary = config.labels[0]
+        breasts = breasts_of(data.case_rows, data.classes[primary], primary)
     bar = tqdm(total=config.fit.epochs, desc=description, unit="epoch", disable=quiet)
 
     def on_epoch(epoch: int, loss: float, trained: Top) -> None:
@@ -194,6 +200,7 @@ def _train_member(
             data.patient_ids,
             checkpoint,
             on_epoch,
+            breasts,
         )
     finally:
         bar.close()
@@ -207,8 +214,14 @@ def cross_validate(
     quiet: bool = False,
     status: Status | None = None,
     compare_test_views: tuple[int, ...] = (),
+    folds_by: str | None = None,
 ) -> dict[str, Any]:
     """Patient-grouped k-fold CV; out-of-fold figures of the trained and the base space.
+
+    The folds are stratified by the trained label, or by `folds_by` (a label the data
+    holds), so that models trained on different labels can be compared on the same folds.
+    Every other label the data holds is scored too, same folds and rule (`other_labels`):
+    how a space trained for one label retrieves and votes for another.
 
     Beside them, `trained_archive` / `base_archive`: the same unseen queries against each
     fold's whole archive (crossval's archive protocol: what a site searching the archive
@@ -219,8 +232,17 @@ def cross_validate(
     data = prepared.data
     primary = config.labels[0]
     labels = data.label_values(primary)
-    folds = patient_folds(data.targets[primary], data.patient_ids, config.folds, config.seed)
+    folds = patient_folds(
+        data.targets[folds_by or primary], data.patient_ids, config.folds, config.seed
+    )
     classes = list(data.classes[primary])
+    others = {
+        name: (data.label_values(name), FoldFigures(list(data.classes[name])),
+               FoldFigures(list(data.classes[name])), CaseFoldFigures(name),
+               CaseFoldFigures(name))
+        for name in data.classes
+        if name != primary
+    }  # fmt: skip
     trained, base = FoldFigures(classes), FoldFigures(classes)
     trained_archive, base_archive = FoldFigures(classes), FoldFigures(classes)
     trained_case, base_case = CaseFoldFigures(primary), CaseFoldFigures(primary)
@@ -264,10 +286,19 @@ def cross_validate(
             for count, figures in other_views.items():
                 other = embed_cached(top, prepared.cache, valid_positions, count, device)
                 figures.add_fold(other, fold_labels, fold_patients, primary)
+        fold_case_rows = [data.case_rows[i] for i in valid_positions]
         if data.case_rows:
-            fold_case_rows = [data.case_rows[i] for i in valid_positions]
             trained_case.add_fold(vectors, fold_case_rows)
             base_case.add_fold(prepared.base_vectors[valid_positions], fold_case_rows)
+        for name, (values, other, other_base, other_case, other_base_case) in others.items():
+            other_labels = [values[i] for i in valid_positions]
+            other.add_fold(vectors, other_labels, fold_patients, name)
+            other_base.add_fold(
+                prepared.base_vectors[valid_positions], other_labels, fold_patients, name
+            )
+            if data.case_rows:
+                other_case.add_fold(vectors, fold_case_rows)
+                other_base_case.add_fold(prepared.base_vectors[valid_positions], fold_case_rows)
         archive = np.concatenate([valid_positions, train_positions])
         archive_labels = [labels[i] for i in archive]
         archive_patients = data.patient_ids[archive].tolist()
@@ -312,6 +343,15 @@ def cross_validate(
         "trained_case": trained_case.summary(),
         "base_case": base_case.summary(),
         "per_fold": per_fold,
+        "other_labels": {
+            name: {
+                "trained": other.summary(),
+                "base": other_base.summary(),
+                "trained_case": other_case.summary(),
+                "base_case": other_base_case.summary(),
+            }
+            for name, (_values, other, other_base, other_case, other_base_case) in others.items()
+        },
         **{
             f"trained_test_views_{count}": figures.summary()
             for count, figures in other_views.items()
