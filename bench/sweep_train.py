@@ -10,9 +10,9 @@ size, the trained blocks and the views reuse one trunk cache. Figures are out-of
 "archive P@5" column scores the same unseen queries against the fold's whole archive,
 training images included (what a site searching its own training archive sees).
 
-Every variant is cross-validated on the same folds, stratified by BIRADS whatever label it
-trains (`labels=pathology` included), and scored for both BIRADS and pathology (the
-record's `other_labels`). `--work DIR` keeps each variant's out-of-fold vectors (its
+Every variant is cross-validated on the same folds (train stratifies them by BIRADS
+whatever label it learns, `labels=pathology` included) and scored for both BIRADS and
+pathology (the record's `other_labels`). `--work DIR` keeps each variant's out-of-fold vectors (its
 `fold-N.npz`, resumable) under DIR/<variant>; `--cache FILE` saves the trunk views and the
 base space once and loads them in later runs (the same seed makes the same views).
 """
@@ -39,7 +39,6 @@ from mammosearch.train.runner import Prepared, cross_validate, pick_device, prep
 FIT_FIELDS = {f.name: f.type for f in fields(FitConfig)}
 COMPARED_TEST_VIEWS = (1, 2, 4, 6, 8)
 SCORED_LABELS = PANEL_LABELS
-FOLDS_BY = "birads"
 
 
 def cached_prepare(data, config: TrainConfig, device: torch.device, cache_file: Path | None):
@@ -140,6 +139,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--work", type=Path, help="Keep each variant's fold vectors here")
     parser.add_argument("--cache", type=Path, help="Trunk views saved / loaded here")
+    parser.add_argument(
+        "--first-folds",
+        type=int,
+        help="Only the first N folds (with --work, run N = 1, 2, ... to interleave variants)",
+    )
+    parser.add_argument(
+        "--no-epoch-validation", action="store_true", help="No per-epoch P@5 (faster)"
+    )
     args = parser.parse_args()
     if args.table:
         print(markdown_table(args.table))
@@ -161,7 +168,7 @@ def main() -> None:
     prepared_by_key: dict[tuple, Prepared] = {}
     for text in args.variant or [""]:
         config = parse_variant(text)
-        data = data_by_primary.get(config.labels[0], data_by_primary[FOLDS_BY])
+        data = data_by_primary.get(config.labels[0], data_by_primary[SCORED_LABELS[0]])
         key = (*cache_key(config), config.labels[0])
         started = time.perf_counter()
         if key not in prepared_by_key:
@@ -180,7 +187,8 @@ def main() -> None:
             work_dir,
             quiet=False,
             compare_test_views=COMPARED_TEST_VIEWS,
-            folds_by=FOLDS_BY,
+            first_folds=args.first_folds,
+            epoch_validation=not args.no_epoch_validation,
         )
         record = {
             "variant": text or "defaults",
@@ -200,6 +208,7 @@ def main() -> None:
             "trained_archive": result["trained_archive"]["metrics"],
             "base_archive": result["base_archive"]["metrics"],
             "label": result["label"],
+            "folds_scored": result["folds_scored"],
             "per_class": {
                 space: result[space]["per_class_precision@5"]
                 for space in ("trained", "base", "trained_archive", "base_archive")

@@ -331,7 +331,7 @@ def test_a_pathology_model_serves_with_its_pathology_vote_measured(
     from mammosearch.embed.registry import register_model
     from mammosearch.evaluate.runs import measured_vote
     from mammosearch.search import SearchService
-    from mammosearch.space_switch import activate, serving_space
+    from mammosearch.space_switch import activate, embed_into_space, serving_space
     from mammosearch.train.train_run import run_training
     from mammosearch.vote import NO_VOTE, UNMEASURED
 
@@ -350,6 +350,8 @@ def test_a_pathology_model_serves_with_its_pathology_vote_measured(
     settings = settings_from_env()
     register_model(out, registry_dir(), "tiny-pathology")
     with session_scope(settings.database_url) as session:
+        ids = list(session.scalars(select(Image.id).order_by(Image.id)))
+        embed_into_space(session, settings, "tiny-pathology", ids)
         activate(session, settings, "tiny-pathology")
         space = serving_space(session, settings)
         assert space.weights_sha256 == record["model_sha256"]

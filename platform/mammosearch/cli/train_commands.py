@@ -218,6 +218,13 @@ def format_cv_table(cv: dict) -> str:
                 for label, value in per_class.get("similarity", {}).items()
             )
         )
+    for label, figures in (cv.get("other_labels") or {}).items():
+        other, other_base = figures["trained"]["metrics"], figures["base"]["metrics"]
+        lines.append(
+            f"{label} (scored on the same folds): P@5 {other['precision@5']:.3f} "
+            f"(base {other_base['precision@5']:.3f}), vote accuracy "
+            f"{other['vote_accuracy']:.3f} (base {other_base['vote_accuracy']:.3f})"
+        )
     return "\n".join(lines)
 
 

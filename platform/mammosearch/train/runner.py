@@ -24,7 +24,12 @@ from mammosearch.atomic_files import atomic_write_bytes
 from mammosearch.ingest.storage import open_upright
 from mammosearch.train.breasts import APART, breasts_of
 from mammosearch.train.config import TrainConfig
-from mammosearch.train.crossval import ARCHIVE_PROTOCOL, CaseFoldFigures, FoldFigures
+from mammosearch.train.crossval import (
+    ARCHIVE_PROTOCOL,
+    PANEL_LABELS,
+    CaseFoldFigures,
+    FoldFigures,
+)
 from mammosearch.train.dataset import LabelledImages, load_pixels
 from mammosearch.train.fit import embed_cached, fit_top, patient_excluded_precision
 from mammosearch.train.folds import patient_folds
@@ -214,27 +219,29 @@ def cross_validate(
     quiet: bool = False,
     status: Status | None = None,
     compare_test_views: tuple[int, ...] = (),
-    folds_by: str | None = None,
+    first_folds: int | None = None,
+    epoch_validation: bool = True,
 ) -> dict[str, Any]:
     """Patient-grouped k-fold CV; out-of-fold figures of the trained and the base space.
 
-    The folds are stratified by the trained label, or by `folds_by` (a label the data
-    holds), so that models trained on different labels can be compared on the same folds.
-    Every other label the data holds is scored too, same folds and rule (`other_labels`):
-    how a space trained for one label retrieves and votes for another.
+    The folds are stratified by BIRADS where the data holds it, whichever label is trained
+    (else by the trained label), so models of different labels share their folds. Every
+    other label the data holds is scored too, same folds and rule (`other_labels`): how a
+    space trained for one label retrieves and votes for another.
 
     Beside them, `trained_archive` / `base_archive`: the same unseen queries against each
     fold's whole archive (crossval's archive protocol: what a site searching the archive
     that trained its model sees). `compare_test_views` also scores the trained space
     averaged over other numbers of the fixed test views, up to the cached ones (a sweep's
-    comparison, free: they are cached).
+    comparison, free: they are cached). `first_folds` stops after that many folds (a
+    partial run's pooled figures, `folds_scored`); `epoch_validation` False skips the
+    progress bar's per-epoch validation P@5 (about a sixth of an epoch's cost).
     """
     data = prepared.data
     primary = config.labels[0]
     labels = data.label_values(primary)
-    folds = patient_folds(
-        data.targets[folds_by or primary], data.patient_ids, config.folds, config.seed
-    )
+    folds_by = PANEL_LABELS[0] if PANEL_LABELS[0] in data.targets else primary
+    folds = patient_folds(data.targets[folds_by], data.patient_ids, config.folds, config.seed)
     classes = list(data.classes[primary])
     others = {
         name: (data.label_values(name), FoldFigures(list(data.classes[name])),
@@ -250,6 +257,8 @@ def cross_validate(
     other_views = {n: FoldFigures(classes) for n in compare_test_views if n <= cached_fixed}
     per_fold = []
     for number, (train_positions, valid_positions) in enumerate(folds, start=1):
+        if first_folds is not None and number > first_folds:
+            break
         overlap = set(data.patient_ids[train_positions]) & set(data.patient_ids[valid_positions])
         assert not overlap, f"fold {number}: patients {sorted(overlap)[:5]} on both sides"
         done_file = work_dir / f"fold-{number}.npz" if work_dir is not None else None
@@ -264,7 +273,7 @@ def cross_validate(
                 device,
                 work_dir / f"fold-{number}.pt" if work_dir is not None else None,
                 f"fold {number}/{len(folds)}",
-                validation=valid_positions,
+                validation=valid_positions if epoch_validation else None,
                 quiet=quiet,
                 status=status,
             )
@@ -333,6 +342,7 @@ def cross_validate(
         "label": primary,
         "protocol": "patient-excluded, within each fold's unseen patients, cosine",
         "folds": config.folds,
+        "folds_scored": len(per_fold),
         "trained": trained.summary(),
         "base": {"space": f"{BASE_SPACE_BACKBONE} ImageNet (224 px)", **base.summary()},
         "archive_protocol": ARCHIVE_PROTOCOL,
