@@ -213,6 +213,10 @@ def main() -> None:
                 space: result[space]["per_class_precision@5"]
                 for space in ("trained", "base", "trained_archive", "base_archive")
             },
+            "vote_reliability": {
+                space: result[space]["vote_reliability"]
+                for space in ("trained", "trained_archive", "base")
+            },
             "trained_case": result["trained_case"],
             "base_case": result["base_case"],
             "other_labels": result["other_labels"],
