@@ -329,6 +329,7 @@ def test_a_pathology_model_serves_with_its_pathology_vote_measured(
     from mammosearch.db.models import Image
     from mammosearch.embed.loader import registry_dir
     from mammosearch.embed.registry import register_model
+    from mammosearch.evaluate import evaluate_space
     from mammosearch.evaluate.runs import measured_vote
     from mammosearch.search import SearchService
     from mammosearch.space_switch import activate, embed_into_space, serving_space
@@ -360,7 +361,16 @@ def test_a_pathology_model_serves_with_its_pathology_vote_measured(
         assert "model tiny-pathology" in measured["pathology"]["source"]
         some_id = session.scalars(select(Image.id).order_by(Image.id)).first()
         panel = SearchService(settings).search_image_id(session, some_id, k=10).suggested_birads
+        leaky = {
+            label: evaluate_space(session, settings, space, label=label, ks=(1, 5))
+            for label in ("pathology", "birads")
+        }
     pathology = panel["pathology"]
     assert pathology["status"] not in (UNMEASURED, NO_VOTE)
     assert pathology["measured"]["accuracy"] == measured["pathology"]["accuracy"]
     assert panel["status"] not in (UNMEASURED, NO_VOTE)  # BIRADS, from the same folds
+    for label, result in leaky.items():  # each evaluation beside that label's CV figures
+        out_of_fold = result.training_overlap["out_of_fold"]
+        figures = cv if label == "pathology" else cv["other_labels"]["birads"]
+        assert result.training_overlap["leaky"] and out_of_fold["label"] == label
+        assert out_of_fold["trained"] == figures["trained"]["metrics"]

@@ -306,7 +306,7 @@ def evaluate_space(
         session.commit()
         raise
     result.training_overlap = training_overlap(
-        model_of_space(settings, space), space, loaded.image_sha256s
+        model_of_space(settings, space), space, loaded.image_sha256s, label
     )
     if through_index:
         result.config.update(through_index=True, served_index=config["served_index"])
