@@ -9,6 +9,12 @@ starts from `TrainConfig()` (the defaults) and changes the named fields; `epochs
 size, the trained blocks and the views reuse one trunk cache. Figures are out-of-fold; the
 "archive P@5" column scores the same unseen queries against the fold's whole archive,
 training images included (what a site searching its own training archive sees).
+
+Every variant is cross-validated on the same folds (train stratifies them by BIRADS
+whatever label it learns, `labels=pathology` included) and scored for both BIRADS and
+pathology (the record's `other_labels`). `--work DIR` keeps each variant's out-of-fold vectors (its
+`fold-N.npz`, resumable) under DIR/<variant>; `--cache FILE` saves the trunk views and the
+base space once and loads them in later runs (the same seed makes the same views).
 """
 
 from __future__ import annotations
@@ -24,12 +30,51 @@ import torch
 from mammosearch.config import get_settings
 from mammosearch.db.session import make_session_factory
 from mammosearch.train.config import TrainConfig
+from mammosearch.train.crossval import PANEL_LABELS
 from mammosearch.train.dataset import load_labelled_images
 from mammosearch.train.fit import FitConfig
-from mammosearch.train.runner import cross_validate, pick_device, prepare
+from mammosearch.train.network import build_networks
+from mammosearch.train.runner import Prepared, cross_validate, pick_device, prepare
 
 FIT_FIELDS = {f.name: f.type for f in fields(FitConfig)}
 COMPARED_TEST_VIEWS = (1, 2, 4, 6, 8)
+SCORED_LABELS = PANEL_LABELS
+
+
+def cached_prepare(data, config: TrainConfig, device: torch.device, cache_file: Path | None):
+    """`prepare`, its trunk views and base vectors saved to / loaded from `cache_file`."""
+    if cache_file is None:
+        return prepare(data, config, device)
+    if cache_file.is_file():
+        saved = torch.load(cache_file, weights_only=False)
+        if saved["key"] == cache_key(config) and saved["images"] == data.fingerprint():
+            n_classes = {label: len(data.classes[label]) for label in config.labels}
+            trunk, _top, weights_path = build_networks(
+                config.base, config.trained_blocks, config.dim, n_classes
+            )
+            return Prepared(data, saved["cache"], trunk, saved["base_vectors"], weights_path)
+    prepared = prepare(data, config, device)
+    torch.save(
+        {
+            "key": cache_key(config),
+            "images": data.fingerprint(),
+            "cache": prepared.cache,
+            "base_vectors": prepared.base_vectors,
+        },
+        cache_file,
+    )
+    return prepared
+
+
+def cache_key(config: TrainConfig) -> tuple:
+    return (
+        config.base, config.image_size_px, config.trained_blocks, config.n_views,
+        config.test_views, config.seed,
+    )  # fmt: skip
+
+
+def slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text) or "defaults"
 
 
 def parse_variant(text: str) -> TrainConfig:
@@ -92,6 +137,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--variant", action="append", default=[])
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--work", type=Path, help="Keep each variant's fold vectors here")
+    parser.add_argument("--cache", type=Path, help="Trunk views saved / loaded here")
+    parser.add_argument(
+        "--first-folds",
+        type=int,
+        help="Only the first N folds (with --work, run N = 1, 2, ... to interleave variants)",
+    )
+    parser.add_argument(
+        "--no-epoch-validation", action="store_true", help="No per-epoch P@5 (faster)"
+    )
     args = parser.parse_args()
     if args.table:
         print(markdown_table(args.table))
@@ -103,22 +158,37 @@ def main() -> None:
     device = pick_device()
     with make_session_factory(get_settings().database_url)() as session:
         labels_needed = {label for v in args.variant for label in parse_variant(v).labels}
-        data = load_labelled_images(session, ["birads", *sorted(labels_needed - {"birads"})])
-    prepared_by_key: dict[tuple, object] = {}
+        extra = sorted(labels_needed - set(SCORED_LABELS))
+        data_by_primary = {
+            primary: load_labelled_images(
+                session, [primary, *[name for name in SCORED_LABELS if name != primary], *extra]
+            )
+            for primary in SCORED_LABELS
+        }
+    prepared_by_key: dict[tuple, Prepared] = {}
     for text in args.variant or [""]:
         config = parse_variant(text)
-        key = (
-            config.base, config.image_size_px, config.trained_blocks, config.n_views,
-            config.test_views, config.seed,
-        )  # fmt: skip
+        data = data_by_primary.get(config.labels[0], data_by_primary[SCORED_LABELS[0]])
+        key = (*cache_key(config), config.labels[0])
         started = time.perf_counter()
         if key not in prepared_by_key:
             prepared_by_key.clear()
-            prepared_by_key[key] = prepare(data, config, device)
+            prepared_by_key[key] = cached_prepare(data, config, device, args.cache)
         prepared = prepared_by_key[key]
         prepare_s = time.perf_counter() - started
+        work_dir = None
+        if args.work is not None:
+            work_dir = args.work / slug(text)
+            work_dir.mkdir(parents=True, exist_ok=True)
         result = cross_validate(
-            prepared, config, device, quiet=False, compare_test_views=COMPARED_TEST_VIEWS
+            prepared,
+            config,
+            device,
+            work_dir,
+            quiet=False,
+            compare_test_views=COMPARED_TEST_VIEWS,
+            first_folds=args.first_folds,
+            epoch_validation=not args.no_epoch_validation,
         )
         record = {
             "variant": text or "defaults",
@@ -137,6 +207,27 @@ def main() -> None:
             "vote_per_class_recall": result["trained"]["vote_per_class_recall"],
             "trained_archive": result["trained_archive"]["metrics"],
             "base_archive": result["base_archive"]["metrics"],
+            "label": result["label"],
+            "folds_scored": result["folds_scored"],
+            "per_class": {
+                space: result[space]["per_class_precision@5"]
+                for space in ("trained", "base", "trained_archive", "base_archive")
+            },
+            "vote_reliability": {
+                space: result[space]["vote_reliability"]
+                for space in ("trained", "trained_archive", "base")
+            },
+            "trained_case": result["trained_case"],
+            "base_case": result["base_case"],
+            "other_labels": result["other_labels"],
+            "per_fold": [
+                {
+                    "fold": fold["fold"],
+                    "trained": fold["trained"]["precision@5"],
+                    "base": fold["base"]["precision@5"],
+                }
+                for fold in result["per_fold"]
+            ],
         }
         with args.out.open("a") as stream:
             stream.write(json.dumps(record) + "\n")

@@ -236,3 +236,40 @@ def test_similarity_reads_as_rank_and_distance_and_no_page_shows_a_server_path(
             assert path not in source, (page, path)
     chrome.get(f"{server}/admin/ingestion")
     assert chrome.save_screenshot(str(ARTIFACTS / "ingestion-no-paths.png"))
+
+
+def test_every_filter_keeps_its_value_and_the_form_fits_above_the_fold(
+    served: tuple[str, Settings, str],
+    chrome,  # type: ignore[no-untyped-def]
+) -> None:
+    """The filters (one per FILTER_FIELDS row) keep their chosen values after a search, and
+    the whole form, Search button included, shows on a 1600x1000 screen without scrolling."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+
+    from mammosearch.search.filters import FILTER_NAMES
+
+    server, _, _ = served
+    _sign_in(chrome, server, "rad")
+    chosen = {"side": "R", "view": "MLO", "birads_min": "1", "birads_max": "4"}
+    chrome.set_window_size(1600, 1000)
+    try:
+        query = "&".join(f"{name}={value}" for name, value in chosen.items())
+        chrome.get(f"{server}/search?image_id=1&unit=image&k=3&{query}")
+        page_wait(chrome, 90).until(ready.presence_of_element_located((By.ID, "results")))
+        kept = {
+            name: chrome.find_element(By.CSS_SELECTOR, f"#search-form [name={name}]").get_attribute(
+                "value"
+            )
+            for name in FILTER_NAMES
+        }
+        assert kept == {"modality": "", "pathology": "", **chosen}
+        form_bottom, fold = chrome.execute_script(
+            "return [document.getElementById('search').getBoundingClientRect().bottom,"
+            " window.innerHeight]"
+        )
+        assert form_bottom <= fold, (form_bottom, fold)
+        ARTIFACTS.mkdir(exist_ok=True)
+        assert chrome.save_screenshot(str(ARTIFACTS / "search-filters-1600x1000.png"))
+    finally:
+        chrome.set_window_size(1400, 1700)

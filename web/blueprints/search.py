@@ -15,6 +15,7 @@ from mammosearch.access.audit import record_access
 from mammosearch.db.models import Image
 from mammosearch.ingest.storage import ImageRejected
 from mammosearch.search.case_search import QueryUpload
+from mammosearch.search.filters import FILTER_FIELDS
 from mammosearch.search.request import BadSearchRequest, SearchRequest, parse_search_request
 from web.access import RADIOLOGY, restrict_blueprint
 from web.case_results import hang
@@ -73,6 +74,7 @@ def _render(status: int = 200, **context: Any) -> tuple[str, int]:
     context.setdefault("metrics", current.index_metrics)
     context.setdefault("default_ranking", current.ranking)
     context.setdefault("recent", _recent_cases())
+    context.setdefault("filter_fields", FILTER_FIELDS)  # the form's filters, one per row
     context.setdefault("choices", get_search_service(current).filter_values(get_session()))
     return render_template("search.html", **context), status
 

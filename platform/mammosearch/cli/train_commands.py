@@ -14,6 +14,7 @@ import click
 from mammosearch.cli.space_option import backbone_option, settings_for
 from mammosearch.evaluate.labels import LABELS
 from mammosearch.train.bases import BASE_BACKBONES, DEFAULT_BASE
+from mammosearch.train.breasts import CASE_MODES
 from mammosearch.train.positives import POSITIVES
 
 if TYPE_CHECKING:
@@ -79,6 +80,14 @@ def _defaults() -> TrainConfig:
     "(not one patient's own images, which search never returns for its query).",
 )
 @click.option(
+    "--cases",
+    type=click.Choice(CASE_MODES),
+    default=None,
+    help="apart (default): batches of loose images; together: batches of whole breasts "
+    "(a breast's views pulled together); mean: together, plus a term over each breast's "
+    "mean embedding (what a case search ranks by).",
+)
+@click.option(
     "--pooling",
     default=None,
     help="Pooling of the final feature map: avg (default) or gem (a learned power).",
@@ -122,6 +131,7 @@ def train(
     loss: str | None,
     dim: int | None,
     positives: str | None,
+    cases: str | None,
     pooling: str | None,
     trained_blocks: int | None,
     n_views: int | None,
@@ -149,6 +159,7 @@ def train(
         "loss": loss,
         "dim": dim,
         "positives": positives,
+        "cases": cases,
         "pooling": pooling,
         "trained_blocks": trained_blocks,
         "n_views": n_views,
@@ -210,6 +221,13 @@ def format_cv_table(cv: dict[str, Any]) -> str:
                 f"{label} {_cell(value)} -> {_cell(per_class['consensus'].get(label))}"
                 for label, value in per_class.get("similarity", {}).items()
             )
+        )
+    for label, figures in (cv.get("other_labels") or {}).items():
+        other, other_base = figures["trained"]["metrics"], figures["base"]["metrics"]
+        lines.append(
+            f"{label} (scored on the same folds): P@5 {other['precision@5']:.3f} "
+            f"(base {other_base['precision@5']:.3f}), vote accuracy "
+            f"{other['vote_accuracy']:.3f} (base {other_base['vote_accuracy']:.3f})"
         )
     return "\n".join(lines)
 

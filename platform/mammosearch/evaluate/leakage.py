@@ -39,9 +39,13 @@ def model_of_space(settings: Settings, space: EmbeddingSpace) -> TrainedModel | 
 
 
 def training_overlap(
-    model: TrainedModel | None, space: EmbeddingSpace, image_sha256s: Iterable[str]
+    model: TrainedModel | None,
+    space: EmbeddingSpace,
+    image_sha256s: Iterable[str],
+    label: str = "birads",
 ) -> dict[str, Any] | None:
-    """None for a base space; else how many evaluated images trained the model, and its CV."""
+    """None for a base space; else how many evaluated images trained the model, and its CV
+    figures for the evaluated `label` (the one it learned, or one its CV scored beside)."""
     if not space.backbone.startswith(TRAINED_PREFIX):
         return None
     evaluated = set(image_sha256s)
@@ -53,6 +57,8 @@ def training_overlap(
         }
     overlap = len(evaluated & model.training_image_hashes())
     cv = model.cross_validation()
+    if (cv.get("label") or "birads") != label:
+        cv = {"protocol": cv.get("protocol"), **(cv.get("other_labels") or {}).get(label, {})}
     document: dict[str, Any] = {
         "leaky": overlap > 0,
         "model": model.name,
@@ -60,6 +66,7 @@ def training_overlap(
         "evaluated_images_that_trained_the_model": overlap,
         "evaluated_images": len(evaluated),
         "out_of_fold": {
+            "label": label,
             "protocol": cv.get("protocol"),
             "trained": (cv.get("trained") or {}).get("metrics"),
             "base": (cv.get("base") or {}).get("metrics"),
@@ -83,8 +90,9 @@ def format_overlap(overlap: dict[str, Any] | None) -> list[str]:
     oof = (overlap.get("out_of_fold") or {}).get("trained") or {}
     base = (overlap.get("out_of_fold") or {}).get("base") or {}
     if oof:
+        label = (overlap.get("out_of_fold") or {}).get("label")
         lines.append(
-            "out-of-fold (honest): "
+            f"out-of-fold{f' {label}' if label else ''} (honest): "
             + ", ".join(
                 f"{key} {oof[key]:.3f} (base {base.get(key, float('nan')):.3f})"
                 for key in ("precision@5", "ndcg@5", "vote_accuracy")

@@ -306,7 +306,7 @@ def evaluate_space(
         session.commit()
         raise
     result.training_overlap = training_overlap(
-        model_of_space(settings, space), space, loaded.image_sha256s
+        model_of_space(settings, space), space, loaded.image_sha256s, label
     )
     if through_index:
         result.config.update(through_index=True, served_index=config["served_index"])
@@ -373,9 +373,9 @@ def measured_vote(
         )
         for run in runs:
             config = run.config or {}
-            measured = config.get(VOTE_KEYS[unit])
-            if measured and config.get("fusion") == fusion:
-                return {**measured, "run_id": run.id}
+            stored = config.get(VOTE_KEYS[unit])
+            if stored and config.get("fusion") == fusion:
+                return {**stored, "run_id": run.id}
         column = "base"
         model = next(
             (
@@ -389,26 +389,50 @@ def measured_vote(
     if model is None:
         return {}
     cv = model.cross_validation()
+    primary = cv.get("label") or "birads"
+    measured: dict[str, Any] = {}
+    table = _cv_vote(cv, column, unit, fusion, model.name)
+    if table:
+        measured[primary] = table
+    # The model's other labels, scored on the same folds (train's `other_labels`): a
+    # BIRADS model's pathology vote, a pathology model's BIRADS vote.
+    for label, figures in (cv.get("other_labels") or {}).items():
+        table = _cv_vote(figures, column, unit, fusion, model.name, cv.get("folds"))
+        if table and label != primary:
+            measured[label] = table
+    return measured
+
+
+def _cv_vote(
+    figures: dict[str, Any],
+    column: str,
+    unit: str,
+    fusion: str | None,
+    model_name: str,
+    folds: int | None = None,
+) -> dict[str, Any] | None:
+    """The reliability of one label's cross-validation figures (`column` "trained" or
+    "base") with its source, or None when that unit was not measured."""
+    folds = figures.get("folds") or folds
     if unit == "case":
-        figures = (cv.get(f"{column}_case") or {}).get(fusion) or {}
-        reliability = figures.get("vote_reliability")
+        case_figures = (figures.get(f"{column}_case") or {}).get(fusion) or {}
+        reliability = case_figures.get("vote_reliability")
         if not reliability:
-            return {}
+            return None
         source = (
-            f"{cv.get('folds')}-fold patient-grouped cross-validation, out of fold, cases by "
-            f"{fusion} (model {model.name})"
+            f"{folds}-fold patient-grouped cross-validation, out of fold, cases by "
+            f"{fusion} (model {model_name})"
         )
-        table = {**reliability, "source": source, "unit": "case", "fusion": fusion}
-        return {cv.get("label") or "birads": table}
+        return {**reliability, "source": source, "unit": "case", "fusion": fusion}
     # The archive protocol first: unseen patients' images asking the fold's whole archive,
     # as a served trained space is asked; else the within-fold pools.
     for key in (f"{column}_archive", column):
-        reliability = (cv.get(key) or {}).get("vote_reliability")
+        reliability = (figures.get(key) or {}).get("vote_reliability")
         if reliability:
             source = (
-                f"{cv.get('folds')}-fold patient-grouped cross-validation, out of fold"
+                f"{folds}-fold patient-grouped cross-validation, out of fold"
                 f"{' against the fold archive' if key.endswith('_archive') else ''} "
-                f"(model {model.name})"
+                f"(model {model_name})"
             )
-            return {cv.get("label") or "birads": {**reliability, "source": source}}
-    return {}
+            return {**reliability, "source": source}
+    return None

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from mammosearch.train.bases import DEFAULT_BASE
+from mammosearch.train.breasts import APART
 from mammosearch.train.fit import FitConfig
 from mammosearch.train.positives import ANY_PATIENT
 
@@ -22,6 +23,7 @@ class TrainConfig:
     loss: str = "supcon"
     temperature: float = 0.1  # supervised contrastive loss's
     positives: str = ANY_PATIENT  # same-class pairs the metric loss pulls together
+    cases: str = APART  # batches of loose images, of whole breasts, + a breast-mean term
     dim: int = 256
     pooling: str = "avg"  # of the final feature map: "avg" or "gem" (learned power)
     trained_blocks: int = 5

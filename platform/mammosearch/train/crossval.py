@@ -52,6 +52,9 @@ ARCHIVE_PROTOCOL = (
 HEADLINE_KEYS = ("precision@1", "precision@5", "precision@10", "ndcg@5", "ndcg@10", "map")
 CONSENSUS_PREFIX = "consensus_"
 PER_CLASS_KEY = "precision@5"
+PANEL_LABELS = ("birads", "pathology")
+"""The labels search's suggestion panel votes on (mammosearch.search.vote.suggest): train scores
+each of them on its folds, whichever it learns, so the served space's panel is measured."""
 
 
 def _ranked_key(ranking: str, key: str) -> str:
@@ -222,6 +225,8 @@ class CaseFoldFigures:
     unscored_folds: dict[str, int] = field(default_factory=dict)
     # Per fusion rule, every out-of-fold case suggestion: the case search's reliability table.
     suggestions: dict[str, Suggestions] = field(default_factory=dict)
+    # Per fusion rule and case class: [sum of P@5 x cases, cases].
+    per_class_sums: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
     def add_fold(self, vectors: np.ndarray, case_rows: Sequence[dict[str, Any]]) -> None:
         """Score one fold's images grouped into cases, by every fusion rule; and each case's
@@ -258,9 +263,15 @@ class CaseFoldFigures:
                 sums[key] = sums.get(key, 0.0) + result.metrics[key] * result.queries
                 chance[key] = chance.get(key, 0.0) + result.chance[key] * result.queries
             self.queries[fusion] = self.queries.get(fusion, 0) + result.queries
+            by_class = self.per_class_sums.setdefault(fusion, {})
+            for case_class, row in result.per_class.items():
+                if row[PER_CLASS_KEY] is not None:
+                    class_sums = by_class.setdefault(case_class, [0.0, 0.0])
+                    class_sums[0] += row[PER_CLASS_KEY] * row["queries"]
+                    class_sums[1] += row["queries"]
 
     def summary(self) -> dict[str, Any]:
-        """Per fusion rule: cases scored, pooled metrics and chance."""
+        """Per fusion rule: cases scored, pooled metrics, chance and per-class P@5."""
         return {
             fusion: {
                 "queries": self.queries[fusion],
@@ -269,6 +280,10 @@ class CaseFoldFigures:
                     k: v / self.queries[fusion] for k, v in self.chance_sums[fusion].items()
                 },
                 "unscored_folds": self.unscored_folds.get(fusion, 0),
+                f"per_class_{PER_CLASS_KEY}": {
+                    case_class: total / count
+                    for case_class, (total, count) in self.per_class_sums.get(fusion, {}).items()
+                },
                 "vote_reliability": pooled_reliability(
                     self.suggestions.get(fusion, []), get_label(self.label).classes
                 ),

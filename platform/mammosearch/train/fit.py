@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from mammosearch.durable.atomic_files import atomic_write_bytes
+from mammosearch.train.breasts import Breasts, breast_batches
 from mammosearch.train.losses import LossFn
 from mammosearch.train.network import Top, TopEnsemble
 
@@ -59,10 +60,13 @@ def fit_top(
     patient_ids: np.ndarray,
     checkpoint: Path | None = None,
     on_epoch: EpochCallback | None = None,
+    breasts: Breasts | None = None,
 ) -> Top:
     """Train `top` on the cached views of `positions`; resumes from `checkpoint` if present.
 
     `patient_ids` (one per cached image) let the loss tell one patient's pairs apart.
+    `breasts` (train/breasts.py, per cached image) make every batch hold whole breasts and
+    hand the loss each image's breast and its class.
     """
     top = top.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's overloads lack (device, memory_format)
     head_parameters = [*top.projection.parameters(), *top.classifiers.parameters()]
@@ -101,14 +105,24 @@ def fit_top(
         start_epoch = state["epoch"]
     label_targets = {label: torch.from_numpy(values) for label, values in targets.items()}
     patients = torch.from_numpy(np.asarray(patient_ids, dtype=np.int64))
+    breast_ids = breast_targets = None
+    if breasts is not None:
+        breast_ids = torch.from_numpy(breasts.ids)
+        breast_targets = torch.from_numpy(breasts.targets)
     primary_targets = next(iter(targets.values()))
     n_views = cache.shape[1]
     for epoch in range(start_epoch, config.epochs):
         top.train()
-        order = _epoch_order(generator, positions, primary_targets, config.balanced)
+        if breasts is None:
+            order = _epoch_order(generator, positions, primary_targets, config.balanced)
+            batches = [
+                order[start : start + config.batch_size]
+                for start in range(0, order.size, config.batch_size)
+            ]
+        else:
+            batches = breast_batches(generator, positions, breasts.ids, steps_per_epoch)
         losses = []
-        for start in range(0, order.size, config.batch_size):
-            batch = order[start : start + config.batch_size]
+        for batch in batches:
             if batch.size < 2:
                 continue
             views = generator.integers(0, n_views, size=batch.size)
@@ -119,7 +133,13 @@ def fit_top(
                 for label, values in label_targets.items()
             }
             batch_patients = patients[torch.from_numpy(batch)].to(device)
-            loss = loss_fn(embedding, top.logits(embedding), batch_targets, batch_patients)
+            batch_breasts = None
+            if breast_ids is not None and breast_targets is not None:
+                index = torch.from_numpy(batch)
+                batch_breasts = (breast_ids[index].to(device), breast_targets[index].to(device))
+            loss = loss_fn(
+                embedding, top.logits(embedding), batch_targets, batch_patients, batch_breasts
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
             optimizer.step()

@@ -9,17 +9,19 @@
   `XBM_BATCHES` batches' embeddings (pytorch-metric-learning's CrossBatchMemory): more
   pairs per step than one batch of a few hundred images holds.
 Every label after the first adds its own class-weighted cross-entropy head (multi-task).
-Which same-class pairs the metric loss pulls together is `train/positives.py`'s choice.
+Which same-class pairs the metric loss pulls together is `train/positives.py`'s choice;
+`--cases mean` adds a term over each breast's mean embedding (`train/breasts.py`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mammosearch.train.breasts import APART, MEAN, check_cases
 from mammosearch.train.dataset import IGNORE_INDEX
 from mammosearch.train.positives import (
     ANY_PATIENT,
@@ -32,10 +34,24 @@ LOSSES = ("ce", "supcon", "ms", "ce+supcon", "supcon+xbm")
 SECONDARY_WEIGHT = 0.5
 XBM_BATCHES = 4
 PAIR_LOSSES = ("supcon", "ms", "ce+supcon")  # metric losses over one batch's own pairs
+METRIC_LOSSES = (*PAIR_LOSSES, "supcon+xbm")  # every loss with a metric term
+CASE_WEIGHT = 1.0  # the breast-mean term beside the image term (`--cases mean`)
 
-LossFn = Callable[
-    [torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor], torch.Tensor
-]
+
+class LossFn(Protocol):
+    """(embedding, logits per label, targets per label, patient ids[, breasts]) -> loss.
+
+    `breasts`: the batch's (breast index, breast class code) per image, for `--cases mean`.
+    """
+
+    def __call__(
+        self,
+        embedding: torch.Tensor,
+        logits: dict[str, torch.Tensor],
+        targets: dict[str, torch.Tensor],
+        patients: torch.Tensor,
+        breasts: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor: ...
 
 
 def class_weights(targets: np.ndarray, n_classes: int) -> torch.Tensor:
@@ -45,8 +61,10 @@ def class_weights(targets: np.ndarray, n_classes: int) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def check_loss(name: str, positives: str = ANY_PATIENT) -> None:
-    """Refuse an unknown loss or a pair rule it cannot apply, naming the choices."""
+def check_loss(
+    name: str, positives: str = ANY_PATIENT, cases: str = APART, balanced: bool = False
+) -> None:
+    """Refuse an unknown loss or a pair or breast rule it cannot apply, naming the choices."""
     if name not in LOSSES:
         raise ValueError(f"--loss {name!r}: choose one of {', '.join(LOSSES)}")
     if positives not in POSITIVES:
@@ -56,6 +74,20 @@ def check_loss(name: str, positives: str = ANY_PATIENT) -> None:
             f"--positives {OTHER_PATIENTS}: not with --loss {name} (it has no pairs of "
             f"patients to leave out); choose one of {', '.join(PAIR_LOSSES)}"
         )
+    check_cases(cases, name, balanced, METRIC_LOSSES)
+
+
+def breast_mean_embeddings(
+    embedding: torch.Tensor, breast_ids: torch.Tensor, breast_targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each breast's views' mean embedding, unit-normalised (a case search's `mean` fusion),
+    and its class code: (breasts, dim), (breasts,)."""
+    unique, inverse = torch.unique(breast_ids, return_inverse=True)
+    sums = torch.zeros(unique.numel(), embedding.shape[1], dtype=embedding.dtype)
+    sums = sums.to(embedding.device).index_add(0, inverse, embedding)
+    labels = torch.full((unique.numel(),), IGNORE_INDEX, dtype=breast_targets.dtype)
+    labels = labels.to(breast_targets.device).scatter(0, inverse, breast_targets)
+    return F.normalize(sums, dim=1), labels
 
 
 def make_loss(
@@ -66,14 +98,16 @@ def make_loss(
     embedding_size: int,
     batch_size: int,
     positives: str = ANY_PATIENT,
+    cases: str = APART,
 ) -> LossFn:
     """The loss `name` over (embedding, logits per label, targets per label, patient ids).
 
     `temperature` is SupConLoss's (TrainConfig's default, chosen by cross-validation);
     `embedding_size` and `batch_size` size the cross-batch memory of `supcon+xbm`;
-    `positives` says which same-class pairs the metric loss pulls together.
+    `positives` says which same-class pairs the metric loss pulls together; `cases` `mean`
+    adds a supervised contrastive term over the batch's breast means.
     """
-    check_loss(name, positives)
+    check_loss(name, positives, cases)
     other_patients = positives == OTHER_PATIENTS
     metric_loss = None
     miner = None
@@ -94,6 +128,11 @@ def make_loss(
         from pytorch_metric_learning.miners import MultiSimilarityMiner
 
         metric_loss, miner = MultiSimilarityLoss(), MultiSimilarityMiner()
+    case_loss = None
+    if cases == MEAN:
+        from pytorch_metric_learning.losses import SupConLoss
+
+        case_loss = SupConLoss(temperature=temperature)
 
     def cross_entropy(label: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if bool((target == IGNORE_INDEX).all()):
@@ -105,6 +144,7 @@ def make_loss(
         logits: dict[str, torch.Tensor],
         targets: dict[str, torch.Tensor],
         patients: torch.Tensor,
+        breasts: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         total = embedding.sum() * 0.0
         if name in ("ce", "ce+supcon"):
@@ -115,6 +155,11 @@ def make_loss(
             if other_patients:
                 pairs = other_patient_pairs(labels, patients, pairs)
             total = total + metric_loss(embedding, labels, pairs)
+        if case_loss is not None and breasts is not None:
+            means, case_labels = breast_mean_embeddings(embedding, *breasts)
+            labelled = case_labels != IGNORE_INDEX
+            if int(labelled.sum()) > 1:
+                total = total + CASE_WEIGHT * case_loss(means[labelled], case_labels[labelled])
         for label in logits:
             if label != primary:
                 total = total + SECONDARY_WEIGHT * cross_entropy(

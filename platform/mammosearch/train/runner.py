@@ -22,8 +22,14 @@ from tqdm import tqdm
 
 from mammosearch.durable.atomic_files import atomic_write_bytes
 from mammosearch.ingest.storage import open_upright
+from mammosearch.train.breasts import APART, breasts_of
 from mammosearch.train.config import TrainConfig
-from mammosearch.train.crossval import ARCHIVE_PROTOCOL, CaseFoldFigures, FoldFigures
+from mammosearch.train.crossval import (
+    ARCHIVE_PROTOCOL,
+    PANEL_LABELS,
+    CaseFoldFigures,
+    FoldFigures,
+)
 from mammosearch.train.dataset import LabelledImages, load_pixels
 from mammosearch.train.fit import embed_cached, fit_top, patient_excluded_precision
 from mammosearch.train.folds import patient_folds
@@ -198,7 +204,12 @@ def _train_member(
         top.dim,
         config.fit.batch_size,
         config.positives,
+        config.cases,
     )
+    breasts = None
+    if config.cases != APART:
+        primary = config.labels[0]
+        breasts = breasts_of(data.case_rows, data.classes[primary], primary)
     bar = tqdm(total=config.fit.epochs, desc=description, unit="epoch", disable=quiet)
 
     def on_epoch(epoch: int, loss: float, trained: Top) -> None:
@@ -228,6 +239,7 @@ def _train_member(
             data.patient_ids,
             checkpoint,
             on_epoch,
+            breasts,
         )
     finally:
         bar.close()
@@ -241,20 +253,37 @@ def cross_validate(
     quiet: bool = False,
     status: Status | None = None,
     compare_test_views: tuple[int, ...] = (),
+    first_folds: int | None = None,
+    epoch_validation: bool = True,
 ) -> dict[str, Any]:
     """Patient-grouped k-fold CV; out-of-fold figures of the trained and the base space.
+
+    The folds are stratified by BIRADS where the data holds it, whichever label is trained
+    (else by the trained label), so models of different labels share their folds. Every
+    other label the data holds is scored too, same folds and rule (`other_labels`): how a
+    space trained for one label retrieves and votes for another.
 
     Beside them, `trained_archive` / `base_archive`: the same unseen queries against each
     fold's whole archive (crossval's archive protocol: what a site searching the archive
     that trained its model sees). `compare_test_views` also scores the trained space
     averaged over other numbers of the fixed test views, up to the cached ones (a sweep's
-    comparison, free: they are cached).
+    comparison, free: they are cached). `first_folds` stops after that many folds (a
+    partial run's pooled figures, `folds_scored`); `epoch_validation` False skips the
+    progress bar's per-epoch validation P@5 (about a sixth of an epoch's cost).
     """
     data = prepared.data
     primary = config.labels[0]
     labels = data.label_values(primary)
-    folds = patient_folds(data.targets[primary], data.patient_ids, config.folds, config.seed)
+    folds_by = PANEL_LABELS[0] if PANEL_LABELS[0] in data.targets else primary
+    folds = patient_folds(data.targets[folds_by], data.patient_ids, config.folds, config.seed)
     classes = list(data.classes[primary])
+    others = {
+        name: (data.label_values(name), FoldFigures(list(data.classes[name])),
+               FoldFigures(list(data.classes[name])), CaseFoldFigures(name),
+               CaseFoldFigures(name))
+        for name in data.classes
+        if name != primary
+    }  # fmt: skip
     trained, base = FoldFigures(classes), FoldFigures(classes)
     trained_archive, base_archive = FoldFigures(classes), FoldFigures(classes)
     trained_case, base_case = CaseFoldFigures(primary), CaseFoldFigures(primary)
@@ -262,6 +291,8 @@ def cross_validate(
     other_views = {n: FoldFigures(classes) for n in compare_test_views if n <= cached_fixed}
     per_fold = []
     for number, (train_positions, valid_positions) in enumerate(folds, start=1):
+        if first_folds is not None and number > first_folds:
+            break
         overlap = set(data.patient_ids[train_positions]) & set(data.patient_ids[valid_positions])
         assert not overlap, f"fold {number}: patients {sorted(overlap)[:5]} on both sides"
         done_file = work_dir / f"fold-{number}.npz" if work_dir is not None else None
@@ -276,7 +307,7 @@ def cross_validate(
                 device,
                 work_dir / f"fold-{number}.pt" if work_dir is not None else None,
                 f"fold {number}/{len(folds)}",
-                validation=valid_positions,
+                validation=valid_positions if epoch_validation else None,
                 quiet=quiet,
                 status=status,
             )
@@ -296,12 +327,21 @@ def cross_validate(
         fold_patients = data.patient_ids[valid_positions].tolist()
         if done is None:
             for count, figures in other_views.items():
-                other = embed_cached(top, prepared.cache, valid_positions, count, device)
-                figures.add_fold(other, fold_labels, fold_patients, primary)
+                views_vectors = embed_cached(top, prepared.cache, valid_positions, count, device)
+                figures.add_fold(views_vectors, fold_labels, fold_patients, primary)
+        fold_case_rows = [data.case_rows[i] for i in valid_positions]
         if data.case_rows:
-            fold_case_rows = [data.case_rows[i] for i in valid_positions]
             trained_case.add_fold(vectors, fold_case_rows)
             base_case.add_fold(prepared.base_vectors[valid_positions], fold_case_rows)
+        for name, (values, other, other_base, other_case, other_base_case) in others.items():
+            other_labels = [values[i] for i in valid_positions]
+            other.add_fold(vectors, other_labels, fold_patients, name)
+            other_base.add_fold(
+                prepared.base_vectors[valid_positions], other_labels, fold_patients, name
+            )
+            if data.case_rows:
+                other_case.add_fold(vectors, fold_case_rows)
+                other_base_case.add_fold(prepared.base_vectors[valid_positions], fold_case_rows)
         archive = np.concatenate([valid_positions, train_positions])
         archive_labels = [labels[i] for i in archive]
         archive_patients = data.patient_ids[archive].tolist()
@@ -336,6 +376,7 @@ def cross_validate(
         "label": primary,
         "protocol": "patient-excluded, within each fold's unseen patients, cosine",
         "folds": config.folds,
+        "folds_scored": len(per_fold),
         "trained": trained.summary(),
         "base": {"space": f"{BASE_SPACE_BACKBONE} ImageNet (224 px)", **base.summary()},
         "archive_protocol": ARCHIVE_PROTOCOL,
@@ -346,6 +387,15 @@ def cross_validate(
         "trained_case": trained_case.summary(),
         "base_case": base_case.summary(),
         "per_fold": per_fold,
+        "other_labels": {
+            name: {
+                "trained": other.summary(),
+                "base": other_base.summary(),
+                "trained_case": other_case.summary(),
+                "base_case": other_base_case.summary(),
+            }
+            for name, (_values, other, other_base, other_case, other_base_case) in others.items()
+        },
         **{
             f"trained_test_views_{count}": figures.summary()
             for count, figures in other_views.items()

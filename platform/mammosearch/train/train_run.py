@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from mammosearch.embed.weights import file_sha256
 from mammosearch.evaluate.provenance import software_versions
 from mammosearch.train.config import TrainConfig
+from mammosearch.train.crossval import PANEL_LABELS
 from mammosearch.train.dataset import load_labelled_images
 from mammosearch.train.losses import check_loss
 from mammosearch.train.model_dir import model_record, write_model_dir
@@ -63,10 +64,11 @@ def run_training(
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir.name}: already exists (pass --overwrite to replace it)")
     views_for(config.test_views)  # an impossible count fails before any work
-    check_loss(config.loss, config.positives)
+    check_loss(config.loss, config.positives, config.cases, config.fit.balanced)
     started = time.perf_counter()
     device = pick_device()
-    data = load_labelled_images(session, config.labels)
+    scored_only = [label for label in PANEL_LABELS if label not in config.labels]
+    data = load_labelled_images(session, [*config.labels, *scored_only])
     fingerprint = data.fingerprint()
     work_dir = prepare_work_dir(out_dir, config, fingerprint)
     if status is not None:
@@ -93,7 +95,7 @@ def run_training(
             "weights_file": Path(prepared.weights_path).name,
             "trained_blocks": config.trained_blocks,
         },
-        classes=data.classes,
+        classes={label: data.classes[label] for label in config.labels},
         size_px=config.image_size_px,
         dim=model.top.dim,
         test_views=config.test_views,

@@ -75,6 +75,22 @@ def test_a_loss_without_pairs_refuses_other_patients_positives_before_any_work(
     assert not out.exists() and not (tmp_path / "model.work").exists()
 
 
+def test_a_loss_without_pairs_refuses_breast_batches_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sqlite_template: Path
+) -> None:
+    """`--cases mean` with `--loss ce`: refused at once, naming the losses that can."""
+    url = _migrated_archive(tmp_path, monkeypatch, sqlite_template)
+    out = tmp_path / "model"
+    result = _run(
+        monkeypatch, url, "train", "--label", "birads", "--out", str(out),
+        "--loss", "ce", "--cases", "mean",
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "--cases mean: not with --loss ce" in result.output
+    assert "supcon, ms, ce+supcon, supcon+xbm" in result.output
+    assert not out.exists() and not (tmp_path / "model.work").exists()
+
+
 def _command_paths(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     paths = []
     context = click.Context(group)

@@ -320,3 +320,63 @@ def test_reembed_and_activate_switch_search_without_a_gap(
         new_space = serving_space(session, settings)
         assert new_space.id == record["space"]["id"] != old.id
         assert missing_image_ids(session, new_space) == []
+
+
+def test_a_pathology_model_serves_with_its_pathology_vote_measured(
+    training_archive: Archive,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`--label pathology`: registered, re-embedded, activated; the panel's pathology vote
+    reads the model's out-of-fold table, and its BIRADS vote the same folds' BIRADS one."""
+    from sqlalchemy import select
+
+    from mammosearch.db.models import Image
+    from mammosearch.embed.loader import registry_dir
+    from mammosearch.embed.registry import register_model
+    from mammosearch.embed.serving import serving_space
+    from mammosearch.evaluate import evaluate_space
+    from mammosearch.evaluate.runs import measured_vote
+    from mammosearch.jobs.space_switch import activate, embed_into_space
+    from mammosearch.search.service import SearchService
+    from mammosearch.search.vote import NO_VOTE, UNMEASURED
+    from mammosearch.train.train_run import run_training
+
+    out = tmp_path_factory.mktemp("models") / "tiny-pathology"
+    with session_scope(training_archive.settings.database_url) as session:
+        run_training(session, _tiny_config(labels=("pathology",)), out, "pytest", quiet=True)
+    record = json.loads((out / "model.json").read_text())
+    cv = record["cross_validation"]
+    assert list(record["labels"]) == ["pathology"]  # the scored BIRADS is not a head
+    assert cv["label"] == "pathology" and set(cv["other_labels"]) == {"birads"}
+    assert cv["trained"]["metrics"]["precision@5"] >= 0
+    assert cv["other_labels"]["birads"]["trained"]["metrics"]["precision@5"] >= 0
+
+    monkeypatch.setenv("MAMMOSEARCH_BACKBONE", "auto")
+    get_settings.cache_clear()
+    settings = settings_from_env()
+    register_model(out, registry_dir(), "tiny-pathology")
+    with session_scope(settings.database_url) as session:
+        ids = list(session.scalars(select(Image.id).order_by(Image.id)))
+        embed_into_space(session, settings, "tiny-pathology", ids)
+        activate(session, settings, "tiny-pathology")
+        space = serving_space(session, settings)
+        assert space.weights_sha256 == record["model_sha256"]
+        measured = measured_vote(session, settings, space)
+        assert set(measured) == {"pathology", "birads"}
+        assert "model tiny-pathology" in measured["pathology"]["source"]
+        some_id = session.scalars(select(Image.id).order_by(Image.id)).first()
+        panel = SearchService(settings).search_image_id(session, some_id, k=10).suggested_birads
+        leaky = {
+            label: evaluate_space(session, settings, space, label=label, ks=(1, 5))
+            for label in ("pathology", "birads")
+        }
+    pathology = panel["pathology"]
+    assert pathology["status"] not in (UNMEASURED, NO_VOTE)
+    assert pathology["measured"]["accuracy"] == measured["pathology"]["accuracy"]
+    assert panel["status"] not in (UNMEASURED, NO_VOTE)  # BIRADS, from the same folds
+    for label, result in leaky.items():  # each evaluation beside that label's CV figures
+        out_of_fold = result.training_overlap["out_of_fold"]
+        figures = cv if label == "pathology" else cv["other_labels"]["birads"]
+        assert result.training_overlap["leaky"] and out_of_fold["label"] == label
+        assert out_of_fold["trained"] == figures["trained"]["metrics"]

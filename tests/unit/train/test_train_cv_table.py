@@ -53,3 +53,15 @@ def test_the_consensus_order_and_its_per_class_trade_are_shown() -> None:
     )
     assert "consensus_precision@5       0.480    0.330" in table
     assert "P@5 per class, similarity -> consensus order: 1 0.58 -> 0.75, 2 0.24 -> 0.16" in table
+
+
+def test_a_label_scored_but_not_trained_gets_its_own_line() -> None:
+    pathology = {
+        "trained": {"metrics": {**METRICS, "precision@5": 0.52}},
+        "base": {"metrics": {**BASE, "precision@5": 0.41}},
+    }
+    table = format_cv_table(_cv(other_labels={"pathology": pathology}))
+    assert (
+        "pathology (scored on the same folds): P@5 0.520 (base 0.410), vote accuracy 0.490 "
+        "(base 0.350)" in table
+    )

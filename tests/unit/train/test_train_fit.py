@@ -82,7 +82,8 @@ def test_the_loss_sees_each_batch_images_patients() -> None:
     batches: list[tuple[list[int], list[int]]] = []
     loss = make_loss("supcon", "birads", {"birads": torch.ones(3)}, 0.1, top.dim, 4)
 
-    def spying(embedding, logits, targets, patients):  # noqa: ANN001, ANN202
+    def spying(embedding, logits, targets, patients, breasts=None):  # noqa: ANN001, ANN202
+        assert breasts is None  # batches of loose images by default
         batches.append((targets["birads"].tolist(), patients.tolist()))
         return loss(embedding, logits, targets, patients)
 

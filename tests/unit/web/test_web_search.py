@@ -17,6 +17,7 @@ from mammosearch.config import Settings
 from mammosearch.db.models import AuditEvent, Image
 from mammosearch.db.session import make_session_factory
 from mammosearch.pipeline.process import process_pending
+from mammosearch.search.filters import FILTER_FIELDS, FILTER_NAMES
 from tests.unit.web_support import (
     app_config,
     fresh_sqlite,
@@ -372,6 +373,18 @@ def test_the_form_offers_the_archive_s_filter_values(browser: FlaskClient) -> No
     page = browser.get("/search?modality=subtracted").get_data(as_text=True)
     assert '<option value="subtracted" selected>' in page
     assert '<option value="MLO" >' in page and '<option value="Malignant" >' in page
+
+
+def test_the_form_s_filters_are_the_filter_table_s_rows(browser: FlaskClient) -> None:
+    """One labelled input per FILTER_FIELDS row, in its order; a chosen value stays, compared
+    as the filter compares it (side=r is right, view=mlo is MLO)."""
+    page = browser.get("/search?side=r&view=mlo&birads_max=4").get_data(as_text=True)
+    rendered = re.findall(r'<(?:select|input type="number") name="(\w+)" id="\1"', page)
+    assert [name for name in rendered if name in FILTER_NAMES] == list(FILTER_NAMES)
+    assert all(f"<label>{field.label}" in page for field in FILTER_FIELDS)
+    assert '<option value="R" selected>right</option>' in page
+    assert '<option value="MLO" selected>MLO</option>' in page
+    assert 'name="birads_max" id="birads_max" min="0" max="6" value="4"' in page
 
 
 def test_similarity_is_shown_as_a_rank_and_a_readable_figure(browser: FlaskClient) -> None:
