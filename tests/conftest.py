@@ -147,7 +147,7 @@ def dev_archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         pytest.skip(f"CDD-CESM dev data not found at {DEV_DATA}")
     from mammosearch.db.session import session_scope
     from mammosearch.ingest.cdd_cesm import import_cdd_cesm
-    from mammosearch.pipeline.stages import process_pending
+    from mammosearch.pipeline.process import process_pending
 
     name, url = create_pg_database("msdev")
     migrate.upgrade(url)

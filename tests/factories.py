@@ -29,7 +29,7 @@ from mammosearch.db.models import (
     User,
 )
 from mammosearch.ingest.storage import check_image, store_image
-from mammosearch.pipeline.stages import vector_to_bytes
+from mammosearch.pipeline.embed_stage import vector_to_bytes
 
 TEST_PASSWORD = "correct horse battery"
 

@@ -118,7 +118,7 @@ def fuzz_api(examples: int) -> list[Tally]:
     from mammosearch.access.users import create_api_token
     from mammosearch.db import migrate
     from mammosearch.db.session import make_session_factory
-    from mammosearch.pipeline.stages import process_pending
+    from mammosearch.pipeline.process import process_pending
     from tests.factories import make_image, make_patient, make_user
     from tests.unit.web.test_api_fuzz import OPERATIONS, fuzz_operation
     from tests.unit.web_support import app_config, make_settings

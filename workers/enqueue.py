@@ -22,7 +22,7 @@ from typing import Any
 from mammosearch.config import Settings
 from mammosearch.db.session import session_scope
 from mammosearch.jobs.work_queue import QUEUES, DispatchSummary
-from mammosearch.pipeline import stages as pipeline
+from mammosearch.pipeline import embed_stage
 from workers.app import celery_app, visibility_timeout_s
 from workers.depths import queue_depths
 from workers.locks import KEY_PREFIX, mark_once, redis_client
@@ -71,7 +71,7 @@ def enqueue_pending(
     way (`force`: their marks are cleared first, e.g. for claims whose holder died)."""
     if image_ids is None:
         with session_scope(settings.database_url) as session:
-            image_ids = pipeline.pending_image_ids(session, MAX_IMAGES_PER_DISPATCH)
+            image_ids = embed_stage.pending_image_ids(session, MAX_IMAGES_PER_DISPATCH)
     client = redis_client(redis_url(settings))
     if force and image_ids:
         client.delete(*(enqueued_key(image_id) for image_id in image_ids))

@@ -21,8 +21,7 @@ from mammosearch.db.models import EmbeddingSpace
 from mammosearch.db.session import make_session_factory, session_scope
 from mammosearch.embed import serving
 from mammosearch.index import IndexBusy
-from mammosearch.pipeline import claims
-from mammosearch.pipeline import stages as pipeline
+from mammosearch.pipeline import claims, embed_stage, index_stage
 from workers.enqueue import (
     CeleryWorkQueue,
     forget_enqueued,
@@ -56,29 +55,36 @@ def embed_batch(self: Any, image_ids: list[int]) -> dict[str, Any]:
     """Claim a batch of pending images (a lease renewed while it runs), embed them, then ask
     for an index run of their space."""
     settings = get_settings()
-    holder = claims.holder_name(self.request.hostname)
+    lease = embed_stage.Lease(
+        settings.database_url, claims.holder_name(self.request.hostname), settings.claim_lease_s
+    )
+    forgotten: list[bool] = []
+
+    def claimed_now(claimed: list[int]) -> None:
+        forget_enqueued(settings, image_ids)  # from here the claim, not the mark, says who works
+        forgotten.append(True)
+        self.update_state(state="PROGRESS", meta={"stage": "embedding", "images": len(claimed)})
+
     try:
-        with session_scope(settings.database_url) as session:
-            claimed = pipeline.claim_for_embedding(
-                session, image_ids, holder=holder, lease_s=settings.claim_lease_s
-            )
-    finally:  # from here the claim, not the mark, says who works on them
-        forget_enqueued(settings, image_ids)
-    self.update_state(state="PROGRESS", meta={"stage": "embedding", "images": len(claimed)})
-    with claims.holding(settings.database_url, claimed, holder, settings.claim_lease_s):
         embedder = serving.serving_embedder(settings)
         with session_scope(settings.database_url) as session:
             space = serving.open_serving_space(session, settings)
             space_id = space.id
-            result = pipeline.embed_images(session, claimed, embedder, space) if claimed else None
+            result = embed_stage.embed_in_batches(
+                session, image_ids, embedder, space, len(image_ids),
+                lease=lease, on_claimed=claimed_now,
+            )  # fmt: skip
+    finally:
+        if not forgotten:  # failed before the claim: the sweep may hand them out again
+            forget_enqueued(settings, image_ids)
     # Also when nothing was claimed: a redelivered batch may have embedded before its worker
     # died and never asked for the index run.
     request_index(settings, space_id)
     return {
         "space_id": space_id,
-        "embedded": len(result.embedded) if result else 0,
-        "skipped": len(image_ids) - len(claimed) + (len(result.skipped) if result else 0),
-        "failed": result.failed if result else {},
+        "embedded": len(result.embedded),
+        "skipped": len(result.unclaimed) + len(result.skipped),
+        "failed": result.failed,
     }
 
 
@@ -102,11 +108,11 @@ def index_space(self: Any, space_id: int, verify: bool = False) -> dict[str, Any
                 # Image status follows the serving space only (a re-embedding space does not).
                 serving_now = serving.serving_space(session, settings)
                 follows = serving_now is None or serving_now.id == space.id
-                indexed = pipeline.index_space(
+                indexed = index_stage.index_space(
                     session, settings, space, update_status=follows, lock_wait_s=INDEX_LOCK_WAIT_S
                 )
                 if verify:
-                    report = pipeline.verify_index(
+                    report = index_stage.verify_index(
                         session, settings, space, repair=True, lock_wait_s=INDEX_LOCK_WAIT_S
                     )
                     return {
@@ -239,7 +245,9 @@ def embed_into_space(self: Any, backbone: str, image_ids: list[int]) -> dict[str
         space = get_or_create_space(session, embedder)
         session.commit()
         space_id = space.id
-        result = pipeline.embed_images(session, image_ids, embedder, space, update_status=False)
+        result = embed_stage.embed_in_batches(
+            session, image_ids, embedder, space, len(image_ids), update_status=False
+        )
     request_index(settings, space_id)
     return {"space_id": space_id, "embedded": len(result.embedded), "failed": result.failed}
 

@@ -22,7 +22,7 @@ from mammosearch.config import Settings
 from mammosearch.db.session import make_session_factory, session_scope
 from mammosearch.embed.loader import registry_dir
 from mammosearch.embed.registry import register_model
-from mammosearch.pipeline.stages import process_pending
+from mammosearch.pipeline.process import process_pending
 from mammosearch.search.vote import reliability_table
 from mammosearch.train import auto
 from tests.e2e import test_web_browser as shared

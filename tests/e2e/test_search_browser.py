@@ -18,7 +18,7 @@ from PIL import Image as PILImage
 from mammosearch.access.users import create_api_token
 from mammosearch.config import Settings
 from mammosearch.db.session import make_session_factory
-from mammosearch.pipeline.stages import process_pending
+from mammosearch.pipeline.process import process_pending
 from tests.e2e import test_web_browser as shared
 from tests.e2e.serving import REPO_ROOT, server_environment, serving
 from tests.e2e.test_web_browser import (

@@ -14,7 +14,7 @@ from mammosearch.config import Settings
 from mammosearch.db.models import EmbeddingSpace
 from mammosearch.db.session import make_session_factory
 from mammosearch.evaluate.runs import evaluate_space
-from mammosearch.pipeline.stages import process_pending
+from mammosearch.pipeline.process import process_pending
 from tests.e2e.serving import REPO_ROOT, serving
 from tests.e2e.viewer_checks import assert_full_resolution_at_one_scale
 from tests.e2e.waiting import page_wait

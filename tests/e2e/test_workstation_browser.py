@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mammosearch.db.session import make_session_factory
-from mammosearch.pipeline.stages import process_pending
+from mammosearch.pipeline.process import process_pending
 from tests.e2e.serving import serving
 from tests.e2e.test_web_browser import (  # noqa: F401 - chrome is a fixture
     ARTIFACTS,

@@ -19,7 +19,7 @@ from mammosearch.config import Settings
 from mammosearch.db import migrate
 from mammosearch.db.session import make_session_factory
 from mammosearch.ingest.dicom_register import register_dicom
-from mammosearch.pipeline.stages import process_pending
+from mammosearch.pipeline.process import process_pending
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.dicom_samples import dicom_bytes, make_dataset, ramp, real_mammograms
 from tests.integration.test_dicomweb_study import ACCESSION, STUDY_UID, one_study

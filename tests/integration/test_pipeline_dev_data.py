@@ -10,7 +10,8 @@ from mammosearch.db.models import Image, ImageEmbedding, ImageStatus
 from mammosearch.db.session import session_scope
 from mammosearch.embed.serving import open_serving_space
 from mammosearch.index import open_index
-from mammosearch.pipeline.stages import process_pending, verify_index
+from mammosearch.pipeline.index_stage import verify_index
+from mammosearch.pipeline.process import process_pending
 from mammosearch.search.request import SearchFilters
 from mammosearch.search.service import SearchService
 

@@ -24,7 +24,7 @@ from mammosearch.db.session import session_scope
 from mammosearch.jobs.reconcile import reconcile
 from mammosearch.jobs.status import collect_status
 from mammosearch.jobs.work_queue import InProcessQueue
-from mammosearch.pipeline.stages import claim_for_embedding
+from mammosearch.pipeline.embed_stage import claim_for_embedding
 from tests.conftest import REDIS_TEST_URL
 from tests.factories import make_bare_images, make_patient
 
@@ -145,7 +145,7 @@ def test_the_sweep_recovers_work_the_broker_lost(
 
 def test_a_batch_that_keeps_dying_gives_up_after_max_attempts(pg_settings: Settings) -> None:
     """Each delivery counts an attempt; past the limit the image is failed with the reason."""
-    from mammosearch.pipeline.stages import MAX_ATTEMPTS
+    from mammosearch.pipeline.embed_stage import MAX_ATTEMPTS
 
     image_ids = _add_images(pg_settings, 2)
     for _ in range(MAX_ATTEMPTS):

@@ -106,7 +106,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(
     assert '"indexed": 503' in status_json
     with session_scope(settings.database_url) as session:
         from mammosearch.embed.serving import open_serving_space
-        from mammosearch.pipeline.stages import verify_index
+        from mammosearch.pipeline.index_stage import verify_index
 
         space = open_serving_space(session, settings)
         report = verify_index(session, settings, space)

@@ -17,7 +17,7 @@ from mammosearch.db.session import session_scope
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def embed(backbone: str | None, limit: int | None, no_progress: bool) -> None:
     """Embed and index every pending image in this process (no broker needed)."""
-    from mammosearch.pipeline.stages import process_pending
+    from mammosearch.pipeline.process import process_pending
 
     settings = settings_for(backbone)
     with session_scope(settings.database_url) as session:
@@ -78,7 +78,7 @@ def _tuned_line(entry: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def verify(backbone: str | None, repair: bool, as_json: bool) -> None:
     """Compare the indexes with the database (the truth); exit 1 when they disagree."""
-    from mammosearch.pipeline.stages import verify_index
+    from mammosearch.pipeline.index_stage import verify_index
 
     settings = settings_for(backbone)
     with session_scope(settings.database_url) as session:
@@ -153,7 +153,7 @@ def rebuild(backbone: str | None) -> None:
 
     Takes the same writer lock as every index write (appends wait) and swaps each index in
     with one atomic step; the index stays searchable throughout."""
-    from mammosearch.pipeline.stages import rebuild_indexes
+    from mammosearch.pipeline.index_stage import rebuild_indexes
 
     settings = settings_for(backbone)
     with session_scope(settings.database_url) as session:
@@ -168,7 +168,7 @@ def rebuild(backbone: str | None) -> None:
 def remove(image_ids: tuple[int, ...], reason: str) -> None:
     """Take images out of search in every space (their rows stay, status `removed`)."""
     from mammosearch.config import get_settings
-    from mammosearch.pipeline.stages import remove_images
+    from mammosearch.pipeline.index_stage import remove_images
 
     settings = get_settings()
     with session_scope(settings.database_url) as session:

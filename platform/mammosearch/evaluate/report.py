@@ -48,7 +48,7 @@ from mammosearch.evaluate.runs import (
 )
 from mammosearch.evaluate.thumbs import write_thumbnail
 from mammosearch.evaluate.timing import search_ms_by_k
-from mammosearch.pipeline.stages import embed_missing
+from mammosearch.pipeline.embed_stage import embed_missing
 from mammosearch.vocabulary import DISTANCE_METRICS
 
 REPORT_METRICS = DISTANCE_METRICS

@@ -77,17 +77,16 @@ def embed_into_space(
     progress: Callable[[int], object] | None = None,
 ) -> int:
     """Embed and index `image_ids` into `backbone`'s space; the images' status is untouched."""
-    from mammosearch.pipeline.stages import embed_images, index_space
+    from mammosearch.pipeline.embed_stage import embed_in_batches
+    from mammosearch.pipeline.index_stage import index_space
 
     embedder = embedder_for(settings, backbone)
     space = get_or_create_space(session, embedder)
     session.commit()
-    batch_size = max(1, settings.embed_batch_size)
-    for start in range(0, len(image_ids), batch_size):
-        batch = image_ids[start : start + batch_size]
-        embed_images(session, batch, embedder, space, update_status=False)
-        if progress is not None:
-            progress(len(batch))
+    embed_in_batches(
+        session, image_ids, embedder, space, settings.embed_batch_size,
+        update_status=False, progress=progress,
+    )  # fmt: skip
     return index_space(session, settings, space, update_status=False)
 
 
@@ -98,7 +97,7 @@ def activate(
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Catch up, verify, then make `backbone` the serving one in one atomic step."""
-    from mammosearch.pipeline.stages import verify_index
+    from mammosearch.pipeline.index_stage import verify_index
 
     embedder = embedder_for(settings, backbone)
     space = find_space(session, embedder.identity)

@@ -81,11 +81,11 @@ class InProcessQueue:
         self, image_ids: Sequence[int] | None = None, force: bool = False
     ) -> DispatchSummary:
         # loads torch: only where the work runs here
-        from mammosearch.pipeline import stages as pipeline
+        from mammosearch.pipeline import process
 
         if image_ids is not None and not image_ids:
             return DispatchSummary(mode=self.mode, images=0)
-        summary = pipeline.process_pending(
+        summary = process.process_pending(
             self.settings, progress=self.progress, image_ids=image_ids
         )
         return DispatchSummary(
@@ -95,15 +95,15 @@ class InProcessQueue:
     def request_index(self, space_id: int, force: bool = False, verify: bool = False) -> bool:
         from mammosearch.db.models import EmbeddingSpace
         from mammosearch.db.session import session_scope
-        from mammosearch.pipeline import stages as pipeline
+        from mammosearch.pipeline import index_stage
 
         with session_scope(self.settings.database_url) as session:
             space = session.get(EmbeddingSpace, space_id)
             if space is None:
                 raise ValueError(f"embedding space {space_id}: no such space to index")
-            pipeline.index_space(session, self.settings, space)
+            index_stage.index_space(session, self.settings, space)
             if verify:
-                pipeline.verify_index(session, self.settings, space, repair=True)
+                index_stage.verify_index(session, self.settings, space, repair=True)
         return True
 
     def enqueue_evaluation(

@@ -161,7 +161,7 @@ def test_evaluation_through_the_served_index_ranks_with_that_index(
 ) -> None:
     """--through-index asks the space's own index (its factory, tuned search) for the
     candidates: exact for Flat, within the recall floor's reach for ANN factories."""
-    from mammosearch.pipeline.stages import index_space
+    from mammosearch.pipeline.index_stage import index_space
 
     served_settings = settings.with_overrides(index_factory=factory, index_segment_size=100)
     space = _seed_wide_archive(session)

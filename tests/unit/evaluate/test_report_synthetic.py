@@ -20,7 +20,7 @@ from mammosearch.db.models import EmbeddingSpace, EvaluationRun, Image, ImageEmb
 from mammosearch.db.session import make_session_factory
 from mammosearch.evaluate.regression import run_figures
 from mammosearch.evaluate.report import archived_backbones, prepare_backbone
-from mammosearch.pipeline.stages import process_pending
+from mammosearch.pipeline.process import process_pending
 from tests.factories import make_image, make_patient, synthetic_image_bytes
 
 PATIENTS = 10

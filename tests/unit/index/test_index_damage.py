@@ -25,7 +25,8 @@ from mammosearch.config import Settings, get_settings
 from mammosearch.db.models import EmbeddingSpace, Image
 from mammosearch.db.session import clear_engines, make_session_factory
 from mammosearch.index import ShardedIndex, clear_readers, space_writer_lock
-from mammosearch.pipeline.stages import index_space, process_pending
+from mammosearch.pipeline.index_stage import index_space
+from mammosearch.pipeline.process import process_pending
 from tests.unit.web_support import (
     app_config,
     fresh_sqlite,

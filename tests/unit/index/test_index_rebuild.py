@@ -25,11 +25,7 @@ from mammosearch.db.session import session_scope
 from mammosearch.index import IndexBusy, open_index, space_writer_lock
 from mammosearch.jobs.reconcile import reconcile
 from mammosearch.jobs.work_queue import InProcessQueue
-from mammosearch.pipeline.stages import (
-    index_space,
-    rebuild_indexes,
-    verify_index,
-)
+from mammosearch.pipeline.index_stage import index_space, rebuild_indexes, verify_index
 from tests.factories import make_bare_image, make_patient, make_space, make_vector
 
 DIM = 8
@@ -184,7 +180,7 @@ def _rebuild_in_a_process(settings: Settings, space_id: int, fault_point: str) -
         "from mammosearch.config import settings_from_env\n"
         "from mammosearch.db.models import EmbeddingSpace\n"
         "from mammosearch.db.session import session_scope\n"
-        "from mammosearch.pipeline.stages import rebuild_indexes\n"
+        "from mammosearch.pipeline.index_stage import rebuild_indexes\n"
         "settings = settings_from_env()\n"
         "with session_scope(settings.database_url) as session:\n"
         "    space = session.get(EmbeddingSpace, int(sys.argv[1]))\n"

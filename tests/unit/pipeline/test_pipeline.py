@@ -15,14 +15,14 @@ from mammosearch.config import Settings
 from mammosearch.db.models import Image, ImageEmbedding, ImageStatus
 from mammosearch.embed.serving import open_serving_space, serving_embedder
 from mammosearch.index import open_index
-from mammosearch.pipeline.stages import (
-    embed_images,
+from mammosearch.pipeline.embed_stage import embed_images
+from mammosearch.pipeline.index_stage import (
     index_space,
-    process_pending,
     rebuild_indexes,
     remove_images,
     verify_index,
 )
+from mammosearch.pipeline.process import process_pending
 from tests.factories import make_image, make_patient
 
 

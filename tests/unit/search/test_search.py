@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 
 from mammosearch.config import Settings
 from mammosearch.db.models import Image
-from mammosearch.pipeline.stages import process_pending
+from mammosearch.pipeline.process import process_pending
 from mammosearch.search.request import BadSearchRequest, SearchFilters, parse_search_request
 from mammosearch.search.service import (
     Hit,

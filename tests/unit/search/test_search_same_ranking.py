@@ -18,7 +18,7 @@ from mammosearch.access.users import create_api_token
 from mammosearch.cli import main
 from mammosearch.config import Settings, get_settings
 from mammosearch.db.session import make_session_factory
-from mammosearch.pipeline.stages import process_pending
+from mammosearch.pipeline.process import process_pending
 from tests.unit.web_support import (
     app_config,
     fresh_sqlite,

@@ -125,7 +125,7 @@ def labelled(pg_settings: Settings) -> Settings:
 @pytest.fixture
 def archive(pg_settings: Settings) -> Settings:
     """16 labelled images embedded in the base space; training starts at 12."""
-    from mammosearch.pipeline.stages import process_pending
+    from mammosearch.pipeline.process import process_pending
 
     settings = pg_settings.with_overrides(auto_train_min_images=12, embed_batch_size=16)
     _add_images(settings, 16)

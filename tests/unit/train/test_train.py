@@ -72,7 +72,7 @@ def training_archive(
     tmp_path_factory: pytest.TempPathFactory, module_patch: pytest.MonkeyPatch
 ) -> Archive:
     """Twelve dev patients, imported and embedded with the base backbone."""
-    from mammosearch.pipeline.stages import process_pending
+    from mammosearch.pipeline.process import process_pending
 
     archive = _archive(tmp_path_factory.mktemp("train-archive"), _patients(0, 12), module_patch)
     process_pending(archive.settings)
@@ -232,7 +232,7 @@ def test_a_new_archive_ingests_searches_and_evaluates_with_the_model(
     """A model trained on one archive serves another (patients it never saw)."""
     from mammosearch.embed.serving import open_serving_space
     from mammosearch.evaluate import evaluate_space
-    from mammosearch.pipeline.stages import process_pending
+    from mammosearch.pipeline.process import process_pending
     from mammosearch.search.service import SearchService
 
     archive = _archive(tmp_path, _patients(40, 8), monkeypatch)

@@ -73,7 +73,7 @@ def _serving(settings: Settings) -> str | None:
 def test_activate_roll_back_and_delete_from_the_models_page(
     boss: FlaskClient, auto_settings: Settings
 ) -> None:
-    from mammosearch.pipeline.stages import process_pending
+    from mammosearch.pipeline.process import process_pending
 
     process_pending(auto_settings)  # the base space serves them
     _register(auto_settings, "site-v1")

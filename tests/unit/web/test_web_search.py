@@ -16,7 +16,7 @@ from mammosearch.access.users import create_api_token
 from mammosearch.config import Settings
 from mammosearch.db.models import AuditEvent, Image
 from mammosearch.db.session import make_session_factory
-from mammosearch.pipeline.stages import process_pending
+from mammosearch.pipeline.process import process_pending
 from mammosearch.search.filters import FILTER_FIELDS, FILTER_NAMES
 from tests.unit.web_support import (
     app_config,

@@ -12,7 +12,7 @@ from mammosearch.access.users import create_api_token
 from mammosearch.config import Settings
 from mammosearch.db.models import AuditEvent
 from mammosearch.db.session import make_session_factory
-from mammosearch.pipeline.stages import process_pending
+from mammosearch.pipeline.process import process_pending
 from tests.unit.web_support import app_config, make_image, make_patient, make_settings, make_user
 from web import create_app
 from web.db import get_session

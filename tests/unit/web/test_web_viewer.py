@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from mammosearch.config import Settings
 from mammosearch.db.session import make_session_factory
-from mammosearch.pipeline.stages import process_pending
+from mammosearch.pipeline.process import process_pending
 from tests.unit.web_support import (
     add_report,
     app_config,

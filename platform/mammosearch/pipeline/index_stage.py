@@ -1,14 +1,10 @@
-"""Pending images -> vectors in the database -> appended to the space's indexes.
+"""Stage 2: stored vectors -> each metric's index, and the upkeep that keeps them whole.
 
-Two stages, each idempotent on its own, so any crash between them is repaired by running
-them again:
-
-1. `embed_images` stores a vector per (image, space) in image_embeddings; an image that
-   already has one is skipped, and concurrent inserts of the same row are ignored.
-2. `index_space` appends every stored-but-unindexed vector to each metric's index (which
-   skips ids it already holds), commits the index manifests, and only then marks the rows
-   indexed. A crash after the manifests but before the database commit leaves rows that
-   the next run finds already indexed and just marks.
+`index_space` appends every stored-but-unindexed vector to each metric's index (which skips
+ids it already holds), commits the index manifests, and only then marks the rows indexed.
+A crash after the manifests but before the database commit leaves rows that the next run
+finds already indexed and just marks. `verify_index`, `rebuild_indexes` and `remove_images`
+compare with, rebuild from and take out of the indexes the database's truth.
 """
 
 from __future__ import annotations
@@ -18,24 +14,17 @@ import shutil
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image as PILImage
 from sqlalchemy import delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
-from tqdm import tqdm
 
-from mammosearch.config import Settings, get_settings
+from mammosearch.config import Settings
 from mammosearch.db.models import EmbeddingSpace, Image, ImageEmbedding, ImageStatus, utcnow
-from mammosearch.db.session import make_session_factory
 from mammosearch.durable.faults import fault_point
-from mammosearch.embed import Embedder
-from mammosearch.embed.serving import open_serving_space, serving_embedder, serving_space
+from mammosearch.embed.serving import serving_space
 from mammosearch.index import (
     IndexCorruptError,
     IndexMismatchError,
@@ -44,36 +33,11 @@ from mammosearch.index import (
     open_index,
     space_writer_lock,
 )
-from mammosearch.ingest.storage import open_upright
 from mammosearch.pipeline import claims
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 3
 INDEX_BATCH = 5_000
-
-
-@dataclass
-class EmbedBatchResult:
-    embedded: list[int] = field(default_factory=list)
-    skipped: list[int] = field(default_factory=list)
-    failed: dict[int, str] = field(default_factory=dict)
-
-
-@dataclass
-class PipelineSummary:
-    embedding_space: dict[str, Any]
-    embedded: int = 0
-    failed: int = 0
-    indexed: int = 0
-    failures: dict[int, str] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def vector_to_bytes(vector: np.ndarray) -> bytes:
-    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
 
 
 def vector_from_bytes(blob: bytes, dim: int) -> np.ndarray:
@@ -81,133 +45,6 @@ def vector_from_bytes(blob: bytes, dim: int) -> np.ndarray:
     if vector.shape != (dim,):
         raise ValueError(f"stored vector has {vector.shape[0]} values, space expects {dim}")
     return vector
-
-
-def pending_image_ids(session: Session, limit: int | None = None) -> list[int]:
-    """Images that still need a vector, oldest first."""
-    query = (
-        select(Image.id).where(Image.status == ImageStatus.PENDING).order_by(Image.id).limit(limit)
-    )
-    return list(session.scalars(query))
-
-
-def _open_stored(image: Image) -> PILImage.Image:
-    path = Path(image.stored_path)
-    try:
-        return open_upright(path)
-    except FileNotFoundError as exc:
-        raise ValueError(f"{image.source_file_name}: stored file {path} is missing") from exc
-    except OSError as exc:
-        raise ValueError(f"{image.source_file_name}: cannot decode stored file ({exc})") from exc
-
-
-def _insert_ignoring_existing(session: Session, rows: list[dict[str, Any]]) -> None:
-    """INSERT ... ON CONFLICT DO NOTHING: a concurrent duplicate delivery loses quietly."""
-    if not rows:
-        return
-    dialect = session.get_bind().dialect.name
-    module = postgresql if dialect == "postgresql" else sqlite
-    statement = module.insert(ImageEmbedding).values(rows).on_conflict_do_nothing()
-    session.execute(statement)
-
-
-def embed_images(
-    session: Session,
-    image_ids: Sequence[int],
-    embedder: Embedder,
-    space: EmbeddingSpace,
-    update_status: bool = True,
-) -> EmbedBatchResult:
-    """Store one vector per image in `space`; commits. Images already embedded are skipped.
-
-    `update_status=False` embeds into a secondary space (backbone comparison) without
-    touching the images' pipeline status, which follows the active space.
-    """
-    result = EmbedBatchResult()
-    done = set(
-        session.scalars(
-            select(ImageEmbedding.image_id).where(
-                ImageEmbedding.space_id == space.id, ImageEmbedding.image_id.in_(image_ids)
-            )
-        )
-    )
-    images = session.scalars(
-        select(Image).where(Image.id.in_(image_ids), Image.id.not_in(done)).order_by(Image.id)
-    ).all()
-    result.skipped = sorted(done)
-    vectors, failed = embedder.embed_sources([partial(_open_stored, image) for image in images])
-    result.failed = {images[position].id: reason for position, reason in failed.items()}
-    embedded = [image for position, image in enumerate(images) if position not in failed]
-    _insert_ignoring_existing(
-        session,
-        [
-            {"image_id": image.id, "space_id": space.id, "vector": vector_to_bytes(vector)}
-            for image, vector in zip(embedded, vectors, strict=True)
-        ],
-    )
-    result.embedded = [image.id for image in embedded]
-    if update_status:
-        if result.embedded:
-            session.execute(
-                update(Image)
-                .where(Image.id.in_(result.embedded), Image.status != ImageStatus.INDEXED)
-                .values(status=ImageStatus.EMBEDDED, error=None, updated_at=utcnow())
-            )
-        _settle_skipped_claims(session, space, result.skipped)
-        for image_id, reason in result.failed.items():
-            _mark_failed(session, image_id, reason)
-    session.commit()
-    return result
-
-
-def _settle_skipped_claims(session: Session, space: EmbeddingSpace, image_ids: list[int]) -> None:
-    """A claimed image that already had a vector moves on to where that vector is."""
-    if not image_ids:
-        return
-    indexed = select(ImageEmbedding.image_id).where(
-        ImageEmbedding.space_id == space.id, ImageEmbedding.indexed.is_(True)
-    )
-    claimed = (Image.id.in_(image_ids), Image.status == ImageStatus.CLAIMED)
-    now = utcnow()
-    session.execute(
-        update(Image)
-        .where(*claimed, Image.id.in_(indexed))
-        .values(status=ImageStatus.INDEXED, error=None, indexed_at=now, updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    session.execute(
-        update(Image)
-        .where(*claimed)
-        .values(status=ImageStatus.EMBEDDED, error=None, updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
-
-
-def _mark_failed(session: Session, image_id: int, reason: str) -> None:
-    """The image cannot be embedded; its try was already counted by `claim_for_embedding`."""
-    image = session.get(Image, image_id)
-    if image is None:
-        return
-    image.status = ImageStatus.FAILED
-    image.error = reason
-    log.warning("image %s failed: %s", image_id, reason)
-
-
-def claim_for_embedding(
-    session: Session,
-    image_ids: Sequence[int],
-    max_attempts: int = MAX_ATTEMPTS,
-    holder: str | None = None,
-    lease_s: float = claims.DEFAULT_LEASE_S,
-) -> list[int]:
-    """Claim the free images of `image_ids` for `holder` (default: this process), counting
-    one attempt each and failing those past `max_attempts`; returns the ids now held.
-
-    The one place attempts are counted. Committed before the embedding starts, so a batch
-    that kills its process every time gives up after `max_attempts` tries instead of being
-    retried forever. See mammosearch.pipeline.claims for the lease.
-    """
-    return claims.claim(session, image_ids, holder or claims.holder_name(), lease_s, max_attempts)
 
 
 def index_space(
@@ -289,50 +126,6 @@ def _append_unindexed(
             )
         session.commit()
         total += len(rows)
-
-
-def process_pending(
-    settings: Settings | None = None,
-    progress: bool = False,
-    limit: int | None = None,
-    image_ids: Sequence[int] | None = None,
-) -> PipelineSummary:
-    """The in-process pipeline: embed every pending image (or those of `image_ids` still
-    pending) in batches, then index them."""
-    from mammosearch.pipeline.interrupted import release_interrupted_work
-
-    settings = settings or get_settings()
-    release_interrupted_work(settings)  # no sweep in the embedded default: a killed run's claims
-    embedder = serving_embedder(settings)
-    session = make_session_factory(settings.database_url)()
-    try:
-        space = open_serving_space(session, settings)
-        summary = PipelineSummary(embedding_space=space.describe())
-        pending = pending_image_ids(session, limit) if image_ids is None else list(image_ids)
-        bar = tqdm(
-            total=len(pending),
-            desc=f"embedding ({space.backbone})",
-            unit="img",
-            disable=not progress or not pending,
-        )
-        batch_size = max(1, settings.embed_batch_size)
-        holder = claims.holder_name()
-        for start in range(0, len(pending), batch_size):
-            batch = pending[start : start + batch_size]
-            claimed = claim_for_embedding(
-                session, batch, holder=holder, lease_s=settings.claim_lease_s
-            )
-            with claims.holding(settings.database_url, claimed, holder, settings.claim_lease_s):
-                result = embed_images(session, claimed, embedder, space)
-            summary.embedded += len(result.embedded)
-            summary.failed += len(result.failed)
-            summary.failures.update(result.failed)
-            bar.update(len(batch))
-        bar.close()
-        summary.indexed = index_space(session, settings, space)
-        return summary
-    finally:
-        session.close()
 
 
 def verify_index(
@@ -504,19 +297,6 @@ def remove_images(
     return len(ids)
 
 
-def space_vectors(session: Session, space: EmbeddingSpace) -> tuple[np.ndarray, np.ndarray]:
-    """All of a space's stored vectors as (ids, vectors): the input of rebuilds and reports."""
-    rows = session.execute(
-        select(ImageEmbedding.image_id, ImageEmbedding.vector)
-        .where(ImageEmbedding.space_id == space.id)
-        .order_by(ImageEmbedding.image_id)
-    ).all()
-    ids = np.array([row.image_id for row in rows], dtype=np.int64)
-    if not rows:
-        return ids, np.empty((0, space.dim), dtype=np.float32)
-    return ids, np.stack([vector_from_bytes(row.vector, space.dim) for row in rows])
-
-
 def indexed_vectors(session: Session, space: EmbeddingSpace) -> tuple[np.ndarray, np.ndarray]:
     """The vectors the database says are indexed, as (ids, vectors): what a rebuild holds."""
     rows = session.execute(
@@ -580,37 +360,3 @@ def _index_for_rebuild(settings: Settings, space: EmbeddingSpace, metric: str) -
         root.rename(aside)
         clear_readers()
         return open_index(settings, space, metric)
-
-
-def embed_missing(
-    session: Session,
-    space: EmbeddingSpace,
-    embedder: Any,
-    image_ids: Sequence[int],
-    batch_size: int,
-    progress: bool = False,
-) -> tuple[int, dict[int, str]]:
-    """Embed the images without a vector in `space` (their status untouched): (count, failures).
-
-    For a space that is not the pipeline's (a report's comparison backbone): the images keep
-    the status the active space gave them.
-    """
-    have = set(
-        session.scalars(select(ImageEmbedding.image_id).where(ImageEmbedding.space_id == space.id))
-    )
-    missing = [image_id for image_id in image_ids if image_id not in have]
-    embedded, failures = 0, {}
-    bar = tqdm(
-        total=len(missing), desc=f"embedding {space.backbone}", unit="img", leave=False,
-        disable=not progress or not missing,
-    )  # fmt: skip
-    try:
-        for start in range(0, len(missing), max(1, batch_size)):
-            batch = missing[start : start + batch_size]
-            result = embed_images(session, batch, embedder, space, update_status=False)
-            embedded += len(result.embedded)
-            failures.update(result.failed)
-            bar.update(len(batch))
-    finally:
-        bar.close()
-    return embedded, failures
