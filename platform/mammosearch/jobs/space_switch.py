@@ -19,10 +19,7 @@ from sqlalchemy.orm import Session
 
 from mammosearch.config import Settings
 from mammosearch.db.models import EmbeddingSpace, Image, ImageEmbedding, ImageStatus
-
-# Re-exported: workers/, web/ and the CLI still import these two from here.
-from mammosearch.embed.serving import embedder_for as embedder_for
-from mammosearch.embed.serving import serving_space as serving_space
+from mammosearch.embed.serving import embedder_for, serving_space
 from mammosearch.embed.serving_record import read_serving, write_serving
 from mammosearch.embed.spaces import find_space, get_or_create_space
 
