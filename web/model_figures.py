@@ -10,10 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from markupsafe import Markup, escape
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mammosearch.db.models import EmbeddingSpace, EvaluationRun
+from mammosearch.db.models import EmbeddingSpace
 from mammosearch.evaluate.labels import get_label
 from mammosearch.search.cases import DEFAULT_FUSION, SEARCH_UNITS
 
@@ -82,19 +81,9 @@ def run_columns(
 ) -> list[FigureColumn]:
     """A base space's latest patient-excluded evaluation per label and unit (similarity
     order, cases by the served fusion); a run's vote tables give the other label's recall."""
-    from mammosearch.evaluate.runs import VOTE_KEYS
+    from mammosearch.evaluate.runs import VOTE_KEYS, latest_patient_excluded_runs
 
-    runs = session.scalars(
-        select(EvaluationRun)
-        .where(
-            EvaluationRun.space_id == space.id,
-            EvaluationRun.status == "done",
-            EvaluationRun.protocol == "patient-excluded",
-            EvaluationRun.metric == metric,
-        )
-        .order_by(EvaluationRun.id.desc())
-        .limit(RUNS_READ)
-    )
+    runs = latest_patient_excluded_runs(session, space.id, metric, RUNS_READ)
     columns: dict[tuple[str, str], FigureColumn] = {}
     for run in runs:
         config = run.config or {}

@@ -7,11 +7,13 @@ models, weights, images) goes through here: a temp file beside the target, fsync
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 PRIVATE = 0o600  # mkstemp's own mode: readable by the owner only
 SHARED = 0o644  # for files another service (the web server) reads
@@ -51,3 +53,19 @@ def atomic_write_bytes(path: Path, content: bytes, mode: int = PRIVATE) -> None:
 def atomic_write_text(path: Path, text: str, mode: int = PRIVATE) -> None:
     """Write `text` (UTF-8) to `path` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"), mode)
+
+
+def read_json_record(path: Path) -> dict[str, Any]:
+    """A small JSON state file (a job's or a run's record); `{}` when absent or unreadable:
+    such files are rewritten whole at the next step, so a torn or missing one means "none"."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def write_json_record(path: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """Replace the record atomically (a reader never sees half of it); returns it."""
+    atomic_write_bytes(path, json.dumps(record, indent=2, default=str).encode())
+    return record

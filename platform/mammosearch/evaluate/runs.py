@@ -360,18 +360,7 @@ def measured_vote(
     if model is None and space.backbone.startswith(TRAINED_PREFIX):
         return {}
     if model is None:
-        runs = session.scalars(
-            select(EvaluationRun)
-            .where(
-                EvaluationRun.space_id == space.id,
-                EvaluationRun.status == "done",
-                EvaluationRun.protocol == "patient-excluded",
-                EvaluationRun.metric == metric,
-            )
-            .order_by(EvaluationRun.id.desc())
-            .limit(20)
-        )
-        for run in runs:
+        for run in latest_patient_excluded_runs(session, space.id, metric, 20):
             config = run.config or {}
             stored = config.get(VOTE_KEYS[unit])
             if stored and config.get("fusion") == fusion:
@@ -436,3 +425,21 @@ def _cv_vote(
             )
             return {**reliability, "source": source}
     return None
+
+
+def latest_patient_excluded_runs(
+    session: Session, space_id: int, metric: str, limit: int
+) -> Sequence[EvaluationRun]:
+    """A space's finished patient-excluded evaluations under `metric`, newest first: the base
+    space's measured figures and vote tables (one run per label, unit and order)."""
+    return session.scalars(
+        select(EvaluationRun)
+        .where(
+            EvaluationRun.space_id == space_id,
+            EvaluationRun.status == "done",
+            EvaluationRun.protocol == "patient-excluded",
+            EvaluationRun.metric == metric,
+        )
+        .order_by(EvaluationRun.id.desc())
+        .limit(limit)
+    ).all()

@@ -7,14 +7,13 @@ error) in DATA_DIR/models/quantize.json, replaced atomically.
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from mammosearch.config import Settings
-from mammosearch.durable.atomic_files import atomic_write_bytes
+from mammosearch.durable.atomic_files import read_json_record, write_json_record
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +29,11 @@ def state_path(settings: Settings) -> Path:
 
 def read_state(settings: Settings) -> dict[str, Any]:
     """The last run's record; `{}` before the first."""
-    try:
-        record: dict[str, Any] = json.loads(state_path(settings).read_text())
-    except (OSError, ValueError):
-        return {}
-    return record
+    return read_json_record(state_path(settings))
 
 
 def _write(settings: Settings, record: dict[str, Any]) -> dict[str, Any]:
-    atomic_write_bytes(state_path(settings), json.dumps(record, indent=2, default=str).encode())
-    return record
+    return write_json_record(state_path(settings), record)
 
 
 def _now() -> str:

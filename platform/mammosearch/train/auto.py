@@ -25,7 +25,6 @@ starts `mammosearch auto-train --watch` beside it, a Celery beat task calls it i
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -39,7 +38,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mammosearch.config import Settings
-from mammosearch.durable.atomic_files import atomic_write_bytes
+from mammosearch.durable.atomic_files import read_json_record, write_json_record
 from mammosearch.durable.file_lock import LockHeld, exclusive_file_lock, is_held
 from mammosearch.train.progress import ProgressClock, progress_line
 
@@ -81,17 +80,11 @@ def _now() -> str:
 
 def read_state(settings: Settings) -> dict[str, Any]:
     """The record the pages show; `{}` before the first check."""
-    try:
-        record: dict[str, Any] = json.loads(state_path(settings).read_text())
-    except (OSError, ValueError):
-        return {}
-    return record
+    return read_json_record(state_path(settings))
 
 
 def write_state(settings: Settings, record: dict[str, Any]) -> dict[str, Any]:
-    record = {**record, "updated_at": _now()}
-    atomic_write_bytes(state_path(settings), json.dumps(record, indent=2, default=str).encode())
-    return record
+    return write_json_record(state_path(settings), {**record, "updated_at": _now()})
 
 
 def lock_path(settings: Settings) -> Path:
