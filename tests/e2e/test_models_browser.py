@@ -208,8 +208,17 @@ def _space_of(chrome, name: str) -> int | None:  # type: ignore[no-untyped-def]
 
 
 def _until(condition, what: str, timeout_s: float, refresh) -> None:  # type: ignore[no-untyped-def]
+    """Retry until `condition` holds or the deadline passes; a page still navigating (its
+    elements gone stale or not there yet) counts as "not yet", never as a failure."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
     deadline = time.monotonic() + timeout_s
-    while not condition():
+    while True:
+        try:
+            if condition():
+                return
+        except (StaleElementReferenceException, NoSuchElementException):
+            pass
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(1.0)
         refresh()
