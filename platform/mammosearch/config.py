@@ -207,14 +207,24 @@ class DataLayout:
         return self.data_dir / "reports"
 
     @property
+    def models_dir(self) -> Path:
+        """Models and the state of the jobs that make them (training, quantizing)."""
+        return self.data_dir / "models"
+
+    @property
     def onnx_dir(self) -> Path:
         """Exported ONNX models and their engine measurements."""
-        return self.data_dir / "models" / "onnx"
+        return self.models_dir / "onnx"
 
     @property
     def registry_dir(self) -> Path:
         """Registered trained models: registry/<name>/."""
-        return self.data_dir / "models" / "registry"
+        return self.models_dir / "registry"
+
+    @property
+    def trained_dir(self) -> Path:
+        """Training runs' output folders: trained/<name>/ (and <name>.work/ while running)."""
+        return self.models_dir / "trained"
 
     def space_dir(self, space_id: int) -> Path:
         return space_index_dir(self.index_dir, space_id)

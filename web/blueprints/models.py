@@ -40,7 +40,7 @@ def _spaces() -> list[dict[str, Any]]:
     settings = app_settings()
     serving = serving_space(session, settings)
     models_by_sha = {m.sha256: m for m in registered_models(registry_dir(settings))}
-    checks = recorded_checks(settings.data_dir / "models" / "onnx")
+    checks = recorded_checks(settings.layout.onnx_dir)
     metric = figures_metric()
     rows = []
     for space in session.scalars(select(EmbeddingSpace).order_by(EmbeddingSpace.id)):

@@ -24,7 +24,7 @@ CHECK_IMAGES = 2000
 
 
 def state_path(settings: Settings) -> Path:
-    return settings.data_dir / "models" / "quantize.json"
+    return settings.layout.models_dir / "quantize.json"
 
 
 def read_state(settings: Settings) -> dict[str, Any]:

@@ -66,12 +66,12 @@ class Trainer(Protocol):
 
 
 def state_path(settings: Settings) -> Path:
-    return settings.data_dir / "models" / STATE_FILE
+    return settings.layout.models_dir / STATE_FILE
 
 
 def work_out_dir(settings: Settings) -> Path:
     """Where the running job writes its model: fixed, so a restarted run finds its work folder."""
-    return settings.data_dir / "models" / "trained" / "auto-next"
+    return settings.layout.trained_dir / "auto-next"
 
 
 def _now() -> str:
@@ -88,7 +88,7 @@ def write_state(settings: Settings, record: dict[str, Any]) -> dict[str, Any]:
 
 
 def lock_path(settings: Settings) -> Path:
-    return settings.data_dir / "models" / LOCK_FILE
+    return settings.layout.models_dir / LOCK_FILE
 
 
 def is_running(record: dict[str, Any]) -> bool:

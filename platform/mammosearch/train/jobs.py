@@ -35,7 +35,7 @@ _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 def jobs_dir(settings: Settings) -> Path:
-    return settings.data_dir / "models" / "jobs"
+    return settings.layout.models_dir / "jobs"
 
 
 def _now() -> str:
@@ -122,7 +122,7 @@ def run_job(settings: Settings, job_id: str) -> dict[str, Any]:
         raise ValueError(f"training job {job_id}: no such job")
     record.update(state="running", stage="loading images", started_at=_now())
     _write(path, record)
-    out_dir = settings.data_dir / "models" / "trained" / record["name"]
+    out_dir = settings.layout.trained_dir / record["name"]
     try:
         config = job_config(record["options"])
         clock = ProgressClock(config.folds, config.fit.epochs, config.ensemble)
