@@ -14,13 +14,14 @@ import numpy as np
 import pytest
 from sqlalchemy import insert
 
-from mammosearch.db.models import EmbeddingSpace, Image, ImageEmbedding, ImageStatus, Patient
+from mammosearch.db.models import Image, ImageEmbedding, ImageStatus, Patient
 from mammosearch.db.session import make_session_factory
 from mammosearch.index import clear_readers, open_index
 from mammosearch.search.case_search import MixedSides, QueryUpload, run_search
 from mammosearch.search.cases import case_key, fused_scores, group_starts, view_tag
 from mammosearch.search.request import parse_search_request
 from mammosearch.search.service import SearchError
+from tests.factories import make_space
 from tests.unit.search.test_search_filtered import FixedSpaceService
 from tests.unit.web_support import make_settings
 
@@ -82,16 +83,7 @@ def _archive(factory: str, database_url: str, tmp_path: Path):
     )
     rows, vectors = archive_rows(np.random.default_rng(0))
     session.execute(insert(Image), rows)
-    space = EmbeddingSpace(
-        backbone="synthetic",
-        weights_sha256="0" * 64,
-        weights_source="test",
-        pretrained=False,
-        preprocessing_version=1,
-        dim=DIM,
-    )
-    session.add(space)
-    session.commit()
+    space = make_space(session, "synthetic", DIM, weights_sha256="0" * 64, weights_source="test")
     session.execute(
         insert(ImageEmbedding),
         [

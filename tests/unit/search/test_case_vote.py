@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from sqlalchemy import insert
 
-from mammosearch.db.models import EmbeddingSpace, Image, ImageEmbedding, ImageStatus, Patient
+from mammosearch.db.models import Image, ImageEmbedding, ImageStatus, Patient
 from mammosearch.db.session import make_session_factory
 from mammosearch.evaluate.runs import evaluate_space, measured_vote
 from mammosearch.index import clear_readers, open_index
@@ -20,6 +20,7 @@ from mammosearch.search.case_search import run_search
 from mammosearch.search.request import parse_search_request
 from mammosearch.search.service import SearchService
 from mammosearch.search.vote import SUGGESTED, UNMEASURED, Reliability
+from tests.factories import make_space
 from tests.unit.search.test_search_filtered import FixedSpaceService
 from tests.unit.web_support import make_settings
 
@@ -67,12 +68,7 @@ def archive(pg_database_url: str, tmp_path: Path):
                 vectors.append(vector)
     matrix = np.array(vectors, dtype=np.float32)
     session.execute(insert(Image), rows)
-    space = EmbeddingSpace(
-        backbone="synthetic", weights_sha256="0" * 64, weights_source="test", pretrained=False,
-        preprocessing_version=1, dim=DIM,
-    )  # fmt: skip
-    session.add(space)
-    session.commit()
+    space = make_space(session, "synthetic", DIM, weights_sha256="0" * 64, weights_source="test")
     session.execute(insert(ImageEmbedding), [
         {"image_id": row["id"], "space_id": space.id, "indexed": True,
          "vector": matrix[row["id"] - 1].astype("<f4").tobytes()}

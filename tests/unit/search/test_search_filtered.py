@@ -22,6 +22,7 @@ from mammosearch.index import clear_readers, open_index
 from mammosearch.index import filtered as filtered_module
 from mammosearch.search.request import SearchFilters
 from mammosearch.search.service import SearchService
+from tests.factories import make_space
 from tests.unit.index.test_index_filtered import clustered_vectors
 from tests.unit.web_support import fresh_sqlite, make_settings
 
@@ -92,16 +93,7 @@ def archive(request, tmp_path: Path, sqlite_template: Path, monkeypatch):
         [{"id": p, "source": "test", "source_patient_id": f"P{p}"} for p in range(1, PATIENTS + 1)],
     )
     session.execute(insert(Image), image_rows(1, COUNT, np.random.default_rng(0)))
-    space = EmbeddingSpace(
-        backbone="synthetic",
-        weights_sha256="0" * 64,
-        weights_source="test",
-        pretrained=False,
-        preprocessing_version=1,
-        dim=DIM,
-    )
-    session.add(space)
-    session.commit()
+    space = make_space(session, "synthetic", DIM, weights_sha256="0" * 64, weights_source="test")
     vectors = clustered_vectors(COUNT + 200)
     session.execute(
         insert(ImageEmbedding),
