@@ -24,7 +24,7 @@ from mammosearch.ingest.sheet import SheetParseResult, parse_annotation_sheet
 from mammosearch.ingest.storage import ImageRejected, check_image
 from mammosearch.search.query_image import read_query_image
 from tests.dicom_samples import dicom_bytes, make_dataset, ramp
-from tests.unit.web_support import synthetic_image_bytes
+from tests.factories import synthetic_image_bytes
 
 MAX_PIXELS = 4_000_000  # small, so a mutated header cannot make one example decode for long
 PYDICOM_DATA = Path(pydicom.__file__).parent / "data" / "test_files"

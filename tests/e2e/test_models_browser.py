@@ -29,8 +29,9 @@ from tests.e2e import test_web_browser as shared
 from tests.e2e.serving import serving
 from tests.e2e.test_web_browser import ARTIFACTS, E2E_STUDY_PREFIX, _sign_in
 from tests.e2e.waiting import page_wait
+from tests.factories import make_image, make_patient, make_user
 from tests.unit.train.test_auto_train import StandInTrainer
-from tests.unit.web_support import fresh_sqlite, make_image, make_patient, make_settings, make_user
+from tests.unit.web_support import fresh_sqlite, make_settings
 
 pytestmark = shared.pytestmark  # e2e, slow, skipped without Chromium
 chrome = shared.chrome  # the headless Chromium fixture

@@ -21,7 +21,8 @@ from tests.e2e.test_web_browser import (  # the browser and server helpers, not 
     pytestmark,  # noqa: F401 - e2e, slow, skipped without Chromium
 )
 from tests.e2e.waiting import page_wait
-from tests.unit.web_support import TEST_PASSWORD, fresh_sqlite, make_settings, make_user
+from tests.factories import TEST_PASSWORD, make_user
+from tests.unit.web_support import fresh_sqlite, make_settings
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from tests.e2e.test_web_browser import (  # noqa: F401  (fixtures)
 )
 from tests.e2e.viewer_checks import assert_full_resolution_at_one_scale
 from tests.e2e.waiting import page_wait
-from tests.unit.web_support import TEST_PASSWORD
+from tests.factories import TEST_PASSWORD
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

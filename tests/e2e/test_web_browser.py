@@ -18,15 +18,14 @@ from mammosearch.pipeline.process import process_pending
 from tests.e2e.serving import REPO_ROOT, serving
 from tests.e2e.viewer_checks import assert_full_resolution_at_one_scale
 from tests.e2e.waiting import page_wait
-from tests.unit.web_support import (
+from tests.factories import (
     TEST_PASSWORD,
-    fresh_sqlite,
     make_image,
     make_patient,
-    make_settings,
     make_user,
     synthetic_image_bytes,
 )
+from tests.unit.web_support import fresh_sqlite, make_settings
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 E2E_STUDY_PREFIX = "1.2.826.0.1.3680043.77."  # + the patient's number: one study each

@@ -21,7 +21,8 @@ from tests.e2e.test_web_browser import (  # noqa: F401 - chrome is a fixture
     pytestmark,
 )
 from tests.e2e.waiting import page_wait
-from tests.unit.web_support import fresh_sqlite, make_image, make_patient, make_settings, make_user
+from tests.factories import make_image, make_patient, make_user
+from tests.unit.web_support import fresh_sqlite, make_settings
 
 
 @pytest.fixture(scope="module")

@@ -22,16 +22,9 @@ from mammosearch.ingest.dicom_register import register_dicom
 from mammosearch.pipeline.process import process_pending
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.dicom_samples import dicom_bytes, make_dataset, ramp, real_mammograms
+from tests.factories import TEST_PASSWORD, make_image, make_patient, make_user
 from tests.integration.test_dicomweb_study import ACCESSION, STUDY_UID, one_study
-from tests.unit.web_support import (
-    TEST_PASSWORD,
-    app_config,
-    login,
-    make_image,
-    make_patient,
-    make_settings,
-    make_user,
-)
+from tests.unit.web_support import app_config, login, make_settings
 from web import create_app
 
 pytestmark = pytest.mark.postgres

@@ -15,15 +15,7 @@ from sqlalchemy.orm import Session
 from mammosearch.config import Settings
 from mammosearch.db.models import User
 from mammosearch.db.session import make_session_factory
-from tests.factories import (  # noqa: F401  (re-exported: the web tests import them from here)
-    TEST_PASSWORD,
-    add_polygon,
-    add_report,
-    make_image,
-    make_patient,
-    make_user,
-    synthetic_image_bytes,
-)
+from tests.factories import TEST_PASSWORD, make_user
 from web import create_app
 
 

@@ -19,7 +19,8 @@ from mammosearch.db.models import AuditEvent
 from mammosearch.db.session import get_engine
 from mammosearch.ingest.storage import check_image, store_image
 from mammosearch.logs import QueryStringFilter
-from tests.unit.web_support import app_config, make_image, make_patient, synthetic_image_bytes
+from tests.factories import make_image, make_patient, synthetic_image_bytes
+from tests.unit.web_support import app_config
 from web import create_app
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -18,7 +18,7 @@ from mammosearch.db.driver_rows import driver_rows
 from mammosearch.db.models import ApiToken, Report, utcnow
 from mammosearch.db.session import make_session_factory
 from mammosearch.search.service import REPORT_EXCERPT_CHARS, _hits_statement
-from tests.unit.web_support import make_image, make_patient, make_user
+from tests.factories import make_image, make_patient, make_user
 
 
 def _archive(session: Session, settings: Settings) -> list[int]:

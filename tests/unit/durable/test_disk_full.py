@@ -20,7 +20,8 @@ from mammosearch.cli import main
 from mammosearch.config import Settings
 from mammosearch.db.session import clear_engines
 from mammosearch.durable.disk_full import full_disk_message
-from tests.unit.web_support import TEST_PASSWORD, app_config, login
+from tests.factories import TEST_PASSWORD
+from tests.unit.web_support import app_config, login
 from web import create_app
 
 PASSWORD = "s3cret-pass-words"

@@ -27,15 +27,8 @@ from mammosearch.db.session import clear_engines, make_session_factory
 from mammosearch.index import ShardedIndex, clear_readers, space_writer_lock
 from mammosearch.pipeline.index_stage import index_space
 from mammosearch.pipeline.process import process_pending
-from tests.unit.web_support import (
-    app_config,
-    fresh_sqlite,
-    login,
-    make_image,
-    make_patient,
-    make_settings,
-    make_user,
-)
+from tests.factories import make_image, make_patient, make_user
+from tests.unit.web_support import app_config, fresh_sqlite, login, make_settings
 from web import create_app
 
 IMAGES = 6

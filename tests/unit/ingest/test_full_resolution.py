@@ -15,7 +15,7 @@ from mammosearch.db.models import AuditEvent, Image
 from mammosearch.ingest.dicom import read_dicom
 from mammosearch.ingest.dicom_register import register_dicom
 from tests.dicom_samples import dicom_bytes, make_dataset, ramp, real_mammograms
-from tests.unit.web_support import make_image, make_patient
+from tests.factories import make_image, make_patient
 
 
 def _deep_dicom(top: int = 4000, **tags: object) -> bytes:

@@ -19,15 +19,8 @@ from mammosearch.cli import main
 from mammosearch.config import Settings, get_settings
 from mammosearch.db.session import make_session_factory
 from mammosearch.pipeline.process import process_pending
-from tests.unit.web_support import (
-    app_config,
-    fresh_sqlite,
-    login,
-    make_image,
-    make_patient,
-    make_settings,
-    make_user,
-)
+from tests.factories import make_image, make_patient, make_user
+from tests.unit.web_support import app_config, fresh_sqlite, login, make_settings
 from web import create_app
 from web.imagefiles import thumbnail_bytes
 

@@ -22,7 +22,7 @@ from mammosearch.config import Settings
 from mammosearch.db.session import session_scope
 from mammosearch.embed.serving_record import read_serving
 from mammosearch.train import auto
-from tests.unit.web_support import make_image, make_patient
+from tests.factories import make_image, make_patient
 
 TINY_PX = 32
 

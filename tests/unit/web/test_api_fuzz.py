@@ -31,8 +31,9 @@ from mammosearch.search.request import (
     SearchRequest,
     parse_search_request,
 )
+from tests.factories import make_user, synthetic_image_bytes
 from tests.unit.web.test_web_search import archive  # noqa: F401  (the indexed six-image archive)
-from tests.unit.web_support import app_config, make_user, synthetic_image_bytes
+from tests.unit.web_support import app_config
 from web import create_app
 from web.api.openapi import openapi_document
 

@@ -18,8 +18,8 @@ from mammosearch.config import Settings
 from mammosearch.db.models import EvaluationRun
 from mammosearch.db.session import make_session_factory
 from mammosearch.search.request import MAX_K, SearchRequest
+from tests.factories import make_user, synthetic_image_bytes
 from tests.unit.web.test_web_search import archive, search_app  # noqa: F401  (fixtures)
-from tests.unit.web_support import make_user, synthetic_image_bytes
 from web.api.openapi import openapi_document
 
 

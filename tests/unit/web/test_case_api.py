@@ -13,9 +13,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from mammosearch.config import Settings
+from tests.factories import synthetic_image_bytes
 from tests.unit.web.test_api_schema import _validator
 from tests.unit.web.test_web_search import api_token, archive, search_app  # noqa: F401  (fixtures)
-from tests.unit.web_support import synthetic_image_bytes
 from web.api.openapi import openapi_document
 
 

@@ -11,7 +11,8 @@ from sqlalchemy import select
 
 from mammosearch.access.users import create_api_token
 from mammosearch.db.models import ApiToken, AuditEvent
-from tests.unit.web_support import TEST_PASSWORD, app_config, login, make_user
+from tests.factories import TEST_PASSWORD, make_user
+from tests.unit.web_support import app_config, login
 from web import create_app
 
 OPEN_ENDPOINTS = {"static", "auth.login", "health.healthz", "health.readyz", "metrics.scrape"}

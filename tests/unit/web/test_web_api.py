@@ -6,7 +6,7 @@ from flask.testing import FlaskClient
 
 from mammosearch.access.users import create_api_token
 from mammosearch.db.models import EvaluationRun
-from tests.unit.web_support import add_polygon, make_image, make_patient, make_user
+from tests.factories import add_polygon, make_image, make_patient, make_user
 from web.api.openapi import openapi_document
 
 

@@ -14,8 +14,9 @@ from mammosearch.db.session import session_scope
 from mammosearch.durable.file_lock import exclusive_file_lock
 from mammosearch.embed.serving_record import read_serving
 from mammosearch.train import auto
+from tests.factories import make_user
 from tests.unit.train.test_auto_train import WINS, StandInTrainer, _add_images
-from tests.unit.web_support import app_config, login, make_user
+from tests.unit.web_support import app_config, login
 from web import create_app
 
 

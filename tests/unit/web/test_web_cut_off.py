@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 from mammosearch.access.users import FREE_SIGN_IN_FAILURES, create_api_token
 from mammosearch.db.models import ApiToken, AuditEvent, User, utcnow
 from tests.conftest import REDIS_TEST_URL
-from tests.unit.web_support import TEST_PASSWORD, app_config, login
+from tests.factories import TEST_PASSWORD
+from tests.unit.web_support import app_config, login
 from web import create_app
 from web.auth import LAST_SEEN_KEY
 

@@ -9,7 +9,7 @@ import time
 from flask.testing import FlaskClient
 
 from mammosearch.train.jobs import list_jobs
-from tests.unit.web_support import make_image, make_patient
+from tests.factories import make_image, make_patient
 
 
 def _csrf(client: FlaskClient) -> str:

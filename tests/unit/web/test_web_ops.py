@@ -7,7 +7,8 @@ import re
 from flask.testing import FlaskClient
 
 from tests.conftest import REDIS_TEST_URL
-from tests.unit.web_support import app_config, make_image, make_patient
+from tests.factories import make_image, make_patient
+from tests.unit.web_support import app_config
 from web import create_app
 
 

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from mammosearch.access.users import authenticate
 from mammosearch.db.models import AuditEvent, EvaluationRun, User
-from tests.unit.web_support import add_polygon, add_report, make_image, make_patient
+from tests.factories import add_polygon, add_report, make_image, make_patient
 
 
 def test_case_page_shows_image_report_outline_and_other_images(

@@ -18,16 +18,8 @@ from mammosearch.db.models import AuditEvent, Image
 from mammosearch.db.session import make_session_factory
 from mammosearch.pipeline.process import process_pending
 from mammosearch.search.filters import FILTER_FIELDS, FILTER_NAMES
-from tests.unit.web_support import (
-    app_config,
-    fresh_sqlite,
-    login,
-    make_image,
-    make_patient,
-    make_settings,
-    make_user,
-    synthetic_image_bytes,
-)
+from tests.factories import make_image, make_patient, make_user, synthetic_image_bytes
+from tests.unit.web_support import app_config, fresh_sqlite, login, make_settings
 from web import create_app
 
 

@@ -13,7 +13,8 @@ from mammosearch.config import Settings
 from mammosearch.db.models import AuditEvent
 from mammosearch.db.session import make_session_factory
 from mammosearch.pipeline.process import process_pending
-from tests.unit.web_support import app_config, make_image, make_patient, make_settings, make_user
+from tests.factories import make_image, make_patient, make_user
+from tests.unit.web_support import app_config, make_settings
 from web import create_app
 from web.db import get_session
 

@@ -13,7 +13,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mammosearch.db.models import AuditEvent, User
-from tests.unit.web_support import TEST_PASSWORD, app_config, make_patient
+from tests.factories import TEST_PASSWORD, make_patient
+from tests.unit.web_support import app_config
 from web import create_app
 
 OFF_SITE_NEXTS = [

@@ -15,17 +15,8 @@ from sqlalchemy.orm import Session
 from mammosearch.config import Settings
 from mammosearch.db.session import make_session_factory
 from mammosearch.pipeline.process import process_pending
-from tests.unit.web_support import (
-    add_report,
-    app_config,
-    fresh_sqlite,
-    login,
-    make_image,
-    make_patient,
-    make_settings,
-    make_user,
-    synthetic_image_bytes,
-)
+from tests.factories import add_report, make_image, make_patient, make_user, synthetic_image_bytes
+from tests.unit.web_support import app_config, fresh_sqlite, login, make_settings
 from web import create_app
 from web.imagefiles import viewer_data_url
 

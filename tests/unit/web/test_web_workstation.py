@@ -10,7 +10,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from mammosearch.db.models import AuditEvent
-from tests.unit.web_support import make_patient
+from tests.factories import make_patient
 
 
 def _event(db, action: str, when: str, username: str = "rad", patient=None) -> AuditEvent:  # type: ignore[no-untyped-def]
