@@ -7,7 +7,6 @@ bash scripts/services.sh
 bash scripts/setup-venv.sh test
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-# Types: strict on platform/mammosearch, web/ and workers/ ([tool.mypy] in pyproject.toml;
-# the few relaxed modules are listed there with the reason).
+# Types: strict on platform/mammosearch, web/ and workers/ ([tool.mypy] in pyproject.toml).
 .venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

@@ -163,7 +163,8 @@ def fit_top(
         if on_epoch is not None:
             on_epoch(epoch + 1, float(np.mean(losses)) if losses else float("nan"), top)
     if averaged is not None:
-        return averaged.module.eval()  # the running mean of the last epochs' weights
+        mean_top: Top = averaged.module  # type: ignore[assignment]  # AveragedModel keeps a Module
+        return mean_top.eval()  # the running mean of the last epochs' weights
     return top.eval()
 
 
@@ -195,9 +196,9 @@ def embed_cached(
     with torch.inference_mode():
         for start in range(0, positions.size, 64):
             batch = torch.from_numpy(positions[start : start + 64])
-            embedding = sum(
-                top.embed(_maps(cache[batch, view], device)) for view in range(test_views)
-            )
+            embedding = torch.stack(
+                [top.embed(_maps(cache[batch, view], device)) for view in range(test_views)]
+            ).sum(dim=0)
             chunks.append(torch.nn.functional.normalize(embedding, dim=1).cpu().numpy())
     return np.concatenate(chunks).astype(np.float32) if chunks else np.empty((0, top.dim))
 

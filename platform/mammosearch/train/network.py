@@ -145,7 +145,8 @@ class TopEnsemble(nn.Module):
         self.dim = members[0].dim
 
     def embed(self, maps: torch.Tensor) -> torch.Tensor:
-        return F.normalize(sum(member.embed(maps) for member in self.members), dim=1)
+        tops: list[Top] = list(self.members)  # type: ignore[arg-type]  # ModuleList yields Module
+        return F.normalize(torch.stack([top.embed(maps) for top in tops]).sum(dim=0), dim=1)
 
 
 class EmbeddingModel(nn.Module):

@@ -315,7 +315,7 @@ def cross_validate(
             training_vectors = embed_cached(
                 top, prepared.cache, train_positions, config.test_views, device
             )
-            if done_file is not None:
+            if work_dir is not None and done_file is not None:
                 buffer = io.BytesIO()
                 np.savez(buffer, vectors=vectors, training_vectors=training_vectors)
                 atomic_write_bytes(done_file, buffer.getvalue())
