@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -219,16 +219,7 @@ class FilterTable:
             arrays.patient[image_id] = NONE_CODE if row.patient_id is None else row.patient_id
             if row.updated_at is not None and (watermark is None or row.updated_at > watermark):
                 watermark = row.updated_at
-        return _Arrays(
-            exists=arrays.exists,
-            indexed=arrays.indexed,
-            codes=arrays.codes,
-            vocab=arrays.vocab,
-            numbers=arrays.numbers,
-            patient=arrays.patient,
-            watermark=watermark,
-            signature=signature,
-        )
+        return replace(arrays, watermark=watermark, signature=signature)
 
     @staticmethod
     def _equals(arrays: _Arrays, name: str, wanted: str) -> np.ndarray:

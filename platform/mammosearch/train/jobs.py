@@ -8,7 +8,6 @@ the archive is `spaces reembed` + `spaces activate`, a decision for a person.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import uuid
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mammosearch.config import Settings
-from mammosearch.durable.atomic_files import atomic_write_bytes
+from mammosearch.durable.atomic_files import read_json_record, write_json_record
 
 if TYPE_CHECKING:  # imported late at run time: the config imports torch, slow to import
     from mammosearch.train.config import TrainConfig
@@ -42,28 +41,19 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _write(path: Path, record: dict[str, Any]) -> None:
-    atomic_write_bytes(path, json.dumps(record, indent=2, default=str).encode())
-
-
 def read_job(settings: Settings, job_id: str) -> dict[str, Any] | None:
     if not _JOB_ID.match(job_id):
         return None
-    try:
-        job: dict[str, Any] = json.loads((jobs_dir(settings) / f"{job_id}.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return job
+    return read_json_record(jobs_dir(settings) / f"{job_id}.json") or None
 
 
 def list_jobs(settings: Settings, limit: int = 20) -> list[dict[str, Any]]:
     """Newest first."""
     records = []
     for path in jobs_dir(settings).glob("*.json"):
-        try:
-            records.append(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            continue
+        record = read_json_record(path)
+        if record:
+            records.append(record)
     return sorted(records, key=lambda r: r.get("created_at", ""), reverse=True)[:limit]
 
 
@@ -85,7 +75,7 @@ def create_job(
         "requested_by": requested_by,
         "created_at": _now(),
     }
-    _write(jobs_dir(settings) / f"{record['id']}.json", record)
+    write_json_record(jobs_dir(settings) / f"{record['id']}.json", record)
     return record
 
 
@@ -121,7 +111,7 @@ def run_job(settings: Settings, job_id: str) -> dict[str, Any]:
     if record is None:
         raise ValueError(f"training job {job_id}: no such job")
     record.update(state="running", stage="loading images", started_at=_now())
-    _write(path, record)
+    write_json_record(path, record)
     out_dir = settings.layout.trained_dir / record["name"]
     try:
         config = job_config(record["options"])
@@ -129,7 +119,7 @@ def run_job(settings: Settings, job_id: str) -> dict[str, Any]:
 
         def status(stage: str, details: dict[str, Any]) -> None:
             record.update(stage=stage, progress=clock.progress(stage, details), updated_at=_now())
-            _write(path, record)
+            write_json_record(path, record)
 
         with session_scope(settings.database_url) as session:
             written = run_training(
@@ -146,7 +136,7 @@ def run_job(settings: Settings, job_id: str) -> dict[str, Any]:
     except Exception as error:  # noqa: BLE001 - the record must say why, whatever it was
         log.exception("training job %s failed", job_id)
         record.update(state="failed", stage="failed", error=str(error), finished_at=_now())
-        _write(path, record)
+        write_json_record(path, record)
         raise
     finished_at = _now()
     record.update(
@@ -161,7 +151,7 @@ def run_job(settings: Settings, job_id: str) -> dict[str, Any]:
             finished_at,
         ),
     )
-    _write(path, record)
+    write_json_record(path, record)
     return record
 
 
